@@ -1,0 +1,123 @@
+//! Per-worker deadline heap.
+//!
+//! Timers are cancelled lazily: cancelling removes the payload from `live`,
+//! and the stale heap entry is discarded when it reaches the top. Arming and
+//! cancelling are therefore `O(log n)` and `O(1)`, which matters because the
+//! HTTP layer re-arms a keep-alive or header timer on every request.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+/// Identifies an armed timer on one worker; returned by
+/// [`Context::set_timer`](crate::Context::set_timer) and used to cancel it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TimerId(u64);
+
+#[derive(Debug)]
+pub(crate) struct Timers<T> {
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    live: HashMap<u64, T>,
+    next_id: u64,
+}
+
+impl<T> Timers<T> {
+    pub(crate) fn new() -> Self {
+        Timers {
+            heap: BinaryHeap::new(),
+            live: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    pub(crate) fn insert(&mut self, deadline: Instant, payload: T) -> TimerId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.heap.push(Reverse((deadline, id)));
+        self.live.insert(id, payload);
+        TimerId(id)
+    }
+
+    pub(crate) fn cancel(&mut self, id: TimerId) -> Option<T> {
+        let payload = self.live.remove(&id.0);
+        if self.live.is_empty() {
+            // Nothing armed: drop the stale entries at once instead of letting
+            // them wake the worker for nothing.
+            self.heap.clear();
+        }
+        payload
+    }
+
+    /// Drops cancelled entries from the top of the heap.
+    fn prune(&mut self) {
+        while let Some(Reverse((_, id))) = self.heap.peek() {
+            if self.live.contains_key(id) {
+                break;
+            }
+            self.heap.pop();
+        }
+    }
+
+    /// How long the poll may sleep before the earliest live deadline.
+    pub(crate) fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
+        self.prune();
+        self.heap
+            .peek()
+            .map(|Reverse((deadline, _))| deadline.saturating_duration_since(now))
+    }
+
+    /// Removes and returns the earliest timer whose deadline is `<= now`.
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<T> {
+        loop {
+            let Reverse((deadline, id)) = *self.heap.peek()?;
+            if deadline > now {
+                return None;
+            }
+            self.heap.pop();
+            if let Some(payload) = self.live.remove(&id) {
+                return Some(payload);
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.live.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expire_in_deadline_order_not_insertion_order() {
+        let mut timers = Timers::new();
+        let t0 = Instant::now();
+        timers.insert(t0 + Duration::from_millis(30), "c");
+        timers.insert(t0 + Duration::from_millis(10), "a");
+        timers.insert(t0 + Duration::from_millis(20), "b");
+        assert_eq!(
+            timers.next_timeout(t0),
+            Some(Duration::from_millis(10)),
+            "poll timeout follows the earliest deadline"
+        );
+        assert_eq!(timers.pop_expired(t0 + Duration::from_millis(5)), None);
+        let later = t0 + Duration::from_millis(40);
+        let fired: Vec<_> = std::iter::from_fn(|| timers.pop_expired(later)).collect();
+        assert_eq!(fired, ["a", "b", "c"]);
+        assert_eq!(timers.next_timeout(later), None);
+    }
+
+    #[test]
+    fn cancelled_timers_never_fire_nor_shorten_the_timeout() {
+        let mut timers = Timers::new();
+        let t0 = Instant::now();
+        let early = timers.insert(t0 + Duration::from_millis(1), 1);
+        timers.insert(t0 + Duration::from_millis(50), 2);
+        assert_eq!(timers.cancel(early), Some(1));
+        assert_eq!(timers.cancel(early), None, "cancel is idempotent");
+        assert_eq!(timers.next_timeout(t0), Some(Duration::from_millis(50)));
+        assert_eq!(timers.pop_expired(t0 + Duration::from_millis(60)), Some(2));
+        assert_eq!(timers.len(), 0);
+    }
+}
