@@ -532,7 +532,10 @@ mod tests {
                 assert_eq!(mine, expected, "worker {worker}, in order per poster");
             }
         }
-        assert_eq!(seen, 4, "every worker ran on_shutdown before shutdown returned");
+        assert_eq!(
+            seen, 4,
+            "every worker ran on_shutdown before shutdown returned"
+        );
     }
 
     struct TimerOrder {
@@ -613,7 +616,11 @@ mod tests {
         let mailbox = reactor.mailbox(2).clone();
         reactor.shutdown();
         assert_eq!(exited.load(Ordering::SeqCst), 3);
-        assert_eq!(mailbox.post(()), Err(Closed(())), "posting after shutdown fails");
+        assert_eq!(
+            mailbox.post(()),
+            Err(Closed(())),
+            "posting after shutdown fails"
+        );
         reactor.shutdown(); // idempotent
     }
 

@@ -1,1 +1,185 @@
-//! placeholder
+//! The transport layer of pistachio: a TCP listener, an accept thread, and
+//! per-worker plaintext and TLS peers (Pistache's `Tcp::Listener` and
+//! `Tcp::Transport`), with the OpenSSL error-queue handling done right.
+//!
+//! # How it works
+//!
+//! An accept thread hands each accepted socket to a worker, round-robin,
+//! through the worker's mailbox. The worker owns the connection for its whole
+//! life: it creates the peer's `SSL*` on its own thread, drives the TLS
+//! handshake by readiness (never blocking; bounded by a handshake timeout),
+//! and calls the connection's [`Protocol`] with the bytes it reads.
+//!
+//! Readiness is edge-triggered, so the transport keeps calling `SSL_read`
+//! until `WANT_READ`: bytes already inside OpenSSL make no new edge.
+//!
+//! # The TLS contract
+//!
+//! Every `SSL_do_handshake`, `SSL_read`, `SSL_write` and `SSL_shutdown` goes
+//! through one choke point that empties the thread's OpenSSL error queue
+//! first, classifies a failure with `SSL_get_error` and the queue's first
+//! entry (see [`classify`]), and drains the queue before returning. A client
+//! that drops TCP without close_notify therefore closes only its own
+//! connection, and never poisons the next call on the same worker (the bug
+//! behind Pistache issue #1309). Debug builds assert that the queue is empty
+//! whenever control leaves the transport.
+//!
+//! # Example
+//!
+//! An echo server over plaintext TCP:
+//!
+//! ```
+//! use pistachio_transport::{Conn, Listener, Protocol, Server, ServerConfig};
+//! use std::io::{Read, Write};
+//!
+//! struct Echo;
+//!
+//! impl Protocol for Echo {
+//!     type Message = ();
+//!     fn on_input(&mut self, conn: &mut Conn<'_, ()>, data: &[u8]) {
+//!         conn.write(data);
+//!     }
+//!     fn on_message(&mut self, _: &mut Conn<'_, ()>, _: ()) {}
+//! }
+//!
+//! let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+//! let addr = listener.local_addr();
+//! let mut server = Server::start(listener, ServerConfig::default(), |_| Echo)?;
+//!
+//! let mut client = std::net::TcpStream::connect(addr)?;
+//! client.write_all(b"ping")?;
+//! let mut reply = [0; 4];
+//! client.read_exact(&mut reply)?;
+//! assert_eq!(&reply, b"ping");
+//! server.shutdown(); // stops accepting, closes peers, joins every thread
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+#![deny(unsafe_code)]
+
+pub mod classify;
+mod conn;
+mod listener;
+#[allow(unsafe_code)]
+mod sys;
+mod tls;
+mod worker;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pistachio_reactor::Reactor;
+
+pub use conn::{CloseReason, Conn, PeerHandle, PeerInfo, Protocol, TlsInfo};
+pub use listener::{Listener, ListenerOptions};
+pub use tls::{SelfSigned, TlsConfig, TlsError};
+
+pub use openssl;
+
+use listener::AcceptThread;
+use worker::{Worker, WorkerConfig, WorkerMsg};
+
+/// Settings of a [`Server`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Number of worker threads (event loops). Default: the number of CPUs.
+    pub threads: usize,
+    /// Serve TLS with this configuration; `None` (default) for plaintext.
+    pub tls: Option<TlsConfig>,
+    /// How long a client may take to complete the TLS handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// After a graceful close, how long to keep draining the peer's input
+    /// before dropping the socket. Default 2 s.
+    pub linger_timeout: Duration,
+    /// Worker threads are named `{prefix}{i}`. Default `pistachio-w`.
+    pub thread_name_prefix: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            tls: None,
+            handshake_timeout: Duration::from_secs(10),
+            linger_timeout: Duration::from_secs(2),
+            thread_name_prefix: "pistachio-w".to_owned(),
+        }
+    }
+}
+
+/// A running server: the accept thread and the workers.
+///
+/// Dropping it is the same as calling [`Server::shutdown`].
+pub struct Server<M: Send + 'static> {
+    accept: Option<AcceptThread>,
+    reactor: Reactor<WorkerMsg<M>>,
+    local_addr: SocketAddr,
+}
+
+impl<M: Send + 'static> fmt::Debug for Server<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("threads", &self.reactor.threads())
+            .field("accepting", &self.accept.is_some())
+            .finish()
+    }
+}
+
+impl<M: Send + 'static> Server<M> {
+    /// Starts the workers and the accept thread on a bound listener.
+    /// `factory` makes each connection's protocol, on its worker.
+    pub fn start<P, F>(listener: Listener, config: ServerConfig, factory: F) -> io::Result<Self>
+    where
+        P: Protocol<Message = M>,
+        F: Fn(&PeerInfo) -> P + Send + Sync + 'static,
+    {
+        let local_addr = listener.local_addr();
+        let factory: Arc<worker::Factory<P>> = Arc::new(factory);
+        let worker_config = Arc::new(WorkerConfig {
+            tls: config.tls.clone(),
+            handshake_timeout: config.handshake_timeout,
+            linger_timeout: config.linger_timeout,
+        });
+        let reactor = Reactor::builder()
+            .threads(config.threads)
+            .name_prefix(config.thread_name_prefix.clone())
+            .spawn(move |_| Worker::new(Arc::clone(&factory), Arc::clone(&worker_config)))?;
+        let accept = AcceptThread::spawn(listener, reactor.mailboxes().to_vec())?;
+        Ok(Server {
+            accept: Some(accept),
+            reactor,
+            local_addr,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.reactor.threads()
+    }
+
+    /// Stops accepting (the listening socket is closed), closes every
+    /// connection (flushing what it can and sending TLS close_notify), and
+    /// returns once the accept thread and all workers have exited.
+    /// Idempotent.
+    pub fn shutdown(&mut self) {
+        if let Some(mut accept) = self.accept.take() {
+            accept.stop();
+        }
+        self.reactor.shutdown();
+    }
+}
+
+impl<M: Send + 'static> Drop for Server<M> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,255 @@
+//! What the transport offers a protocol: the [`Protocol`] trait it calls and
+//! the [`Conn`] handle it passes in, plus [`PeerHandle`] for other threads.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pistachio_reactor::Mailbox;
+
+use crate::worker::{PeerIo, TimerRequest, WorkerMsg};
+
+/// A per-connection protocol handler (Pistache's `Http::Handler::onInput`
+/// and friends). One instance per connection, created on the connection's
+/// worker by the server's factory and only ever used there.
+///
+/// Every callback gets a [`Conn`] to write, close or arm a timer; what it
+/// queued is flushed when the callback returns.
+pub trait Protocol: Sized + 'static {
+    /// What other threads send to this connection via [`PeerHandle::post`].
+    type Message: Send + 'static;
+
+    /// The connection is ready for application data (after the TLS
+    /// handshake, for TLS).
+    fn on_connect(&mut self, conn: &mut Conn<'_, Self::Message>) {
+        let _ = conn;
+    }
+
+    /// Bytes arrived. `data` is only valid during the call.
+    fn on_input(&mut self, conn: &mut Conn<'_, Self::Message>, data: &[u8]);
+
+    /// The peer finished sending cleanly (TCP FIN, or TLS close_notify).
+    /// The default closes gracefully once queued output is flushed.
+    fn on_eof(&mut self, conn: &mut Conn<'_, Self::Message>) {
+        conn.close();
+    }
+
+    /// A message posted with [`PeerHandle::post`].
+    fn on_message(&mut self, conn: &mut Conn<'_, Self::Message>, msg: Self::Message);
+
+    /// The timer armed with [`Conn::set_timeout`] fired. The default closes.
+    fn on_timeout(&mut self, conn: &mut Conn<'_, Self::Message>) {
+        conn.close();
+    }
+
+    /// The connection is gone; called exactly once per connection that was
+    /// handed to the factory, whatever the reason.
+    fn on_close(&mut self, reason: &CloseReason) {
+        let _ = reason;
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// Closed gracefully after [`Conn::close`] (or the peer's clean EOF),
+    /// with TLS close_notify sent.
+    Closed,
+    /// The protocol called [`Conn::abort`].
+    Aborted,
+    /// The peer closed TCP without TLS close_notify (not an error).
+    PeerClosedWithoutNotify,
+    /// The TLS handshake did not finish within the handshake timeout.
+    HandshakeTimeout,
+    /// A TLS protocol error (bad client, plaintext on the TLS port...).
+    Tls(String),
+    /// A socket error (e.g. connection reset).
+    Socket(io::Error),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Closed => f.write_str("closed"),
+            CloseReason::Aborted => f.write_str("aborted"),
+            CloseReason::PeerClosedWithoutNotify => {
+                f.write_str("peer closed without TLS close_notify")
+            }
+            CloseReason::HandshakeTimeout => f.write_str("TLS handshake timed out"),
+            CloseReason::Tls(e) => write!(f, "TLS error: {e}"),
+            CloseReason::Socket(e) => write!(f, "socket error: {e}"),
+            CloseReason::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+/// Facts about a new connection, given to the protocol factory.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerInfo {
+    /// The client's address.
+    pub peer_addr: SocketAddr,
+    /// The local address the client connected to.
+    pub local_addr: SocketAddr,
+    /// Index of the worker that owns the connection.
+    pub worker: usize,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// The negotiated TLS parameters of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// Protocol version, e.g. `TLSv1.3`.
+    pub version: &'static str,
+    /// Cipher suite, e.g. `TLS_AES_256_GCM_SHA384`.
+    pub cipher: &'static str,
+}
+
+/// The connection, as a [`Protocol`] callback sees it.
+pub struct Conn<'a, M: Send + 'static> {
+    pub(crate) io: &'a mut PeerIo,
+    pub(crate) mailbox: &'a Mailbox<WorkerMsg<M>>,
+    pub(crate) token: usize,
+    pub(crate) generation: u64,
+}
+
+impl<M: Send + 'static> fmt::Debug for Conn<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("peer", &self.io.peer_addr)
+            .field("token", &self.token)
+            .field("queued", &self.io.queued)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Send + 'static> Conn<'_, M> {
+    /// Queues bytes for sending (copied). They are sent, in order, when the
+    /// callback returns and as the socket accepts them.
+    pub fn write(&mut self, data: &[u8]) {
+        self.io.queue_copy(data);
+    }
+
+    /// Queues an owned buffer for sending, without copying it.
+    pub fn write_vec(&mut self, data: Vec<u8>) {
+        self.io.queue_owned(data);
+    }
+
+    /// Bytes queued and not yet accepted by the socket (or by OpenSSL).
+    pub fn queued(&self) -> usize {
+        self.io.queued
+    }
+
+    /// Closes gracefully: once everything queued is sent, send TLS
+    /// close_notify, then FIN, then drain what the peer still sends for a
+    /// short while (so that unread input cannot turn the close into an RST
+    /// that destroys the response in flight). No more input is delivered.
+    pub fn close(&mut self) {
+        self.io.close_requested = true;
+    }
+
+    /// Closes at once, dropping anything queued.
+    pub fn abort(&mut self) {
+        self.io.abort_requested = true;
+    }
+
+    /// Whether [`Conn::close`] or [`Conn::abort`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.io.close_requested || self.io.abort_requested
+    }
+
+    /// Arms (or re-arms) this connection's single protocol timer; when it
+    /// fires, [`Protocol::on_timeout`] is called.
+    pub fn set_timeout(&mut self, after: Duration) {
+        self.io.timer_request = TimerRequest::Set(after);
+    }
+
+    /// Disarms the protocol timer.
+    pub fn clear_timeout(&mut self) {
+        self.io.timer_request = TimerRequest::Clear;
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.io.peer_addr
+    }
+
+    /// The local address the client connected to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.io.local_addr
+    }
+
+    /// Index of the worker that owns this connection.
+    pub fn worker(&self) -> usize {
+        self.mailbox.worker()
+    }
+
+    /// TLS parameters, or `None` for plaintext.
+    pub fn tls(&self) -> Option<TlsInfo> {
+        self.io.tls_info()
+    }
+
+    /// A handle through which any thread can post to this connection.
+    pub fn handle(&self) -> PeerHandle<M> {
+        PeerHandle {
+            mailbox: self.mailbox.clone(),
+            token: self.token,
+            generation: self.generation,
+        }
+    }
+}
+
+/// Addresses one connection from any thread: posts go through the owning
+/// worker's mailbox and arrive in [`Protocol::on_message`] on that worker.
+/// Messages for a connection that has closed meanwhile are dropped.
+pub struct PeerHandle<M: Send + 'static> {
+    mailbox: Mailbox<WorkerMsg<M>>,
+    token: usize,
+    generation: u64,
+}
+
+impl<M: Send + 'static> Clone for PeerHandle<M> {
+    fn clone(&self) -> Self {
+        PeerHandle {
+            mailbox: self.mailbox.clone(),
+            token: self.token,
+            generation: self.generation,
+        }
+    }
+}
+
+impl<M: Send + 'static> fmt::Debug for PeerHandle<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerHandle")
+            .field("worker", &self.mailbox.worker())
+            .field("token", &self.token)
+            .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+impl<M: Send + 'static> PeerHandle<M> {
+    /// Posts `msg` to the connection. Fails (handing `msg` back) only if the
+    /// worker has stopped.
+    pub fn post(&self, msg: M) -> Result<(), M> {
+        self.mailbox
+            .post(WorkerMsg::Peer {
+                token: self.token,
+                generation: self.generation,
+                msg,
+            })
+            .map_err(|closed| match closed.0 {
+                WorkerMsg::Peer { msg, .. } => msg,
+                WorkerMsg::Accept(..) => unreachable!("posted a peer message"),
+            })
+    }
+
+    /// Index of the worker that owns the connection.
+    pub fn worker(&self) -> usize {
+        self.mailbox.worker()
+    }
+}

@@ -1,0 +1,270 @@
+//! Binding (Pistache's `Tcp::Listener` options) and the accept thread.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{debug, error, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use pistachio_reactor::Mailbox;
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+
+use crate::worker::WorkerMsg;
+
+/// Socket options for the listening socket and accepted connections
+/// (Pistache's `Tcp::Options`).
+#[derive(Debug, Clone)]
+pub struct ListenerOptions {
+    /// `SO_REUSEADDR` (default on): rebind at once after a restart.
+    pub reuse_addr: bool,
+    /// `SO_REUSEPORT` (default off): several sockets share the port.
+    pub reuse_port: bool,
+    /// `TCP_NODELAY` on accepted connections (default on).
+    pub no_delay: bool,
+    /// Close-on-exec on the listening socket (default on; accepted sockets
+    /// always get it, from `accept4(SOCK_CLOEXEC)`).
+    pub close_on_exec: bool,
+    /// `listen(2)` backlog (default 4096; the kernel caps it at
+    /// `net.core.somaxconn`).
+    pub backlog: i32,
+    /// For an IPv6 address, accept only IPv6 (`IPV6_V6ONLY`, default on, so
+    /// `[::]` and `0.0.0.0` can be bound side by side).
+    pub only_v6: bool,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions {
+            reuse_addr: true,
+            reuse_port: false,
+            no_delay: true,
+            close_on_exec: true,
+            backlog: 4096,
+            only_v6: true,
+        }
+    }
+}
+
+/// A bound, listening TCP socket, not yet accepting. Bind first to learn the
+/// port (`127.0.0.1:0` picks an ephemeral one), then hand it to a server.
+#[derive(Debug)]
+pub struct Listener {
+    inner: StdListener,
+    local_addr: SocketAddr,
+    options: ListenerOptions,
+}
+
+impl Listener {
+    /// Binds and listens on `addr` with `options`. A busy port is an error
+    /// of kind [`io::ErrorKind::AddrInUse`] naming the address.
+    pub fn bind(addr: SocketAddr, options: ListenerOptions) -> io::Result<Listener> {
+        let context = |e: io::Error, what: &str| {
+            io::Error::new(e.kind(), format!("cannot {what} {addr}: {e}"))
+        };
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM,
+            Some(SockProtocol::TCP),
+        )
+        .map_err(|e| context(e, "create a socket for"))?;
+        if !options.close_on_exec {
+            socket
+                .set_cloexec(false)
+                .map_err(|e| context(e, "clear close-on-exec on"))?;
+        }
+        socket
+            .set_reuse_address(options.reuse_addr)
+            .map_err(|e| context(e, "set SO_REUSEADDR on"))?;
+        if options.reuse_port {
+            socket
+                .set_reuse_port(true)
+                .map_err(|e| context(e, "set SO_REUSEPORT on"))?;
+        }
+        if addr.is_ipv6() {
+            socket
+                .set_only_v6(options.only_v6)
+                .map_err(|e| context(e, "set IPV6_V6ONLY on"))?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into()).map_err(|e| context(e, "bind"))?;
+        socket
+            .listen(options.backlog)
+            .map_err(|e| context(e, "listen on"))?;
+        let inner: StdListener = socket.into();
+        let local_addr = inner.local_addr()?;
+        Ok(Listener {
+            inner,
+            local_addr,
+            options,
+        })
+    }
+
+    /// The bound address, with the real port when bound to port 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+const LISTENER: Token = Token(0);
+const STOP: Token = Token(1);
+
+/// How long to stop accepting after the process or system ran out of file
+/// descriptors (or memory), instead of spinning on the same error.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The running accept thread; [`AcceptThread::stop`] joins it.
+#[derive(Debug)]
+pub(crate) struct AcceptThread {
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AcceptThread {
+    pub(crate) fn spawn<M: Send + 'static>(
+        listener: Listener,
+        workers: Vec<Mailbox<WorkerMsg<M>>>,
+    ) -> io::Result<AcceptThread> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let no_delay = listener.options.no_delay;
+        let mut mio_listener = TcpListener::from_std(listener.inner);
+        poll.registry()
+            .register(&mut mio_listener, LISTENER, Interest::READABLE)?;
+        let stop2 = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("pistachio-acc".into())
+            .spawn(move || accept_loop(poll, mio_listener, workers, no_delay, &stop2))?;
+        Ok(AcceptThread {
+            waker,
+            thread: Some(thread),
+            stop,
+        })
+    }
+
+    /// Stops accepting, closes the listening socket and joins the thread.
+    pub(crate) fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.waker.wake();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                error!("accept thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for AcceptThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop<M: Send + 'static>(
+    mut poll: Poll,
+    listener: TcpListener,
+    workers: Vec<Mailbox<WorkerMsg<M>>>,
+    no_delay: bool,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let mut events = Events::with_capacity(8);
+    let mut next = 0usize;
+    let mut backoff = false;
+    loop {
+        let timeout = backoff.then_some(ACCEPT_BACKOFF);
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            error!("accept thread: poll failed, no longer accepting: {e}");
+            return;
+        }
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        backoff = false;
+        // Edge-triggered: accept until WouldBlock (or until backing off, in
+        // which case the timeout above brings us back).
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if no_delay {
+                        if let Err(e) = stream.set_nodelay(true) {
+                            debug!("TCP_NODELAY on {peer}: {e}");
+                        }
+                    }
+                    let worker = &workers[next];
+                    next = (next + 1) % workers.len();
+                    debug!("accepted {peer} -> worker {}", worker.worker());
+                    if worker.post(WorkerMsg::Accept(stream, peer)).is_err() {
+                        // Workers are stopping; so are we.
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => match e.raw_os_error() {
+                    // The connection died in the queue: not our problem.
+                    Some(libc::ECONNABORTED) | Some(libc::EPROTO) | Some(libc::EPERM) => continue,
+                    Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS)
+                    | Some(libc::ENOMEM) => {
+                        warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                        backoff = true;
+                        break;
+                    }
+                    _ => {
+                        error!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                        backoff = true;
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_is_ephemeral_and_readable_back() {
+        let l = Listener::bind("127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
+        assert_ne!(l.local_addr().port(), 0);
+        let l6 = Listener::bind("[::1]:0".parse().unwrap(), Default::default());
+        if let Ok(l6) = l6 {
+            assert!(l6.local_addr().is_ipv6());
+            assert_ne!(l6.local_addr().port(), 0);
+        }
+    }
+
+    #[test]
+    fn busy_port_is_a_clear_error() {
+        let no_reuse = ListenerOptions {
+            reuse_addr: false,
+            ..Default::default()
+        };
+        let first = Listener::bind("127.0.0.1:0".parse().unwrap(), no_reuse.clone()).unwrap();
+        let err = Listener::bind(first.local_addr(), no_reuse).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            err.to_string().contains(&first.local_addr().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reuse_port_lets_two_listeners_share_a_port() {
+        let opts = ListenerOptions {
+            reuse_port: true,
+            ..Default::default()
+        };
+        let a = Listener::bind("127.0.0.1:0".parse().unwrap(), opts.clone()).unwrap();
+        let b = Listener::bind(a.local_addr(), opts).unwrap();
+        assert_eq!(a.local_addr(), b.local_addr());
+    }
+}

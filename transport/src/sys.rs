@@ -1,0 +1,293 @@
+//! Every `unsafe` line of `pistachio-transport` lives in this module.
+//!
+//! It holds the FFI declarations `openssl-sys` lacks, [`Ssl`] (the owning
+//! wrapper of one peer's raw `SSL*`), and the **choke point**
+//! [`Ssl::call`] through which every `SSL_do_handshake`, `SSL_read`,
+//! `SSL_write` and `SSL_shutdown` goes:
+//!
+//! 1. clear the thread's error queue (`ERR_clear_error`), debug-asserting it
+//!    was already empty, and zero `errno`;
+//! 2. make the call;
+//! 3. capture `errno` at once;
+//! 4. on a result `<= 0`, ask `SSL_get_error`, peek the queue's first entry,
+//!    and [`classify`] them into an [`SslOutcome`];
+//! 5. drain the queue, logging what it held at `debug!`.
+//!
+//! Nothing leaves this module with the queue non-empty.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+
+use foreign_types::ForeignTypeRef;
+use libc::{c_char, c_int, c_ulong};
+use log::debug;
+use openssl::error::ErrorStack;
+use openssl::ssl::SslContextRef;
+use openssl_sys as ffi;
+
+use crate::classify::{classify, QueuedError, SslOutcome};
+
+#[cfg(all(feature = "unhygienic-error-queue", not(debug_assertions)))]
+compile_error!(
+    "the `unhygienic-error-queue` feature reproduces a bug for tests; it must never be built in release"
+);
+
+/// Whether error-queue hygiene is on. Only the test-only
+/// `unhygienic-error-queue` feature turns it off, to show that the
+/// regression suite fails without it.
+const HYGIENE: bool = !cfg!(feature = "unhygienic-error-queue");
+
+// Symbols `openssl-sys` does not declare.
+extern "C" {
+    /// `int SSL_set_fd(SSL *ssl, int fd)` from `<openssl/ssl.h>`: wraps `fd`
+    /// in a socket BIO created with `BIO_NOCLOSE`, so the fd stays owned by
+    /// the `mio::net::TcpStream`.
+    fn SSL_set_fd(ssl: *mut ffi::SSL, fd: c_int) -> c_int;
+    /// `unsigned long ERR_peek_error(void)` from `<openssl/err.h>`: the
+    /// earliest entry of this thread's queue, without removing it.
+    fn ERR_peek_error() -> c_ulong;
+}
+
+/// The OpenSSL version this process runs against uses the 3.x error packing.
+fn openssl3() -> bool {
+    openssl::version::number() >= 0x3000_0000
+}
+
+/// Whether this thread's OpenSSL error queue is empty.
+pub(crate) fn error_queue_is_empty() -> bool {
+    // SAFETY: ERR_peek_error only reads this thread's error queue; it takes
+    // no arguments and is always safe to call after OpenSSL is initialised
+    // (the openssl crate initialises it before any SSL_CTX exists).
+    unsafe { ERR_peek_error() == 0 }
+}
+
+/// Debug builds: panics if control is about to leave the transport with a
+/// non-empty error queue (the invariant that keeps other peers safe).
+pub(crate) fn debug_assert_queue_empty(place: &str) {
+    if HYGIENE && cfg!(debug_assertions) && !error_queue_is_empty() {
+        let left = drain_queue("leak");
+        panic!("OpenSSL error queue not empty when leaving the transport ({place}): {left:?}");
+    }
+}
+
+/// Removes every entry from this thread's queue, logging each at `debug!`.
+/// Returns the decoded entries (for assertions and tests).
+fn drain_queue(op: &str) -> Vec<QueuedError> {
+    let ossl3 = openssl3();
+    let mut drained = Vec::new();
+    loop {
+        // SAFETY: ERR_get_error pops this thread's queue; no arguments.
+        let code = unsafe { ffi::ERR_get_error() };
+        let Some(entry) = QueuedError::decode(u64::from(code), ossl3) else {
+            break;
+        };
+        debug!(
+            "{op}: drained OpenSSL error {:#x} (lib {} `{}`, reason {} `{}`)",
+            entry.code,
+            entry.lib,
+            // SAFETY: ERR_lib_error_string returns NULL or a pointer to a
+            // static NUL-terminated string owned by OpenSSL.
+            unsafe { static_str(ffi::ERR_lib_error_string(code)) },
+            entry.reason,
+            // SAFETY: as above, for ERR_reason_error_string.
+            unsafe { static_str(ffi::ERR_reason_error_string(code)) },
+        );
+        drained.push(entry);
+    }
+    drained
+}
+
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that lives forever.
+unsafe fn static_str(p: *const c_char) -> &'static str {
+    if p.is_null() {
+        return "";
+    }
+    // SAFETY: non-null, NUL-terminated and 'static per the caller's contract.
+    unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("?")
+}
+
+fn set_errno(value: c_int) {
+    // SAFETY: __errno_location returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() = value }
+}
+
+/// Which OpenSSL call the choke point makes (for logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Handshake,
+    Read,
+    Write,
+    Shutdown,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Handshake => "SSL_do_handshake",
+            Op::Read => "SSL_read",
+            Op::Write => "SSL_write",
+            Op::Shutdown => "SSL_shutdown",
+        }
+    }
+}
+
+/// One peer's TLS session: owns a raw `SSL*`, freed in `Drop`.
+///
+/// Not `Send` (it holds a raw pointer): it is created on the peer's worker
+/// thread and never leaves it, so the thread-local error queue that matters
+/// is always that worker's.
+#[derive(Debug)]
+pub(crate) struct Ssl {
+    ptr: NonNull<ffi::SSL>,
+}
+
+impl Drop for Ssl {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from SSL_new, is owned solely by this value and
+        // freed exactly once here. SSL_free also frees the socket BIO, which
+        // was created with BIO_NOCLOSE, so the fd itself is left to mio.
+        unsafe { ffi::SSL_free(self.ptr.as_ptr()) }
+    }
+}
+
+impl Ssl {
+    /// `SSL_new` + `SSL_set_fd` + `SSL_set_accept_state`: a server-side
+    /// session over `fd`, which must outlive the returned value.
+    pub(crate) fn new_server(ctx: &SslContextRef, fd: RawFd) -> Result<Ssl, ErrorStack> {
+        if HYGIENE {
+            // SAFETY: clears this thread's queue; no arguments.
+            unsafe { ffi::ERR_clear_error() };
+        }
+        // SAFETY: ctx is a valid SSL_CTX for the duration of the call;
+        // SSL_new takes its own reference to it.
+        let raw = unsafe { ffi::SSL_new(ctx.as_ptr()) };
+        let Some(ptr) = NonNull::new(raw) else {
+            return Err(ErrorStack::get());
+        };
+        let ssl = Ssl { ptr };
+        // SAFETY: ssl.ptr is a valid SSL*; fd is an open socket that the
+        // caller keeps open for the session's lifetime.
+        if unsafe { SSL_set_fd(ssl.ptr.as_ptr(), fd) } != 1 {
+            return Err(ErrorStack::get());
+        }
+        // SAFETY: ssl.ptr is a valid SSL*.
+        unsafe { ffi::SSL_set_accept_state(ssl.ptr.as_ptr()) };
+        Ok(ssl)
+    }
+
+    /// `SSL_do_handshake`, through the choke point.
+    pub(crate) fn do_handshake(&mut self) -> SslOutcome {
+        // SAFETY: p is this session's valid SSL*.
+        self.call(Op::Handshake, |p| unsafe { ffi::SSL_do_handshake(p) })
+    }
+
+    /// `SSL_read` into `buf`, through the choke point.
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> SslOutcome {
+        let len = c_int::try_from(buf.len()).unwrap_or(c_int::MAX);
+        let dst = buf.as_mut_ptr().cast();
+        // SAFETY: p is valid; dst points to at least `len` writable bytes.
+        self.call(Op::Read, |p| unsafe { ffi::SSL_read(p, dst, len) })
+    }
+
+    /// `SSL_write` of `buf`, through the choke point. After `WantWrite` or
+    /// `WantRead`, the caller must retry with the same bytes (the session is
+    /// in `SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER` mode, so they may move).
+    pub(crate) fn write(&mut self, buf: &[u8]) -> SslOutcome {
+        let len = c_int::try_from(buf.len()).unwrap_or(c_int::MAX);
+        let src = buf.as_ptr().cast();
+        // SAFETY: p is valid; src points to at least `len` readable bytes.
+        self.call(Op::Write, |p| unsafe { ffi::SSL_write(p, src, len) })
+    }
+
+    /// `SSL_shutdown`, through the choke point: sends close_notify (once;
+    /// OpenSSL remembers it was sent). `Done(0)` means sent, the peer's not
+    /// yet received, which is all a server needs.
+    pub(crate) fn shutdown(&mut self) -> SslOutcome {
+        // SAFETY: p is this session's valid SSL*.
+        self.call(Op::Shutdown, |p| unsafe { ffi::SSL_shutdown(p) })
+    }
+
+    /// The choke point. See the module docs.
+    fn call(&mut self, op: Op, f: impl FnOnce(*mut ffi::SSL) -> c_int) -> SslOutcome {
+        if HYGIENE {
+            if cfg!(debug_assertions) && !error_queue_is_empty() {
+                let stale = drain_queue(op.name());
+                panic!(
+                    "OpenSSL error queue not empty before {}: {stale:?}",
+                    op.name()
+                );
+            }
+            // SAFETY: clears this thread's queue; no arguments.
+            unsafe { ffi::ERR_clear_error() };
+        }
+        set_errno(0);
+        let ret = f(self.ptr.as_ptr());
+        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if ret > 0 || (op == Op::Shutdown && ret == 0) {
+            return SslOutcome::Done(ret as usize);
+        }
+        // SAFETY: ptr is valid and `ret` is the value the call just returned,
+        // on this thread, as SSL_get_error requires.
+        let ssl_error = unsafe { ffi::SSL_get_error(self.ptr.as_ptr(), ret) };
+        // SAFETY: reads this thread's queue; no arguments.
+        let first = QueuedError::decode(u64::from(unsafe { ERR_peek_error() }), openssl3());
+        let outcome = classify(ssl_error, first, errno);
+        if HYGIENE {
+            drain_queue(op.name());
+        }
+        if outcome.is_fatal() {
+            debug!("{} -> {outcome:?} (ret {ret}, errno {errno})", op.name());
+        }
+        outcome
+    }
+
+    /// The negotiated protocol, e.g. `TLSv1.3` (`SSL_get_version`).
+    pub(crate) fn version(&self) -> &'static str {
+        // SAFETY: ptr is valid; SSL_get_version returns a static string.
+        unsafe { static_str(ffi::SSL_get_version(self.ptr.as_ptr())) }
+    }
+
+    /// The negotiated cipher suite name, if the handshake is done
+    /// (`SSL_get_current_cipher` + `SSL_CIPHER_get_name`).
+    pub(crate) fn cipher(&self) -> Option<&'static str> {
+        // SAFETY: ptr is valid; the result is NULL or a static SSL_CIPHER.
+        let cipher = unsafe { ffi::SSL_get_current_cipher(self.ptr.as_ptr()) };
+        if cipher.is_null() {
+            return None;
+        }
+        // SAFETY: cipher is a valid, static SSL_CIPHER; its name is static.
+        Some(unsafe { static_str(ffi::SSL_CIPHER_get_name(cipher)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pushes an UNEXPECTED_EOF entry on this thread's queue, as OpenSSL
+    /// does when a peer closes without close_notify.
+    fn push_unexpected_eof() {
+        // SAFETY: ERR_new/ERR_set_debug/ERR_set_error only append to this
+        // thread's queue; the strings are static and NUL-terminated, and the
+        // format string has no conversions.
+        unsafe {
+            ffi::ERR_new();
+            ffi::ERR_set_debug(c"test".as_ptr(), 0, c"test".as_ptr());
+            ffi::ERR_set_error(20, 294, std::ptr::null());
+        }
+    }
+
+    #[test]
+    fn drain_empties_the_queue_and_decodes_the_entry() {
+        openssl::init();
+        push_unexpected_eof();
+        assert!(!error_queue_is_empty());
+        let drained = drain_queue("test");
+        assert_eq!(drained.len(), 1);
+        assert!(drained[0].is_unexpected_eof(), "{:?}", drained[0]);
+        assert!(error_queue_is_empty());
+    }
+}

@@ -1,0 +1,760 @@
+//! One worker's connections: the per-peer state machine and
+//! `handle_incoming` (Pistache's `Tcp::Transport`).
+//!
+//! Every peer is registered once for `READABLE | WRITABLE`, edge-triggered,
+//! and never re-registered. That makes the rules simple and strict:
+//!
+//! * reading continues until `WouldBlock` / `WANT_READ`: bytes OpenSSL holds
+//!   or the kernel buffered make no new edge;
+//! * writing continues until the queue is empty or `WouldBlock` /
+//!   `WANT_WRITE`, after which a writable edge is guaranteed;
+//! * `WANT_WRITE` during a read and `WANT_READ` during a write are
+//!   remembered and resumed by the opposite edge.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::debug;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use pistachio_reactor::{Context, Handler, TimerId};
+use slab::Slab;
+
+use crate::classify::SslOutcome;
+use crate::conn::{CloseReason, Conn, PeerInfo, Protocol, TlsInfo};
+use crate::sys::{self, Ssl};
+use crate::tls::TlsConfig;
+
+/// A worker's mailbox traffic.
+pub(crate) enum WorkerMsg<M> {
+    /// A connection accepted for this worker.
+    Accept(TcpStream, SocketAddr),
+    /// A message for one connection (from [`crate::PeerHandle`]).
+    Peer {
+        token: usize,
+        generation: u64,
+        msg: M,
+    },
+}
+
+/// What a worker timer is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TimerKind {
+    Handshake,
+    Protocol,
+    Linger,
+}
+
+/// Payload of every worker timer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerTimer {
+    token: usize,
+    generation: u64,
+    kind: TimerKind,
+}
+
+/// A timer change a protocol asked for during a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerRequest {
+    Keep,
+    Set(Duration),
+    Clear,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// TLS handshake in progress.
+    Handshaking,
+    /// Application data flows.
+    Open,
+    /// `SSL_shutdown` could not send close_notify yet (`WANT_WRITE`).
+    ShuttingDown,
+    /// FIN sent; discarding input until the peer closes or the timer fires.
+    Lingering,
+}
+
+/// Largest buffer `write` coalesces small writes into.
+const COALESCE_LIMIT: usize = 16 * 1024;
+/// Most bytes a lingering close reads and discards before giving up.
+const LINGER_MAX_BYTES: usize = 256 * 1024;
+
+pub(crate) struct TlsState {
+    ssl: Ssl,
+    /// `SSL_read` returned `WANT_WRITE`: resume it on the next writable edge.
+    read_wants_write: bool,
+    /// `SSL_write` returned `WANT_READ`: resume it on the next readable edge.
+    write_wants_read: bool,
+    /// `SSL_write` returned a want: the front buffer must be retried as is.
+    write_pinned: bool,
+    /// A fatal SSL or SYSCALL error happened: never call `SSL_shutdown`.
+    failed: bool,
+}
+
+/// The I/O half of a peer, which [`Conn`] borrows while the protocol half
+/// runs.
+pub(crate) struct PeerIo {
+    // Declared before `sock` so the `SSL*` is freed before the fd closes.
+    tls: Option<TlsState>,
+    sock: TcpStream,
+    pub(crate) peer_addr: SocketAddr,
+    pub(crate) local_addr: SocketAddr,
+    phase: Phase,
+    out: VecDeque<Vec<u8>>,
+    out_pos: usize,
+    pub(crate) queued: usize,
+    pub(crate) close_requested: bool,
+    pub(crate) abort_requested: bool,
+    pub(crate) timer_request: TimerRequest,
+    protocol_timer: Option<TimerId>,
+    handshake_timer: Option<TimerId>,
+    linger_timer: Option<TimerId>,
+    lingered: usize,
+}
+
+enum ReadResult {
+    Data(usize),
+    WouldBlock,
+    WantWrite,
+    Eof,
+}
+
+impl PeerIo {
+    pub(crate) fn queue_copy(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        self.queued += data.len();
+        let pinned_front = self.out.len() == 1
+            && (self.out_pos > 0 || self.tls.as_ref().is_some_and(|t| t.write_pinned));
+        match self.out.back_mut() {
+            Some(back) if !pinned_front && back.len() + data.len() <= COALESCE_LIMIT => {
+                back.extend_from_slice(data)
+            }
+            _ => self.out.push_back(data.to_vec()),
+        }
+    }
+
+    pub(crate) fn queue_owned(&mut self, data: Vec<u8>) {
+        if data.is_empty() {
+            return;
+        }
+        if data.len() < 1024 {
+            return self.queue_copy(&data);
+        }
+        self.queued += data.len();
+        self.out.push_back(data);
+    }
+
+    pub(crate) fn tls_info(&self) -> Option<TlsInfo> {
+        let tls = self.tls.as_ref()?;
+        Some(TlsInfo {
+            version: tls.ssl.version(),
+            cipher: tls.ssl.cipher().unwrap_or(""),
+        })
+    }
+
+    /// One read: `SSL_read` through the choke point, or `read(2)`.
+    fn read(&mut self, buf: &mut [u8]) -> Result<ReadResult, CloseReason> {
+        let Some(tls) = self.tls.as_mut() else {
+            return loop {
+                match self.sock.read(buf) {
+                    Ok(0) => break Ok(ReadResult::Eof),
+                    Ok(n) => break Ok(ReadResult::Data(n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        break Ok(ReadResult::WouldBlock)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => break Err(CloseReason::Socket(e)),
+                }
+            };
+        };
+        match tls.ssl.read(buf) {
+            SslOutcome::Done(n) => Ok(ReadResult::Data(n)),
+            SslOutcome::WantRead => Ok(ReadResult::WouldBlock),
+            SslOutcome::WantWrite => {
+                tls.read_wants_write = true;
+                Ok(ReadResult::WantWrite)
+            }
+            SslOutcome::CloseNotify => Ok(ReadResult::Eof),
+            fatal => Err(tls.fail(fatal)),
+        }
+    }
+
+    /// Writes queued bytes until the queue is empty or the socket is full.
+    fn flush(&mut self) -> Result<(), CloseReason> {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.write_wants_read = false;
+        }
+        while let Some(front) = self.out.front() {
+            let chunk = &front[self.out_pos..];
+            let written = match self.tls.as_mut() {
+                None => {
+                    // Up to 64 buffers per writev(2) call.
+                    let mut slices = [io::IoSlice::new(&[]); 64];
+                    slices[0] = io::IoSlice::new(chunk);
+                    let mut n = 1;
+                    for buf in self.out.iter().skip(1).take(63) {
+                        slices[n] = io::IoSlice::new(buf);
+                        n += 1;
+                    }
+                    match self.sock.write_vectored(&slices[..n]) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(CloseReason::Socket(e)),
+                    }
+                }
+                Some(tls) => match tls.ssl.write(chunk) {
+                    SslOutcome::Done(n) => {
+                        tls.write_pinned = false;
+                        n
+                    }
+                    SslOutcome::WantWrite => {
+                        tls.write_pinned = true;
+                        return Ok(());
+                    }
+                    SslOutcome::WantRead => {
+                        tls.write_pinned = true;
+                        tls.write_wants_read = true;
+                        return Ok(());
+                    }
+                    fatal => return Err(tls.fail(fatal)),
+                },
+            };
+            self.advance(written);
+        }
+        Ok(())
+    }
+
+    /// Drops `n` sent bytes from the front of the queue.
+    fn advance(&mut self, mut n: usize) {
+        self.queued -= n;
+        while n > 0 {
+            let front_left = self.out[0].len() - self.out_pos;
+            if n < front_left {
+                self.out_pos += n;
+                return;
+            }
+            n -= front_left;
+            self.out.pop_front();
+            self.out_pos = 0;
+        }
+    }
+}
+
+impl TlsState {
+    /// Records a fatal outcome (no `SSL_shutdown` from now on) and turns it
+    /// into a close reason.
+    fn fail(&mut self, outcome: SslOutcome) -> CloseReason {
+        self.failed = true;
+        match outcome {
+            SslOutcome::PeerClosedWithoutNotify => CloseReason::PeerClosedWithoutNotify,
+            SslOutcome::Socket(e) => CloseReason::Socket(e),
+            SslOutcome::CloseNotify => CloseReason::Closed,
+            other => CloseReason::Tls(format!("{other:?}")),
+        }
+    }
+}
+
+struct Peer<P> {
+    io: PeerIo,
+    protocol: P,
+    generation: u64,
+}
+
+/// Settings every worker shares.
+#[derive(Debug)]
+pub(crate) struct WorkerConfig {
+    pub(crate) tls: Option<TlsConfig>,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) linger_timeout: Duration,
+}
+
+pub(crate) type Factory<P> = dyn Fn(&PeerInfo) -> P + Send + Sync;
+
+/// The reactor handler of one worker.
+pub(crate) struct Worker<P: Protocol> {
+    peers: Slab<Peer<P>>,
+    factory: Arc<Factory<P>>,
+    config: Arc<WorkerConfig>,
+    read_buf: Box<[u8]>,
+    next_generation: u64,
+}
+
+type Ctx<'a, P> = Context<'a, Worker<P>>;
+
+impl<P: Protocol> Worker<P> {
+    pub(crate) fn new(factory: Arc<Factory<P>>, config: Arc<WorkerConfig>) -> Self {
+        Worker {
+            peers: Slab::new(),
+            factory,
+            config,
+            // One TLS record's worth of plaintext, shared by all peers.
+            read_buf: vec![0; 16 * 1024].into_boxed_slice(),
+            next_generation: 0,
+        }
+    }
+
+    fn accept(&mut self, ctx: &mut Ctx<'_, P>, mut sock: TcpStream, peer_addr: SocketAddr) {
+        let local_addr = match sock.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                debug!("{peer_addr}: dropped before setup: {e}");
+                return;
+            }
+        };
+        let entry = self.peers.vacant_entry();
+        let token = entry.key();
+        if let Err(e) = ctx.registry().register(
+            &mut sock,
+            Token(token),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("{peer_addr}: cannot register with the poller: {e}");
+            return;
+        }
+        let tls = match &self.config.tls {
+            None => None,
+            Some(config) => match Ssl::new_server(config.context(), sock.as_raw_fd()) {
+                Ok(ssl) => Some(TlsState {
+                    ssl,
+                    read_wants_write: false,
+                    write_wants_read: false,
+                    write_pinned: false,
+                    failed: false,
+                }),
+                Err(e) => {
+                    log::warn!("{peer_addr}: cannot create a TLS session: {e}");
+                    let _ = ctx.registry().deregister(&mut sock);
+                    return;
+                }
+            },
+        };
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let info = PeerInfo {
+            peer_addr,
+            local_addr,
+            worker: ctx.worker(),
+            tls: tls.is_some(),
+        };
+        let handshake_timer = tls.is_some().then(|| {
+            ctx.set_timeout(
+                self.config.handshake_timeout,
+                PeerTimer {
+                    token,
+                    generation,
+                    kind: TimerKind::Handshake,
+                },
+            )
+        });
+        let phase = if tls.is_some() {
+            Phase::Handshaking
+        } else {
+            Phase::Open
+        };
+        debug!(
+            "{peer_addr}: connection {token} on worker {} ({})",
+            ctx.worker(),
+            if tls.is_some() { "tls" } else { "plain" }
+        );
+        sys::debug_assert_queue_empty("protocol factory");
+        let protocol = (self.factory)(&info);
+        entry.insert(Peer {
+            io: PeerIo {
+                tls,
+                sock,
+                peer_addr,
+                local_addr,
+                phase,
+                out: VecDeque::new(),
+                out_pos: 0,
+                queued: 0,
+                close_requested: false,
+                abort_requested: false,
+                timer_request: TimerRequest::Keep,
+                protocol_timer: None,
+                handshake_timer,
+                linger_timer: None,
+                lingered: 0,
+            },
+            protocol,
+            generation,
+        });
+        if phase == Phase::Open {
+            self.connected(ctx, token);
+        }
+        // A TLS peer's ClientHello may already be here; registration reports
+        // current readiness, so the first event drives the handshake.
+    }
+
+    /// The connection is ready for application data.
+    fn connected(&mut self, ctx: &mut Ctx<'_, P>, token: usize) {
+        self.with_protocol(ctx, token, |p, conn| p.on_connect(conn));
+    }
+
+    /// Runs a protocol callback with a [`Conn`], then applies what it asked
+    /// for (timers, writes, close). Returns false if the peer is gone.
+    fn with_protocol(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        token: usize,
+        f: impl FnOnce(&mut P, &mut Conn<'_, P::Message>),
+    ) -> bool {
+        let Some(peer) = self.peers.get_mut(token) else {
+            return false;
+        };
+        sys::debug_assert_queue_empty("protocol callback");
+        let mut conn = Conn {
+            io: &mut peer.io,
+            mailbox: ctx.mailbox(),
+            token,
+            generation: peer.generation,
+        };
+        f(&mut peer.protocol, &mut conn);
+        self.after_protocol(ctx, token)
+    }
+
+    fn after_protocol(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> bool {
+        let peer = &mut self.peers[token];
+        match std::mem::replace(&mut peer.io.timer_request, TimerRequest::Keep) {
+            TimerRequest::Keep => {}
+            TimerRequest::Clear => {
+                if let Some(id) = peer.io.protocol_timer.take() {
+                    ctx.cancel_timer(id);
+                }
+            }
+            TimerRequest::Set(after) => {
+                if let Some(id) = peer.io.protocol_timer.take() {
+                    ctx.cancel_timer(id);
+                }
+                peer.io.protocol_timer = Some(ctx.set_timeout(
+                    after,
+                    PeerTimer {
+                        token,
+                        generation: peer.generation,
+                        kind: TimerKind::Protocol,
+                    },
+                ));
+            }
+        }
+        if peer.io.abort_requested {
+            self.close_now(ctx, token, CloseReason::Aborted);
+            return false;
+        }
+        true
+    }
+
+    /// `handle_incoming`: reads until `WouldBlock`/`WANT_READ`, handing each
+    /// chunk to the protocol.
+    fn handle_incoming(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> Result<(), CloseReason> {
+        loop {
+            let peer = &mut self.peers[token];
+            if peer.io.close_requested || peer.io.abort_requested {
+                // The protocol is done with input; a lingering close drains it.
+                return Ok(());
+            }
+            match peer.io.read(&mut self.read_buf)? {
+                ReadResult::Data(n) => {
+                    let Worker {
+                        peers, read_buf, ..
+                    } = self;
+                    let peer = &mut peers[token];
+                    sys::debug_assert_queue_empty("on_input");
+                    let mut conn = Conn {
+                        io: &mut peer.io,
+                        mailbox: ctx.mailbox(),
+                        token,
+                        generation: peer.generation,
+                    };
+                    peer.protocol.on_input(&mut conn, &read_buf[..n]);
+                    if !self.after_protocol(ctx, token) {
+                        return Ok(());
+                    }
+                    // Bound memory if the peer pipelines faster than we send.
+                    if self.peers[token].io.queued > 4 * COALESCE_LIMIT {
+                        self.peers[token].io.flush()?;
+                    }
+                }
+                ReadResult::WouldBlock | ReadResult::WantWrite => return Ok(()),
+                ReadResult::Eof => {
+                    debug!("{}: peer finished sending", peer.io.peer_addr);
+                    self.with_protocol(ctx, token, |p, conn| p.on_eof(conn));
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Drives a peer after readiness (or after it queued output).
+    fn drive(&mut self, ctx: &mut Ctx<'_, P>, token: usize, readable: bool, writable: bool) {
+        if let Err(reason) = self.try_drive(ctx, token, readable, writable) {
+            self.close_now(ctx, token, reason);
+        }
+    }
+
+    fn try_drive(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        token: usize,
+        readable: bool,
+        writable: bool,
+    ) -> Result<(), CloseReason> {
+        let Some(peer) = self.peers.get_mut(token) else {
+            return Ok(());
+        };
+        match peer.io.phase {
+            Phase::Lingering => {
+                if readable {
+                    self.linger_drain(ctx, token);
+                }
+                return Ok(());
+            }
+            Phase::ShuttingDown => {
+                if writable {
+                    self.start_shutdown(ctx, token)?;
+                }
+                return Ok(());
+            }
+            Phase::Handshaking => {
+                let tls = peer.io.tls.as_mut().expect("handshaking peer has TLS");
+                match tls.ssl.do_handshake() {
+                    SslOutcome::Done(_) => {
+                        if let Some(id) = peer.io.handshake_timer.take() {
+                            ctx.cancel_timer(id);
+                        }
+                        peer.io.phase = Phase::Open;
+                        debug!(
+                            "{}: TLS established ({:?})",
+                            peer.io.peer_addr,
+                            peer.io.tls_info()
+                        );
+                        self.connected(ctx, token);
+                        if !self.peers.contains(token) {
+                            return Ok(());
+                        }
+                        // Application data may have arrived with the
+                        // client's Finished: read it now, no new edge comes.
+                        return self.open_io(ctx, token, true, writable);
+                    }
+                    SslOutcome::WantRead | SslOutcome::WantWrite => return Ok(()),
+                    fatal => return Err(tls.fail(fatal)),
+                }
+            }
+            Phase::Open => {}
+        }
+        self.open_io(ctx, token, readable, writable)
+    }
+
+    fn open_io(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        token: usize,
+        readable: bool,
+        writable: bool,
+    ) -> Result<(), CloseReason> {
+        let peer = &mut self.peers[token];
+        let (resume_read, resume_write) = match peer.io.tls.as_mut() {
+            Some(tls) => (
+                writable && std::mem::take(&mut tls.read_wants_write),
+                readable && tls.write_wants_read,
+            ),
+            None => (false, false),
+        };
+        if resume_write {
+            peer.io.flush()?;
+        }
+        if readable || resume_read {
+            self.handle_incoming(ctx, token)?;
+        }
+        self.flush_and_maybe_close(ctx, token)
+    }
+
+    /// Flushes the queue; once it is empty and a close was requested,
+    /// starts the graceful shutdown.
+    fn flush_and_maybe_close(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        token: usize,
+    ) -> Result<(), CloseReason> {
+        let Some(peer) = self.peers.get_mut(token) else {
+            return Ok(());
+        };
+        if peer.io.phase != Phase::Open {
+            return Ok(());
+        }
+        peer.io.flush()?;
+        if peer.io.queued == 0 && peer.io.close_requested {
+            self.start_shutdown(ctx, token)?;
+        }
+        Ok(())
+    }
+
+    /// Sends close_notify (TLS, once), then FIN, then lingers.
+    fn start_shutdown(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> Result<(), CloseReason> {
+        let peer = &mut self.peers[token];
+        if let Some(tls) = peer.io.tls.as_mut() {
+            if !tls.failed {
+                match tls.ssl.shutdown() {
+                    SslOutcome::Done(_) | SslOutcome::WantRead => {}
+                    SslOutcome::WantWrite => {
+                        peer.io.phase = Phase::ShuttingDown;
+                        return Ok(());
+                    }
+                    fatal => return Err(tls.fail(fatal)),
+                }
+            }
+        }
+        if let Err(e) = peer.io.sock.shutdown(Shutdown::Write) {
+            debug!("{}: shutdown(SHUT_WR): {e}", peer.io.peer_addr);
+            return Err(CloseReason::Closed);
+        }
+        peer.io.phase = Phase::Lingering;
+        peer.io.linger_timer = Some(ctx.set_timeout(
+            self.config.linger_timeout,
+            PeerTimer {
+                token,
+                generation: peer.generation,
+                kind: TimerKind::Linger,
+            },
+        ));
+        // Input may already be waiting: no new edge would announce it.
+        self.linger_drain(ctx, token);
+        Ok(())
+    }
+
+    /// Reads and discards until the peer closes (then closes) or the socket
+    /// is drained (then waits).
+    fn linger_drain(&mut self, ctx: &mut Ctx<'_, P>, token: usize) {
+        let peer = &mut self.peers[token];
+        loop {
+            match peer.io.sock.read(&mut self.read_buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    peer.io.lingered += n;
+                    if peer.io.lingered > LINGER_MAX_BYTES {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        self.close_now(ctx, token, CloseReason::Closed);
+    }
+
+    /// Removes the peer: deregisters, cancels its timers, tells the
+    /// protocol, and drops it (`SSL_free`, then `close(2)`).
+    fn close_now(&mut self, ctx: &mut Ctx<'_, P>, token: usize, reason: CloseReason) {
+        let Some(mut peer) = self.peers.try_remove(token) else {
+            return;
+        };
+        debug!("{}: connection {token} closed: {reason}", peer.io.peer_addr);
+        let _ = ctx.registry().deregister(&mut peer.io.sock);
+        for id in [
+            peer.io.protocol_timer.take(),
+            peer.io.handshake_timer.take(),
+            peer.io.linger_timer.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            ctx.cancel_timer(id);
+        }
+        sys::debug_assert_queue_empty("on_close");
+        peer.protocol.on_close(&reason);
+    }
+}
+
+impl<P: Protocol> Handler for Worker<P> {
+    type Message = WorkerMsg<P::Message>;
+    type Timer = PeerTimer;
+
+    fn on_event(&mut self, ctx: &mut Ctx<'_, P>, event: &mio::event::Event) {
+        let token = event.token().0;
+        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        let writable = event.is_writable() || event.is_write_closed();
+        self.drive(ctx, token, readable, writable);
+        sys::debug_assert_queue_empty("on_event");
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_, P>, msg: Self::Message) {
+        match msg {
+            WorkerMsg::Accept(sock, peer_addr) => self.accept(ctx, sock, peer_addr),
+            WorkerMsg::Peer {
+                token,
+                generation,
+                msg,
+            } => {
+                let live = self
+                    .peers
+                    .get(token)
+                    .is_some_and(|p| p.generation == generation && p.io.phase == Phase::Open);
+                if !live {
+                    debug!("message for closed connection {token} dropped");
+                    return;
+                }
+                if self.with_protocol(ctx, token, |p, conn| p.on_message(conn, msg)) {
+                    if let Err(reason) = self.flush_and_maybe_close(ctx, token) {
+                        self.close_now(ctx, token, reason);
+                    }
+                }
+            }
+        }
+        sys::debug_assert_queue_empty("on_message");
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_, P>, timer: PeerTimer) {
+        let Some(peer) = self.peers.get_mut(timer.token) else {
+            return;
+        };
+        if peer.generation != timer.generation {
+            return;
+        }
+        match timer.kind {
+            TimerKind::Handshake => {
+                peer.io.handshake_timer = None;
+                if peer.io.phase == Phase::Handshaking {
+                    self.close_now(ctx, timer.token, CloseReason::HandshakeTimeout);
+                }
+            }
+            TimerKind::Linger => {
+                peer.io.linger_timer = None;
+                self.close_now(ctx, timer.token, CloseReason::Closed);
+            }
+            TimerKind::Protocol => {
+                peer.io.protocol_timer = None;
+                if peer.io.phase == Phase::Open
+                    && self.with_protocol(ctx, timer.token, |p, conn| p.on_timeout(conn))
+                {
+                    if let Err(reason) = self.flush_and_maybe_close(ctx, timer.token) {
+                        self.close_now(ctx, timer.token, reason);
+                    }
+                }
+            }
+        }
+        sys::debug_assert_queue_empty("on_timer");
+    }
+
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, P>) {
+        let tokens: Vec<usize> = self.peers.iter().map(|(t, _)| t).collect();
+        for token in tokens {
+            let peer = &mut self.peers[token];
+            if peer.io.phase == Phase::Open {
+                // Best effort, non-blocking: what is queued, then close_notify.
+                if peer.io.flush().is_ok() && peer.io.queued == 0 {
+                    if let Some(tls) = peer.io.tls.as_mut().filter(|t| !t.failed) {
+                        let _ = tls.ssl.shutdown();
+                    }
+                }
+            }
+            self.close_now(ctx, token, CloseReason::Shutdown);
+        }
+        sys::debug_assert_queue_empty("on_shutdown");
+    }
+}
