@@ -1,1 +1,72 @@
-//! placeholder
+//! The HTTP/1.1 layer of pistachio (Pistache's `Http` namespace): an
+//! incremental request parser, [`Request`], [`ResponseWriter`], and
+//! [`Endpoint`], which serves a [`Handler`] over plaintext or TLS.
+//!
+//! * HTTP/1.1 keep-alive by default; `Connection: close` honoured; HTTP/1.0
+//!   keep-alive only when asked for.
+//! * Pipelined requests are answered in order, even when handlers answer
+//!   out of order from other threads.
+//! * A malformed request gets the right 4xx (or 5xx for unsupported
+//!   features) and the connection is closed after it; other connections
+//!   never notice.
+//! * A handler that panics, or drops its [`ResponseWriter`] without
+//!   answering, produces a `500` for that request only.
+//!
+//! # Example
+//!
+//! ```
+//! use pistachio_http::{Endpoint, Options, Request, ResponseWriter, StatusCode};
+//! use std::io::{Read, Write};
+//!
+//! let mut endpoint = Endpoint::bind("127.0.0.1:0", Options::default().threads(2))?;
+//! endpoint.serve_threaded(|req: Request, resp: ResponseWriter| {
+//!     let body = format!("Hello from {}", req.path());
+//!     resp.send(StatusCode::OK, body);
+//! })?;
+//!
+//! let mut client = std::net::TcpStream::connect(endpoint.local_addr())?;
+//! client.write_all(b"GET /there HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+//! let mut response = String::new();
+//! client.read_to_string(&mut response)?;
+//! assert!(response.starts_with("HTTP/1.1 200 OK\r\n"));
+//! assert!(response.ends_with("\r\n\r\nHello from /there"));
+//! endpoint.shutdown();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+#![deny(unsafe_code)]
+
+mod conn;
+mod date;
+mod endpoint;
+mod parser;
+mod request;
+mod response;
+mod writer;
+
+pub use endpoint::{Endpoint, Options, ShutdownHandle};
+pub use parser::{Limits, ParseError};
+pub use request::Request;
+pub use writer::ResponseWriter;
+
+pub use http::{header, HeaderMap, Method, StatusCode, Version};
+
+/// Answers requests (Pistache's `Http::Handler::onRequest`).
+///
+/// One handler serves every worker, so it is `Send + Sync`; state it needs
+/// to mutate goes behind the synchronisation of your choice. Any
+/// `Fn(Request, ResponseWriter)` closure is a handler.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one request. Answer through `response`, now or later and from
+    /// any thread.
+    fn on_request(&self, request: Request, response: ResponseWriter);
+}
+
+impl<F> Handler for F
+where
+    F: Fn(Request, ResponseWriter) + Send + Sync + 'static,
+{
+    fn on_request(&self, request: Request, response: ResponseWriter) {
+        self(request, response)
+    }
+}

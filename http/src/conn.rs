@@ -1,0 +1,300 @@
+//! One HTTP/1.1 connection: the transport [`Protocol`] that parses requests,
+//! calls the [`Handler`](crate::Handler), and sends responses in order.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode, Version};
+use log::debug;
+use pistachio_transport::{CloseReason, Conn, Protocol};
+
+use crate::endpoint::Settings;
+use crate::parser::{Parsed, RequestParser};
+use crate::request::Request;
+use crate::response::write_head;
+use crate::writer::{enter_inline, leave_inline, HttpMsg, Outgoing, ResponseWriter, Target};
+use crate::Handler;
+
+/// Most requests of one connection whose responses may be outstanding at
+/// once; beyond it, parsing pauses until responses go out.
+const MAX_IN_FLIGHT: u64 = 64;
+
+static CONN_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Which timer is armed, so the timeout knows what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// Nothing buffered, nothing outstanding: keep-alive idle.
+    Idle,
+    /// Part of a request is buffered.
+    Request,
+    /// A handler is working; no timer.
+    Handler,
+}
+
+pub(crate) struct HttpConn {
+    id: u64,
+    handler: Arc<dyn Handler>,
+    settings: Arc<Settings>,
+    peer_addr: SocketAddr,
+    parser: RequestParser,
+    inbuf: Vec<u8>,
+    /// Sequence number the next parsed request gets.
+    next_seq: u64,
+    /// Sequence number of the next response to send.
+    next_out: u64,
+    /// Responses that finished before an earlier one.
+    ready: BTreeMap<u64, Outgoing>,
+    /// No more requests are parsed (error, `Connection: close`, EOF).
+    stop_parsing: bool,
+    /// The client finished sending.
+    eof: bool,
+    waiting: Option<Waiting>,
+    /// `100 Continue` was sent for the request whose body is arriving.
+    continue_sent: bool,
+}
+
+impl HttpConn {
+    pub(crate) fn new(
+        handler: Arc<dyn Handler>,
+        settings: Arc<Settings>,
+        peer_addr: SocketAddr,
+    ) -> Self {
+        HttpConn {
+            id: CONN_IDS.fetch_add(1, Ordering::Relaxed),
+            parser: RequestParser::new(settings.limits),
+            handler,
+            settings,
+            peer_addr,
+            inbuf: Vec::new(),
+            next_seq: 0,
+            next_out: 0,
+            ready: BTreeMap::new(),
+            stop_parsing: false,
+            eof: false,
+            waiting: None,
+            continue_sent: false,
+        }
+    }
+
+    fn outstanding(&self) -> u64 {
+        self.next_seq - self.next_out
+    }
+
+    /// Parses and dispatches every complete request in `inbuf`.
+    fn process(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        while !self.stop_parsing && !self.inbuf.is_empty() && self.outstanding() < MAX_IN_FLIGHT {
+            match self.parser.parse(&self.inbuf) {
+                Ok(Parsed::Partial) => {
+                    self.maybe_send_continue(conn);
+                    break;
+                }
+                Ok(Parsed::Complete {
+                    head,
+                    body,
+                    consumed,
+                }) => {
+                    self.inbuf.drain(..consumed);
+                    self.continue_sent = false;
+                    let request = Request::from_parts(head, body, self.peer_addr);
+                    if !request.keep_alive() {
+                        self.stop_parsing = true;
+                    }
+                    self.dispatch(conn, request);
+                }
+                Err(e) => {
+                    debug!(
+                        "{}: bad request: {} ({})",
+                        self.peer_addr,
+                        e.status(),
+                        e.reason()
+                    );
+                    self.stop_parsing = true;
+                    self.inbuf = Vec::new();
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    let mut bytes = Vec::new();
+                    let mut headers = HeaderMap::new();
+                    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    let body = e.reason().as_bytes();
+                    write_head(
+                        &mut bytes,
+                        Version::HTTP_11,
+                        e.status(),
+                        &headers,
+                        body.len(),
+                        false,
+                    );
+                    bytes.extend_from_slice(body);
+                    self.ready.insert(
+                        seq,
+                        Outgoing {
+                            seq,
+                            bytes,
+                            keep_alive: false,
+                        },
+                    );
+                }
+            }
+        }
+        self.emit(conn);
+    }
+
+    /// `Expect: 100-continue`: once the head is accepted (limits checked,
+    /// so a too-large body was already refused with 413) and every earlier
+    /// response is out, invite the client to send the body.
+    fn maybe_send_continue(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        if self.continue_sent || self.outstanding() > 0 {
+            return;
+        }
+        let Some(head) = self.parser.pending_head() else {
+            return;
+        };
+        let expects = head
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects && head.version == Version::HTTP_11 {
+            self.continue_sent = true;
+            conn.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+    }
+
+    fn dispatch(&mut self, conn: &mut Conn<'_, HttpMsg>, request: Request) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let target = Target {
+            peer: conn.handle(),
+            conn_id: self.id,
+            seq,
+            version: request.version(),
+            keep_alive: request.keep_alive(),
+            head_only: request.method() == http::Method::HEAD,
+            peer_addr: self.peer_addr,
+        };
+        let writer = ResponseWriter::new(target);
+        enter_inline(self.id);
+        let handler = &*self.handler;
+        let result = catch_unwind(AssertUnwindSafe(|| handler.on_request(request, writer)));
+        // The writer, if the handler panicked with it, was dropped during
+        // unwinding and has already produced a 500 for this request only.
+        if result.is_err() {
+            log::warn!("{}: handler panicked; answered 500", self.peer_addr);
+        }
+        for out in leave_inline() {
+            self.ready.insert(out.seq, out);
+        }
+    }
+
+    /// Sends every response that is next in order.
+    fn emit(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        while let Some(out) = self.ready.remove(&self.next_out) {
+            self.next_out += 1;
+            conn.write_vec(out.bytes);
+            if !out.keep_alive {
+                self.stop_parsing = true;
+                self.ready.clear();
+                conn.close();
+                return;
+            }
+        }
+        if self.eof && self.outstanding() == 0 {
+            conn.close();
+            return;
+        }
+        self.arm_timer(conn);
+    }
+
+    fn arm_timer(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        let want = if self.outstanding() > 0 {
+            Waiting::Handler
+        } else if self.inbuf.is_empty() {
+            Waiting::Idle
+        } else {
+            Waiting::Request
+        };
+        if self.waiting == Some(want) {
+            return;
+        }
+        self.waiting = Some(want);
+        match want {
+            Waiting::Handler => conn.clear_timeout(),
+            Waiting::Idle => conn.set_timeout(self.settings.keepalive_timeout),
+            Waiting::Request => conn.set_timeout(self.settings.header_timeout),
+        }
+    }
+}
+
+impl Protocol for HttpConn {
+    type Message = HttpMsg;
+
+    fn on_connect(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        // A client that connects and says nothing gets the request timeout.
+        self.waiting = Some(Waiting::Request);
+        conn.set_timeout(self.settings.header_timeout);
+    }
+
+    fn on_input(&mut self, conn: &mut Conn<'_, HttpMsg>, data: &[u8]) {
+        if self.stop_parsing {
+            return;
+        }
+        self.inbuf.extend_from_slice(data);
+        self.process(conn);
+    }
+
+    fn on_eof(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        self.eof = true;
+        self.stop_parsing = true;
+        if self.outstanding() == 0 {
+            conn.close();
+        }
+    }
+
+    fn on_message(&mut self, conn: &mut Conn<'_, HttpMsg>, msg: HttpMsg) {
+        match msg {
+            HttpMsg::Response(out) => {
+                self.ready.insert(out.seq, out);
+            }
+        }
+        self.emit(conn);
+        // Requests left waiting while the pipeline was full.
+        if !self.stop_parsing && !conn.is_closing() {
+            self.process(conn);
+        }
+    }
+
+    fn on_timeout(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        match self.waiting {
+            Some(Waiting::Request) => {
+                debug!("{}: request timeout: 408", self.peer_addr);
+                let mut bytes = Vec::new();
+                let body = b"Request Timeout";
+                write_head(
+                    &mut bytes,
+                    Version::HTTP_11,
+                    StatusCode::REQUEST_TIMEOUT,
+                    &HeaderMap::new(),
+                    body.len(),
+                    false,
+                );
+                bytes.extend_from_slice(body);
+                conn.write_vec(bytes);
+                conn.close();
+            }
+            Some(Waiting::Idle) => {
+                debug!("{}: keep-alive timeout", self.peer_addr);
+                conn.close();
+            }
+            Some(Waiting::Handler) | None => {}
+        }
+        self.stop_parsing = true;
+    }
+
+    fn on_close(&mut self, reason: &CloseReason) {
+        debug!("{}: http connection closed: {reason}", self.peer_addr);
+    }
+}

@@ -1,0 +1,258 @@
+//! [`Endpoint`]: an HTTP server on one address (Pistache's `Http::Endpoint`).
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use pistachio_transport::{Listener, ListenerOptions, Server, ServerConfig, TlsConfig};
+
+use crate::conn::HttpConn;
+use crate::parser::Limits;
+use crate::writer::HttpMsg;
+use crate::Handler;
+
+/// Endpoint options (Pistache's `Http::Endpoint::Options`), builder style.
+#[derive(Debug, Clone)]
+pub struct Options {
+    threads: usize,
+    tls: Option<TlsConfig>,
+    handshake_timeout: Duration,
+    header_timeout: Duration,
+    keepalive_timeout: Duration,
+    limits: Limits,
+    listener: ListenerOptions,
+    thread_name_prefix: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let transport = ServerConfig::default();
+        Options {
+            threads: transport.threads,
+            tls: None,
+            handshake_timeout: transport.handshake_timeout,
+            header_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(60),
+            limits: Limits::default(),
+            listener: ListenerOptions::default(),
+            thread_name_prefix: transport.thread_name_prefix,
+        }
+    }
+}
+
+impl Options {
+    /// Number of worker threads (default: the number of CPUs).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// Serve HTTPS with this TLS configuration.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// How long a client may take to finish the TLS handshake (default 10 s).
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+
+    /// How long a client may take to send a complete request once it
+    /// started one, or to send its first request after connecting; past it
+    /// the server answers `408` and closes (default 60 s).
+    pub fn header_timeout(mut self, d: Duration) -> Self {
+        self.header_timeout = d;
+        self
+    }
+
+    /// How long an idle keep-alive connection stays open (default 60 s).
+    pub fn keepalive_timeout(mut self, d: Duration) -> Self {
+        self.keepalive_timeout = d;
+        self
+    }
+
+    /// Largest request body accepted; larger gets `413` (default 4 MiB).
+    pub fn max_request_size(mut self, bytes: usize) -> Self {
+        self.limits.max_body_size = bytes;
+        self
+    }
+
+    /// Largest request head (request line + headers); larger gets `431`
+    /// (default 16 KiB).
+    pub fn max_header_size(mut self, bytes: usize) -> Self {
+        self.limits.max_head_size = bytes;
+        self
+    }
+
+    /// Most header fields in a request; more gets `431` (default 100).
+    pub fn max_headers(mut self, n: usize) -> Self {
+        self.limits.max_headers = n;
+        self
+    }
+
+    /// Socket options of the listener (Pistache's `Tcp::Options` flags).
+    pub fn listener(mut self, options: ListenerOptions) -> Self {
+        self.listener = options;
+        self
+    }
+
+    /// Worker threads are named `{prefix}{i}` (default `pistachio-w`).
+    pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name_prefix = prefix.into();
+        self
+    }
+}
+
+/// What every connection of an endpoint shares.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) limits: Limits,
+    pub(crate) header_timeout: Duration,
+    pub(crate) keepalive_timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+struct StopSignal {
+    stopped: Mutex<bool>,
+    cond: Condvar,
+}
+
+/// Stops a serving [`Endpoint`] from any thread (e.g. a signal handler's).
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(Arc<StopSignal>);
+
+impl ShutdownHandle {
+    /// Makes [`Endpoint::serve`] shut the endpoint down and return.
+    pub fn shutdown(&self) {
+        *self.0.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.cond.notify_all();
+    }
+}
+
+/// An HTTP/1.1 (and HTTPS) server bound to one address.
+///
+/// ```no_run
+/// use pistachio_http::{Endpoint, Options, Request, ResponseWriter, StatusCode};
+///
+/// let mut endpoint = Endpoint::bind("127.0.0.1:9080", Options::default().threads(2))?;
+/// endpoint.serve(|_req: Request, resp: ResponseWriter| {
+///     resp.send(StatusCode::OK, "Hello, World!");
+/// })?; // blocks until a ShutdownHandle is used
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Endpoint {
+    listener: Option<Listener>,
+    local_addr: SocketAddr,
+    options: Options,
+    server: Option<Server<HttpMsg>>,
+    stop: Arc<StopSignal>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("local_addr", &self.local_addr)
+            .field("serving", &self.server.is_some())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// Binds and listens on `addr` (the first address it resolves to).
+    /// Port 0 picks a free port; see [`Endpoint::local_addr`].
+    pub fn bind(addr: impl ToSocketAddrs, options: Options) -> io::Result<Endpoint> {
+        let addr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")
+        })?;
+        let listener = Listener::bind(addr, options.listener.clone())?;
+        Ok(Endpoint {
+            local_addr: listener.local_addr(),
+            listener: Some(listener),
+            options,
+            server: None,
+            stop: Arc::default(),
+        })
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Whether the endpoint serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.options.tls.is_some()
+    }
+
+    /// Starts serving on background threads and returns (Pistache's
+    /// `serveThreaded`). Fails if already serving or shut down.
+    pub fn serve_threaded(&mut self, handler: impl Handler) -> io::Result<()> {
+        let listener = self.listener.take().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Other,
+                "endpoint is already serving or was shut down",
+            )
+        })?;
+        let handler: Arc<dyn Handler> = Arc::new(handler);
+        let settings = Arc::new(Settings {
+            limits: self.options.limits,
+            header_timeout: self.options.header_timeout,
+            keepalive_timeout: self.options.keepalive_timeout,
+        });
+        let config = ServerConfig {
+            threads: self.options.threads,
+            tls: self.options.tls.clone(),
+            handshake_timeout: self.options.handshake_timeout,
+            thread_name_prefix: self.options.thread_name_prefix.clone(),
+            ..ServerConfig::default()
+        };
+        let server = Server::start(listener, config, move |info| {
+            HttpConn::new(Arc::clone(&handler), Arc::clone(&settings), info.peer_addr)
+        })?;
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Serves until a [`ShutdownHandle`] is used, then shuts down and
+    /// returns (Pistache's `serve`).
+    pub fn serve(&mut self, handler: impl Handler) -> io::Result<()> {
+        self.serve_threaded(handler)?;
+        let mut stopped = self.stop.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        while !*stopped {
+            stopped = self
+                .stop
+                .cond
+                .wait(stopped)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        drop(stopped);
+        self.shutdown();
+        Ok(())
+    }
+
+    /// A handle that stops [`Endpoint::serve`] from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(Arc::clone(&self.stop))
+    }
+
+    /// Stops accepting, closes every connection, and returns once every
+    /// server thread has exited. Idempotent; `Drop` calls it too.
+    pub fn shutdown(&mut self) {
+        self.listener = None;
+        if let Some(mut server) = self.server.take() {
+            server.shutdown();
+        }
+        ShutdownHandle(Arc::clone(&self.stop)).shutdown();
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

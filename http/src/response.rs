@@ -1,0 +1,326 @@
+//! Response head serialization.
+//!
+//! The writer owns message framing: it emits `Date`, `Content-Length` (or
+//! `Transfer-Encoding: chunked`) and `Connection` itself and drops those
+//! fields from the handler's header map, so a handler cannot produce a
+//! response whose framing disagrees with the bytes that follow.
+
+use std::io::Write as _;
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::{StatusCode, Version};
+
+use crate::date::with_http_date;
+
+/// Writes `HTTP/1.1 {code} {reason}\r\n`, the caller's headers, `Date`,
+/// `Content-Length: {content_length}`, `Connection` as needed, and the empty
+/// line, appending to `out`.
+///
+/// * The status line always says `HTTP/1.1` (a server answers with its
+///   highest supported version, RFC 9110 §6.2); `version` is the request's
+///   version and only decides the `Connection` header: `close` when
+///   `!keep_alive`, `keep-alive` when `keep_alive` and the request was
+///   HTTP/1.0.
+/// * 1xx and 204 responses get no `Content-Length` (RFC 9110 §8.6). A 304
+///   gets no computed `Content-Length` either (it has no body); a
+///   `Content-Length` the caller put in `headers` is passed through for 304
+///   only, since there it describes the selected representation.
+/// * Caller fields named `Content-Length` (except for 304), `Date`,
+///   `Connection` and `Transfer-Encoding` are skipped.
+pub(crate) fn write_head(
+    out: &mut Vec<u8>,
+    version: Version,
+    status: StatusCode,
+    headers: &HeaderMap,
+    content_length: usize,
+    keep_alive: bool,
+) {
+    write_head_framed(
+        out,
+        version,
+        status,
+        headers,
+        Framing::Length(content_length),
+        keep_alive,
+    );
+}
+
+/// Like [`write_head`], but announces `Transfer-Encoding: chunked` instead
+/// of a `Content-Length`, for bodies of unknown length. The caller must then
+/// send the body in chunks and end it with `0\r\n\r\n`.
+///
+/// Only valid when the request was HTTP/1.1 (an HTTP/1.0 client does not
+/// understand chunked: send a length, or close the connection after the
+/// body with `keep_alive == false` and no framing). For 1xx, 204 and 304 no
+/// `Transfer-Encoding` is written, as those have no body.
+#[allow(dead_code)] // The chunked `ResponseStream` is its user; tested below.
+pub(crate) fn write_head_chunked(
+    out: &mut Vec<u8>,
+    version: Version,
+    status: StatusCode,
+    headers: &HeaderMap,
+    keep_alive: bool,
+) {
+    debug_assert!(
+        version == Version::HTTP_11,
+        "chunked responses need HTTP/1.1"
+    );
+    write_head_framed(out, version, status, headers, Framing::Chunked, keep_alive);
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    #[allow(dead_code)] // Built only by `write_head_chunked`.
+    Chunked,
+}
+
+fn write_head_framed(
+    out: &mut Vec<u8>,
+    version: Version,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+) {
+    let no_body = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+
+    for (name, value) in headers {
+        if is_framing_field(name)
+            && !(status == StatusCode::NOT_MODIFIED && name == header::CONTENT_LENGTH)
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+
+    out.extend_from_slice(b"Date: ");
+    with_http_date(|date| out.extend_from_slice(date));
+    out.extend_from_slice(b"\r\n");
+
+    if !no_body {
+        match framing {
+            Framing::Length(len) => {
+                // Writing to a Vec cannot fail.
+                let _ = write!(out, "Content-Length: {len}\r\n");
+            }
+            Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        }
+    }
+
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if version == Version::HTTP_10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Fields the writer owns.
+fn is_framing_field(name: &HeaderName) -> bool {
+    name == header::CONTENT_LENGTH
+        || name == header::DATE
+        || name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    /// The head with the `Date` line's value replaced by `<date>`.
+    fn head(
+        version: Version,
+        status: u16,
+        headers: &HeaderMap,
+        framing: Framing,
+        keep_alive: bool,
+    ) -> String {
+        let mut out = b"previous bytes|".to_vec();
+        let status = StatusCode::from_u16(status).unwrap();
+        match framing {
+            Framing::Length(len) => write_head(&mut out, version, status, headers, len, keep_alive),
+            Framing::Chunked => write_head_chunked(&mut out, version, status, headers, keep_alive),
+        }
+        let text = String::from_utf8(out).unwrap();
+        let text = text.strip_prefix("previous bytes|").expect("appends");
+        let start = text.find("Date: ").expect("has Date") + "Date: ".len();
+        let date = &text[start..start + 29];
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+        format!("{}<date>{}", &text[..start], &text[start + 29..])
+    }
+
+    fn map(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn exact_bytes() {
+        let none = HeaderMap::new();
+        let custom = map(&[
+            ("content-type", "text/plain"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("content-length", "999"),
+            ("date", "yesterday"),
+            ("connection", "upgrade"),
+            ("transfer-encoding", "gzip"),
+            ("x-after", "v"),
+        ]);
+        let with_length = map(&[("content-length", "1234"), ("etag", "\"e\"")]);
+        let cases: &[(Version, u16, &HeaderMap, Framing, bool, &str)] = &[
+            (
+                Version::HTTP_11,
+                200,
+                &none,
+                Framing::Length(5),
+                true,
+                "HTTP/1.1 200 OK\r\nDate: <date>\r\nContent-Length: 5\r\n\r\n",
+            ),
+            (
+                Version::HTTP_11,
+                404,
+                &custom,
+                Framing::Length(0),
+                false,
+                "HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\nset-cookie: a=1\r\n\
+                 set-cookie: b=2\r\nx-after: v\r\nDate: <date>\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n",
+            ),
+            (
+                Version::HTTP_10,
+                200,
+                &none,
+                Framing::Length(12345678),
+                true,
+                "HTTP/1.1 200 OK\r\nDate: <date>\r\nContent-Length: 12345678\r\n\
+                 Connection: keep-alive\r\n\r\n",
+            ),
+            (
+                Version::HTTP_10,
+                500,
+                &none,
+                Framing::Length(3),
+                false,
+                "HTTP/1.1 500 Internal Server Error\r\nDate: <date>\r\nContent-Length: 3\r\n\
+                 Connection: close\r\n\r\n",
+            ),
+            (
+                Version::HTTP_11,
+                204,
+                &with_length,
+                Framing::Length(7),
+                true,
+                "HTTP/1.1 204 No Content\r\netag: \"e\"\r\nDate: <date>\r\n\r\n",
+            ),
+            (
+                Version::HTTP_11,
+                100,
+                &none,
+                Framing::Length(0),
+                true,
+                "HTTP/1.1 100 Continue\r\nDate: <date>\r\n\r\n",
+            ),
+            (
+                Version::HTTP_11,
+                101,
+                &none,
+                Framing::Length(0),
+                true,
+                "HTTP/1.1 101 Switching Protocols\r\nDate: <date>\r\n\r\n",
+            ),
+            (
+                Version::HTTP_11,
+                304,
+                &with_length,
+                Framing::Length(0),
+                true,
+                "HTTP/1.1 304 Not Modified\r\ncontent-length: 1234\r\netag: \"e\"\r\n\
+                 Date: <date>\r\n\r\n",
+            ),
+            (
+                Version::HTTP_11,
+                304,
+                &none,
+                Framing::Length(9),
+                false,
+                "HTTP/1.1 304 Not Modified\r\nDate: <date>\r\nConnection: close\r\n\r\n",
+            ),
+            (
+                Version::HTTP_11,
+                299,
+                &none,
+                Framing::Length(1),
+                true,
+                "HTTP/1.1 299 \r\nDate: <date>\r\nContent-Length: 1\r\n\r\n",
+            ),
+            (
+                Version::HTTP_11,
+                200,
+                &custom,
+                Framing::Chunked,
+                true,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nset-cookie: a=1\r\n\
+                 set-cookie: b=2\r\nx-after: v\r\nDate: <date>\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n",
+            ),
+            (
+                Version::HTTP_11,
+                204,
+                &none,
+                Framing::Chunked,
+                false,
+                "HTTP/1.1 204 No Content\r\nDate: <date>\r\nConnection: close\r\n\r\n",
+            ),
+        ];
+        for (version, status, headers, framing, keep_alive, expected) in cases {
+            assert_eq!(
+                head(*version, *status, headers, *framing, *keep_alive),
+                *expected,
+                "{status} {version:?} {framing:?} keep_alive={keep_alive}"
+            );
+        }
+    }
+
+    #[test]
+    fn appends_without_clearing() {
+        let mut out = Vec::new();
+        let headers = HeaderMap::new();
+        write_head(
+            &mut out,
+            Version::HTTP_11,
+            StatusCode::OK,
+            &headers,
+            0,
+            true,
+        );
+        let first = out.len();
+        write_head(
+            &mut out,
+            Version::HTTP_11,
+            StatusCode::OK,
+            &headers,
+            0,
+            true,
+        );
+        assert_eq!(out.len(), 2 * first);
+        assert!(out.ends_with(b"Content-Length: 0\r\n\r\n"));
+    }
+}
