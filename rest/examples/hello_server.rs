@@ -1,0 +1,129 @@
+//! Run with `cargo run --release -p pistachio-rest --example hello_server -- --self-signed`
+//!
+//! Answers every request with `200 Hello, World!` (Pistache's hello example).
+//!
+//! Flags:
+//! * `--addr ADDR` — listen address (default `127.0.0.1:9080`);
+//! * `--threads N` — worker threads (default: number of CPUs);
+//! * `--tls-cert FILE --tls-key FILE` — serve HTTPS with this PEM chain and key;
+//! * `--self-signed` — serve HTTPS on a certificate generated at start; its
+//!   PEM is written to a file and a ready `curl --cacert` line is printed.
+//!
+//! Ctrl-C or SIGTERM shuts the server down cleanly.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use pistachio_rest::{Endpoint, Options, Request, ResponseWriter, StatusCode, TlsConfig};
+
+struct Args {
+    addr: String,
+    threads: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    self_signed: bool,
+}
+
+const USAGE: &str = "usage: hello_server [--addr ADDR] [--threads N] \
+                     [--tls-cert FILE --tls-key FILE | --self-signed]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        addr: "127.0.0.1:9080".into(),
+        threads: None,
+        tls_cert: None,
+        tls_key: None,
+        self_signed: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--addr" => args.addr = value()?,
+            "--threads" => {
+                let v = value()?;
+                let n = v
+                    .parse()
+                    .map_err(|_| format!("--threads: not a number: {v}"))?;
+                args.threads = Some(n);
+            }
+            "--tls-cert" => args.tls_cert = Some(value()?.into()),
+            "--tls-key" => args.tls_key = Some(value()?.into()),
+            "--self-signed" => args.self_signed = true,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
+        }
+    }
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".into());
+    }
+    if args.self_signed && args.tls_cert.is_some() {
+        return Err("--self-signed and --tls-cert exclude each other".into());
+    }
+    Ok(args)
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut options = Options::default();
+    if let Some(n) = args.threads {
+        options = options.threads(n);
+    }
+    let mut cacert = None;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        options = options.tls(TlsConfig::from_pem_files(cert, key)?);
+    } else if args.self_signed {
+        let (tls, generated) = TlsConfig::self_signed(&["localhost", "127.0.0.1", "::1"])?;
+        let path = std::env::temp_dir().join(format!("pistachio-hello-{}.pem", std::process::id()));
+        std::fs::write(&path, &generated.cert_pem)?;
+        cacert = Some(path);
+        options = options.tls(tls);
+    }
+    let mut endpoint = Endpoint::bind(args.addr.as_str(), options)?;
+    let addr = endpoint.local_addr();
+    let scheme = if endpoint.is_tls() { "https" } else { "http" };
+    let host = if addr.ip().is_loopback() && addr.is_ipv4() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    println!("hello_server listening on {scheme}://{host}/");
+    match &cacert {
+        Some(pem) => println!("try: curl --cacert {} {scheme}://{host}/", pem.display()),
+        None if args.tls_cert.is_some() => {
+            println!("try: curl --cacert YOUR_CA.pem {scheme}://{host}/")
+        }
+        None => println!("try: curl {scheme}://{host}/"),
+    }
+
+    let stop = endpoint.shutdown_handle();
+    ctrlc::set_handler(move || stop.shutdown())?;
+    endpoint.serve(|_req: Request, resp: ResponseWriter| {
+        resp.send(StatusCode::OK, "Hello, World!");
+    })?;
+    if let Some(pem) = cacert {
+        let _ = std::fs::remove_file(pem);
+    }
+    println!("hello_server stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    env_logger::init();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hello_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
