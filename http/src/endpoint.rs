@@ -192,12 +192,10 @@ impl Endpoint {
     /// Starts serving on background threads and returns (Pistache's
     /// `serveThreaded`). Fails if already serving or shut down.
     pub fn serve_threaded(&mut self, handler: impl Handler) -> io::Result<()> {
-        let listener = self.listener.take().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::Other,
-                "endpoint is already serving or was shut down",
-            )
-        })?;
+        let listener = self
+            .listener
+            .take()
+            .ok_or_else(|| io::Error::other("endpoint is already serving or was shut down"))?;
         let handler: Arc<dyn Handler> = Arc::new(handler);
         let settings = Arc::new(Settings {
             limits: self.options.limits,

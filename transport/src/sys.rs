@@ -50,6 +50,12 @@ extern "C" {
     fn ERR_peek_error() -> c_ulong;
 }
 
+/// `unsigned long` is 32 bits on some targets, 64 on others.
+#[allow(clippy::useless_conversion)]
+fn widen(code: c_ulong) -> u64 {
+    u64::from(code)
+}
+
 /// The OpenSSL version this process runs against uses the 3.x error packing.
 fn openssl3() -> bool {
     openssl::version::number() >= 0x3000_0000
@@ -80,7 +86,7 @@ fn drain_queue(op: &str) -> Vec<QueuedError> {
     loop {
         // SAFETY: ERR_get_error pops this thread's queue; no arguments.
         let code = unsafe { ffi::ERR_get_error() };
-        let Some(entry) = QueuedError::decode(u64::from(code), ossl3) else {
+        let Some(entry) = QueuedError::decode(widen(code), ossl3) else {
             break;
         };
         debug!(
@@ -233,7 +239,7 @@ impl Ssl {
         // on this thread, as SSL_get_error requires.
         let ssl_error = unsafe { ffi::SSL_get_error(self.ptr.as_ptr(), ret) };
         // SAFETY: reads this thread's queue; no arguments.
-        let first = QueuedError::decode(u64::from(unsafe { ERR_peek_error() }), openssl3());
+        let first = QueuedError::decode(widen(unsafe { ERR_peek_error() }), openssl3());
         let outcome = classify(ssl_error, first, errno);
         if HYGIENE {
             drain_queue(op.name());
