@@ -26,3 +26,23 @@ pub(crate) fn set_quiet_shutdown(easy: &mut curl::easy::Easy) -> Result<(), curl
         Ok(())
     })
 }
+
+/// Sets the soft `RLIMIT_NOFILE` of this process to `soft` (capped at the
+/// hard limit) and returns the previous soft limit (`setrlimit(2)`).
+pub(crate) fn set_open_files_limit(soft: u64) -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let previous = limit.rlim_cur;
+    limit.rlim_cur = soft.min(limit.rlim_max);
+    // SAFETY: `limit` is a valid rlimit; setrlimit only reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(previous)
+}

@@ -41,3 +41,52 @@ pub const HELLO_BODY: &str = "Hello, World!";
 pub fn init_logging() {
     let _ = env_logger::builder().is_test(true).try_init();
 }
+
+/// Sets this process's soft limit on open files and returns the previous
+/// one. Affects every thread of the process: use it only in a test file of
+/// its own (each file in `tests/tests/` is its own process).
+pub fn set_open_files_limit(soft: u64) -> std::io::Result<u64> {
+    ffi::set_open_files_limit(soft)
+}
+
+/// Number of open file descriptors of this process (`/proc/self/fd`).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// CPU time of one thread of this process, read from its
+/// `/proc/self/task/TID/stat`. The file is opened once and re-read with
+/// `pread`, so sampling needs no new descriptor (it works while the process
+/// is out of them).
+#[derive(Debug)]
+pub struct ThreadCpu {
+    stat: std::fs::File,
+}
+
+impl ThreadCpu {
+    /// Finds the thread named `name` (its `comm`).
+    pub fn find(name: &str) -> Option<ThreadCpu> {
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() == name {
+                let stat = std::fs::File::open(task.path().join("stat")).ok()?;
+                return Some(ThreadCpu { stat });
+            }
+        }
+        None
+    }
+
+    /// User + system CPU time so far, in clock ticks (1/100 s on Linux).
+    pub fn ticks(&self) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 1024];
+        let n = self.stat.read_at(&mut buf, 0).expect("read thread stat");
+        let stat = String::from_utf8_lossy(&buf[..n]);
+        // After the parenthesised name: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields[11].parse().expect("utime");
+        let stime: u64 = fields[12].parse().expect("stime");
+        utime + stime
+    }
+}
