@@ -23,6 +23,11 @@ use crate::Handler;
 /// once; beyond it, parsing pauses until responses go out.
 const MAX_IN_FLIGHT: u64 = 64;
 
+/// While parsing is paused (the pipeline is full), at most this much input
+/// is buffered; beyond it the connection stops reading and TCP flow control
+/// holds the client back.
+const MAX_BUFFERED_WHILE_PAUSED: usize = 64 * 1024;
+
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Which timer is armed, so the timeout knows what it means.
@@ -56,6 +61,8 @@ pub(crate) struct HttpConn {
     waiting: Option<Waiting>,
     /// `100 Continue` was sent for the request whose body is arriving.
     continue_sent: bool,
+    /// Reading is paused because the pipeline is full.
+    reading_paused: bool,
 }
 
 impl HttpConn {
@@ -78,6 +85,7 @@ impl HttpConn {
             eof: false,
             waiting: None,
             continue_sent: false,
+            reading_paused: false,
         }
     }
 
@@ -244,6 +252,10 @@ impl Protocol for HttpConn {
         }
         self.inbuf.extend_from_slice(data);
         self.process(conn);
+        if self.outstanding() >= MAX_IN_FLIGHT && self.inbuf.len() > MAX_BUFFERED_WHILE_PAUSED {
+            self.reading_paused = true;
+            conn.pause_reading();
+        }
     }
 
     fn on_eof(&mut self, conn: &mut Conn<'_, HttpMsg>) {
@@ -264,6 +276,10 @@ impl Protocol for HttpConn {
         // Requests left waiting while the pipeline was full.
         if !self.stop_parsing && !conn.is_closing() {
             self.process(conn);
+            if self.reading_paused && self.outstanding() < MAX_IN_FLIGHT {
+                self.reading_paused = false;
+                conn.resume_reading();
+            }
         }
     }
 

@@ -21,6 +21,7 @@ pub struct Options {
     handshake_timeout: Duration,
     header_timeout: Duration,
     keepalive_timeout: Duration,
+    close_timeout: Duration,
     limits: Limits,
     listener: ListenerOptions,
     thread_name_prefix: String,
@@ -35,6 +36,7 @@ impl Default for Options {
             handshake_timeout: transport.handshake_timeout,
             header_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(60),
+            close_timeout: transport.close_timeout,
             limits: Limits::default(),
             listener: ListenerOptions::default(),
             thread_name_prefix: transport.thread_name_prefix,
@@ -72,6 +74,13 @@ impl Options {
     /// How long an idle keep-alive connection stays open (default 60 s).
     pub fn keepalive_timeout(mut self, d: Duration) -> Self {
         self.keepalive_timeout = d;
+        self
+    }
+
+    /// Longest a graceful close may take: a client that stops reading its
+    /// last response is dropped after this (default 30 s).
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.close_timeout = d;
         self
     }
 
@@ -206,6 +215,7 @@ impl Endpoint {
             threads: self.options.threads,
             tls: self.options.tls.clone(),
             handshake_timeout: self.options.handshake_timeout,
+            close_timeout: self.options.close_timeout,
             thread_name_prefix: self.options.thread_name_prefix.clone(),
             ..ServerConfig::default()
         };

@@ -157,6 +157,22 @@ impl<M: Send + 'static> Conn<'_, M> {
         self.io.abort_requested = true;
     }
 
+    /// Stops delivering input to [`Protocol::on_input`] until
+    /// [`Conn::resume_reading`]; the peer is then held back by TCP flow
+    /// control. Use it when input arrives faster than it can be handled.
+    pub fn pause_reading(&mut self) {
+        self.io.reading_paused = true;
+    }
+
+    /// Delivers input again after [`Conn::pause_reading`], starting with
+    /// whatever arrived meanwhile.
+    pub fn resume_reading(&mut self) {
+        if self.io.reading_paused {
+            self.io.reading_paused = false;
+            self.io.resume_reading = true;
+        }
+    }
+
     /// Whether [`Conn::close`] or [`Conn::abort`] was called.
     pub fn is_closing(&self) -> bool {
         self.io.close_requested || self.io.abort_requested

@@ -94,6 +94,9 @@ pub struct ServerConfig {
     /// After a graceful close, how long to keep draining the peer's input
     /// before dropping the socket. Default 2 s.
     pub linger_timeout: Duration,
+    /// Longest a graceful close may take before the connection is dropped
+    /// (a peer that stops reading cannot keep it open). Default 30 s.
+    pub close_timeout: Duration,
     /// Worker threads are named `{prefix}{i}`. Default `pistachio-w`.
     pub thread_name_prefix: String,
 }
@@ -105,6 +108,7 @@ impl Default for ServerConfig {
             tls: None,
             handshake_timeout: Duration::from_secs(10),
             linger_timeout: Duration::from_secs(2),
+            close_timeout: Duration::from_secs(30),
             thread_name_prefix: "pistachio-w".to_owned(),
         }
     }
@@ -143,6 +147,7 @@ impl<M: Send + 'static> Server<M> {
             tls: config.tls.clone(),
             handshake_timeout: config.handshake_timeout,
             linger_timeout: config.linger_timeout,
+            close_timeout: config.close_timeout,
         });
         let reactor = Reactor::builder()
             .threads(config.threads)

@@ -79,6 +79,11 @@ enum Phase {
 
 /// Largest buffer `write` coalesces small writes into.
 const COALESCE_LIMIT: usize = 16 * 1024;
+/// Reading from a peer pauses while more than this much output is queued
+/// for it (a client that sends requests but does not read the responses)...
+const HIGH_WATER: usize = 256 * 1024;
+/// ...and resumes once the queue has drained below this.
+const LOW_WATER: usize = 64 * 1024;
 /// Most bytes a lingering close reads and discards before giving up.
 const LINGER_MAX_BYTES: usize = 256 * 1024;
 
@@ -108,9 +113,17 @@ pub(crate) struct PeerIo {
     pub(crate) queued: usize,
     pub(crate) close_requested: bool,
     pub(crate) abort_requested: bool,
+    /// The protocol asked not to be given input for now.
+    pub(crate) reading_paused: bool,
+    /// The protocol asked for input again: read without waiting for an edge.
+    pub(crate) resume_reading: bool,
+    /// Reading is paused because too much output is queued.
+    backpressured: bool,
     pub(crate) timer_request: TimerRequest,
     protocol_timer: Option<TimerId>,
     handshake_timer: Option<TimerId>,
+    /// Bounds a graceful close: first the whole close (`close_timeout`),
+    /// then, once FIN is sent, the lingering drain (`linger_timeout`).
     linger_timer: Option<TimerId>,
     lingered: usize,
 }
@@ -272,6 +285,7 @@ pub(crate) struct WorkerConfig {
     pub(crate) tls: Option<TlsConfig>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) linger_timeout: Duration,
+    pub(crate) close_timeout: Duration,
 }
 
 pub(crate) type Factory<P> = dyn Fn(&PeerInfo) -> P + Send + Sync;
@@ -376,6 +390,9 @@ impl<P: Protocol> Worker<P> {
                 queued: 0,
                 close_requested: false,
                 abort_requested: false,
+                reading_paused: false,
+                resume_reading: false,
+                backpressured: false,
                 timer_request: TimerRequest::Keep,
                 protocol_timer: None,
                 handshake_timer,
@@ -387,6 +404,7 @@ impl<P: Protocol> Worker<P> {
         });
         if phase == Phase::Open {
             self.connected(ctx, token);
+            self.after_callback_io(ctx, token);
         }
         // A TLS peer's ClientHello may already be here; registration reports
         // current readiness, so the first event drives the handshake.
@@ -446,6 +464,18 @@ impl<P: Protocol> Worker<P> {
             self.close_now(ctx, token, CloseReason::Aborted);
             return false;
         }
+        if peer.io.close_requested && peer.io.linger_timer.is_none() {
+            // A peer that stops reading must not hold a closing connection
+            // open forever.
+            peer.io.linger_timer = Some(ctx.set_timeout(
+                self.config.close_timeout,
+                PeerTimer {
+                    token,
+                    generation: peer.generation,
+                    kind: TimerKind::Linger,
+                },
+            ));
+        }
         true
     }
 
@@ -457,6 +487,18 @@ impl<P: Protocol> Worker<P> {
             if peer.io.close_requested || peer.io.abort_requested {
                 // The protocol is done with input; a lingering close drains it.
                 return Ok(());
+            }
+            if peer.io.reading_paused {
+                return Ok(());
+            }
+            if peer.io.queued > HIGH_WATER {
+                // Try to make room; if the peer is not reading, stop reading
+                // from it until a writable edge drains the queue.
+                peer.io.flush()?;
+                if peer.io.queued > HIGH_WATER {
+                    peer.io.backpressured = true;
+                    return Ok(());
+                }
             }
             match peer.io.read(&mut self.read_buf)? {
                 ReadResult::Data(n) => {
@@ -475,10 +517,7 @@ impl<P: Protocol> Worker<P> {
                     if !self.after_protocol(ctx, token) {
                         return Ok(());
                     }
-                    // Bound memory if the peer pipelines faster than we send.
-                    if self.peers[token].io.queued > 4 * COALESCE_LIMIT {
-                        self.peers[token].io.flush()?;
-                    }
+                    self.peers[token].io.resume_reading = false;
                 }
                 ReadResult::WouldBlock | ReadResult::WantWrite => return Ok(()),
                 ReadResult::Eof => {
@@ -568,10 +607,36 @@ impl<P: Protocol> Worker<P> {
         if resume_write {
             peer.io.flush()?;
         }
-        if readable || resume_read {
+        let mut read = readable || resume_read;
+        if peer.io.backpressured && writable {
+            peer.io.flush()?;
+            if peer.io.queued <= LOW_WATER {
+                // Input may have piled up while paused: no edge announces it.
+                peer.io.backpressured = false;
+                read = true;
+            }
+        }
+        if read && !peer.io.backpressured {
             self.handle_incoming(ctx, token)?;
         }
         self.flush_and_maybe_close(ctx, token)
+    }
+
+    /// After a protocol callback that was not driven by input: reads again
+    /// if the protocol resumed reading, then flushes (and maybe closes).
+    fn after_callback_io(&mut self, ctx: &mut Ctx<'_, P>, token: usize) {
+        let Some(peer) = self.peers.get_mut(token) else {
+            return;
+        };
+        let result = if std::mem::take(&mut peer.io.resume_reading) {
+            self.handle_incoming(ctx, token)
+                .and_then(|()| self.flush_and_maybe_close(ctx, token))
+        } else {
+            self.flush_and_maybe_close(ctx, token)
+        };
+        if let Err(reason) = result {
+            self.close_now(ctx, token, reason);
+        }
     }
 
     /// Flushes the queue; once it is empty and a close was requested,
@@ -614,6 +679,9 @@ impl<P: Protocol> Worker<P> {
             return Err(CloseReason::Closed);
         }
         peer.io.phase = Phase::Lingering;
+        if let Some(id) = peer.io.linger_timer.take() {
+            ctx.cancel_timer(id);
+        }
         peer.io.linger_timer = Some(ctx.set_timeout(
             self.config.linger_timeout,
             PeerTimer {
@@ -700,9 +768,7 @@ impl<P: Protocol> Handler for Worker<P> {
                     return;
                 }
                 if self.with_protocol(ctx, token, |p, conn| p.on_message(conn, msg)) {
-                    if let Err(reason) = self.flush_and_maybe_close(ctx, token) {
-                        self.close_now(ctx, token, reason);
-                    }
+                    self.after_callback_io(ctx, token);
                 }
             }
         }
@@ -732,9 +798,7 @@ impl<P: Protocol> Handler for Worker<P> {
                 if peer.io.phase == Phase::Open
                     && self.with_protocol(ctx, timer.token, |p, conn| p.on_timeout(conn))
                 {
-                    if let Err(reason) = self.flush_and_maybe_close(ctx, timer.token) {
-                        self.close_now(ctx, timer.token, reason);
-                    }
+                    self.after_callback_io(ctx, timer.token);
                 }
             }
         }
