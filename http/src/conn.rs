@@ -10,14 +10,14 @@ use std::sync::Arc;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode, Version};
 use log::debug;
-use pistachio_transport::{CloseReason, Conn, Protocol};
+use pistachio_transport::{CloseReason, Conn, Protocol, TlsInfo};
 
 use crate::endpoint::Settings;
 use crate::parser::{Parsed, RequestParser};
 use crate::request::Request;
 use crate::response::write_head;
 use crate::writer::{enter_inline, leave_inline, HttpMsg, Outgoing, ResponseWriter, Target};
-use crate::Handler;
+use crate::{ConnectionInfo, Handler};
 
 /// Most requests of one connection whose responses may be outstanding at
 /// once; beyond it, parsing pauses until responses go out.
@@ -30,13 +30,25 @@ const MAX_BUFFERED_WHILE_PAUSED: usize = 64 * 1024;
 
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// A response that cannot be written yet (an earlier one is unfinished), or
+/// the unfinished part of a streamed one.
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    done: bool,
+    keep_alive: bool,
+}
+
 /// Which timer is armed, so the timeout knows what it means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Waiting {
     /// Nothing buffered, nothing outstanding: keep-alive idle.
     Idle,
-    /// Part of a request is buffered.
+    /// Waiting for a request head: after connecting, or with part of one
+    /// buffered (`header_timeout`).
     Request,
+    /// The head is in, the body is arriving (`body_timeout`).
+    Body,
     /// A handler is working; no timer.
     Handler,
 }
@@ -52,8 +64,9 @@ pub(crate) struct HttpConn {
     next_seq: u64,
     /// Sequence number of the next response to send.
     next_out: u64,
-    /// Responses that finished before an earlier one.
-    ready: BTreeMap<u64, Outgoing>,
+    /// Responses (or parts of streamed ones) not yet written, by sequence
+    /// number: only the one numbered `next_out` may be written.
+    ready: BTreeMap<u64, Pending>,
     /// No more requests are parsed (error, `Connection: close`, EOF).
     stop_parsing: bool,
     /// The client finished sending.
@@ -63,6 +76,9 @@ pub(crate) struct HttpConn {
     continue_sent: bool,
     /// Reading is paused because the pipeline is full.
     reading_paused: bool,
+    /// `on_connection` ran, so `on_disconnection` must run exactly once.
+    connected: bool,
+    tls: Option<TlsInfo>,
 }
 
 impl HttpConn {
@@ -86,6 +102,8 @@ impl HttpConn {
             waiting: None,
             continue_sent: false,
             reading_paused: false,
+            connected: false,
+            tls: None,
         }
     }
 
@@ -108,7 +126,7 @@ impl HttpConn {
                 }) => {
                     self.inbuf.drain(..consumed);
                     self.continue_sent = false;
-                    let request = Request::from_parts(head, body, self.peer_addr);
+                    let request = Request::from_parts(head, body, self.peer_addr, self.tls);
                     if !request.keep_alive() {
                         self.stop_parsing = true;
                     }
@@ -138,14 +156,12 @@ impl HttpConn {
                         false,
                     );
                     bytes.extend_from_slice(body);
-                    self.ready.insert(
+                    self.accept_part(Outgoing {
                         seq,
-                        Outgoing {
-                            seq,
-                            bytes,
-                            keep_alive: false,
-                        },
-                    );
+                        bytes,
+                        done: true,
+                        keep_alive: false,
+                    });
                 }
             }
         }
@@ -194,16 +210,40 @@ impl HttpConn {
             log::warn!("{}: handler panicked; answered 500", self.peer_addr);
         }
         for out in leave_inline() {
-            self.ready.insert(out.seq, out);
+            self.accept_part(out);
         }
+    }
+
+    /// Files a response or part of one under its sequence number.
+    fn accept_part(&mut self, out: Outgoing) {
+        if out.seq < self.next_out {
+            // Its response already finished (e.g. cut off); a late part.
+            return;
+        }
+        let pending = self.ready.entry(out.seq).or_default();
+        if pending.bytes.is_empty() {
+            pending.bytes = out.bytes;
+        } else {
+            pending.bytes.extend_from_slice(&out.bytes);
+        }
+        pending.done |= out.done;
+        pending.keep_alive = out.keep_alive;
     }
 
     /// Sends every response that is next in order.
     fn emit(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        while let Some(out) = self.ready.remove(&self.next_out) {
+        while let Some(pending) = self.ready.get_mut(&self.next_out) {
+            if !pending.bytes.is_empty() {
+                conn.write_vec(std::mem::take(&mut pending.bytes));
+            }
+            if !pending.done {
+                // A stream still being written: later responses wait.
+                break;
+            }
+            let keep_alive = pending.keep_alive;
+            self.ready.remove(&self.next_out);
             self.next_out += 1;
-            conn.write_vec(out.bytes);
-            if !out.keep_alive {
+            if !keep_alive {
                 self.stop_parsing = true;
                 self.ready.clear();
                 conn.close();
@@ -222,6 +262,8 @@ impl HttpConn {
             Waiting::Handler
         } else if self.inbuf.is_empty() {
             Waiting::Idle
+        } else if self.parser.pending_head().is_some() {
+            Waiting::Body
         } else {
             Waiting::Request
         };
@@ -233,6 +275,7 @@ impl HttpConn {
             Waiting::Handler => conn.clear_timeout(),
             Waiting::Idle => conn.set_timeout(self.settings.keepalive_timeout),
             Waiting::Request => conn.set_timeout(self.settings.header_timeout),
+            Waiting::Body => conn.set_timeout(self.settings.body_timeout),
         }
     }
 }
@@ -241,6 +284,17 @@ impl Protocol for HttpConn {
     type Message = HttpMsg;
 
     fn on_connect(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        let info = ConnectionInfo {
+            peer_addr: conn.peer_addr(),
+            local_addr: conn.local_addr(),
+            tls: conn.tls(),
+            worker: conn.worker(),
+        };
+        self.tls = info.tls;
+        self.connected = true;
+        if catch_unwind(AssertUnwindSafe(|| self.handler.on_connection(&info))).is_err() {
+            log::warn!("{}: on_connection panicked", self.peer_addr);
+        }
         // A client that connects and says nothing gets the request timeout.
         self.waiting = Some(Waiting::Request);
         conn.set_timeout(self.settings.header_timeout);
@@ -268,9 +322,7 @@ impl Protocol for HttpConn {
 
     fn on_message(&mut self, conn: &mut Conn<'_, HttpMsg>, msg: HttpMsg) {
         match msg {
-            HttpMsg::Response(out) => {
-                self.ready.insert(out.seq, out);
-            }
+            HttpMsg::Response(out) => self.accept_part(out),
         }
         self.emit(conn);
         // Requests left waiting while the pipeline was full.
@@ -285,7 +337,7 @@ impl Protocol for HttpConn {
 
     fn on_timeout(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         match self.waiting {
-            Some(Waiting::Request) => {
+            Some(Waiting::Request) | Some(Waiting::Body) => {
                 debug!("{}: request timeout: 408", self.peer_addr);
                 let mut bytes = Vec::new();
                 let body = b"Request Timeout";
@@ -312,5 +364,11 @@ impl Protocol for HttpConn {
 
     fn on_close(&mut self, reason: &CloseReason) {
         debug!("{}: http connection closed: {reason}", self.peer_addr);
+        if self.connected {
+            let peer = self.peer_addr;
+            if catch_unwind(AssertUnwindSafe(|| self.handler.on_disconnection(peer))).is_err() {
+                log::warn!("{peer}: on_disconnection panicked");
+            }
+        }
     }
 }

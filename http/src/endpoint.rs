@@ -20,6 +20,7 @@ pub struct Options {
     tls: Option<TlsConfig>,
     handshake_timeout: Duration,
     header_timeout: Duration,
+    body_timeout: Duration,
     keepalive_timeout: Duration,
     close_timeout: Duration,
     limits: Limits,
@@ -35,6 +36,7 @@ impl Default for Options {
             tls: None,
             handshake_timeout: transport.handshake_timeout,
             header_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(60),
             close_timeout: transport.close_timeout,
             limits: Limits::default(),
@@ -68,6 +70,13 @@ impl Options {
     /// the server answers `408` and closes (default 60 s).
     pub fn header_timeout(mut self, d: Duration) -> Self {
         self.header_timeout = d;
+        self
+    }
+
+    /// How long a client may take to send a request body once the head is
+    /// in; past it the server answers `408` and closes (default 60 s).
+    pub fn body_timeout(mut self, d: Duration) -> Self {
+        self.body_timeout = d;
         self
     }
 
@@ -121,6 +130,7 @@ impl Options {
 pub(crate) struct Settings {
     pub(crate) limits: Limits,
     pub(crate) header_timeout: Duration,
+    pub(crate) body_timeout: Duration,
     pub(crate) keepalive_timeout: Duration,
 }
 
@@ -209,6 +219,7 @@ impl Endpoint {
         let settings = Arc::new(Settings {
             limits: self.options.limits,
             header_timeout: self.options.header_timeout,
+            body_timeout: self.options.body_timeout,
             keepalive_timeout: self.options.keepalive_timeout,
         });
         let config = ServerConfig {

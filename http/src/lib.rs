@@ -47,9 +47,23 @@ mod writer;
 pub use endpoint::{Endpoint, Options, ShutdownHandle};
 pub use parser::{Limits, ParseError};
 pub use request::Request;
-pub use writer::ResponseWriter;
+pub use writer::{ResponseStream, ResponseWriter};
 
 pub use http::{header, HeaderMap, Method, StatusCode, Version};
+pub use pistachio_transport::TlsInfo;
+
+/// Facts about a new connection, given to [`Handler::on_connection`].
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub peer_addr: std::net::SocketAddr,
+    /// The local address the client connected to.
+    pub local_addr: std::net::SocketAddr,
+    /// The negotiated TLS parameters, or `None` over plaintext.
+    pub tls: Option<TlsInfo>,
+    /// Index of the worker thread that owns the connection.
+    pub worker: usize,
+}
 
 /// Answers requests (Pistache's `Http::Handler::onRequest`).
 ///
@@ -60,6 +74,18 @@ pub trait Handler: Send + Sync + 'static {
     /// Handles one request. Answer through `response`, now or later and from
     /// any thread.
     fn on_request(&self, request: Request, response: ResponseWriter);
+
+    /// A connection is ready (after its TLS handshake). Called exactly once
+    /// per connection, on its worker, before any of its requests.
+    fn on_connection(&self, info: &ConnectionInfo) {
+        let _ = info;
+    }
+
+    /// A connection that [`Handler::on_connection`] saw has closed, for
+    /// whatever reason. Called exactly once per such connection.
+    fn on_disconnection(&self, peer_addr: std::net::SocketAddr) {
+        let _ = peer_addr;
+    }
 }
 
 impl<F> Handler for F

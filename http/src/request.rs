@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use http::header::AsHeaderName;
 use http::{HeaderMap, Method, Version};
+use pistachio_transport::TlsInfo;
 
 use crate::parser::RequestHead;
 
@@ -24,13 +25,19 @@ pub struct Request {
     headers: HeaderMap,
     body: Vec<u8>,
     peer_addr: SocketAddr,
+    tls: Option<TlsInfo>,
     keep_alive: bool,
 }
 
 impl Request {
     /// Assembles a request from a parsed head, its decoded body and the
     /// address of the peer that sent it.
-    pub(crate) fn from_parts(head: RequestHead, body: Vec<u8>, peer_addr: SocketAddr) -> Request {
+    pub(crate) fn from_parts(
+        head: RequestHead,
+        body: Vec<u8>,
+        peer_addr: SocketAddr,
+        tls: Option<TlsInfo>,
+    ) -> Request {
         let RequestHead {
             method,
             target,
@@ -49,6 +56,7 @@ impl Request {
             headers,
             body,
             peer_addr,
+            tls,
             keep_alive,
         }
     }
@@ -143,6 +151,11 @@ impl Request {
 
     /// Whether the connection stays open after this request, per its version
     /// and `Connection` header.
+    /// The negotiated TLS version and cipher, or `None` over plaintext.
+    pub fn tls(&self) -> Option<TlsInfo> {
+        self.tls
+    }
+
     pub(crate) fn keep_alive(&self) -> bool {
         self.keep_alive
     }
@@ -224,7 +237,7 @@ mod tests {
         let mut parser = RequestParser::new(Limits::default());
         match parser.parse(raw) {
             Ok(Parsed::Complete { head, body, .. }) => {
-                Request::from_parts(head, body, "192.0.2.1:4321".parse().unwrap())
+                Request::from_parts(head, body, "192.0.2.1:4321".parse().unwrap(), None)
             }
             other => panic!("{other:?}"),
         }

@@ -53,7 +53,6 @@ pub(crate) fn write_head(
 /// understand chunked: send a length, or close the connection after the
 /// body with `keep_alive == false` and no framing). For 1xx, 204 and 304 no
 /// `Transfer-Encoding` is written, as those have no body.
-#[allow(dead_code)] // The chunked `ResponseStream` is its user; tested below.
 pub(crate) fn write_head_chunked(
     out: &mut Vec<u8>,
     version: Version,
@@ -72,8 +71,22 @@ pub(crate) fn write_head_chunked(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
     Length(usize),
-    #[allow(dead_code)] // Built only by `write_head_chunked`.
     Chunked,
+    /// No length and no chunking: the body ends when the connection closes
+    /// (the only way to stream to an HTTP/1.0 client).
+    Close,
+}
+
+/// Writes a head for a body delimited by closing the connection: no
+/// `Content-Length`, no `Transfer-Encoding`, `Connection: close`. For
+/// streaming to HTTP/1.0 clients, which do not understand chunked.
+pub(crate) fn write_head_close_delimited(
+    out: &mut Vec<u8>,
+    version: Version,
+    status: StatusCode,
+    headers: &HeaderMap,
+) {
+    write_head_framed(out, version, status, headers, Framing::Close, false);
 }
 
 fn write_head_framed(
@@ -117,6 +130,7 @@ fn write_head_framed(
                 let _ = write!(out, "Content-Length: {len}\r\n");
             }
             Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            Framing::Close => {}
         }
     }
 
@@ -154,6 +168,7 @@ mod tests {
         match framing {
             Framing::Length(len) => write_head(&mut out, version, status, headers, len, keep_alive),
             Framing::Chunked => write_head_chunked(&mut out, version, status, headers, keep_alive),
+            Framing::Close => write_head_close_delimited(&mut out, version, status, headers),
         }
         let text = String::from_utf8(out).unwrap();
         let text = text.strip_prefix("previous bytes|").expect("appends");
@@ -169,6 +184,21 @@ mod tests {
             headers.append(*name, HeaderValue::from_static(value));
         }
         headers
+    }
+
+    #[test]
+    fn close_delimited_head_has_no_framing_and_closes() {
+        let h = head(
+            Version::HTTP_10,
+            200,
+            &HeaderMap::new(),
+            Framing::Close,
+            true,
+        );
+        assert_eq!(
+            h,
+            "HTTP/1.1 200 OK\r\nDate: <date>\r\nConnection: close\r\n\r\n"
+        );
     }
 
     #[test]

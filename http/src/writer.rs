@@ -1,27 +1,33 @@
-//! [`ResponseWriter`]: answers one request, from the worker or any thread.
+//! [`ResponseWriter`] and [`ResponseStream`]: answer one request, from the
+//! worker or from any thread.
 
 use std::cell::RefCell;
 use std::fmt;
+use std::io::Write as _;
 use std::net::SocketAddr;
 
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, SET_COOKIE};
 use http::{HeaderMap, StatusCode, Version};
 use pistachio_transport::PeerHandle;
 
-use crate::response::write_head;
+use crate::response::{write_head, write_head_chunked, write_head_close_delimited};
 
-/// A finished response on its way to its connection.
+/// Bytes of one response on their way to the connection: the whole
+/// response, or a part of a streamed one.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     pub(crate) seq: u64,
     pub(crate) bytes: Vec<u8>,
+    /// The last part of this response.
+    pub(crate) done: bool,
+    /// Whether the connection stays open after this response.
     pub(crate) keep_alive: bool,
 }
 
 /// Messages the HTTP layer posts to a connection.
 #[derive(Debug)]
 pub(crate) enum HttpMsg {
-    /// A response produced on another thread.
+    /// A response (or part of one) produced on another thread.
     Response(Outgoing),
 }
 
@@ -62,6 +68,31 @@ pub(crate) struct Target {
     pub(crate) peer_addr: SocketAddr,
 }
 
+impl Target {
+    /// Hands bytes to the connection: directly when on its worker inside its
+    /// handler, else through the worker's mailbox.
+    fn deliver(&self, bytes: Vec<u8>, done: bool, keep_alive: bool) {
+        let out = Outgoing {
+            seq: self.seq,
+            bytes,
+            done,
+            keep_alive,
+        };
+        let out = INLINE.with(|slot| match slot.borrow_mut().as_mut() {
+            Some(inline) if inline.conn_id == self.conn_id => {
+                inline.done.push(out);
+                None
+            }
+            _ => Some(out),
+        });
+        if let Some(out) = out {
+            if self.peer.post(HttpMsg::Response(out)).is_err() {
+                log::debug!("{}: server stopped before the response", self.peer_addr);
+            }
+        }
+    }
+}
+
 /// Answers one request (Pistache's `Http::ResponseWriter`).
 ///
 /// `Send`: a handler may move it to another thread and answer later; the
@@ -92,6 +123,12 @@ impl ResponseWriter {
         }
     }
 
+    fn target(&self) -> &Target {
+        self.target
+            .as_ref()
+            .expect("a writer has a target until it answers")
+    }
+
     /// The response headers so far. `Content-Length`, `Date`, `Connection`
     /// and `Transfer-Encoding` are managed by the server and ignored here.
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
@@ -111,18 +148,59 @@ impl ResponseWriter {
         }
     }
 
-    /// The client's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.target
-            .as_ref()
-            .map(|t| t.peer_addr)
-            .expect("a writer has a target until it is sent")
+    /// Adds a `Set-Cookie` header, e.g. `"id=42; Path=/; HttpOnly"`. An
+    /// invalid value (control characters) is ignored.
+    pub fn add_cookie(&mut self, cookie: &str) {
+        if let Ok(v) = HeaderValue::from_str(cookie) {
+            self.headers.append(SET_COOKIE, v);
+        }
     }
 
-    /// Sends the response with `body` (and its `Content-Length`).
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.target().peer_addr
+    }
+
+    /// The version of the request being answered.
+    pub fn version(&self) -> Version {
+        self.target().version
+    }
+
+    /// Sends the response with `body` (and its `Content-Length`). For `HEAD`
+    /// requests, and for statuses that have no body (1xx, 204, 304), only
+    /// the head is sent.
     pub fn send(mut self, status: StatusCode, body: impl AsRef<[u8]>) {
         if let Some(target) = self.target.take() {
-            deliver(target, status, &self.headers, body.as_ref());
+            send_whole(&target, status, &self.headers, body.as_ref());
+        }
+    }
+
+    /// Starts a streamed response of unknown length: chunked for HTTP/1.1
+    /// clients, delimited by closing the connection for HTTP/1.0 ones.
+    /// The head is sent with the first [`ResponseStream::flush`] or
+    /// [`ResponseStream::end`].
+    pub fn stream(mut self, status: StatusCode) -> ResponseStream {
+        let target = self.target.take().expect("a writer answers once");
+        let chunked = target.version == Version::HTTP_11;
+        let mut buf = Vec::with_capacity(256);
+        if chunked {
+            write_head_chunked(
+                &mut buf,
+                target.version,
+                status,
+                &self.headers,
+                target.keep_alive,
+            );
+        } else {
+            write_head_close_delimited(&mut buf, target.version, status, &self.headers);
+        }
+        let no_body = target.head_only || !status_allows_body(status);
+        ResponseStream {
+            keep_alive: chunked && target.keep_alive,
+            target: Some(target),
+            buf,
+            chunked,
+            no_body,
         }
     }
 }
@@ -136,8 +214,8 @@ impl Drop for ResponseWriter {
             );
             let mut headers = HeaderMap::new();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            deliver(
-                target,
+            send_whole(
+                &target,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &headers,
                 b"Internal Server Error",
@@ -146,7 +224,7 @@ impl Drop for ResponseWriter {
     }
 }
 
-fn deliver(target: Target, status: StatusCode, headers: &HeaderMap, body: &[u8]) {
+fn send_whole(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[u8]) {
     let send_body = !target.head_only && status_allows_body(status);
     let mut bytes = Vec::with_capacity(128 + headers.len() * 32 + body.len());
     write_head(
@@ -160,22 +238,90 @@ fn deliver(target: Target, status: StatusCode, headers: &HeaderMap, body: &[u8])
     if send_body {
         bytes.extend_from_slice(body);
     }
-    let out = Outgoing {
-        seq: target.seq,
-        bytes,
-        keep_alive: target.keep_alive,
-    };
-    // Same thread, during this connection's handler: no mailbox round trip.
-    let out = INLINE.with(|slot| match slot.borrow_mut().as_mut() {
-        Some(inline) if inline.conn_id == target.conn_id => {
-            inline.done.push(out);
-            None
+    target.deliver(bytes, true, target.keep_alive);
+}
+
+/// Pieces buffered by a [`ResponseStream`] before they are handed over
+/// without an explicit flush.
+const STREAM_BUFFER: usize = 16 * 1024;
+
+/// A response sent in pieces (Pistache's `ResponseStream`), from
+/// [`ResponseWriter::stream`]. `Send`: it can be written from any thread.
+///
+/// [`write`](ResponseStream::write) buffers, [`flush`](ResponseStream::flush)
+/// hands what is buffered to the connection, [`end`](ResponseStream::end)
+/// finishes the response. Dropped without `end`, the stream is cut off and
+/// the connection closed, so the client sees an incomplete response rather
+/// than a truncated one passing for complete.
+pub struct ResponseStream {
+    target: Option<Target>,
+    buf: Vec<u8>,
+    chunked: bool,
+    keep_alive: bool,
+    no_body: bool,
+}
+
+impl fmt::Debug for ResponseStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseStream")
+            .field("seq", &self.target.as_ref().map(|t| t.seq))
+            .field("chunked", &self.chunked)
+            .field("buffered", &self.buf.len())
+            .finish()
+    }
+}
+
+impl ResponseStream {
+    /// Appends `data` to the response (one chunk on HTTP/1.1). Empty
+    /// writes are ignored (an empty chunk would end the body).
+    pub fn write(&mut self, data: impl AsRef<[u8]>) {
+        let data = data.as_ref();
+        if data.is_empty() || self.no_body {
+            return;
         }
-        _ => Some(out),
-    });
-    if let Some(out) = out {
-        if target.peer.post(HttpMsg::Response(out)).is_err() {
-            log::debug!("{}: server stopped before the response", target.peer_addr);
+        if self.chunked {
+            // Writing to a Vec cannot fail.
+            let _ = write!(self.buf, "{:X}\r\n", data.len());
+            self.buf.extend_from_slice(data);
+            self.buf.extend_from_slice(b"\r\n");
+        } else {
+            self.buf.extend_from_slice(data);
+        }
+        if self.buf.len() >= STREAM_BUFFER {
+            self.flush();
+        }
+    }
+
+    /// Hands everything written so far to the connection.
+    pub fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        if let Some(target) = &self.target {
+            target.deliver(std::mem::take(&mut self.buf), false, self.keep_alive);
+        }
+    }
+
+    /// Finishes the response (the terminal chunk on HTTP/1.1; closing the
+    /// connection on HTTP/1.0).
+    pub fn end(mut self) {
+        if self.chunked && !self.no_body {
+            self.buf.extend_from_slice(b"0\r\n\r\n");
+        }
+        if let Some(target) = self.target.take() {
+            target.deliver(std::mem::take(&mut self.buf), true, self.keep_alive);
+        }
+    }
+}
+
+impl Drop for ResponseStream {
+    fn drop(&mut self) {
+        if let Some(target) = self.target.take() {
+            log::debug!(
+                "{}: response stream dropped before end: closing the connection",
+                target.peer_addr
+            );
+            target.deliver(std::mem::take(&mut self.buf), true, false);
         }
     }
 }

@@ -1,0 +1,261 @@
+//! The HTTP layer's API over real connections: streamed (chunked)
+//! responses, request/body timeouts, connection hooks, cookies, TLS facts.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pistachio_rest::http::{
+    ConnectionInfo, Endpoint, Handler, Options, Request, ResponseWriter, StatusCode,
+};
+use pistachio_tests::server::HANDSHAKE_TIMEOUT;
+use pistachio_tests::{init_logging, TestServer, TlsClient};
+
+/// Reads until the server closes (EOF or reset), with a bound.
+fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!("after {} bytes: {e}", out.len()),
+        }
+    }
+}
+
+fn streaming_handler(req: Request, resp: ResponseWriter) {
+    match req.path() {
+        "/stream" => {
+            // Written from another thread, in several pieces.
+            std::thread::spawn(move || {
+                let mut stream = resp.stream(StatusCode::OK);
+                for piece in ["one,", "two,", "three"] {
+                    stream.write(piece);
+                    stream.flush();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                stream.end();
+            });
+        }
+        "/cut" => {
+            let mut stream = resp.stream(StatusCode::OK);
+            stream.write("partial");
+            stream.flush();
+            drop(stream); // no end(): the response must not pass for complete
+        }
+        _ => resp.send(StatusCode::OK, "plain"),
+    }
+}
+
+#[test]
+fn chunked_stream_from_another_thread_is_framed_exactly_and_keeps_order() {
+    init_logging();
+    let server = TestServer::start(1, false, streaming_handler);
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    // Pipelined: the plain response must wait for the stream to end.
+    c.write_all(
+        b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let text = String::from_utf8(read_to_close(&mut c)).unwrap();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("\r\nTransfer-Encoding: chunked"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length"),
+        "{head}"
+    );
+    let (chunks, second) = rest.split_once("0\r\n\r\n").expect("terminal chunk");
+    assert_eq!(chunks, "4\r\none,\r\n4\r\ntwo,\r\n5\r\nthree\r\n");
+    assert!(second.starts_with("HTTP/1.1 200 OK\r\n"), "{second}");
+    assert!(second.ends_with("\r\n\r\nplain"), "{second}");
+}
+
+#[test]
+fn stream_to_http_1_0_is_close_delimited() {
+    init_logging();
+    let server = TestServer::start(1, false, streaming_handler);
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.write_all(b"GET /stream HTTP/1.0\r\n\r\n").unwrap();
+    let text = String::from_utf8(read_to_close(&mut c)).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding"),
+        "{head}"
+    );
+    assert!(head.contains("Connection: close"), "{head}");
+    assert_eq!(body, "one,two,three");
+}
+
+#[test]
+fn stream_dropped_without_end_is_cut_off_not_completed() {
+    init_logging();
+    let server = TestServer::start(1, false, streaming_handler);
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.write_all(b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let text = String::from_utf8(read_to_close(&mut c)).unwrap();
+    assert!(text.ends_with("7\r\npartial\r\n"), "{text:?}");
+    assert!(
+        !text.contains("0\r\n\r\n"),
+        "a terminal chunk was sent: {text:?}"
+    );
+}
+
+fn timeout_server() -> TestServer {
+    let options = Options::default()
+        .threads(1)
+        .header_timeout(Duration::from_millis(300))
+        .body_timeout(Duration::from_millis(300))
+        .keepalive_timeout(Duration::from_millis(300));
+    TestServer::start_with(1, false, options, |req: Request, resp: ResponseWriter| {
+        resp.send(StatusCode::OK, format!("{} bytes", req.body().len()));
+    })
+}
+
+#[test]
+fn silent_client_gets_408_then_close() {
+    init_logging();
+    let server = timeout_server();
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    let text = String::from_utf8(read_to_close(&mut c)).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn slow_head_and_stalled_body_get_408() {
+    init_logging();
+    let server = timeout_server();
+    // The head trickles in a byte every 50 ms: the deadline is for the whole
+    // head, not per byte.
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    let started = Instant::now();
+    for b in b"GET / HTTP/1.1\r\nHost: x\r\n" {
+        if c.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let text = String::from_utf8(read_to_close(&mut c)).unwrap();
+    assert!(text.starts_with("HTTP/1.1 408"), "slow head: {text}");
+
+    // The head is complete but the body stalls.
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let text = String::from_utf8(read_to_close(&mut c)).unwrap();
+    assert!(text.starts_with("HTTP/1.1 408"), "stalled body: {text}");
+}
+
+#[test]
+fn clients_within_the_limits_never_see_408_and_idle_ones_are_closed_silently() {
+    init_logging();
+    let server = timeout_server();
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Three requests, each well inside the timeouts, with pauses between
+    // them shorter than the keep-alive timeout.
+    for _ in 0..3 {
+        c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        c.write_all(b"cd").unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        assert!(text.ends_with("4 bytes"), "{text}");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    // Then idle past the keep-alive timeout: closed without a response.
+    let rest = read_to_close(&mut c);
+    assert!(
+        rest.is_empty(),
+        "idle close sent {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+#[derive(Default)]
+struct Hooks {
+    connected: AtomicUsize,
+    disconnected: AtomicUsize,
+    tls_versions: Mutex<Vec<String>>,
+}
+
+struct HookHandler(Arc<Hooks>);
+
+impl Handler for HookHandler {
+    fn on_request(&self, req: Request, mut resp: ResponseWriter) {
+        if let Some(tls) = req.tls() {
+            self.0
+                .tls_versions
+                .lock()
+                .unwrap()
+                .push(tls.version.to_owned());
+        }
+        resp.add_cookie("session=abc; Path=/; HttpOnly");
+        resp.add_cookie("theme=dark");
+        resp.send(StatusCode::OK, "Hello, World!");
+    }
+    fn on_connection(&self, info: &ConnectionInfo) {
+        assert!(info.peer_addr.ip().is_loopback());
+        self.0.connected.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_disconnection(&self, _peer: std::net::SocketAddr) {
+        self.0.disconnected.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn hooks_run_once_per_connection_and_tls_facts_and_cookies_reach_the_client() {
+    init_logging();
+    let hooks = Arc::new(Hooks::default());
+    let options = Options::default()
+        .threads(2)
+        .handshake_timeout(HANDSHAKE_TIMEOUT)
+        .tls(pistachio_tests::server::server_tls_config());
+    let mut endpoint = Endpoint::bind("127.0.0.1:0", options).unwrap();
+    endpoint
+        .serve_threaded(HookHandler(Arc::clone(&hooks)))
+        .unwrap();
+    let port = endpoint.local_addr().port();
+    for _ in 0..5 {
+        let mut client = TlsClient::connect(port).unwrap();
+        for _ in 0..2 {
+            let r = client.request("/").unwrap();
+            assert_eq!(r.status, 200);
+            let cookies: Vec<&str> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(cookies, ["session=abc; Path=/; HttpOnly", "theme=dark"]);
+        }
+        client.close().unwrap();
+    }
+    // A client that fails the handshake is not a connection for the hooks.
+    let mut garbage = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    garbage.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let _ = read_to_close(&mut garbage);
+    endpoint.shutdown();
+    assert_eq!(hooks.connected.load(Ordering::SeqCst), 5);
+    assert_eq!(hooks.disconnected.load(Ordering::SeqCst), 5);
+    let versions = hooks.tls_versions.lock().unwrap();
+    assert_eq!(versions.len(), 10);
+    assert!(versions.iter().all(|v| v == "TLSv1.3"), "{versions:?}");
+}

@@ -1,0 +1,958 @@
+//! Integration tests of the HTTP server's behaviour over real loopback
+//! sockets: non-blocking TLS handshakes, large responses to slow readers,
+//! pipelining (also with responses produced out of order on other threads),
+//! handler failures, keep-alive and `Connection: close`, malformed requests,
+//! IPv6, busy ports, and `Expect: 100-continue`.
+//!
+//! Every blocking read has a timeout, and every timing assertion is a
+//! functional bound (far from what a working server needs), not a benchmark.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use curl::easy::{Easy2, Handler as CurlHandler, List, WriteError};
+use openssl::ssl::SslStream;
+use pistachio_rest::http::{Endpoint, Options, Request, ResponseWriter, StatusCode};
+use pistachio_tests::client::{connect_tcp, tls_connector, wait_for_close, CONNECT_TIMEOUT};
+use pistachio_tests::server::server_tls_config;
+use pistachio_tests::{
+    certs, init_logging, PlainClient, Response, TestServer, TlsClient, HELLO_BODY, IO_TIMEOUT,
+};
+use socket2::{Domain, Socket, Type};
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// Options for a test server with `threads` workers, TLS when `tls`, and a
+/// short handshake timeout.
+fn options(threads: usize, tls: bool) -> Options {
+    let options = Options::default()
+        .threads(threads)
+        .handshake_timeout(Duration::from_secs(2));
+    if tls {
+        options.tls(server_tls_config())
+    } else {
+        options
+    }
+}
+
+/// Starts a server on `127.0.0.1:0` with `threads` workers running `handler`.
+fn start<H>(threads: usize, tls: bool, handler: H) -> TestServer
+where
+    H: Fn(Request, ResponseWriter) + Send + Sync + 'static,
+{
+    TestServer::start_with(threads, tls, options(threads, tls), handler)
+}
+
+/// Answers every request with its path as the body.
+fn echo_path(req: Request, resp: ResponseWriter) {
+    let path = req.path().to_owned();
+    resp.send(StatusCode::OK, path);
+}
+
+/// One HTTP/1.1 connection over any byte stream, with full control over what
+/// is written and how fast it is read.
+struct Wire<S> {
+    stream: S,
+    /// Bytes read past the end of the last response.
+    buf: Vec<u8>,
+}
+
+/// How a response is read: `slow_reads` reads of at most `piece` bytes, each
+/// followed by `pause`, then reads of up to 64 KiB.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    slow_reads: usize,
+    piece: usize,
+    pause: Duration,
+}
+
+impl Pace {
+    const FAST: Pace = Pace {
+        slow_reads: 0,
+        piece: 0,
+        pause: Duration::ZERO,
+    };
+}
+
+impl<S: Read + Write> Wire<S> {
+    fn new(stream: S) -> Self {
+        Wire {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
+    }
+
+    /// One read of at most `max` bytes into `buf`; `Ok(0)` at end of stream.
+    fn fill(&mut self, max: usize) -> io::Result<usize> {
+        let mut chunk = vec![0u8; max];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn read_response(&mut self) -> io::Result<Response> {
+        self.read_response_paced(Pace::FAST)
+    }
+
+    /// Reads one response (an interim 1xx one included) paced by `pace`.
+    fn read_response_paced(&mut self, pace: Pace) -> io::Result<Response> {
+        let mut reads = 0usize;
+        let mut read_more = |wire: &mut Self| -> io::Result<()> {
+            let n = if reads < pace.slow_reads {
+                let n = wire.fill(pace.piece)?;
+                thread::sleep(pace.pause);
+                n
+            } else {
+                wire.fill(64 * 1024)?
+            };
+            reads += 1;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "connection closed with {} unparsed byte(s) buffered",
+                        wire.buf.len()
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        let head_end = loop {
+            if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
+                break pos + 4;
+            }
+            read_more(self)?;
+        };
+        let (status, headers) = parse_head(&self.buf[..head_end])?;
+        self.buf.drain(..head_end);
+        let len = if (100..200).contains(&status) || status == 204 || status == 304 {
+            0
+        } else {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+                .ok_or_else(|| io::Error::other("response without a valid Content-Length"))?
+        };
+        while self.buf.len() < len {
+            read_more(self)?;
+        }
+        let body = self.buf.drain(..len).collect();
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn parse_head(head: &[u8]) -> io::Result<(u16, Vec<(String, String)>)> {
+    let text = std::str::from_utf8(head).map_err(io::Error::other)?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line {status_line:?}")))?;
+    let headers = lines
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| io::Error::other(format!("bad header line {line:?}")))?;
+            Ok((name.to_owned(), value.trim().to_owned()))
+        })
+        .collect::<io::Result<_>>()?;
+    Ok((status, headers))
+}
+
+/// A TCP connection to `addr` with [`IO_TIMEOUT`] read/write timeouts and no
+/// Nagle delay.
+fn connect_addr(addr: SocketAddr) -> io::Result<TcpStream> {
+    let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(IO_TIMEOUT))?;
+    tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(tcp)
+}
+
+/// TLS over `tcp`, verifying the server certificate as `name` (a host name,
+/// or an IP address checked against the certificate's IP SANs).
+fn tls_over(tcp: TcpStream, name: &str) -> io::Result<SslStream<TcpStream>> {
+    tls_connector()?
+        .connect(name, tcp)
+        .map_err(|e| io::Error::other(format!("TLS handshake as {name:?}: {e}")))
+}
+
+/// Reads from a TLS stream until the server ends it (close_notify, EOF or
+/// reset). Returns `true` if it did within `timeout`; application data read
+/// meanwhile is returned in the error case for diagnosis.
+fn tls_wait_for_close(stream: &mut SslStream<TcpStream>, timeout: Duration) -> bool {
+    if stream.get_ref().set_read_timeout(Some(timeout)).is_err() {
+        return true;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A plain or TLS [`Wire`] to `127.0.0.1:port`.
+enum AnyWire {
+    Plain(Wire<TcpStream>),
+    Tls(Wire<SslStream<TcpStream>>),
+}
+
+impl AnyWire {
+    fn connect(port: u16, tls: bool) -> AnyWire {
+        let tcp = connect_tcp(port).expect("connecting to the test server");
+        if tls {
+            AnyWire::Tls(Wire::new(
+                tls_over(tcp, "localhost").expect("TLS handshake"),
+            ))
+        } else {
+            AnyWire::Plain(Wire::new(tcp))
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            AnyWire::Plain(w) => w.send(bytes),
+            AnyWire::Tls(w) => w.send(bytes),
+        }
+    }
+
+    fn read_response(&mut self) -> io::Result<Response> {
+        match self {
+            AnyWire::Plain(w) => w.read_response(),
+            AnyWire::Tls(w) => w.read_response(),
+        }
+    }
+
+    /// Whether the server closes the connection within `timeout`.
+    fn closed_within(&mut self, timeout: Duration) -> bool {
+        match self {
+            AnyWire::Plain(w) => wait_for_close(&w.stream, timeout),
+            AnyWire::Tls(w) => tls_wait_for_close(&mut w.stream, timeout),
+        }
+    }
+}
+
+fn kind(tls: bool) -> &'static str {
+    if tls {
+        "TLS"
+    } else {
+        "plain"
+    }
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")
+}
+
+// ---------------------------------------------------------------------------
+// 1. Non-blocking TLS handshakes
+// ---------------------------------------------------------------------------
+
+/// A client that connects to a TLS port and never sends its `ClientHello`
+/// must not hold up other clients on the same (only) worker, and must be
+/// dropped once the handshake timeout expires (Pistache's blocking
+/// `SSL_accept` stalls every new connection instead, issue #1104).
+#[test]
+fn silent_tls_client_does_not_delay_others_and_is_dropped_after_handshake_timeout() {
+    init_logging();
+    const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(500);
+    let server = TestServer::start_with(
+        1,
+        true,
+        Options::default()
+            .threads(1)
+            .tls(server_tls_config())
+            .handshake_timeout(HANDSHAKE_TIMEOUT),
+        |_req: Request, resp: ResponseWriter| resp.send(StatusCode::OK, HELLO_BODY),
+    );
+    let silent_since = Instant::now();
+    let silent = connect_tcp(server.port()).expect("silent connection");
+
+    for i in 0..5 {
+        let started = Instant::now();
+        let mut client = TlsClient::connect(server.port())
+            .unwrap_or_else(|e| panic!("client {i} behind the silent one: {e}"));
+        client
+            .request("/")
+            .unwrap_or_else(|e| panic!("client {i}: {e}"))
+            .assert_hello(&format!("client {i}"));
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(400),
+            "client {i} took {took:?}: it waited behind the silent client's handshake"
+        );
+        client.close().expect("clean close");
+    }
+
+    assert!(
+        wait_for_close(&silent, Duration::from_secs(3)),
+        "the silent client was still connected {:?} after connecting (handshake timeout {HANDSHAKE_TIMEOUT:?})",
+        silent_since.elapsed()
+    );
+    let after = silent_since.elapsed();
+    assert!(
+        after >= HANDSHAKE_TIMEOUT - Duration::from_millis(100),
+        "the silent client was dropped after {after:?}, before the handshake timeout"
+    );
+    assert!(
+        after <= Duration::from_secs(3),
+        "the silent client was dropped only after {after:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Large responses to slow readers
+// ---------------------------------------------------------------------------
+
+const BIG: usize = 4 * 1024 * 1024;
+
+/// Byte `i` of the big body: not periodic in any power of two.
+fn pattern(i: usize) -> u8 {
+    ((i % 251) as u8) ^ ((i >> 13) as u8)
+}
+
+/// A TCP connection to `127.0.0.1:port` with a small receive buffer, set
+/// before connecting so the advertised window is small from the start.
+fn connect_small_rcvbuf(port: u16) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_recv_buffer_size(4096)?;
+    socket.connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)).into(),
+        CONNECT_TIMEOUT,
+    )?;
+    let tcp: TcpStream = socket.into();
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(IO_TIMEOUT))?;
+    tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(tcp)
+}
+
+fn big_response_case<S: Read + Write>(wire: &mut Wire<S>, what: &str) {
+    wire.send(get("/big").as_bytes()).unwrap();
+    let slow = Pace {
+        slow_reads: 10,
+        piece: 1000,
+        pause: Duration::from_millis(20),
+    };
+    let response = wire
+        .read_response_paced(slow)
+        .unwrap_or_else(|e| panic!("{what}: reading the 4 MiB response: {e}"));
+    assert_eq!(response.status, 200, "{what}: status");
+    assert_eq!(response.body.len(), BIG, "{what}: body length");
+    if let Some(i) = (0..BIG).find(|&i| response.body[i] != pattern(i)) {
+        panic!(
+            "{what}: body differs first at byte {i}: got {:#04x}, expected {:#04x}",
+            response.body[i],
+            pattern(i)
+        );
+    }
+    // The connection is still in step: the next request on it works.
+    wire.send(get("/small").as_bytes()).unwrap();
+    let next = wire
+        .read_response()
+        .unwrap_or_else(|e| panic!("{what}: keep-alive request after the big one: {e}"));
+    assert_eq!(next.status, 200, "{what}: second status");
+    assert_eq!(next.body, b"small", "{what}: second body");
+}
+
+/// A 4 MiB body sent to a client with a tiny receive window that reads
+/// slowly at first: the server's writes stay partial (`writev` short writes,
+/// `SSL_write` → `WANT_WRITE`) for a while, and the body must still arrive
+/// byte-exact, with the connection usable afterwards.
+#[test]
+fn large_response_over_tls_with_slow_reader_is_intact() {
+    init_logging();
+    let body: Arc<Vec<u8>> = Arc::new((0..BIG).map(pattern).collect());
+    for tls in [true, false] {
+        let body = Arc::clone(&body);
+        let server = start(1, tls, move |req: Request, resp: ResponseWriter| {
+            if req.path() == "/big" {
+                resp.send(StatusCode::OK, &body[..]);
+            } else {
+                resp.send(StatusCode::OK, "small");
+            }
+        });
+        let tcp = connect_small_rcvbuf(server.port()).expect("connecting");
+        let started = Instant::now();
+        if tls {
+            let mut wire = Wire::new(tls_over(tcp, "localhost").expect("TLS handshake"));
+            big_response_case(&mut wire, "TLS");
+        } else {
+            let mut wire = Wire::new(tcp);
+            big_response_case(&mut wire, "plain");
+        }
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(4),
+            "{}: the big response took {took:?}",
+            kind(tls)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 3 and 5. Pipelining
+// ---------------------------------------------------------------------------
+
+/// Handlers that answer from other threads, later requests sooner: the
+/// responses must still go out in request order.
+#[test]
+fn responses_from_other_threads_keep_pipelined_order() {
+    init_logging();
+    for tls in [false, true] {
+        let sent_order = Arc::new(Mutex::new(Vec::new()));
+        let sent = Arc::clone(&sent_order);
+        let server = start(2, tls, move |req: Request, resp: ResponseWriter| {
+            let n: u64 = req.path()[1..].parse().expect("path is /N");
+            let sent = Arc::clone(&sent);
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis((10 - n) * 5));
+                sent.lock().unwrap().push(n);
+                resp.send(StatusCode::OK, n.to_string());
+            });
+        });
+        let mut wire = AnyWire::connect(server.port(), tls);
+        let requests: String = (0..10).map(|n| get(&format!("/{n}"))).collect();
+        wire.send(requests.as_bytes()).unwrap();
+        for n in 0..10 {
+            let response = wire
+                .read_response()
+                .unwrap_or_else(|e| panic!("{}: response {n}: {e}", kind(tls)));
+            assert_eq!(response.status, 200, "{}: response {n}", kind(tls));
+            assert_eq!(
+                response.text(),
+                n.to_string(),
+                "{}: response {n}",
+                kind(tls)
+            );
+        }
+        // The handlers really did answer out of order.
+        let order = sent_order.lock().unwrap().clone();
+        assert_eq!(order.len(), 10);
+        assert!(
+            order.windows(2).any(|w| w[0] > w[1]),
+            "{}: handlers answered in order {order:?}; the test proves nothing",
+            kind(tls)
+        );
+    }
+}
+
+/// Sixteen requests in one write on one connection get sixteen responses,
+/// in order, and the connection stays usable.
+#[test]
+fn pipelined_16_requests_in_one_write() {
+    init_logging();
+    for tls in [false, true] {
+        let server = start(1, tls, echo_path);
+        let mut wire = AnyWire::connect(server.port(), tls);
+        let requests: String = (0..16).map(|n| get(&format!("/p{n}"))).collect();
+        wire.send(requests.as_bytes()).unwrap();
+        for n in 0..16 {
+            let response = wire
+                .read_response()
+                .unwrap_or_else(|e| panic!("{}: response {n}: {e}", kind(tls)));
+            assert_eq!(response.status, 200, "{}: response {n}", kind(tls));
+            assert_eq!(
+                response.text(),
+                format!("/p{n}"),
+                "{}: response {n}",
+                kind(tls)
+            );
+        }
+        wire.send(get("/after").as_bytes()).unwrap();
+        let after = wire.read_response().unwrap();
+        assert_eq!(after.text(), "/after", "{}", kind(tls));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 4. Handler failures
+// ---------------------------------------------------------------------------
+
+/// The message of the panics [`handler_panic_is_a_500_for_that_request_only`]
+/// provokes.
+const PLANNED_PANIC: &str = "handler panic planned by the test";
+
+/// Keeps the planned handler panics out of the test output (with their
+/// backtraces, when `RUST_BACKTRACE` is set); every other panic is reported
+/// by the previous hook as usual.
+fn hide_planned_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<&str>() != Some(&PLANNED_PANIC) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// A panicking handler, or one that drops its writer, costs its own request
+/// a `500` and nothing else: the same keep-alive connection and the other
+/// connections go on working.
+#[test]
+fn handler_panic_is_a_500_for_that_request_only() {
+    init_logging();
+    hide_planned_panics();
+    let server = start(1, false, |req: Request, resp: ResponseWriter| {
+        match req.path() {
+            "/panic" => std::panic::panic_any(PLANNED_PANIC),
+            "/drop" => drop(resp),
+            _ => resp.send(StatusCode::OK, "ok"),
+        }
+    });
+    let mut other = PlainClient::connect(server.port()).unwrap();
+    assert_eq!(other.request("/ok").unwrap().status, 200);
+
+    let mut client = PlainClient::connect(server.port()).unwrap();
+    for (step, (path, status)) in [
+        ("/ok", 200),
+        ("/panic", 500),
+        ("/ok", 200),
+        ("/drop", 500),
+        ("/ok", 200),
+        ("/panic", 500),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let response = client
+            .request(path)
+            .unwrap_or_else(|e| panic!("step {step} ({path}) on the same connection: {e}"));
+        assert_eq!(response.status, status, "step {step} ({path})");
+        assert_ne!(
+            response.header("connection").map(str::to_ascii_lowercase),
+            Some("close".to_owned()),
+            "step {step} ({path}): the connection must stay open"
+        );
+        if status == 200 {
+            assert_eq!(response.text(), "ok", "step {step}");
+        }
+    }
+    assert_eq!(
+        client.request("/ok").unwrap().status,
+        200,
+        "after the failures"
+    );
+
+    let response = other.request("/ok").expect("the other connection");
+    assert_eq!(response.status, 200);
+    let mut fresh = PlainClient::connect(server.port()).unwrap();
+    assert_eq!(
+        fresh.request("/ok").unwrap().status,
+        200,
+        "a new connection"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 6. Keep-alive and Connection: close
+// ---------------------------------------------------------------------------
+
+fn connection_header(response: &Response) -> Option<String> {
+    response.header("connection").map(str::to_ascii_lowercase)
+}
+
+/// HTTP/1.1 keeps the connection open unless asked otherwise; `Connection:
+/// close` is echoed and the server closes after the response; HTTP/1.0
+/// closes unless it asks for keep-alive.
+#[test]
+fn keep_alive_by_default_and_connection_close_honoured() {
+    init_logging();
+    for tls in [false, true] {
+        let what = kind(tls);
+        let server = start(1, tls, echo_path);
+        let port = server.port();
+
+        // HTTP/1.1 without Connection: keep-alive.
+        let mut wire = AnyWire::connect(port, tls);
+        for path in ["/one", "/two", "/three"] {
+            wire.send(get(path).as_bytes()).unwrap();
+            let response = wire
+                .read_response()
+                .unwrap_or_else(|e| panic!("{what}: {path} on the keep-alive connection: {e}"));
+            assert_eq!(response.text(), path, "{what}");
+            assert_eq!(connection_header(&response), None, "{what}: {path}");
+        }
+        // Connection: close on the same connection.
+        wire.send(b"GET /last HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let response = wire.read_response().unwrap();
+        assert_eq!(response.text(), "/last", "{what}");
+        assert_eq!(
+            connection_header(&response).as_deref(),
+            Some("close"),
+            "{what}"
+        );
+        assert!(
+            wire.closed_within(Duration::from_secs(2)),
+            "{what}: still open after Connection: close"
+        );
+
+        // HTTP/1.0 without keep-alive: closed after the response.
+        let mut wire = AnyWire::connect(port, tls);
+        wire.send(b"GET /old HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let response = wire.read_response().unwrap();
+        assert_eq!(response.text(), "/old", "{what}");
+        assert_eq!(
+            connection_header(&response).as_deref(),
+            Some("close"),
+            "{what}"
+        );
+        assert!(
+            wire.closed_within(Duration::from_secs(2)),
+            "{what}: HTTP/1.0 connection still open after the response"
+        );
+
+        // HTTP/1.0 asking for keep-alive: stays open.
+        let mut wire = AnyWire::connect(port, tls);
+        for path in ["/a", "/b"] {
+            wire.send(
+                format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+            let response = wire
+                .read_response()
+                .unwrap_or_else(|e| panic!("{what}: HTTP/1.0 keep-alive {path}: {e}"));
+            assert_eq!(response.text(), path, "{what}");
+            assert_eq!(
+                connection_header(&response).as_deref(),
+                Some("keep-alive"),
+                "{what}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 7. Malformed requests
+// ---------------------------------------------------------------------------
+
+/// A malformed request gets `400` and a close; a keep-alive connection open
+/// alongside it never notices.
+#[test]
+fn malformed_request_gets_400_and_close_and_others_do_not_notice() {
+    init_logging();
+    for tls in [false, true] {
+        let what = kind(tls);
+        let server = start(1, tls, echo_path);
+        let mut good = AnyWire::connect(server.port(), tls);
+        good.send(get("/before").as_bytes()).unwrap();
+        assert_eq!(good.read_response().unwrap().text(), "/before", "{what}");
+
+        let mut bad = AnyWire::connect(server.port(), tls);
+        bad.send(b"GET / HTTP/1.1\r\nHost: x\r\nbad header\r\n\r\n")
+            .unwrap();
+        let response = bad
+            .read_response()
+            .unwrap_or_else(|e| panic!("{what}: no answer to the malformed request: {e}"));
+        assert_eq!(response.status, 400, "{what}: body {:?}", response.text());
+        assert_eq!(
+            connection_header(&response).as_deref(),
+            Some("close"),
+            "{what}"
+        );
+        assert!(
+            bad.closed_within(Duration::from_secs(2)),
+            "{what}: the connection stayed open after the 400"
+        );
+
+        good.send(get("/after").as_bytes()).unwrap();
+        let response = good
+            .read_response()
+            .unwrap_or_else(|e| panic!("{what}: the good connection after the bad one: {e}"));
+        assert_eq!(response.text(), "/after", "{what}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 8. Addresses
+// ---------------------------------------------------------------------------
+
+/// Answers with the client address the request carries.
+fn echo_peer(req: Request, resp: ResponseWriter) {
+    let peer = req.peer_addr().to_string();
+    resp.send(StatusCode::OK, peer);
+}
+
+#[track_caller]
+fn assert_peer(response: &Response, client: &TcpStream, what: &str) {
+    assert_eq!(response.status, 200, "{what}");
+    let seen: SocketAddr = response
+        .text()
+        .parse()
+        .unwrap_or_else(|e| panic!("{what}: body {:?}: {e}", response.text()));
+    assert_eq!(
+        seen,
+        client.local_addr().unwrap(),
+        "{what}: the handler's peer address"
+    );
+}
+
+/// Serving on `[::1]`, plain and TLS (the certificate carries `IP:::1`), and
+/// the handler sees the client as `::1`.
+#[test]
+fn ipv6_loopback() {
+    init_logging();
+    for tls in [false, true] {
+        let what = kind(tls);
+        let mut endpoint = match Endpoint::bind("[::1]:0", options(1, tls)) {
+            Ok(endpoint) => endpoint,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported
+                ) || e.to_string().contains("Address family not supported") =>
+            {
+                println!("skipping ipv6_loopback: cannot bind [::1]: {e}");
+                return;
+            }
+            Err(e) => panic!("binding [::1]:0: {e}"),
+        };
+        endpoint.serve_threaded(echo_peer).unwrap();
+        let addr = endpoint.local_addr();
+        assert_eq!(addr.ip(), IpAddr::V6(Ipv6Addr::LOCALHOST));
+
+        let tcp = connect_addr(addr).unwrap();
+        let client_tcp = tcp.try_clone().unwrap();
+        let response = if tls {
+            // Verified against the certificate's IP SAN, not a host name.
+            let mut wire = Wire::new(tls_over(tcp, "::1").unwrap());
+            wire.send(get("/").as_bytes()).unwrap();
+            wire.read_response()
+        } else {
+            let mut wire = Wire::new(tcp);
+            wire.send(get("/").as_bytes()).unwrap();
+            wire.read_response()
+        }
+        .unwrap_or_else(|e| panic!("{what} over [::1]: {e}"));
+        assert_peer(&response, &client_tcp, &format!("{what} over [::1]"));
+        let seen: SocketAddr = response.text().parse().unwrap();
+        assert_eq!(seen.ip(), IpAddr::V6(Ipv6Addr::LOCALHOST), "{what}");
+        endpoint.shutdown();
+    }
+}
+
+/// The handler sees an IPv4 client as `127.0.0.1` with its real port.
+#[test]
+fn ipv4_peer_address() {
+    init_logging();
+    for tls in [false, true] {
+        let what = kind(tls);
+        let server = start(1, tls, echo_peer);
+        let tcp = connect_tcp(server.port()).unwrap();
+        let client_tcp = tcp.try_clone().unwrap();
+        let response = if tls {
+            let mut wire = Wire::new(tls_over(tcp, "127.0.0.1").unwrap());
+            wire.send(get("/").as_bytes()).unwrap();
+            wire.read_response()
+        } else {
+            let mut wire = Wire::new(tcp);
+            wire.send(get("/").as_bytes()).unwrap();
+            wire.read_response()
+        }
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_peer(&response, &client_tcp, what);
+        assert_eq!(response.text().split(':').next(), Some("127.0.0.1"));
+    }
+}
+
+/// Binding the port of a running endpoint fails with `AddrInUse`, and the
+/// message says which address.
+#[test]
+fn busy_port_is_a_clear_error() {
+    init_logging();
+    let server = start(1, false, echo_path);
+    let err = Endpoint::bind(server.addr(), Options::default().threads(1))
+        .expect_err("a second endpoint bound a busy port");
+    assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+    assert!(
+        err.to_string().contains(&server.addr().to_string()),
+        "the error does not name {}: {err}",
+        server.addr()
+    );
+    // The running server is unaffected.
+    let mut client = PlainClient::connect(server.port()).unwrap();
+    assert_eq!(client.request("/still").unwrap().text(), "/still");
+}
+
+// ---------------------------------------------------------------------------
+// 11. Expect: 100-continue
+// ---------------------------------------------------------------------------
+
+const POST_SIZE: usize = 100 * 1024;
+
+/// Answers with the body's length, and whether the request carried `Expect`.
+fn body_length(req: Request, resp: ResponseWriter) {
+    let expect = req.header("expect").unwrap_or("none").to_owned();
+    let len = req.body().len();
+    resp.send(StatusCode::OK, format!("{len} expect={expect}"));
+}
+
+#[derive(Default)]
+struct Collect {
+    body: Vec<u8>,
+    header_lines: Vec<String>,
+}
+
+impl CurlHandler for Collect {
+    fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
+        self.body.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn header(&mut self, data: &[u8]) -> bool {
+        self.header_lines
+            .push(String::from_utf8_lossy(data).trim_end().to_owned());
+        true
+    }
+}
+
+/// libcurl with `Expect: 100-continue` (and a 3 s wait for the `100`, so a
+/// server that never sends it makes the request slow) posts 100 KiB.
+fn curl_post_with_expect(port: u16, tls: bool) -> (u32, String, Vec<String>, Duration) {
+    let mut easy = Easy2::new(Collect::default());
+    let url = if tls {
+        let mut resolve = List::new();
+        resolve
+            .append(&format!("localhost:{port}:127.0.0.1"))
+            .unwrap();
+        easy.resolve(resolve).unwrap();
+        easy.cainfo(certs::ca_pem()).unwrap();
+        format!("https://localhost:{port}/upload")
+    } else {
+        format!("http://127.0.0.1:{port}/upload")
+    };
+    easy.url(&url).unwrap();
+    easy.post(true).unwrap();
+    easy.post_fields_copy(&vec![b'x'; POST_SIZE]).unwrap();
+    let mut headers = List::new();
+    headers.append("Expect: 100-continue").unwrap();
+    easy.http_headers(headers).unwrap();
+    easy.expect_100_timeout(Duration::from_secs(3)).unwrap();
+    easy.timeout(Duration::from_secs(5)).unwrap();
+    easy.signal(false).unwrap();
+    let started = Instant::now();
+    easy.perform()
+        .unwrap_or_else(|e| panic!("{} libcurl POST: {e}", kind(tls)));
+    let took = started.elapsed();
+    let status = easy.response_code().unwrap();
+    let handler = easy.get_ref();
+    (
+        status,
+        String::from_utf8_lossy(&handler.body).into_owned(),
+        handler.header_lines.clone(),
+        took,
+    )
+}
+
+/// `Expect: 100-continue` is answered with `100 Continue` before the body
+/// is sent, then with the final response.
+#[test]
+fn expect_100_continue_with_libcurl() {
+    init_logging();
+    for tls in [false, true] {
+        let what = kind(tls);
+        let server = start(1, tls, body_length);
+        let (status, body, header_lines, took) = curl_post_with_expect(server.port(), tls);
+        assert_eq!(status, 200, "{what}: body {body:?}");
+        assert_eq!(body, format!("{POST_SIZE} expect=100-continue"), "{what}");
+        assert!(
+            header_lines
+                .iter()
+                .any(|l| l.starts_with("HTTP/1.1 100 Continue")),
+            "{what}: libcurl saw no 100 Continue: {header_lines:?}"
+        );
+        assert!(
+            took < Duration::from_millis(1500),
+            "{what}: the POST took {took:?}: libcurl waited for a 100 Continue"
+        );
+    }
+
+    // On the wire: exactly the interim response, before any body byte.
+    let server = start(1, false, body_length);
+    let mut wire = Wire::new(connect_tcp(server.port()).unwrap());
+    wire.send(
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {POST_SIZE}\r\n\
+             Expect: 100-continue\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    wire.stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+    while wire.buf.len() < CONTINUE.len() {
+        match wire.fill(CONTINUE.len() - wire.buf.len()) {
+            Ok(0) => panic!("connection closed instead of 100 Continue"),
+            Ok(_) => {}
+            Err(e) => panic!(
+                "no 100 Continue within 2 s of the head ({e}); got {:?}",
+                String::from_utf8_lossy(&wire.buf)
+            ),
+        }
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&wire.buf),
+        String::from_utf8_lossy(CONTINUE)
+    );
+    wire.buf.clear();
+    wire.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    wire.send(&vec![b'y'; POST_SIZE]).unwrap();
+    let response = wire.read_response().unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), format!("{POST_SIZE} expect=100-continue"));
+
+    // Without Expect, no interim response: the final one comes first.
+    wire.send(b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc")
+        .unwrap();
+    let response = wire.read_response().unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "3 expect=none");
+}
