@@ -39,6 +39,9 @@
 mod conn;
 mod date;
 mod endpoint;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod parser;
 mod request;
 mod response;

@@ -420,6 +420,17 @@ fn parse_head(bytes: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
         headers.insert(header::HOST, value);
     }
 
+    // Expect (RFC 9110 §10.1.1): only 100-continue is known; any other
+    // expectation cannot be met.
+    for expect in headers.get_all(header::EXPECT) {
+        if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+            return Err(ParseError::new(
+                StatusCode::EXPECTATION_FAILED,
+                "unsupported expectation",
+            ));
+        }
+    }
+
     let keep_alive = if version == Version::HTTP_11 {
         !has_token(&headers, &header::CONNECTION, "close")
     } else {
@@ -1157,6 +1168,8 @@ mod tests {
     const INVALID: &[(&[u8], u16)] = &[
         // Request line.
         (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
+        (b"PUT / HTTP/1.1\r\nHost: h\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx", 417),
+        (b"PUT / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue, x\r\nContent-Length: 1\r\n\r\nx", 417),
         (b"GET / HTTP/1.2\r\nHost: h\r\n\r\n", 505),
         (b"GET / HTTP/3.0\r\n\r\n", 505),
         (b"GET / FOO/1.1\r\nHost: h\r\n\r\n", 400),

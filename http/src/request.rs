@@ -151,6 +151,68 @@ impl Request {
 
     /// Whether the connection stays open after this request, per its version
     /// and `Connection` header.
+    /// `Content-Type`, if present and valid text.
+    pub fn content_type(&self) -> Option<&str> {
+        self.header(http::header::CONTENT_TYPE)
+    }
+
+    /// The body's length as announced by `Content-Length` (absent for
+    /// chunked bodies; the body itself is always [`Request::body`]).
+    pub fn content_length(&self) -> Option<u64> {
+        self.header(http::header::CONTENT_LENGTH)?
+            .split(',')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// `Accept`, if present.
+    pub fn accept(&self) -> Option<&str> {
+        self.header(http::header::ACCEPT)
+    }
+
+    /// `Authorization`, if present.
+    pub fn authorization(&self) -> Option<&str> {
+        self.header(http::header::AUTHORIZATION)
+    }
+
+    /// `Host` (for an absolute-form request target, its authority).
+    pub fn host(&self) -> Option<&str> {
+        self.header(http::header::HOST)
+    }
+
+    /// `User-Agent`, if present.
+    pub fn user_agent(&self) -> Option<&str> {
+        self.header(http::header::USER_AGENT)
+    }
+
+    /// The cookies the client sent, as `(name, value)` pairs in order, from
+    /// every `Cookie` header (RFC 6265 §5.4: `name=value` pairs separated by
+    /// `; `). Pairs without `=` are skipped; values are not decoded.
+    pub fn cookies(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| {
+                let (name, value) = pair.split_once('=')?;
+                let name = name.trim();
+                let value = value.trim();
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(value);
+                (!name.is_empty()).then_some((name, value))
+            })
+    }
+
+    /// The value of the first cookie named `name`.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
     /// The negotiated TLS version and cipher, or `None` over plaintext.
     pub fn tls(&self) -> Option<TlsInfo> {
         self.tls
@@ -332,6 +394,23 @@ mod tests {
             "{debug}"
         );
         assert_eq!(req.into_body(), b"body");
+    }
+
+    #[test]
+    fn typed_headers_and_cookies() {
+        let req = request(
+            b"POST /x HTTP/1.1\r\nHost: example.com:8080\r\nContent-Type: application/json\r\nContent-Length: 2\r\nAccept: */*\r\nAuthorization: Bearer t\r\nUser-Agent: ua/1\r\nCookie: a=1; b=\"two\"; junk; =x\r\nCookie: c=3\r\n\r\n{}",
+        );
+        assert_eq!(req.content_type(), Some("application/json"));
+        assert_eq!(req.content_length(), Some(2));
+        assert_eq!(req.accept(), Some("*/*"));
+        assert_eq!(req.authorization(), Some("Bearer t"));
+        assert_eq!(req.host(), Some("example.com:8080"));
+        assert_eq!(req.user_agent(), Some("ua/1"));
+        let cookies: Vec<_> = req.cookies().collect();
+        assert_eq!(cookies, [("a", "1"), ("b", "two"), ("c", "3")]);
+        assert_eq!(req.cookie("b"), Some("two"));
+        assert_eq!(req.cookie("missing"), None);
     }
 
     #[test]
