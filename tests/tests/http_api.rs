@@ -259,3 +259,30 @@ fn hooks_run_once_per_connection_and_tls_facts_and_cookies_reach_the_client() {
     assert_eq!(versions.len(), 10);
     assert!(versions.iter().all(|v| v == "TLSv1.3"), "{versions:?}");
 }
+
+/// `Connection: close` over TLS: the server answers, then sends
+/// close_notify before FIN, so the client can tell a complete close from a
+/// truncation attack.
+#[test]
+fn tls_graceful_close_sends_close_notify() {
+    use openssl::ssl::ShutdownState;
+    init_logging();
+    let server = TestServer::hello(1, true);
+    let mut client = TlsClient::connect(server.port()).unwrap();
+    client
+        .write_raw(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let response = client.read_response().unwrap();
+    response.assert_hello("close request");
+    assert_eq!(response.header("connection"), Some("close"));
+    let stream = client.ssl_stream();
+    let mut buf = [0u8; 64];
+    // The next read sees the end of the stream: close_notify, then EOF.
+    let n = stream.ssl_read(&mut buf).map_or(0, |n| n);
+    assert_eq!(n, 0, "unexpected data after the response");
+    assert!(
+        stream.get_shutdown().contains(ShutdownState::RECEIVED),
+        "server closed without close_notify (shutdown state {:?})",
+        stream.get_shutdown()
+    );
+}
