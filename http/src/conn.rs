@@ -16,7 +16,9 @@ use crate::endpoint::Settings;
 use crate::parser::{Parsed, RequestParser};
 use crate::request::Request;
 use crate::response::write_head;
-use crate::writer::{enter_inline, leave_inline, HttpMsg, Outgoing, ResponseWriter, Target};
+use crate::writer::{
+    enter_inline, leave_inline, FileBody, HttpMsg, Outgoing, ResponseWriter, Target,
+};
 use crate::{ConnectionInfo, Handler};
 
 /// Most requests of one connection whose responses may be outstanding at
@@ -34,9 +36,15 @@ static CONN_IDS: AtomicU64 = AtomicU64::new(1);
 /// the unfinished part of a streamed one.
 #[derive(Debug, Default)]
 struct Pending {
-    bytes: Vec<u8>,
+    parts: Vec<Part>,
     done: bool,
     keep_alive: bool,
+}
+
+#[derive(Debug)]
+enum Part {
+    Bytes(Vec<u8>),
+    File(FileBody),
 }
 
 /// Which timer is armed, so the timeout knows what it means.
@@ -159,6 +167,7 @@ impl HttpConn {
                     self.accept_part(Outgoing {
                         seq,
                         bytes,
+                        file: None,
                         done: true,
                         keep_alive: false,
                     });
@@ -221,10 +230,14 @@ impl HttpConn {
             return;
         }
         let pending = self.ready.entry(out.seq).or_default();
-        if pending.bytes.is_empty() {
-            pending.bytes = out.bytes;
-        } else {
-            pending.bytes.extend_from_slice(&out.bytes);
+        if !out.bytes.is_empty() {
+            match pending.parts.last_mut() {
+                Some(Part::Bytes(last)) => last.extend_from_slice(&out.bytes),
+                _ => pending.parts.push(Part::Bytes(out.bytes)),
+            }
+        }
+        if let Some(file) = out.file {
+            pending.parts.push(Part::File(file));
         }
         pending.done |= out.done;
         pending.keep_alive = out.keep_alive;
@@ -233,8 +246,11 @@ impl HttpConn {
     /// Sends every response that is next in order.
     fn emit(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         while let Some(pending) = self.ready.get_mut(&self.next_out) {
-            if !pending.bytes.is_empty() {
-                conn.write_vec(std::mem::take(&mut pending.bytes));
+            for part in pending.parts.drain(..) {
+                match part {
+                    Part::Bytes(bytes) => conn.write_vec(bytes),
+                    Part::File(f) => conn.write_file(f.file, f.offset, f.len),
+                }
             }
             if !pending.done {
                 // A stream still being written: later responses wait.

@@ -197,6 +197,12 @@ impl<S: Read + Write> HttpConn<S> {
     }
 
     fn read_response(&mut self) -> io::Result<Response> {
+        self.read_response_to(false)
+    }
+
+    /// Reads a response; for the answer to a `HEAD` request (`head_request`)
+    /// no body follows whatever `Content-Length` says.
+    fn read_response_to(&mut self, head_request: bool) -> io::Result<Response> {
         let head_end = loop {
             if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
                 break pos + 4;
@@ -236,7 +242,8 @@ impl<S: Read + Write> HttpConn<S> {
         let (status, headers) = parse_head(&self.buf[..head_end])?;
         self.buf.drain(..head_end);
 
-        let no_body = (100..200).contains(&status) || status == 204 || status == 304;
+        let no_body =
+            head_request || (100..200).contains(&status) || status == 204 || status == 304;
         let len = if no_body {
             0
         } else {
@@ -365,6 +372,11 @@ impl TlsClient {
         self.conn.read_response()
     }
 
+    /// Reads the response to a `HEAD` request: the head only.
+    pub fn read_head_response(&mut self) -> io::Result<Response> {
+        self.conn.read_response_to(true)
+    }
+
     /// The TCP socket under the TLS session.
     pub fn tcp(&self) -> &TcpStream {
         self.conn.stream.get_ref()
@@ -442,6 +454,11 @@ impl PlainClient {
         self.conn.read_response()
     }
 
+    /// Reads the response to a `HEAD` request: the head only.
+    pub fn read_head_response(&mut self) -> io::Result<Response> {
+        self.conn.read_response_to(true)
+    }
+
     /// The TCP socket.
     pub fn tcp(&self) -> &TcpStream {
         &self.conn.stream
@@ -492,6 +509,30 @@ impl AnyClient {
         match self {
             AnyClient::Tls(c) => c.request(path),
             AnyClient::Plain(c) => c.request(path),
+        }
+    }
+
+    /// Writes `bytes` as they are (several pipelined requests, say).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            AnyClient::Tls(c) => c.write_raw(bytes),
+            AnyClient::Plain(c) => c.write_raw(bytes),
+        }
+    }
+
+    /// Reads one response.
+    pub fn read_response(&mut self) -> io::Result<Response> {
+        match self {
+            AnyClient::Tls(c) => c.read_response(),
+            AnyClient::Plain(c) => c.read_response(),
+        }
+    }
+
+    /// Reads the response to a `HEAD` request: the head only.
+    pub fn read_head_response(&mut self) -> io::Result<Response> {
+        match self {
+            AnyClient::Tls(c) => c.read_head_response(),
+            AnyClient::Plain(c) => c.read_head_response(),
         }
     }
 }

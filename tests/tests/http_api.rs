@@ -286,3 +286,62 @@ fn tls_graceful_close_sends_close_notify() {
         stream.get_shutdown()
     );
 }
+
+/// `serve_file`: the body arrives intact (sendfile over plaintext, read +
+/// SSL_write over TLS), with its MIME type, and keeps pipelined order.
+#[test]
+fn serve_file_is_intact_over_plain_and_tls() {
+    init_logging();
+    let dir = std::env::temp_dir().join(format!("pistachio-serve-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17)
+        .map(|i: u32| (i % 251) as u8)
+        .collect();
+    std::fs::write(dir.join("big.bin"), &big).unwrap();
+    std::fs::write(dir.join("page.html"), b"<p>hi</p>").unwrap();
+    for tls in [false, true] {
+        let root = dir.clone();
+        let server = TestServer::start(2, tls, move |req: Request, resp: ResponseWriter| {
+            if req.path() == "/after" {
+                return resp.send(StatusCode::OK, "after");
+            }
+            let _ = resp.serve_file(root.join(req.path().trim_start_matches('/')));
+        });
+        let mut client = pistachio_tests::client::AnyClient::connect(server.port(), tls).unwrap();
+        // Pipelined: a file, a small page, a missing file, a plain answer.
+        client
+            .write_raw(
+                b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n\
+                  GET /page.html HTTP/1.1\r\nHost: localhost\r\n\r\n\
+                  GET /missing.txt HTTP/1.1\r\nHost: localhost\r\n\r\n\
+                  HEAD /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n\
+                  GET /after HTTP/1.1\r\nHost: localhost\r\n\r\n",
+            )
+            .unwrap();
+        let r = client.read_response().unwrap();
+        assert_eq!(r.status, 200, "tls={tls}");
+        assert_eq!(r.header("content-type"), Some("application/octet-stream"));
+        assert!(r.header("last-modified").is_some());
+        assert!(
+            r.body == big,
+            "tls={tls}: file body differs ({} bytes)",
+            r.body.len()
+        );
+        let r = client.read_response().unwrap();
+        assert_eq!(r.header("content-type"), Some("text/html"));
+        assert_eq!(r.body, b"<p>hi</p>");
+        let r = client.read_response().unwrap();
+        assert_eq!(r.status, 404, "tls={tls}");
+        // HEAD: the same Content-Length, no body (the next response follows
+        // at once; a body here would corrupt it).
+        let head = client.read_head_response().unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(
+            head.header("content-length"),
+            Some(big.len().to_string().as_str())
+        );
+        let r = client.read_response().unwrap();
+        assert_eq!(r.text(), "after", "tls={tls}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -139,6 +139,15 @@ impl<M: Send + 'static> Conn<'_, M> {
         self.io.queue_owned(data);
     }
 
+    /// Queues `len` bytes of `file` starting at `offset`, sent after what is
+    /// queued before it: with `sendfile(2)` over plaintext (no copy through
+    /// user space), read and encrypted piecewise over TLS. If the file turns
+    /// out shorter than `len`, the connection is aborted (the length was
+    /// already promised to the peer).
+    pub fn write_file(&mut self, file: std::fs::File, offset: u64, len: u64) {
+        self.io.queue_file(file, offset, len);
+    }
+
     /// Bytes queued and not yet accepted by the socket (or by OpenSSL).
     pub fn queued(&self) -> usize {
         self.io.queued

@@ -120,6 +120,28 @@ fn set_errno(value: c_int) {
     unsafe { *libc::__errno_location() = value }
 }
 
+/// `sendfile(2)`: copies up to `count` bytes of `file` from `*offset` to
+/// `sock` in the kernel, advancing `*offset`. At most 1 GiB per call.
+pub(crate) fn sendfile(
+    sock: &mio::net::TcpStream,
+    file: &std::fs::File,
+    offset: &mut u64,
+    count: u64,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut off = libc::off_t::try_from(*offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+    let count = usize::try_from(count.min(1 << 30)).unwrap_or(1 << 30);
+    // SAFETY: both descriptors are open for the duration of the call (the
+    // borrows keep their owners alive) and `off` is a valid, writable off_t.
+    let n = unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    *offset = off as u64;
+    Ok(n as usize)
+}
+
 /// Which OpenSSL call the choke point makes (for logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {

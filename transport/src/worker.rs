@@ -12,6 +12,7 @@
 //!   remembered and resumed by the opposite edge.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -108,7 +109,8 @@ pub(crate) struct PeerIo {
     pub(crate) peer_addr: SocketAddr,
     pub(crate) local_addr: SocketAddr,
     phase: Phase,
-    out: VecDeque<Vec<u8>>,
+    out: VecDeque<Segment>,
+    /// Bytes of the front `Segment::Bytes` already sent.
     out_pos: usize,
     pub(crate) queued: usize,
     pub(crate) close_requested: bool,
@@ -128,6 +130,21 @@ pub(crate) struct PeerIo {
     lingered: usize,
 }
 
+/// One entry of a peer's output queue.
+enum Segment {
+    Bytes(Vec<u8>),
+    /// `remaining` bytes of `file` from `offset`: `sendfile(2)` over
+    /// plaintext; read in record-sized pieces and `SSL_write`n over TLS.
+    File {
+        file: File,
+        offset: u64,
+        remaining: u64,
+    },
+}
+
+/// What a TLS flush reads from a file segment at a time: one record.
+const FILE_STAGE: u64 = 16 * 1024;
+
 enum ReadResult {
     Data(usize),
     WouldBlock,
@@ -141,14 +158,29 @@ impl PeerIo {
             return;
         }
         self.queued += data.len();
+        // The front buffer of a TLS write awaiting its retry stays as it is.
         let pinned_front = self.out.len() == 1
             && (self.out_pos > 0 || self.tls.as_ref().is_some_and(|t| t.write_pinned));
         match self.out.back_mut() {
-            Some(back) if !pinned_front && back.len() + data.len() <= COALESCE_LIMIT => {
+            Some(Segment::Bytes(back))
+                if !pinned_front && back.len() + data.len() <= COALESCE_LIMIT =>
+            {
                 back.extend_from_slice(data)
             }
-            _ => self.out.push_back(data.to_vec()),
+            _ => self.out.push_back(Segment::Bytes(data.to_vec())),
         }
+    }
+
+    pub(crate) fn queue_file(&mut self, file: File, offset: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        self.queued += usize::try_from(len).unwrap_or(usize::MAX);
+        self.out.push_back(Segment::File {
+            file,
+            offset,
+            remaining: len,
+        });
     }
 
     pub(crate) fn queue_owned(&mut self, data: Vec<u8>) {
@@ -159,7 +191,7 @@ impl PeerIo {
             return self.queue_copy(&data);
         }
         self.queued += data.len();
-        self.out.push_back(data);
+        self.out.push_back(Segment::Bytes(data));
     }
 
     pub(crate) fn tls_info(&self) -> Option<TlsInfo> {
@@ -202,15 +234,60 @@ impl PeerIo {
         if let Some(tls) = self.tls.as_mut() {
             tls.write_wants_read = false;
         }
-        while let Some(front) = self.out.front() {
+        loop {
+            if let Some(Segment::File {
+                file,
+                offset,
+                remaining,
+            }) = self.out.front_mut()
+            {
+                if self.tls.is_none() {
+                    match sys::sendfile(&self.sock, file, offset, *remaining) {
+                        Ok(0) => return Err(file_truncated()),
+                        Ok(n) => {
+                            *remaining -= n as u64;
+                            self.queued -= n;
+                            if *remaining == 0 {
+                                self.out.pop_front();
+                            }
+                            continue;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(CloseReason::Socket(e)),
+                    }
+                }
+                // TLS: stage one record's worth as bytes, so a retried
+                // SSL_write finds exactly the same bytes.
+                let mut staged = vec![0; (*remaining).min(FILE_STAGE) as usize];
+                let n = match std::os::unix::fs::FileExt::read_at(&*file, &mut staged, *offset) {
+                    Ok(0) => return Err(file_truncated()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(CloseReason::Socket(e)),
+                };
+                staged.truncate(n);
+                *offset += n as u64;
+                *remaining -= n as u64;
+                if *remaining == 0 {
+                    self.out.pop_front();
+                }
+                self.out.push_front(Segment::Bytes(staged));
+                self.out_pos = 0;
+                continue;
+            }
+            let Some(Segment::Bytes(front)) = self.out.front() else {
+                return Ok(());
+            };
             let chunk = &front[self.out_pos..];
             let written = match self.tls.as_mut() {
                 None => {
-                    // Up to 64 buffers per writev(2) call.
+                    // Up to 64 buffers per writev(2) call, up to a file.
                     let mut slices = [io::IoSlice::new(&[]); 64];
                     slices[0] = io::IoSlice::new(chunk);
                     let mut n = 1;
-                    for buf in self.out.iter().skip(1).take(63) {
+                    for segment in self.out.iter().skip(1).take(63) {
+                        let Segment::Bytes(buf) = segment else { break };
                         slices[n] = io::IoSlice::new(buf);
                         n += 1;
                     }
@@ -240,14 +317,16 @@ impl PeerIo {
             };
             self.advance(written);
         }
-        Ok(())
     }
 
     /// Drops `n` sent bytes from the front of the queue.
     fn advance(&mut self, mut n: usize) {
         self.queued -= n;
         while n > 0 {
-            let front_left = self.out[0].len() - self.out_pos;
+            let Some(Segment::Bytes(front)) = self.out.front() else {
+                unreachable!("advanced past the queued bytes");
+            };
+            let front_left = front.len() - self.out_pos;
             if n < front_left {
                 self.out_pos += n;
                 return;
@@ -257,6 +336,13 @@ impl PeerIo {
             self.out_pos = 0;
         }
     }
+}
+
+fn file_truncated() -> CloseReason {
+    CloseReason::Socket(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "file shrank while being sent",
+    ))
 }
 
 impl TlsState {
