@@ -1,11 +1,12 @@
 //! One HTTP/1.1 connection: the transport [`Protocol`] that parses requests,
 //! calls the [`Handler`](crate::Handler), and sends responses in order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode, Version};
@@ -17,7 +18,7 @@ use crate::parser::{Parsed, RequestParser};
 use crate::request::Request;
 use crate::response::write_head;
 use crate::writer::{
-    enter_inline, leave_inline, FileBody, HttpMsg, Outgoing, ResponseWriter, Target,
+    enter_inline, leave_inline, FileBody, HttpMsg, Outgoing, RequestFacts, ResponseWriter, Target,
 };
 use crate::{ConnectionInfo, Handler};
 
@@ -86,6 +87,12 @@ pub(crate) struct HttpConn {
     reading_paused: bool,
     /// `on_connection` ran, so `on_disconnection` must run exactly once.
     connected: bool,
+    /// Response deadlines (`ResponseWriter::timeout_after`) by sequence.
+    deadlines: BTreeMap<u64, (RequestFacts, Instant)>,
+    /// The deadline the timer is armed for, while handlers work.
+    armed_deadline: Option<Instant>,
+    /// Requests `Handler::on_timeout` answered.
+    timed_out: HashSet<u64>,
     tls: Option<TlsInfo>,
 }
 
@@ -111,6 +118,9 @@ impl HttpConn {
             continue_sent: false,
             reading_paused: false,
             connected: false,
+            deadlines: BTreeMap::new(),
+            armed_deadline: None,
+            timed_out: HashSet::new(),
             tls: None,
         }
     }
@@ -170,6 +180,7 @@ impl HttpConn {
                         file: None,
                         done: true,
                         keep_alive: false,
+                        attempt: 0,
                     });
                 }
             }
@@ -204,10 +215,12 @@ impl HttpConn {
             peer: conn.handle(),
             conn_id: self.id,
             seq,
+            method: request.method().clone(),
             version: request.version(),
             keep_alive: request.keep_alive(),
             head_only: request.method() == http::Method::HEAD,
             peer_addr: self.peer_addr,
+            attempt: 0,
         };
         let writer = ResponseWriter::new(target);
         enter_inline(self.id);
@@ -218,15 +231,76 @@ impl HttpConn {
         if result.is_err() {
             log::warn!("{}: handler panicked; answered 500", self.peer_addr);
         }
-        for out in leave_inline() {
+        self.take_inline();
+    }
+
+    /// Files what a handler produced synchronously on this thread.
+    fn take_inline(&mut self) {
+        let (parts, deadlines) = leave_inline();
+        for out in parts {
             self.accept_part(out);
         }
+        for (facts, at) in deadlines {
+            self.add_deadline(facts, at);
+        }
+    }
+
+    fn add_deadline(&mut self, facts: RequestFacts, at: Instant) {
+        if facts.seq >= self.next_out && !self.timed_out.contains(&facts.seq) {
+            self.deadlines.insert(facts.seq, (facts, at));
+        }
+    }
+
+    /// Answers, through `Handler::on_timeout`, every request whose deadline
+    /// passed before any of its response was produced.
+    fn expire_deadlines(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .deadlines
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in expired {
+            let Some((facts, _)) = self.deadlines.remove(&seq) else {
+                continue;
+            };
+            if seq < self.next_out || self.ready.contains_key(&seq) {
+                // Already answered, or a response has started.
+                continue;
+            }
+            debug!("{}: response deadline passed; on_timeout", self.peer_addr);
+            self.timed_out.insert(seq);
+            let writer = ResponseWriter::new(Target {
+                peer: conn.handle(),
+                conn_id: self.id,
+                seq,
+                head_only: facts.method == http::Method::HEAD,
+                method: facts.method,
+                version: facts.version,
+                keep_alive: facts.keep_alive,
+                peer_addr: self.peer_addr,
+                attempt: 1,
+            });
+            enter_inline(self.id);
+            let handler = &*self.handler;
+            if catch_unwind(AssertUnwindSafe(|| handler.on_timeout(writer))).is_err() {
+                log::warn!("{}: on_timeout panicked; answered 500", self.peer_addr);
+            }
+            self.take_inline();
+        }
+        self.waiting = None;
+        self.emit(conn);
     }
 
     /// Files a response or part of one under its sequence number.
     fn accept_part(&mut self, out: Outgoing) {
         if out.seq < self.next_out {
             // Its response already finished (e.g. cut off); a late part.
+            return;
+        }
+        if out.attempt == 0 && self.timed_out.contains(&out.seq) {
+            // on_timeout answered instead; the handler's answer is too late.
             return;
         }
         let pending = self.ready.entry(out.seq).or_default();
@@ -258,6 +332,8 @@ impl HttpConn {
             }
             let keep_alive = pending.keep_alive;
             self.ready.remove(&self.next_out);
+            self.deadlines.remove(&self.next_out);
+            self.timed_out.remove(&self.next_out);
             self.next_out += 1;
             if !keep_alive {
                 self.stop_parsing = true;
@@ -274,9 +350,22 @@ impl HttpConn {
     }
 
     fn arm_timer(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        let want = if self.outstanding() > 0 {
-            Waiting::Handler
-        } else if self.inbuf.is_empty() {
+        if self.outstanding() > 0 {
+            // While handlers work, the timer serves response deadlines.
+            let earliest = self.deadlines.values().map(|(_, at)| *at).min();
+            if self.waiting == Some(Waiting::Handler) && self.armed_deadline == earliest {
+                return;
+            }
+            self.waiting = Some(Waiting::Handler);
+            self.armed_deadline = earliest;
+            match earliest {
+                Some(at) => conn.set_timeout(at.saturating_duration_since(Instant::now())),
+                None => conn.clear_timeout(),
+            }
+            return;
+        }
+        self.armed_deadline = None;
+        let want = if self.inbuf.is_empty() {
             Waiting::Idle
         } else if self.parser.pending_head().is_some() {
             Waiting::Body
@@ -339,6 +428,7 @@ impl Protocol for HttpConn {
     fn on_message(&mut self, conn: &mut Conn<'_, HttpMsg>, msg: HttpMsg) {
         match msg {
             HttpMsg::Response(out) => self.accept_part(out),
+            HttpMsg::Deadline(facts, at) => self.add_deadline(facts, at),
         }
         self.emit(conn);
         // Requests left waiting while the pipeline was full.
@@ -373,7 +463,8 @@ impl Protocol for HttpConn {
                 debug!("{}: keep-alive timeout", self.peer_addr);
                 conn.close();
             }
-            Some(Waiting::Handler) | None => {}
+            Some(Waiting::Handler) => return self.expire_deadlines(conn),
+            None => return,
         }
         self.stop_parsing = true;
     }

@@ -84,6 +84,14 @@ pub trait Handler: Send + Sync + 'static {
         let _ = info;
     }
 
+    /// A request's deadline ([`ResponseWriter::timeout_after`]) passed
+    /// before its handler started answering (Pistache's `onTimeout`).
+    /// `response` answers in its place; the default sends
+    /// `408 Request Timeout`.
+    fn on_timeout(&self, response: ResponseWriter) {
+        response.send(StatusCode::REQUEST_TIMEOUT, "Request Timeout");
+    }
+
     /// A connection that [`Handler::on_connection`] saw has closed, for
     /// whatever reason. Called exactly once per such connection.
     fn on_disconnection(&self, peer_addr: std::net::SocketAddr) {

@@ -8,9 +8,10 @@ use std::io;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LAST_MODIFIED, SET_COOKIE};
-use http::{HeaderMap, StatusCode, Version};
+use http::{HeaderMap, Method, StatusCode, Version};
 use pistachio_transport::PeerHandle;
 
 use crate::response::{write_head, write_head_chunked, write_head_close_delimited};
@@ -35,6 +36,18 @@ pub(crate) struct Outgoing {
     pub(crate) done: bool,
     /// Whether the connection stays open after this response.
     pub(crate) keep_alive: bool,
+    /// 0 from the request's own writer, 1 from the one given to
+    /// `Handler::on_timeout` (which then wins).
+    pub(crate) attempt: u8,
+}
+
+/// What the connection needs to answer a request in place of its handler.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestFacts {
+    pub(crate) seq: u64,
+    pub(crate) method: Method,
+    pub(crate) version: Version,
+    pub(crate) keep_alive: bool,
 }
 
 /// Messages the HTTP layer posts to a connection.
@@ -42,6 +55,8 @@ pub(crate) struct Outgoing {
 pub(crate) enum HttpMsg {
     /// A response (or part of one) produced on another thread.
     Response(Outgoing),
+    /// `ResponseWriter::timeout_after` from another thread.
+    Deadline(RequestFacts, Instant),
 }
 
 thread_local! {
@@ -53,6 +68,7 @@ thread_local! {
 struct Inline {
     conn_id: u64,
     done: Vec<Outgoing>,
+    deadlines: Vec<(RequestFacts, Instant)>,
 }
 
 /// Marks `conn_id` as the connection running a handler on this thread.
@@ -61,13 +77,20 @@ pub(crate) fn enter_inline(conn_id: u64) {
         *slot.borrow_mut() = Some(Inline {
             conn_id,
             done: Vec::new(),
+            deadlines: Vec::new(),
         })
     });
 }
 
-/// Ends the inline section, returning the responses sent during it.
-pub(crate) fn leave_inline() -> Vec<Outgoing> {
-    INLINE.with(|slot| slot.borrow_mut().take().map(|i| i.done).unwrap_or_default())
+/// Ends the inline section, returning the responses sent and the response
+/// deadlines set during it.
+pub(crate) fn leave_inline() -> (Vec<Outgoing>, Vec<(RequestFacts, Instant)>) {
+    INLINE.with(|slot| {
+        slot.borrow_mut()
+            .take()
+            .map(|i| (i.done, i.deadlines))
+            .unwrap_or_default()
+    })
 }
 
 /// Where a writer delivers its response.
@@ -75,13 +98,38 @@ pub(crate) struct Target {
     pub(crate) peer: PeerHandle<HttpMsg>,
     pub(crate) conn_id: u64,
     pub(crate) seq: u64,
+    pub(crate) method: Method,
     pub(crate) version: Version,
     pub(crate) keep_alive: bool,
     pub(crate) head_only: bool,
     pub(crate) peer_addr: SocketAddr,
+    pub(crate) attempt: u8,
 }
 
 impl Target {
+    fn facts(&self) -> RequestFacts {
+        RequestFacts {
+            seq: self.seq,
+            method: self.method.clone(),
+            version: self.version,
+            keep_alive: self.keep_alive,
+        }
+    }
+
+    fn set_deadline(&self, at: Instant) {
+        let facts = self.facts();
+        let posted = INLINE.with(|slot| match slot.borrow_mut().as_mut() {
+            Some(inline) if inline.conn_id == self.conn_id => {
+                inline.deadlines.push((facts.clone(), at));
+                true
+            }
+            _ => false,
+        });
+        if !posted {
+            let _ = self.peer.post(HttpMsg::Deadline(facts, at));
+        }
+    }
+
     /// Hands bytes to the connection: directly when on its worker inside its
     /// handler, else through the worker's mailbox.
     fn deliver(&self, bytes: Vec<u8>, done: bool, keep_alive: bool) {
@@ -95,6 +143,7 @@ impl Target {
             file,
             done,
             keep_alive,
+            attempt: self.attempt,
         };
         let out = INLINE.with(|slot| match slot.borrow_mut().as_mut() {
             Some(inline) if inline.conn_id == self.conn_id => {
@@ -177,6 +226,22 @@ impl ResponseWriter {
     /// The client's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.target().peer_addr
+    }
+
+    /// Answer within `after` (Pistache's `timeoutAfter`): if no response has
+    /// started by then, the connection calls [`Handler::on_timeout`]
+    /// (default: `408 Request Timeout`) with a fresh writer for this request,
+    /// and whatever this writer sends later is discarded.
+    ///
+    /// [`Handler::on_timeout`]: crate::Handler::on_timeout
+    pub fn timeout_after(&mut self, after: Duration) {
+        let target = self.target();
+        target.set_deadline(Instant::now() + after);
+    }
+
+    /// The method of the request being answered.
+    pub fn method(&self) -> &Method {
+        &self.target().method
     }
 
     /// The version of the request being answered.

@@ -345,3 +345,75 @@ fn serve_file_is_intact_over_plain_and_tls() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+struct SlowHandler;
+
+impl Handler for SlowHandler {
+    fn on_request(&self, req: Request, mut resp: ResponseWriter) {
+        match req.path() {
+            "/slow" | "/slow-custom" => {
+                resp.timeout_after(Duration::from_millis(200));
+                // Answers far too late, from another thread.
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(700));
+                    resp.send(StatusCode::OK, "late");
+                });
+            }
+            "/quick" => {
+                resp.timeout_after(Duration::from_millis(200));
+                resp.send(StatusCode::OK, "quick");
+            }
+            _ => resp.send(StatusCode::OK, "next"),
+        }
+    }
+
+    fn on_timeout(&self, resp: ResponseWriter) {
+        resp.send(StatusCode::SERVICE_UNAVAILABLE, "custom timeout");
+    }
+}
+
+#[test]
+fn timeout_after_answers_with_on_timeout_and_drops_the_late_answer() {
+    init_logging();
+    // The default on_timeout: 408.
+    let server = TestServer::start(1, false, |req: Request, mut resp: ResponseWriter| {
+        if req.path() == "/slow" {
+            resp.timeout_after(Duration::from_millis(200));
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(700));
+                resp.send(StatusCode::OK, "late");
+            });
+        } else {
+            resp.send(StatusCode::OK, "next");
+        }
+    });
+    let mut client = pistachio_tests::PlainClient::connect(server.port()).unwrap();
+    let started = Instant::now();
+    let r = client.request("/slow").unwrap();
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(
+        started.elapsed() < Duration::from_millis(650),
+        "{:?}",
+        started.elapsed()
+    );
+    // Same connection; the late answer arrives meanwhile and is discarded.
+    std::thread::sleep(Duration::from_millis(700));
+    let r = client.request("/next").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "next"));
+
+    // A custom on_timeout, over TLS; a quick answer is unaffected.
+    let options = Options::default()
+        .threads(1)
+        .handshake_timeout(HANDSHAKE_TIMEOUT)
+        .tls(pistachio_tests::server::server_tls_config());
+    let mut endpoint = Endpoint::bind("127.0.0.1:0", options).unwrap();
+    endpoint.serve_threaded(SlowHandler).unwrap();
+    let mut client = TlsClient::connect(endpoint.local_addr().port()).unwrap();
+    let r = client.request("/quick").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "quick"));
+    let r = client.request("/slow-custom").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (503, "custom timeout"));
+    std::thread::sleep(Duration::from_millis(700));
+    let r = client.request("/after").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "next"));
+}
