@@ -3,30 +3,85 @@
 //! its TLS transport done right.
 //!
 //! This crate is the one dependency a service needs: it re-exports every
-//! layer.
+//! layer, and adds the REST layer (Pistache's `Rest` namespace):
 //!
 //! * [`reactor`]: N event loops (one `mio::Poll` per thread), mailboxes, timers;
 //! * [`transport`]: listener, accept thread, plaintext and TLS peers, with
 //!   OpenSSL error-queue hygiene on every TLS call;
-//! * [`http`]: the HTTP/1.1 parser, [`Request`], [`ResponseWriter`], [`Endpoint`].
+//! * [`http`]: the HTTP/1.1 parser, [`Request`], [`ResponseWriter`], [`Endpoint`];
+//! * [`Router`]: routes by method and path pattern (`/users/:id`,
+//!   `/files/:name?`, `/say/*/to/*`) over a segment tree, with middleware,
+//!   [`RouteGroup`]s, `404`/`405`/`OPTIONS`/`HEAD` handled, typed path
+//!   parameters and JSON helpers on [`RestRequest`] and [`RestResponse`];
+//! * [`Description`]: the API described in code, turned into both the
+//!   router and its OpenAPI 3 document.
+//!
+//! See `docs/rest.md` for the routing rules.
 //!
 //! # Example
 //!
-//! An HTTPS hello-world on a self-signed certificate:
+//! A JSON service on a router, served on two workers:
+//!
+//! ```
+//! use pistachio_rest::{Endpoint, HttpError, Options, RestRequest, RestResponse, Router, StatusCode};
+//! use serde::{Deserialize, Serialize};
+//! use std::io::{Read, Write};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Greeting {
+//!     to: String,
+//!     times: u32,
+//! }
+//!
+//! let mut router = Router::new();
+//! router
+//!     .get("/hello/:name", |req: RestRequest, resp: RestResponse| {
+//!         let name = req.param_str("name").unwrap_or_default();
+//!         let greeting = Greeting { to: name.to_owned(), times: 1 };
+//!         resp.json(StatusCode::OK, &greeting);
+//!     })
+//!     .post("/repeat/:times", |req: RestRequest, resp: RestResponse| {
+//!         let times: u32 = req.param("times")?; // 400 if not a number
+//!         let mut greeting: Greeting = req.json()?; // 415 or 400 if not JSON
+//!         greeting.times = times;
+//!         resp.json(StatusCode::OK, &greeting);
+//!         Ok::<(), HttpError>(())
+//!     });
+//!
+//! let mut endpoint = Endpoint::bind("127.0.0.1:0", Options::default().threads(2))?;
+//! endpoint.serve_threaded(router)?;
+//!
+//! let mut client = std::net::TcpStream::connect(endpoint.local_addr())?;
+//! client.write_all(b"GET /hello/world HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+//! let mut response = String::new();
+//! client.read_to_string(&mut response)?;
+//! assert!(response.starts_with("HTTP/1.1 200 OK\r\n"));
+//! assert!(response.ends_with(r#"{"to":"world","times":1}"#));
+//! endpoint.shutdown();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! Over HTTPS, add a [`TlsConfig`] to the [`Options`]:
 //!
 //! ```no_run
-//! use pistachio_rest::{Endpoint, Options, Request, ResponseWriter, StatusCode, TlsConfig};
+//! use pistachio_rest::{Endpoint, Options, Router, TlsConfig};
 //!
 //! let (tls, generated) = TlsConfig::self_signed(&["localhost", "127.0.0.1"])?;
 //! std::fs::write("cert.pem", &generated.cert_pem)?;
 //! let mut endpoint = Endpoint::bind("127.0.0.1:9443", Options::default().tls(tls))?;
-//! endpoint.serve(|_req: Request, resp: ResponseWriter| {
-//!     resp.send(StatusCode::OK, "Hello, World!");
-//! })?;
+//! endpoint.serve(Router::new())?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![deny(unsafe_code)]
+
+mod description;
+mod request;
+mod response;
+mod router;
+#[cfg(test)]
+mod testing;
+mod tree;
 
 pub use pistachio_http as http;
 pub use pistachio_reactor as reactor;
@@ -37,3 +92,12 @@ pub use pistachio_http::{
     StatusCode, Version,
 };
 pub use pistachio_transport::{ListenerOptions, TlsConfig};
+
+pub use description::{Description, RouteDesc, Schema, OPENAPI_VERSION};
+pub use request::{Extensions, RestRequest};
+pub use response::{HttpError, Outcome, RestResponse};
+pub use router::{bind, Flow, RouteError, RouteGroup, RouteMatch, Router, NOT_FOUND_BODY};
+
+/// serde_json, re-exported for [`RestRequest::json`], [`RestResponse::json`]
+/// and [`Schema::from_json`].
+pub use serde_json;

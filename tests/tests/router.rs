@@ -1,0 +1,391 @@
+//! The REST router over a real endpoint (Pistache's `router_test` and
+//! `rest_server_test`, end to end): default 404 body, 405 with `Allow`,
+//! `HEAD` and `OPTIONS`, middleware that stops or authenticates, JSON
+//! `415`/`400`, shared state, answers from other threads, keep-alive reuse
+//! of one client port, idle connections closed after the keep-alive
+//! timeout, and the same router over TLS.
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pistachio_rest::header::{HeaderValue, WWW_AUTHENTICATE};
+use pistachio_rest::{
+    bind, Flow, Handler, HttpError, Options, RestRequest, RestResponse, RouteGroup, Router,
+    StatusCode, NOT_FOUND_BODY,
+};
+use pistachio_tests::client::{connect_tcp, wait_for_close};
+use pistachio_tests::server::HANDSHAKE_TIMEOUT;
+use pistachio_tests::{init_logging, PlainClient, Response, TestServer, TlsClient};
+
+/// Serves `router` with two workers, over TLS if `tls`.
+fn serve(router: Router, tls: bool) -> TestServer {
+    init_logging();
+    let router = Arc::new(router);
+    TestServer::start(2, tls, move |req, resp| router.on_request(req, resp))
+}
+
+/// Sends one request on a fresh plain connection with `Connection: close`
+/// and reads to the end; works for `HEAD` (a length but no body).
+fn once(port: u16, head: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut tcp = connect_tcp(port).expect("connect");
+    let mut wire = format!("{head}\r\nHost: localhost\r\nConnection: close\r\n");
+    if !body.is_empty() {
+        wire.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    wire.push_str("\r\n");
+    tcp.write_all(wire.as_bytes()).expect("write");
+    tcp.write_all(body).expect("write body");
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, raw[split + 4..].to_vec())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn text(body: &str) -> impl Fn(RestRequest, RestResponse) + Send + Sync + 'static {
+    let body = body.to_owned();
+    move |_req, resp| resp.send(StatusCode::OK, body.as_str())
+}
+
+fn request(client: &mut PlainClient, method: &str, path: &str, extra: &str) -> Response {
+    client
+        .write_raw(format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n").as_bytes())
+        .expect("write");
+    client.read_response().expect("response")
+}
+
+#[test]
+fn unknown_path_is_404_with_pistache_body() {
+    let mut router = Router::new();
+    router.get("/known", text("yes"));
+    let server = serve(router, false);
+    let mut client = PlainClient::connect(server.port()).unwrap();
+    let r = client.request("/unknown/path").unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.text(), NOT_FOUND_BODY);
+    assert_eq!(r.text(), "Could not find a matching route");
+    // The connection stays usable after a 404.
+    assert_eq!(client.request("/known").unwrap().text(), "yes");
+}
+
+#[test]
+fn custom_not_found_handler_runs_once_per_request() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let mut router = Router::new();
+    router
+        .get("/x", text("x"))
+        .not_found(move |req: RestRequest, resp: RestResponse| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            resp.send(StatusCode::NOT_FOUND, format!("nothing at {}", req.path()));
+        });
+    let server = serve(router, false);
+    let mut client = PlainClient::connect(server.port()).unwrap();
+    for i in 1..=3 {
+        let r = client.request(&format!("/missing/{i}")).unwrap();
+        assert_eq!(
+            (r.status, r.text()),
+            (404, format!("nothing at /missing/{i}"))
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), i);
+    }
+}
+
+#[test]
+fn other_method_is_405_with_allow_and_options_lists_it() {
+    let mut router = Router::new();
+    router
+        .get("/items/:id", text("got"))
+        .put("/items/:id", text("put"))
+        .delete("/items/:id", text("deleted"));
+    let server = serve(router, false);
+    let mut client = PlainClient::connect(server.port()).unwrap();
+    let r = request(&mut client, "POST", "/items/1", "Content-Length: 0\r\n");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD, PUT, DELETE, OPTIONS"));
+    let r = request(&mut client, "OPTIONS", "/items/1", "");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("allow"), Some("GET, HEAD, PUT, DELETE, OPTIONS"));
+    let r = request(&mut client, "OPTIONS", "*", "");
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("allow"), Some("GET, HEAD, PUT, DELETE, OPTIONS"));
+    let r = request(&mut client, "OPTIONS", "/nothing", "");
+    assert_eq!(r.status, 404);
+    let r = request(&mut client, "DELETE", "/items/1", "");
+    assert_eq!(r.text(), "deleted");
+}
+
+#[test]
+fn head_is_routed_to_get_without_a_body() {
+    let mut router = Router::new();
+    router.get("/doc", text("twelve bytes")).head(
+        "/moved",
+        |_req: RestRequest, resp: RestResponse| {
+            resp.header(
+                pistachio_rest::header::LOCATION,
+                HeaderValue::from_static("/doc"),
+            )
+            .send(StatusCode::MOVED_PERMANENTLY, "")
+        },
+    );
+    let server = serve(router, false);
+    let (status, headers, body) = once(server.port(), "HEAD /doc HTTP/1.1", b"");
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-length"), Some("12"));
+    assert!(body.is_empty(), "HEAD answered with a body: {body:?}");
+    let (status, headers, _) = once(server.port(), "HEAD /moved HTTP/1.1", b"");
+    assert_eq!(status, 301);
+    assert_eq!(header(&headers, "location"), Some("/doc"));
+    let (status, _, body) = once(server.port(), "GET /doc HTTP/1.1", b"");
+    assert_eq!((status, body.as_slice()), (200, &b"twelve bytes"[..]));
+}
+
+#[test]
+fn middleware_can_stop_with_its_own_204() {
+    let reached = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&reached);
+    let mut router = Router::new();
+    router
+        .middleware(|req: &mut RestRequest, resp: RestResponse| {
+            if req.has_query("skip") {
+                resp.send(StatusCode::NO_CONTENT, "");
+                return Flow::Stop;
+            }
+            Flow::Continue(resp)
+        })
+        .get("/work", move |_req: RestRequest, resp: RestResponse| {
+            count.fetch_add(1, Ordering::SeqCst);
+            resp.send(StatusCode::OK, "worked")
+        });
+    let server = serve(router, false);
+    let mut client = PlainClient::connect(server.port()).unwrap();
+    let r = client.request("/work?skip").unwrap();
+    assert_eq!((r.status, r.body.len()), (204, 0));
+    assert_eq!(reached.load(Ordering::SeqCst), 0);
+    // Router middleware runs before routing: unknown paths stop too.
+    assert_eq!(client.request("/unknown?skip").unwrap().status, 204);
+    assert_eq!(client.request("/work").unwrap().text(), "worked");
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
+}
+
+/// Who the auth middleware let in.
+#[derive(Debug)]
+struct User(String);
+
+#[test]
+fn auth_middleware_on_a_group_answers_401() {
+    let mut api = RouteGroup::new("/api");
+    api.middleware(|req: &mut RestRequest, resp: RestResponse| {
+        match req
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+        {
+            Some("s3cret") => {
+                req.extensions_mut().insert(User("ann".into()));
+                Flow::Continue(resp)
+            }
+            _ => {
+                let mut resp = resp;
+                resp.headers_mut()
+                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                HttpError::unauthorized("missing or wrong token").send(resp);
+                Flow::Stop
+            }
+        }
+    })
+    .get("/me", |req: RestRequest, resp: RestResponse| {
+        let user = req.extensions().get::<User>().map_or("?", |u| u.0.as_str());
+        resp.send(StatusCode::OK, format!("hello {user}"))
+    });
+    let mut router = Router::new();
+    router.get("/public", text("open"));
+    router.mount(api).unwrap();
+    let server = serve(router, false);
+    let mut client = PlainClient::connect(server.port()).unwrap();
+    let r = client.request("/api/me").unwrap();
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (401, "missing or wrong token")
+    );
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    let r = request(
+        &mut client,
+        "GET",
+        "/api/me",
+        "Authorization: Bearer wrong\r\n",
+    );
+    assert_eq!(r.status, 401);
+    let r = request(
+        &mut client,
+        "GET",
+        "/api/me",
+        "Authorization: Bearer s3cret\r\n",
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "hello ann"));
+    assert_eq!(client.request("/public").unwrap().text(), "open");
+}
+
+#[derive(serde::Deserialize, serde::Serialize)]
+struct Order {
+    item: String,
+    qty: u32,
+}
+
+#[test]
+fn json_bodies_415_and_400() {
+    let mut router = Router::new();
+    router.post("/orders/:shop", |req: RestRequest, resp: RestResponse| {
+        let shop: u16 = req.param("shop")?;
+        let order: Order = req.json()?;
+        resp.json(
+            StatusCode::CREATED,
+            &serde_json::json!({"shop": shop, "item": order.item, "qty": order.qty}),
+        );
+        Ok::<(), HttpError>(())
+    });
+    let server = serve(router, false);
+    let port = server.port();
+    let post = |path: &str, content_type: &str, body: &str| {
+        once(
+            port,
+            &format!("POST {path} HTTP/1.1\r\nContent-Type: {content_type}"),
+            body.as_bytes(),
+        )
+    };
+    let (status, headers, body) =
+        post("/orders/7", "application/json", r#"{"item":"nut","qty":2}"#);
+    assert_eq!(status, 201);
+    assert_eq!(header(&headers, "content-type"), Some("application/json"));
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        value,
+        serde_json::json!({"shop": 7, "item": "nut", "qty": 2})
+    );
+
+    let (status, _, body) = post("/orders/7", "text/plain", r#"{"item":"nut","qty":2}"#);
+    assert_eq!(status, 415);
+    assert!(String::from_utf8_lossy(&body).contains("application/json"));
+
+    let (status, _, body) = post("/orders/7", "application/json", "{not json");
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).starts_with("invalid JSON"));
+
+    let (status, _, body) = post("/orders/seven", "application/json", "{}");
+    assert_eq!(status, 400);
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert!(
+        body.contains(":shop") && body.contains("\"seven\""),
+        "{body}"
+    );
+}
+
+#[test]
+fn shared_state_and_answers_from_other_threads() {
+    struct Counter(AtomicUsize);
+    impl Counter {
+        fn hit(&self, _req: RestRequest, resp: RestResponse) {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(10));
+                resp.send(StatusCode::OK, n.to_string());
+            });
+        }
+    }
+    let counter = Arc::new(Counter(AtomicUsize::new(0)));
+    let mut router = Router::new();
+    router.get("/hit", bind(&counter, Counter::hit));
+    let server = serve(router, false);
+    let mut client = PlainClient::connect(server.port()).unwrap();
+    for expected in 1..=5 {
+        assert_eq!(client.request("/hit").unwrap().text(), expected.to_string());
+    }
+    assert_eq!(counter.0.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn keep_alive_reuses_the_client_port() {
+    let mut router = Router::new();
+    router.get("/port", |_req: RestRequest, resp: RestResponse| {
+        let port = resp.peer_addr().port();
+        resp.send(StatusCode::OK, port.to_string())
+    });
+    let server = serve(router, false);
+    let mut client = PlainClient::connect(server.port()).unwrap();
+    let local = client.tcp().local_addr().unwrap().port();
+    for _ in 0..5 {
+        let r = client.request("/port").unwrap();
+        assert_eq!(r.text(), local.to_string());
+        assert_eq!(r.header("connection"), None, "keep-alive is the default");
+    }
+}
+
+#[test]
+fn idle_connections_close_after_the_keep_alive_timeout() {
+    init_logging();
+    let mut router = Router::new();
+    router.get("/", text("root"));
+    let router = Arc::new(router);
+    let options = Options::default()
+        .threads(1)
+        .handshake_timeout(HANDSHAKE_TIMEOUT)
+        .keepalive_timeout(Duration::from_millis(300));
+    let server = TestServer::start_with(1, false, options, move |req, resp| {
+        router.on_request(req, resp)
+    });
+    let mut client = PlainClient::connect(server.port()).unwrap();
+    assert_eq!(client.request("/").unwrap().text(), "root");
+    assert!(
+        wait_for_close(client.tcp(), Duration::from_secs(3)),
+        "the idle connection was not closed"
+    );
+}
+
+#[test]
+fn the_router_over_tls() {
+    let mut router = Router::new();
+    router
+        .get("/users/:id", |req: RestRequest, resp: RestResponse| {
+            let id: u64 = req.param("id")?;
+            resp.json(StatusCode::OK, &serde_json::json!({ "id": id }));
+            Ok::<(), HttpError>(())
+        })
+        .get("/files/*/raw", |req: RestRequest, resp: RestResponse| {
+            resp.send(StatusCode::OK, req.splat()[0].as_str())
+        });
+    let server = serve(router, true);
+    let mut client = TlsClient::connect(server.port()).unwrap();
+    assert_eq!(client.request("/users/42").unwrap().text(), r#"{"id":42}"#);
+    assert_eq!(
+        client.request("//users//42/").unwrap().text(),
+        r#"{"id":42}"#
+    );
+    assert_eq!(client.request("/users/x").unwrap().status, 400);
+    assert_eq!(client.request("/files/a%20b/raw").unwrap().text(), "a b");
+    assert_eq!(client.request("/files/a/b/raw").unwrap().status, 404);
+    client.close().unwrap();
+}
