@@ -99,6 +99,22 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
+/// A shared handler serves as well: `Endpoint::serve_threaded(Arc::clone(&router))`.
+impl<H: Handler + ?Sized> Handler for std::sync::Arc<H> {
+    fn on_request(&self, request: Request, response: ResponseWriter) {
+        (**self).on_request(request, response)
+    }
+    fn on_timeout(&self, response: ResponseWriter) {
+        (**self).on_timeout(response)
+    }
+    fn on_connection(&self, info: &ConnectionInfo) {
+        (**self).on_connection(info)
+    }
+    fn on_disconnection(&self, peer_addr: std::net::SocketAddr) {
+        (**self).on_disconnection(peer_addr)
+    }
+}
+
 impl<F> Handler for F
 where
     F: Fn(Request, ResponseWriter) + Send + Sync + 'static,

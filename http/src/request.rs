@@ -151,6 +151,12 @@ impl Request {
 
     /// Whether the connection stays open after this request, per its version
     /// and `Connection` header.
+    /// The headers, mutably: middleware may add, change or remove fields
+    /// before the handler sees the request.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+
     /// `Content-Type`, if present and valid text.
     pub fn content_type(&self) -> Option<&str> {
         self.header(http::header::CONTENT_TYPE)
