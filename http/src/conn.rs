@@ -13,6 +13,7 @@ use http::{HeaderMap, StatusCode, Version};
 use log::debug;
 use pistachio_transport::{CloseReason, Conn, Protocol, TlsInfo};
 
+use crate::body::{self, BodySender};
 use crate::endpoint::Settings;
 use crate::parser::{Parsed, RequestParser};
 use crate::request::Request;
@@ -20,7 +21,7 @@ use crate::response::write_head;
 use crate::writer::{
     enter_inline, leave_inline, FileBody, HttpMsg, Outgoing, RequestFacts, ResponseWriter, Target,
 };
-use crate::{ConnectionInfo, Handler};
+use crate::{BodyMode, ConnectionInfo, Handler};
 
 /// Most requests of one connection whose responses may be outstanding at
 /// once; beyond it, parsing pauses until responses go out.
@@ -32,6 +33,15 @@ const MAX_IN_FLIGHT: u64 = 64;
 const MAX_BUFFERED_WHILE_PAUSED: usize = 64 * 1024;
 
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// A request body being streamed to its handler.
+#[derive(Debug)]
+struct StreamingBody {
+    sender: BodySender,
+    seq: u64,
+    /// The request asked to close the connection after it.
+    close_after: bool,
+}
 
 /// A response that cannot be written yet (an earlier one is unfinished), or
 /// the unfinished part of a streamed one.
@@ -83,8 +93,16 @@ pub(crate) struct HttpConn {
     waiting: Option<Waiting>,
     /// `100 Continue` was sent for the request whose body is arriving.
     continue_sent: bool,
-    /// Reading is paused because the pipeline is full.
+    /// Reading from the socket is paused (see `update_reading`).
     reading_paused: bool,
+    /// The pipeline is full and input piles up.
+    pipeline_full: bool,
+    /// A streamed body's reader lags behind.
+    body_backlog: bool,
+    /// The request whose body is being streamed to its handler.
+    streaming: Option<StreamingBody>,
+    /// Close after this request's response (its streamed body broke).
+    close_after_seq: Option<u64>,
     /// `on_connection` ran, so `on_disconnection` must run exactly once.
     connected: bool,
     /// Response deadlines (`ResponseWriter::timeout_after`) by sequence.
@@ -102,9 +120,15 @@ impl HttpConn {
         settings: Arc<Settings>,
         peer_addr: SocketAddr,
     ) -> Self {
+        // Built by the transport's factory, on the connection's worker.
+        body::mark_worker_thread();
         HttpConn {
             id: CONN_IDS.fetch_add(1, Ordering::Relaxed),
-            parser: RequestParser::new(settings.limits),
+            parser: {
+                let mut parser = RequestParser::new(settings.limits);
+                parser.set_announce_bodies(true);
+                parser
+            },
             handler,
             settings,
             peer_addr,
@@ -117,6 +141,10 @@ impl HttpConn {
             waiting: None,
             continue_sent: false,
             reading_paused: false,
+            pipeline_full: false,
+            body_backlog: false,
+            streaming: None,
+            close_after_seq: None,
             connected: false,
             deadlines: BTreeMap::new(),
             armed_deadline: None,
@@ -134,7 +162,11 @@ impl HttpConn {
         while !self.stop_parsing && !self.inbuf.is_empty() && self.outstanding() < MAX_IN_FLIGHT {
             match self.parser.parse(&self.inbuf) {
                 Ok(Parsed::Partial) => {
-                    self.maybe_send_continue(conn);
+                    if self.streaming.is_some() {
+                        self.forward_streamed(conn);
+                    } else {
+                        self.maybe_send_continue(conn);
+                    }
                     break;
                 }
                 Ok(Parsed::Complete {
@@ -150,6 +182,18 @@ impl HttpConn {
                     }
                     self.dispatch(conn, request);
                 }
+                Ok(Parsed::BodyFollows) => self.choose_body_mode(conn),
+                Ok(Parsed::BodyEnd { last, consumed }) => {
+                    self.inbuf.drain(..consumed);
+                    if let Some(body) = self.streaming.take() {
+                        body.sender.send(last);
+                        body.sender.end();
+                        if body.close_after {
+                            self.stop_parsing = true;
+                        }
+                    }
+                    self.update_reading(conn, None, Some(false));
+                }
                 Err(e) => {
                     debug!(
                         "{}: bad request: {} ({})",
@@ -159,6 +203,14 @@ impl HttpConn {
                     );
                     self.stop_parsing = true;
                     self.inbuf = Vec::new();
+                    if let Some(body) = self.streaming.take() {
+                        // The handler already has the request: it learns of
+                        // the broken body from its stream, answers, and the
+                        // connection closes after that answer.
+                        body.sender.fail(e.reason());
+                        self.close_after_seq = Some(body.seq);
+                        continue;
+                    }
                     let seq = self.next_seq;
                     self.next_seq += 1;
                     let mut bytes = Vec::new();
@@ -186,6 +238,116 @@ impl HttpConn {
             }
         }
         self.emit(conn);
+    }
+
+    /// A head with a body arrived: ask the handler whether to stream it.
+    fn choose_body_mode(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        let Some(head) = self.parser.stream_body() else {
+            return;
+        };
+        let mut request = Request::from_parts(head, Vec::new(), self.peer_addr, self.tls);
+        let handler = &*self.handler;
+        let mode = catch_unwind(AssertUnwindSafe(|| handler.body_mode(&request)))
+            .unwrap_or(BodyMode::Buffered);
+        if mode == BodyMode::Buffered {
+            if let Err(e) = self.parser.restore_buffered(request.into_head()) {
+                // Over the size limit: answered like any parse error, next
+                // time round (the parser is reset and sees a bad state).
+                self.reject(e);
+            }
+            return;
+        }
+        let expects_continue = request
+            .headers()
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let (sender, stream) = body::channel(
+            conn.handle(),
+            self.settings.body_timeout,
+            request.content_length(),
+        );
+        request.set_body_stream(stream);
+        self.streaming = Some(StreamingBody {
+            sender,
+            seq: self.next_seq,
+            close_after: !request.keep_alive(),
+        });
+        if expects_continue && request.version() == Version::HTTP_11 && self.outstanding() == 0 {
+            conn.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        self.dispatch(conn, request);
+    }
+
+    /// Hands what the parser decoded of a streamed body to its reader, and
+    /// drops the raw bytes it came from.
+    fn forward_streamed(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        let (data, drain) = self.parser.take_streamed();
+        self.inbuf.drain(..drain);
+        if let Some(body) = &self.streaming {
+            if body.sender.send(data) {
+                self.update_reading(conn, None, Some(true));
+            }
+        }
+    }
+
+    /// Answers a request refused at the head stage (e.g. 413) and stops.
+    fn reject(&mut self, e: crate::ParseError) {
+        debug!(
+            "{}: request refused: {} ({})",
+            self.peer_addr,
+            e.status(),
+            e.reason()
+        );
+        self.stop_parsing = true;
+        self.inbuf = Vec::new();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut bytes = Vec::new();
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let body = e.reason().as_bytes();
+        write_head(
+            &mut bytes,
+            Version::HTTP_11,
+            e.status(),
+            &headers,
+            body.len(),
+            false,
+        );
+        bytes.extend_from_slice(body);
+        self.accept_part(Outgoing {
+            seq,
+            bytes,
+            file: None,
+            done: true,
+            keep_alive: false,
+            attempt: 0,
+        });
+    }
+
+    /// Pauses or resumes reading from the socket: paused while the pipeline
+    /// is full (`pipeline`) or a streamed body's reader lags (`body`).
+    fn update_reading(
+        &mut self,
+        conn: &mut Conn<'_, HttpMsg>,
+        pipeline: Option<bool>,
+        body: Option<bool>,
+    ) {
+        if let Some(p) = pipeline {
+            self.pipeline_full = p;
+        }
+        if let Some(b) = body {
+            self.body_backlog = b;
+        }
+        let want = self.pipeline_full || self.body_backlog;
+        if want != self.reading_paused {
+            self.reading_paused = want;
+            if want {
+                conn.pause_reading();
+            } else {
+                conn.resume_reading();
+            }
+        }
     }
 
     /// `Expect: 100-continue`: once the head is accepted (limits checked,
@@ -330,7 +492,7 @@ impl HttpConn {
                 // A stream still being written: later responses wait.
                 break;
             }
-            let keep_alive = pending.keep_alive;
+            let keep_alive = pending.keep_alive && self.close_after_seq != Some(self.next_out);
             self.ready.remove(&self.next_out);
             self.deadlines.remove(&self.next_out);
             self.timed_out.remove(&self.next_out);
@@ -412,12 +574,14 @@ impl Protocol for HttpConn {
         self.inbuf.extend_from_slice(data);
         self.process(conn);
         if self.outstanding() >= MAX_IN_FLIGHT && self.inbuf.len() > MAX_BUFFERED_WHILE_PAUSED {
-            self.reading_paused = true;
-            conn.pause_reading();
+            self.update_reading(conn, Some(true), None);
         }
     }
 
     fn on_eof(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        if let Some(body) = self.streaming.take() {
+            body.sender.fail("connection closed during the body");
+        }
         self.eof = true;
         self.stop_parsing = true;
         if self.outstanding() == 0 {
@@ -429,14 +593,17 @@ impl Protocol for HttpConn {
         match msg {
             HttpMsg::Response(out) => self.accept_part(out),
             HttpMsg::Deadline(facts, at) => self.add_deadline(facts, at),
+            HttpMsg::ResumeBody => {
+                self.update_reading(conn, None, Some(false));
+                return;
+            }
         }
         self.emit(conn);
         // Requests left waiting while the pipeline was full.
         if !self.stop_parsing && !conn.is_closing() {
             self.process(conn);
-            if self.reading_paused && self.outstanding() < MAX_IN_FLIGHT {
-                self.reading_paused = false;
-                conn.resume_reading();
+            if self.pipeline_full && self.outstanding() < MAX_IN_FLIGHT {
+                self.update_reading(conn, Some(false), None);
             }
         }
     }
@@ -471,6 +638,9 @@ impl Protocol for HttpConn {
 
     fn on_close(&mut self, reason: &CloseReason) {
         debug!("{}: http connection closed: {reason}", self.peer_addr);
+        if let Some(body) = self.streaming.take() {
+            body.sender.fail("connection closed during the body");
+        }
         if self.connected {
             let peer = self.peer_addr;
             if catch_unwind(AssertUnwindSafe(|| self.handler.on_disconnection(peer))).is_err() {

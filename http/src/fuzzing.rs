@@ -50,6 +50,9 @@ fn feed(data: &[u8], splits: &[usize], limits: Limits) -> Vec<Outcome> {
                     ));
                     buf.drain(..consumed);
                 }
+                Ok(Parsed::BodyFollows | Parsed::BodyEnd { .. }) => {
+                    unreachable!("announce mode is off")
+                }
                 Err(e) => {
                     let status = e.status().as_u16();
                     assert!(

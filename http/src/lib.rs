@@ -36,6 +36,7 @@
 
 #![deny(unsafe_code)]
 
+mod body;
 mod conn;
 mod date;
 mod endpoint;
@@ -47,6 +48,7 @@ mod request;
 mod response;
 mod writer;
 
+pub use body::{BodyMode, BodyStream};
 pub use endpoint::{Endpoint, Options, ShutdownHandle};
 pub use parser::{Limits, ParseError};
 pub use request::Request;
@@ -78,6 +80,16 @@ pub trait Handler: Send + Sync + 'static {
     /// any thread.
     fn on_request(&self, request: Request, response: ResponseWriter);
 
+    /// Called when the head of a request with a body has arrived, before
+    /// the body: return [`BodyMode::Streamed`] to have
+    /// [`Handler::on_request`] called at once and read the body from
+    /// [`Request::take_body_stream`] as it arrives (for uploads larger than
+    /// memory). The default buffers the body, up to `max_request_size`.
+    fn body_mode(&self, request: &Request) -> BodyMode {
+        let _ = request;
+        BodyMode::Buffered
+    }
+
     /// A connection is ready (after its TLS handshake). Called exactly once
     /// per connection, on its worker, before any of its requests.
     fn on_connection(&self, info: &ConnectionInfo) {
@@ -103,6 +115,9 @@ pub trait Handler: Send + Sync + 'static {
 impl<H: Handler + ?Sized> Handler for std::sync::Arc<H> {
     fn on_request(&self, request: Request, response: ResponseWriter) {
         (**self).on_request(request, response)
+    }
+    fn body_mode(&self, request: &Request) -> BodyMode {
+        (**self).body_mode(request)
     }
     fn on_timeout(&self, response: ResponseWriter) {
         (**self).on_timeout(response)

@@ -127,6 +127,19 @@ pub(crate) enum Parsed {
         /// How many input bytes the request occupied.
         consumed: usize,
     },
+    /// Announce mode only: a head whose body follows has been parsed. The
+    /// caller chooses with [`RequestParser::buffer_body`] or
+    /// [`RequestParser::stream_body`] before parsing on.
+    BodyFollows,
+    /// Streaming only: the body ended. `last` holds the final decoded
+    /// bytes; `consumed` input bytes (counted from the last
+    /// [`RequestParser::take_streamed`]) belong to the request.
+    BodyEnd {
+        /// Decoded bytes not yet taken.
+        last: Vec<u8>,
+        /// Input bytes to drain.
+        consumed: usize,
+    },
 }
 
 /// Incremental request parser; one per connection.
@@ -134,6 +147,19 @@ pub(crate) enum Parsed {
 pub(crate) struct RequestParser {
     limits: Limits,
     state: State,
+    /// Report heads with bodies before the body (`Parsed::BodyFollows`).
+    announce_bodies: bool,
+}
+
+/// What happens to the body being decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyMode {
+    /// Announced; the caller has not chosen yet.
+    Undecided,
+    /// Collected whole, within `max_body_size`.
+    Buffered,
+    /// Handed out piecewise; no size limit (memory stays bounded).
+    Streaming,
 }
 
 #[derive(Debug)]
@@ -157,7 +183,9 @@ struct HeadScan {
 
 #[derive(Debug)]
 struct BodyState {
-    head: RequestHead,
+    /// `None` once a streamed body's head was handed to the caller.
+    head: Option<RequestHead>,
+    mode: BodyMode,
     body: Vec<u8>,
     /// Input offset up to which bytes have been processed.
     offset: usize,
@@ -212,7 +240,78 @@ impl RequestParser {
         RequestParser {
             limits,
             state: State::Head(HeadScan::default()),
+            announce_bodies: false,
         }
+    }
+
+    /// In announce mode, a request with a body first yields
+    /// `Parsed::BodyFollows`, so the caller can choose to stream it.
+    pub(crate) fn set_announce_bodies(&mut self, on: bool) {
+        self.announce_bodies = on;
+    }
+
+    /// After `BodyFollows`: collect the body whole. Fails with 413 if its
+    /// declared length is over `max_body_size`.
+    pub(crate) fn buffer_body(&mut self) -> Result<(), ParseError> {
+        let State::Body(state) = &mut self.state else {
+            return Ok(());
+        };
+        if let Decoder::Length { remaining } = state.decoder {
+            if remaining > self.limits.max_body_size as u64 {
+                self.state = State::Head(HeadScan::default());
+                return Err(too_large_body());
+            }
+        }
+        state.mode = BodyMode::Buffered;
+        Ok(())
+    }
+
+    /// Undoes [`RequestParser::stream_body`] before any body byte was taken:
+    /// gives the head back and buffers the body instead.
+    pub(crate) fn restore_buffered(&mut self, head: RequestHead) -> Result<(), ParseError> {
+        if let State::Body(state) = &mut self.state {
+            state.head = Some(head);
+        }
+        self.buffer_body()
+    }
+
+    /// After `BodyFollows`: hand the body out as it arrives (see
+    /// [`RequestParser::take_streamed`]); returns the request's head.
+    pub(crate) fn stream_body(&mut self) -> Option<RequestHead> {
+        let State::Body(state) = &mut self.state else {
+            return None;
+        };
+        state.mode = BodyMode::Streaming;
+        state.head.take()
+    }
+
+    /// Streaming: the body bytes decoded so far, and how many input bytes
+    /// the caller may drain now (the parser's offsets shift accordingly).
+    pub(crate) fn take_streamed(&mut self) -> (Vec<u8>, usize) {
+        let State::Body(state) = &mut self.state else {
+            return (Vec::new(), 0);
+        };
+        if state.mode != BodyMode::Streaming {
+            return (Vec::new(), 0);
+        }
+        let drain = match &mut state.decoder {
+            // The trailer section is validated as a whole: keep it.
+            Decoder::Chunked(c)
+                if matches!(
+                    c.state,
+                    ChunkState::TrailerLineStart
+                        | ChunkState::TrailerLine
+                        | ChunkState::TrailerLf { .. }
+                ) =>
+            {
+                let drain = c.trailer_start;
+                c.trailer_start = 0;
+                drain
+            }
+            _ => state.offset,
+        };
+        state.offset -= drain;
+        (std::mem::take(&mut state.body), drain)
     }
 
     /// Parses from the start of `input` (the connection's unconsumed input).
@@ -225,7 +324,7 @@ impl RequestParser {
     /// connection should be closed: its framing is lost.
     pub(crate) fn parse(&mut self, input: &[u8]) -> Result<Parsed, ParseError> {
         let result = self.parse_inner(input);
-        if !matches!(result, Ok(Parsed::Partial)) {
+        if !matches!(result, Ok(Parsed::Partial) | Ok(Parsed::BodyFollows)) {
             self.state = State::Head(HeadScan::default());
         }
         result
@@ -236,7 +335,7 @@ impl RequestParser {
     /// accepted (its limits, including `Content-Length`, already checked).
     pub(crate) fn pending_head(&self) -> Option<&RequestHead> {
         match &self.state {
-            State::Body(state) => Some(&state.head),
+            State::Body(state) => state.head.as_ref(),
             State::Head(_) => None,
         }
     }
@@ -249,7 +348,7 @@ impl RequestParser {
                 None => return Ok(Parsed::Partial),
             };
             let head = parse_head(&input[..head_end], &self.limits)?;
-            let decoder = match body_framing(&head, &self.limits)? {
+            let decoder = match body_framing(&head)? {
                 None => {
                     return Ok(Parsed::Complete {
                         head,
@@ -259,8 +358,19 @@ impl RequestParser {
                 }
                 Some(decoder) => decoder,
             };
+            let mode = if self.announce_bodies {
+                BodyMode::Undecided
+            } else {
+                if let Decoder::Length { remaining } = decoder {
+                    if remaining > self.limits.max_body_size as u64 {
+                        return Err(too_large_body());
+                    }
+                }
+                BodyMode::Buffered
+            };
             self.state = State::Body(Box::new(BodyState {
-                head,
+                head: Some(head),
+                mode,
                 body: Vec::new(),
                 offset: head_end,
                 decoder,
@@ -270,6 +380,23 @@ impl RequestParser {
             unreachable!("head state handled above");
         };
         debug_assert!(input.len() >= state.offset, "input shrank between calls");
+        match state.mode {
+            BodyMode::Undecided => return Ok(Parsed::BodyFollows),
+            BodyMode::Streaming => {
+                let unlimited = Limits {
+                    max_body_size: usize::MAX,
+                    ..self.limits
+                };
+                if input.len() < state.offset || !decode_body(state, input, &unlimited)? {
+                    return Ok(Parsed::Partial);
+                }
+                let last = std::mem::take(&mut state.body);
+                let consumed = state.offset;
+                self.state = State::Head(HeadScan::default());
+                return Ok(Parsed::BodyEnd { last, consumed });
+            }
+            BodyMode::Buffered => {}
+        }
         if input.len() < state.offset || !decode_body(state, input, &self.limits)? {
             return Ok(Parsed::Partial);
         }
@@ -282,7 +409,7 @@ impl RequestParser {
             head, body, offset, ..
         } = *state;
         Ok(Parsed::Complete {
-            head,
+            head: head.expect("a buffered body keeps its head"),
             body,
             consumed: offset,
         })
@@ -619,7 +746,10 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 }
 
 /// Decides how the body is framed (RFC 9112 §6.3). `None`: no body.
-fn body_framing(head: &RequestHead, limits: &Limits) -> Result<Option<Decoder>, ParseError> {
+/// The body's framing, from Transfer-Encoding / Content-Length. The declared
+/// length is checked against the limit by the caller (not at all for a
+/// streamed body).
+fn body_framing(head: &RequestHead) -> Result<Option<Decoder>, ParseError> {
     let has_te = head.headers.contains_key(header::TRANSFER_ENCODING);
     let has_cl = head.headers.contains_key(header::CONTENT_LENGTH);
     if has_te {
@@ -685,9 +815,6 @@ fn body_framing(head: &RequestHead, limits: &Limits) -> Result<Option<Decoder>, 
             }
         }
         let length = length.unwrap_or(0);
-        if length > limits.max_body_size as u64 {
-            return Err(too_large_body());
-        }
         if length == 0 {
             return Ok(None);
         }
@@ -907,6 +1034,7 @@ mod tests {
     fn summarize(parsed: Parsed) -> Option<Summary> {
         match parsed {
             Parsed::Partial => None,
+            Parsed::BodyFollows | Parsed::BodyEnd { .. } => unreachable!("announce mode is off"),
             Parsed::Complete {
                 head,
                 body,
@@ -974,6 +1102,9 @@ mod tests {
         match parse_once(input, limits) {
             Ok(Parsed::Partial) => None,
             Ok(Parsed::Complete { .. }) => Some(0),
+            Ok(Parsed::BodyFollows | Parsed::BodyEnd { .. }) => {
+                unreachable!("announce mode is off")
+            }
             Err(e) => Some(e.status().as_u16()),
         }
     }
@@ -1392,6 +1523,94 @@ mod tests {
         assert_eq!(s.body.len(), 32 * 0x10000);
         assert_eq!(s.consumed, input.len());
         assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    /// Streaming mode: the body comes out piecewise, the input can be
+    /// drained as it is decoded, and a pipelined request after it parses.
+    #[test]
+    fn streamed_bodies_come_out_piecewise_and_input_drains() {
+        for body_framing in [
+            &b"Content-Length: 11\r\n\r\nhello world"[..],
+            &b"Transfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nT: v\r\n\r\n"[..],
+        ] {
+            let mut request = b"PUT /up HTTP/1.1\r\nHost: h\r\n".to_vec();
+            request.extend_from_slice(body_framing);
+            request.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+            // Tiny limits: a streamed body is not bound by max_body_size.
+            let tiny = Limits {
+                max_body_size: 2,
+                ..limits()
+            };
+            for step in [1, 3, 7, request.len()] {
+                let mut parser = RequestParser::new(tiny);
+                parser.set_announce_bodies(true);
+                let mut buf = Vec::new();
+                let mut got = Vec::new();
+                let mut events = Vec::new();
+                for piece in request.chunks(step) {
+                    buf.extend_from_slice(piece);
+                    loop {
+                        match parser.parse(&buf).unwrap() {
+                            Parsed::Partial => {
+                                let (data, drain) = parser.take_streamed();
+                                got.extend_from_slice(&data);
+                                buf.drain(..drain);
+                                break;
+                            }
+                            Parsed::BodyFollows => {
+                                let head = parser.stream_body().unwrap();
+                                events.push(format!("stream {}", head.path));
+                            }
+                            Parsed::BodyEnd { last, consumed } => {
+                                got.extend_from_slice(&last);
+                                buf.drain(..consumed);
+                                events.push("end".to_owned());
+                            }
+                            Parsed::Complete { head, consumed, .. } => {
+                                buf.drain(..consumed);
+                                events.push(format!("request {}", head.path));
+                            }
+                        }
+                        if buf.is_empty() {
+                            break;
+                        }
+                    }
+                }
+                assert_eq!(got, b"hello world", "step {step}");
+                assert_eq!(events, ["stream /up", "end", "request /next"], "step {step}");
+                assert!(buf.is_empty(), "step {step}: {buf:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn announced_body_can_still_be_buffered_within_the_limit() {
+        let input = b"PUT /f HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc";
+        let mut parser = RequestParser::new(limits());
+        parser.set_announce_bodies(true);
+        assert!(matches!(parser.parse(input), Ok(Parsed::BodyFollows)));
+        let head = parser.stream_body().unwrap();
+        parser.restore_buffered(head).unwrap();
+        match parser.parse(input).unwrap() {
+            Parsed::Complete { body, consumed, .. } => {
+                assert_eq!(body, b"abc");
+                assert_eq!(consumed, input.len());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Over the limit: refused with 413 when choosing to buffer.
+        let tiny = Limits {
+            max_body_size: 2,
+            ..limits()
+        };
+        let mut parser = RequestParser::new(tiny);
+        parser.set_announce_bodies(true);
+        assert!(matches!(parser.parse(input), Ok(Parsed::BodyFollows)));
+        let head = parser.stream_body().unwrap();
+        assert_eq!(
+            parser.restore_buffered(head).unwrap_err().status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ use http::header::AsHeaderName;
 use http::{HeaderMap, Method, Version};
 use pistachio_transport::TlsInfo;
 
+use crate::body::BodyStream;
+
 use crate::parser::RequestHead;
 
 /// A complete HTTP request: request line, header fields and body.
@@ -15,7 +17,6 @@ use crate::parser::RequestHead;
 /// The path and query string are kept exactly as sent (percent-encoded);
 /// [`decoded_path`](Request::decoded_path) and [`query`](Request::query)
 /// decode on demand.
-#[derive(Clone)]
 pub struct Request {
     method: Method,
     target: String,
@@ -27,6 +28,26 @@ pub struct Request {
     peer_addr: SocketAddr,
     tls: Option<TlsInfo>,
     keep_alive: bool,
+    body_stream: Option<BodyStream>,
+}
+
+/// A clone carries everything but the body stream (which has one reader).
+impl Clone for Request {
+    fn clone(&self) -> Self {
+        Request {
+            method: self.method.clone(),
+            target: self.target.clone(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            version: self.version,
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            peer_addr: self.peer_addr,
+            tls: self.tls,
+            keep_alive: self.keep_alive,
+            body_stream: None,
+        }
+    }
 }
 
 impl Request {
@@ -58,7 +79,31 @@ impl Request {
             peer_addr,
             tls,
             keep_alive,
+            body_stream: None,
         }
+    }
+
+    /// Gives the head back to the parser (the body was not streamed after all).
+    pub(crate) fn into_head(self) -> RequestHead {
+        RequestHead {
+            method: self.method,
+            target: self.target,
+            path: self.path,
+            query: self.query,
+            version: self.version,
+            headers: self.headers,
+            keep_alive: self.keep_alive,
+        }
+    }
+
+    pub(crate) fn set_body_stream(&mut self, stream: BodyStream) {
+        self.body_stream = Some(stream);
+    }
+
+    /// For a request whose [`BodyMode`](crate::BodyMode) is `Streamed`, the
+    /// body as it arrives; `None` otherwise (or once taken).
+    pub fn take_body_stream(&mut self) -> Option<BodyStream> {
+        self.body_stream.take()
     }
 
     /// The request method.

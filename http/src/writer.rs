@@ -57,6 +57,8 @@ pub(crate) enum HttpMsg {
     Response(Outgoing),
     /// `ResponseWriter::timeout_after` from another thread.
     Deadline(RequestFacts, Instant),
+    /// A streamed request body's reader caught up: read again.
+    ResumeBody,
 }
 
 thread_local! {

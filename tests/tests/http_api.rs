@@ -417,3 +417,251 @@ fn timeout_after_answers_with_on_timeout_and_drops_the_late_answer() {
     let r = client.request("/after").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "next"));
 }
+
+/// Streams `/upload` bodies, buffers everything else; answers with the
+/// byte count and a checksum computed while reading.
+struct Uploads {
+    seen_errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Handler for Uploads {
+    fn body_mode(&self, req: &Request) -> pistachio_rest::http::BodyMode {
+        if req.path() == "/upload" {
+            pistachio_rest::http::BodyMode::Streamed
+        } else {
+            pistachio_rest::http::BodyMode::Buffered
+        }
+    }
+
+    fn on_request(&self, mut req: Request, resp: ResponseWriter) {
+        let Some(mut body) = req.take_body_stream() else {
+            return resp.send(StatusCode::OK, format!("buffered {}", req.body().len()));
+        };
+        let errors = Arc::clone(&self.seen_errors);
+        std::thread::spawn(move || {
+            let mut total = 0u64;
+            let mut sum = 0u64;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match body.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        total += n as u64;
+                        sum = buf[..n]
+                            .iter()
+                            .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
+                    }
+                    Err(e) => {
+                        errors.lock().unwrap().push(e.to_string());
+                        return resp.send(StatusCode::BAD_REQUEST, e.to_string());
+                    }
+                }
+            }
+            resp.send(StatusCode::OK, format!("{total} {sum}"));
+        });
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 253) as u8).collect()
+}
+
+fn checksum(data: &[u8]) -> u64 {
+    data.iter()
+        .fold(0u64, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)))
+}
+
+/// A 24 MiB upload, far over `max_request_size` (1 MiB here), streams
+/// through intact with Content-Length and chunked framing, over plain and
+/// TLS; a buffered route on the same server still gets 413 for 2 MiB.
+#[test]
+fn streamed_uploads_pass_the_size_limit_intact() {
+    init_logging();
+    let data = pattern(24 << 20);
+    let expected = format!("{} {}", data.len(), checksum(&data));
+    for tls in [false, true] {
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let mut options = Options::default()
+            .threads(2)
+            .max_request_size(1 << 20)
+            .handshake_timeout(HANDSHAKE_TIMEOUT);
+        if tls {
+            options = options.tls(pistachio_tests::server::server_tls_config());
+        }
+        let mut endpoint = Endpoint::bind("127.0.0.1:0", options).unwrap();
+        endpoint
+            .serve_threaded(Uploads {
+                seen_errors: Arc::clone(&errors),
+            })
+            .unwrap();
+        let port = endpoint.local_addr().port();
+        let mut client = pistachio_tests::client::AnyClient::connect(port, tls).unwrap();
+
+        let mut request = format!(
+            "PUT /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+            data.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&data);
+        client.write_raw(&request).unwrap();
+        let r = client.read_response().unwrap();
+        assert_eq!(
+            (r.status, r.text()),
+            (200, expected.clone()),
+            "tls={tls} length"
+        );
+
+        // Chunked, in uneven chunks, on the same connection.
+        let mut request =
+            b"PUT /upload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec();
+        for piece in data.chunks(100_003) {
+            request.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            request.extend_from_slice(piece);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        client.write_raw(&request).unwrap();
+        let r = client.read_response().unwrap();
+        assert_eq!(
+            (r.status, r.text()),
+            (200, expected.clone()),
+            "tls={tls} chunked"
+        );
+
+        // The limit still holds where the body is buffered.
+        let mut request =
+            b"PUT /buffered HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2097152\r\n\r\n"
+                .to_vec();
+        request.extend_from_slice(&data[..2 << 20]);
+        let _ = client.write_raw(&request);
+        let r = client.read_response().unwrap();
+        assert_eq!(r.status, 413, "tls={tls}");
+        assert!(
+            errors.lock().unwrap().is_empty(),
+            "{:?}",
+            errors.lock().unwrap()
+        );
+        endpoint.shutdown();
+    }
+}
+
+/// The client vanishes in the middle of a streamed body: the handler's
+/// read fails (instead of hanging), and the server serves others.
+#[test]
+fn client_vanishing_mid_upload_fails_the_read_not_the_server() {
+    init_logging();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let mut endpoint = Endpoint::bind("127.0.0.1:0", Options::default().threads(1)).unwrap();
+    endpoint
+        .serve_threaded(Uploads {
+            seen_errors: Arc::clone(&errors),
+        })
+        .unwrap();
+    let port = endpoint.local_addr().port();
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        .unwrap();
+    c.write_all(&pattern(300_000)).unwrap();
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while errors.lock().unwrap().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let seen = errors.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].contains("connection closed"), "{seen:?}");
+    let mut other = pistachio_tests::PlainClient::connect(port).unwrap();
+    assert_eq!(other.request("/x").unwrap().text(), "buffered 0");
+    endpoint.shutdown();
+}
+
+/// A handler that is slow to read its streamed body holds the client back
+/// (TCP flow control) instead of the server buffering the upload.
+#[test]
+fn slow_body_reader_holds_the_uploader_back() {
+    init_logging();
+    struct SlowReader;
+    impl Handler for SlowReader {
+        fn body_mode(&self, _: &Request) -> pistachio_rest::http::BodyMode {
+            pistachio_rest::http::BodyMode::Streamed
+        }
+        fn on_request(&self, mut req: Request, resp: ResponseWriter) {
+            let mut body = req.take_body_stream().expect("streamed");
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(1500));
+                let mut total = 0usize;
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    match body.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => total += n,
+                        Err(e) => return resp.send(StatusCode::BAD_REQUEST, e.to_string()),
+                    }
+                }
+                resp.send(StatusCode::OK, total.to_string());
+            });
+        }
+    }
+    let mut endpoint = Endpoint::bind("127.0.0.1:0", Options::default().threads(1)).unwrap();
+    endpoint.serve_threaded(SlowReader).unwrap();
+    let total = 96usize << 20;
+    let mut c = TcpStream::connect(endpoint.local_addr()).unwrap();
+    c.write_all(
+        format!("PUT /u HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let data = vec![7u8; 1 << 20];
+    c.set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut sent = 0usize;
+    let mut stalled_at = None;
+    while sent < total {
+        let want = (total - sent).min(data.len());
+        match c.write(&data[..want]) {
+            Ok(n) => sent += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                stalled_at.get_or_insert(sent);
+                c.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            }
+            Err(e) => panic!("after {sent} bytes: {e}"),
+        }
+    }
+    let stalled_at = stalled_at.expect("the upload never stalled: the server buffered it all");
+    // 1 MiB of stream backlog plus kernel socket buffers, not 96 MiB.
+    assert!(
+        stalled_at < 32 << 20,
+        "stalled only after {stalled_at} bytes"
+    );
+    let text = String::from_utf8(read_to_close_or_response(&mut c)).unwrap();
+    assert!(text.ends_with(&format!("\r\n\r\n{total}")), "{text}");
+    endpoint.shutdown();
+}
+
+/// Reads one small response (the connection stays open).
+fn read_to_close_or_response(stream: &mut TcpStream) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") || !out.ends_with(b"0") && out.len() < 200 {
+        let n = stream.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if let Some(pos) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..pos]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if out.len() >= pos + 4 + len {
+                break;
+            }
+        }
+    }
+    out
+}

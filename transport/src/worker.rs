@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -338,6 +339,16 @@ impl PeerIo {
     }
 }
 
+/// A protocol callback panicked: that connection is dropped, the worker
+/// and every other connection carry on.
+fn protocol_panicked<M: Send + 'static>(conn: &mut Conn<'_, M>) {
+    log::warn!(
+        "{}: protocol panicked; connection aborted",
+        conn.peer_addr()
+    );
+    conn.abort();
+}
+
 fn file_truncated() -> CloseReason {
     CloseReason::Socket(io::Error::new(
         io::ErrorKind::UnexpectedEof,
@@ -519,7 +530,10 @@ impl<P: Protocol> Worker<P> {
             token,
             generation: peer.generation,
         };
-        f(&mut peer.protocol, &mut conn);
+        let protocol = &mut peer.protocol;
+        if catch_unwind(AssertUnwindSafe(|| f(protocol, &mut conn))).is_err() {
+            protocol_panicked(&mut conn);
+        }
         self.after_protocol(ctx, token)
     }
 
@@ -599,7 +613,13 @@ impl<P: Protocol> Worker<P> {
                         token,
                         generation: peer.generation,
                     };
-                    peer.protocol.on_input(&mut conn, &read_buf[..n]);
+                    let protocol = &mut peer.protocol;
+                    let data = &read_buf[..n];
+                    if catch_unwind(AssertUnwindSafe(|| protocol.on_input(&mut conn, data)))
+                        .is_err()
+                    {
+                        protocol_panicked(&mut conn);
+                    }
                     if !self.after_protocol(ctx, token) {
                         return Ok(());
                     }
@@ -821,7 +841,10 @@ impl<P: Protocol> Worker<P> {
             ctx.cancel_timer(id);
         }
         sys::debug_assert_queue_empty("on_close");
-        peer.protocol.on_close(&reason);
+        let protocol = &mut peer.protocol;
+        if catch_unwind(AssertUnwindSafe(|| protocol.on_close(&reason))).is_err() {
+            log::warn!("{}: protocol panicked in on_close", peer.io.peer_addr);
+        }
     }
 }
 

@@ -1,0 +1,269 @@
+//! Streamed request bodies: [`BodyStream`], for uploads larger than memory.
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pistachio_transport::PeerHandle;
+
+use crate::writer::HttpMsg;
+
+/// How a request's body reaches the handler; chosen per request by
+/// [`Handler::body_mode`](crate::Handler::body_mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyMode {
+    /// The whole body is collected first, up to `max_request_size`
+    /// (Pistache's behaviour); [`Request::body`](crate::Request::body).
+    #[default]
+    Buffered,
+    /// The handler is called as soon as the head arrives and reads the body
+    /// as it comes, from [`Request::take_body_stream`](crate::Request::take_body_stream).
+    /// No size limit applies: memory stays bounded by flow control.
+    Streamed,
+}
+
+/// Decoded bytes a stream may hold before the connection stops reading.
+const HIGH_WATER: usize = 1024 * 1024;
+/// ...and below which it reads again.
+const LOW_WATER: usize = 256 * 1024;
+
+thread_local! {
+    /// Set on reactor worker threads: a blocking read there would stall the
+    /// very loop that feeds the stream.
+    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+pub(crate) fn mark_worker_thread() {
+    ON_WORKER.with(|w| w.set(true));
+}
+
+#[derive(Debug)]
+pub(crate) enum Piece {
+    Data(Vec<u8>),
+    End,
+    Failed(&'static str),
+}
+
+/// Byte accounting shared by the connection (producer) and the stream.
+#[derive(Debug)]
+pub(crate) struct Flow {
+    queued: AtomicUsize,
+    paused: AtomicBool,
+    peer: PeerHandle<HttpMsg>,
+}
+
+/// The connection's end of a streamed body.
+#[derive(Debug)]
+pub(crate) struct BodySender {
+    tx: Sender<Piece>,
+    flow: Arc<Flow>,
+}
+
+impl BodySender {
+    /// Queues decoded bytes. Returns `true` if the connection should pause
+    /// reading until the handler catches up (an `HttpMsg::ResumeBody`
+    /// arrives when it has).
+    pub(crate) fn send(&self, data: Vec<u8>) -> bool {
+        if data.is_empty() {
+            return false;
+        }
+        let n = data.len();
+        // Count before sending: the reader subtracts as soon as it receives.
+        let queued = self.flow.queued.fetch_add(n, Ordering::SeqCst) + n;
+        if self.tx.send(Piece::Data(data)).is_err() {
+            // The handler dropped the stream: the rest is discarded.
+            self.flow.queued.fetch_sub(n, Ordering::SeqCst);
+            return false;
+        }
+        if queued <= HIGH_WATER {
+            return false;
+        }
+        self.flow.paused.store(true, Ordering::SeqCst);
+        // The reader may have drained meanwhile: then do not pause at all.
+        if self.flow.queued.load(Ordering::SeqCst) <= LOW_WATER
+            && self.flow.paused.swap(false, Ordering::SeqCst)
+        {
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn end(&self) {
+        let _ = self.tx.send(Piece::End);
+    }
+
+    pub(crate) fn fail(&self, why: &'static str) {
+        let _ = self.tx.send(Piece::Failed(why));
+    }
+}
+
+/// A request body read as it arrives (see [`BodyMode::Streamed`]).
+///
+/// `Send`: read it from another thread. Reads block until data arrives, up
+/// to the endpoint's body timeout; a read on the connection's own worker
+/// thread that would block fails with [`io::ErrorKind::WouldBlock`] instead
+/// of stalling the event loop. Reading applies backpressure: the client is
+/// held back by TCP flow control while more than 1 MiB is unread.
+pub struct BodyStream {
+    rx: Receiver<Piece>,
+    flow: Arc<Flow>,
+    current: Vec<u8>,
+    pos: usize,
+    finished: bool,
+    timeout: Duration,
+    length: Option<u64>,
+}
+
+impl fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyStream")
+            .field("length", &self.length)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn channel(
+    peer: PeerHandle<HttpMsg>,
+    timeout: Duration,
+    length: Option<u64>,
+) -> (BodySender, BodyStream) {
+    let (tx, rx) = mpsc::channel();
+    let flow = Arc::new(Flow {
+        queued: AtomicUsize::new(0),
+        paused: AtomicBool::new(false),
+        peer,
+    });
+    (
+        BodySender {
+            tx,
+            flow: Arc::clone(&flow),
+        },
+        BodyStream {
+            rx,
+            flow,
+            current: Vec::new(),
+            pos: 0,
+            finished: false,
+            timeout,
+            length,
+        },
+    )
+}
+
+impl BodyStream {
+    /// The length the client declared (`Content-Length`), if any; `None`
+    /// for chunked bodies.
+    pub fn declared_length(&self) -> Option<u64> {
+        self.length
+    }
+
+    /// The next piece of the body as the client sent it, `Ok(None)` at its
+    /// end. Errors: the client went away or sent malformed framing
+    /// ([`io::ErrorKind::UnexpectedEof`] / [`io::ErrorKind::InvalidData`]),
+    /// nothing arrived within the body timeout ([`io::ErrorKind::TimedOut`]).
+    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.pos < self.current.len() {
+            let rest = self.current.split_off(self.pos);
+            self.current.clear();
+            self.pos = 0;
+            return Ok(Some(rest));
+        }
+        if self.finished {
+            return Ok(None);
+        }
+        let piece = match self.rx.try_recv() {
+            Ok(piece) => piece,
+            Err(TryRecvError::Disconnected) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed during the body",
+                ))
+            }
+            Err(TryRecvError::Empty) => {
+                if ON_WORKER.with(Cell::get) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "reading a body stream on its worker thread would block the event loop; \
+                         read it from another thread",
+                    ));
+                }
+                match self.rx.recv_timeout(self.timeout) {
+                    Ok(piece) => piece,
+                    Err(RecvTimeoutError::Timeout) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "request body timed out",
+                        ))
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "connection closed during the body",
+                        ))
+                    }
+                }
+            }
+        };
+        match piece {
+            Piece::Data(data) => {
+                self.consumed(data.len());
+                Ok(Some(data))
+            }
+            Piece::End => {
+                self.finished = true;
+                Ok(None)
+            }
+            Piece::Failed(why) => {
+                self.finished = true;
+                let kind = if why.starts_with("connection") {
+                    io::ErrorKind::UnexpectedEof
+                } else {
+                    io::ErrorKind::InvalidData
+                };
+                Err(io::Error::new(kind, why))
+            }
+        }
+    }
+
+    /// Tells the connection `n` bytes were taken; resumes its reading once
+    /// the backlog is low.
+    fn consumed(&self, n: usize) {
+        let left = self.flow.queued.fetch_sub(n, Ordering::SeqCst) - n;
+        if left <= LOW_WATER && self.flow.paused.swap(false, Ordering::SeqCst) {
+            let _ = self.flow.peer.post(HttpMsg::ResumeBody);
+        }
+    }
+}
+
+impl Drop for BodyStream {
+    fn drop(&mut self) {
+        // A connection paused for this stream must not stay paused: the
+        // rest of the body is now discarded as it arrives.
+        if self.flow.paused.swap(false, Ordering::SeqCst) {
+            let _ = self.flow.peer.post(HttpMsg::ResumeBody);
+        }
+    }
+}
+
+impl io::Read for BodyStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.current.len() {
+            match self.next_chunk()? {
+                Some(chunk) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
