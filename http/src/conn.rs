@@ -383,6 +383,7 @@ impl HttpConn {
             head_only: request.method() == http::Method::HEAD,
             peer_addr: self.peer_addr,
             attempt: 0,
+            max_response_size: self.settings.max_response_size,
         };
         let writer = ResponseWriter::new(target);
         enter_inline(self.id);
@@ -443,6 +444,7 @@ impl HttpConn {
                 keep_alive: facts.keep_alive,
                 peer_addr: self.peer_addr,
                 attempt: 1,
+                max_response_size: self.settings.max_response_size,
             });
             enter_inline(self.id);
             let handler = &*self.handler;

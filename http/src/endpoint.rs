@@ -23,6 +23,7 @@ pub struct Options {
     body_timeout: Duration,
     keepalive_timeout: Duration,
     close_timeout: Duration,
+    max_response_size: usize,
     limits: Limits,
     listener: ListenerOptions,
     thread_name_prefix: String,
@@ -39,6 +40,7 @@ impl Default for Options {
             body_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(60),
             close_timeout: transport.close_timeout,
+            max_response_size: usize::MAX,
             limits: Limits::default(),
             listener: ListenerOptions::default(),
             thread_name_prefix: transport.thread_name_prefix,
@@ -99,6 +101,15 @@ impl Options {
         self
     }
 
+    /// Largest response body a handler may send (Pistache's
+    /// `maxResponseSize`); a larger one is replaced by `500`, a stream that
+    /// grows past it is cut off. Files sent with `serve_file` are exempt.
+    /// Default: no limit.
+    pub fn max_response_size(mut self, bytes: usize) -> Self {
+        self.max_response_size = bytes;
+        self
+    }
+
     /// Largest request head (request line + headers); larger gets `431`
     /// (default 16 KiB).
     pub fn max_header_size(mut self, bytes: usize) -> Self {
@@ -132,6 +143,7 @@ pub(crate) struct Settings {
     pub(crate) header_timeout: Duration,
     pub(crate) body_timeout: Duration,
     pub(crate) keepalive_timeout: Duration,
+    pub(crate) max_response_size: usize,
 }
 
 #[derive(Debug, Default)]
@@ -220,6 +232,7 @@ impl Endpoint {
             limits: self.options.limits,
             header_timeout: self.options.header_timeout,
             body_timeout: self.options.body_timeout,
+            max_response_size: self.options.max_response_size,
             keepalive_timeout: self.options.keepalive_timeout,
         });
         let config = ServerConfig {

@@ -106,6 +106,7 @@ pub(crate) struct Target {
     pub(crate) head_only: bool,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) attempt: u8,
+    pub(crate) max_response_size: usize,
 }
 
 impl Target {
@@ -355,6 +356,7 @@ impl ResponseWriter {
             buf,
             chunked,
             no_body,
+            written: 0,
         }
     }
 }
@@ -379,6 +381,26 @@ impl Drop for ResponseWriter {
 }
 
 fn send_whole(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[u8]) {
+    if body.len() > target.max_response_size {
+        log::warn!(
+            "{}: response of {} bytes exceeds max_response_size ({}): 500",
+            target.peer_addr,
+            body.len(),
+            target.max_response_size
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        return send_whole_unchecked(
+            target,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &headers,
+            b"Response Too Large",
+        );
+    }
+    send_whole_unchecked(target, status, headers, body)
+}
+
+fn send_whole_unchecked(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[u8]) {
     let send_body = !target.head_only && status_allows_body(status);
     let mut bytes = Vec::with_capacity(128 + headers.len() * 32 + body.len());
     write_head(
@@ -413,6 +435,8 @@ pub struct ResponseStream {
     chunked: bool,
     keep_alive: bool,
     no_body: bool,
+    /// Body bytes written so far (for `max_response_size`).
+    written: usize,
 }
 
 impl fmt::Debug for ResponseStream {
@@ -430,7 +454,24 @@ impl ResponseStream {
     /// writes are ignored (an empty chunk would end the body).
     pub fn write(&mut self, data: impl AsRef<[u8]>) {
         let data = data.as_ref();
-        if data.is_empty() || self.no_body {
+        if data.is_empty() || self.no_body || self.target.is_none() {
+            return;
+        }
+        self.written = self.written.saturating_add(data.len());
+        let limit = self
+            .target
+            .as_ref()
+            .map_or(usize::MAX, |t| t.max_response_size);
+        if self.written > limit {
+            // Cut off: the client sees an incomplete response, not a
+            // truncated one passing for complete.
+            if let Some(target) = self.target.take() {
+                log::warn!(
+                    "{}: streamed response exceeds max_response_size ({limit}): cut off",
+                    target.peer_addr
+                );
+                target.deliver(std::mem::take(&mut self.buf), true, false);
+            }
             return;
         }
         if self.chunked {

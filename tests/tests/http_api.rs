@@ -665,3 +665,36 @@ fn read_to_close_or_response(stream: &mut TcpStream) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn max_response_size_turns_big_answers_into_500_and_cuts_streams() {
+    init_logging();
+    let options = Options::default().threads(1).max_response_size(10);
+    let server =
+        TestServer::start_with(
+            1,
+            false,
+            options,
+            |req: Request, resp: ResponseWriter| match req.path() {
+                "/ten" => resp.send(StatusCode::OK, "0123456789"),
+                "/eleven" => resp.send(StatusCode::OK, "0123456789A"),
+                _ => {
+                    let mut stream = resp.stream(StatusCode::OK);
+                    for _ in 0..3 {
+                        stream.write("12345");
+                        stream.flush();
+                    }
+                    stream.end();
+                }
+            },
+        );
+    let mut client = pistachio_tests::PlainClient::connect(server.port()).unwrap();
+    assert_eq!(client.request("/ten").unwrap().text(), "0123456789");
+    let r = client.request("/eleven").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (500, "Response Too Large"));
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let text = String::from_utf8(read_to_close(&mut c)).unwrap();
+    assert!(text.ends_with("5\r\n12345\r\n5\r\n12345\r\n"), "{text:?}");
+}
