@@ -30,6 +30,9 @@ where
 }
 
 /// What a middleware decided.
+// `Continue` is the common case and carries the response by value: boxing
+// it would cost an allocation per middleware per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Flow {
     /// Go on to the next middleware, then the handler, with this response.
