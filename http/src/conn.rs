@@ -112,6 +112,8 @@ pub(crate) struct HttpConn {
     /// Requests `Handler::on_timeout` answered.
     timed_out: HashSet<u64>,
     tls: Option<TlsInfo>,
+    /// Subject of the verified client certificate, shared by its requests.
+    client_subject: Option<Arc<str>>,
 }
 
 impl HttpConn {
@@ -150,6 +152,7 @@ impl HttpConn {
             armed_deadline: None,
             timed_out: HashSet::new(),
             tls: None,
+            client_subject: None,
         }
     }
 
@@ -176,7 +179,8 @@ impl HttpConn {
                 }) => {
                     self.inbuf.drain(..consumed);
                     self.continue_sent = false;
-                    let request = Request::from_parts(head, body, self.peer_addr, self.tls);
+                    let mut request = Request::from_parts(head, body, self.peer_addr, self.tls);
+                    request.set_client_subject(self.client_subject.clone());
                     if !request.keep_alive() {
                         self.stop_parsing = true;
                     }
@@ -246,6 +250,7 @@ impl HttpConn {
             return;
         };
         let mut request = Request::from_parts(head, Vec::new(), self.peer_addr, self.tls);
+        request.set_client_subject(self.client_subject.clone());
         let handler = &*self.handler;
         let mode = catch_unwind(AssertUnwindSafe(|| handler.body_mode(&request)))
             .unwrap_or(BodyMode::Buffered);
@@ -560,6 +565,7 @@ impl Protocol for HttpConn {
             worker: conn.worker(),
         };
         self.tls = info.tls;
+        self.client_subject = conn.tls_peer_subject().map(Arc::from);
         self.connected = true;
         if catch_unwind(AssertUnwindSafe(|| self.handler.on_connection(&info))).is_err() {
             log::warn!("{}: on_connection panicked", self.peer_addr);

@@ -9,6 +9,7 @@ use http::{HeaderMap, Method, Version};
 use pistachio_transport::TlsInfo;
 
 use crate::body::BodyStream;
+use std::sync::Arc;
 
 use crate::parser::RequestHead;
 
@@ -29,6 +30,7 @@ pub struct Request {
     tls: Option<TlsInfo>,
     keep_alive: bool,
     body_stream: Option<BodyStream>,
+    client_subject: Option<Arc<str>>,
 }
 
 /// A clone carries everything but the body stream (which has one reader).
@@ -46,6 +48,7 @@ impl Clone for Request {
             tls: self.tls,
             keep_alive: self.keep_alive,
             body_stream: None,
+            client_subject: self.client_subject.clone(),
         }
     }
 }
@@ -80,7 +83,19 @@ impl Request {
             tls,
             keep_alive,
             body_stream: None,
+            client_subject: None,
         }
+    }
+
+    pub(crate) fn set_client_subject(&mut self, subject: Option<Arc<str>>) {
+        self.client_subject = subject;
+    }
+
+    /// The subject of the client's certificate (`CN=…, O=…`), for TLS
+    /// connections whose configuration requests client certificates and
+    /// whose client presented one (verified by then).
+    pub fn client_subject(&self) -> Option<&str> {
+        self.client_subject.as_deref()
     }
 
     /// Gives the head back to the parser (the body was not streamed after all).

@@ -698,3 +698,60 @@ fn max_response_size_turns_big_answers_into_500_and_cuts_streams() {
     let text = String::from_utf8(read_to_close(&mut c)).unwrap();
     assert!(text.ends_with("5\r\n12345\r\n5\r\n12345\r\n"), "{text:?}");
 }
+
+/// A caller-built TLS context that requires client certificates: the
+/// verified subject reaches `Request::client_subject`; a client without a
+/// certificate gets no answer.
+#[test]
+fn verified_client_certificate_subject_reaches_the_request() {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslMode, SslVerifyMode};
+    use pistachio_tests::certs;
+    init_logging();
+    let mut ctx = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+    ctx.set_certificate_chain_file(certs::server_chain_pem())
+        .unwrap();
+    ctx.set_private_key_file(certs::server_key(), SslFiletype::PEM)
+        .unwrap();
+    ctx.set_ca_file(certs::ca_pem()).unwrap();
+    ctx.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    ctx.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
+    let tls = pistachio_rest::TlsConfig::from_context(ctx.build().into_context());
+    let options = Options::default()
+        .threads(1)
+        .handshake_timeout(HANDSHAKE_TIMEOUT)
+        .tls(tls);
+    let server = TestServer::start_with(1, true, options, |req: Request, resp: ResponseWriter| {
+        let subject = req.client_subject().unwrap_or("none").to_owned();
+        resp.send(StatusCode::OK, subject);
+    });
+
+    let mut with_cert = pistachio_tests::client::tls_connector_builder().unwrap();
+    with_cert
+        .set_certificate_file(certs::client_pem(), SslFiletype::PEM)
+        .unwrap();
+    with_cert
+        .set_private_key_file(certs::client_key(), SslFiletype::PEM)
+        .unwrap();
+    let mut client =
+        TlsClient::connect_with(server.port(), &with_cert.build(), "localhost").unwrap();
+    let r = client.request("/").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().contains("CN=pistachio-test-client"),
+        "{}",
+        r.text()
+    );
+
+    // No certificate: the server refuses during the handshake (with TLS 1.3
+    // the client may only notice on its first read).
+    let without = pistachio_tests::client::tls_connector().unwrap();
+    let refused = TlsClient::connect_with(server.port(), &without, "localhost")
+        .and_then(|mut c| c.request("/"));
+    assert!(
+        refused.is_err(),
+        "a client without a certificate was served"
+    );
+    // The server is unharmed.
+    let r = client.request("/again").unwrap();
+    assert!(r.text().contains("CN=pistachio-test-client"));
+}

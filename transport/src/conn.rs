@@ -218,6 +218,12 @@ impl<M: Send + 'static> Conn<'_, M> {
         self.io.tls_info()
     }
 
+    /// The subject of the client's certificate (`CN=…, O=…`), when the TLS
+    /// configuration asked for one and the client presented it.
+    pub fn tls_peer_subject(&self) -> Option<String> {
+        self.io.tls_peer_subject()
+    }
+
     /// A handle through which any thread can post to this connection.
     pub fn handle(&self) -> PeerHandle<M> {
         PeerHandle {

@@ -272,6 +272,30 @@ impl Ssl {
         outcome
     }
 
+    /// The subject of the certificate the client presented, if any, as
+    /// `CN=name, O=org` (`SSL_get1_peer_certificate`). With client
+    /// verification on, only a verified certificate gets this far.
+    pub(crate) fn peer_subject(&self) -> Option<String> {
+        // SAFETY: ptr is a valid SSL* owned by self and used only on this
+        // thread; the SslRef borrow does not outlive `self`.
+        let ssl = unsafe { openssl::ssl::SslRef::from_ptr(self.ptr.as_ptr()) };
+        let cert = ssl.peer_certificate()?;
+        let parts: Vec<String> = cert
+            .subject_name()
+            .entries()
+            .map(|e| {
+                let key = e.object().nid().short_name().unwrap_or("?");
+                // On failure the ErrorStack has drained the queue already.
+                let value = e.data().to_string().unwrap_or_else(|_| "?".to_owned());
+                format!("{key}={value}")
+            })
+            .collect();
+        if !error_queue_is_empty() {
+            drain_queue("peer_subject");
+        }
+        Some(parts.join(", "))
+    }
+
     /// The negotiated protocol, e.g. `TLSv1.3` (`SSL_get_version`).
     pub(crate) fn version(&self) -> &'static str {
         // SAFETY: ptr is valid; SSL_get_version returns a static string.

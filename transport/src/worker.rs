@@ -195,6 +195,10 @@ impl PeerIo {
         self.out.push_back(Segment::Bytes(data));
     }
 
+    pub(crate) fn tls_peer_subject(&self) -> Option<String> {
+        self.tls.as_ref()?.ssl.peer_subject()
+    }
+
     pub(crate) fn tls_info(&self) -> Option<TlsInfo> {
         let tls = self.tls.as_ref()?;
         Some(TlsInfo {
