@@ -161,7 +161,26 @@ impl HttpConn {
     }
 
     /// Parses and dispatches every complete request in `inbuf`.
+    /// Parses and dispatches what is buffered, sends what is ready, and
+    /// repeats while that makes progress: answers given inline free the
+    /// pipeline for requests still buffered, and may let a pending
+    /// `100 Continue` go out.
     fn process(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        loop {
+            let before = (self.next_seq, self.next_out, self.inbuf.len());
+            self.parse_buffered(conn);
+            self.emit(conn);
+            if self.streaming.is_none() && !self.stop_parsing {
+                self.maybe_send_continue(conn);
+            }
+            let after = (self.next_seq, self.next_out, self.inbuf.len());
+            if after == before || conn.is_closing() {
+                return;
+            }
+        }
+    }
+
+    fn parse_buffered(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         while !self.stop_parsing && !self.inbuf.is_empty() && self.outstanding() < MAX_IN_FLIGHT {
             match self.parser.parse(&self.inbuf) {
                 Ok(Parsed::Partial) => {
@@ -241,7 +260,6 @@ impl HttpConn {
                 }
             }
         }
-        self.emit(conn);
     }
 
     /// A head with a body arrived: ask the handler whether to stream it.

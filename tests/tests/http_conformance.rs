@@ -1,0 +1,1465 @@
+//! HTTP/1.1 conformance over real loopback sockets, mirroring Pistache's
+//! `http_server_test`, `request_size_test`, `http_parsing_test` and
+//! `streaming_test` where the other test files do not already cover them:
+//!
+//! * many concurrent clients (keep-alive and one connection per request) on
+//!   3 and 6 workers, plaintext and TLS, each answer carrying its request's
+//!   number so cross-talk would show;
+//! * request size limits at their exact boundaries (body, head, field
+//!   count, request line), including `Expect: 100-continue` with a body that
+//!   is too large;
+//! * a request split in two writes at every byte boundary;
+//! * chunked request bodies with extensions and trailers, decoded exactly;
+//! * HTTP/1.0 rules (no chunked, no `100 Continue`, keep-alive only when
+//!   asked), `HEAD`, `Date` and message framing on every kind of response;
+//! * a client leaving in the middle of a streamed response;
+//! * every error the parser answers closes the connection.
+//!
+//! Every response read here is checked for a valid `Date` header and for
+//! never carrying both `Content-Length` and `Transfer-Encoding`. Every
+//! blocking read has a timeout, so a broken server fails a test instead of
+//! hanging it.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use openssl::ssl::SslStream;
+use pistachio_http::{Options, Request, ResponseWriter, StatusCode};
+use pistachio_tests::client::{connect_tcp, set_reset_on_close, tls_connector};
+use pistachio_tests::server::{server_tls_config, HANDSHAKE_TIMEOUT};
+use pistachio_tests::{init_logging, TestServer};
+
+// ---------------------------------------------------------------------------
+// A raw client
+// ---------------------------------------------------------------------------
+
+/// A plaintext or TLS connection to the test server.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<SslStream<TcpStream>>),
+}
+
+impl Stream {
+    fn connect(port: u16, tls: bool) -> io::Result<Stream> {
+        let tcp = connect_tcp(port)?;
+        if tls {
+            let ssl = tls_connector()?
+                .connect("localhost", tcp)
+                .map_err(|e| io::Error::other(format!("TLS handshake: {e}")))?;
+            Ok(Stream::Tls(Box::new(ssl)))
+        } else {
+            Ok(Stream::Plain(tcp))
+        }
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(ssl) => ssl.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// How a response body was delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body by definition (HEAD, 1xx, 204, 304).
+    None,
+    Length,
+    Chunked,
+    /// Neither: the body ends when the server closes.
+    Close,
+}
+
+/// One response as read off the wire.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    /// The raw head, for failure messages.
+    head: String,
+    headers: Vec<(String, String)>,
+    /// The body, chunked coding removed.
+    body: Vec<u8>,
+    framing: Framing,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn connection(&self) -> Option<String> {
+        self.header("connection").map(str::to_ascii_lowercase)
+    }
+}
+
+/// A raw HTTP/1.x connection: writes exactly what it is given, reads
+/// responses of every framing.
+struct Conn {
+    stream: Stream,
+    /// Bytes read past the end of the last response.
+    buf: Vec<u8>,
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Whether a `Date` value looks like an IMF-fixdate:
+/// `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn is_imf_fixdate(value: &str) -> bool {
+    let b = value.as_bytes();
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    b.len() == 29
+        && DAYS.contains(&&value[..3])
+        && &value[3..5] == ", "
+        && value.ends_with(" GMT")
+        && b[7] == b' '
+        && b[11] == b' '
+        && b[16] == b' '
+        && b[19] == b':'
+        && b[22] == b':'
+        && [5, 6, 12, 13, 14, 15, 17, 18, 20, 21, 23, 24]
+            .iter()
+            .all(|&i| b[i].is_ascii_digit())
+}
+
+impl Conn {
+    fn connect(port: u16, tls: bool) -> Conn {
+        let stream = Stream::connect(port, tls)
+            .unwrap_or_else(|e| panic!("connecting to port {port} (tls={tls}): {e}"));
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
+    }
+
+    /// One read into `buf`; `Ok(0)` at end of stream.
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 32 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads until `buf` holds at least `n` bytes.
+    fn fill_to(&mut self, n: usize) -> io::Result<()> {
+        while self.buf.len() < n {
+            if self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("closed with {} of {n} bytes", self.buf.len()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a status line and header section, and checks what every
+    /// response must satisfy: a valid `Date` on final responses, never both
+    /// `Content-Length` and `Transfer-Encoding`, at most one
+    /// `Content-Length`.
+    fn read_head(&mut self) -> io::Result<Resp> {
+        let end = loop {
+            if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
+                break pos + 4;
+            }
+            if self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "closed before a complete response head; got {:?}",
+                        String::from_utf8_lossy(&self.buf)
+                    ),
+                ));
+            }
+        };
+        let head = String::from_utf8(self.buf.drain(..end).collect())
+            .map_err(|_| invalid("response head is not UTF-8".into()))?;
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse::<u16>().ok())
+            .ok_or_else(|| invalid(format!("bad status line {status_line:?}")))?;
+        let mut headers = Vec::new();
+        for line in lines.filter(|l| !l.is_empty()) {
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| invalid(format!("bad header line {line:?} in {head:?}")))?;
+            headers.push((name.to_owned(), value.trim().to_owned()));
+        }
+        let resp = Resp {
+            status,
+            head,
+            headers,
+            body: Vec::new(),
+            framing: Framing::None,
+        };
+        let count = |name: &str| {
+            resp.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .count()
+        };
+        if status >= 200 {
+            match resp.header("date") {
+                Some(date) if is_imf_fixdate(date) && count("date") == 1 => {}
+                _ => return Err(invalid(format!("no valid Date in {:?}", resp.head))),
+            }
+        }
+        if count("content-length") > 0 && count("transfer-encoding") > 0 {
+            return Err(invalid(format!(
+                "both Content-Length and Transfer-Encoding in {:?}",
+                resp.head
+            )));
+        }
+        if count("content-length") > 1 {
+            return Err(invalid(format!(
+                "several Content-Length in {:?}",
+                resp.head
+            )));
+        }
+        Ok(resp)
+    }
+
+    /// Reads one final response (skipping nothing: a 1xx is returned as
+    /// is). `head_request`: the request was `HEAD`, so no body follows.
+    fn read_response_to(&mut self, head_request: bool) -> io::Result<Resp> {
+        let mut resp = self.read_head()?;
+        let status = resp.status;
+        if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+            return Ok(resp);
+        }
+        let te = resp.header("transfer-encoding").map(str::to_owned);
+        let cl = resp.header("content-length").map(str::to_owned);
+        if let Some(te) = te {
+            if !te.eq_ignore_ascii_case("chunked") {
+                return Err(invalid(format!("unexpected Transfer-Encoding {te:?}")));
+            }
+            resp.framing = Framing::Chunked;
+            resp.body = self.read_chunked()?;
+        } else if let Some(cl) = cl {
+            let len: usize = cl
+                .parse()
+                .map_err(|_| invalid(format!("bad Content-Length {cl:?}")))?;
+            self.fill_to(len)?;
+            resp.framing = Framing::Length;
+            resp.body = self.buf.drain(..len).collect();
+        } else {
+            resp.framing = Framing::Close;
+            resp.body = self.read_to_close(Duration::from_secs(5)).map_err(|got| {
+                invalid(format!(
+                    "close-delimited body not closed in time after {} bytes",
+                    got.len()
+                ))
+            })?;
+        }
+        Ok(resp)
+    }
+
+    fn read_response(&mut self) -> io::Result<Resp> {
+        self.read_response_to(false)
+    }
+
+    /// Decodes a chunked body (strict CRLFs), skipping trailers.
+    fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.read_line()?;
+            let size_text = line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size_text, 16)
+                .map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
+            if size == 0 {
+                while !self.read_line()?.is_empty() {}
+                return Ok(body);
+            }
+            self.fill_to(size + 2)?;
+            body.extend(self.buf.drain(..size));
+            if self.buf.drain(..2).as_slice() != b"\r\n" {
+                return Err(invalid("chunk data not followed by CRLF".into()));
+            }
+        }
+    }
+
+    fn read_line(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(pos) = find(&self.buf, b"\r\n") {
+                let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                return Ok(String::from_utf8_lossy(&line[..pos]).into_owned());
+            }
+            if self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed inside a chunked body",
+                ));
+            }
+        }
+    }
+
+    /// Reads until the server closes (EOF, reset, or the end of a TLS
+    /// session). `Ok(bytes)` with everything after the last response if it
+    /// closed within `timeout`, `Err(bytes)` if it was still open.
+    fn read_to_close(&mut self, timeout: Duration) -> Result<Vec<u8>, Vec<u8>> {
+        let _ = self.stream.tcp().set_read_timeout(Some(timeout));
+        let deadline = Instant::now() + timeout;
+        let result = loop {
+            if Instant::now() > deadline {
+                break Err(());
+            }
+            match self.fill() {
+                Ok(0) => break Ok(()),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break Err(())
+                }
+                // Reset, or TLS ended without close_notify: closed too.
+                Err(_) => break Ok(()),
+            }
+        };
+        let _ = self
+            .stream
+            .tcp()
+            .set_read_timeout(Some(pistachio_tests::IO_TIMEOUT));
+        let bytes = std::mem::take(&mut self.buf);
+        result.map(|()| bytes.clone()).map_err(|()| bytes)
+    }
+
+    /// Asserts the server closes the connection, with nothing more sent.
+    #[track_caller]
+    fn assert_closed(&mut self, what: &str) {
+        match self.read_to_close(Duration::from_secs(3)) {
+            Ok(extra) => assert!(
+                extra.is_empty(),
+                "{what}: bytes after the last response: {:?}",
+                String::from_utf8_lossy(&extra)
+            ),
+            Err(extra) => panic!(
+                "{what}: connection still open 3 s after the response (read {:?})",
+                String::from_utf8_lossy(&extra)
+            ),
+        }
+    }
+
+    /// Asserts nothing arrives within `wait` (the connection stays open and
+    /// silent).
+    #[track_caller]
+    fn assert_silent(&mut self, wait: Duration, what: &str) {
+        let _ = self.stream.tcp().set_read_timeout(Some(wait));
+        let got = self.fill();
+        let _ = self
+            .stream
+            .tcp()
+            .set_read_timeout(Some(pistachio_tests::IO_TIMEOUT));
+        match got {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            other => panic!(
+                "{what}: expected silence, got {other:?} and {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The server under test
+// ---------------------------------------------------------------------------
+
+/// Options with `threads` workers, a short handshake timeout, and TLS when
+/// `tls`.
+fn options(threads: usize, tls: bool) -> Options {
+    let options = Options::default()
+        .threads(threads)
+        .handshake_timeout(HANDSHAKE_TIMEOUT);
+    if tls {
+        options.tls(server_tls_config())
+    } else {
+        options
+    }
+}
+
+/// The body `/send-body` answers with.
+const SEND_BODY: &str = "0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// The pieces `/stream` writes.
+const STREAM_PIECES: [&str; 3] = ["one,", "two,", "three"];
+
+/// Routes of the conformance handler.
+fn app(req: Request, resp: ResponseWriter) {
+    let path = req.path().to_owned();
+    match path.as_str() {
+        "/echo" => resp.send(StatusCode::OK, req.body()),
+        "/len" => resp.send(StatusCode::OK, req.body().len().to_string()),
+        "/send-body" => {
+            let mut resp = resp;
+            resp.set_mime("text/plain");
+            resp.send(StatusCode::OK, SEND_BODY);
+        }
+        "/stream" => {
+            thread::spawn(move || {
+                let mut stream = resp.stream(StatusCode::OK);
+                for piece in STREAM_PIECES {
+                    stream.write(piece);
+                    stream.flush();
+                    thread::sleep(Duration::from_millis(2));
+                }
+                stream.end();
+            });
+        }
+        "/no-content" => resp.send(StatusCode::NO_CONTENT, "not sent"),
+        "/not-modified" => resp.send(StatusCode::NOT_MODIFIED, ""),
+        "/missing" => resp.send(StatusCode::NOT_FOUND, "Not Found"),
+        "/drop" => drop(resp),
+        "/slow" => {
+            // on_timeout (default: 408) answers in its place.
+            let mut resp = resp;
+            resp.timeout_after(Duration::from_millis(100));
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(400));
+                resp.send(StatusCode::OK, "late");
+            });
+        }
+        p if p.starts_with("/async/") => {
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(1));
+                resp.send(StatusCode::OK, path);
+            });
+        }
+        _ => resp.send(StatusCode::OK, path),
+    }
+}
+
+fn start(threads: usize, tls: bool) -> TestServer {
+    TestServer::start_with(threads, tls, options(threads, tls), app)
+}
+
+fn kind(tls: bool) -> &'static str {
+    if tls {
+        "TLS"
+    } else {
+        "plain"
+    }
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
+}
+
+// ---------------------------------------------------------------------------
+// Many clients (http_server_test: multiple clients, 3 and 6 workers)
+// ---------------------------------------------------------------------------
+
+const CLIENTS: usize = 64;
+const KEEP_ALIVE_REQUESTS: usize = 20;
+const FRESH_CONNECTIONS: usize = 4;
+
+/// 64 concurrent clients, each sending 20 requests on one keep-alive
+/// connection (a quarter of them answered from another thread), then 4
+/// requests on a new connection each with `Connection: close`. Every
+/// response must carry the path of its own request.
+fn many_clients(threads: usize, tls: bool) {
+    let server = start(threads, tls);
+    let port = server.port();
+    let started = Instant::now();
+    let clients: Vec<JoinHandle<Result<(), String>>> = (0..CLIENTS)
+        .map(|c| {
+            thread::spawn(move || {
+                let mut conn = Stream::connect(port, tls)
+                    .map(|stream| Conn {
+                        stream,
+                        buf: Vec::new(),
+                    })
+                    .map_err(|e| format!("client {c}: connect: {e}"))?;
+                for r in 0..KEEP_ALIVE_REQUESTS {
+                    let path = if r % 4 == 3 {
+                        format!("/async/c{c}/r{r}")
+                    } else {
+                        format!("/c{c}/r{r}")
+                    };
+                    conn.send(&get(&path))
+                        .map_err(|e| format!("{path}: send: {e}"))?;
+                    let resp = conn
+                        .read_response()
+                        .map_err(|e| format!("{path}: read: {e}"))?;
+                    if resp.status != 200 || resp.body != path.as_bytes() {
+                        return Err(format!("{path}: got {} {:?}", resp.status, resp.text()));
+                    }
+                }
+                for r in 0..FRESH_CONNECTIONS {
+                    let path = format!("/fresh/c{c}/r{r}");
+                    let mut conn = Stream::connect(port, tls)
+                        .map(|stream| Conn {
+                            stream,
+                            buf: Vec::new(),
+                        })
+                        .map_err(|e| format!("{path}: connect: {e}"))?;
+                    conn.send(
+                        format!(
+                            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .map_err(|e| format!("{path}: send: {e}"))?;
+                    let resp = conn
+                        .read_response()
+                        .map_err(|e| format!("{path}: read: {e}"))?;
+                    if resp.status != 200 || resp.body != path.as_bytes() {
+                        return Err(format!("{path}: got {} {:?}", resp.status, resp.text()));
+                    }
+                    if conn.read_to_close(Duration::from_secs(3)).is_err() {
+                        return Err(format!("{path}: not closed after Connection: close"));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let failures: Vec<String> = clients
+        .into_iter()
+        .filter_map(|h| match h.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some("client thread panicked".to_owned()),
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} workers, {}: {} of {CLIENTS} clients failed (after {:?}): {:#?}",
+        threads,
+        kind(tls),
+        failures.len(),
+        started.elapsed(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+#[test]
+fn many_clients_on_3_workers_plain_and_tls() {
+    init_logging();
+    many_clients(3, false);
+    many_clients(3, true);
+}
+
+#[test]
+fn many_clients_on_6_workers_plain_and_tls() {
+    init_logging();
+    many_clients(6, false);
+    many_clients(6, true);
+}
+
+// ---------------------------------------------------------------------------
+// Request size limits (request_size_test)
+// ---------------------------------------------------------------------------
+
+const MAX_BODY: usize = 1000;
+const MAX_HEAD: usize = 1024;
+const MAX_FIELDS: usize = 10;
+
+fn limited_server(tls: bool) -> TestServer {
+    let options = options(1, tls)
+        .max_request_size(MAX_BODY)
+        .max_header_size(MAX_HEAD)
+        .max_headers(MAX_FIELDS);
+    TestServer::start_with(1, tls, options, app)
+}
+
+/// A chunked request to `/len` whose chunks have these sizes.
+fn chunked_len_request(sizes: &[usize]) -> Vec<u8> {
+    let mut req =
+        b"POST /len HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for &size in sizes {
+        req.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        req.extend_from_slice(&vec![b'b'; size]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    req
+}
+
+/// A `GET /len` head of exactly `size` bytes (padded with one field).
+fn head_of_size(size: usize) -> Vec<u8> {
+    let base = "GET /len HTTP/1.1\r\nHost: localhost\r\nX-Pad: \r\n\r\n".len();
+    format!(
+        "GET /len HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(size - base)
+    )
+    .into_bytes()
+}
+
+/// A `GET /len` with `n` header fields in all (Host included).
+fn request_with_fields(n: usize) -> Vec<u8> {
+    let mut req = "GET /len HTTP/1.1\r\nHost: localhost\r\n".to_owned();
+    for i in 1..n {
+        req.push_str(&format!("X-F{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    req.into_bytes()
+}
+
+/// Sends `request` on a fresh connection and expects `status`, then: for
+/// 200, that the connection stays usable; otherwise that it is closed after
+/// the response (with `Connection: close`).
+fn expect_status(port: u16, tls: bool, request: &[u8], status: u16, what: &str) -> Resp {
+    let what = format!("{}: {what}", kind(tls));
+    let mut conn = Conn::connect(port, tls);
+    conn.send(request)
+        .unwrap_or_else(|e| panic!("{what}: send: {e}"));
+    let resp = conn
+        .read_response()
+        .unwrap_or_else(|e| panic!("{what}: read: {e}"));
+    assert_eq!(
+        resp.status,
+        status,
+        "{what}: {:?} {:?}",
+        resp.head,
+        resp.text()
+    );
+    if status == 200 {
+        conn.send(&get("/after")).unwrap();
+        let next = conn
+            .read_response()
+            .unwrap_or_else(|e| panic!("{what}: next request: {e}"));
+        assert_eq!(next.text(), "/after", "{what}");
+    } else {
+        assert_eq!(resp.connection().as_deref(), Some("close"), "{what}");
+        conn.assert_closed(&what);
+    }
+    resp
+}
+
+#[test]
+fn body_at_the_limit_is_accepted_one_byte_over_is_413_and_close() {
+    init_logging();
+    for tls in [false, true] {
+        let server = limited_server(tls);
+        let port = server.port();
+        let with_length = |len: usize| {
+            let mut req =
+                format!("POST /len HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len}\r\n\r\n")
+                    .into_bytes();
+            req.extend_from_slice(&vec![b'a'; len]);
+            req
+        };
+        let resp = expect_status(
+            port,
+            tls,
+            &with_length(MAX_BODY),
+            200,
+            "Content-Length at the limit",
+        );
+        assert_eq!(resp.text(), MAX_BODY.to_string());
+        expect_status(
+            port,
+            tls,
+            &with_length(MAX_BODY + 1),
+            413,
+            "Content-Length one over",
+        );
+
+        let resp = expect_status(
+            port,
+            tls,
+            &chunked_len_request(&[600, 400]),
+            200,
+            "chunked at the limit",
+        );
+        assert_eq!(resp.text(), MAX_BODY.to_string());
+        let resp = expect_status(
+            port,
+            tls,
+            &chunked_len_request(&[1; MAX_BODY]),
+            200,
+            "1000 one-byte chunks",
+        );
+        assert_eq!(resp.text(), MAX_BODY.to_string());
+        expect_status(
+            port,
+            tls,
+            &chunked_len_request(&[600, 401]),
+            413,
+            "chunked one over",
+        );
+        expect_status(
+            port,
+            tls,
+            &chunked_len_request(&[MAX_BODY + 1]),
+            413,
+            "one chunk one over",
+        );
+    }
+}
+
+#[test]
+fn head_limits_are_431_and_414_at_their_boundaries() {
+    init_logging();
+    for tls in [false, true] {
+        let server = limited_server(tls);
+        let port = server.port();
+        expect_status(port, tls, &head_of_size(MAX_HEAD), 200, "head at the limit");
+        expect_status(
+            port,
+            tls,
+            &head_of_size(MAX_HEAD + 1),
+            431,
+            "head one byte over",
+        );
+        // A much larger head, sent whole.
+        expect_status(port, tls, &head_of_size(8 * MAX_HEAD), 431, "head 8x over");
+        expect_status(
+            port,
+            tls,
+            &request_with_fields(MAX_FIELDS),
+            200,
+            "fields at the limit",
+        );
+        expect_status(
+            port,
+            tls,
+            &request_with_fields(MAX_FIELDS + 1),
+            431,
+            "one field too many",
+        );
+        let long_line = get(&format!("/{}", "u".repeat(2 * MAX_HEAD)));
+        expect_status(
+            port,
+            tls,
+            &long_line,
+            414,
+            "request line over the head limit",
+        );
+        // The request line alone, never terminated.
+        let unterminated = format!("GET /{}", "u".repeat(MAX_HEAD + 10));
+        expect_status(
+            port,
+            tls,
+            unterminated.as_bytes(),
+            414,
+            "unterminated long request line",
+        );
+    }
+}
+
+/// `Expect: 100-continue` with a `Content-Length` over the limit: the
+/// server refuses with 413 at once and never invites the body.
+#[test]
+fn expect_100_continue_with_a_too_large_body_gets_413_without_100() {
+    init_logging();
+    for tls in [false, true] {
+        let what = kind(tls);
+        let server = limited_server(tls);
+        let mut conn = Conn::connect(server.port(), tls);
+        conn.send(
+            format!(
+                "POST /len HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n\
+                 Content-Length: {}\r\n\r\n",
+                MAX_BODY + 1
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let resp = conn.read_head().unwrap();
+        assert_eq!(resp.status, 413, "{what}: {:?}", resp.head);
+        let rest = conn
+            .read_to_close(Duration::from_secs(3))
+            .unwrap_or_else(|b| panic!("{what}: still open after 413 ({b:?})"));
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(!rest.contains("100 Continue"), "{what}: {rest:?}");
+
+        // Within the limit, the same request is invited and answered.
+        let mut conn = Conn::connect(server.port(), tls);
+        conn.send(
+            format!(
+                "POST /len HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n\
+                 Content-Length: {MAX_BODY}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let interim = conn.read_head().unwrap();
+        assert_eq!(interim.status, 100, "{what}: {:?}", interim.head);
+        conn.send(&[b'c'; MAX_BODY]).unwrap();
+        let resp = conn.read_response().unwrap();
+        assert_eq!(
+            (resp.status, resp.text()),
+            (200, MAX_BODY.to_string()),
+            "{what}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parsing over the wire (http_parsing_test)
+// ---------------------------------------------------------------------------
+
+/// A chunked request with extensions and trailers, and its decoded body.
+const SPLIT_CHUNKED: &[u8] = b"POST /echo?x=1 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
+X-A: b\r\n\r\n5;ext=\"q;x\"\r\nhello\r\n1A \t;e\r\n abcdefghijklmnopqrstuvwxy\r\n0\r\nTrailer-A: t\r\n\r\n";
+const SPLIT_CHUNKED_BODY: &str = "hello abcdefghijklmnopqrstuvwxy";
+
+/// A request with a `Content-Length` body and bare-LF line endings in the
+/// head (tolerated, RFC 9112 §2.2).
+const SPLIT_LENGTH: &[u8] =
+    b"POST /echo HTTP/1.1\nHost: localhost\r\nContent-Length: 10\n\n0123\r\n6789";
+
+/// Sends `request` in two writes split at `at`, with a pause between them
+/// so the server reads them separately, and returns the response.
+fn send_split(port: u16, tls: bool, request: &[u8], at: usize) -> Resp {
+    let mut conn = Conn::connect(port, tls);
+    conn.send(&request[..at]).unwrap();
+    thread::sleep(Duration::from_millis(3));
+    conn.send(&request[at..]).unwrap();
+    conn.read_response()
+        .unwrap_or_else(|e| panic!("{}: split at {at}: {e}", kind(tls)))
+}
+
+#[test]
+fn request_split_at_every_byte_boundary_gets_the_same_answer() {
+    init_logging();
+    let server = start(2, false);
+    for (request, body) in [
+        (SPLIT_CHUNKED, SPLIT_CHUNKED_BODY),
+        (SPLIT_LENGTH, "0123\r\n6789"),
+    ] {
+        for at in 1..request.len() {
+            let resp = send_split(server.port(), false, request, at);
+            assert_eq!(
+                (resp.status, resp.text().as_str()),
+                (200, body),
+                "split at {at}: {:?} | {:?}",
+                String::from_utf8_lossy(&request[..at]),
+                String::from_utf8_lossy(&request[at..])
+            );
+        }
+    }
+
+    // Over TLS (each write is its own record), at a handful of points: in
+    // the request line, between CR and LF, in the final empty line, inside
+    // a chunk size, inside an extension, before a chunk's CRLF, in the
+    // trailers.
+    let server = start(2, true);
+    let text = String::from_utf8_lossy(SPLIT_CHUNKED).into_owned();
+    let points = [
+        3,
+        text.find("\r\n").unwrap() + 1,
+        text.find("\r\n\r\n").unwrap() + 3,
+        text.find("1A").unwrap() + 1,
+        text.find("q;x").unwrap() + 1,
+        text.find("y\r\n").unwrap() + 2,
+        text.find("Trailer").unwrap() + 4,
+        SPLIT_CHUNKED.len() - 1,
+    ];
+    for at in points {
+        let resp = send_split(server.port(), true, SPLIT_CHUNKED, at);
+        assert_eq!(
+            (resp.status, resp.text().as_str()),
+            (200, SPLIT_CHUNKED_BODY),
+            "TLS split at {at}"
+        );
+    }
+}
+
+/// Chunked request bodies are decoded exactly: hex in either case, leading
+/// zeros, extensions (quoted strings holding `;` and CRLF-free text),
+/// whitespace before them, trailers, data that looks like framing, binary
+/// data, and many tiny chunks, all pipelined on one connection.
+#[test]
+fn chunked_request_bodies_with_extensions_and_trailers_are_decoded_exactly() {
+    init_logging();
+    let binary: Vec<u8> = (0..70_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let framing_lookalike = b"\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n".to_vec();
+    let tiny: Vec<u8> = (0..300u32).map(|i| b'a' + (i % 26) as u8).collect();
+
+    let mut cases: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let head = b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
+    // Mixed-case hex, leading zeros, extensions, trailers.
+    let mut raw = head.to_vec();
+    raw.extend_from_slice(
+        b"0003;a=b;c;d=\"x;y\\\"z\"\r\nabc\r\n00a \t; name = value \r\n0123456789\r\n",
+    );
+    raw.extend_from_slice(b"0;last\r\nX-Trailer: 1\r\nX-Other: two words\r\n\r\n");
+    cases.push((raw, b"abc0123456789".to_vec()));
+    // Binary data in one big chunk (uppercase hex) and one small one.
+    let mut raw = head.to_vec();
+    raw.extend_from_slice(format!("{:X}\r\n", binary.len() - 1).as_bytes());
+    raw.extend_from_slice(&binary[..binary.len() - 1]);
+    raw.extend_from_slice(b"\r\n1\r\n");
+    raw.push(binary[binary.len() - 1]);
+    raw.extend_from_slice(b"\r\n0\r\n\r\n");
+    cases.push((raw, binary.clone()));
+    // Chunk data that looks like chunk and message framing.
+    let mut raw = head.to_vec();
+    raw.extend_from_slice(format!("{:x}\r\n", framing_lookalike.len()).as_bytes());
+    raw.extend_from_slice(&framing_lookalike);
+    raw.extend_from_slice(b"\r\n0\r\n\r\n");
+    cases.push((raw, framing_lookalike));
+    // Many one-byte chunks.
+    let mut raw = head.to_vec();
+    for &b in &tiny {
+        raw.extend_from_slice(b"1;i\r\n");
+        raw.push(b);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    cases.push((raw, tiny));
+    // An empty body, with a trailer.
+    let mut raw = head.to_vec();
+    raw.extend_from_slice(b"0\r\nX-Empty: yes\r\n\r\n");
+    cases.push((raw, Vec::new()));
+
+    for tls in [false, true] {
+        let server = start(1, tls);
+        let mut conn = Conn::connect(server.port(), tls);
+        let all: Vec<u8> = cases.iter().flat_map(|(raw, _)| raw.clone()).collect();
+        conn.send(&all).unwrap();
+        for (i, (_, expected)) in cases.iter().enumerate() {
+            let resp = conn
+                .read_response()
+                .unwrap_or_else(|e| panic!("{}: case {i}: {e}", kind(tls)));
+            assert_eq!(resp.status, 200, "{}: case {i}: {}", kind(tls), resp.text());
+            assert!(
+                resp.body == *expected,
+                "{}: case {i}: body of {} bytes differs from the {} sent",
+                kind(tls),
+                resp.body.len(),
+                expected.len()
+            );
+        }
+        // The connection is still in sync.
+        conn.send(&get("/after")).unwrap();
+        assert_eq!(conn.read_response().unwrap().text(), "/after");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/1.0, HEAD, Date and framing
+// ---------------------------------------------------------------------------
+
+/// HTTP/1.0: a streamed response is close-delimited even when the client
+/// asked for keep-alive; `Expect: 100-continue` gets no interim response;
+/// keep-alive only when asked for.
+#[test]
+fn http_1_0_gets_no_chunked_no_100_continue_and_keep_alive_only_when_asked() {
+    init_logging();
+    for tls in [false, true] {
+        let what = kind(tls);
+        let server = start(1, tls);
+        let port = server.port();
+
+        // A stream to an HTTP/1.0 keep-alive client: close-delimited, and a
+        // request pipelined behind it is never answered.
+        let mut conn = Conn::connect(port, tls);
+        conn.send(
+            b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+              GET /never HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        )
+        .unwrap();
+        let resp = conn.read_response().unwrap();
+        assert_eq!(resp.status, 200, "{what}");
+        assert_eq!(resp.framing, Framing::Close, "{what}: {:?}", resp.head);
+        assert_eq!(resp.connection().as_deref(), Some("close"), "{what}");
+        assert_eq!(resp.text(), STREAM_PIECES.concat(), "{what}");
+
+        // Expect: 100-continue from HTTP/1.0: no interim response; the body
+        // is simply awaited.
+        let mut conn = Conn::connect(port, tls);
+        conn.send(b"POST /len HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+            .unwrap();
+        conn.assert_silent(
+            Duration::from_millis(300),
+            &format!("{what}: HTTP/1.0 Expect"),
+        );
+        conn.send(b"12345").unwrap();
+        let resp = conn.read_response().unwrap();
+        assert_eq!((resp.status, resp.text().as_str()), (200, "5"), "{what}");
+        conn.assert_closed(&format!("{what}: HTTP/1.0 without keep-alive"));
+
+        // Keep-alive when asked, for plain and streamed answers alike;
+        // then a request without it closes.
+        let mut conn = Conn::connect(port, tls);
+        conn.send(
+            b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+              GET /send-body HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n\
+              GET /b HTTP/1.0\r\n\r\n",
+        )
+        .unwrap();
+        for (path, body) in [("/a", "/a"), ("/send-body", SEND_BODY)] {
+            let resp = conn.read_response().unwrap();
+            assert_eq!(resp.text(), body, "{what}: {path}");
+            assert_eq!(resp.framing, Framing::Length, "{what}: {path}");
+            assert_eq!(
+                resp.connection().as_deref(),
+                Some("keep-alive"),
+                "{what}: {path}"
+            );
+        }
+        let resp = conn.read_response().unwrap();
+        assert_eq!(resp.text(), "/b", "{what}");
+        assert_eq!(resp.connection().as_deref(), Some("close"), "{what}");
+        conn.assert_closed(&format!("{what}: HTTP/1.0 /b"));
+    }
+}
+
+/// `HEAD` on handlers that send a body (whole or streamed): the same head
+/// as `GET`, and not one body byte: the next pipelined response follows the
+/// head immediately.
+#[test]
+fn head_gets_the_get_headers_and_no_body() {
+    init_logging();
+    for tls in [false, true] {
+        let what = kind(tls);
+        let server = start(1, tls);
+        let mut conn = Conn::connect(server.port(), tls);
+        let mut pipeline = Vec::new();
+        for path in ["/send-body", "/stream", "/missing", "/drop"] {
+            pipeline.extend_from_slice(
+                format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+            );
+            pipeline.extend_from_slice(&get(path));
+        }
+        pipeline.extend_from_slice(&get("/after"));
+        conn.send(&pipeline).unwrap();
+        for path in ["/send-body", "/stream", "/missing", "/drop"] {
+            let head = conn
+                .read_response_to(true)
+                .unwrap_or_else(|e| panic!("{what}: HEAD {path}: {e}"));
+            // Whatever follows must be the next response's status line.
+            conn.fill_to(9).unwrap();
+            assert!(
+                conn.buf.starts_with(b"HTTP/1.1 "),
+                "{what}: HEAD {path}: body bytes after the head: {:?}",
+                String::from_utf8_lossy(&conn.buf[..conn.buf.len().min(64)])
+            );
+            let full = conn
+                .read_response()
+                .unwrap_or_else(|e| panic!("{what}: GET {path}: {e}"));
+            assert_eq!(head.status, full.status, "{what}: {path}");
+            for name in ["content-length", "transfer-encoding", "content-type"] {
+                assert_eq!(
+                    head.header(name),
+                    full.header(name),
+                    "{what}: {path}: {name}\nHEAD: {:?}\nGET: {:?}",
+                    head.head,
+                    full.head
+                );
+            }
+        }
+        let resp = conn.read_response().unwrap();
+        assert_eq!(resp.text(), "/after", "{what}");
+        // HEAD to HTTP/1.0 on a stream: close-delimited head, no body, close.
+        let mut conn = Conn::connect(server.port(), tls);
+        conn.send(b"HEAD /stream HTTP/1.0\r\n\r\n").unwrap();
+        let head = conn.read_response_to(true).unwrap();
+        assert_eq!(head.status, 200, "{what}");
+        assert_eq!(head.header("transfer-encoding"), None, "{what}");
+        conn.assert_closed(&format!("{what}: HEAD /stream HTTP/1.0"));
+    }
+}
+
+/// Every kind of response the server produces carries `Date` and never
+/// both `Content-Length` and `Transfer-Encoding` (checked by
+/// [`Conn::read_head`] on every response of this file; here every kind is
+/// provoked once): handler answers of each framing, statuses without a
+/// body, the dropped-writer 500, `on_timeout`'s 408, `serve_file`, every
+/// parser error and the request timeout's 408.
+#[test]
+fn every_response_has_date_and_never_both_length_and_chunked() {
+    init_logging();
+    let dir = std::env::temp_dir().join(format!("pistachio-conformance-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("file.txt"), b"file body").unwrap();
+    let file = dir.join("file.txt");
+    let options = options(1, false).header_timeout(Duration::from_millis(300));
+    let server = TestServer::start_with(
+        1,
+        false,
+        options,
+        move |req: Request, resp: ResponseWriter| {
+            if req.path() == "/file" {
+                let _ = resp.serve_file(&file);
+            } else {
+                app(req, resp);
+            }
+        },
+    );
+    let port = server.port();
+
+    // Handler answers, pipelined on one connection.
+    let mut conn = Conn::connect(port, false);
+    let answers: &[(&str, u16, Framing)] = &[
+        ("/send-body", 200, Framing::Length),
+        ("/stream", 200, Framing::Chunked),
+        ("/no-content", 204, Framing::None),
+        ("/not-modified", 304, Framing::None),
+        ("/missing", 404, Framing::Length),
+        ("/drop", 500, Framing::Length),
+        ("/slow", 408, Framing::Length),
+        ("/file", 200, Framing::Length),
+        ("/async/x", 200, Framing::Length),
+    ];
+    let pipeline: Vec<u8> = answers.iter().flat_map(|(p, _, _)| get(p)).collect();
+    conn.send(&pipeline).unwrap();
+    for (path, status, framing) in answers {
+        let resp = conn
+            .read_response()
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(
+            (resp.status, resp.framing),
+            (*status, *framing),
+            "{path}: {:?}",
+            resp.head
+        );
+        if *status == 204 || *status == 304 {
+            assert_eq!(resp.header("content-length"), None, "{path}");
+            assert_eq!(resp.header("transfer-encoding"), None, "{path}");
+        }
+    }
+    // The late answer to /slow is discarded, not sent.
+    conn.assert_silent(Duration::from_millis(500), "after the pipeline");
+
+    // The request timeout's 408 (a head that never completes).
+    let mut conn = Conn::connect(port, false);
+    conn.send(b"GET /never-finished HT").unwrap();
+    let resp = conn.read_response().unwrap();
+    assert_eq!(resp.status, 408, "{:?}", resp.head);
+    conn.assert_closed("after the request timeout");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------
+// Parser errors close the connection
+// ---------------------------------------------------------------------------
+
+/// Malformed or refused requests, each with the status it must get.
+fn bad_requests() -> Vec<(Vec<u8>, u16, &'static str)> {
+    let long_target = get(&format!("/{}", "x".repeat(20 * 1024)));
+    vec![
+        (b"GET / HTTP/1.1\r\nHost : localhost\r\n\r\n".to_vec(), 400, "space before colon"),
+        (b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400, "missing Host"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(), 400, "two Host"),
+        (b"GET / HTTP/1.1\r\nHost: localhost\r\nX: a\r\n b\r\n\r\n".to_vec(), 400, "obs-fold"),
+        (b"GET * HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(), 400, "asterisk-form GET"),
+        (
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            400,
+            "Content-Length and Transfer-Encoding",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3, 4\r\n\r\nabcd".to_vec(),
+            400,
+            "conflicting Content-Length",
+        ),
+        (
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            400,
+            "Transfer-Encoding in HTTP/1.0",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+            400,
+            "bad chunk size",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n".to_vec(),
+            400,
+            "chunk data without CRLF",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000000\r\n\r\n".to_vec(),
+            413,
+            "Content-Length over the default limit",
+        ),
+        (long_target, 414, "request line over the default head limit"),
+        (
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nExpect: the-impossible\r\n\r\n".to_vec(),
+            417,
+            "unknown expectation",
+        ),
+        (request_with_fields(101), 431, "more fields than the default limit"),
+        (
+            b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(),
+            501,
+            "unsupported transfer coding",
+        ),
+        (b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n".to_vec(), 501, "CONNECT"),
+        (b"GET / HTTP/2.0\r\nHost: localhost\r\n\r\n".to_vec(), 505, "HTTP/2.0"),
+    ]
+}
+
+/// After any error answer from the parser, the connection is closed: the
+/// response says `Connection: close`, nothing follows it (a valid request
+/// pipelined behind the bad one is never answered), and the server closes.
+/// The bad request comes after a good one on a keep-alive connection, and
+/// once behind a request still being answered on another thread.
+#[test]
+fn every_parser_error_closes_the_connection() {
+    init_logging();
+    for tls in [false, true] {
+        let server = start(1, tls);
+        for (request, status, what) in bad_requests() {
+            let what = format!("{}: {what}", kind(tls));
+            let mut conn = Conn::connect(server.port(), tls);
+            conn.send(&get("/first")).unwrap();
+            assert_eq!(conn.read_response().unwrap().text(), "/first", "{what}");
+            let mut bytes = request.clone();
+            bytes.extend_from_slice(&get("/never"));
+            // The server may close while the tail is still being written.
+            let _ = conn.send(&bytes);
+            let resp = conn
+                .read_response()
+                .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+            assert_eq!(resp.status, status, "{what}: {:?}", resp.text());
+            assert_eq!(resp.connection().as_deref(), Some("close"), "{what}");
+            conn.assert_closed(&what);
+        }
+
+        // Behind an asynchronous answer: it still comes first, then the
+        // error, then the close.
+        let mut conn = Conn::connect(server.port(), tls);
+        let mut bytes = get("/async/first");
+        bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: localhost\r\nbad\r\n\r\n");
+        bytes.extend_from_slice(&get("/never"));
+        conn.send(&bytes).unwrap();
+        assert_eq!(conn.read_response().unwrap().text(), "/async/first");
+        assert_eq!(conn.read_response().unwrap().status, 400);
+        conn.assert_closed(&format!("{}: error behind an async answer", kind(tls)));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A client leaving mid-stream (streaming_test)
+// ---------------------------------------------------------------------------
+
+const LONG_PIECES: usize = 200;
+const LONG_PIECE: usize = 8 * 1024;
+
+#[test]
+fn client_leaving_mid_stream_harms_nothing() {
+    init_logging();
+    for tls in [false, true] {
+        for rst in [false, true] {
+            let what = format!("{} {}", kind(tls), if rst { "RST" } else { "close" });
+            let producers: Arc<Mutex<Vec<JoinHandle<usize>>>> = Arc::default();
+            let spawned = Arc::clone(&producers);
+            let server = TestServer::start_with(
+                1,
+                tls,
+                options(1, tls),
+                move |req: Request, resp: ResponseWriter| {
+                    if req.path() != "/long" {
+                        return app(req, resp);
+                    }
+                    // A long chunked response written from its own thread; it
+                    // goes on writing after the client has gone.
+                    let producer = thread::spawn(move || {
+                        let mut stream = resp.stream(StatusCode::OK);
+                        let piece = vec![b'z'; LONG_PIECE];
+                        for _ in 0..LONG_PIECES {
+                            stream.write(&piece);
+                            stream.flush();
+                            thread::sleep(Duration::from_millis(2));
+                        }
+                        stream.end();
+                        LONG_PIECES
+                    });
+                    spawned.lock().unwrap().push(producer);
+                },
+            );
+            let port = server.port();
+
+            let mut leaver = Conn::connect(port, tls);
+            leaver.send(&get("/long")).unwrap();
+            let head = leaver.read_head().unwrap();
+            assert_eq!(head.header("transfer-encoding"), Some("chunked"), "{what}");
+            while leaver.buf.len() < 4 * LONG_PIECE {
+                assert!(leaver.fill().unwrap() > 0, "{what}: closed early");
+            }
+            if rst {
+                set_reset_on_close(leaver.stream.tcp()).unwrap();
+            } else if let Stream::Tls(ssl) = &mut leaver.stream {
+                let _ = ssl.shutdown();
+                let _ = ssl.get_ref().shutdown(Shutdown::Both);
+            } else {
+                let _ = leaver.stream.tcp().shutdown(Shutdown::Both);
+            }
+            drop(leaver);
+
+            // The same (only) worker keeps serving others promptly, while
+            // the producer is still writing.
+            let mut other = Conn::connect(port, tls);
+            for i in 0..5 {
+                let path = format!("/other/{i}");
+                let started = Instant::now();
+                other.send(&get(&path)).unwrap();
+                let resp = other
+                    .read_response()
+                    .unwrap_or_else(|e| panic!("{what}: {path}: {e}"));
+                assert_eq!(resp.text(), path, "{what}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(1),
+                    "{what}: {path} took {:?}",
+                    started.elapsed()
+                );
+            }
+
+            // The producer finishes (its writes after the close neither
+            // panic nor block).
+            let producer = producers.lock().unwrap().pop().expect("producer started");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !producer.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            assert!(
+                producer.is_finished(),
+                "{what}: the producer never finished"
+            );
+            assert_eq!(
+                producer.join().ok(),
+                Some(LONG_PIECES),
+                "{what}: the producer panicked"
+            );
+
+            // And the server still answers new connections.
+            let mut after = Conn::connect(port, tls);
+            after.send(&get("/after")).unwrap();
+            assert_eq!(after.read_response().unwrap().text(), "/after", "{what}");
+        }
+    }
+}
+
+/// Sends a `GET first` and, in the same write, the head of a request with
+/// `Expect: 100-continue`; expects `first`'s answer, then `100 Continue`,
+/// then (once the body is sent) the final answer.
+fn expect_100_continue_behind(first: &str) {
+    let options = options(1, false).body_timeout(Duration::from_secs(3));
+    let server = TestServer::start_with(1, false, options, app);
+    let mut conn = Conn::connect(server.port(), false);
+    let mut bytes = get(first);
+    bytes.extend_from_slice(
+        b"POST /len HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+    );
+    conn.send(&bytes).unwrap();
+    assert_eq!(conn.read_response().unwrap().text(), first);
+    let _ = conn
+        .stream
+        .tcp()
+        .set_read_timeout(Some(Duration::from_secs(2)));
+    let interim = conn
+        .read_head()
+        .unwrap_or_else(|e| panic!("behind {first}: no 100 Continue within 2 s: {e}"));
+    assert_eq!(interim.status, 100, "behind {first}: {:?}", interim.head);
+    conn.send(b"abcd").unwrap();
+    let resp = conn.read_response().unwrap();
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (200, "4"),
+        "behind {first}"
+    );
+}
+
+/// `Expect: 100-continue` on a request pipelined behind one answered from
+/// another thread: the interim response follows the earlier answer.
+#[test]
+fn expect_100_continue_behind_an_async_answer() {
+    init_logging();
+    expect_100_continue_behind("/async/first");
+}
+
+/// The same behind a request answered inline (synchronously, on the
+/// worker).
+#[test]
+fn expect_100_continue_behind_an_inline_answer() {
+    init_logging();
+    expect_100_continue_behind("/inline");
+}
+
+/// Sends 150 pipelined requests (more than the in-flight limit of 64) in
+/// one write and expects every answer, in order.
+fn pipeline_past_the_in_flight_limit(prefix: &str) {
+    let server = start(1, false);
+    let mut conn = Conn::connect(server.port(), false);
+    let paths: Vec<String> = (0..150).map(|i| format!("{prefix}{i}")).collect();
+    let bytes: Vec<u8> = paths.iter().flat_map(|p| get(p)).collect();
+    conn.send(&bytes).unwrap();
+    for path in &paths {
+        let resp = conn
+            .read_response()
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(resp.text(), *path);
+    }
+}
+
+/// More pipelined requests in one write than the in-flight limit, answered
+/// from other threads: all answered, in order.
+#[test]
+fn more_pipelined_async_requests_than_the_in_flight_limit() {
+    init_logging();
+    pipeline_past_the_in_flight_limit("/async/p");
+}
+
+/// The same with every request answered inline, on the worker.
+#[test]
+fn more_pipelined_inline_requests_than_the_in_flight_limit() {
+    init_logging();
+    pipeline_past_the_in_flight_limit("/p");
+}
