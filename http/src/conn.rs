@@ -32,6 +32,11 @@ const MAX_IN_FLIGHT: u64 = 64;
 /// holds the client back.
 const MAX_BUFFERED_WHILE_PAUSED: usize = 64 * 1024;
 
+/// No new request is started while more than this much output is queued
+/// on the connection (a client that pipelines but does not read); the
+/// transport's `on_drained` resumes.
+const MAX_QUEUED_OUTPUT: usize = 256 * 1024;
+
 static CONN_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// A request body being streamed to its handler.
@@ -181,7 +186,11 @@ impl HttpConn {
     }
 
     fn parse_buffered(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        while !self.stop_parsing && !self.inbuf.is_empty() && self.outstanding() < MAX_IN_FLIGHT {
+        while conn.queued() <= MAX_QUEUED_OUTPUT
+            && !self.stop_parsing
+            && !self.inbuf.is_empty()
+            && self.outstanding() < MAX_IN_FLIGHT
+        {
             match self.parser.parse(&self.inbuf) {
                 Ok(Parsed::Partial) => {
                     if self.streaming.is_some() {
@@ -601,6 +610,12 @@ impl Protocol for HttpConn {
         self.process(conn);
         if self.outstanding() >= MAX_IN_FLIGHT && self.inbuf.len() > MAX_BUFFERED_WHILE_PAUSED {
             self.update_reading(conn, Some(true), None);
+        }
+    }
+
+    fn on_drained(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        if !self.stop_parsing {
+            self.process(conn);
         }
     }
 

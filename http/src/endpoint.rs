@@ -24,6 +24,8 @@ pub struct Options {
     keepalive_timeout: Duration,
     close_timeout: Duration,
     max_response_size: usize,
+    max_connections: Option<usize>,
+    max_handshakes: usize,
     limits: Limits,
     listener: ListenerOptions,
     thread_name_prefix: String,
@@ -41,6 +43,8 @@ impl Default for Options {
             keepalive_timeout: Duration::from_secs(60),
             close_timeout: transport.close_timeout,
             max_response_size: usize::MAX,
+            max_connections: transport.max_connections,
+            max_handshakes: transport.max_handshakes,
             limits: Limits::default(),
             listener: ListenerOptions::default(),
             thread_name_prefix: transport.thread_name_prefix,
@@ -107,6 +111,21 @@ impl Options {
     /// Default: no limit.
     pub fn max_response_size(mut self, bytes: usize) -> Self {
         self.max_response_size = bytes;
+        self
+    }
+
+    /// Most connections open at once; connections accepted beyond it are
+    /// closed at once. Default: no limit.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n);
+        self
+    }
+
+    /// Most TLS handshakes in progress per worker; beyond it new
+    /// connections are closed at once, so slow or silent TLS clients cannot
+    /// starve the rest (default 256).
+    pub fn max_handshakes(mut self, n: usize) -> Self {
+        self.max_handshakes = n.max(1);
         self
     }
 
@@ -240,6 +259,8 @@ impl Endpoint {
             tls: self.options.tls.clone(),
             handshake_timeout: self.options.handshake_timeout,
             close_timeout: self.options.close_timeout,
+            max_connections: self.options.max_connections,
+            max_handshakes: self.options.max_handshakes,
             thread_name_prefix: self.options.thread_name_prefix.clone(),
             ..ServerConfig::default()
         };
@@ -265,6 +286,18 @@ impl Endpoint {
         drop(stopped);
         self.shutdown();
         Ok(())
+    }
+
+    /// A handle to replace the certificate (the whole [`TlsConfig`]) while
+    /// serving: new connections get the new one, established ones keep
+    /// theirs. `None` before serving or without TLS.
+    pub fn tls_reloader(&self) -> Option<pistachio_transport::TlsReloader> {
+        self.server.as_ref()?.tls_reloader()
+    }
+
+    /// Connections open right now.
+    pub fn connections(&self) -> usize {
+        self.server.as_ref().map_or(0, |s| s.connections())
     }
 
     /// A handle that stops [`Endpoint::serve`] from another thread.

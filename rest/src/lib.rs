@@ -91,7 +91,9 @@ pub use pistachio_http::{
     header, Endpoint, Handler, HeaderMap, Method, Options, Request, ResponseWriter, ShutdownHandle,
     StatusCode, Version,
 };
-pub use pistachio_transport::{ListenerOptions, TlsConfig};
+pub use pistachio_transport::{
+    ClientCerts, ListenerOptions, TlsConfig, TlsConfigBuilder, TlsReloader, TlsVersion,
+};
 
 pub use description::{Description, RouteDesc, Schema, OPENAPI_VERSION};
 pub use request::{Extensions, RestRequest};

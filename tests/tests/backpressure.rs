@@ -122,3 +122,41 @@ fn a_close_that_cannot_finish_is_cut_after_close_timeout() {
         "received the whole {got}-byte response ({ended}): the server was not cut off"
     );
 }
+
+/// A client pipelines many requests whose answers are big, and reads them
+/// as they come: the server pauses producing when output piles up, and
+/// must resume by itself each time it drains, until every answer is sent.
+#[test]
+fn pipelined_big_answers_all_arrive_to_a_reading_client() {
+    init_logging();
+    let big = vec![b'z'; 64 * 1024];
+    let server = TestServer::start(1, false, move |_req: Request, resp: ResponseWriter| {
+        resp.send(StatusCode::OK, &big);
+    });
+    let mut client = TcpStream::connect(server.addr()).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    const N: usize = 400;
+    let writer = {
+        let mut c = client.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let batch = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(N);
+            c.write_all(&batch).unwrap();
+        })
+    };
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 256 * 1024];
+    let want = N * 64 * 1024;
+    let mut bodies = 0usize;
+    while bodies < want {
+        let n = client
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("after {got} bytes ({bodies} of body): {e}"));
+        assert!(n > 0, "server closed after {got} bytes");
+        got += n;
+        bodies += buf[..n].iter().filter(|&&b| b == b'z').count();
+    }
+    writer.join().unwrap();
+    assert_eq!(bodies, want);
+}

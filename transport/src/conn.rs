@@ -38,6 +38,13 @@ pub trait Protocol: Sized + 'static {
     /// A message posted with [`PeerHandle::post`].
     fn on_message(&mut self, conn: &mut Conn<'_, Self::Message>, msg: Self::Message);
 
+    /// Output had piled up (over 256 KiB queued, reading paused) and has
+    /// now drained below 64 KiB: a protocol that stopped producing because
+    /// [`Conn::queued`] was high can go on.
+    fn on_drained(&mut self, conn: &mut Conn<'_, Self::Message>) {
+        let _ = conn;
+    }
+
     /// The timer armed with [`Conn::set_timeout`] fired. The default closes.
     fn on_timeout(&mut self, conn: &mut Conn<'_, Self::Message>) {
         conn.close();

@@ -68,6 +68,7 @@ mod worker;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +76,9 @@ use pistachio_reactor::Reactor;
 
 pub use conn::{CloseReason, Conn, PeerHandle, PeerInfo, Protocol, TlsInfo};
 pub use listener::{Listener, ListenerOptions};
-pub use tls::{SelfSigned, TlsConfig, TlsError};
+pub use tls::{
+    ClientCerts, SelfSigned, TlsConfig, TlsConfigBuilder, TlsError, TlsReloader, TlsVersion,
+};
 
 pub use openssl;
 
@@ -94,6 +97,13 @@ pub struct ServerConfig {
     /// After a graceful close, how long to keep draining the peer's input
     /// before dropping the socket. Default 2 s.
     pub linger_timeout: Duration,
+    /// Most TLS handshakes in progress per worker; connections beyond it
+    /// are closed at once, so a flood of slow or silent TLS clients cannot
+    /// starve established connections. Default 256.
+    pub max_handshakes: usize,
+    /// Most connections open at once, over all workers; beyond it, newly
+    /// accepted connections are closed at once. Default: no limit.
+    pub max_connections: Option<usize>,
     /// Longest a graceful close may take before the connection is dropped
     /// (a peer that stops reading cannot keep it open). Default 30 s.
     pub close_timeout: Duration,
@@ -109,6 +119,8 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             linger_timeout: Duration::from_secs(2),
             close_timeout: Duration::from_secs(30),
+            max_handshakes: 256,
+            max_connections: None,
             thread_name_prefix: "pistachio-w".to_owned(),
         }
     }
@@ -121,6 +133,8 @@ pub struct Server<M: Send + 'static> {
     accept: Option<AcceptThread>,
     reactor: Reactor<WorkerMsg<M>>,
     local_addr: SocketAddr,
+    tls: Option<Arc<tls::TlsSlot>>,
+    live: Arc<AtomicUsize>,
 }
 
 impl<M: Send + 'static> fmt::Debug for Server<M> {
@@ -143,8 +157,12 @@ impl<M: Send + 'static> Server<M> {
     {
         let local_addr = listener.local_addr();
         let factory: Arc<worker::Factory<P>> = Arc::new(factory);
+        let tls = config.tls.clone().map(|c| Arc::new(tls::TlsSlot::new(c)));
+        let live = Arc::new(AtomicUsize::new(0));
         let worker_config = Arc::new(WorkerConfig {
-            tls: config.tls.clone(),
+            tls: tls.clone(),
+            max_handshakes: config.max_handshakes.max(1),
+            live: Arc::clone(&live),
             handshake_timeout: config.handshake_timeout,
             linger_timeout: config.linger_timeout,
             close_timeout: config.close_timeout,
@@ -153,11 +171,18 @@ impl<M: Send + 'static> Server<M> {
             .threads(config.threads)
             .name_prefix(config.thread_name_prefix.clone())
             .spawn(move |_| Worker::new(Arc::clone(&factory), Arc::clone(&worker_config)))?;
-        let accept = AcceptThread::spawn(listener, reactor.mailboxes().to_vec())?;
+        let accept = AcceptThread::spawn(
+            listener,
+            reactor.mailboxes().to_vec(),
+            Arc::clone(&live),
+            config.max_connections,
+        )?;
         Ok(Server {
             accept: Some(accept),
             reactor,
             local_addr,
+            tls,
+            live,
         })
     }
 
@@ -169,6 +194,19 @@ impl<M: Send + 'static> Server<M> {
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
         self.reactor.threads()
+    }
+
+    /// Connections open right now (accepted and not yet closed).
+    pub fn connections(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// A handle to replace the TLS configuration while serving; `None` for
+    /// a plaintext server.
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.tls.as_ref().map(|slot| TlsReloader {
+            slot: Arc::clone(slot),
+        })
     }
 
     /// Stops accepting (the listening socket is closed), closes every

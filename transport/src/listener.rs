@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -127,6 +128,8 @@ impl AcceptThread {
     pub(crate) fn spawn<M: Send + 'static>(
         listener: Listener,
         workers: Vec<Mailbox<WorkerMsg<M>>>,
+        live: Arc<AtomicUsize>,
+        max_connections: Option<usize>,
     ) -> io::Result<AcceptThread> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
@@ -138,7 +141,14 @@ impl AcceptThread {
         let stop2 = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("pistachio-acc".into())
-            .spawn(move || accept_loop(poll, mio_listener, workers, no_delay, &stop2))?;
+            .spawn(move || {
+                let limits = Limits {
+                    no_delay,
+                    live,
+                    max_connections,
+                };
+                accept_loop(poll, mio_listener, workers, &limits, &stop2)
+            })?;
         Ok(AcceptThread {
             waker,
             thread: Some(thread),
@@ -164,11 +174,18 @@ impl Drop for AcceptThread {
     }
 }
 
+/// What the accept loop enforces.
+struct Limits {
+    no_delay: bool,
+    live: Arc<AtomicUsize>,
+    max_connections: Option<usize>,
+}
+
 fn accept_loop<M: Send + 'static>(
     mut poll: Poll,
     listener: TcpListener,
     workers: Vec<Mailbox<WorkerMsg<M>>>,
-    no_delay: bool,
+    limits: &Limits,
     stop: &std::sync::atomic::AtomicBool,
 ) {
     let mut events = Events::with_capacity(8);
@@ -192,7 +209,18 @@ fn accept_loop<M: Send + 'static>(
         loop {
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    if no_delay {
+                    if limits
+                        .max_connections
+                        .is_some_and(|max| limits.live.load(Ordering::SeqCst) >= max)
+                    {
+                        // Over the limit: close at once (the kernel would
+                        // otherwise keep the client waiting in the backlog).
+                        debug!("{peer}: refused, max_connections reached");
+                        drop(stream);
+                        continue;
+                    }
+                    limits.live.fetch_add(1, Ordering::SeqCst);
+                    if limits.no_delay {
                         if let Err(e) = stream.set_nodelay(true) {
                             debug!("TCP_NODELAY on {peer}: {e}");
                         }

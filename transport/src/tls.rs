@@ -1,8 +1,10 @@
 //! Server TLS configuration: one `SSL_CTX`, built once and shared by every
 //! worker (OpenSSL reference-counts it; each peer's `SSL*` takes a reference).
 
+use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
@@ -11,10 +13,14 @@ use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
-use openssl::ssl::{SslAcceptor, SslAcceptorBuilder, SslContext, SslMethod, SslMode, SslOptions};
+use openssl::ssl::{
+    select_next_proto, AlpnError, NameType, SniError, SslAcceptor, SslAcceptorBuilder, SslContext,
+    SslMethod, SslMode, SslOptions, SslVerifyMode, SslVersion,
+};
 use openssl::x509::extension::{
     BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
 };
+use openssl::x509::{X509Name, X509StoreContextRef};
 use openssl::x509::{X509NameBuilder, X509};
 
 /// A TLS setting could not be applied; says which one and why.
@@ -96,68 +102,400 @@ fn base_builder() -> Result<SslAcceptorBuilder, TlsError> {
             | SslMode::ACCEPT_MOVING_WRITE_BUFFER
             | SslMode::RELEASE_BUFFERS,
     );
-    builder.set_options(SslOptions::NO_RENEGOTIATION | SslOptions::NO_COMPRESSION);
+    builder.set_options(
+        SslOptions::NO_RENEGOTIATION
+            | SslOptions::NO_COMPRESSION
+            | SslOptions::CIPHER_SERVER_PREFERENCE,
+    );
     Ok(builder)
 }
 
+/// Where a PEM item comes from.
+#[derive(Clone)]
+enum Pem {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+impl Pem {
+    fn read(&self, what: &str) -> Result<Vec<u8>, TlsError> {
+        match self {
+            Pem::Bytes(b) => Ok(b.clone()),
+            Pem::File(path) => std::fs::read(path).map_err(|e| TlsError {
+                what: format!("cannot read {what} {}: {e}", path.display()),
+                source: ErrorStack::get(),
+            }),
+        }
+    }
+}
+
+type PasswordFn = dyn Fn() -> Vec<u8> + Send + Sync;
+type VerifyFn = dyn Fn(bool, &mut X509StoreContextRef) -> bool + Send + Sync;
+
+/// Whether clients must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// A client without a verified certificate fails the handshake.
+    Required,
+    /// A certificate is asked for and verified if presented; a client may
+    /// also connect without one.
+    Optional,
+}
+
+/// A TLS protocol version, for [`TlsConfigBuilder::min_version`] and
+/// [`TlsConfigBuilder::max_version`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    Tls12,
+    /// TLS 1.3.
+    Tls13,
+}
+
+impl TlsVersion {
+    fn ssl(self) -> SslVersion {
+        match self {
+            TlsVersion::Tls12 => SslVersion::TLS1_2,
+            TlsVersion::Tls13 => SslVersion::TLS1_3,
+        }
+    }
+}
+
+/// Builds a [`TlsConfig`] (see [`TlsConfig::builder`]).
+///
+/// Defaults follow Mozilla's "intermediate" profile: TLS 1.2 and 1.3, AEAD
+/// cipher suites only, server cipher preference, no compression, no
+/// renegotiation, ALPN `http/1.1`, session tickets on.
+#[derive(Clone, Default)]
+pub struct TlsConfigBuilder {
+    chain: Option<Pem>,
+    key: Option<Pem>,
+    password: Option<Arc<PasswordFn>>,
+    client_ca_file: Option<PathBuf>,
+    client_ca_dir: Option<PathBuf>,
+    client_certs: Option<ClientCerts>,
+    verify: Option<Arc<VerifyFn>>,
+    min_version: Option<TlsVersion>,
+    max_version: Option<TlsVersion>,
+    cipher_list: Option<String>,
+    ciphersuites: Option<String>,
+    groups: Option<String>,
+    no_alpn: bool,
+    no_tickets: bool,
+    sni: Vec<(String, Pem, Pem)>,
+}
+
+impl fmt::Debug for TlsConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfigBuilder")
+            .field("client_certs", &self.client_certs)
+            .field("min_version", &self.min_version)
+            .field("max_version", &self.max_version)
+            .field(
+                "sni_names",
+                &self.sni.iter().map(|s| &s.0).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConfigBuilder {
+    /// The certificate chain (leaf first, then intermediates), PEM file.
+    pub fn cert_chain_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.chain = Some(Pem::File(path.into()));
+        self
+    }
+
+    /// The certificate chain, PEM bytes.
+    pub fn cert_chain_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.chain = Some(Pem::Bytes(pem.into()));
+        self
+    }
+
+    /// The private key (PKCS#8 or traditional; RSA, ECDSA or Ed25519), PEM
+    /// file; may be encrypted (see [`TlsConfigBuilder::key_password`]).
+    pub fn key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.key = Some(Pem::File(path.into()));
+        self
+    }
+
+    /// The private key, PEM bytes.
+    pub fn key_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(Pem::Bytes(pem.into()));
+        self
+    }
+
+    /// The password of an encrypted private key.
+    pub fn key_password(self, password: impl Into<String>) -> Self {
+        let password = password.into();
+        self.key_password_callback(move || password.clone().into_bytes())
+    }
+
+    /// Asks for the password of an encrypted private key when it is loaded
+    /// (Pistache's `cb_password`); called once per key load.
+    pub fn key_password_callback(
+        mut self,
+        f: impl Fn() -> Vec<u8> + Send + Sync + 'static,
+    ) -> Self {
+        self.password = Some(Arc::new(f));
+        self
+    }
+
+    /// Verify client certificates against the CAs in this PEM file, whose
+    /// names are also sent to clients as acceptable issuers (Pistache's
+    /// `useSSLAuth`). Implies [`ClientCerts::Required`] unless
+    /// [`TlsConfigBuilder::client_certs`] says otherwise.
+    pub fn client_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.client_ca_file = Some(path.into());
+        self
+    }
+
+    /// Verify client certificates against the CAs in this directory
+    /// (OpenSSL's hashed `c_rehash` layout).
+    pub fn client_ca_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.client_ca_dir = Some(path.into());
+        self
+    }
+
+    /// Whether a client certificate is required or optional (default,
+    /// once a client CA is set: required).
+    pub fn client_certs(mut self, mode: ClientCerts) -> Self {
+        self.client_certs = Some(mode);
+        self
+    }
+
+    /// Called for each certificate of the client's chain with OpenSSL's
+    /// verdict; returns the final one (Pistache's verify callback).
+    pub fn verify_callback(
+        mut self,
+        f: impl Fn(bool, &mut X509StoreContextRef) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.verify = Some(Arc::new(f));
+        self
+    }
+
+    /// Lowest protocol version accepted (default TLS 1.2).
+    pub fn min_version(mut self, v: TlsVersion) -> Self {
+        self.min_version = Some(v);
+        self
+    }
+
+    /// Highest protocol version offered (default TLS 1.3).
+    pub fn max_version(mut self, v: TlsVersion) -> Self {
+        self.max_version = Some(v);
+        self
+    }
+
+    /// TLS 1.2 cipher list, OpenSSL syntax (default: Mozilla intermediate).
+    pub fn cipher_list(mut self, list: impl Into<String>) -> Self {
+        self.cipher_list = Some(list.into());
+        self
+    }
+
+    /// TLS 1.3 cipher suites, OpenSSL syntax.
+    pub fn ciphersuites(mut self, list: impl Into<String>) -> Self {
+        self.ciphersuites = Some(list.into());
+        self
+    }
+
+    /// Key exchange groups, e.g. `X25519:P-256`.
+    pub fn groups(mut self, list: impl Into<String>) -> Self {
+        self.groups = Some(list.into());
+        self
+    }
+
+    /// Turns ALPN off. By default the server selects `http/1.1` and
+    /// refuses, with a `no_application_protocol` alert, a client that
+    /// offers only other protocols (`h2`): better than a silent mismatch.
+    pub fn without_alpn(mut self) -> Self {
+        self.no_alpn = true;
+        self
+    }
+
+    /// Turns session tickets off (on by default: returning clients skip
+    /// the full handshake).
+    pub fn without_session_tickets(mut self) -> Self {
+        self.no_tickets = true;
+        self
+    }
+
+    /// Serves another certificate to clients asking for `server_name`
+    /// (SNI); the main chain and key are the default for other names.
+    pub fn sni_cert_files(
+        mut self,
+        server_name: impl Into<String>,
+        chain: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        self.sni.push((
+            server_name.into().to_ascii_lowercase(),
+            Pem::File(chain.into()),
+            Pem::File(key.into()),
+        ));
+        self
+    }
+
+    /// Builds the `SSL_CTX` (and one per SNI name).
+    pub fn build(self) -> Result<TlsConfig, TlsError> {
+        let chain = self.chain.clone().ok_or_else(|| TlsError {
+            what: "no certificate chain given".into(),
+            source: ErrorStack::get(),
+        })?;
+        let key = self.key.clone().ok_or_else(|| TlsError {
+            what: "no private key given".into(),
+            source: ErrorStack::get(),
+        })?;
+        let mut by_name = HashMap::new();
+        for (name, chain, key) in &self.sni {
+            let ctx = self.context(chain, key)?.build().into_context();
+            by_name.insert(name.clone(), ctx);
+        }
+        let mut builder = self.context(&chain, &key)?;
+        if !by_name.is_empty() {
+            builder.set_servername_callback(move |ssl, _alert| {
+                let wanted = ssl
+                    .servername(NameType::HOST_NAME)
+                    .map(str::to_ascii_lowercase);
+                if let Some(ctx) = wanted.and_then(|n| by_name.get(&n)) {
+                    ssl.set_ssl_context(ctx)
+                        .map_err(|_| SniError::ALERT_FATAL)?;
+                }
+                Ok(())
+            });
+        }
+        Ok(TlsConfig {
+            ctx: builder.build().into_context(),
+        })
+    }
+
+    fn context(&self, chain: &Pem, key: &Pem) -> Result<SslAcceptorBuilder, TlsError> {
+        let mut builder = base_builder()?;
+        if let Some(v) = self.min_version {
+            builder
+                .set_min_proto_version(Some(v.ssl()))
+                .map_err(TlsError::new("cannot set the minimum TLS version"))?;
+        }
+        if let Some(v) = self.max_version {
+            builder
+                .set_max_proto_version(Some(v.ssl()))
+                .map_err(TlsError::new("cannot set the maximum TLS version"))?;
+        }
+        if let Some(list) = &self.cipher_list {
+            builder
+                .set_cipher_list(list)
+                .map_err(TlsError::new(format!("invalid cipher list {list:?}")))?;
+        }
+        if let Some(list) = &self.ciphersuites {
+            builder
+                .set_ciphersuites(list)
+                .map_err(TlsError::new(format!(
+                    "invalid TLS 1.3 cipher suites {list:?}"
+                )))?;
+        }
+        if let Some(list) = &self.groups {
+            builder
+                .set_groups_list(list)
+                .map_err(TlsError::new(format!("invalid groups {list:?}")))?;
+        }
+        use_chain(&mut builder, &chain.read("certificate chain")?)?;
+        let key_pem = key.read("private key")?;
+        let key = match &self.password {
+            Some(password) => PKey::private_key_from_pem_passphrase(&key_pem, &password()),
+            None => PKey::private_key_from_pem(&key_pem),
+        }
+        .map_err(TlsError::new(
+            "cannot load the private key (wrong or missing password?)",
+        ))?;
+        builder
+            .set_private_key(&key)
+            .map_err(TlsError::new("cannot use the private key"))?;
+        builder
+            .check_private_key()
+            .map_err(TlsError::new("private key does not match the certificate"))?;
+        // One session ID context for the whole server: resumption works,
+        // including with client certificates.
+        builder
+            .set_session_id_context(b"pistachio")
+            .map_err(TlsError::new("cannot set the session id context"))?;
+        if self.no_tickets {
+            builder.set_options(SslOptions::NO_TICKET);
+        }
+        if !self.no_alpn {
+            builder.set_alpn_select_callback(|_, client| {
+                select_next_proto(b"\x08http/1.1", client).ok_or(AlpnError::ALERT_FATAL)
+            });
+        }
+        if self.client_ca_file.is_some() || self.client_ca_dir.is_some() {
+            builder
+                .load_verify_locations(
+                    self.client_ca_file.as_deref(),
+                    self.client_ca_dir.as_deref(),
+                )
+                .map_err(TlsError::new("cannot load the client CAs"))?;
+            if let Some(file) = &self.client_ca_file {
+                let names = X509Name::load_client_ca_file(file)
+                    .map_err(TlsError::new("cannot read the client CA names"))?;
+                builder.set_client_ca_list(names);
+            }
+            let mode = match self.client_certs.unwrap_or(ClientCerts::Required) {
+                ClientCerts::Required => SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+                ClientCerts::Optional => SslVerifyMode::PEER,
+            };
+            match &self.verify {
+                Some(verify) => {
+                    let verify = Arc::clone(verify);
+                    builder.set_verify_callback(mode, move |ok, store| verify(ok, store));
+                }
+                None => builder.set_verify(mode),
+            }
+        }
+        Ok(builder)
+    }
+}
+
+fn use_chain(builder: &mut SslAcceptorBuilder, pem: &[u8]) -> Result<(), TlsError> {
+    let mut certs = X509::stack_from_pem(pem)
+        .map_err(TlsError::new("cannot parse certificate chain PEM"))?
+        .into_iter();
+    let leaf = certs.next().ok_or_else(|| TlsError {
+        what: "certificate chain PEM holds no certificate".into(),
+        source: ErrorStack::get(),
+    })?;
+    builder
+        .set_certificate(&leaf)
+        .map_err(TlsError::new("cannot use certificate"))?;
+    for intermediate in certs {
+        builder
+            .add_extra_chain_cert(intermediate)
+            .map_err(TlsError::new("cannot add intermediate certificate"))?;
+    }
+    Ok(())
+}
+
 impl TlsConfig {
+    /// A builder with the secure defaults (see [`TlsConfigBuilder`]).
+    pub fn builder() -> TlsConfigBuilder {
+        TlsConfigBuilder::default()
+    }
+
     /// Loads a PEM certificate chain (leaf first, then intermediates) and a
     /// PEM private key from files, and checks that they match.
     pub fn from_pem_files(
         cert_chain: impl AsRef<Path>,
         key: impl AsRef<Path>,
     ) -> Result<TlsConfig, TlsError> {
-        let (cert_chain, key) = (cert_chain.as_ref(), key.as_ref());
-        let mut builder = base_builder()?;
-        builder
-            .set_certificate_chain_file(cert_chain)
-            .map_err(TlsError::new(format!(
-                "cannot load certificate chain {}",
-                cert_chain.display()
-            )))?;
-        builder
-            .set_private_key_file(key, openssl::ssl::SslFiletype::PEM)
-            .map_err(TlsError::new(format!(
-                "cannot load private key {}",
-                key.display()
-            )))?;
-        builder
-            .check_private_key()
-            .map_err(TlsError::new("private key does not match the certificate"))?;
-        Ok(TlsConfig {
-            ctx: builder.build().into_context(),
-        })
+        TlsConfig::builder()
+            .cert_chain_file(cert_chain.as_ref())
+            .key_file(key.as_ref())
+            .build()
     }
 
     /// Like [`TlsConfig::from_pem_files`], from PEM bytes in memory.
     pub fn from_pem(cert_chain: &[u8], key: &[u8]) -> Result<TlsConfig, TlsError> {
-        let mut certs = X509::stack_from_pem(cert_chain)
-            .map_err(TlsError::new("cannot parse certificate chain PEM"))?
-            .into_iter();
-        let leaf = certs.next().ok_or_else(|| TlsError {
-            what: "certificate chain PEM holds no certificate".into(),
-            source: ErrorStack::get(),
-        })?;
-        let key = PKey::private_key_from_pem(key)
-            .map_err(TlsError::new("cannot parse private key PEM"))?;
-        let mut builder = base_builder()?;
-        builder
-            .set_certificate(&leaf)
-            .map_err(TlsError::new("cannot use certificate"))?;
-        for intermediate in certs {
-            builder
-                .add_extra_chain_cert(intermediate)
-                .map_err(TlsError::new("cannot add intermediate certificate"))?;
-        }
-        builder
-            .set_private_key(&key)
-            .map_err(TlsError::new("cannot use private key"))?;
-        builder
-            .check_private_key()
-            .map_err(TlsError::new("private key does not match the certificate"))?;
-        Ok(TlsConfig {
-            ctx: builder.build().into_context(),
-        })
+        TlsConfig::builder()
+            .cert_chain_pem(cert_chain)
+            .key_pem(key)
+            .build()
     }
 
     /// Wraps an `SSL_CTX` the caller built. The caller is responsible for
@@ -179,6 +517,54 @@ impl TlsConfig {
     /// The built `SSL_CTX`.
     pub fn context(&self) -> &SslContext {
         &self.ctx
+    }
+}
+
+/// The TLS configuration new connections get; replaceable while serving.
+#[derive(Debug)]
+pub(crate) struct TlsSlot {
+    current: std::sync::RwLock<TlsConfig>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl TlsSlot {
+    pub(crate) fn new(config: TlsConfig) -> TlsSlot {
+        TlsSlot {
+            current: std::sync::RwLock::new(config),
+            generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Bumped on every replacement, so workers refresh their copy.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn current(&self) -> SslContext {
+        let guard = self.current.read().unwrap_or_else(|p| p.into_inner());
+        guard.ctx.clone()
+    }
+
+    pub(crate) fn replace(&self, config: TlsConfig) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Replaces the TLS configuration of a running server: new connections get
+/// the new certificate, established ones keep theirs. Cheap to clone;
+/// usable from any thread (e.g. on SIGHUP).
+#[derive(Debug, Clone)]
+pub struct TlsReloader {
+    pub(crate) slot: Arc<TlsSlot>,
+}
+
+impl TlsReloader {
+    /// Serves `config` to connections accepted from now on.
+    pub fn reload(&self, config: TlsConfig) {
+        self.slot.replace(config);
+        log::debug!("TLS configuration reloaded");
     }
 }
 

@@ -29,7 +29,9 @@ use slab::Slab;
 use crate::classify::SslOutcome;
 use crate::conn::{CloseReason, Conn, PeerInfo, Protocol, TlsInfo};
 use crate::sys::{self, Ssl};
-use crate::tls::TlsConfig;
+use crate::tls::TlsSlot;
+use openssl::ssl::SslContext;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A worker's mailbox traffic.
 pub(crate) enum WorkerMsg<M> {
@@ -122,6 +124,9 @@ pub(crate) struct PeerIo {
     pub(crate) resume_reading: bool,
     /// Reading is paused because too much output is queued.
     backpressured: bool,
+    /// The queue went over the high-water mark since the protocol was last
+    /// told it drained.
+    over_high: bool,
     pub(crate) timer_request: TimerRequest,
     protocol_timer: Option<TimerId>,
     handshake_timer: Option<TimerId>,
@@ -159,6 +164,7 @@ impl PeerIo {
             return;
         }
         self.queued += data.len();
+        self.over_high |= self.queued > HIGH_WATER;
         // The front buffer of a TLS write awaiting its retry stays as it is.
         let pinned_front = self.out.len() == 1
             && (self.out_pos > 0 || self.tls.as_ref().is_some_and(|t| t.write_pinned));
@@ -177,6 +183,7 @@ impl PeerIo {
             return;
         }
         self.queued += usize::try_from(len).unwrap_or(usize::MAX);
+        self.over_high |= self.queued > HIGH_WATER;
         self.out.push_back(Segment::File {
             file,
             offset,
@@ -192,6 +199,7 @@ impl PeerIo {
             return self.queue_copy(&data);
         }
         self.queued += data.len();
+        self.over_high |= self.queued > HIGH_WATER;
         self.out.push_back(Segment::Bytes(data));
     }
 
@@ -383,7 +391,10 @@ struct Peer<P> {
 /// Settings every worker shares.
 #[derive(Debug)]
 pub(crate) struct WorkerConfig {
-    pub(crate) tls: Option<TlsConfig>,
+    pub(crate) tls: Option<Arc<TlsSlot>>,
+    pub(crate) max_handshakes: usize,
+    /// Open connections over all workers (the accept thread counts them in).
+    pub(crate) live: Arc<AtomicUsize>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) linger_timeout: Duration,
     pub(crate) close_timeout: Duration,
@@ -398,6 +409,10 @@ pub(crate) struct Worker<P: Protocol> {
     config: Arc<WorkerConfig>,
     read_buf: Box<[u8]>,
     next_generation: u64,
+    /// This worker's copy of the TLS context and the slot generation it is.
+    tls_ctx: Option<(u64, SslContext)>,
+    /// TLS handshakes in progress on this worker.
+    handshaking: usize,
 }
 
 type Ctx<'a, P> = Context<'a, Worker<P>>;
@@ -411,17 +426,54 @@ impl<P: Protocol> Worker<P> {
             // One TLS record's worth of plaintext, shared by all peers.
             read_buf: vec![0; 16 * 1024].into_boxed_slice(),
             next_generation: 0,
+            tls_ctx: None,
+            handshaking: 0,
         }
     }
 
-    fn accept(&mut self, ctx: &mut Ctx<'_, P>, mut sock: TcpStream, peer_addr: SocketAddr) {
+    fn accept(&mut self, ctx: &mut Ctx<'_, P>, sock: TcpStream, peer_addr: SocketAddr) {
+        if !self.try_accept(ctx, sock, peer_addr) {
+            // Never became a peer: it no longer counts as open.
+            self.config.live.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The TLS context new connections get, refreshed after a reload.
+    fn tls_context(&mut self) -> Option<SslContext> {
+        let slot = self.config.tls.as_ref()?;
+        let generation = slot.generation();
+        match &self.tls_ctx {
+            Some((cached, ctx)) if *cached == generation => Some(ctx.clone()),
+            _ => {
+                let ctx = slot.current();
+                self.tls_ctx = Some((generation, ctx.clone()));
+                Some(ctx)
+            }
+        }
+    }
+
+    fn try_accept(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        mut sock: TcpStream,
+        peer_addr: SocketAddr,
+    ) -> bool {
+        if self.config.tls.is_some() && self.handshaking >= self.config.max_handshakes {
+            log::warn!(
+                "{peer_addr}: refused, {} TLS handshakes already in progress on worker {}",
+                self.handshaking,
+                ctx.worker()
+            );
+            return false;
+        }
         let local_addr = match sock.local_addr() {
             Ok(a) => a,
             Err(e) => {
                 debug!("{peer_addr}: dropped before setup: {e}");
-                return;
+                return false;
             }
         };
+        let tls_ctx = self.tls_context();
         let entry = self.peers.vacant_entry();
         let token = entry.key();
         if let Err(e) = ctx.registry().register(
@@ -430,11 +482,11 @@ impl<P: Protocol> Worker<P> {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             log::warn!("{peer_addr}: cannot register with the poller: {e}");
-            return;
+            return false;
         }
-        let tls = match &self.config.tls {
+        let tls = match &tls_ctx {
             None => None,
-            Some(config) => match Ssl::new_server(config.context(), sock.as_raw_fd()) {
+            Some(tls_ctx) => match Ssl::new_server(tls_ctx, sock.as_raw_fd()) {
                 Ok(ssl) => Some(TlsState {
                     ssl,
                     read_wants_write: false,
@@ -445,7 +497,7 @@ impl<P: Protocol> Worker<P> {
                 Err(e) => {
                     log::warn!("{peer_addr}: cannot create a TLS session: {e}");
                     let _ = ctx.registry().deregister(&mut sock);
-                    return;
+                    return false;
                 }
             },
         };
@@ -494,6 +546,7 @@ impl<P: Protocol> Worker<P> {
                 reading_paused: false,
                 resume_reading: false,
                 backpressured: false,
+                over_high: false,
                 timer_request: TimerRequest::Keep,
                 protocol_timer: None,
                 handshake_timer,
@@ -506,7 +559,10 @@ impl<P: Protocol> Worker<P> {
         if phase == Phase::Open {
             self.connected(ctx, token);
             self.after_callback_io(ctx, token);
+        } else {
+            self.handshaking += 1;
         }
+        true
         // A TLS peer's ClientHello may already be here; registration reports
         // current readiness, so the first event drives the handshake.
     }
@@ -677,6 +733,7 @@ impl<P: Protocol> Worker<P> {
                             ctx.cancel_timer(id);
                         }
                         peer.io.phase = Phase::Open;
+                        self.handshaking -= 1;
                         debug!(
                             "{}: TLS established ({:?})",
                             peer.io.peer_addr,
@@ -726,6 +783,10 @@ impl<P: Protocol> Worker<P> {
                 read = true;
             }
         }
+        self.notify_drained(ctx, token)?;
+        let Some(peer) = self.peers.get_mut(token) else {
+            return Ok(());
+        };
         if read && !peer.io.backpressured {
             self.handle_incoming(ctx, token)?;
         }
@@ -763,10 +824,37 @@ impl<P: Protocol> Worker<P> {
             return Ok(());
         }
         peer.io.flush()?;
+        self.notify_drained(ctx, token)?;
+        let Some(peer) = self.peers.get_mut(token) else {
+            return Ok(());
+        };
         if peer.io.queued == 0 && peer.io.close_requested {
             self.start_shutdown(ctx, token)?;
+        } else if peer.io.queued > HIGH_WATER {
+            // The socket is full (flush stopped at WouldBlock): reading
+            // pauses until a writable edge drains the queue.
+            peer.io.backpressured = true;
         }
         Ok(())
+    }
+
+    /// Calls `Protocol::on_drained` each time a queue that went over the
+    /// high-water mark is back under the low-water mark, flushing what the
+    /// protocol then produces.
+    fn notify_drained(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> Result<(), CloseReason> {
+        loop {
+            let Some(peer) = self.peers.get_mut(token) else {
+                return Ok(());
+            };
+            if !(peer.io.over_high && peer.io.queued <= LOW_WATER) || peer.io.phase != Phase::Open {
+                return Ok(());
+            }
+            peer.io.over_high = false;
+            if !self.with_protocol(ctx, token, |p, conn| p.on_drained(conn)) {
+                return Ok(());
+            }
+            self.peers[token].io.flush()?;
+        }
     }
 
     /// Sends close_notify (TLS, once), then FIN, then lingers.
@@ -832,6 +920,10 @@ impl<P: Protocol> Worker<P> {
         let Some(mut peer) = self.peers.try_remove(token) else {
             return;
         };
+        if peer.io.phase == Phase::Handshaking {
+            self.handshaking -= 1;
+        }
+        self.config.live.fetch_sub(1, Ordering::SeqCst);
         debug!("{}: connection {token} closed: {reason}", peer.io.peer_addr);
         let _ = ctx.registry().deregister(&mut peer.io.sock);
         for id in [
