@@ -119,6 +119,8 @@ pub(crate) struct HttpConn {
     tls: Option<TlsInfo>,
     /// Subject of the verified client certificate, shared by its requests.
     client_subject: Option<Arc<str>>,
+    /// Shared with writers: the last response before a graceful close.
+    last_seq: Arc<AtomicU64>,
 }
 
 impl HttpConn {
@@ -158,6 +160,7 @@ impl HttpConn {
             timed_out: HashSet::new(),
             tls: None,
             client_subject: None,
+            last_seq: Arc::new(AtomicU64::new(u64::MAX)),
         }
     }
 
@@ -416,6 +419,7 @@ impl HttpConn {
             peer_addr: self.peer_addr,
             attempt: 0,
             max_response_size: self.settings.max_response_size,
+            last_seq: Arc::clone(&self.last_seq),
         };
         let writer = ResponseWriter::new(target);
         enter_inline(self.id);
@@ -477,6 +481,7 @@ impl HttpConn {
                 peer_addr: self.peer_addr,
                 attempt: 1,
                 max_response_size: self.settings.max_response_size,
+                last_seq: Arc::clone(&self.last_seq),
             });
             enter_inline(self.id);
             let handler = &*self.handler;
@@ -611,6 +616,24 @@ impl Protocol for HttpConn {
         if self.outstanding() >= MAX_IN_FLIGHT && self.inbuf.len() > MAX_BUFFERED_WHILE_PAUSED {
             self.update_reading(conn, Some(true), None);
         }
+    }
+
+    fn on_drain(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        debug!("{}: draining", self.peer_addr);
+        if let Some(body) = &mut self.streaming {
+            // A body still arriving belongs to a request in flight: take it
+            // in, then stop.
+            body.close_after = true;
+        } else {
+            self.stop_parsing = true;
+        }
+        if self.outstanding() == 0 && self.streaming.is_none() {
+            conn.close();
+            return;
+        }
+        let last = self.next_seq - 1;
+        self.last_seq.store(last, Ordering::Relaxed);
+        self.close_after_seq = Some(last);
     }
 
     fn on_drained(&mut self, conn: &mut Conn<'_, HttpMsg>) {

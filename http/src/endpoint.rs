@@ -6,7 +6,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use pistachio_transport::{Listener, ListenerOptions, Server, ServerConfig, TlsConfig};
+use pistachio_transport::{
+    Listener, ListenerOptions, Server, ServerConfig, ShutdownReport, TlsConfig,
+};
 
 use crate::conn::HttpConn;
 use crate::parser::Limits;
@@ -26,6 +28,7 @@ pub struct Options {
     max_response_size: usize,
     max_connections: Option<usize>,
     max_handshakes: usize,
+    shutdown_timeout: Duration,
     limits: Limits,
     listener: ListenerOptions,
     thread_name_prefix: String,
@@ -45,6 +48,7 @@ impl Default for Options {
             max_response_size: usize::MAX,
             max_connections: transport.max_connections,
             max_handshakes: transport.max_handshakes,
+            shutdown_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             listener: ListenerOptions::default(),
             thread_name_prefix: transport.thread_name_prefix,
@@ -126,6 +130,13 @@ impl Options {
     /// starve the rest (default 256).
     pub fn max_handshakes(mut self, n: usize) -> Self {
         self.max_handshakes = n.max(1);
+        self
+    }
+
+    /// How long [`Endpoint::serve`]'s graceful shutdown lets requests in
+    /// flight finish before cutting them (default 10 s).
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
         self
     }
 
@@ -284,8 +295,33 @@ impl Endpoint {
                 .unwrap_or_else(|p| p.into_inner());
         }
         drop(stopped);
-        self.shutdown();
+        let report = self.shutdown_graceful(self.options.shutdown_timeout);
+        if report.connections_cut > 0 {
+            log::warn!(
+                "graceful shutdown cut {} connections after {:?}",
+                report.connections_cut,
+                report.elapsed
+            );
+        }
         Ok(())
+    }
+
+    /// Shuts down gracefully: stops accepting, answers every request in
+    /// flight (the last one on each connection with `Connection: close`),
+    /// closes idle keep-alive connections, sends TLS close_notify, and
+    /// returns once every server thread has exited. What is still open
+    /// after `deadline` is cut and counted in the report.
+    pub fn shutdown_graceful(&mut self, deadline: Duration) -> ShutdownReport {
+        self.listener = None;
+        let report = match self.server.take() {
+            Some(mut server) => server.shutdown_graceful(deadline),
+            None => ShutdownReport {
+                connections_cut: 0,
+                elapsed: Duration::ZERO,
+            },
+        };
+        ShutdownHandle(Arc::clone(&self.stop)).shutdown();
+        report
     }
 
     /// A handle to replace the certificate (the whole [`TlsConfig`]) while

@@ -8,6 +8,8 @@ use std::io;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LAST_MODIFIED, SET_COOKIE};
@@ -107,9 +109,18 @@ pub(crate) struct Target {
     pub(crate) peer_addr: SocketAddr,
     pub(crate) attempt: u8,
     pub(crate) max_response_size: usize,
+    /// Sequence number of the connection's last response (the connection
+    /// closes after it), or `u64::MAX`: set when a graceful shutdown begins.
+    pub(crate) last_seq: Arc<AtomicU64>,
 }
 
 impl Target {
+    /// Whether the connection stays open after this response: not if the
+    /// request said so, nor if it is the last before a graceful shutdown.
+    fn keep_alive_now(&self) -> bool {
+        self.keep_alive && self.last_seq.load(Ordering::Relaxed) != self.seq
+    }
+
     fn facts(&self) -> RequestFacts {
         RequestFacts {
             seq: self.seq,
@@ -312,6 +323,7 @@ impl ResponseWriter {
             return Err(io::Error::other("file too large for this platform"));
         };
         let target = self.target.take().expect("a writer answers once");
+        let keep_alive = target.keep_alive_now();
         let mut head = Vec::with_capacity(256);
         write_head(
             &mut head,
@@ -319,14 +331,14 @@ impl ResponseWriter {
             StatusCode::OK,
             &self.headers,
             length,
-            target.keep_alive,
+            keep_alive,
         );
         let body = (!target.head_only).then_some(FileBody {
             file,
             offset: 0,
             len,
         });
-        target.deliver_file(head, body, true, target.keep_alive);
+        target.deliver_file(head, body, true, keep_alive);
         Ok(())
     }
 
@@ -337,21 +349,16 @@ impl ResponseWriter {
     pub fn stream(mut self, status: StatusCode) -> ResponseStream {
         let target = self.target.take().expect("a writer answers once");
         let chunked = target.version == Version::HTTP_11;
+        let keep_alive = target.keep_alive_now();
         let mut buf = Vec::with_capacity(256);
         if chunked {
-            write_head_chunked(
-                &mut buf,
-                target.version,
-                status,
-                &self.headers,
-                target.keep_alive,
-            );
+            write_head_chunked(&mut buf, target.version, status, &self.headers, keep_alive);
         } else {
             write_head_close_delimited(&mut buf, target.version, status, &self.headers);
         }
         let no_body = target.head_only || !status_allows_body(status);
         ResponseStream {
-            keep_alive: chunked && target.keep_alive,
+            keep_alive: chunked && keep_alive,
             target: Some(target),
             buf,
             chunked,
@@ -402,6 +409,7 @@ fn send_whole(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[
 
 fn send_whole_unchecked(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[u8]) {
     let send_body = !target.head_only && status_allows_body(status);
+    let keep_alive = target.keep_alive_now();
     let mut bytes = Vec::with_capacity(128 + headers.len() * 32 + body.len());
     write_head(
         &mut bytes,
@@ -409,12 +417,12 @@ fn send_whole_unchecked(target: &Target, status: StatusCode, headers: &HeaderMap
         status,
         headers,
         body.len(),
-        target.keep_alive,
+        keep_alive,
     );
     if send_body {
         bytes.extend_from_slice(body);
     }
-    target.deliver(bytes, true, target.keep_alive);
+    target.deliver(bytes, true, keep_alive);
 }
 
 /// Pieces buffered by a [`ResponseStream`] before they are handed over

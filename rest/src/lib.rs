@@ -92,7 +92,8 @@ pub use pistachio_http::{
     StatusCode, Version,
 };
 pub use pistachio_transport::{
-    ClientCerts, ListenerOptions, TlsConfig, TlsConfigBuilder, TlsReloader, TlsVersion,
+    ClientCerts, ListenerOptions, ShutdownReport, TlsConfig, TlsConfigBuilder, TlsReloader,
+    TlsVersion,
 };
 
 pub use description::{Description, RouteDesc, Schema, OPENAPI_VERSION};

@@ -45,6 +45,13 @@ pub trait Protocol: Sized + 'static {
         let _ = conn;
     }
 
+    /// The server is shutting down gracefully: finish what is in flight,
+    /// then close (the server cuts what is left at its deadline). The
+    /// default closes at once (after flushing what is queued).
+    fn on_drain(&mut self, conn: &mut Conn<'_, Self::Message>) {
+        conn.close();
+    }
+
     /// The timer armed with [`Conn::set_timeout`] fired. The default closes.
     fn on_timeout(&mut self, conn: &mut Conn<'_, Self::Message>) {
         conn.close();
@@ -282,7 +289,9 @@ impl<M: Send + 'static> PeerHandle<M> {
             })
             .map_err(|closed| match closed.0 {
                 WorkerMsg::Peer { msg, .. } => msg,
-                WorkerMsg::Accept(..) => unreachable!("posted a peer message"),
+                WorkerMsg::Accept(..) | WorkerMsg::Drain { .. } => {
+                    unreachable!("posted a peer message")
+                }
             })
     }
 

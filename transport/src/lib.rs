@@ -75,6 +75,8 @@ use std::time::Duration;
 use pistachio_reactor::Reactor;
 
 pub use conn::{CloseReason, Conn, PeerHandle, PeerInfo, Protocol, TlsInfo};
+// `ShutdownReport` is defined below.
+// `ShutdownReport` is defined below.
 pub use listener::{Listener, ListenerOptions};
 pub use tls::{
     ClientCerts, SelfSigned, TlsConfig, TlsConfigBuilder, TlsError, TlsReloader, TlsVersion,
@@ -124,6 +126,16 @@ impl Default for ServerConfig {
             thread_name_prefix: "pistachio-w".to_owned(),
         }
     }
+}
+
+/// What a graceful shutdown achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections still open at the deadline, closed then (their
+    /// in-flight work lost). 0 means everything finished in time.
+    pub connections_cut: usize,
+    /// How long the shutdown took.
+    pub elapsed: Duration,
 }
 
 /// A running server: the accept thread and the workers.
@@ -207,6 +219,44 @@ impl<M: Send + 'static> Server<M> {
         self.tls.as_ref().map(|slot| TlsReloader {
             slot: Arc::clone(slot),
         })
+    }
+
+    /// Shuts down gracefully: stops accepting (the listening socket is
+    /// closed), lets every connection finish what it is doing (for HTTP:
+    /// answers the requests in flight, the last with `Connection: close`;
+    /// idle keep-alive connections close at once), sends TLS close_notify,
+    /// and returns once all workers have exited. Connections still open
+    /// after `deadline` are cut, and counted in the report.
+    pub fn shutdown_graceful(&mut self, deadline: Duration) -> ShutdownReport {
+        let started = std::time::Instant::now();
+        if let Some(mut accept) = self.accept.take() {
+            accept.stop();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut draining = 0;
+        for mailbox in self.reactor.mailboxes() {
+            let msg = WorkerMsg::Drain {
+                deadline: started + deadline,
+                report: tx.clone(),
+            };
+            if mailbox.post(msg).is_ok() {
+                draining += 1;
+            }
+        }
+        drop(tx);
+        let mut cut = 0;
+        for _ in 0..draining {
+            // Every worker reports by its deadline (plus scheduling slack).
+            match rx.recv_timeout(deadline + Duration::from_secs(5)) {
+                Ok(n) => cut += n,
+                Err(_) => break,
+            }
+        }
+        self.reactor.shutdown();
+        ShutdownReport {
+            connections_cut: cut,
+            elapsed: started.elapsed(),
+        }
     }
 
     /// Stops accepting (the listening socket is closed), closes every

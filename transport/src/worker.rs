@@ -18,7 +18,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::debug;
 use mio::net::TcpStream;
@@ -43,6 +43,12 @@ pub(crate) enum WorkerMsg<M> {
         generation: u64,
         msg: M,
     },
+    /// Graceful shutdown: let connections finish, cut the rest at
+    /// `deadline`, then report how many were cut.
+    Drain {
+        deadline: Instant,
+        report: std::sync::mpsc::Sender<usize>,
+    },
 }
 
 /// What a worker timer is for.
@@ -51,6 +57,8 @@ pub(crate) enum TimerKind {
     Handshake,
     Protocol,
     Linger,
+    /// The graceful shutdown's deadline (worker-wide; token unused).
+    Drain,
 }
 
 /// Payload of every worker timer.
@@ -413,6 +421,8 @@ pub(crate) struct Worker<P: Protocol> {
     tls_ctx: Option<(u64, SslContext)>,
     /// TLS handshakes in progress on this worker.
     handshaking: usize,
+    /// Set once a graceful shutdown began: where to report when done.
+    draining: Option<std::sync::mpsc::Sender<usize>>,
 }
 
 type Ctx<'a, P> = Context<'a, Worker<P>>;
@@ -428,6 +438,7 @@ impl<P: Protocol> Worker<P> {
             next_generation: 0,
             tls_ctx: None,
             handshaking: 0,
+            draining: None,
         }
     }
 
@@ -914,6 +925,69 @@ impl<P: Protocol> Worker<P> {
         self.close_now(ctx, token, CloseReason::Closed);
     }
 
+    /// Starts a graceful shutdown of this worker's connections.
+    fn drain(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        deadline: Instant,
+        report: std::sync::mpsc::Sender<usize>,
+    ) {
+        debug!(
+            "worker {}: draining {} connections",
+            ctx.worker(),
+            self.peers.len()
+        );
+        self.draining = Some(report);
+        ctx.set_timer(
+            deadline,
+            PeerTimer {
+                token: usize::MAX,
+                generation: 0,
+                kind: TimerKind::Drain,
+            },
+        );
+        let tokens: Vec<usize> = self.peers.iter().map(|(t, _)| t).collect();
+        for token in tokens {
+            match self.peers.get(token).map(|p| p.io.phase) {
+                Some(Phase::Handshaking) => self.close_now(ctx, token, CloseReason::Shutdown),
+                Some(Phase::Open) if self.with_protocol(ctx, token, |p, conn| p.on_drain(conn)) => {
+                    self.after_callback_io(ctx, token);
+                }
+                // Already closing.
+                _ => {}
+            }
+        }
+        self.check_drained();
+    }
+
+    /// Reports a finished drain once the last connection is gone.
+    fn check_drained(&mut self) {
+        if self.peers.is_empty() {
+            if let Some(report) = self.draining.take() {
+                let _ = report.send(0);
+            }
+        }
+    }
+
+    /// The graceful shutdown's deadline: cut what is left and report it.
+    fn drain_deadline(&mut self, ctx: &mut Ctx<'_, P>) {
+        let Some(report) = self.draining.take() else {
+            return;
+        };
+        let tokens: Vec<usize> = self.peers.iter().map(|(t, _)| t).collect();
+        let cut = tokens.len();
+        for token in tokens {
+            self.close_now(ctx, token, CloseReason::Shutdown);
+        }
+        if cut > 0 {
+            log::warn!(
+                "worker {}: shutdown deadline cut {cut} connections",
+                ctx.worker()
+            );
+        }
+        let _ = report.send(cut);
+    }
+
     /// Removes the peer: deregisters, cancels its timers, tells the
     /// protocol, and drops it (`SSL_free`, then `close(2)`).
     fn close_now(&mut self, ctx: &mut Ctx<'_, P>, token: usize, reason: CloseReason) {
@@ -941,6 +1015,9 @@ impl<P: Protocol> Worker<P> {
         if catch_unwind(AssertUnwindSafe(|| protocol.on_close(&reason))).is_err() {
             log::warn!("{}: protocol panicked in on_close", peer.io.peer_addr);
         }
+        if self.draining.is_some() {
+            self.check_drained();
+        }
     }
 }
 
@@ -958,7 +1035,14 @@ impl<P: Protocol> Handler for Worker<P> {
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, P>, msg: Self::Message) {
         match msg {
+            WorkerMsg::Accept(sock, peer_addr) if self.draining.is_some() => {
+                // Accepted just before the listener closed: not served.
+                debug!("{peer_addr}: refused, shutting down");
+                drop(sock);
+                self.config.live.fetch_sub(1, Ordering::SeqCst);
+            }
             WorkerMsg::Accept(sock, peer_addr) => self.accept(ctx, sock, peer_addr),
+            WorkerMsg::Drain { deadline, report } => self.drain(ctx, deadline, report),
             WorkerMsg::Peer {
                 token,
                 generation,
@@ -981,6 +1065,9 @@ impl<P: Protocol> Handler for Worker<P> {
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, P>, timer: PeerTimer) {
+        if let TimerKind::Drain = timer.kind {
+            return self.drain_deadline(ctx);
+        }
         let Some(peer) = self.peers.get_mut(timer.token) else {
             return;
         };
@@ -998,6 +1085,7 @@ impl<P: Protocol> Handler for Worker<P> {
                 peer.io.linger_timer = None;
                 self.close_now(ctx, timer.token, CloseReason::Closed);
             }
+            TimerKind::Drain => unreachable!("drain timers are handled above"),
             TimerKind::Protocol => {
                 peer.io.protocol_timer = None;
                 if peer.io.phase == Phase::Open
