@@ -29,6 +29,7 @@ pub struct Options {
     max_connections: Option<usize>,
     max_handshakes: usize,
     shutdown_timeout: Duration,
+    per_worker_listeners: bool,
     limits: Limits,
     listener: ListenerOptions,
     thread_name_prefix: String,
@@ -49,6 +50,7 @@ impl Default for Options {
             max_connections: transport.max_connections,
             max_handshakes: transport.max_handshakes,
             shutdown_timeout: Duration::from_secs(10),
+            per_worker_listeners: false,
             limits: Limits::default(),
             listener: ListenerOptions::default(),
             thread_name_prefix: transport.thread_name_prefix,
@@ -130,6 +132,18 @@ impl Options {
     /// starve the rest (default 256).
     pub fn max_handshakes(mut self, n: usize) -> Self {
         self.max_handshakes = n.max(1);
+        self
+    }
+
+    /// One listening socket per worker on the same port (`SO_REUSEPORT`):
+    /// the kernel spreads connections over the workers and accepting
+    /// scales with them. Turns on `reuse_port`. Default off (one accept
+    /// thread hands connections out round-robin).
+    pub fn per_worker_listeners(mut self, on: bool) -> Self {
+        self.per_worker_listeners = on;
+        if on {
+            self.listener.reuse_port = true;
+        }
         self
     }
 
@@ -272,6 +286,7 @@ impl Endpoint {
             close_timeout: self.options.close_timeout,
             max_connections: self.options.max_connections,
             max_handshakes: self.options.max_handshakes,
+            per_worker_listeners: self.options.per_worker_listeners,
             thread_name_prefix: self.options.thread_name_prefix.clone(),
             ..ServerConfig::default()
         };

@@ -55,7 +55,7 @@ pub use request::Request;
 pub use writer::{ResponseStream, ResponseWriter};
 
 pub use http::{header, HeaderMap, Method, StatusCode, Version};
-pub use pistachio_transport::{ShutdownReport, TlsInfo};
+pub use pistachio_transport::{ListenerOptions, ShutdownReport, TlsInfo};
 
 /// Facts about a new connection, given to [`Handler::on_connection`].
 #[derive(Debug, Clone, Copy)]

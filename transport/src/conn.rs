@@ -289,7 +289,7 @@ impl<M: Send + 'static> PeerHandle<M> {
             })
             .map_err(|closed| match closed.0 {
                 WorkerMsg::Peer { msg, .. } => msg,
-                WorkerMsg::Accept(..) | WorkerMsg::Drain { .. } => {
+                WorkerMsg::Accept(..) | WorkerMsg::Drain { .. } | WorkerMsg::Listen(..) => {
                     unreachable!("posted a peer message")
                 }
             })

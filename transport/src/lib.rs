@@ -103,6 +103,12 @@ pub struct ServerConfig {
     /// are closed at once, so a flood of slow or silent TLS clients cannot
     /// starve established connections. Default 256.
     pub max_handshakes: usize,
+    /// Give every worker its own listening socket on the same address
+    /// (`SO_REUSEPORT`; the listener must be bound with `reuse_port`), so
+    /// the kernel spreads new connections over the workers and accepting
+    /// scales with them, instead of one accept thread handing connections
+    /// out round-robin. Default off.
+    pub per_worker_listeners: bool,
     /// Most connections open at once, over all workers; beyond it, newly
     /// accepted connections are closed at once. Default: no limit.
     pub max_connections: Option<usize>,
@@ -122,6 +128,7 @@ impl Default for ServerConfig {
             linger_timeout: Duration::from_secs(2),
             close_timeout: Duration::from_secs(30),
             max_handshakes: 256,
+            per_worker_listeners: false,
             max_connections: None,
             thread_name_prefix: "pistachio-w".to_owned(),
         }
@@ -172,6 +179,8 @@ impl<M: Send + 'static> Server<M> {
         let tls = config.tls.clone().map(|c| Arc::new(tls::TlsSlot::new(c)));
         let live = Arc::new(AtomicUsize::new(0));
         let worker_config = Arc::new(WorkerConfig {
+            max_connections: config.max_connections,
+            no_delay: listener.options().no_delay,
             tls: tls.clone(),
             max_handshakes: config.max_handshakes.max(1),
             live: Arc::clone(&live),
@@ -183,14 +192,36 @@ impl<M: Send + 'static> Server<M> {
             .threads(config.threads)
             .name_prefix(config.thread_name_prefix.clone())
             .spawn(move |_| Worker::new(Arc::clone(&factory), Arc::clone(&worker_config)))?;
-        let accept = AcceptThread::spawn(
-            listener,
-            reactor.mailboxes().to_vec(),
-            Arc::clone(&live),
-            config.max_connections,
-        )?;
+        let accept = if config.per_worker_listeners {
+            if !listener.options().reuse_port {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "per-worker listeners need a listener bound with reuse_port",
+                ));
+            }
+            let mut listeners = vec![listener];
+            for _ in 1..reactor.threads() {
+                listeners.push(listeners[0].sibling()?);
+            }
+            for (mailbox, listener) in reactor.mailboxes().iter().zip(listeners) {
+                if mailbox
+                    .post(WorkerMsg::Listen(listener.into_mio()))
+                    .is_err()
+                {
+                    return Err(io::Error::other("a worker stopped during start-up"));
+                }
+            }
+            None
+        } else {
+            Some(AcceptThread::spawn(
+                listener,
+                reactor.mailboxes().to_vec(),
+                Arc::clone(&live),
+                config.max_connections,
+            )?)
+        };
         Ok(Server {
-            accept: Some(accept),
+            accept,
             reactor,
             local_addr,
             tls,

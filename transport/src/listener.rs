@@ -107,6 +107,20 @@ impl Listener {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
+
+    /// The options it was bound with.
+    pub fn options(&self) -> &ListenerOptions {
+        &self.options
+    }
+
+    /// Another listener on the same address (`SO_REUSEPORT` must be on).
+    pub(crate) fn sibling(&self) -> io::Result<Listener> {
+        Listener::bind(self.local_addr, self.options.clone())
+    }
+
+    pub(crate) fn into_mio(self) -> TcpListener {
+        TcpListener::from_std(self.inner)
+    }
 }
 
 const LISTENER: Token = Token(0);

@@ -43,6 +43,8 @@ pub(crate) enum WorkerMsg<M> {
         generation: u64,
         msg: M,
     },
+    /// This worker's own listening socket (per-worker listeners).
+    Listen(mio::net::TcpListener),
     /// Graceful shutdown: let connections finish, cut the rest at
     /// `deadline`, then report how many were cut.
     Drain {
@@ -59,6 +61,8 @@ pub(crate) enum TimerKind {
     Linger,
     /// The graceful shutdown's deadline (worker-wide; token unused).
     Drain,
+    /// Accept again after running out of descriptors (worker-wide).
+    AcceptRetry,
 }
 
 /// Payload of every worker timer.
@@ -399,6 +403,8 @@ struct Peer<P> {
 /// Settings every worker shares.
 #[derive(Debug)]
 pub(crate) struct WorkerConfig {
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) no_delay: bool,
     pub(crate) tls: Option<Arc<TlsSlot>>,
     pub(crate) max_handshakes: usize,
     /// Open connections over all workers (the accept thread counts them in).
@@ -423,7 +429,14 @@ pub(crate) struct Worker<P: Protocol> {
     handshaking: usize,
     /// Set once a graceful shutdown began: where to report when done.
     draining: Option<std::sync::mpsc::Sender<usize>>,
+    /// This worker's own listener, with per-worker listeners.
+    listener: Option<mio::net::TcpListener>,
 }
+
+/// The token of a worker's own listener (slab keys never get this high).
+const LISTENER: Token = Token(usize::MAX - 1);
+/// How long to stop accepting after running out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 type Ctx<'a, P> = Context<'a, Worker<P>>;
 
@@ -439,6 +452,7 @@ impl<P: Protocol> Worker<P> {
             tls_ctx: None,
             handshaking: 0,
             draining: None,
+            listener: None,
         }
     }
 
@@ -925,6 +939,52 @@ impl<P: Protocol> Worker<P> {
         self.close_now(ctx, token, CloseReason::Closed);
     }
 
+    /// Accepts on this worker's own listener until `WouldBlock`.
+    fn accept_own(&mut self, ctx: &mut Ctx<'_, P>) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((sock, peer_addr)) => {
+                    let live = &self.config.live;
+                    if self
+                        .config
+                        .max_connections
+                        .is_some_and(|max| live.load(Ordering::SeqCst) >= max)
+                    {
+                        debug!("{peer_addr}: refused, max_connections reached");
+                        continue;
+                    }
+                    live.fetch_add(1, Ordering::SeqCst);
+                    if self.config.no_delay {
+                        let _ = sock.set_nodelay(true);
+                    }
+                    self.accept(ctx, sock, peer_addr);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::ECONNABORTED) | Some(libc::EPROTO) | Some(libc::EPERM) => continue,
+                    _ => {
+                        // EMFILE and friends: retry later instead of spinning
+                        // (edge-triggered: no new event would come).
+                        log::warn!("worker {}: accept: {e}; pausing accepts", ctx.worker());
+                        ctx.set_timeout(
+                            ACCEPT_BACKOFF,
+                            PeerTimer {
+                                token: usize::MAX,
+                                generation: 0,
+                                kind: TimerKind::AcceptRetry,
+                            },
+                        );
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
     /// Starts a graceful shutdown of this worker's connections.
     fn drain(
         &mut self,
@@ -932,6 +992,9 @@ impl<P: Protocol> Worker<P> {
         deadline: Instant,
         report: std::sync::mpsc::Sender<usize>,
     ) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = ctx.registry().deregister(&mut listener);
+        }
         debug!(
             "worker {}: draining {} connections",
             ctx.worker(),
@@ -1026,6 +1089,9 @@ impl<P: Protocol> Handler for Worker<P> {
     type Timer = PeerTimer;
 
     fn on_event(&mut self, ctx: &mut Ctx<'_, P>, event: &mio::event::Event) {
+        if event.token() == LISTENER {
+            return self.accept_own(ctx);
+        }
         let token = event.token().0;
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
         let writable = event.is_writable() || event.is_write_closed();
@@ -1043,6 +1109,17 @@ impl<P: Protocol> Handler for Worker<P> {
             }
             WorkerMsg::Accept(sock, peer_addr) => self.accept(ctx, sock, peer_addr),
             WorkerMsg::Drain { deadline, report } => self.drain(ctx, deadline, report),
+            WorkerMsg::Listen(mut listener) => {
+                match ctx
+                    .registry()
+                    .register(&mut listener, LISTENER, Interest::READABLE)
+                {
+                    Ok(()) => self.listener = Some(listener),
+                    Err(e) => {
+                        log::error!("worker {}: cannot watch its listener: {e}", ctx.worker())
+                    }
+                }
+            }
             WorkerMsg::Peer {
                 token,
                 generation,
@@ -1065,8 +1142,10 @@ impl<P: Protocol> Handler for Worker<P> {
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_, P>, timer: PeerTimer) {
-        if let TimerKind::Drain = timer.kind {
-            return self.drain_deadline(ctx);
+        match timer.kind {
+            TimerKind::Drain => return self.drain_deadline(ctx),
+            TimerKind::AcceptRetry => return self.accept_own(ctx),
+            _ => {}
         }
         let Some(peer) = self.peers.get_mut(timer.token) else {
             return;
@@ -1085,7 +1164,9 @@ impl<P: Protocol> Handler for Worker<P> {
                 peer.io.linger_timer = None;
                 self.close_now(ctx, timer.token, CloseReason::Closed);
             }
-            TimerKind::Drain => unreachable!("drain timers are handled above"),
+            TimerKind::Drain | TimerKind::AcceptRetry => {
+                unreachable!("worker-wide timers are handled above")
+            }
             TimerKind::Protocol => {
                 peer.io.protocol_timer = None;
                 if peer.io.phase == Phase::Open
