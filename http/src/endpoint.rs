@@ -254,6 +254,22 @@ impl Endpoint {
         })
     }
 
+    /// Binds and listens on a Unix domain socket at `path` (for a reverse
+    /// proxy on the same host). A stale socket file is replaced; the file
+    /// is removed when the endpoint stops. `Request::peer_addr()` is then
+    /// [`pistachio_transport::UNIX_PEER_ADDR`] (`0.0.0.0:0`). TLS works as
+    /// over TCP; per-worker listeners do not apply.
+    pub fn bind_unix(path: impl AsRef<std::path::Path>, options: Options) -> io::Result<Endpoint> {
+        let listener = Listener::bind_unix(path, options.listener.clone())?;
+        Ok(Endpoint {
+            local_addr: listener.local_addr(),
+            listener: Some(listener),
+            options,
+            server: None,
+            stop: Arc::default(),
+        })
+    }
+
     /// The bound address (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -60,6 +60,7 @@
 pub mod classify;
 mod conn;
 mod listener;
+mod socket;
 #[allow(unsafe_code)]
 mod sys;
 mod tls;
@@ -78,6 +79,7 @@ pub use conn::{CloseReason, Conn, PeerHandle, PeerInfo, Protocol, TlsInfo};
 // `ShutdownReport` is defined below.
 // `ShutdownReport` is defined below.
 pub use listener::{Listener, ListenerOptions};
+pub use socket::UNIX_PEER_ADDR;
 pub use tls::{
     ClientCerts, SelfSigned, TlsConfig, TlsConfigBuilder, TlsError, TlsReloader, TlsVersion,
 };

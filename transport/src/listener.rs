@@ -2,13 +2,17 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use log::{debug, error, warn};
-use mio::net::TcpListener;
+use mio::net::{TcpListener, UnixListener};
+
+use crate::socket::{Socket as Conn, UNIX_PEER_ADDR};
 use mio::{Events, Interest, Poll, Token, Waker};
 use pistachio_reactor::Mailbox;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
@@ -53,9 +57,49 @@ impl Default for ListenerOptions {
 /// port (`127.0.0.1:0` picks an ephemeral one), then hand it to a server.
 #[derive(Debug)]
 pub struct Listener {
-    inner: StdListener,
+    inner: Inner,
     local_addr: SocketAddr,
     options: ListenerOptions,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Tcp(StdListener),
+    Unix(StdUnixListener, SocketFile),
+}
+
+/// A Unix domain socket's file, removed when the listener is closed.
+#[derive(Debug)]
+pub(crate) struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A listening socket handed to an event loop.
+#[derive(Debug)]
+pub(crate) enum MioListener {
+    Tcp(TcpListener),
+    /// The file is held only to be removed with the listener.
+    Unix(UnixListener, #[allow(dead_code)] SocketFile),
+}
+
+impl MioListener {
+    fn accept(&self) -> io::Result<(Conn, SocketAddr)> {
+        match self {
+            MioListener::Tcp(l) => l.accept().map(|(s, a)| (Conn::Tcp(s), a)),
+            MioListener::Unix(l, _) => l.accept().map(|(s, _)| (Conn::Unix(s), UNIX_PEER_ADDR)),
+        }
+    }
+
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            MioListener::Tcp(l) => l,
+            MioListener::Unix(l, _) => l,
+        }
+    }
 }
 
 impl Listener {
@@ -97,13 +141,73 @@ impl Listener {
         let inner: StdListener = socket.into();
         let local_addr = inner.local_addr()?;
         Ok(Listener {
-            inner,
+            inner: Inner::Tcp(inner),
             local_addr,
             options,
         })
     }
 
-    /// The bound address, with the real port when bound to port 0.
+    /// Binds and listens on a Unix domain socket at `path` (for a local
+    /// reverse proxy, say). A stale socket file left by a dead server is
+    /// replaced; one a live server answers on is an
+    /// [`io::ErrorKind::AddrInUse`] error. The file is removed when the
+    /// server stops. Connections report [`UNIX_PEER_ADDR`] as their peer.
+    pub fn bind_unix(path: impl AsRef<Path>, options: ListenerOptions) -> io::Result<Listener> {
+        let path = path.as_ref();
+        let context = |e: io::Error, what: &str| {
+            io::Error::new(e.kind(), format!("cannot {what} {}: {e}", path.display()))
+        };
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "cannot bind {}: a server is listening there",
+                        path.display()
+                    ),
+                ));
+            }
+            let is_socket = std::fs::symlink_metadata(path)
+                .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                .unwrap_or(false);
+            if !is_socket {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("cannot bind {}: not a socket file", path.display()),
+                ));
+            }
+            std::fs::remove_file(path).map_err(|e| context(e, "remove the stale socket"))?;
+        }
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)
+            .map_err(|e| context(e, "create a socket for"))?;
+        if !options.close_on_exec {
+            socket
+                .set_cloexec(false)
+                .map_err(|e| context(e, "clear close-on-exec on"))?;
+        }
+        socket.set_nonblocking(true)?;
+        let addr = socket2::SockAddr::unix(path).map_err(|e| context(e, "use the path"))?;
+        socket.bind(&addr).map_err(|e| context(e, "bind"))?;
+        socket
+            .listen(options.backlog)
+            .map_err(|e| context(e, "listen on"))?;
+        Ok(Listener {
+            inner: Inner::Unix(socket.into(), SocketFile(path.to_owned())),
+            local_addr: UNIX_PEER_ADDR,
+            options,
+        })
+    }
+
+    /// The path of a Unix domain socket listener.
+    pub fn unix_path(&self) -> Option<&Path> {
+        match &self.inner {
+            Inner::Unix(_, file) => Some(&file.0),
+            Inner::Tcp(_) => None,
+        }
+    }
+
+    /// The bound address, with the real port when bound to port 0
+    /// ([`UNIX_PEER_ADDR`] for a Unix domain socket).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -115,11 +219,20 @@ impl Listener {
 
     /// Another listener on the same address (`SO_REUSEPORT` must be on).
     pub(crate) fn sibling(&self) -> io::Result<Listener> {
+        if self.unix_path().is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a Unix domain socket cannot be shared by per-worker listeners",
+            ));
+        }
         Listener::bind(self.local_addr, self.options.clone())
     }
 
-    pub(crate) fn into_mio(self) -> TcpListener {
-        TcpListener::from_std(self.inner)
+    pub(crate) fn into_mio(self) -> MioListener {
+        match self.inner {
+            Inner::Tcp(l) => MioListener::Tcp(TcpListener::from_std(l)),
+            Inner::Unix(l, path) => MioListener::Unix(UnixListener::from_std(l), path),
+        }
     }
 }
 
@@ -149,9 +262,9 @@ impl AcceptThread {
         let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let no_delay = listener.options.no_delay;
-        let mut mio_listener = TcpListener::from_std(listener.inner);
+        let mut mio_listener = listener.into_mio();
         poll.registry()
-            .register(&mut mio_listener, LISTENER, Interest::READABLE)?;
+            .register(mio_listener.source(), LISTENER, Interest::READABLE)?;
         let stop2 = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("pistachio-acc".into())
@@ -197,7 +310,7 @@ struct Limits {
 
 fn accept_loop<M: Send + 'static>(
     mut poll: Poll,
-    listener: TcpListener,
+    listener: MioListener,
     workers: Vec<Mailbox<WorkerMsg<M>>>,
     limits: &Limits,
     stop: &std::sync::atomic::AtomicBool,
@@ -234,8 +347,8 @@ fn accept_loop<M: Send + 'static>(
                         continue;
                     }
                     limits.live.fetch_add(1, Ordering::SeqCst);
-                    if limits.no_delay {
-                        if let Err(e) = stream.set_nodelay(true) {
+                    if let (true, Conn::Tcp(tcp)) = (limits.no_delay, &stream) {
+                        if let Err(e) = tcp.set_nodelay(true) {
                             debug!("TCP_NODELAY on {peer}: {e}");
                         }
                     }

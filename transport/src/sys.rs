@@ -123,7 +123,7 @@ fn set_errno(value: c_int) {
 /// `sendfile(2)`: copies up to `count` bytes of `file` from `*offset` to
 /// `sock` in the kernel, advancing `*offset`. At most 1 GiB per call.
 pub(crate) fn sendfile(
-    sock: &mio::net::TcpStream,
+    sock: &impl std::os::fd::AsRawFd,
     file: &std::fs::File,
     offset: &mut u64,
     count: u64,

@@ -20,8 +20,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::listener::MioListener;
+use crate::socket::Socket;
 use log::debug;
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 use pistachio_reactor::{Context, Handler, TimerId};
 use slab::Slab;
@@ -36,7 +37,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// A worker's mailbox traffic.
 pub(crate) enum WorkerMsg<M> {
     /// A connection accepted for this worker.
-    Accept(TcpStream, SocketAddr),
+    Accept(Socket, SocketAddr),
     /// A message for one connection (from [`crate::PeerHandle`]).
     Peer {
         token: usize,
@@ -44,7 +45,7 @@ pub(crate) enum WorkerMsg<M> {
         msg: M,
     },
     /// This worker's own listening socket (per-worker listeners).
-    Listen(mio::net::TcpListener),
+    Listen(MioListener),
     /// Graceful shutdown: let connections finish, cut the rest at
     /// `deadline`, then report how many were cut.
     Drain {
@@ -120,7 +121,7 @@ pub(crate) struct TlsState {
 pub(crate) struct PeerIo {
     // Declared before `sock` so the `SSL*` is freed before the fd closes.
     tls: Option<TlsState>,
-    sock: TcpStream,
+    sock: Socket,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) local_addr: SocketAddr,
     phase: Phase,
@@ -430,7 +431,7 @@ pub(crate) struct Worker<P: Protocol> {
     /// Set once a graceful shutdown began: where to report when done.
     draining: Option<std::sync::mpsc::Sender<usize>>,
     /// This worker's own listener, with per-worker listeners.
-    listener: Option<mio::net::TcpListener>,
+    listener: Option<MioListener>,
 }
 
 /// The token of a worker's own listener (slab keys never get this high).
@@ -456,7 +457,7 @@ impl<P: Protocol> Worker<P> {
         }
     }
 
-    fn accept(&mut self, ctx: &mut Ctx<'_, P>, sock: TcpStream, peer_addr: SocketAddr) {
+    fn accept(&mut self, ctx: &mut Ctx<'_, P>, sock: Socket, peer_addr: SocketAddr) {
         if !self.try_accept(ctx, sock, peer_addr) {
             // Never became a peer: it no longer counts as open.
             self.config.live.fetch_sub(1, Ordering::SeqCst);
@@ -480,7 +481,7 @@ impl<P: Protocol> Worker<P> {
     fn try_accept(
         &mut self,
         ctx: &mut Ctx<'_, P>,
-        mut sock: TcpStream,
+        mut sock: Socket,
         peer_addr: SocketAddr,
     ) -> bool {
         if self.config.tls.is_some() && self.handshaking >= self.config.max_handshakes {
@@ -945,7 +946,13 @@ impl<P: Protocol> Worker<P> {
             let Some(listener) = self.listener.as_ref() else {
                 return;
             };
-            match listener.accept() {
+            let accepted = match listener {
+                MioListener::Tcp(l) => l.accept().map(|(s, a)| (Socket::Tcp(s), a)),
+                MioListener::Unix(l, _) => l
+                    .accept()
+                    .map(|(s, _)| (Socket::Unix(s), crate::socket::UNIX_PEER_ADDR)),
+            };
+            match accepted {
                 Ok((sock, peer_addr)) => {
                     let live = &self.config.live;
                     if self
@@ -957,8 +964,8 @@ impl<P: Protocol> Worker<P> {
                         continue;
                     }
                     live.fetch_add(1, Ordering::SeqCst);
-                    if self.config.no_delay {
-                        let _ = sock.set_nodelay(true);
+                    if let (true, Socket::Tcp(tcp)) = (self.config.no_delay, &sock) {
+                        let _ = tcp.set_nodelay(true);
                     }
                     self.accept(ctx, sock, peer_addr);
                 }
@@ -993,7 +1000,10 @@ impl<P: Protocol> Worker<P> {
         report: std::sync::mpsc::Sender<usize>,
     ) {
         if let Some(mut listener) = self.listener.take() {
-            let _ = ctx.registry().deregister(&mut listener);
+            let _ = match &mut listener {
+                MioListener::Tcp(l) => ctx.registry().deregister(l),
+                MioListener::Unix(l, _) => ctx.registry().deregister(l),
+            };
         }
         debug!(
             "worker {}: draining {} connections",
@@ -1110,10 +1120,13 @@ impl<P: Protocol> Handler for Worker<P> {
             WorkerMsg::Accept(sock, peer_addr) => self.accept(ctx, sock, peer_addr),
             WorkerMsg::Drain { deadline, report } => self.drain(ctx, deadline, report),
             WorkerMsg::Listen(mut listener) => {
-                match ctx
-                    .registry()
-                    .register(&mut listener, LISTENER, Interest::READABLE)
-                {
+                let registered = match &mut listener {
+                    MioListener::Tcp(l) => ctx.registry().register(l, LISTENER, Interest::READABLE),
+                    MioListener::Unix(l, _) => {
+                        ctx.registry().register(l, LISTENER, Interest::READABLE)
+                    }
+                };
+                match registered {
                     Ok(()) => self.listener = Some(listener),
                     Err(e) => {
                         log::error!("worker {}: cannot watch its listener: {e}", ctx.worker())

@@ -1,0 +1,105 @@
+//! HTTP and HTTPS over a Unix domain socket listener.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use pistachio_rest::http::{Endpoint, Options, Request, ResponseWriter, StatusCode};
+use pistachio_tests::init_logging;
+
+fn socket_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("pistachio-{name}-{}.sock", std::process::id()))
+}
+
+fn hello(req: Request, resp: ResponseWriter) {
+    resp.send(
+        StatusCode::OK,
+        format!("hello {} from {}", req.path(), req.peer_addr()),
+    );
+}
+
+fn read_response(stream: &mut impl Read) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn plain_http_over_a_unix_socket_and_the_file_is_cleaned_up() {
+    init_logging();
+    let path = socket_path("plain");
+    // A stale file from a dead server is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let mut endpoint = Endpoint::bind_unix(&path, Options::default().threads(2)).unwrap();
+    endpoint.serve_threaded(hello).unwrap();
+    // A second server on the same live path is refused.
+    let busy = Endpoint::bind_unix(&path, Options::default()).unwrap_err();
+    assert_eq!(busy.kind(), std::io::ErrorKind::AddrInUse, "{busy}");
+
+    for i in 0..4 {
+        let mut c = UnixStream::connect(&path).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(
+            format!("GET /u{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let text = read_response(&mut c);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            text.ends_with(&format!("hello /u{i} from 0.0.0.0:0")),
+            "{text}"
+        );
+    }
+    // libcurl through the socket file (curl --unix-socket).
+    let mut easy = curl::easy::Easy::new();
+    easy.unix_socket(path.to_str().unwrap()).unwrap();
+    easy.url("http://localhost/curl").unwrap();
+    let mut body = Vec::new();
+    {
+        let mut transfer = easy.transfer();
+        transfer
+            .write_function(|d| {
+                body.extend_from_slice(d);
+                Ok(d.len())
+            })
+            .unwrap();
+        transfer.perform().unwrap();
+    }
+    assert_eq!(easy.response_code().unwrap(), 200);
+    assert_eq!(body, b"hello /curl from 0.0.0.0:0");
+
+    endpoint.shutdown();
+    assert!(!path.exists(), "socket file left behind");
+}
+
+#[test]
+fn https_over_a_unix_socket() {
+    init_logging();
+    let path = socket_path("tls");
+    let options = Options::default()
+        .threads(1)
+        .tls(pistachio_tests::server::server_tls_config());
+    let mut endpoint = Endpoint::bind_unix(&path, options).unwrap();
+    endpoint.serve_threaded(hello).unwrap();
+    let connector = pistachio_tests::client::tls_connector().unwrap();
+    let stream = UnixStream::connect(&path).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut tls = connector.connect("localhost", stream).unwrap();
+    tls.write_all(b"GET /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let text = read_response(&mut tls);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("hello /secure from 0.0.0.0:0"), "{text}");
+    let report = endpoint.shutdown_graceful(Duration::from_secs(2));
+    assert_eq!(report.connections_cut, 0);
+    assert!(!path.exists());
+}
