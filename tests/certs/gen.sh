@@ -20,8 +20,24 @@
 #                          server loads as its certificate chain
 #   server-encrypted.key   server.key encrypted (PKCS#8, AES-256-CBC) with the
 #                          password `pistachio`
+#   server-traditional.key server.key in the traditional EC format
+#                          ("BEGIN EC PRIVATE KEY")
+#   server-encrypted-traditional.key
+#                          server.key, traditional format, PEM-encrypted
+#                          (AES-256-CBC, DEK-Info header), password `pistachio`
 #
-# Keys are EC P-256 in unencrypted PKCS#8 PEM ("BEGIN PRIVATE KEY").
+#   intermediate.pem
+#     ├─ other.pem / other.key           second leaf, for DNS:other.test only
+#     │                                  (the SNI tests); other-chain.pem = other.pem
+#     │                                  + intermediate.pem
+#     └─ server-rsa.pem / .key           leaf for localhost, 127.0.0.1, ::1 with
+#                                        an RSA 2048 key (PKCS#8);
+#                                        server-rsa-chain.pem = leaf + intermediate,
+#                                        server-rsa-traditional.key = the same key
+#                                        as "BEGIN RSA PRIVATE KEY"
+#
+# Keys are EC P-256 in unencrypted PKCS#8 PEM ("BEGIN PRIVATE KEY") unless
+# their name says otherwise (-rsa, -traditional, -encrypted).
 # Validity is 36500 days so the files never need regenerating in practice.
 set -euo pipefail
 
@@ -130,6 +146,48 @@ openssl x509 -req -sha256 -days "$DAYS" -in "$TMP/untrusted-client.csr" \
     -CA untrusted-ca.pem -CAkey untrusted-ca.key -set_serial 0x4001 \
     -extfile "$TMP/client.ext" -out untrusted-client.pem
 
+# ---------------------------------------------------------------------------
+# Key format variants of server.key, for the key-loading tests:
+# server-traditional.key (SEC1, "BEGIN EC PRIVATE KEY") and
+# server-encrypted-traditional.key (the same, PEM-encrypted with DEK-Info,
+# password `pistachio`).
+openssl pkey -in server.key -traditional -out server-traditional.key
+openssl pkey -in server.key -traditional -aes-256-cbc \
+    -passout pass:pistachio -out server-encrypted-traditional.key
+
+# ---------------------------------------------------------------------------
+# server-rsa.pem, server-rsa.key: the server leaf again (same names), with an
+# RSA 2048 key; server-rsa-traditional.key is that key as PKCS#1
+# ("BEGIN RSA PRIVATE KEY").
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out server-rsa.key
+openssl pkey -in server-rsa.key -traditional -out server-rsa-traditional.key
+openssl req -new -key server-rsa.key -subj "/O=pistachio tests/CN=localhost" \
+    -out "$TMP/server-rsa.csr"
+openssl x509 -req -sha256 -days "$DAYS" -in "$TMP/server-rsa.csr" \
+    -CA intermediate.pem -CAkey intermediate.key -set_serial 0x2002 \
+    -extfile "$TMP/server.ext" -out server-rsa.pem
+cat server-rsa.pem intermediate.pem > server-rsa-chain.pem
+
+# ---------------------------------------------------------------------------
+# other.pem, other.key: a second server leaf for DNS:other.test only
+# (CN=other.test), signed by the intermediate: the certificate a server
+# selects by SNI, or reloads. other-chain.pem: leaf then intermediate.
+newkey other.key
+cat > "$TMP/other.ext" <<'EXT'
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:other.test
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+EXT
+openssl req -new -key other.key -subj "/O=pistachio tests/CN=other.test" \
+    -out "$TMP/other.csr"
+openssl x509 -req -sha256 -days "$DAYS" -in "$TMP/other.csr" \
+    -CA intermediate.pem -CAkey intermediate.key -set_serial 0x2003 \
+    -extfile "$TMP/other.ext" -out other.pem
+cat other.pem intermediate.pem > other-chain.pem
+
 # Test keys are not secrets; keep them readable by whoever runs the tests.
 chmod 644 ./*.key
 
@@ -138,3 +196,5 @@ chmod 644 ./*.key
 openssl verify -CAfile ca.pem -untrusted intermediate.pem server.pem
 openssl verify -CAfile ca.pem client.pem
 openssl verify -CAfile untrusted-ca.pem untrusted-client.pem
+openssl verify -CAfile ca.pem -untrusted intermediate.pem server-rsa.pem
+openssl verify -CAfile ca.pem -untrusted intermediate.pem other.pem

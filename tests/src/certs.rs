@@ -56,6 +56,46 @@ pub fn server_encrypted_key() -> PathBuf {
 /// Password of [`server_encrypted_key`].
 pub const SERVER_KEY_PASSWORD: &str = "pistachio";
 
+/// `server-traditional.key`: [`server_key`] in the traditional EC format
+/// (`BEGIN EC PRIVATE KEY`).
+pub fn server_traditional_key() -> PathBuf {
+    cert_file("server-traditional.key")
+}
+
+/// `server-encrypted-traditional.key`: [`server_key`], traditional format,
+/// PEM-encrypted (`DEK-Info`) with [`SERVER_KEY_PASSWORD`].
+pub fn server_encrypted_traditional_key() -> PathBuf {
+    cert_file("server-encrypted-traditional.key")
+}
+
+/// `server-rsa-chain.pem`: a server leaf for the same names as
+/// [`server_pem`] with an RSA key, followed by the intermediate.
+pub fn server_rsa_chain_pem() -> PathBuf {
+    cert_file("server-rsa-chain.pem")
+}
+
+/// `server-rsa.key`: the RSA key of [`server_rsa_chain_pem`], PKCS#8.
+pub fn server_rsa_key() -> PathBuf {
+    cert_file("server-rsa.key")
+}
+
+/// `server-rsa-traditional.key`: [`server_rsa_key`] as PKCS#1
+/// (`BEGIN RSA PRIVATE KEY`).
+pub fn server_rsa_traditional_key() -> PathBuf {
+    cert_file("server-rsa-traditional.key")
+}
+
+/// `other-chain.pem`: a second server leaf, for `DNS:other.test` only
+/// (`CN=other.test`), followed by the intermediate (SNI and reload tests).
+pub fn other_chain_pem() -> PathBuf {
+    cert_file("other-chain.pem")
+}
+
+/// `other.key`: private key of [`other_chain_pem`].
+pub fn other_key() -> PathBuf {
+    cert_file("other.key")
+}
+
 /// `client.pem`: client certificate signed by the root CA (`CN=pistachio-test-client`).
 pub fn client_pem() -> PathBuf {
     cert_file("client.pem")
@@ -101,6 +141,13 @@ mod tests {
             untrusted_ca_pem(),
             untrusted_client_pem(),
             untrusted_client_key(),
+            server_traditional_key(),
+            server_encrypted_traditional_key(),
+            server_rsa_chain_pem(),
+            server_rsa_key(),
+            server_rsa_traditional_key(),
+            other_chain_pem(),
+            other_key(),
         ] {
             assert!(path.is_file(), "missing {}", path.display());
         }

@@ -1,5 +1,6 @@
-//! The crate's only foreign calls: OpenSSL symbols that `openssl-sys` does
-//! not declare.
+//! The crate's only unsafe code: OpenSSL symbols that `openssl-sys` does
+//! not declare, `setrlimit`, and the one `unsafe` method of the `openssl`
+//! crate the tests need (`SSL_set_session`).
 
 use std::os::raw::{c_int, c_void};
 
@@ -45,4 +46,20 @@ pub(crate) fn set_open_files_limit(soft: u64) -> std::io::Result<u64> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(previous)
+}
+
+/// Offers `session` for resumption on the connection `config` is about to
+/// make (`SSL_set_session`).
+///
+/// Only [`crate::resume::ResumingConnector`] calls it, with a session taken
+/// from an earlier connection of the very connector `config` comes from.
+pub(crate) fn offer_session(
+    config: &mut openssl::ssl::ConnectConfiguration,
+    session: &openssl::ssl::SslSessionRef,
+) -> Result<(), openssl::error::ErrorStack> {
+    // SAFETY: `SslRef::set_session` requires the session to belong to the
+    // same `SslContext` as the `Ssl`. The only caller passes a session that
+    // a connection of the same `SslConnector` (hence the same `SSL_CTX`)
+    // negotiated, and checks that at run time.
+    unsafe { config.set_session(session) }
 }

@@ -10,6 +10,8 @@
 //!   against `ca.pem` under the name `localhost`);
 //! * [`AbruptClose`]: the ways a peer can leave without a clean TLS shutdown
 //!   (FIN without `close_notify`, RST, truncated `ClientHello`, garbage, ...);
+//! * [`resume::ResumingConnector`]: an OpenSSL client that offers an earlier
+//!   connection's session, for TLS session resumption tests;
 //! * [`libcurl`]: one-shot requests through libcurl, optionally with OpenSSL's
 //!   "quiet shutdown" so libcurl never sends `close_notify`.
 //!
@@ -21,6 +23,7 @@ pub mod certs;
 pub mod client;
 mod ffi;
 pub mod libcurl;
+pub mod resume;
 pub mod server;
 
 pub use abrupt::AbruptClose;

@@ -189,13 +189,17 @@ impl Ssl {
             // SAFETY: clears this thread's queue; no arguments.
             unsafe { ffi::ERR_clear_error() };
         }
-        // SAFETY: ctx is a valid SSL_CTX for the duration of the call;
-        // SSL_new takes its own reference to it.
-        let raw = unsafe { ffi::SSL_new(ctx.as_ptr()) };
-        let Some(ptr) = NonNull::new(raw) else {
-            return Err(ErrorStack::get());
+        // `openssl::ssl::Ssl::new` is `SSL_new` plus the ex-data the
+        // openssl crate's callbacks (verify, SNI, session cache) look up;
+        // a bare `SSL_new` would make them abort. Its pointer is then owned
+        // here, and freed by our `Drop` (which also frees that ex-data).
+        let owned = openssl::ssl::Ssl::new(ctx)?;
+        let raw = owned.as_ptr();
+        // Ownership of the SSL* moves to `ssl`, whose Drop frees it.
+        std::mem::forget(owned);
+        let ssl = Ssl {
+            ptr: NonNull::new(raw).expect("openssl::ssl::Ssl is never null"),
         };
-        let ssl = Ssl { ptr };
         // SAFETY: ssl.ptr is a valid SSL*; fd is an open socket that the
         // caller keeps open for the session's lifetime.
         if unsafe { SSL_set_fd(ssl.ptr.as_ptr(), fd) } != 1 {

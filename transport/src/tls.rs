@@ -399,16 +399,25 @@ impl TlsConfigBuilder {
         }
         use_chain(&mut builder, &chain.read("certificate chain")?)?;
         let key_pem = key.read("private key")?;
-        let key = match &self.password {
-            Some(password) => PKey::private_key_from_pem_passphrase(&key_pem, &password()),
-            None => PKey::private_key_from_pem(&key_pem),
-        }
-        .map_err(TlsError::new(
-            "cannot load the private key (wrong or missing password?)",
+        // Always through a callback: without one, OpenSSL would prompt for
+        // the password of an encrypted key on the terminal.
+        let key = PKey::private_key_from_pem_callback(&key_pem, |buf| {
+            let Some(password) = &self.password else {
+                return Ok(0);
+            };
+            let password = password();
+            let n = password.len().min(buf.len());
+            buf[..n].copy_from_slice(&password[..n]);
+            Ok(n)
+        })
+        .map_err(TlsError::new(if self.password.is_some() {
+            "cannot load the private key (wrong password?)"
+        } else {
+            "cannot load the private key (encrypted? set key_password)"
+        }))?;
+        builder.set_private_key(&key).map_err(TlsError::new(
+            "cannot use the private key (does it match the certificate?)",
         ))?;
-        builder
-            .set_private_key(&key)
-            .map_err(TlsError::new("cannot use the private key"))?;
         builder
             .check_private_key()
             .map_err(TlsError::new("private key does not match the certificate"))?;
