@@ -48,6 +48,9 @@ extern "C" {
     /// `unsigned long ERR_peek_error(void)` from `<openssl/err.h>`: the
     /// earliest entry of this thread's queue, without removing it.
     fn ERR_peek_error() -> c_ulong;
+    /// `int SSL_free_buffers(SSL *ssl)` from `<openssl/ssl.h>` (3.0+):
+    /// frees the record buffers if they hold nothing; 1 if freed.
+    fn SSL_free_buffers(ssl: *mut ffi::SSL) -> c_int;
 }
 
 /// `unsigned long` is 32 bits on some targets, 64 on others.
@@ -298,6 +301,19 @@ impl Ssl {
             drain_queue("peer_subject");
         }
         Some(parts.join(", "))
+    }
+
+    /// Frees OpenSSL's read and write record buffers (~34 KiB) if they hold
+    /// no pending data (`SSL_free_buffers`); they are allocated again on
+    /// the next I/O. For connections that went idle. Returns whether freed.
+    pub(crate) fn free_buffers(&mut self) -> bool {
+        // SAFETY: ptr is this session's valid SSL*; SSL_free_buffers only
+        // releases buffers it finds empty and is a no-op otherwise.
+        let freed = unsafe { SSL_free_buffers(self.ptr.as_ptr()) } == 1;
+        if HYGIENE && !error_queue_is_empty() {
+            drain_queue("SSL_free_buffers");
+        }
+        freed
     }
 
     /// The negotiated protocol, e.g. `TLSv1.3` (`SSL_get_version`).

@@ -64,8 +64,9 @@ impl From<TlsError> for std::io::Error {
 /// suites, server cipher preference), with renegotiation disabled and the
 /// modes the transport relies on:
 /// `SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER`
-/// (a retried `SSL_write` may pass the same bytes from a moved buffer) and
-/// `SSL_MODE_RELEASE_BUFFERS` (idle connections hold no record buffers).
+/// (a retried `SSL_write` may pass the same bytes from a moved buffer).
+/// Connections idle for a second give their record buffers back
+/// (`SSL_free_buffers`), so idle connections stay small.
 #[derive(Clone)]
 pub struct TlsConfig {
     ctx: SslContext,
@@ -97,11 +98,10 @@ impl fmt::Debug for SelfSigned {
 fn base_builder() -> Result<SslAcceptorBuilder, TlsError> {
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(TlsError::new("cannot create the TLS context"))?;
-    builder.set_mode(
-        SslMode::ENABLE_PARTIAL_WRITE
-            | SslMode::ACCEPT_MOVING_WRITE_BUFFER
-            | SslMode::RELEASE_BUFFERS,
-    );
+    // Not SSL_MODE_RELEASE_BUFFERS: it frees and reallocates both record
+    // buffers on every request of a busy connection. The transport frees
+    // them itself (SSL_free_buffers) once a connection has been idle.
+    builder.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
     builder.set_options(
         SslOptions::NO_RENEGOTIATION
             | SslOptions::NO_COMPRESSION

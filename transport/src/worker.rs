@@ -64,6 +64,8 @@ pub(crate) enum TimerKind {
     Drain,
     /// Accept again after running out of descriptors (worker-wide).
     AcceptRetry,
+    /// Free the TLS buffers of connections idle since the last sweep.
+    IdleSweep,
 }
 
 /// Payload of every worker timer.
@@ -147,6 +149,8 @@ pub(crate) struct PeerIo {
     /// then, once FIN is sent, the lingering drain (`linger_timeout`).
     linger_timer: Option<TimerId>,
     lingered: usize,
+    /// Whether there was I/O since the last idle sweep.
+    active: bool,
 }
 
 /// One entry of a peer's output queue.
@@ -432,7 +436,12 @@ pub(crate) struct Worker<P: Protocol> {
     draining: Option<std::sync::mpsc::Sender<usize>>,
     /// This worker's own listener, with per-worker listeners.
     listener: Option<MioListener>,
+    /// The idle sweep's timer is armed.
+    sweeping: bool,
 }
+
+/// How often idle TLS connections give their record buffers back.
+const IDLE_SWEEP: Duration = Duration::from_secs(1);
 
 /// The token of a worker's own listener (slab keys never get this high).
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -454,6 +463,7 @@ impl<P: Protocol> Worker<P> {
             handshaking: 0,
             draining: None,
             listener: None,
+            sweeping: false,
         }
     }
 
@@ -578,6 +588,7 @@ impl<P: Protocol> Worker<P> {
                 handshake_timer,
                 linger_timer: None,
                 lingered: 0,
+                active: true,
             },
             protocol,
             generation,
@@ -587,6 +598,17 @@ impl<P: Protocol> Worker<P> {
             self.after_callback_io(ctx, token);
         } else {
             self.handshaking += 1;
+            if !self.sweeping {
+                self.sweeping = true;
+                ctx.set_timeout(
+                    IDLE_SWEEP,
+                    PeerTimer {
+                        token: usize::MAX,
+                        generation: 0,
+                        kind: TimerKind::IdleSweep,
+                    },
+                );
+            }
         }
         true
         // A TLS peer's ClientHello may already be here; registration reports
@@ -940,6 +962,36 @@ impl<P: Protocol> Worker<P> {
         self.close_now(ctx, token, CloseReason::Closed);
     }
 
+    /// Frees the record buffers of TLS connections without I/O since the
+    /// previous sweep, then re-arms while TLS connections remain.
+    fn idle_sweep(&mut self, ctx: &mut Ctx<'_, P>) {
+        let mut tls_peers = 0;
+        for (_, peer) in self.peers.iter_mut() {
+            let Some(tls) = peer.io.tls.as_mut() else {
+                continue;
+            };
+            tls_peers += 1;
+            if peer.io.phase == Phase::Open
+                && !std::mem::take(&mut peer.io.active)
+                && peer.io.queued == 0
+            {
+                tls.ssl.free_buffers();
+            }
+        }
+        self.sweeping = tls_peers > 0;
+        if self.sweeping {
+            ctx.set_timeout(
+                IDLE_SWEEP,
+                PeerTimer {
+                    token: usize::MAX,
+                    generation: 0,
+                    kind: TimerKind::IdleSweep,
+                },
+            );
+        }
+        sys::debug_assert_queue_empty("idle_sweep");
+    }
+
     /// Accepts on this worker's own listener until `WouldBlock`.
     fn accept_own(&mut self, ctx: &mut Ctx<'_, P>) {
         loop {
@@ -1103,6 +1155,9 @@ impl<P: Protocol> Handler for Worker<P> {
             return self.accept_own(ctx);
         }
         let token = event.token().0;
+        if let Some(peer) = self.peers.get_mut(token) {
+            peer.io.active = true;
+        }
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
         let writable = event.is_writable() || event.is_write_closed();
         self.drive(ctx, token, readable, writable);
@@ -1158,6 +1213,7 @@ impl<P: Protocol> Handler for Worker<P> {
         match timer.kind {
             TimerKind::Drain => return self.drain_deadline(ctx),
             TimerKind::AcceptRetry => return self.accept_own(ctx),
+            TimerKind::IdleSweep => return self.idle_sweep(ctx),
             _ => {}
         }
         let Some(peer) = self.peers.get_mut(timer.token) else {
@@ -1177,7 +1233,7 @@ impl<P: Protocol> Handler for Worker<P> {
                 peer.io.linger_timer = None;
                 self.close_now(ctx, timer.token, CloseReason::Closed);
             }
-            TimerKind::Drain | TimerKind::AcceptRetry => {
+            TimerKind::Drain | TimerKind::AcceptRetry | TimerKind::IdleSweep => {
                 unreachable!("worker-wide timers are handled above")
             }
             TimerKind::Protocol => {
