@@ -755,3 +755,33 @@ fn verified_client_certificate_subject_reaches_the_request() {
     let r = client.request("/again").unwrap();
     assert!(r.text().contains("CN=pistachio-test-client"));
 }
+
+/// A request immediately followed by the client's FIN: the server answers
+/// and closes at once. (Reads may stop early after a short read; an EOF that
+/// arrived with the data must still be seen, or the connection would linger
+/// until the keep-alive timeout.)
+#[test]
+fn request_then_fin_is_answered_and_closed_promptly() {
+    init_logging();
+    let server = TestServer::hello(1, false);
+    for i in 0..50 {
+        let mut c = TcpStream::connect(server.addr()).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        if i % 2 == 0 {
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+        } else {
+            // FIN a moment later, on its own.
+            std::thread::sleep(Duration::from_millis(2));
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let started = Instant::now();
+        c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let text = String::from_utf8(read_to_close(&mut c)).unwrap();
+        assert!(text.ends_with("Hello, World!"), "#{i}: {text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "#{i}: closed only after {:?}",
+            started.elapsed()
+        );
+    }
+}

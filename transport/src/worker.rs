@@ -438,6 +438,8 @@ pub(crate) struct Worker<P: Protocol> {
     listener: Option<MioListener>,
     /// The idle sweep's timer is armed.
     sweeping: bool,
+    /// The event being handled is readable without EOF or error.
+    edge_without_eof: bool,
 }
 
 /// How often idle TLS connections give their record buffers back.
@@ -464,6 +466,7 @@ impl<P: Protocol> Worker<P> {
             draining: None,
             listener: None,
             sweeping: false,
+            edge_without_eof: false,
         }
     }
 
@@ -689,7 +692,18 @@ impl<P: Protocol> Worker<P> {
 
     /// `handle_incoming`: reads until `WouldBlock`/`WANT_READ`, handing each
     /// chunk to the protocol.
-    fn handle_incoming(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> Result<(), CloseReason> {
+    ///
+    /// `short_read_ends`: a plaintext read shorter than the buffer drained
+    /// the socket, so stop without the extra `read` that would return
+    /// `EAGAIN` (data arriving later makes a new edge). Only for reads driven
+    /// by an event without EOF or error: an EOF that arrived earlier must be
+    /// read now, as no later edge would report it.
+    fn handle_incoming(
+        &mut self,
+        ctx: &mut Ctx<'_, P>,
+        token: usize,
+        short_read_ends: bool,
+    ) -> Result<(), CloseReason> {
         loop {
             let peer = &mut self.peers[token];
             if peer.io.close_requested || peer.io.abort_requested {
@@ -731,7 +745,11 @@ impl<P: Protocol> Worker<P> {
                     if !self.after_protocol(ctx, token) {
                         return Ok(());
                     }
-                    self.peers[token].io.resume_reading = false;
+                    let peer = &mut self.peers[token];
+                    peer.io.resume_reading = false;
+                    if short_read_ends && peer.io.tls.is_none() && n < self.read_buf.len() {
+                        return Ok(());
+                    }
                 }
                 ReadResult::WouldBlock | ReadResult::WantWrite => return Ok(()),
                 ReadResult::Eof => {
@@ -823,12 +841,16 @@ impl<P: Protocol> Worker<P> {
             peer.io.flush()?;
         }
         let mut read = readable || resume_read;
+        // A plain readable edge without EOF may stop at a short read.
+        let mut short_read_ends =
+            readable && !resume_read && std::mem::take(&mut self.edge_without_eof);
         if peer.io.backpressured && writable {
             peer.io.flush()?;
             if peer.io.queued <= LOW_WATER {
                 // Input may have piled up while paused: no edge announces it.
                 peer.io.backpressured = false;
                 read = true;
+                short_read_ends = false;
             }
         }
         self.notify_drained(ctx, token)?;
@@ -836,7 +858,7 @@ impl<P: Protocol> Worker<P> {
             return Ok(());
         };
         if read && !peer.io.backpressured {
-            self.handle_incoming(ctx, token)?;
+            self.handle_incoming(ctx, token, short_read_ends)?;
         }
         self.flush_and_maybe_close(ctx, token)
     }
@@ -848,7 +870,7 @@ impl<P: Protocol> Worker<P> {
             return;
         };
         let result = if std::mem::take(&mut peer.io.resume_reading) {
-            self.handle_incoming(ctx, token)
+            self.handle_incoming(ctx, token, false)
                 .and_then(|()| self.flush_and_maybe_close(ctx, token))
         } else {
             self.flush_and_maybe_close(ctx, token)
@@ -1160,7 +1182,9 @@ impl<P: Protocol> Handler for Worker<P> {
         }
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
         let writable = event.is_writable() || event.is_write_closed();
+        self.edge_without_eof = event.is_readable() && !event.is_read_closed() && !event.is_error();
         self.drive(ctx, token, readable, writable);
+        self.edge_without_eof = false;
         sys::debug_assert_queue_empty("on_event");
     }
 
