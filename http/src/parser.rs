@@ -179,6 +179,12 @@ struct HeadScan {
     line_start: usize,
     /// Whether the request line (the first non-empty line) is complete.
     first_line_done: bool,
+    /// Input bytes of the request line's method already checked, and
+    /// whether its end (the first space) was seen: bytes that cannot start
+    /// an HTTP request (a TLS ClientHello, binary) are refused at once
+    /// instead of waiting for a head that will never end.
+    method_checked: usize,
+    method_done: bool,
 }
 
 #[derive(Debug)]
@@ -438,8 +444,13 @@ fn scan_head(
         if !scan.first_line_done {
             // Empty lines before the request line are skipped.
             if !empty {
+                check_method(scan, input, lf)?;
                 check_first_line(scan.line_start, lf + 1, max)?;
                 scan.first_line_done = true;
+            } else {
+                // An empty line before the request line: start over after it.
+                scan.method_checked = lf + 1;
+                scan.method_done = false;
             }
         } else if empty {
             if lf + 1 > max {
@@ -449,14 +460,43 @@ fn scan_head(
         }
         scan.line_start = lf + 1;
     }
-    // No end yet: the request line or the head may already be too long.
+    // No end yet: the request line or the head may already be too long,
+    // or may already not be HTTP.
     if !scan.first_line_done {
+        check_method(scan, input, scan.scanned)?;
         check_first_line(scan.line_start, scan.scanned, max)?;
     }
     if scan.scanned > max {
         return Err(too_large_head());
     }
     Ok(None)
+}
+
+/// Checks the request line's method bytes seen so far (up to `end`): a
+/// token (RFC 9110 §5.6.2) ending at the first space (or a line end, left
+/// to httparse). Each byte is checked once, so the verdict does not depend
+/// on how the input was split.
+fn check_method(scan: &mut HeadScan, input: &[u8], end: usize) -> Result<(), ParseError> {
+    let from = scan.method_checked.max(scan.line_start);
+    for (i, &b) in input[from..end].iter().enumerate() {
+        if scan.method_done {
+            break;
+        }
+        match b {
+            b' ' if from + i > scan.line_start => scan.method_done = true,
+            // Line endings are httparse's to judge, whatever the split.
+            b'\r' | b'\n' => scan.method_done = true,
+            b if is_tchar(b) => {}
+            _ => return Err(ParseError::bad("invalid request method")),
+        }
+    }
+    scan.method_checked = end;
+    Ok(())
+}
+
+/// `tchar` of RFC 9110 §5.6.2.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn check_first_line(start: usize, end: usize, max: usize) -> Result<(), ParseError> {
@@ -1581,6 +1621,26 @@ mod tests {
                 assert!(buf.is_empty(), "step {step}: {buf:?}");
             }
         }
+    }
+
+    /// Bytes that cannot begin an HTTP request are refused as they arrive,
+    /// not after a head that will never end.
+    #[test]
+    fn non_http_bytes_are_refused_at_once() {
+        for input in [
+            &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..], // a TLS ClientHello
+            &b"\x00\x01\x02"[..],
+            &b"GE\x7fT"[..],
+            &b"\r\n{\"json\""[..],
+        ] {
+            let mut parser = RequestParser::new(limits());
+            let err = parser.parse(input).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{input:?}");
+        }
+        // A partial but plausible request line just waits.
+        let mut parser = RequestParser::new(limits());
+        assert!(matches!(parser.parse(b"PROPFIND"), Ok(Parsed::Partial)));
+        assert!(matches!(parser.parse(b"PROPFIND /x"), Ok(Parsed::Partial)));
     }
 
     #[test]

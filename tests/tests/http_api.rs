@@ -785,3 +785,24 @@ fn request_then_fin_is_answered_and_closed_promptly() {
         );
     }
 }
+
+/// A TLS client talking to the plaintext port gets `400` at once, not a
+/// `408` after the header timeout.
+#[test]
+fn tls_hello_on_the_plain_port_is_refused_at_once() {
+    init_logging();
+    let server = TestServer::hello(1, false);
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    let started = Instant::now();
+    c.write_all(&[
+        0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03,
+    ])
+    .unwrap();
+    let text = String::from_utf8_lossy(&read_to_close(&mut c)).into_owned();
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -18,7 +18,8 @@ use openssl::ssl::{
     SslMethod, SslMode, SslOptions, SslVerifyMode, SslVersion,
 };
 use openssl::x509::extension::{
-    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    SubjectKeyIdentifier,
 };
 use openssl::x509::{X509Name, X509StoreContextRef};
 use openssl::x509::{X509NameBuilder, X509};
@@ -610,6 +611,14 @@ fn generate_self_signed(names: &[&str]) -> Result<SelfSigned, ErrorStack> {
             .build()?,
     )?;
     cert.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+    // Key identifiers let a client that trusts several of these (across a
+    // reload, say) match each certificate to its own trust anchor.
+    let ski = SubjectKeyIdentifier::new().build(&cert.x509v3_context(None, None))?;
+    cert.append_extension(ski)?;
+    let aki = AuthorityKeyIdentifier::new()
+        .keyid(true)
+        .build(&cert.x509v3_context(None, None))?;
+    cert.append_extension(aki)?;
     let mut san = SubjectAlternativeName::new();
     for n in names {
         if n.parse::<std::net::IpAddr>().is_ok() {
@@ -647,6 +656,35 @@ mod tests {
                 &std::net::Ipv6Addr::LOCALHOST.octets()[..]
             ]
         );
+    }
+
+    /// A client trusting two generated certificates verifies each against
+    /// its own anchor (they share a subject; the key identifiers differ).
+    #[test]
+    fn generated_certificates_carry_key_identifiers() {
+        use openssl::stack::Stack;
+        use openssl::x509::store::X509StoreBuilder;
+        use openssl::x509::X509StoreContext;
+        let (_, a) = TlsConfig::self_signed(&["localhost"]).unwrap();
+        let (_, b) = TlsConfig::self_signed(&["localhost"]).unwrap();
+        let a = X509::from_pem(&a.cert_pem).unwrap();
+        let b = X509::from_pem(&b.cert_pem).unwrap();
+        assert!(a.subject_key_id().is_some() && a.authority_key_id().is_some());
+        assert_ne!(
+            a.subject_key_id().unwrap().as_slice(),
+            b.subject_key_id().unwrap().as_slice()
+        );
+        let mut store = X509StoreBuilder::new().unwrap();
+        store.add_cert(a.clone()).unwrap();
+        store.add_cert(b.clone()).unwrap();
+        let store = store.build();
+        for cert in [&a, &b] {
+            let mut ctx = X509StoreContext::new().unwrap();
+            let ok = ctx
+                .init(&store, cert, &Stack::new().unwrap(), |c| c.verify_cert())
+                .unwrap();
+            assert!(ok, "{:?}", ctx.error());
+        }
     }
 
     #[test]
