@@ -1,7 +1,7 @@
 //! One HTTP/1.1 connection: the transport [`Protocol`] that parses requests,
 //! calls the [`Handler`](crate::Handler), and sends responses in order.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,9 +52,30 @@ struct StreamingBody {
 /// the unfinished part of a streamed one.
 #[derive(Debug, Default)]
 struct Pending {
-    parts: Vec<Part>,
+    /// The parts in order; most responses have exactly one, kept inline so
+    /// that filing a response allocates nothing.
+    first: Option<Part>,
+    more: Vec<Part>,
     done: bool,
     keep_alive: bool,
+}
+
+impl Pending {
+    fn push(&mut self, part: Part) {
+        let last = match self.more.last_mut() {
+            Some(last) => Some(last),
+            None => self.first.as_mut(),
+        };
+        match (last, part) {
+            (Some(Part::Bytes(last)), Part::Bytes(bytes)) => last.extend_from_slice(&bytes),
+            (None, part) => self.first = Some(part),
+            (Some(_), part) => self.more.push(part),
+        }
+    }
+
+    fn take_parts(&mut self) -> impl Iterator<Item = Part> + '_ {
+        self.first.take().into_iter().chain(self.more.drain(..))
+    }
 }
 
 #[derive(Debug)]
@@ -90,7 +111,7 @@ pub(crate) struct HttpConn {
     next_out: u64,
     /// Responses (or parts of streamed ones) not yet written, by sequence
     /// number: only the one numbered `next_out` may be written.
-    ready: BTreeMap<u64, Pending>,
+    ready: VecDeque<Option<Pending>>,
     /// No more requests are parsed (error, `Connection: close`, EOF).
     stop_parsing: bool,
     /// The client finished sending.
@@ -121,6 +142,9 @@ pub(crate) struct HttpConn {
     client_subject: Option<Arc<str>>,
     /// Shared with writers: the last response before a graceful close.
     last_seq: Arc<AtomicU64>,
+    /// Scratch space for what a handler answers inline (reused).
+    inline_parts: Vec<Outgoing>,
+    inline_deadlines: Vec<(RequestFacts, Instant)>,
 }
 
 impl HttpConn {
@@ -144,7 +168,7 @@ impl HttpConn {
             inbuf: Vec::new(),
             next_seq: 0,
             next_out: 0,
-            ready: BTreeMap::new(),
+            ready: VecDeque::new(),
             stop_parsing: false,
             eof: false,
             waiting: None,
@@ -161,6 +185,8 @@ impl HttpConn {
             tls: None,
             client_subject: None,
             last_seq: Arc::new(AtomicU64::new(u64::MAX)),
+            inline_parts: Vec::new(),
+            inline_deadlines: Vec::new(),
         }
     }
 
@@ -435,13 +461,18 @@ impl HttpConn {
 
     /// Files what a handler produced synchronously on this thread.
     fn take_inline(&mut self) {
-        let (parts, deadlines) = leave_inline();
-        for out in parts {
+        let mut parts = std::mem::take(&mut self.inline_parts);
+        let mut deadlines = std::mem::take(&mut self.inline_deadlines);
+        leave_inline(&mut parts, &mut deadlines);
+        for out in parts.drain(..) {
             self.accept_part(out);
         }
-        for (facts, at) in deadlines {
+        for (facts, at) in deadlines.drain(..) {
             self.add_deadline(facts, at);
         }
+        // The emptied vectors keep their capacity for the next request.
+        self.inline_parts = parts;
+        self.inline_deadlines = deadlines;
     }
 
     fn add_deadline(&mut self, facts: RequestFacts, at: Instant) {
@@ -464,7 +495,12 @@ impl HttpConn {
             let Some((facts, _)) = self.deadlines.remove(&seq) else {
                 continue;
             };
-            if seq < self.next_out || self.ready.contains_key(&seq) {
+            let started = seq < self.next_out
+                || self
+                    .ready
+                    .get((seq - self.next_out) as usize)
+                    .is_some_and(Option::is_some);
+            if started {
                 // Already answered, or a response has started.
                 continue;
             }
@@ -504,15 +540,16 @@ impl HttpConn {
             // on_timeout answered instead; the handler's answer is too late.
             return;
         }
-        let pending = self.ready.entry(out.seq).or_default();
+        let index = (out.seq - self.next_out) as usize;
+        if self.ready.len() <= index {
+            self.ready.resize_with(index + 1, || None);
+        }
+        let pending = self.ready[index].get_or_insert_with(Pending::default);
         if !out.bytes.is_empty() {
-            match pending.parts.last_mut() {
-                Some(Part::Bytes(last)) => last.extend_from_slice(&out.bytes),
-                _ => pending.parts.push(Part::Bytes(out.bytes)),
-            }
+            pending.push(Part::Bytes(out.bytes));
         }
         if let Some(file) = out.file {
-            pending.parts.push(Part::File(file));
+            pending.push(Part::File(file));
         }
         pending.done |= out.done;
         pending.keep_alive = out.keep_alive;
@@ -520,8 +557,8 @@ impl HttpConn {
 
     /// Sends every response that is next in order.
     fn emit(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        while let Some(pending) = self.ready.get_mut(&self.next_out) {
-            for part in pending.parts.drain(..) {
+        while let Some(Some(pending)) = self.ready.front_mut() {
+            for part in pending.take_parts() {
                 match part {
                     Part::Bytes(bytes) => conn.write_vec(bytes),
                     Part::File(f) => conn.write_file(f.file, f.offset, f.len),
@@ -532,7 +569,7 @@ impl HttpConn {
                 break;
             }
             let keep_alive = pending.keep_alive && self.close_after_seq != Some(self.next_out);
-            self.ready.remove(&self.next_out);
+            self.ready.pop_front();
             self.deadlines.remove(&self.next_out);
             self.timed_out.remove(&self.next_out);
             self.next_out += 1;

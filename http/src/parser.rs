@@ -522,9 +522,25 @@ fn too_large_body() -> ParseError {
 }
 
 /// Parses a complete head (`bytes` ends with the empty line).
+/// Up to this many header fields are parsed into a stack array; more
+/// (a larger `max_headers`) into a heap one.
+const STACK_FIELDS: usize = 128;
+
 fn parse_head(bytes: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
-    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut fields);
+    if limits.max_headers <= STACK_FIELDS {
+        let mut fields = [httparse::EMPTY_HEADER; STACK_FIELDS];
+        parse_head_into(bytes, &mut fields[..limits.max_headers])
+    } else {
+        let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        parse_head_into(bytes, &mut fields)
+    }
+}
+
+fn parse_head_into<'b>(
+    bytes: &'b [u8],
+    fields: &mut [httparse::Header<'b>],
+) -> Result<RequestHead, ParseError> {
+    let mut req = httparse::Request::new(fields);
     // The default configuration is the strict one for requests: no
     // whitespace between a field name and the colon, no obs-fold, no space
     // before the first field, single spaces in the request line.

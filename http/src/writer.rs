@@ -66,34 +66,39 @@ pub(crate) enum HttpMsg {
 thread_local! {
     /// The connection whose handler is running on this thread right now,
     /// and the responses it produced synchronously: those skip the mailbox.
-    static INLINE: RefCell<Option<Inline>> = const { RefCell::new(None) };
+    static INLINE: RefCell<Inline> = const {
+        RefCell::new(Inline {
+            conn_id: None,
+            done: Vec::new(),
+            deadlines: Vec::new(),
+        })
+    };
 }
 
+/// The inline section of this thread; the vectors keep their capacity
+/// from one request to the next.
 struct Inline {
-    conn_id: u64,
+    conn_id: Option<u64>,
     done: Vec<Outgoing>,
     deadlines: Vec<(RequestFacts, Instant)>,
 }
 
 /// Marks `conn_id` as the connection running a handler on this thread.
 pub(crate) fn enter_inline(conn_id: u64) {
-    INLINE.with(|slot| {
-        *slot.borrow_mut() = Some(Inline {
-            conn_id,
-            done: Vec::new(),
-            deadlines: Vec::new(),
-        })
-    });
+    INLINE.with(|slot| slot.borrow_mut().conn_id = Some(conn_id));
 }
 
-/// Ends the inline section, returning the responses sent and the response
-/// deadlines set during it.
-pub(crate) fn leave_inline() -> (Vec<Outgoing>, Vec<(RequestFacts, Instant)>) {
+/// Ends the inline section, moving the responses sent and the response
+/// deadlines set during it into `parts` and `deadlines`.
+pub(crate) fn leave_inline(
+    parts: &mut Vec<Outgoing>,
+    deadlines: &mut Vec<(RequestFacts, Instant)>,
+) {
     INLINE.with(|slot| {
-        slot.borrow_mut()
-            .take()
-            .map(|i| (i.done, i.deadlines))
-            .unwrap_or_default()
+        let mut inline = slot.borrow_mut();
+        inline.conn_id = None;
+        parts.append(&mut inline.done);
+        deadlines.append(&mut inline.deadlines);
     })
 }
 
@@ -132,12 +137,14 @@ impl Target {
 
     fn set_deadline(&self, at: Instant) {
         let facts = self.facts();
-        let posted = INLINE.with(|slot| match slot.borrow_mut().as_mut() {
-            Some(inline) if inline.conn_id == self.conn_id => {
+        let posted = INLINE.with(|slot| {
+            let mut inline = slot.borrow_mut();
+            if inline.conn_id == Some(self.conn_id) {
                 inline.deadlines.push((facts.clone(), at));
                 true
+            } else {
+                false
             }
-            _ => false,
         });
         if !posted {
             let _ = self.peer.post(HttpMsg::Deadline(facts, at));
@@ -159,12 +166,14 @@ impl Target {
             keep_alive,
             attempt: self.attempt,
         };
-        let out = INLINE.with(|slot| match slot.borrow_mut().as_mut() {
-            Some(inline) if inline.conn_id == self.conn_id => {
+        let out = INLINE.with(|slot| {
+            let mut inline = slot.borrow_mut();
+            if inline.conn_id == Some(self.conn_id) {
                 inline.done.push(out);
                 None
+            } else {
+                Some(out)
             }
-            _ => Some(out),
         });
         if let Some(out) = out {
             if self.peer.post(HttpMsg::Response(out)).is_err() {
@@ -410,7 +419,7 @@ fn send_whole(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[
 fn send_whole_unchecked(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[u8]) {
     let send_body = !target.head_only && status_allows_body(status);
     let keep_alive = target.keep_alive_now();
-    let mut bytes = Vec::with_capacity(128 + headers.len() * 32 + body.len());
+    let mut bytes = pistachio_transport::buffers::take(128 + headers.len() * 32 + body.len());
     write_head(
         &mut bytes,
         target.version,

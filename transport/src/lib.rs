@@ -57,6 +57,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod buffers;
 pub mod classify;
 mod conn;
 mod listener;

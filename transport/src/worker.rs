@@ -212,8 +212,12 @@ impl PeerIo {
         if data.is_empty() {
             return;
         }
-        if data.len() < 1024 {
-            return self.queue_copy(&data);
+        // Small buffers join a queued one (fewer writes); with nothing
+        // queued, the buffer itself is queued, without a copy.
+        if data.len() < 1024 && !self.out.is_empty() {
+            self.queue_copy(&data);
+            crate::buffers::give(data);
+            return;
         }
         self.queued += data.len();
         self.over_high |= self.queued > HIGH_WATER;
@@ -362,7 +366,9 @@ impl PeerIo {
                 return;
             }
             n -= front_left;
-            self.out.pop_front();
+            if let Some(Segment::Bytes(sent)) = self.out.pop_front() {
+                crate::buffers::give(sent);
+            }
             self.out_pos = 0;
         }
     }
