@@ -256,45 +256,18 @@ impl HttpConn {
                     self.update_reading(conn, None, Some(false));
                 }
                 Err(e) => {
-                    debug!(
-                        "{}: bad request: {} ({})",
-                        self.peer_addr,
-                        e.status(),
-                        e.reason()
-                    );
-                    self.stop_parsing = true;
-                    self.inbuf = Vec::new();
                     if let Some(body) = self.streaming.take() {
                         // The handler already has the request: it learns of
                         // the broken body from its stream, answers, and the
                         // connection closes after that answer.
+                        debug!("{}: bad streamed body: {}", self.peer_addr, e.reason());
+                        self.stop_parsing = true;
+                        self.inbuf = Vec::new();
                         body.sender.fail(e.reason());
                         self.close_after_seq = Some(body.seq);
                         continue;
                     }
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    let mut bytes = Vec::new();
-                    let mut headers = HeaderMap::new();
-                    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                    let body = e.reason().as_bytes();
-                    write_head(
-                        &mut bytes,
-                        Version::HTTP_11,
-                        e.status(),
-                        &headers,
-                        body.len(),
-                        false,
-                    );
-                    bytes.extend_from_slice(body);
-                    self.accept_part(Outgoing {
-                        seq,
-                        bytes,
-                        file: None,
-                        done: true,
-                        keep_alive: false,
-                        attempt: 0,
-                    });
+                    self.reject(e);
                 }
             }
         }

@@ -24,7 +24,7 @@ use crate::listener::MioListener;
 use crate::socket::Socket;
 use log::debug;
 use mio::{Interest, Token};
-use pistachio_reactor::{Context, Handler, TimerId};
+use pistachio_reactor::{Context, Handler, Mailbox, TimerId};
 use slab::Slab;
 
 use crate::classify::SslOutcome;
@@ -374,6 +374,29 @@ impl PeerIo {
     }
 }
 
+/// Runs one protocol callback with a [`Conn`] on `peer`. Debug builds check
+/// that no OpenSSL error is left for the protocol to see; a panic in the
+/// callback aborts this connection only.
+fn run_protocol<P: Protocol>(
+    peer: &mut Peer<P>,
+    mailbox: &Mailbox<WorkerMsg<P::Message>>,
+    token: usize,
+    place: &str,
+    f: impl FnOnce(&mut P, &mut Conn<'_, P::Message>),
+) {
+    sys::debug_assert_queue_empty(place);
+    let mut conn = Conn {
+        io: &mut peer.io,
+        mailbox,
+        token,
+        generation: peer.generation,
+    };
+    let protocol = &mut peer.protocol;
+    if catch_unwind(AssertUnwindSafe(|| f(protocol, &mut conn))).is_err() {
+        protocol_panicked(&mut conn);
+    }
+}
+
 /// A protocol callback panicked: that connection is dropped, the worker
 /// and every other connection carry on.
 fn protocol_panicked<M: Send + 'static>(conn: &mut Conn<'_, M>) {
@@ -640,17 +663,7 @@ impl<P: Protocol> Worker<P> {
         let Some(peer) = self.peers.get_mut(token) else {
             return false;
         };
-        sys::debug_assert_queue_empty("protocol callback");
-        let mut conn = Conn {
-            io: &mut peer.io,
-            mailbox: ctx.mailbox(),
-            token,
-            generation: peer.generation,
-        };
-        let protocol = &mut peer.protocol;
-        if catch_unwind(AssertUnwindSafe(|| f(protocol, &mut conn))).is_err() {
-            protocol_panicked(&mut conn);
-        }
+        run_protocol(peer, ctx.mailbox(), token, "protocol callback", f);
         self.after_protocol(ctx, token)
     }
 
@@ -733,21 +746,14 @@ impl<P: Protocol> Worker<P> {
                     let Worker {
                         peers, read_buf, ..
                     } = self;
-                    let peer = &mut peers[token];
-                    sys::debug_assert_queue_empty("on_input");
-                    let mut conn = Conn {
-                        io: &mut peer.io,
-                        mailbox: ctx.mailbox(),
-                        token,
-                        generation: peer.generation,
-                    };
-                    let protocol = &mut peer.protocol;
                     let data = &read_buf[..n];
-                    if catch_unwind(AssertUnwindSafe(|| protocol.on_input(&mut conn, data)))
-                        .is_err()
-                    {
-                        protocol_panicked(&mut conn);
-                    }
+                    run_protocol(
+                        &mut peers[token],
+                        ctx.mailbox(),
+                        token,
+                        "on_input",
+                        |p, conn| p.on_input(conn, data),
+                    );
                     if !self.after_protocol(ctx, token) {
                         return Ok(());
                     }
