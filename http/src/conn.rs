@@ -142,6 +142,10 @@ pub(crate) struct HttpConn {
     client_subject: Option<Arc<str>>,
     /// Shared with writers: the last response before a graceful close.
     last_seq: Arc<AtomicU64>,
+    /// A request was completed since the timer was last armed.
+    request_completed: bool,
+    /// When input last arrived (the keep-alive timeout counts from it).
+    last_input: Instant,
     /// Scratch space for what a handler answers inline (reused).
     inline_parts: Vec<Outgoing>,
     inline_deadlines: Vec<(RequestFacts, Instant)>,
@@ -185,6 +189,8 @@ impl HttpConn {
             tls: None,
             client_subject: None,
             last_seq: Arc::new(AtomicU64::new(u64::MAX)),
+            request_completed: false,
+            last_input: Instant::now(),
             inline_parts: Vec::new(),
             inline_deadlines: Vec::new(),
         }
@@ -236,6 +242,7 @@ impl HttpConn {
                 }) => {
                     self.inbuf.drain(..consumed);
                     self.continue_sent = false;
+                    self.request_completed = true;
                     let mut request = Request::from_parts(head, body, self.peer_addr, self.tls);
                     request.set_client_subject(self.client_subject.clone());
                     if !request.keep_alive() {
@@ -246,6 +253,7 @@ impl HttpConn {
                 Ok(Parsed::BodyFollows) => self.choose_body_mode(conn),
                 Ok(Parsed::BodyEnd { last, consumed }) => {
                     self.inbuf.drain(..consumed);
+                    self.request_completed = true;
                     if let Some(body) = self.streaming.take() {
                         body.sender.send(last);
                         body.sender.end();
@@ -583,7 +591,11 @@ impl HttpConn {
         } else {
             Waiting::Request
         };
-        if self.waiting == Some(want) {
+        // The idle timer is not re-armed per request: when it fires it checks
+        // the last input (see `on_timeout`). The request timers restart with
+        // each request.
+        let new_request = std::mem::take(&mut self.request_completed);
+        if self.waiting == Some(want) && (want == Waiting::Idle || !new_request) {
             return;
         }
         self.waiting = Some(want);
@@ -621,6 +633,7 @@ impl Protocol for HttpConn {
         if self.stop_parsing {
             return;
         }
+        self.last_input = Instant::now();
         self.inbuf.extend_from_slice(data);
         self.process(conn);
         if self.outstanding() >= MAX_IN_FLIGHT && self.inbuf.len() > MAX_BUFFERED_WHILE_PAUSED {
@@ -701,6 +714,12 @@ impl Protocol for HttpConn {
                 conn.close();
             }
             Some(Waiting::Idle) => {
+                let idle = self.last_input.elapsed();
+                if idle < self.settings.keepalive_timeout {
+                    // Requests came and went since the timer was armed.
+                    conn.set_timeout(self.settings.keepalive_timeout - idle);
+                    return;
+                }
                 debug!("{}: keep-alive timeout", self.peer_addr);
                 conn.close();
             }

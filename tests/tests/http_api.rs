@@ -806,3 +806,53 @@ fn tls_hello_on_the_plain_port_is_refused_at_once() {
         started.elapsed()
     );
 }
+
+/// The keep-alive timeout counts from the last request, not from when the
+/// connection first went idle: a connection busy for longer than the
+/// timeout, one request at a time, is never closed under it.
+#[test]
+fn keep_alive_timeout_counts_from_the_last_request() {
+    init_logging();
+    let server = timeout_server(); // keep-alive, header and body timeouts: 300 ms
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    while started.elapsed() < Duration::from_millis(1200) {
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let n = c.read(&mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK") && text.ends_with("0 bytes"),
+            "after {:?}: {text:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The header timeout restarts with each request: a client that always has
+/// the next request half-sent (pipelining slowly but steadily) never sees
+/// a 408 as long as each request completes within the timeout.
+#[test]
+fn header_timeout_restarts_with_each_request() {
+    init_logging();
+    let server = timeout_server();
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    while started.elapsed() < Duration::from_millis(1200) {
+        std::thread::sleep(Duration::from_millis(100));
+        // The end of this request and the start of the next one.
+        c.write_all(b"Host: x\r\n\r\nGET / HTTP/1.1\r\n").unwrap();
+        let n = c.read(&mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK"),
+            "after {:?}: {text:?}",
+            started.elapsed()
+        );
+    }
+}
