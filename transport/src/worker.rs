@@ -76,6 +76,22 @@ pub(crate) struct PeerTimer {
     kind: TimerKind,
 }
 
+impl PeerTimer {
+    /// A timer for one connection (ignored if the slot was reused since).
+    fn peer(token: usize, generation: u64, kind: TimerKind) -> PeerTimer {
+        PeerTimer {
+            token,
+            generation,
+            kind,
+        }
+    }
+
+    /// A timer for the worker as a whole (`Drain`, `AcceptRetry`, `IdleSweep`).
+    fn worker(kind: TimerKind) -> PeerTimer {
+        PeerTimer::peer(usize::MAX, 0, kind)
+    }
+}
+
 /// A timer change a protocol asked for during a callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TimerRequest {
@@ -580,11 +596,7 @@ impl<P: Protocol> Worker<P> {
         let handshake_timer = tls.is_some().then(|| {
             ctx.set_timeout(
                 self.config.handshake_timeout,
-                PeerTimer {
-                    token,
-                    generation,
-                    kind: TimerKind::Handshake,
-                },
+                PeerTimer::peer(token, generation, TimerKind::Handshake),
             )
         });
         let phase = if tls.is_some() {
@@ -630,21 +642,11 @@ impl<P: Protocol> Worker<P> {
             self.after_callback_io(ctx, token);
         } else {
             self.handshaking += 1;
-            if !self.sweeping {
-                self.sweeping = true;
-                ctx.set_timeout(
-                    IDLE_SWEEP,
-                    PeerTimer {
-                        token: usize::MAX,
-                        generation: 0,
-                        kind: TimerKind::IdleSweep,
-                    },
-                );
-            }
+            self.arm_idle_sweep(ctx);
         }
-        true
         // A TLS peer's ClientHello may already be here; registration reports
         // current readiness, so the first event drives the handshake.
+        true
     }
 
     /// The connection is ready for application data.
@@ -682,11 +684,7 @@ impl<P: Protocol> Worker<P> {
                 }
                 peer.io.protocol_timer = Some(ctx.set_timeout(
                     after,
-                    PeerTimer {
-                        token,
-                        generation: peer.generation,
-                        kind: TimerKind::Protocol,
-                    },
+                    PeerTimer::peer(token, peer.generation, TimerKind::Protocol),
                 ));
             }
         }
@@ -699,11 +697,7 @@ impl<P: Protocol> Worker<P> {
             // open forever.
             peer.io.linger_timer = Some(ctx.set_timeout(
                 self.config.close_timeout,
-                PeerTimer {
-                    token,
-                    generation: peer.generation,
-                    kind: TimerKind::Linger,
-                },
+                PeerTimer::peer(token, peer.generation, TimerKind::Linger),
             ));
         }
         true
@@ -964,11 +958,7 @@ impl<P: Protocol> Worker<P> {
         }
         peer.io.linger_timer = Some(ctx.set_timeout(
             self.config.linger_timeout,
-            PeerTimer {
-                token,
-                generation: peer.generation,
-                kind: TimerKind::Linger,
-            },
+            PeerTimer::peer(token, peer.generation, TimerKind::Linger),
         ));
         // Input may already be waiting: no new edge would announce it.
         self.linger_drain(ctx, token);
@@ -996,6 +986,14 @@ impl<P: Protocol> Worker<P> {
         self.close_now(ctx, token, CloseReason::Closed);
     }
 
+    /// Arms the idle sweep unless it is armed already.
+    fn arm_idle_sweep(&mut self, ctx: &mut Ctx<'_, P>) {
+        if !self.sweeping {
+            self.sweeping = true;
+            ctx.set_timeout(IDLE_SWEEP, PeerTimer::worker(TimerKind::IdleSweep));
+        }
+    }
+
     /// Frees the record buffers of TLS connections without I/O since the
     /// previous sweep, then re-arms while TLS connections remain.
     fn idle_sweep(&mut self, ctx: &mut Ctx<'_, P>) {
@@ -1012,16 +1010,9 @@ impl<P: Protocol> Worker<P> {
                 tls.ssl.free_buffers();
             }
         }
-        self.sweeping = tls_peers > 0;
-        if self.sweeping {
-            ctx.set_timeout(
-                IDLE_SWEEP,
-                PeerTimer {
-                    token: usize::MAX,
-                    generation: 0,
-                    kind: TimerKind::IdleSweep,
-                },
-            );
+        self.sweeping = false;
+        if tls_peers > 0 {
+            self.arm_idle_sweep(ctx);
         }
         sys::debug_assert_queue_empty("idle_sweep");
     }
@@ -1063,14 +1054,7 @@ impl<P: Protocol> Worker<P> {
                         // EMFILE and friends: retry later instead of spinning
                         // (edge-triggered: no new event would come).
                         log::warn!("worker {}: accept: {e}; pausing accepts", ctx.worker());
-                        ctx.set_timeout(
-                            ACCEPT_BACKOFF,
-                            PeerTimer {
-                                token: usize::MAX,
-                                generation: 0,
-                                kind: TimerKind::AcceptRetry,
-                            },
-                        );
+                        ctx.set_timeout(ACCEPT_BACKOFF, PeerTimer::worker(TimerKind::AcceptRetry));
                         return;
                     }
                 },
@@ -1097,14 +1081,7 @@ impl<P: Protocol> Worker<P> {
             self.peers.len()
         );
         self.draining = Some(report);
-        ctx.set_timer(
-            deadline,
-            PeerTimer {
-                token: usize::MAX,
-                generation: 0,
-                kind: TimerKind::Drain,
-            },
-        );
+        ctx.set_timer(deadline, PeerTimer::worker(TimerKind::Drain));
         let tokens: Vec<usize> = self.peers.iter().map(|(t, _)| t).collect();
         for token in tokens {
             match self.peers.get(token).map(|p| p.io.phase) {
