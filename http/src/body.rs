@@ -45,7 +45,7 @@ pub(crate) fn mark_worker_thread() {
 pub(crate) enum Piece {
     Data(Vec<u8>),
     End,
-    Failed(&'static str),
+    Failed(io::ErrorKind, &'static str),
 }
 
 /// Byte accounting shared by the connection (producer) and the stream.
@@ -96,8 +96,10 @@ impl BodySender {
         let _ = self.tx.send(Piece::End);
     }
 
-    pub(crate) fn fail(&self, why: &'static str) {
-        let _ = self.tx.send(Piece::Failed(why));
+    /// Ends the stream with an error: `UnexpectedEof` when the client went
+    /// away, `InvalidData` for malformed framing.
+    pub(crate) fn fail(&self, kind: io::ErrorKind, why: &'static str) {
+        let _ = self.tx.send(Piece::Failed(kind, why));
     }
 }
 
@@ -168,46 +170,38 @@ impl BodyStream {
     /// nothing arrived within the body timeout ([`io::ErrorKind::TimedOut`]).
     pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
         if self.pos < self.current.len() {
-            let rest = self.current.split_off(self.pos);
-            self.current.clear();
+            // What `read` left of the current piece, without a copy.
+            let mut rest = std::mem::take(&mut self.current);
+            rest.drain(..self.pos);
             self.pos = 0;
             return Ok(Some(rest));
         }
         if self.finished {
             return Ok(None);
         }
-        let piece = match self.rx.try_recv() {
-            Ok(piece) => piece,
-            Err(TryRecvError::Disconnected) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed during the body",
-                ))
-            }
-            Err(TryRecvError::Empty) => {
-                if ON_WORKER.with(Cell::get) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WouldBlock,
-                        "reading a body stream on its worker thread would block the event loop; \
-                         read it from another thread",
-                    ));
+        let closed = || {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed during the body",
+            )
+        };
+        let piece = if ON_WORKER.with(Cell::get) {
+            // Blocking here would stall the loop that feeds this stream.
+            self.rx.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "reading a body stream on its worker thread would block the event loop; \
+                     read it from another thread",
+                ),
+                TryRecvError::Disconnected => closed(),
+            })?
+        } else {
+            self.rx.recv_timeout(self.timeout).map_err(|e| match e {
+                RecvTimeoutError::Timeout => {
+                    io::Error::new(io::ErrorKind::TimedOut, "request body timed out")
                 }
-                match self.rx.recv_timeout(self.timeout) {
-                    Ok(piece) => piece,
-                    Err(RecvTimeoutError::Timeout) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "request body timed out",
-                        ))
-                    }
-                    Err(RecvTimeoutError::Disconnected) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "connection closed during the body",
-                        ))
-                    }
-                }
-            }
+                RecvTimeoutError::Disconnected => closed(),
+            })?
         };
         match piece {
             Piece::Data(data) => {
@@ -218,13 +212,8 @@ impl BodyStream {
                 self.finished = true;
                 Ok(None)
             }
-            Piece::Failed(why) => {
+            Piece::Failed(kind, why) => {
                 self.finished = true;
-                let kind = if why.starts_with("connection") {
-                    io::ErrorKind::UnexpectedEof
-                } else {
-                    io::ErrorKind::InvalidData
-                };
                 Err(io::Error::new(kind, why))
             }
         }

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, StatusCode, Version};
+use http::StatusCode;
 use log::debug;
 use pistachio_transport::{CloseReason, Conn, Protocol, TlsInfo};
 
@@ -17,7 +16,7 @@ use crate::body::{self, BodySender};
 use crate::endpoint::Settings;
 use crate::parser::{Parsed, RequestParser};
 use crate::request::Request;
-use crate::response::write_head;
+use crate::response::write_plain_close;
 use crate::writer::{
     enter_inline, leave_inline, FileBody, HttpMsg, Outgoing, RequestFacts, ResponseWriter, Target,
 };
@@ -200,7 +199,6 @@ impl HttpConn {
         self.next_seq - self.next_out
     }
 
-    /// Parses and dispatches every complete request in `inbuf`.
     /// Parses and dispatches what is buffered, sends what is ready, and
     /// repeats while that makes progress: answers given inline free the
     /// pipeline for requests still buffered, and may let a pending
@@ -271,7 +269,8 @@ impl HttpConn {
                         debug!("{}: bad streamed body: {}", self.peer_addr, e.reason());
                         self.stop_parsing = true;
                         self.inbuf = Vec::new();
-                        body.sender.fail(e.reason());
+                        body.sender
+                            .fail(std::io::ErrorKind::InvalidData, e.reason());
                         self.close_after_seq = Some(body.seq);
                         continue;
                     }
@@ -283,9 +282,10 @@ impl HttpConn {
 
     /// A head with a body arrived: ask the handler whether to stream it.
     fn choose_body_mode(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        let Some(head) = self.parser.stream_body() else {
+        let Some((head, declared_length)) = self.parser.stream_body() else {
             return;
         };
+        let expects_continue = head.expects_continue;
         let mut request = Request::from_parts(head, Vec::new(), self.peer_addr, self.tls);
         request.set_client_subject(self.client_subject.clone());
         let handler = &*self.handler;
@@ -299,22 +299,15 @@ impl HttpConn {
             }
             return;
         }
-        let expects_continue = request
-            .headers()
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let (sender, stream) = body::channel(
-            conn.handle(),
-            self.settings.body_timeout,
-            request.content_length(),
-        );
+        let (sender, stream) =
+            body::channel(conn.handle(), self.settings.body_timeout, declared_length);
         request.set_body_stream(stream);
         self.streaming = Some(StreamingBody {
             sender,
             seq: self.next_seq,
             close_after: !request.keep_alive(),
         });
-        if expects_continue && request.version() == Version::HTTP_11 && self.outstanding() == 0 {
+        if expects_continue && self.outstanding() == 0 {
             conn.write(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         self.dispatch(conn, request);
@@ -345,18 +338,7 @@ impl HttpConn {
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut bytes = Vec::new();
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        let body = e.reason().as_bytes();
-        write_head(
-            &mut bytes,
-            Version::HTTP_11,
-            e.status(),
-            &headers,
-            body.len(),
-            false,
-        );
-        bytes.extend_from_slice(body);
+        write_plain_close(&mut bytes, e.status(), e.reason().as_bytes());
         self.accept_part(Outgoing {
             seq,
             bytes,
@@ -399,14 +381,11 @@ impl HttpConn {
         if self.continue_sent || self.outstanding() > 0 {
             return;
         }
-        let Some(head) = self.parser.pending_head() else {
-            return;
-        };
-        let expects = head
-            .headers
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if expects && head.version == Version::HTTP_11 {
+        if self
+            .parser
+            .pending_head()
+            .is_some_and(|head| head.expects_continue)
+        {
             self.continue_sent = true;
             conn.write(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
@@ -667,7 +646,10 @@ impl Protocol for HttpConn {
 
     fn on_eof(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         if let Some(body) = self.streaming.take() {
-            body.sender.fail("connection closed during the body");
+            body.sender.fail(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed during the body",
+            );
         }
         self.eof = true;
         self.stop_parsing = true;
@@ -700,16 +682,7 @@ impl Protocol for HttpConn {
             Some(Waiting::Request) | Some(Waiting::Body) => {
                 debug!("{}: request timeout: 408", self.peer_addr);
                 let mut bytes = Vec::new();
-                let body = b"Request Timeout";
-                write_head(
-                    &mut bytes,
-                    Version::HTTP_11,
-                    StatusCode::REQUEST_TIMEOUT,
-                    &HeaderMap::new(),
-                    body.len(),
-                    false,
-                );
-                bytes.extend_from_slice(body);
+                write_plain_close(&mut bytes, StatusCode::REQUEST_TIMEOUT, b"Request Timeout");
                 conn.write_vec(bytes);
                 conn.close();
             }
@@ -732,7 +705,10 @@ impl Protocol for HttpConn {
     fn on_close(&mut self, reason: &CloseReason) {
         debug!("{}: http connection closed: {reason}", self.peer_addr);
         if let Some(body) = self.streaming.take() {
-            body.sender.fail("connection closed during the body");
+            body.sender.fail(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed during the body",
+            );
         }
         if self.connected {
             let peer = self.peer_addr;

@@ -105,7 +105,7 @@ fn feed_streaming(data: &[u8], splits: &[usize], limits: Limits) -> Vec<Outcome>
                     break;
                 }
                 Ok(Parsed::BodyFollows) => {
-                    let head = parser.stream_body().expect("a head to stream");
+                    let (head, _) = parser.stream_body().expect("a head to stream");
                     streaming = Some((head.method.to_string(), head.target.clone(), Vec::new()));
                 }
                 Ok(Parsed::BodyEnd { last, consumed }) => {

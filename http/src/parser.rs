@@ -6,11 +6,20 @@
 //! one byte at a time costs O(n) in total:
 //!
 //! * while the head (request line and header section) is incomplete, it only
-//!   scans the new bytes for the empty line that ends the head; `httparse` is
-//!   called once, when the whole head is present;
+//!   scans the new bytes for the empty line that ends the head, checking on
+//!   the way the request line's length (414) and its method bytes (so that
+//!   bytes that cannot be HTTP get a 400 at once); `httparse` is called once,
+//!   when the whole head is present;
 //! * once the head is parsed, it keeps it and decodes the body incrementally
 //!   (`Content-Length` or `chunked`), remembering the input offset already
 //!   processed.
+//!
+//! In announce mode (the server's), a head with a body first yields
+//! `Parsed::BodyFollows`; the caller then either buffers the body
+//! ([`RequestParser::buffer_body`], within `max_body_size`) or streams it
+//! ([`RequestParser::stream_body`], no size limit): the decoded bytes are then
+//! taken piecewise with [`RequestParser::take_streamed`], which also tells
+//! how much input to drain, and the body ends with `Parsed::BodyEnd`.
 //!
 //! Line endings: in the head a bare LF is accepted as a line terminator (as
 //! `httparse` does, RFC 9112 §2.2); the head ends at the first empty line
@@ -36,8 +45,9 @@ pub struct Limits {
     /// Largest number of header fields in the head (and in chunked
     /// trailers); more are answered with 431. Default: 100.
     pub max_headers: usize,
-    /// Largest request body (after chunked decoding), in bytes; a larger one
-    /// is answered with 413. Default: 4 MiB.
+    /// Largest buffered request body (after chunked decoding), in bytes; a
+    /// larger one is answered with 413. Streamed bodies have no limit.
+    /// Default: 4 MiB.
     pub max_body_size: usize,
 }
 
@@ -107,6 +117,9 @@ pub(crate) struct RequestHead {
     pub(crate) headers: HeaderMap,
     /// Whether the connection persists after this request.
     pub(crate) keep_alive: bool,
+    /// `Expect: 100-continue` on HTTP/1.1: the client waits for
+    /// `100 Continue` before sending the body.
+    pub(crate) expects_continue: bool,
 }
 
 /// The result of [`RequestParser::parse`].
@@ -192,6 +205,9 @@ struct BodyState {
     /// `None` once a streamed body's head was handed to the caller.
     head: Option<RequestHead>,
     mode: BodyMode,
+    /// Most body bytes accepted: `max_body_size` once buffered, none while
+    /// undecided or streamed.
+    body_limit: u64,
     body: Vec<u8>,
     /// Input offset up to which bytes have been processed.
     offset: usize,
@@ -256,19 +272,22 @@ impl RequestParser {
         self.announce_bodies = on;
     }
 
-    /// After `BodyFollows`: collect the body whole. Fails with 413 if its
-    /// declared length is over `max_body_size`.
+    /// After `BodyFollows` (and always without announce mode): collect the
+    /// body whole, within `max_body_size`. The one place a declared length
+    /// is checked against it: 413 at once, before any body byte.
     pub(crate) fn buffer_body(&mut self) -> Result<(), ParseError> {
         let State::Body(state) = &mut self.state else {
             return Ok(());
         };
+        let limit = self.limits.max_body_size as u64;
         if let Decoder::Length { remaining } = state.decoder {
-            if remaining > self.limits.max_body_size as u64 {
+            if remaining > limit {
                 self.state = State::Head(HeadScan::default());
                 return Err(too_large_body());
             }
         }
         state.mode = BodyMode::Buffered;
+        state.body_limit = limit;
         Ok(())
     }
 
@@ -282,13 +301,18 @@ impl RequestParser {
     }
 
     /// After `BodyFollows`: hand the body out as it arrives (see
-    /// [`RequestParser::take_streamed`]); returns the request's head.
-    pub(crate) fn stream_body(&mut self) -> Option<RequestHead> {
+    /// [`RequestParser::take_streamed`]), with no size limit. Returns the
+    /// request's head and the body's declared length (`None` if chunked).
+    pub(crate) fn stream_body(&mut self) -> Option<(RequestHead, Option<u64>)> {
         let State::Body(state) = &mut self.state else {
             return None;
         };
         state.mode = BodyMode::Streaming;
-        state.head.take()
+        let length = match state.decoder {
+            Decoder::Length { remaining } => Some(remaining),
+            Decoder::Chunked(_) => None,
+        };
+        Some((state.head.take()?, length))
     }
 
     /// Streaming: the body bytes decoded so far, and how many input bytes
@@ -324,10 +348,12 @@ impl RequestParser {
     ///
     /// Idempotent with respect to bytes already seen: the caller keeps
     /// appending newly read bytes to the same buffer and calls again with the
-    /// whole unconsumed buffer; after `Complete { consumed, .. }` the caller
-    /// drains `consumed` bytes and the parser is ready for the next
-    /// (pipelined) request. After an error the parser is reset, but the
-    /// connection should be closed: its framing is lost.
+    /// whole unconsumed buffer; after `Complete { consumed, .. }` (or
+    /// `BodyEnd`) the caller drains `consumed` bytes and the parser is ready
+    /// for the next (pipelined) request. While a body streams, the caller
+    /// drains what [`RequestParser::take_streamed`] says between calls. After
+    /// an error the parser is reset, but the connection should be closed: its
+    /// framing is lost.
     pub(crate) fn parse(&mut self, input: &[u8]) -> Result<Parsed, ParseError> {
         let result = self.parse_inner(input);
         if !matches!(result, Ok(Parsed::Partial) | Ok(Parsed::BodyFollows)) {
@@ -364,47 +390,35 @@ impl RequestParser {
                 }
                 Some(decoder) => decoder,
             };
-            let mode = if self.announce_bodies {
-                BodyMode::Undecided
-            } else {
-                if let Decoder::Length { remaining } = decoder {
-                    if remaining > self.limits.max_body_size as u64 {
-                        return Err(too_large_body());
-                    }
-                }
-                BodyMode::Buffered
-            };
             self.state = State::Body(Box::new(BodyState {
                 head: Some(head),
-                mode,
+                mode: BodyMode::Undecided,
+                body_limit: u64::MAX,
                 body: Vec::new(),
                 offset: head_end,
                 decoder,
             }));
+            if !self.announce_bodies {
+                self.buffer_body()?;
+            }
         }
         let State::Body(state) = &mut self.state else {
             unreachable!("head state handled above");
         };
         debug_assert!(input.len() >= state.offset, "input shrank between calls");
-        match state.mode {
-            BodyMode::Undecided => return Ok(Parsed::BodyFollows),
-            BodyMode::Streaming => {
-                let unlimited = Limits {
-                    max_body_size: usize::MAX,
-                    ..self.limits
-                };
-                if input.len() < state.offset || !decode_body(state, input, &unlimited)? {
-                    return Ok(Parsed::Partial);
-                }
-                let last = std::mem::take(&mut state.body);
-                let consumed = state.offset;
-                self.state = State::Head(HeadScan::default());
-                return Ok(Parsed::BodyEnd { last, consumed });
-            }
-            BodyMode::Buffered => {}
+        if state.mode == BodyMode::Undecided {
+            return Ok(Parsed::BodyFollows);
         }
         if input.len() < state.offset || !decode_body(state, input, &self.limits)? {
             return Ok(Parsed::Partial);
+        }
+        if state.mode == BodyMode::Streaming {
+            // `parse` resets the state for the next request.
+            let last = std::mem::take(&mut state.body);
+            return Ok(Parsed::BodyEnd {
+                last,
+                consumed: state.offset,
+            });
         }
         let State::Body(state) =
             std::mem::replace(&mut self.state, State::Head(HeadScan::default()))
@@ -521,11 +535,11 @@ fn too_large_body() -> ParseError {
     ParseError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
 }
 
-/// Parses a complete head (`bytes` ends with the empty line).
 /// Up to this many header fields are parsed into a stack array; more
 /// (a larger `max_headers`) into a heap one.
 const STACK_FIELDS: usize = 128;
 
+/// Parses a complete head (`bytes` ends with the empty line).
 fn parse_head(bytes: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
     if limits.max_headers <= STACK_FIELDS {
         let mut fields = [httparse::EMPTY_HEADER; STACK_FIELDS];
@@ -556,15 +570,12 @@ fn parse_head_into<'b>(
     let method_str = req.method.unwrap_or_default();
     let method =
         Method::from_bytes(method_str.as_bytes()).map_err(|_| ParseError::bad("invalid method"))?;
-    let version = match req.version {
-        Some(0) => Version::HTTP_10,
-        Some(1) => Version::HTTP_11,
-        _ => {
-            return Err(ParseError::new(
-                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-                "unsupported HTTP version",
-            ))
-        }
+    // httparse accepts only 1.0 and 1.1; other versions were mapped to 505
+    // with its error above.
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
     };
     let target = req.path.unwrap_or_default();
 
@@ -614,6 +625,9 @@ fn parse_head_into<'b>(
         }
     }
 
+    // Every Expect value is 100-continue by now.
+    let expects_continue = version == Version::HTTP_11 && headers.contains_key(header::EXPECT);
+
     let keep_alive = if version == Version::HTTP_11 {
         !has_token(&headers, &header::CONNECTION, "close")
     } else {
@@ -628,6 +642,7 @@ fn parse_head_into<'b>(
         version,
         headers,
         keep_alive,
+        expects_continue,
     })
 }
 
@@ -801,10 +816,9 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Decides how the body is framed (RFC 9112 §6.3). `None`: no body.
-/// The body's framing, from Transfer-Encoding / Content-Length. The declared
-/// length is checked against the limit by the caller (not at all for a
-/// streamed body).
+/// The body's framing (RFC 9112 §6.3), from Transfer-Encoding /
+/// Content-Length; `None`: no body. The declared length is checked by
+/// [`RequestParser::buffer_body`], not here (a streamed body has no limit).
 fn body_framing(head: &RequestHead) -> Result<Option<Decoder>, ParseError> {
     let has_te = head.headers.contains_key(header::TRANSFER_ENCODING);
     let has_cl = head.headers.contains_key(header::CONTENT_LENGTH);
@@ -908,9 +922,14 @@ fn decode_body(state: &mut BodyState, input: &[u8], limits: &Limits) -> Result<b
             *remaining -= take as u64;
             Ok(*remaining == 0)
         }
-        Decoder::Chunked(chunked) => {
-            decode_chunked(chunked, &mut state.body, &mut state.offset, input, limits)
-        }
+        Decoder::Chunked(chunked) => decode_chunked(
+            chunked,
+            &mut state.body,
+            &mut state.offset,
+            input,
+            limits,
+            state.body_limit,
+        ),
     }
 }
 
@@ -920,6 +939,7 @@ fn decode_chunked(
     offset: &mut usize,
     input: &[u8],
     limits: &Limits,
+    body_limit: u64,
 ) -> Result<bool, ParseError> {
     use ChunkState::*;
     const BAD_SIZE: ParseError = ParseError::bad("invalid chunk size line");
@@ -985,7 +1005,7 @@ fn decode_chunked(
                 if b != b'\n' {
                     return Err(BAD_SIZE);
                 }
-                if value > limits.max_body_size.saturating_sub(body.len()) as u64 {
+                if value > body_limit.saturating_sub(body.len() as u64) {
                     return Err(too_large_body());
                 }
                 if value == 0 {
@@ -1614,7 +1634,7 @@ mod tests {
                                 break;
                             }
                             Parsed::BodyFollows => {
-                                let head = parser.stream_body().unwrap();
+                                let (head, _) = parser.stream_body().unwrap();
                                 events.push(format!("stream {}", head.path));
                             }
                             Parsed::BodyEnd { last, consumed } => {
@@ -1665,7 +1685,7 @@ mod tests {
         let mut parser = RequestParser::new(limits());
         parser.set_announce_bodies(true);
         assert!(matches!(parser.parse(input), Ok(Parsed::BodyFollows)));
-        let head = parser.stream_body().unwrap();
+        let (head, _) = parser.stream_body().unwrap();
         parser.restore_buffered(head).unwrap();
         match parser.parse(input).unwrap() {
             Parsed::Complete { body, consumed, .. } => {
@@ -1682,7 +1702,7 @@ mod tests {
         let mut parser = RequestParser::new(tiny);
         parser.set_announce_bodies(true);
         assert!(matches!(parser.parse(input), Ok(Parsed::BodyFollows)));
-        let head = parser.stream_body().unwrap();
+        let (head, _) = parser.stream_body().unwrap();
         assert_eq!(
             parser.restore_buffered(head).unwrap_err().status(),
             StatusCode::PAYLOAD_TOO_LARGE

@@ -29,6 +29,8 @@ pub struct Request {
     peer_addr: SocketAddr,
     tls: Option<TlsInfo>,
     keep_alive: bool,
+    /// `Expect: 100-continue` (kept for giving the head back to the parser).
+    expects_continue: bool,
     body_stream: Option<BodyStream>,
     client_subject: Option<Arc<str>>,
 }
@@ -47,6 +49,7 @@ impl Clone for Request {
             peer_addr: self.peer_addr,
             tls: self.tls,
             keep_alive: self.keep_alive,
+            expects_continue: self.expects_continue,
             body_stream: None,
             client_subject: self.client_subject.clone(),
         }
@@ -70,6 +73,7 @@ impl Request {
             version,
             headers,
             keep_alive,
+            expects_continue,
         } = head;
         Request {
             method,
@@ -82,6 +86,7 @@ impl Request {
             peer_addr,
             tls,
             keep_alive,
+            expects_continue,
             body_stream: None,
             client_subject: None,
         }
@@ -108,6 +113,7 @@ impl Request {
             version: self.version,
             headers: self.headers,
             keep_alive: self.keep_alive,
+            expects_continue: self.expects_continue,
         }
     }
 
@@ -209,8 +215,6 @@ impl Request {
         self.peer_addr
     }
 
-    /// Whether the connection stays open after this request, per its version
-    /// and `Connection` header.
     /// The headers, mutably: middleware may add, change or remove fields
     /// before the handler sees the request.
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
@@ -284,6 +288,8 @@ impl Request {
         self.tls
     }
 
+    /// Whether the connection stays open after this request, per its version
+    /// and `Connection` header.
     pub(crate) fn keep_alive(&self) -> bool {
         self.keep_alive
     }

@@ -97,9 +97,7 @@ fn write_head_framed(
     framing: Framing,
     keep_alive: bool,
 ) {
-    let no_body = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+    let no_body = !status_allows_body(status);
 
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -140,6 +138,25 @@ fn write_head_framed(
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// 1xx, 204 and 304 responses never carry a body (RFC 9110 §6.4.1).
+pub(crate) fn status_allows_body(status: StatusCode) -> bool {
+    !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED)
+}
+
+/// A short `text/plain` answer the server gives itself (a refused request,
+/// a request timeout), after which the connection closes.
+pub(crate) fn write_plain_close(out: &mut Vec<u8>, status: StatusCode, body: &[u8]) {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    write_head(out, Version::HTTP_11, status, &headers, body.len(), false);
+    out.extend_from_slice(body);
 }
 
 /// Fields the writer owns.

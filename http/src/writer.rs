@@ -16,7 +16,9 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LAST_MODIFIED, SET_COO
 use http::{HeaderMap, Method, StatusCode, Version};
 use pistachio_transport::PeerHandle;
 
-use crate::response::{write_head, write_head_chunked, write_head_close_delimited};
+use crate::response::{
+    status_allows_body, write_head, write_head_chunked, write_head_close_delimited,
+};
 
 /// A file (or a range of one) to send as (part of) a response body.
 #[derive(Debug)]
@@ -384,12 +386,9 @@ impl Drop for ResponseWriter {
                 "{}: response writer dropped without answering: 500",
                 target.peer_addr
             );
-            let mut headers = HeaderMap::new();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            send_whole(
+            send_plain(
                 &target,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &headers,
                 b"Internal Server Error",
             );
         }
@@ -404,16 +403,20 @@ fn send_whole(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[
             body.len(),
             target.max_response_size
         );
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        return send_whole_unchecked(
+        return send_plain(
             target,
             StatusCode::INTERNAL_SERVER_ERROR,
-            &headers,
             b"Response Too Large",
         );
     }
     send_whole_unchecked(target, status, headers, body)
+}
+
+/// A short `text/plain` answer the server gives in the handler's place.
+fn send_plain(target: &Target, status: StatusCode, body: &[u8]) {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    send_whole_unchecked(target, status, &headers, body);
 }
 
 fn send_whole_unchecked(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[u8]) {
@@ -536,11 +539,4 @@ impl Drop for ResponseStream {
             target.deliver(std::mem::take(&mut self.buf), true, false);
         }
     }
-}
-
-/// 1xx, 204 and 304 responses never carry a body (RFC 9110 §6.4.1).
-pub(crate) fn status_allows_body(status: StatusCode) -> bool {
-    !(status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED)
 }
