@@ -51,7 +51,7 @@ mod writer;
 pub use body::{BodyMode, BodyStream};
 pub use endpoint::{Endpoint, Options, ShutdownHandle};
 pub use parser::{Limits, ParseError};
-pub use request::Request;
+pub use request::{percent_decode, Request};
 pub use writer::{ResponseStream, ResponseWriter};
 
 pub use http::{header, HeaderMap, Method, StatusCode, Version};

@@ -325,7 +325,7 @@ pub(crate) fn form_pairs(input: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow
 /// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`). Invalid
 /// escapes are kept literally; invalid UTF-8 is replaced lossily. Borrows
 /// when there is nothing to decode.
-pub(crate) fn percent_decode(input: &str, plus_is_space: bool) -> Cow<'_, str> {
+pub fn percent_decode(input: &str, plus_is_space: bool) -> Cow<'_, str> {
     let needs_decoding = input
         .bytes()
         .any(|b| b == b'%' || (plus_is_space && b == b'+'));

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use pistachio_http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use pistachio_http::header::{HeaderName, HeaderValue};
 use pistachio_http::{HeaderMap, ResponseWriter, StatusCode};
 use serde::Serialize;
 
@@ -70,11 +70,10 @@ impl HttpError {
         &self.reason
     }
 
-    /// Sends this error through `response`.
+    /// Sends this error through `response` (`text/plain`, the reason as
+    /// the body).
     pub fn send(self, response: RestResponse) {
-        let mut response = response;
-        response.set_mime("text/plain; charset=utf-8");
-        response.send(self.status, self.reason);
+        send_error(response.into_writer(), &self);
     }
 }
 
@@ -237,9 +236,6 @@ pub(crate) fn reclaim(home: &Home) -> Option<ResponseWriter> {
 
 /// Sends `error` through a bare writer.
 pub(crate) fn send_error(mut writer: ResponseWriter, error: &HttpError) {
-    writer.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    writer.set_mime("text/plain; charset=utf-8");
     writer.send(error.status, error.reason.as_bytes());
 }

@@ -6,9 +6,10 @@ use std::sync::{Arc, Mutex};
 use pistachio_http::header::{HeaderValue, ALLOW};
 use pistachio_http::{Handler, Method, Request, ResponseWriter, StatusCode};
 
-use crate::request::{percent_decode, RestRequest};
+use crate::request::RestRequest;
 use crate::response::{reclaim, send_error, Home, HttpError, Outcome, RestResponse};
 use crate::tree::{parse_pattern, split_path, Captures, Node};
+use pistachio_http::percent_decode;
 
 /// Body of the default `404` answer (Pistache's, word for word).
 pub const NOT_FOUND_BODY: &str = "Could not find a matching route";
@@ -296,6 +297,17 @@ impl Router {
             self.tree.prune();
         }
         self.len -= 1;
+        // Keep the routed-methods cache (`Allow` candidates, `OPTIONS *`)
+        // true: a method no route has any more leaves it.
+        if !self
+            .tree
+            .values()
+            .into_iter()
+            .flatten()
+            .any(|r| r.method == *method)
+        {
+            self.methods.retain(|m| m != method);
+        }
         Ok(())
     }
 
@@ -403,9 +415,13 @@ impl Router {
             params: captures
                 .params
                 .iter()
-                .map(|(n, v)| (n.to_string(), percent_decode(v)))
+                .map(|(n, v)| (n.to_string(), percent_decode(v, false).into_owned()))
                 .collect(),
-            splats: captures.splats.iter().map(|s| percent_decode(s)).collect(),
+            splats: captures
+                .splats
+                .iter()
+                .map(|s| percent_decode(s, false).into_owned())
+                .collect(),
         })
     }
 
@@ -431,19 +447,25 @@ impl Router {
             return;
         };
 
-        let method = req.method().clone();
-        let path = req.path().to_owned();
-        let segments: Vec<&str> = split_path(&path).collect();
-        let Some((route, captures)) = self.resolve(&method, &segments) else {
-            drop(segments);
-            return self.unrouted(req, resp, &home, &method, &path);
+        if req.path() == "*" {
+            // `OPTIONS *` (or anything else on `*`) is about the server, not
+            // a route: never matched against `/*` or `/:param`.
+            return self.unrouted(req, resp, &home);
+        }
+        let segments: Vec<&str> = split_path(req.path()).collect();
+        let Some((route, captures)) = self.resolve(req.method(), &segments) else {
+            return self.unrouted(req, resp, &home);
         };
         let params = captures
             .params
             .iter()
-            .map(|(n, v)| (Arc::clone(n), percent_decode(v)))
+            .map(|(n, v)| (Arc::clone(n), percent_decode(v, false).into_owned()))
             .collect();
-        let splats = captures.splats.iter().map(|s| percent_decode(s)).collect();
+        let splats = captures
+            .splats
+            .iter()
+            .map(|s| percent_decode(s, false).into_owned())
+            .collect();
         req.set_match(Arc::clone(&route.pattern), params, splats);
 
         let Some(resp) = run_chain(&route.middleware, &mut req, resp, &home) else {
@@ -455,18 +477,12 @@ impl Router {
     }
 
     /// Answers a request no route of its method matches.
-    fn unrouted(
-        &self,
-        req: RestRequest,
-        resp: RestResponse,
-        home: &Home,
-        method: &Method,
-        path: &str,
-    ) {
-        let allowed = if method == Method::OPTIONS && path == "*" {
+    fn unrouted(&self, req: RestRequest, resp: RestResponse, home: &Home) {
+        let is_options = req.method() == Method::OPTIONS;
+        let allowed = if is_options && req.path() == "*" {
             complete_allow(self.methods.clone())
         } else {
-            self.allowed_methods(path)
+            self.allowed_methods(req.path())
         };
         if allowed.is_empty() {
             return match &self.not_found {
@@ -475,11 +491,7 @@ impl Router {
                         answer_error(home, error);
                     }
                 }
-                None => {
-                    let mut resp = resp;
-                    resp.set_mime("text/plain; charset=utf-8");
-                    resp.send(StatusCode::NOT_FOUND, NOT_FOUND_BODY);
-                }
+                None => HttpError::not_found(NOT_FOUND_BODY).send(resp),
             };
         }
         let list = allowed
@@ -491,11 +503,10 @@ impl Router {
         if let Ok(value) = HeaderValue::from_str(&list) {
             resp.headers_mut().insert(ALLOW, value);
         }
-        if method == Method::OPTIONS {
+        if is_options {
             resp.send(StatusCode::NO_CONTENT, "");
         } else {
-            resp.set_mime("text/plain; charset=utf-8");
-            resp.send(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+            HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").send(resp);
         }
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use pistachio_rest::header::{HeaderValue, WWW_AUTHENTICATE};
 use pistachio_rest::{
-    bind, Flow, Handler, HttpError, Options, RestRequest, RestResponse, RouteGroup, Router,
+    bind, Flow, Handler, HttpError, Method, Options, RestRequest, RestResponse, RouteGroup, Router,
     StatusCode, NOT_FOUND_BODY,
 };
 use pistachio_tests::client::{connect_tcp, wait_for_close};
@@ -138,6 +138,29 @@ fn other_method_is_405_with_allow_and_options_lists_it() {
     assert_eq!(r.status, 404);
     let r = request(&mut client, "DELETE", "/items/1", "");
     assert_eq!(r.text(), "deleted");
+}
+
+/// `OPTIONS *` is about the server: it is never routed to `/*` or `/:x`,
+/// and after a route is removed its method is no longer listed.
+#[test]
+fn options_asterisk_lists_the_routed_methods_and_is_never_routed() {
+    let mut router = Router::new();
+    router
+        .get("/*", text("splat"))
+        .options("/:anything", text("param options"))
+        .put("/items/:id", text("put"));
+    router.remove_route(&Method::PUT, "/items/:id").unwrap();
+    let server = serve(router, false);
+    let mut client = PlainClient::connect(server.port()).unwrap();
+    let r = request(&mut client, "OPTIONS", "*", "");
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(r.header("allow"), Some("GET, HEAD, OPTIONS"));
+    // The routes themselves still answer their own paths.
+    assert_eq!(request(&mut client, "GET", "/x", "").text(), "splat");
+    assert_eq!(
+        request(&mut client, "OPTIONS", "/x", "").text(),
+        "param options"
+    );
 }
 
 #[test]
