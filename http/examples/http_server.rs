@@ -188,6 +188,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     let curl = match &cacert {
         Some(pem) => format!("curl --cacert {}", pem.display()),
+        None if args.tls_cert.is_some() => "curl --cacert YOUR_CA.pem".to_owned(),
         None => "curl".to_owned(),
     };
     println!("try: {curl} {scheme}://{host}/static/index.html");

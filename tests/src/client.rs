@@ -143,6 +143,27 @@ pub fn wait_for_close(mut tcp: &TcpStream, timeout: Duration) -> bool {
     }
 }
 
+/// Reads everything until the server closes the connection (EOF or
+/// reset) and returns it. Any other error (such as the read timeout the
+/// caller set running out while the server keeps the connection open)
+/// panics, naming how much had arrived.
+pub fn read_to_close(stream: &mut impl Read) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!(
+                "after {} bytes: {e} (the server kept the connection open)",
+                out.len()
+            ),
+        }
+    }
+}
+
 /// Makes the next close of `tcp` abortive: `SO_LINGER` 0, so closing sends RST.
 pub fn set_reset_on_close(tcp: &TcpStream) -> io::Result<()> {
     SockRef::from(tcp).set_linger(Some(Duration::ZERO))

@@ -10,6 +10,21 @@ use pistachio_rest::transport::TlsConfig;
 
 use crate::{certs, HELLO_BODY};
 
+/// An OpenSSL acceptor with the test server's chain and key and the modes
+/// the transport requires, for tests that build their own `SSL_CTX`
+/// (`TlsConfig::from_context`).
+pub fn server_acceptor_builder() -> openssl::ssl::SslAcceptorBuilder {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslMode};
+    let mut ctx =
+        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).expect("an OpenSSL acceptor");
+    ctx.set_certificate_chain_file(certs::server_chain_pem())
+        .expect("the server chain");
+    ctx.set_private_key_file(certs::server_key(), SslFiletype::PEM)
+        .expect("the server key");
+    ctx.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
+    ctx
+}
+
 /// Handshake timeout of test servers: short, so a stalled handshake costs little.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -13,21 +13,12 @@ use pistachio_rest::http::{
 use pistachio_tests::server::HANDSHAKE_TIMEOUT;
 use pistachio_tests::{init_logging, TestServer, TlsClient};
 
-/// Reads until the server closes (EOF or reset), with a bound.
+/// Reads until the server closes (EOF or reset), within 5 s.
 fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return out,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return out,
-            Err(e) => panic!("after {} bytes: {e}", out.len()),
-        }
-    }
+    pistachio_tests::client::read_to_close(stream)
 }
 
 fn streaming_handler(req: Request, resp: ResponseWriter) {
@@ -608,7 +599,10 @@ fn slow_body_reader_holds_the_uploader_back() {
     let total = 96usize << 20;
     let mut c = TcpStream::connect(endpoint.local_addr()).unwrap();
     c.write_all(
-        format!("PUT /u HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n").as_bytes(),
+        format!(
+            "PUT /u HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .unwrap();
     let data = vec![7u8; 1 << 20];
@@ -633,37 +627,9 @@ fn slow_body_reader_holds_the_uploader_back() {
         stalled_at < 32 << 20,
         "stalled only after {stalled_at} bytes"
     );
-    let text = String::from_utf8(read_to_close_or_response(&mut c)).unwrap();
+    let text = String::from_utf8(read_to_close(&mut c)).unwrap();
     assert!(text.ends_with(&format!("\r\n\r\n{total}")), "{text}");
     endpoint.shutdown();
-}
-
-/// Reads one small response (the connection stays open).
-fn read_to_close_or_response(stream: &mut TcpStream) -> Vec<u8> {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !out.windows(4).any(|w| w == b"\r\n\r\n") || !out.ends_with(b"0") && out.len() < 200 {
-        let n = stream.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-        if let Some(pos) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&out[..pos]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if out.len() >= pos + 4 + len {
-                break;
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -704,17 +670,12 @@ fn max_response_size_turns_big_answers_into_500_and_cuts_streams() {
 /// certificate gets no answer.
 #[test]
 fn verified_client_certificate_subject_reaches_the_request() {
-    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslMode, SslVerifyMode};
+    use openssl::ssl::{SslFiletype, SslVerifyMode};
     use pistachio_tests::certs;
     init_logging();
-    let mut ctx = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
-    ctx.set_certificate_chain_file(certs::server_chain_pem())
-        .unwrap();
-    ctx.set_private_key_file(certs::server_key(), SslFiletype::PEM)
-        .unwrap();
+    let mut ctx = pistachio_tests::server::server_acceptor_builder();
     ctx.set_ca_file(certs::ca_pem()).unwrap();
     ctx.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
-    ctx.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
     let tls = pistachio_rest::TlsConfig::from_context(ctx.build().into_context());
     let options = Options::default()
         .threads(1)

@@ -1215,14 +1215,8 @@ fn max_connections_closes_connections_beyond_it() {
 /// like a built configuration (a 64 KiB answer crosses several records).
 #[test]
 fn caller_built_context() {
-    use openssl::ssl::{SslAcceptor, SslMethod, SslMode};
     init_logging();
-    let mut ctx = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
-    ctx.set_certificate_chain_file(certs::server_chain_pem())
-        .unwrap();
-    ctx.set_private_key_file(certs::server_key(), SslFiletype::PEM)
-        .unwrap();
-    ctx.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
+    let ctx = pistachio_tests::server::server_acceptor_builder();
     let tls = TlsConfig::from_context(ctx.build().into_context());
     let options = Options::default()
         .threads(1)

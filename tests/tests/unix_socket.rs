@@ -19,15 +19,7 @@ fn hello(req: Request, resp: ResponseWriter) {
 }
 
 fn read_response(stream: &mut impl Read) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&pistachio_tests::client::read_to_close(stream)).into_owned()
 }
 
 #[test]
