@@ -580,31 +580,26 @@ impl Router {
         let document = serde_json::to_vec_pretty(&description.openapi())
             .expect("a JSON value always serialises");
         let document = Arc::new(document);
-        let mut group = crate::router::RouteGroup::new("/");
-        if let Some(path) = &description.openapi_path {
-            group.get(path, move |_req: RestRequest, mut resp: RestResponse| {
+        // Each described route keeps its own handler and middleware as they
+        // are: no wrapping, no extra call per request.
+        let mut flat: Vec<crate::router::FlatRoute> = Vec::new();
+        if let Some(path) = description.openapi_path {
+            let serve = move |_req: RestRequest, mut resp: RestResponse| {
                 resp.set_mime("application/json");
                 resp.send(StatusCode::OK, document.as_slice());
-            });
+            };
+            flat.push((
+                Method::GET,
+                path,
+                crate::router::box_handler(serve),
+                Vec::new(),
+            ));
         }
-        let mut wrapped = Vec::new();
         for route in description.routes {
             let handler = route.handler.expect("validated: every route has a handler");
-            let mut g = crate::router::RouteGroup::new("/");
-            for m in route.middleware {
-                g.middleware(move |req: &mut RestRequest, resp: RestResponse| m(req, resp));
-            }
-            g.route(
-                route.method,
-                &route.pattern,
-                move |req: RestRequest, resp: RestResponse| handler(req, resp),
-            );
-            wrapped.push(g);
+            flat.push((route.method, route.pattern, handler, route.middleware));
         }
-        for g in wrapped {
-            group.group(g);
-        }
-        self.mount(group)
+        self.mount_flat(flat)
     }
 }
 

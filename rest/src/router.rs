@@ -339,6 +339,12 @@ impl Router {
     pub fn mount(&mut self, group: RouteGroup) -> Result<&mut Self, RouteError> {
         let mut flat = Vec::new();
         group.flatten("", &[], &mut flat);
+        self.mount_flat(flat)
+    }
+
+    /// Adds routes that already carry their full pattern and middleware
+    /// chain. All or nothing.
+    pub(crate) fn mount_flat(&mut self, flat: Vec<FlatRoute>) -> Result<&mut Self, RouteError> {
         let mut added: Vec<(Method, String)> = Vec::new();
         for (method, pattern, handler, middleware) in flat {
             if let Err(e) = self.insert(method.clone(), &pattern, handler, middleware.into()) {
@@ -619,7 +625,7 @@ impl fmt::Debug for RouteGroup {
     }
 }
 
-type FlatRoute = (Method, String, BoxHandler, Vec<BoxMiddleware>);
+pub(crate) type FlatRoute = (Method, String, BoxHandler, Vec<BoxMiddleware>);
 
 macro_rules! group_verbs {
     ($($(#[$doc:meta])* $name:ident => $method:ident;)*) => {
