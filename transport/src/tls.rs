@@ -103,6 +103,11 @@ fn base_builder() -> Result<SslAcceptorBuilder, TlsError> {
     // buffers on every request of a busy connection. The transport frees
     // them itself (SSL_free_buffers) once a connection has been idle.
     builder.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
+    // Read ahead: one read(2) takes in whatever the socket holds (a record's
+    // header and body, or several records) instead of one read for the
+    // 5-byte header and another for the body. The transport reads until
+    // WANT_READ, so nothing is left waiting in OpenSSL's buffer.
+    builder.set_read_ahead(true);
     builder.set_options(
         SslOptions::NO_RENEGOTIATION
             | SslOptions::NO_COMPRESSION
