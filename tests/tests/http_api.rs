@@ -747,6 +747,67 @@ fn request_then_fin_is_answered_and_closed_promptly() {
     }
 }
 
+/// The TLS side of the short-read shortcut: a request followed by FIN
+/// (with or without close_notify, together or a moment later) is answered
+/// and the connection closed at once, not at a timeout.
+#[test]
+fn tls_request_then_fin_is_answered_and_closed_promptly() {
+    init_logging();
+    let server = TestServer::hello(1, true);
+    for i in 0..40 {
+        let mut c = TlsClient::connect(server.port()).unwrap();
+        c.write_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        if i % 2 == 1 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let started = Instant::now();
+        let mut tcp = if i % 4 < 2 {
+            c.fin_without_close_notify().unwrap()
+        } else {
+            let tcp = c.tcp().try_clone().unwrap();
+            c.ssl_stream().shutdown().unwrap();
+            tcp.shutdown(std::net::Shutdown::Write).unwrap();
+            drop(c);
+            tcp
+        };
+        let raw = read_to_close(&mut tcp);
+        assert!(!raw.is_empty(), "#{i}: no answer");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "#{i}: closed only after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// Many pipelined requests in one burst arrive as several TLS records in
+/// one read: every one is answered. Stopping at a short read while OpenSSL
+/// still holds records would leave the rest unanswered.
+#[test]
+fn tls_pipelined_burst_in_many_records_is_answered_in_full() {
+    init_logging();
+    let server = TestServer::hello(1, true);
+    let mut c = TlsClient::connect(server.port()).unwrap();
+    c.tcp()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let one = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    for round in 0..20 {
+        // 1 to 40 requests, each in its own record, all sent before
+        // reading (they fit in the socket buffers).
+        let count = 1 + round * 2;
+        for _ in 0..count {
+            c.write_raw(one).unwrap();
+        }
+        for k in 0..count {
+            let resp = c
+                .read_response()
+                .unwrap_or_else(|e| panic!("round {round}, answer {k} of {count}: {e}"));
+            resp.assert_hello(&format!("round {round}, answer {k}"));
+        }
+    }
+}
+
 /// A TLS client talking to the plaintext port gets `400` at once, not a
 /// `408` after the header timeout.
 #[test]

@@ -15,6 +15,7 @@
 //!
 //! Nothing leaves this module with the queue non-empty.
 
+use std::cell::Cell;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::RawFd;
@@ -51,6 +52,70 @@ extern "C" {
     /// `int SSL_free_buffers(SSL *ssl)` from `<openssl/ssl.h>` (3.0+):
     /// frees the record buffers if they hold nothing; 1 if freed.
     fn SSL_free_buffers(ssl: *mut ffi::SSL) -> c_int;
+    /// `int SSL_has_pending(const SSL *s)` from `<openssl/ssl.h>` (1.1.0+):
+    /// 1 if OpenSSL holds input not yet returned by `SSL_read`, processed
+    /// or not (with read-ahead, raw bytes of later records count too).
+    fn SSL_has_pending(ssl: *const ffi::SSL) -> c_int;
+    /// `void BIO_set_callback_ex(BIO *b, BIO_callback_fn_ex cb)` from
+    /// `<openssl/bio.h>` (1.1.1+).
+    fn BIO_set_callback_ex(bio: *mut ffi::BIO, cb: Option<BioCallbackEx>);
+    /// `void BIO_set_callback_arg(BIO *b, char *arg)`.
+    fn BIO_set_callback_arg(bio: *mut ffi::BIO, arg: *mut c_char);
+    /// `char *BIO_get_callback_arg(const BIO *b)`.
+    fn BIO_get_callback_arg(bio: *const ffi::BIO) -> *mut c_char;
+}
+
+/// `BIO_callback_fn_ex` from `<openssl/bio.h>`.
+type BioCallbackEx = unsafe extern "C" fn(
+    bio: *mut ffi::BIO,
+    oper: c_int,
+    argp: *const c_char,
+    len: usize,
+    argi: c_int,
+    argl: libc::c_long,
+    ret: c_int,
+    processed: *mut usize,
+) -> libc::c_long;
+
+/// `BIO_CB_READ` and `BIO_CB_RETURN` from `<openssl/bio.h>`.
+const BIO_CB_READ: c_int = 0x02;
+const BIO_CB_RETURN: c_int = 0x80;
+
+/// Watches the socket BIO's reads: after `BIO_read` returns, records
+/// whether `read(2)` gave fewer bytes than OpenSSL asked for, which means
+/// the socket had nothing more at that moment (see [`Ssl::socket_drained`]).
+///
+/// # Safety
+/// Called by OpenSSL only, on a BIO whose callback argument is the live
+/// `Cell<bool>` of its session (set in [`Ssl::new_server`], freed after
+/// `SSL_free`).
+unsafe extern "C" fn watch_reads(
+    bio: *mut ffi::BIO,
+    oper: c_int,
+    _argp: *const c_char,
+    len: usize,
+    _argi: c_int,
+    _argl: libc::c_long,
+    ret: c_int,
+    processed: *mut usize,
+) -> libc::c_long {
+    if oper == BIO_CB_READ | BIO_CB_RETURN {
+        // SAFETY: bio is the BIO this callback was installed on; its
+        // argument is the session's live Cell<bool> (contract above), only
+        // touched on the session's thread. `processed` is checked for NULL
+        // and holds the byte count when `ret > 0`.
+        unsafe {
+            let short = ret > 0 && !processed.is_null() && *processed < len;
+            (*BIO_get_callback_arg(bio).cast::<Cell<bool>>()).set(short);
+        }
+    }
+    // Before an operation, a positive value lets it proceed; after it, the
+    // operation's own result is passed through unchanged.
+    if oper & BIO_CB_RETURN != 0 {
+        libc::c_long::from(ret)
+    } else {
+        1
+    }
 }
 
 /// `unsigned long` is 32 bits on some targets, 64 on others.
@@ -173,6 +238,10 @@ impl Op {
 #[derive(Debug)]
 pub(crate) struct Ssl {
     ptr: NonNull<ffi::SSL>,
+    /// Set by [`watch_reads`]: the last `read(2)` under the socket BIO was
+    /// short. Heap-allocated (its address is the BIO's callback argument)
+    /// and freed after the `SSL*` in `Drop`.
+    last_read_short: NonNull<Cell<bool>>,
 }
 
 impl Drop for Ssl {
@@ -181,6 +250,9 @@ impl Drop for Ssl {
         // freed exactly once here. SSL_free also frees the socket BIO, which
         // was created with BIO_NOCLOSE, so the fd itself is left to mio.
         unsafe { ffi::SSL_free(self.ptr.as_ptr()) }
+        // SAFETY: allocated by Box::new in new_server and freed only here,
+        // after SSL_free destroyed the BIO whose callback pointed to it.
+        drop(unsafe { Box::from_raw(self.last_read_short.as_ptr()) });
     }
 }
 
@@ -202,11 +274,21 @@ impl Ssl {
         std::mem::forget(owned);
         let ssl = Ssl {
             ptr: NonNull::new(raw).expect("openssl::ssl::Ssl is never null"),
+            last_read_short: NonNull::from(Box::leak(Box::new(Cell::new(false)))),
         };
         // SAFETY: ssl.ptr is a valid SSL*; fd is an open socket that the
         // caller keeps open for the session's lifetime.
         if unsafe { SSL_set_fd(ssl.ptr.as_ptr(), fd) } != 1 {
             return Err(ErrorStack::get());
+        }
+        // SAFETY: SSL_set_fd succeeded, so the read BIO exists and is owned
+        // by the SSL; its callback argument is the cell, which outlives it
+        // (freed after SSL_free in Drop); `watch_reads` has the
+        // BIO_callback_fn_ex signature.
+        unsafe {
+            let rbio = ffi::SSL_get_rbio(ssl.ptr.as_ptr());
+            BIO_set_callback_arg(rbio, ssl.last_read_short.as_ptr().cast());
+            BIO_set_callback_ex(rbio, Some(watch_reads));
         }
         // SAFETY: ssl.ptr is a valid SSL*.
         unsafe { ffi::SSL_set_accept_state(ssl.ptr.as_ptr()) };
@@ -223,8 +305,25 @@ impl Ssl {
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> SslOutcome {
         let len = c_int::try_from(buf.len()).unwrap_or(c_int::MAX);
         let dst = buf.as_mut_ptr().cast();
+        self.read_watch().set(false);
         // SAFETY: p is valid; dst points to at least `len` writable bytes.
         self.call(Op::Read, |p| unsafe { ffi::SSL_read(p, dst, len) })
+    }
+
+    fn read_watch(&self) -> &Cell<bool> {
+        // SAFETY: the cell lives until Drop; OpenSSL writes it only from
+        // inside this session's calls, on this thread (Ssl is !Send), so a
+        // shared reference to the Cell is sound.
+        unsafe { self.last_read_short.as_ref() }
+    }
+
+    /// Whether the last [`read`](Self::read) emptied both OpenSSL and the
+    /// socket: its last `read(2)` returned fewer bytes than asked for, and
+    /// OpenSSL holds no further input (`SSL_has_pending`). Another
+    /// `SSL_read` now would only find `EAGAIN`; new bytes make a new edge.
+    pub(crate) fn socket_drained(&self) -> bool {
+        // SAFETY: ptr is this session's valid SSL*.
+        self.read_watch().get() && unsafe { SSL_has_pending(self.ptr.as_ptr()) } == 0
     }
 
     /// `SSL_write` of `buf`, through the choke point. After `WantWrite` or

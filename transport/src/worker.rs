@@ -332,16 +332,24 @@ impl PeerIo {
             let chunk = &front[self.out_pos..];
             let written = match self.tls.as_mut() {
                 None => {
-                    // Up to 64 buffers per writev(2) call, up to a file.
-                    let mut slices = [io::IoSlice::new(&[]); 64];
-                    slices[0] = io::IoSlice::new(chunk);
-                    let mut n = 1;
-                    for segment in self.out.iter().skip(1).take(63) {
-                        let Segment::Bytes(buf) = segment else { break };
-                        slices[n] = io::IoSlice::new(buf);
-                        n += 1;
-                    }
-                    match self.sock.write_vectored(&slices[..n]) {
+                    let result = if matches!(self.out.get(1), Some(Segment::Bytes(_))) {
+                        // Up to 64 buffers per writev(2) call, up to a file.
+                        let mut slices = [io::IoSlice::new(&[]); 64];
+                        slices[0] = io::IoSlice::new(chunk);
+                        let mut n = 1;
+                        for segment in self.out.iter().skip(1).take(63) {
+                            let Segment::Bytes(buf) = segment else { break };
+                            slices[n] = io::IoSlice::new(buf);
+                            n += 1;
+                        }
+                        self.sock.write_vectored(&slices[..n])
+                    } else {
+                        // One buffer (the common case: an answer's head and
+                        // small body share one): send(2), which skips
+                        // writev's iovec import and the VFS layer.
+                        self.sock.write(chunk)
+                    };
+                    match result {
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -706,11 +714,13 @@ impl<P: Protocol> Worker<P> {
     /// `handle_incoming`: reads until `WouldBlock`/`WANT_READ`, handing each
     /// chunk to the protocol.
     ///
-    /// `short_read_ends`: a plaintext read shorter than the buffer drained
-    /// the socket, so stop without the extra `read` that would return
-    /// `EAGAIN` (data arriving later makes a new edge). Only for reads driven
-    /// by an event without EOF or error: an EOF that arrived earlier must be
-    /// read now, as no later edge would report it.
+    /// `short_read_ends`: a read that drained the socket (plaintext: shorter
+    /// than the buffer; TLS: the last `read(2)` under `SSL_read` was short
+    /// and OpenSSL buffers nothing more, see `Ssl::socket_drained`) ends the
+    /// loop without the extra read that would return `EAGAIN` (data
+    /// arriving later makes a new edge). Only for reads driven by an event
+    /// without EOF or error: an EOF that arrived earlier must be read now,
+    /// as no later edge would report it.
     fn handle_incoming(
         &mut self,
         ctx: &mut Ctx<'_, P>,
@@ -753,7 +763,11 @@ impl<P: Protocol> Worker<P> {
                     }
                     let peer = &mut self.peers[token];
                     peer.io.resume_reading = false;
-                    if short_read_ends && peer.io.tls.is_none() && n < self.read_buf.len() {
+                    let drained = match &peer.io.tls {
+                        None => n < self.read_buf.len(),
+                        Some(tls) => tls.ssl.socket_drained(),
+                    };
+                    if short_read_ends && drained {
                         return Ok(());
                     }
                 }
@@ -847,7 +861,7 @@ impl<P: Protocol> Worker<P> {
             peer.io.flush()?;
         }
         let mut read = readable || resume_read;
-        // A plain readable edge without EOF may stop at a short read.
+        // A readable edge without EOF may stop at a short read.
         let mut short_read_ends =
             readable && !resume_read && std::mem::take(&mut self.edge_without_eof);
         if peer.io.backpressured && writable {
