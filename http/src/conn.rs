@@ -1,7 +1,7 @@
 //! One HTTP/1.1 connection: the transport [`Protocol`] that parses requests,
 //! calls the [`Handler`](crate::Handler), and sends responses in order.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,7 +135,7 @@ pub(crate) struct HttpConn {
     /// The deadline the timer is armed for, while handlers work.
     armed_deadline: Option<Instant>,
     /// Requests `Handler::on_timeout` answered.
-    timed_out: HashSet<u64>,
+    timed_out: BTreeSet<u64>,
     tls: Option<TlsInfo>,
     /// Subject of the verified client certificate, shared by its requests.
     client_subject: Option<Arc<str>>,
@@ -184,7 +184,7 @@ impl HttpConn {
             connected: false,
             deadlines: BTreeMap::new(),
             armed_deadline: None,
-            timed_out: HashSet::new(),
+            timed_out: BTreeSet::new(),
             tls: None,
             client_subject: None,
             last_seq: Arc::new(AtomicU64::new(u64::MAX)),

@@ -7,7 +7,10 @@
 //! * `--threads N` — worker threads (default: number of CPUs);
 //! * `--tls-cert FILE --tls-key FILE` — serve HTTPS with this PEM chain and key;
 //! * `--self-signed` — serve HTTPS on a certificate generated at start; its
-//!   PEM is written to a file and a ready `curl --cacert` line is printed.
+//!   PEM is written to a file and a ready `curl --cacert` line is printed;
+//! * `--per-worker-listeners` — each worker accepts on its own
+//!   `SO_REUSEPORT` socket instead of being handed connections by the accept
+//!   thread.
 //!
 //! Ctrl-C or SIGTERM shuts the server down cleanly.
 
@@ -22,10 +25,12 @@ struct Args {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     self_signed: bool,
+    per_worker_listeners: bool,
 }
 
 const USAGE: &str = "usage: hello_server [--addr ADDR] [--threads N] \
-                     [--tls-cert FILE --tls-key FILE | --self-signed]";
+                     [--tls-cert FILE --tls-key FILE | --self-signed] \
+                     [--per-worker-listeners]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -34,6 +39,7 @@ fn parse_args() -> Result<Args, String> {
         tls_cert: None,
         tls_key: None,
         self_signed: false,
+        per_worker_listeners: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
             "--tls-cert" => args.tls_cert = Some(value()?.into()),
             "--tls-key" => args.tls_key = Some(value()?.into()),
             "--self-signed" => args.self_signed = true,
+            "--per-worker-listeners" => args.per_worker_listeners = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
@@ -67,7 +74,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut options = Options::default();
+    let mut options = Options::default().per_worker_listeners(args.per_worker_listeners);
     if let Some(n) = args.threads {
         options = options.threads(n);
     }

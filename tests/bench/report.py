@@ -14,7 +14,7 @@ import statistics
 import sys
 
 UNITS_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
-ORDER = ["pistachio", "hyper", "actix", "nginx"]
+ORDER = ["pistachio", "pistachio_rp", "hyper", "actix", "nginx"]
 
 
 def parse_wrk(path):
@@ -207,9 +207,11 @@ def main():
                     fmt(med([r["cpu_us"] for r in mine]), ".1f"), fmt(ratio, ".3f"),
                     " / ".join(fmt(x, ".3f") for x in ratios), fmt(cpu_ratio, ".3f"),
                     fmt(med([r["other"] for r in mine]), ".2f")))
-                if server == "pistachio" and ratio is not None:
-                    verdicts.append(("new TLS connections/s with %d worker(s) ≥ nginx's" % w,
-                                     "%.3f × nginx" % ratio, ratio >= 1.0))
+                if server in ("pistachio", "pistachio_rp") and ratio is not None:
+                    mode = ("accept thread" if server == "pistachio"
+                            else "per-worker listeners")
+                    verdicts.append(("new TLS connections/s with %d worker(s) ≥ nginx's (%s)"
+                                     % (w, mode), "%.3f × nginx" % ratio, ratio >= 1.0))
         p("")
 
     if verdicts:

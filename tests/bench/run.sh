@@ -12,13 +12,16 @@
 #   WORKERS ["1 2", quick "1"]   worker counts
 #   PROTOS ["http https"]        protocols
 #   SERVERS ["pistachio hyper actix nginx"]
-#   HS_SERVERS ["pistachio nginx"]   servers in the handshake test
+#   HS_SERVERS ["pistachio pistachio_rp nginx"]   servers in the handshake test
+#                                (pistachio_rp: hello_server --per-worker-listeners,
+#                                each worker accepting on its own SO_REUSEPORT
+#                                socket, as nginx's workers accept for themselves)
 #   CONNS [64]                   wrk connections (wrk -t1 -cCONNS)
 #   IDLE_CONNS [5000, quick 1000]    idle keep-alive connections per server
 #   SKIP_BUILD [0]               1: use the binaries already built
 #   SKIP_LOAD / SKIP_IDLE / SKIP_HS [0]   1: skip that part
 #   RESULTS_DIR [tests/bench/results/DATE]   raw wrk output, logs, report.md
-#   PORT_BASE [18080]            servers listen on 127.0.0.1:PORT_BASE+1..4
+#   PORT_BASE [18080]            servers listen on 127.0.0.1:PORT_BASE+1..5
 #
 # Everything listens on and connects to 127.0.0.1 only. Every process the
 # script starts is stopped on exit.
@@ -38,7 +41,7 @@ WARMUP=${WARMUP:-2}
 WORKERS=${WORKERS:-"1 2"}
 PROTOS=${PROTOS:-"http https"}
 SERVERS=${SERVERS:-"pistachio hyper actix nginx"}
-HS_SERVERS=${HS_SERVERS:-"pistachio nginx"}
+HS_SERVERS=${HS_SERVERS:-"pistachio pistachio_rp nginx"}
 CONNS=${CONNS:-64}
 IDLE_CONNS=${IDLE_CONNS:-5000}
 IDLE_WARM=${IDLE_WARM:-200}
@@ -113,6 +116,7 @@ port_of() {
     case $1 in
         pistachio) echo $((PORT_BASE + 1)) ;; hyper) echo $((PORT_BASE + 2)) ;;
         actix) echo $((PORT_BASE + 3)) ;; nginx) echo $((PORT_BASE + 4)) ;;
+        pistachio_rp) echo $((PORT_BASE + 5)) ;;
         *) die "unknown server $1" ;;
     esac
 }
@@ -160,6 +164,8 @@ start_server() {
     local out="$RESULTS_DIR/server-$name-w$w-$proto.log"
     case $name in
         pistachio) "$PIST_BIN" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" >"$out" 2>&1 & ;;
+        pistachio_rp) "$PIST_BIN" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" \
+            --per-worker-listeners >"$out" 2>&1 & ;;
         hyper) "$PEER_DIR/hyper_hello" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" >"$out" 2>&1 & ;;
         actix) "$PEER_DIR/actix_hello" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" >"$out" 2>&1 & ;;
         nginx)
