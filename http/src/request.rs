@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 
+use bytestring::ByteString;
 use http::header::AsHeaderName;
 use http::{HeaderMap, Method, Version};
 use pistachio_transport::TlsInfo;
@@ -18,11 +19,21 @@ use crate::parser::RequestHead;
 /// The path and query string are kept exactly as sent (percent-encoded);
 /// [`decoded_path`](Request::decoded_path) and [`query`](Request::query)
 /// decode on demand.
+///
+/// The target, path, query and header values are slices of one copy of the
+/// request head, shared by reference count: cloning a request does not copy
+/// them. That copy lives in a block shared with other requests of the same
+/// worker (16 KiB), which is reused once none of them is alive any more; a
+/// handler that keeps a request, or one of its [`HeaderValue`]s, for long
+/// keeps that block too, so copy what you keep
+/// (`HeaderValue::from_bytes(value.as_bytes())`, `path().to_owned()`).
+///
+/// [`HeaderValue`]: http::HeaderValue
 pub struct Request {
     method: Method,
-    target: String,
-    path: String,
-    query: Option<String>,
+    target: ByteString,
+    path: ByteString,
+    query: Option<ByteString>,
     version: Version,
     headers: HeaderMap,
     body: Vec<u8>,
