@@ -591,7 +591,7 @@ fn parse_head_into<'b>(
     };
     let target = req.path.unwrap_or_default();
 
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut headers = pool::header_map(req.headers.len());
     for field in req.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| ParseError::bad("invalid header name"))?;
