@@ -44,7 +44,7 @@ fn feed(data: &[u8], splits: &[usize], limits: Limits) -> Vec<Outcome> {
                     assert!(body.len() <= limits.max_body_size, "body over the limit");
                     outcomes.push(Outcome::Request(
                         head.method.to_string(),
-                        head.target.clone(),
+                        head.target.to_string(),
                         body,
                         consumed,
                     ));
@@ -106,7 +106,8 @@ fn feed_streaming(data: &[u8], splits: &[usize], limits: Limits) -> Vec<Outcome>
                 }
                 Ok(Parsed::BodyFollows) => {
                     let (head, _) = parser.stream_body().expect("a head to stream");
-                    streaming = Some((head.method.to_string(), head.target.clone(), Vec::new()));
+                    streaming =
+                        Some((head.method.to_string(), head.target.to_string(), Vec::new()));
                 }
                 Ok(Parsed::BodyEnd { last, consumed }) => {
                     assert!(
@@ -128,7 +129,7 @@ fn feed_streaming(data: &[u8], splits: &[usize], limits: Limits) -> Vec<Outcome>
                     buf.drain(..consumed);
                     outcomes.push(Outcome::Request(
                         head.method.to_string(),
-                        head.target.clone(),
+                        head.target.to_string(),
                         body,
                         0,
                     ));

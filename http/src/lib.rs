@@ -44,6 +44,7 @@ mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
 mod parser;
+mod pool;
 mod request;
 mod response;
 mod writer;

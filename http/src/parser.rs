@@ -31,8 +31,12 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+use bytestring::ByteString;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
+
+use crate::pool;
 
 /// Parsing limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,16 +105,19 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// The parsed request line and header section plus derived framing facts.
+///
+/// The target, path, query and header values are slices of one shared copy
+/// of the head (see [`pool::share`]), not copies of their own.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestHead {
     /// The request method.
     pub(crate) method: Method,
     /// The raw request-target, as sent.
-    pub(crate) target: String,
+    pub(crate) target: ByteString,
     /// The raw path (`*` for an asterisk-form target).
-    pub(crate) path: String,
+    pub(crate) path: ByteString,
     /// The raw query string, without the `?`.
-    pub(crate) query: Option<String>,
+    pub(crate) query: Option<ByteString>,
     /// `HTTP_10` or `HTTP_11`.
     pub(crate) version: Version,
     /// The header fields, in order, duplicates kept.
@@ -540,20 +547,25 @@ fn too_large_body() -> ParseError {
 const STACK_FIELDS: usize = 128;
 
 /// Parses a complete head (`bytes` ends with the empty line).
+///
+/// The head is first copied into one shared buffer, and that copy is parsed,
+/// so that everything the request keeps of it is a slice of the copy.
 fn parse_head(bytes: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
+    let shared = pool::share(bytes);
     if limits.max_headers <= STACK_FIELDS {
         let mut fields = [httparse::EMPTY_HEADER; STACK_FIELDS];
-        parse_head_into(bytes, &mut fields[..limits.max_headers])
+        parse_head_into(&shared, &mut fields[..limits.max_headers])
     } else {
         let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
-        parse_head_into(bytes, &mut fields)
+        parse_head_into(&shared, &mut fields)
     }
 }
 
 fn parse_head_into<'b>(
-    bytes: &'b [u8],
+    shared: &'b Bytes,
     fields: &mut [httparse::Header<'b>],
 ) -> Result<RequestHead, ParseError> {
+    let bytes: &'b [u8] = shared;
     let mut req = httparse::Request::new(fields);
     // The default configuration is the strict one for requests: no
     // whitespace between a field name and the colon, no obs-fold, no space
@@ -579,11 +591,12 @@ fn parse_head_into<'b>(
     };
     let target = req.path.unwrap_or_default();
 
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut headers = pool::header_map(req.headers.len());
     for field in req.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| ParseError::bad("invalid header name"))?;
-        let value = HeaderValue::from_bytes(field.value)
+        // A slice of the shared head: `from_maybe_shared` keeps the `Bytes`.
+        let value = HeaderValue::from_maybe_shared(shared.slice_ref(field.value))
             .map_err(|_| ParseError::bad("invalid header value"))?;
         headers.append(name, value);
     }
@@ -609,7 +622,7 @@ fn parse_head_into<'b>(
     // An absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
     if let Some(authority) = authority {
         validate_host(authority.as_bytes())?;
-        let value = HeaderValue::from_str(authority)
+        let value = HeaderValue::from_maybe_shared(shared.slice_ref(authority.as_bytes()))
             .map_err(|_| ParseError::bad("invalid request target"))?;
         headers.insert(header::HOST, value);
     }
@@ -634,11 +647,22 @@ fn parse_head_into<'b>(
         has_token(&headers, &header::CONNECTION, "keep-alive")
     };
 
+    // Slices of the shared head, like the header values (`split_target`
+    // checked that the target is visible ASCII).
+    let shared_target = ByteString::try_from(shared.slice_ref(target.as_bytes()))
+        .map_err(|_| ParseError::bad("invalid request target"))?;
+    // An absolute-form target without a path has the path `/`.
+    let path = if path.is_empty() {
+        ByteString::from_static("/")
+    } else {
+        shared_target.slice_ref(path)
+    };
+    let query = query.map(|query| shared_target.slice_ref(query));
     Ok(RequestHead {
         method,
-        target: target.to_owned(),
-        path: path.to_owned(),
-        query: query.map(str::to_owned),
+        target: shared_target,
+        path,
+        query,
         version,
         headers,
         keep_alive,
@@ -686,7 +710,9 @@ fn looks_like_http_version(head: &[u8]) -> bool {
         if major.is_ascii_digit() && minor.is_ascii_digit())
 }
 
-/// Splits a request-target into (path, query, authority).
+/// Splits a request-target into (path, query, authority), all slices of
+/// `target`. The path is empty for an absolute-form target without one
+/// (meaning `/`).
 fn split_target<'a>(
     target: &'a str,
     method: &Method,
@@ -697,7 +723,7 @@ fn split_target<'a>(
     }
     if target == "*" {
         if *method == Method::OPTIONS {
-            return Ok(("*", None, None));
+            return Ok((target, None, None));
         }
         return Err(ParseError::bad("asterisk-form target requires OPTIONS"));
     }
@@ -718,7 +744,6 @@ fn split_target<'a>(
         Some((path, query)) => (path, Some(query)),
         None => (rest, None),
     };
-    let path = if path.is_empty() { "/" } else { path };
     Ok((path, query, authority))
 }
 
@@ -1117,9 +1142,9 @@ mod tests {
                 consumed,
             } => Some(Summary {
                 method: head.method,
-                target: head.target,
-                path: head.path,
-                query: head.query,
+                target: head.target.into(),
+                path: head.path.into(),
+                query: head.query.map(String::from),
                 version: head.version,
                 headers: head
                     .headers
@@ -1562,7 +1587,7 @@ mod tests {
                 consumed,
             } = parser.parse(&buf).unwrap()
             {
-                seen.push((head.path, body));
+                seen.push((String::from(head.path), body));
                 buf.drain(..consumed);
             }
         }

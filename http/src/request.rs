@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 
+use bytestring::ByteString;
 use http::header::AsHeaderName;
 use http::{HeaderMap, Method, Version};
 use pistachio_transport::TlsInfo;
@@ -12,17 +13,28 @@ use crate::body::BodyStream;
 use std::sync::Arc;
 
 use crate::parser::RequestHead;
+use crate::pool;
 
 /// A complete HTTP request: request line, header fields and body.
 ///
 /// The path and query string are kept exactly as sent (percent-encoded);
 /// [`decoded_path`](Request::decoded_path) and [`query`](Request::query)
 /// decode on demand.
+///
+/// The target, path, query and header values are slices of one copy of the
+/// request head, shared by reference count: cloning a request does not copy
+/// them. That copy lives in a block shared with other requests of the same
+/// worker (16 KiB), which is reused once none of them is alive any more; a
+/// handler that keeps a request, or one of its [`HeaderValue`]s, for long
+/// keeps that block too, so copy what you keep
+/// (`HeaderValue::from_bytes(value.as_bytes())`, `path().to_owned()`).
+///
+/// [`HeaderValue`]: http::HeaderValue
 pub struct Request {
     method: Method,
-    target: String,
-    path: String,
-    query: Option<String>,
+    target: ByteString,
+    path: ByteString,
+    query: Option<ByteString>,
     version: Version,
     headers: HeaderMap,
     body: Vec<u8>,
@@ -104,14 +116,16 @@ impl Request {
     }
 
     /// Gives the head back to the parser (the body was not streamed after all).
-    pub(crate) fn into_head(self) -> RequestHead {
+    pub(crate) fn into_head(mut self) -> RequestHead {
         RequestHead {
-            method: self.method,
-            target: self.target,
-            path: self.path,
-            query: self.query,
+            method: std::mem::take(&mut self.method),
+            target: std::mem::take(&mut self.target),
+            path: std::mem::take(&mut self.path),
+            query: self.query.take(),
             version: self.version,
-            headers: self.headers,
+            // Leaves an empty map, which does not allocate and is not
+            // recycled when `self` is dropped.
+            headers: std::mem::take(&mut self.headers),
             keep_alive: self.keep_alive,
             expects_continue: self.expects_continue,
         }
@@ -206,8 +220,8 @@ impl Request {
     }
 
     /// Consumes the request, returning its body.
-    pub fn into_body(self) -> Vec<u8> {
-        self.body
+    pub fn into_body(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.body)
     }
 
     /// The address of the client (the TCP peer) that sent the request.
@@ -292,6 +306,15 @@ impl Request {
     /// and `Connection` header.
     pub(crate) fn keep_alive(&self) -> bool {
         self.keep_alive
+    }
+}
+
+/// The header map goes back to the worker's pool for the next request
+/// (cleared, its capacity kept), so that parsing a head does not allocate
+/// one.
+impl Drop for Request {
+    fn drop(&mut self) {
+        pool::recycle_header_map(std::mem::take(&mut self.headers));
     }
 }
 
@@ -483,6 +506,28 @@ mod tests {
         assert_eq!(cookies, [("a", "1"), ("b", "two"), ("c", "3")]);
         assert_eq!(req.cookie("b"), Some("two"));
         assert_eq!(req.cookie("missing"), None);
+    }
+
+    /// The header map goes back to the pool when a request is dropped;
+    /// clones and maps taken out of a request are unaffected.
+    #[test]
+    fn dropped_requests_recycle_their_header_map() {
+        let raw = b"GET /x?y=z HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n";
+        let mut req = request(raw);
+        let clone = req.clone();
+        let taken = std::mem::take(req.headers_mut());
+        drop(req);
+        assert_eq!(taken.len(), 2);
+        assert_eq!(clone.header("accept"), Some("*/*"));
+        assert_eq!((clone.path(), clone.query_string()), ("/x", Some("y=z")));
+        drop(clone);
+        drop(taken);
+        let again = request(raw);
+        assert_eq!(again.headers().len(), 2);
+        assert_eq!(again.host(), Some("h"));
+        assert_eq!(again.into_body(), b"");
+        let fresh = request(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(fresh.headers().is_empty());
     }
 
     #[test]

@@ -1,0 +1,151 @@
+//! Per-thread recycling of what every request head needs, so that a worker
+//! serving keep-alive requests stops allocating once it is warm.
+//!
+//! * The head's bytes: each complete head is copied into a per-thread arena
+//!   block and handed out as one [`Bytes`]; the target, path, query and
+//!   header values of the request are slices of it. Once every request cut
+//!   from a block has been dropped, the block is reused from its start
+//!   ([`BytesMut::try_reclaim`]); while some are still alive (pipelined
+//!   requests, a handler that kept its request or moved it to another
+//!   thread), a fresh block is allocated and the old one is freed with its
+//!   last request.
+//! * The header map: a [`Request`](crate::Request) gives its map back
+//!   (cleared, capacity kept) when it is dropped, and the parser takes the
+//!   next one from here.
+
+use std::cell::RefCell;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+
+/// Size of an arena block; a larger head gets a block of its own size.
+const BLOCK: usize = 16 * 1024;
+
+/// Most header maps kept per thread.
+const MAX_POOLED_MAPS: usize = 64;
+
+/// Maps that grew beyond this many fields are not kept: one unusual request
+/// should not pin a large map for the thread's lifetime.
+const MAX_POOLED_CAPACITY: usize = 64;
+
+/// A new map has room for this many fields (more if the head has more), so
+/// that it rarely has to grow once recycled.
+const MIN_NEW_CAPACITY: usize = 16;
+
+thread_local! {
+    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    static HEADER_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Copies `head` into this thread's arena and returns the copy.
+pub(crate) fn share(head: &[u8]) -> Bytes {
+    ARENA.with_borrow_mut(|arena| {
+        if !arena.try_reclaim(head.len()) {
+            *arena = BytesMut::with_capacity(head.len().max(BLOCK));
+        }
+        arena.extend_from_slice(head);
+        arena.split().freeze()
+    })
+}
+
+/// An empty header map with room for `fields` fields, recycled if possible.
+pub(crate) fn header_map(fields: usize) -> HeaderMap {
+    let recycled = HEADER_MAPS.with_borrow_mut(|pool| {
+        if pool.capacity() == 0 {
+            // This thread parses requests: from now on it keeps the maps of
+            // the requests dropped on it.
+            pool.reserve_exact(MAX_POOLED_MAPS);
+        }
+        pool.pop()
+    });
+    match recycled {
+        Some(mut map) => {
+            map.reserve(fields);
+            map
+        }
+        None => HeaderMap::with_capacity(fields.max(MIN_NEW_CAPACITY)),
+    }
+}
+
+/// Gives a header map back for a later request, if this thread parses
+/// requests (a thread a handler moved its request to has no use for it).
+pub(crate) fn recycle_header_map(mut map: HeaderMap) {
+    let capacity = map.capacity();
+    if capacity == 0 || capacity > MAX_POOLED_CAPACITY {
+        return;
+    }
+    map.clear();
+    // During thread teardown the pool may be gone; the map is then dropped.
+    let _ = HEADER_MAPS.try_with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.capacity() > 0 && pool.len() < MAX_POOLED_MAPS {
+            pool.push(map);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arena_block_is_reused_once_its_slices_are_dropped() {
+        ARENA.with_borrow_mut(|arena| *arena = BytesMut::new());
+        let first = share(b"GET / HTTP/1.1\r\n\r\n");
+        let start = first.as_ptr();
+        drop(first);
+        // Walk through the rest of the block and past its end.
+        let mut last = start;
+        for _ in 0..(2 * BLOCK / 18) {
+            let copy = share(b"GET / HTTP/1.1\r\n\r\n");
+            assert_eq!(&copy[..], b"GET / HTTP/1.1\r\n\r\n");
+            last = copy.as_ptr();
+        }
+        // The last head went back to the block's start, not to a new block.
+        assert!(last < start.wrapping_add(BLOCK));
+        assert!(last >= start);
+    }
+
+    #[test]
+    fn arena_allocates_while_slices_are_alive() {
+        ARENA.with_borrow_mut(|arena| *arena = BytesMut::new());
+        let kept = share(&[b'a'; 100]);
+        let mut copies = Vec::new();
+        for _ in 0..(2 * BLOCK / 100) {
+            copies.push(share(&[b'b'; 100]));
+        }
+        assert_eq!(&kept[..], &[b'a'; 100][..]);
+        assert!(copies.iter().all(|c| c[..] == [b'b'; 100]));
+        let big = share(&vec![b'c'; 3 * BLOCK]);
+        assert_eq!(big.len(), 3 * BLOCK);
+    }
+
+    #[test]
+    fn only_threads_that_parse_keep_header_maps() {
+        std::thread::spawn(|| {
+            let mut map = HeaderMap::with_capacity(4);
+            map.append(http::header::HOST, "h".parse().unwrap());
+            recycle_header_map(map);
+            assert_eq!(HEADER_MAPS.with_borrow(Vec::len), 0);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn header_maps_come_back_empty() {
+        let mut map = header_map(2);
+        map.append(http::header::HOST, "h".parse().unwrap());
+        let pooled = HEADER_MAPS.with_borrow(Vec::len);
+        recycle_header_map(map);
+        assert_eq!(HEADER_MAPS.with_borrow(Vec::len), pooled + 1);
+        let map = header_map(2);
+        assert_eq!(HEADER_MAPS.with_borrow(Vec::len), pooled);
+        assert!(map.is_empty());
+        assert!(map.capacity() >= MIN_NEW_CAPACITY);
+        // A map that grew large, or an empty one, is not kept.
+        recycle_header_map(HeaderMap::with_capacity(4 * MAX_POOLED_CAPACITY));
+        recycle_header_map(HeaderMap::new());
+        assert_eq!(HEADER_MAPS.with_borrow(Vec::len), pooled);
+    }
+}
