@@ -612,7 +612,7 @@ impl Protocol for HttpConn {
         if self.stop_parsing {
             return;
         }
-        self.last_input = Instant::now();
+        self.last_input = conn.now();
         self.inbuf.extend_from_slice(data);
         self.process(conn);
         if self.outstanding() >= MAX_IN_FLIGHT && self.inbuf.len() > MAX_BUFFERED_WHILE_PAUSED {

@@ -30,6 +30,7 @@
 //! smuggling lives, so it is strict.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -552,26 +553,28 @@ const STACK_FIELDS: usize = 128;
 /// so that everything the request keeps of it is a slice of the copy.
 fn parse_head(bytes: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
     let shared = pool::share(bytes);
+    // Left uninitialised: httparse writes the fields it finds, and zeroing
+    // 128 fields (4 KiB) per request would cost more than parsing them.
     if limits.max_headers <= STACK_FIELDS {
-        let mut fields = [httparse::EMPTY_HEADER; STACK_FIELDS];
+        let mut fields = [const { MaybeUninit::uninit() }; STACK_FIELDS];
         parse_head_into(&shared, &mut fields[..limits.max_headers])
     } else {
-        let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let mut fields = vec![MaybeUninit::uninit(); limits.max_headers];
         parse_head_into(&shared, &mut fields)
     }
 }
 
 fn parse_head_into<'b>(
     shared: &'b Bytes,
-    fields: &mut [httparse::Header<'b>],
+    fields: &mut [MaybeUninit<httparse::Header<'b>>],
 ) -> Result<RequestHead, ParseError> {
     let bytes: &'b [u8] = shared;
-    let mut req = httparse::Request::new(fields);
+    let mut req = httparse::Request::new(&mut []);
     // The default configuration is the strict one for requests: no
     // whitespace between a field name and the colon, no obs-fold, no space
     // before the first field, single spaces in the request line.
     let config = httparse::ParserConfig::default();
-    match config.parse_request(&mut req, bytes) {
+    match config.parse_request_with_uninit_headers(&mut req, bytes, fields) {
         Ok(httparse::Status::Complete(n)) if n == bytes.len() => {}
         // httparse and the scan disagree on where the head ends: never
         // guess at framing.

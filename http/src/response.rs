@@ -5,8 +5,6 @@
 //! fields from the handler's header map, so a handler cannot produce a
 //! response whose framing disagrees with the bytes that follow.
 
-use std::io::Write as _;
-
 use http::header::{self, HeaderMap, HeaderName};
 use http::{StatusCode, Version};
 
@@ -124,8 +122,9 @@ fn write_head_framed(
     if !no_body {
         match framing {
             Framing::Length(len) => {
-                // Writing to a Vec cannot fail.
-                let _ = write!(out, "Content-Length: {len}\r\n");
+                out.extend_from_slice(b"Content-Length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+                out.extend_from_slice(b"\r\n");
             }
             Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             Framing::Close => {}

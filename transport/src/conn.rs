@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pistachio_reactor::Mailbox;
 
@@ -127,6 +127,7 @@ pub struct TlsInfo {
 pub struct Conn<'a, M: Send + 'static> {
     pub(crate) io: &'a mut PeerIo,
     pub(crate) mailbox: &'a Mailbox<WorkerMsg<M>>,
+    pub(crate) now: Instant,
     pub(crate) token: usize,
     pub(crate) generation: u64,
 }
@@ -210,6 +211,13 @@ impl<M: Send + 'static> Conn<'_, M> {
     /// Disarms the protocol timer.
     pub fn clear_timeout(&mut self) {
         self.io.timer_request = TimerRequest::Clear;
+    }
+
+    /// The time the worker's current event-loop iteration started: one
+    /// clock read per iteration, shared by every callback in it (timers
+    /// armed with [`set_timeout`](Self::set_timeout) count from it too).
+    pub fn now(&self) -> Instant {
+        self.now
     }
 
     /// The client's address.

@@ -404,6 +404,7 @@ impl PeerIo {
 fn run_protocol<P: Protocol>(
     peer: &mut Peer<P>,
     mailbox: &Mailbox<WorkerMsg<P::Message>>,
+    now: Instant,
     token: usize,
     place: &str,
     f: impl FnOnce(&mut P, &mut Conn<'_, P::Message>),
@@ -412,6 +413,7 @@ fn run_protocol<P: Protocol>(
     let mut conn = Conn {
         io: &mut peer.io,
         mailbox,
+        now,
         token,
         generation: peer.generation,
     };
@@ -673,7 +675,14 @@ impl<P: Protocol> Worker<P> {
         let Some(peer) = self.peers.get_mut(token) else {
             return false;
         };
-        run_protocol(peer, ctx.mailbox(), token, "protocol callback", f);
+        run_protocol(
+            peer,
+            ctx.mailbox(),
+            ctx.now(),
+            token,
+            "protocol callback",
+            f,
+        );
         self.after_protocol(ctx, token)
     }
 
@@ -754,6 +763,7 @@ impl<P: Protocol> Worker<P> {
                     run_protocol(
                         &mut peers[token],
                         ctx.mailbox(),
+                        ctx.now(),
                         token,
                         "on_input",
                         |p, conn| p.on_input(conn, data),
