@@ -387,8 +387,8 @@ impl RequestParser {
                 Some(end) => end,
                 None => return Ok(Parsed::Partial),
             };
-            let head = parse_head(&input[..head_end], &self.limits)?;
-            let decoder = match body_framing(&head)? {
+            let (head, present) = parse_head(&input[..head_end], &self.limits)?;
+            let decoder = match body_framing(&head, present)? {
                 None => {
                     return Ok(Parsed::Complete {
                         head,
@@ -551,7 +551,7 @@ const STACK_FIELDS: usize = 128;
 ///
 /// The head is first copied into one shared buffer, and that copy is parsed,
 /// so that everything the request keeps of it is a slice of the copy.
-fn parse_head(bytes: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
+fn parse_head(bytes: &[u8], limits: &Limits) -> Result<(RequestHead, Present), ParseError> {
     let shared = pool::share(bytes);
     // Left uninitialised: httparse writes the fields it finds, and zeroing
     // 128 fields (4 KiB) per request would cost more than parsing them.
@@ -564,10 +564,39 @@ fn parse_head(bytes: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
     }
 }
 
+/// Which of the fields that the parser interprets the head has, noted while
+/// the header map is filled so that a head without them (most) costs no
+/// map lookups for them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Present {
+    /// How many Host fields (0, 1, or 2 for "more than one").
+    hosts: u8,
+    expect: bool,
+    connection: bool,
+    transfer_encoding: bool,
+    content_length: bool,
+}
+
+impl Present {
+    fn note(&mut self, name: &HeaderName) {
+        if *name == header::HOST {
+            self.hosts = (self.hosts + 1).min(2);
+        } else if *name == header::EXPECT {
+            self.expect = true;
+        } else if *name == header::CONNECTION {
+            self.connection = true;
+        } else if *name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if *name == header::CONTENT_LENGTH {
+            self.content_length = true;
+        }
+    }
+}
+
 fn parse_head_into<'b>(
     shared: &'b Bytes,
     fields: &mut [MaybeUninit<httparse::Header<'b>>],
-) -> Result<RequestHead, ParseError> {
+) -> Result<(RequestHead, Present), ParseError> {
     let bytes: &'b [u8] = shared;
     let mut req = httparse::Request::new(&mut []);
     // The default configuration is the strict one for requests: no
@@ -595,9 +624,11 @@ fn parse_head_into<'b>(
     let target = req.path.unwrap_or_default();
 
     let mut headers = pool::header_map(req.headers.len());
+    let mut present = Present::default();
     for field in req.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| ParseError::bad("invalid header name"))?;
+        present.note(&name);
         // A slice of the shared head: `from_maybe_shared` keeps the `Bytes`.
         let value = HeaderValue::from_maybe_shared(shared.slice_ref(field.value))
             .map_err(|_| ParseError::bad("invalid header value"))?;
@@ -613,14 +644,14 @@ fn parse_head_into<'b>(
     let (path, query, authority) = split_target(target, &method)?;
 
     // Host (RFC 9112 §3.2): exactly one in HTTP/1.1, optional in HTTP/1.0.
-    let mut hosts = headers.get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => return Err(ParseError::bad("duplicate Host header")),
-        (Some(host), None) => validate_host(host.as_bytes())?,
-        (None, _) if version == Version::HTTP_11 => {
-            return Err(ParseError::bad("missing Host header"))
+    match present.hosts {
+        0 if version == Version::HTTP_11 => return Err(ParseError::bad("missing Host header")),
+        0 => {}
+        1 => {
+            let host = headers.get(header::HOST).expect("one Host field was seen");
+            validate_host(host.as_bytes())?;
         }
-        (None, _) => {}
+        _ => return Err(ParseError::bad("duplicate Host header")),
     }
     // An absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
     if let Some(authority) = authority {
@@ -632,22 +663,24 @@ fn parse_head_into<'b>(
 
     // Expect (RFC 9110 §10.1.1): only 100-continue is known; any other
     // expectation cannot be met.
-    for expect in headers.get_all(header::EXPECT) {
-        if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
-            return Err(ParseError::new(
-                StatusCode::EXPECTATION_FAILED,
-                "unsupported expectation",
-            ));
+    if present.expect {
+        for expect in headers.get_all(header::EXPECT) {
+            if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+                return Err(ParseError::new(
+                    StatusCode::EXPECTATION_FAILED,
+                    "unsupported expectation",
+                ));
+            }
         }
     }
 
     // Every Expect value is 100-continue by now.
-    let expects_continue = version == Version::HTTP_11 && headers.contains_key(header::EXPECT);
+    let expects_continue = version == Version::HTTP_11 && present.expect;
 
     let keep_alive = if version == Version::HTTP_11 {
-        !has_token(&headers, &header::CONNECTION, "close")
+        !(present.connection && has_token(&headers, &header::CONNECTION, "close"))
     } else {
-        has_token(&headers, &header::CONNECTION, "keep-alive")
+        present.connection && has_token(&headers, &header::CONNECTION, "keep-alive")
     };
 
     // Slices of the shared head, like the header values (`split_target`
@@ -661,7 +694,7 @@ fn parse_head_into<'b>(
         shared_target.slice_ref(path)
     };
     let query = query.map(|query| shared_target.slice_ref(query));
-    Ok(RequestHead {
+    let head = RequestHead {
         method,
         target: shared_target,
         path,
@@ -670,7 +703,8 @@ fn parse_head_into<'b>(
         headers,
         keep_alive,
         expects_continue,
-    })
+    };
+    Ok((head, present))
 }
 
 fn map_httparse_error(e: httparse::Error, head: &[u8]) -> ParseError {
@@ -847,9 +881,9 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 /// The body's framing (RFC 9112 §6.3), from Transfer-Encoding /
 /// Content-Length; `None`: no body. The declared length is checked by
 /// [`RequestParser::buffer_body`], not here (a streamed body has no limit).
-fn body_framing(head: &RequestHead) -> Result<Option<Decoder>, ParseError> {
-    let has_te = head.headers.contains_key(header::TRANSFER_ENCODING);
-    let has_cl = head.headers.contains_key(header::CONTENT_LENGTH);
+fn body_framing(head: &RequestHead, present: Present) -> Result<Option<Decoder>, ParseError> {
+    let has_te = present.transfer_encoding;
+    let has_cl = present.content_length;
     if has_te {
         if has_cl {
             return Err(ParseError::bad("both Transfer-Encoding and Content-Length"));
