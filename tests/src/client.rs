@@ -352,7 +352,44 @@ fn parse_head(head: &[u8]) -> io::Result<(u16, Vec<(String, String)>)> {
 /// (`SSL_free` never sends it) and closes the socket: an abrupt close. Use
 /// [`TlsClient::close`] for a clean one.
 pub struct TlsClient {
-    conn: HttpConn<SslStream<TcpStream>>,
+    conn: HttpConn<SslStream<SplitTcp>>,
+}
+
+/// The TCP stream under a [`TlsClient`]. It passes writes through, or, after
+/// [`TlsClient::split_records`], sends each write (one TLS record) in two TCP
+/// segments [`SPLIT_PAUSE`] apart, the way a record cut by the network
+/// arrives: the server then reads half a record and `SSL_read` must report
+/// `WANT_READ`.
+#[derive(Debug)]
+pub struct SplitTcp {
+    tcp: TcpStream,
+    split: bool,
+}
+
+/// Pause between the two halves of a split record.
+pub const SPLIT_PAUSE: Duration = Duration::from_millis(5);
+
+impl Read for SplitTcp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for SplitTcp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.split || buf.len() < 2 {
+            return self.tcp.write(buf);
+        }
+        let half = buf.len() / 2;
+        self.tcp.write_all(&buf[..half])?;
+        std::thread::sleep(SPLIT_PAUSE);
+        self.tcp.write_all(&buf[half..])?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
 }
 
 impl TlsClient {
@@ -369,7 +406,10 @@ impl TlsClient {
         connector: &SslConnector,
         server_name: &str,
     ) -> io::Result<TlsClient> {
-        let tcp = connect_tcp(port)?;
+        let tcp = SplitTcp {
+            tcp: connect_tcp(port)?,
+            split: false,
+        };
         let stream = connector
             .connect(server_name, tcp)
             .map_err(|e| io::Error::other(format!("TLS handshake with 127.0.0.1:{port}: {e}")))?;
@@ -398,13 +438,21 @@ impl TlsClient {
         self.conn.read_response_to(true)
     }
 
+    /// From now on, sends every TLS record in two TCP segments a moment
+    /// apart (see [`SplitTcp`]), so that the server's `SSL_read` sees half a
+    /// record and returns `WANT_READ` before the rest arrives.
+    pub fn split_records(mut self) -> TlsClient {
+        self.conn.stream.get_mut().split = true;
+        self
+    }
+
     /// The TCP socket under the TLS session.
     pub fn tcp(&self) -> &TcpStream {
-        self.conn.stream.get_ref()
+        &self.conn.stream.get_ref().tcp
     }
 
     /// The OpenSSL stream.
-    pub fn ssl_stream(&mut self) -> &mut SslStream<TcpStream> {
+    pub fn ssl_stream(&mut self) -> &mut SslStream<SplitTcp> {
         &mut self.conn.stream
     }
 
@@ -516,6 +564,15 @@ pub enum AnyClient {
 }
 
 impl AnyClient {
+    /// Connects like [`AnyClient::connect`]; a TLS client then splits every
+    /// record in two segments ([`TlsClient::split_records`]).
+    pub fn connect_split(port: u16, tls: bool) -> io::Result<AnyClient> {
+        Ok(match AnyClient::connect(port, tls)? {
+            AnyClient::Tls(c) => AnyClient::Tls(c.split_records()),
+            plain => plain,
+        })
+    }
+
     /// Connects to `127.0.0.1:port`, with TLS if `tls`.
     pub fn connect(port: u16, tls: bool) -> io::Result<AnyClient> {
         Ok(if tls {

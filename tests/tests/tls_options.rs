@@ -147,7 +147,7 @@ fn refused(port: u16, builder: SslConnectorBuilder, name: &str, what: &str) -> S
 }
 
 /// The common name of the certificate the server presented.
-fn peer_cn(stream: &SslStream<TcpStream>) -> String {
+fn peer_cn<S>(stream: &SslStream<S>) -> String {
     let cert = stream
         .ssl()
         .peer_certificate()
@@ -166,7 +166,7 @@ fn common_name(cert: &X509) -> String {
 }
 
 /// The DNS names of the certificate the server presented.
-fn peer_dns_names(stream: &SslStream<TcpStream>) -> Vec<String> {
+fn peer_dns_names<S>(stream: &SslStream<S>) -> Vec<String> {
     let cert = stream
         .ssl()
         .peer_certificate()

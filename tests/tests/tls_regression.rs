@@ -16,6 +16,15 @@
 //! on each worker) and sends a request on each of them after every
 //! misbehaving client, before any fresh connection.
 //!
+//! Those long-lived clients send each request's TLS record in two TCP
+//! segments a moment apart (`TlsClient::split_records`), as a network may
+//! cut it: the server's first `SSL_read` then finds half a record and must
+//! classify `-1` as `WANT_READ`, which is the call a stale queue entry turns
+//! into a fatal `SSL_ERROR_SSL`. (A request that arrives whole is read in one
+//! `read(2)` and, the socket being empty, no `SSL_read` that fails follows:
+//! the transport skips that `EAGAIN` read, so whole records alone would not
+//! show the bug.)
+//!
 //! Built with `--features unhygienic-error-queue` (a debug-only switch that
 //! skips the error-queue clearing), these tests are expected to fail.
 
@@ -41,6 +50,7 @@ fn tls_clients_on_every_worker(server: &TestServer) -> Vec<TlsClient> {
         .map(|worker| {
             TlsClient::connect(server.port())
                 .unwrap_or_else(|e| panic!("long-lived client for worker {worker}: {e}"))
+                .split_records()
         })
         .collect();
     check_tls_clients(&mut clients, "first request");
@@ -138,7 +148,7 @@ fn abrupt_close_case(kind: AbruptClose, threads: usize, tls: bool) {
     let port = server.port();
     let mut long_lived: Vec<AnyClient> = (0..threads)
         .map(|worker| {
-            AnyClient::connect(port, tls)
+            AnyClient::connect_split(port, tls)
                 .unwrap_or_else(|e| panic!("long-lived client for worker {worker}: {e}"))
         })
         .collect();
