@@ -109,7 +109,7 @@ impl std::error::Error for ParseError {}
 ///
 /// The target, path, query and header values are slices of one shared copy
 /// of the head (see [`pool::share`]), not copies of their own.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct RequestHead {
     /// The request method.
     pub(crate) method: Method,

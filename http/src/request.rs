@@ -4,7 +4,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 
-use bytestring::ByteString;
 use http::header::AsHeaderName;
 use http::{HeaderMap, Method, Version};
 use pistachio_transport::TlsInfo;
@@ -31,18 +30,11 @@ use crate::pool;
 ///
 /// [`HeaderValue`]: http::HeaderValue
 pub struct Request {
-    method: Method,
-    target: ByteString,
-    path: ByteString,
-    query: Option<ByteString>,
-    version: Version,
-    headers: HeaderMap,
+    /// The request line and header fields, as the parser produced them.
+    head: RequestHead,
     body: Vec<u8>,
     peer_addr: SocketAddr,
     tls: Option<TlsInfo>,
-    keep_alive: bool,
-    /// `Expect: 100-continue` (kept for giving the head back to the parser).
-    expects_continue: bool,
     body_stream: Option<BodyStream>,
     client_subject: Option<Arc<str>>,
 }
@@ -51,17 +43,10 @@ pub struct Request {
 impl Clone for Request {
     fn clone(&self) -> Self {
         Request {
-            method: self.method.clone(),
-            target: self.target.clone(),
-            path: self.path.clone(),
-            query: self.query.clone(),
-            version: self.version,
-            headers: self.headers.clone(),
+            head: self.head.clone(),
             body: self.body.clone(),
             peer_addr: self.peer_addr,
             tls: self.tls,
-            keep_alive: self.keep_alive,
-            expects_continue: self.expects_continue,
             body_stream: None,
             client_subject: self.client_subject.clone(),
         }
@@ -77,28 +62,11 @@ impl Request {
         peer_addr: SocketAddr,
         tls: Option<TlsInfo>,
     ) -> Request {
-        let RequestHead {
-            method,
-            target,
-            path,
-            query,
-            version,
-            headers,
-            keep_alive,
-            expects_continue,
-        } = head;
         Request {
-            method,
-            target,
-            path,
-            query,
-            version,
-            headers,
+            head,
             body,
             peer_addr,
             tls,
-            keep_alive,
-            expects_continue,
             body_stream: None,
             client_subject: None,
         }
@@ -117,18 +85,9 @@ impl Request {
 
     /// Gives the head back to the parser (the body was not streamed after all).
     pub(crate) fn into_head(mut self) -> RequestHead {
-        RequestHead {
-            method: std::mem::take(&mut self.method),
-            target: std::mem::take(&mut self.target),
-            path: std::mem::take(&mut self.path),
-            query: self.query.take(),
-            version: self.version,
-            // Leaves an empty map, which does not allocate and is not
-            // recycled when `self` is dropped.
-            headers: std::mem::take(&mut self.headers),
-            keep_alive: self.keep_alive,
-            expects_continue: self.expects_continue,
-        }
+        // Leaves an empty head, whose map does not allocate and is not
+        // recycled when `self` is dropped.
+        std::mem::take(&mut self.head)
     }
 
     pub(crate) fn set_body_stream(&mut self, stream: BodyStream) {
@@ -143,33 +102,33 @@ impl Request {
 
     /// The request method.
     pub fn method(&self) -> &Method {
-        &self.method
+        &self.head.method
     }
 
     /// The request-target exactly as sent on the request line, e.g.
     /// `/a%20b?x=1` or `http://host/p` or `*`.
     pub fn target(&self) -> &str {
-        &self.target
+        &self.head.target
     }
 
     /// The path part of the target, still percent-encoded: everything before
     /// `?` for an origin-form target, the path of an absolute-form target
     /// (`/` if it has none), or `*` for `OPTIONS *`.
     pub fn path(&self) -> &str {
-        &self.path
+        &self.head.path
     }
 
     /// The path with percent-escapes decoded. Invalid escapes are kept as
     /// they are; bytes that do not form UTF-8 are replaced with U+FFFD.
     /// `+` is not special in a path. Borrows when nothing needs decoding.
     pub fn decoded_path(&self) -> Cow<'_, str> {
-        percent_decode(&self.path, false)
+        percent_decode(&self.head.path, false)
     }
 
     /// The raw query string, without the `?`; `None` if the target has no
     /// `?` (an empty query `/p?` gives `Some("")`).
     pub fn query_string(&self) -> Option<&str> {
-        self.query.as_deref()
+        self.head.query.as_deref()
     }
 
     /// The first value of the query parameter `name`, decoded as
@@ -191,24 +150,25 @@ impl Request {
     /// `application/x-www-form-urlencoded`. Empty `&`-separated segments are
     /// skipped; repeated names are all yielded.
     pub fn query_pairs(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> + '_ {
-        form_pairs(self.query.as_deref().unwrap_or(""))
+        form_pairs(self.head.query.as_deref().unwrap_or(""))
     }
 
     /// The protocol version: `HTTP/1.0` or `HTTP/1.1`.
     pub fn version(&self) -> Version {
-        self.version
+        self.head.version
     }
 
     /// All header fields, in the order received; repeated fields are kept.
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        &self.head.headers
     }
 
     /// The first value of header `name` (case-insensitive), if it is valid
     /// UTF-8 (visible ASCII and any UTF-8 text); `None` if absent or not
     /// UTF-8. Use [`headers`](Request::headers) for raw bytes or all values.
     pub fn header(&self, name: impl AsHeaderName) -> Option<&str> {
-        self.headers
+        self.head
+            .headers
             .get(name)
             .and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
     }
@@ -232,7 +192,7 @@ impl Request {
     /// The headers, mutably: middleware may add, change or remove fields
     /// before the handler sees the request.
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
-        &mut self.headers
+        &mut self.head.headers
     }
 
     /// `Content-Type`, if present and valid text.
@@ -275,7 +235,8 @@ impl Request {
     /// every `Cookie` header (RFC 6265 §5.4: `name=value` pairs separated by
     /// `; `). Pairs without `=` are skipped; values are not decoded.
     pub fn cookies(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.headers
+        self.head
+            .headers
             .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -305,7 +266,7 @@ impl Request {
     /// Whether the connection stays open after this request, per its version
     /// and `Connection` header.
     pub(crate) fn keep_alive(&self) -> bool {
-        self.keep_alive
+        self.head.keep_alive
     }
 }
 
@@ -314,7 +275,7 @@ impl Request {
 /// one.
 impl Drop for Request {
     fn drop(&mut self) {
-        pool::recycle_header_map(std::mem::take(&mut self.headers));
+        pool::recycle_header_map(std::mem::take(&mut self.head.headers));
     }
 }
 
@@ -323,13 +284,13 @@ impl fmt::Debug for Request {
     /// cheap.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
-            .field("method", &self.method)
-            .field("target", &self.target)
-            .field("version", &self.version)
-            .field("headers", &self.headers)
+            .field("method", &self.head.method)
+            .field("target", &self.head.target)
+            .field("version", &self.head.version)
+            .field("headers", &self.head.headers)
             .field("body_len", &self.body.len())
             .field("peer_addr", &self.peer_addr)
-            .field("keep_alive", &self.keep_alive)
+            .field("keep_alive", &self.head.keep_alive)
             .finish()
     }
 }
