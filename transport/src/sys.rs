@@ -352,7 +352,7 @@ impl Ssl {
         if HYGIENE && !error_queue_is_empty() {
             let stale = drain_queue(op.name());
             debug_assert!(
-                false,
+                stale.is_empty(),
                 "OpenSSL error queue not empty before {}: {stale:?}",
                 op.name()
             );

@@ -185,7 +185,12 @@ enum Segment {
 const FILE_STAGE: u64 = 16 * 1024;
 
 enum ReadResult {
-    Data(usize),
+    /// `len` bytes; `drained`: the read provably emptied the socket (and
+    /// OpenSSL), so another would only find `EAGAIN`.
+    Data {
+        len: usize,
+        drained: bool,
+    },
     WouldBlock,
     WantWrite,
     Eof,
@@ -258,7 +263,12 @@ impl PeerIo {
             return loop {
                 match self.sock.read(buf) {
                     Ok(0) => break Ok(ReadResult::Eof),
-                    Ok(n) => break Ok(ReadResult::Data(n)),
+                    Ok(n) => {
+                        break Ok(ReadResult::Data {
+                            len: n,
+                            drained: n < buf.len(),
+                        })
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         break Ok(ReadResult::WouldBlock)
                     }
@@ -268,7 +278,10 @@ impl PeerIo {
             };
         };
         match tls.ssl.read(buf) {
-            SslOutcome::Done(n) => Ok(ReadResult::Data(n)),
+            SslOutcome::Done(n) => Ok(ReadResult::Data {
+                len: n,
+                drained: tls.ssl.socket_drained(),
+            }),
             SslOutcome::WantRead => Ok(ReadResult::WouldBlock),
             SslOutcome::WantWrite => {
                 tls.read_wants_write = true;
@@ -755,7 +768,7 @@ impl<P: Protocol> Worker<P> {
                 }
             }
             match peer.io.read(&mut self.read_buf)? {
-                ReadResult::Data(n) => {
+                ReadResult::Data { len: n, drained } => {
                     let Worker {
                         peers, read_buf, ..
                     } = self;
@@ -771,12 +784,7 @@ impl<P: Protocol> Worker<P> {
                     if !self.after_protocol(ctx, token) {
                         return Ok(());
                     }
-                    let peer = &mut self.peers[token];
-                    peer.io.resume_reading = false;
-                    let drained = match &peer.io.tls {
-                        None => n < self.read_buf.len(),
-                        Some(tls) => tls.ssl.socket_drained(),
-                    };
+                    self.peers[token].io.resume_reading = false;
                     if short_read_ends && drained {
                         return Ok(());
                     }
