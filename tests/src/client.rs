@@ -124,9 +124,16 @@ pub fn wait_for_close(mut tcp: &TcpStream, timeout: Duration) -> bool {
     if tcp.set_read_timeout(Some(timeout)).is_err() {
         return true;
     }
+    read_until_closed(&mut tcp)
+}
+
+/// Reads `stream` until the server ends it, discarding what arrives: `true`
+/// at EOF (for TLS: close_notify or EOF) or a reset, `false` when a read
+/// times out first (set the timeout on the socket before calling).
+pub fn read_until_closed(stream: &mut impl Read) -> bool {
     let mut buf = [0u8; 4096];
     loop {
-        match tcp.read(&mut buf) {
+        match stream.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

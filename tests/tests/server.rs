@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use curl::easy::{Easy2, Handler as CurlHandler, List, WriteError};
 use openssl::ssl::SslStream;
 use pistachio_rest::http::{Endpoint, Options, Request, ResponseWriter, StatusCode};
-use pistachio_tests::client::{connect_tcp, tls_connector, wait_for_close, CONNECT_TIMEOUT};
+use pistachio_tests::client::{
+    connect_tcp, read_until_closed, tls_connector, wait_for_close, CONNECT_TIMEOUT,
+};
 use pistachio_tests::server::server_tls_config;
 use pistachio_tests::{
     certs, init_logging, PlainClient, Response, TestServer, TlsClient, HELLO_BODY, IO_TIMEOUT,
@@ -207,29 +209,12 @@ fn tls_over(tcp: TcpStream, name: &str) -> io::Result<SslStream<TcpStream>> {
 }
 
 /// Reads from a TLS stream until the server ends it (close_notify, EOF or
-/// reset). Returns `true` if it did within `timeout`; application data read
-/// meanwhile is returned in the error case for diagnosis.
+/// reset). Returns `true` if it did within `timeout`.
 fn tls_wait_for_close(stream: &mut SslStream<TcpStream>, timeout: Duration) -> bool {
     if stream.get_ref().set_read_timeout(Some(timeout)).is_err() {
         return true;
     }
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
+    read_until_closed(stream)
 }
 
 /// A plain or TLS [`Wire`] to `127.0.0.1:port`.
