@@ -625,9 +625,14 @@ fn parse_head_into<'b>(
 
     let mut headers = pool::header_map(req.headers.len());
     let mut present = Present::default();
+    // The (last) Host field's value, kept here rather than looked up again.
+    let mut host: &[u8] = &[];
     for field in req.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| ParseError::bad("invalid header name"))?;
+        if name == header::HOST {
+            host = field.value;
+        }
         present.note(&name);
         // A slice of the shared head: `from_maybe_shared` keeps the `Bytes`.
         let value = HeaderValue::from_maybe_shared(shared.slice_ref(field.value))
@@ -647,10 +652,7 @@ fn parse_head_into<'b>(
     match present.hosts {
         0 if version == Version::HTTP_11 => return Err(ParseError::bad("missing Host header")),
         0 => {}
-        1 => {
-            let host = headers.get(header::HOST).expect("one Host field was seen");
-            validate_host(host.as_bytes())?;
-        }
+        1 => validate_host(host)?,
         _ => return Err(ParseError::bad("duplicate Host header")),
     }
     // An absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
@@ -790,9 +792,6 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| &s[prefix.len()..])
 }
 
-/// Validates a `Host` value or an authority: `host [ ":" port ]`, no
-/// userinfo, a decimal port that fits in 16 bits. An empty value is allowed
-/// (RFC 9110 §7.2).
 /// The bytes of a `reg-name` (RFC 3986 §3.2.2: unreserved, sub-delims and
 /// `%` of pct-encoded), as a table: one load per byte of every Host value.
 const REG_NAME: [bool; 256] = {
@@ -824,44 +823,60 @@ const REG_NAME: [bool; 256] = {
     table
 };
 
+/// The bytes allowed inside `[...]` of an IP-literal (IPv6 with an
+/// optional zone, or IPvFuture), as a table.
+const IP_LITERAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b':' | b'.' | b'%' | b'-' | b'_' | b'~');
+        b += 1;
+    }
+    table
+};
+
+/// Validates a `Host` value or an authority: `host [ ":" port ]`, no
+/// userinfo, a decimal port that fits in 16 bits. An empty value is allowed
+/// (RFC 9110 §7.2).
 fn validate_host(value: &[u8]) -> Result<(), ParseError> {
     const BAD: ParseError = ParseError::bad("invalid Host");
-    if value.contains(&b'@') {
-        return Err(BAD);
-    }
-    let (host, port) = if value.first() == Some(&b'[') {
+    // One pass over the host, then one over the port. `@` (userinfo) is in
+    // neither alphabet, so it needs no search of its own.
+    let port = if let [b'[', literal @ ..] = value {
         // IP-literal.
-        let close = value.iter().position(|&b| b == b']').ok_or(BAD)?;
-        let literal = &value[1..close];
-        if literal.is_empty()
-            || !literal.iter().all(|&b| {
-                b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'%' | b'-' | b'_' | b'~')
-            })
-        {
+        let close = literal.iter().position(|&b| b == b']').ok_or(BAD)?;
+        let (literal, rest) = (&literal[..close], &literal[close + 1..]);
+        if literal.is_empty() || !literal.iter().all(|&b| IP_LITERAL[usize::from(b)]) {
             return Err(BAD);
         }
-        match &value[close + 1..] {
-            [] => (&value[..0], None),
-            [b':', port @ ..] => (&value[..0], Some(port)),
+        match rest {
+            [] => return Ok(()),
+            [b':', port @ ..] => port,
             _ => return Err(BAD),
         }
     } else {
-        match value.iter().position(|&b| b == b':') {
-            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
-            None => (value, None),
+        let end = value
+            .iter()
+            .position(|&b| !REG_NAME[usize::from(b)])
+            .unwrap_or(value.len());
+        match &value[end..] {
+            [] => return Ok(()),
+            [b':', port @ ..] => port,
+            _ => return Err(BAD),
         }
     };
-    if !host.iter().all(|&b| REG_NAME[usize::from(b)]) {
-        return Err(BAD);
-    }
-    if let Some(port) = port {
-        // `port = *DIGIT` (RFC 3986), so an empty port is allowed.
-        if !port.iter().all(u8::is_ascii_digit) {
+    // `port = *DIGIT` (RFC 3986), so an empty port is allowed; a non-empty
+    // one must fit in 16 bits (leading zeros are fine).
+    let mut number: u32 = 0;
+    for &b in port {
+        if !b.is_ascii_digit() {
             return Err(BAD);
         }
-        if !port.is_empty() {
-            let digits = std::str::from_utf8(port).map_err(|_| BAD)?;
-            digits.parse::<u16>().map_err(|_| BAD)?;
+        number = number * 10 + u32::from(b - b'0');
+        if number > u32::from(u16::MAX) {
+            return Err(BAD);
         }
     }
     Ok(())
@@ -1825,6 +1840,9 @@ mod tests {
             b"[::1]:443",
             b"xn--bcher-kva.example",
             b"a%20b",
+            b"h:00080",
+            b"[::1]:",
+            b"[fe80::1%25eth0]:8080",
         ] {
             assert_eq!(
                 validate_host(ok),
@@ -1844,6 +1862,13 @@ mod tests {
             b"h h",
             b"h/",
             b"h?",
+            b"h:99999",
+            b"h:-1",
+            b"h:+1",
+            b"[::1]:x",
+            b"[::1@x]",
+            b"@h",
+            b"h@",
         ] {
             assert!(
                 validate_host(bad).is_err(),
