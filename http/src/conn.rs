@@ -13,6 +13,7 @@ use log::debug;
 use pistachio_transport::{CloseReason, Conn, Protocol, TlsInfo};
 
 use crate::body::{self, BodySender};
+use crate::date::LoopDate;
 use crate::endpoint::Settings;
 use crate::parser::{Parsed, RequestParser};
 use crate::request::Request;
@@ -410,7 +411,9 @@ impl HttpConn {
         let writer = ResponseWriter::new(target);
         enter_inline(self.id);
         let handler = &*self.handler;
+        let date = LoopDate::pin(conn.now());
         let result = catch_unwind(AssertUnwindSafe(|| handler.on_request(request, writer)));
+        drop(date);
         // The writer, if the handler panicked with it, was dropped during
         // unwinding and has already produced a 500 for this request only.
         if result.is_err() {

@@ -1,35 +1,110 @@
 //! The cached value of the `Date` response header.
 //!
 //! Every response carries `Date` (RFC 9110 §6.6.1) in IMF-fixdate form,
-//! which only changes once a second. Each worker thread keeps the formatted
-//! string of the current second and reformats it only when the second
-//! changes, so a response pays for one clock read and a 29-byte copy.
+//! which only changes once a second. Each thread keeps the formatted string
+//! of the current second and reformats it only when the second changes.
+//!
+//! A worker running a handler inline goes one step further, as nginx does
+//! with its per-iteration time cache: [`LoopDate::pin`] records, against the
+//! event-loop iteration's start (one clock read the reactor made anyway),
+//! until when the cached second stays current. A response written inside
+//! that section reads no clock at all. Anywhere else (a handler answering
+//! from its own thread, the server's own error answers) a response pays
+//! one `SystemTime::now()`.
 
 use std::cell::Cell;
 use std::io::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Length of an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub(crate) const HTTP_DATE_LEN: usize = 29;
 
+#[derive(Clone, Copy)]
+struct Cached {
+    /// Unix second of `date`; `u64::MAX` means "not yet formatted".
+    secs: u64,
+    date: [u8; HTTP_DATE_LEN],
+    /// Monotonic instant at which `secs` stops being the current second
+    /// (`None`: not known, read the clock).
+    current_until: Option<Instant>,
+    /// Inside a [`LoopDate`] section: `date` is current, no clock read.
+    pinned: bool,
+}
+
 thread_local! {
-    /// (Unix second, its IMF-fixdate); `u64::MAX` means "not yet formatted".
-    static CACHE: Cell<(u64, [u8; HTTP_DATE_LEN])> = const { Cell::new((u64::MAX, [0; HTTP_DATE_LEN])) };
+    static CACHE: Cell<Cached> = const {
+        Cell::new(Cached {
+            secs: u64::MAX,
+            date: [0; HTTP_DATE_LEN],
+            current_until: None,
+            pinned: false,
+        })
+    };
 }
 
 /// Calls `f` with the IMF-fixdate of the current second (ASCII, 29 bytes),
 /// e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub(crate) fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (cached_secs, mut date) = CACHE.with(Cell::get);
-    if cached_secs != secs {
-        date = format_http_date(secs);
-        CACHE.with(|cache| cache.set((secs, date)));
+    let mut cached = CACHE.with(Cell::get);
+    if !cached.pinned {
+        let secs = unix_secs(SystemTime::now());
+        if cached.secs != secs {
+            cached = Cached {
+                secs,
+                date: format_http_date(secs),
+                current_until: None,
+                pinned: false,
+            };
+            CACHE.with(|cache| cache.set(cached));
+        }
     }
     // `f` gets a copy, so it may call back into this module freely.
-    f(&date)
+    f(&cached.date)
+}
+
+/// A section of a worker's event-loop iteration during which responses take
+/// the date without reading the clock. Dropping it ends the section.
+pub(crate) struct LoopDate(());
+
+impl LoopDate {
+    /// Starts a section at `now`, the start of the current event-loop
+    /// iteration: the date is as of that instant (a response may carry a
+    /// second that ended while the iteration's batch was being handled,
+    /// as nginx's cached time does). The clock is read only when `now` has
+    /// passed the end of the cached second.
+    pub(crate) fn pin(now: Instant) -> LoopDate {
+        let mut cached = CACHE.with(Cell::get);
+        if !matches!(cached.current_until, Some(until) if now < until) {
+            let wall = SystemTime::now();
+            let secs = unix_secs(wall);
+            let into_second = wall.duration_since(UNIX_EPOCH).map_or(Duration::ZERO, |d| {
+                Duration::from_nanos(d.subsec_nanos().into())
+            });
+            if cached.secs != secs {
+                cached.secs = secs;
+                cached.date = format_http_date(secs);
+            }
+            // A wall-clock step shows at the next second boundary at the latest.
+            cached.current_until = Some(now + (Duration::from_secs(1) - into_second));
+        }
+        cached.pinned = true;
+        CACHE.with(|cache| cache.set(cached));
+        LoopDate(())
+    }
+}
+
+impl Drop for LoopDate {
+    fn drop(&mut self) {
+        CACHE.with(|cache| {
+            let mut cached = cache.get();
+            cached.pinned = false;
+            cache.set(cached);
+        });
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The last second httpdate can format (9999-12-31T23:59:59Z); it panics
@@ -53,6 +128,60 @@ fn format_http_date(secs: u64) -> [u8; HTTP_DATE_LEN] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const EPOCH_DATE: &[u8] = b"Thu, 01 Jan 1970 00:00:00 GMT";
+
+    fn current(date: &[u8]) -> bool {
+        let date = std::str::from_utf8(date).unwrap();
+        let shown = httpdate::parse_http_date(date).unwrap();
+        let age = SystemTime::now().duration_since(shown).unwrap();
+        age < Duration::from_secs(5)
+    }
+
+    /// Makes the cache hold 1970 and say it stays current until `until`.
+    fn plant_epoch(until: Option<Instant>) {
+        CACHE.with(|cache| {
+            cache.set(Cached {
+                secs: 0,
+                date: format_http_date(0),
+                current_until: until,
+                pinned: false,
+            })
+        });
+    }
+
+    #[test]
+    fn a_pinned_section_reads_no_clock_until_its_second_ends() {
+        let now = Instant::now();
+        plant_epoch(Some(now + Duration::from_secs(3600)));
+        {
+            let _pinned = LoopDate::pin(now);
+            // The planted second is "current": the cached date is used as is.
+            with_http_date(|date| assert_eq!(date, EPOCH_DATE));
+        }
+        // Outside the section every response reads the clock.
+        with_http_date(|date| assert!(current(date), "{date:?}"));
+    }
+
+    #[test]
+    fn pinning_past_the_end_of_the_cached_second_reads_the_clock() {
+        let now = Instant::now();
+        plant_epoch(Some(now));
+        let _pinned = LoopDate::pin(now);
+        with_http_date(|date| assert!(current(date), "{date:?}"));
+        plant_epoch(None);
+        let _again = LoopDate::pin(now);
+        with_http_date(|date| assert!(current(date), "{date:?}"));
+    }
+
+    #[test]
+    fn a_pinned_date_stays_current_for_at_most_a_second() {
+        let now = Instant::now();
+        plant_epoch(None);
+        drop(LoopDate::pin(now));
+        let until = CACHE.with(Cell::get).current_until.unwrap();
+        assert!(until > now && until <= now + Duration::from_secs(1));
+    }
 
     #[test]
     fn formats_imf_fixdate() {
