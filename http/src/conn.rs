@@ -212,6 +212,10 @@ impl HttpConn {
             if self.streaming.is_none() && !self.stop_parsing {
                 self.maybe_send_continue(conn);
             }
+            // Another round can only parse more if input is left.
+            if self.inbuf.is_empty() {
+                return;
+            }
             let after = (self.next_seq, self.next_out, self.inbuf.len());
             if after == before || conn.is_closing() {
                 return;

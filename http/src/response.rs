@@ -97,11 +97,18 @@ fn write_head_framed(
 ) {
     let no_body = !status_allows_body(status);
 
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    // Constant pieces are merged where they meet (a field's CRLF with the
+    // next field's name), so a typical head is six copies.
+    match status_line(status) {
+        Some(line) => out.extend_from_slice(line),
+        None => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(status.as_str().as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
 
     for (name, value) in headers {
         if is_framing_field(name)
@@ -117,26 +124,44 @@ fn write_head_framed(
 
     out.extend_from_slice(b"Date: ");
     with_http_date(|date| out.extend_from_slice(date));
-    out.extend_from_slice(b"\r\n");
 
     if !no_body {
         match framing {
             Framing::Length(len) => {
-                out.extend_from_slice(b"Content-Length: ");
+                out.extend_from_slice(b"\r\nContent-Length: ");
                 out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
-                out.extend_from_slice(b"\r\n");
             }
-            Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            Framing::Chunked => out.extend_from_slice(b"\r\nTransfer-Encoding: chunked"),
             Framing::Close => {}
         }
     }
 
     if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
+        out.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
     } else if version == Version::HTTP_10 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
+        out.extend_from_slice(b"\r\nConnection: keep-alive\r\n\r\n");
+    } else {
+        out.extend_from_slice(b"\r\n\r\n");
     }
-    out.extend_from_slice(b"\r\n");
+}
+
+/// The whole status line, CRLF included, of the statuses servers send most.
+fn status_line(status: StatusCode) -> Option<&'static [u8]> {
+    macro_rules! lines {
+        ($($code:literal $reason:literal),* $(,)?) => {
+            match status.as_u16() {
+                $($code => Some(concat!("HTTP/1.1 ", $code, " ", $reason, "\r\n").as_bytes()),)*
+                _ => None,
+            }
+        };
+    }
+    lines! {
+        200 "OK", 201 "Created", 204 "No Content", 206 "Partial Content",
+        301 "Moved Permanently", 302 "Found", 304 "Not Modified",
+        400 "Bad Request", 401 "Unauthorized", 403 "Forbidden", 404 "Not Found",
+        405 "Method Not Allowed", 408 "Request Timeout", 413 "Payload Too Large",
+        500 "Internal Server Error", 503 "Service Unavailable",
+    }
 }
 
 /// 1xx, 204 and 304 responses never carry a body (RFC 9110 §6.4.1).
@@ -170,6 +195,24 @@ fn is_framing_field(name: &HeaderName) -> bool {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn status_line_table_matches_the_status_codes() {
+        let mut tabled = 0;
+        for code in 100..600 {
+            let status = StatusCode::from_u16(code).unwrap();
+            if let Some(line) = status_line(status) {
+                let expected = format!(
+                    "HTTP/1.1 {} {}\r\n",
+                    status.as_str(),
+                    status.canonical_reason().unwrap()
+                );
+                assert_eq!(std::str::from_utf8(line).unwrap(), expected);
+                tabled += 1;
+            }
+        }
+        assert_eq!(tabled, 16);
+    }
 
     /// The head with the `Date` line's value replaced by `<date>`.
     fn head(
