@@ -8,7 +8,9 @@
 //! with its per-iteration time cache: [`LoopDate::pin`] records, against the
 //! event-loop iteration's start (one clock read the reactor made anyway),
 //! until when the cached second stays current. A response written inside
-//! that section reads no clock at all. Anywhere else (a handler answering
+//! that section reads no clock at all, and carries the second in which the
+//! iteration started (a handler that blocks its worker delays the Date of
+//! the responses after it in the iteration, as in nginx). Anywhere else (a handler answering
 //! from its own thread, the server's own error answers) a response pays
 //! one `SystemTime::now()`.
 
