@@ -1016,6 +1016,17 @@ impl Abrupt {
     }
 }
 
+/// A stats label for the protocol in use: `"TLS: …"` or `"HTTP: …"`.
+macro_rules! by_proto {
+    ($tls:expr, $what:literal) => {
+        if $tls {
+            concat!("TLS: ", $what)
+        } else {
+            concat!("HTTP: ", $what)
+        }
+    };
+}
+
 /// Connects and says nothing: the server must close after its timeout.
 fn silent(port: u16, tls: bool, stats: &Stats) {
     let what = if tls {
@@ -1036,17 +1047,9 @@ fn silent(port: u16, tls: bool, stats: &Stats) {
 /// Sends a request head one byte at a time, slower than the head timeout:
 /// the server must answer `408` and close, or just close.
 fn slow_loris(port: u16, tls: Option<&SslConnector>, stats: &Stats) {
-    let (on_408, on_close) = if tls.is_some() {
-        (
-            "TLS: slow-loris head → 408 + close",
-            "TLS: slow-loris head → closed",
-        )
-    } else {
-        (
-            "HTTP: slow-loris head → 408 + close",
-            "HTTP: slow-loris head → closed",
-        )
-    };
+    let tls_used = tls.is_some();
+    let on_408 = by_proto!(tls_used, "slow-loris head → 408 + close");
+    let on_close = by_proto!(tls_used, "slow-loris head → closed");
     let Some(mut raw) = hostile_connect(port, tls, stats, on_close) else {
         return;
     };
@@ -1120,35 +1123,21 @@ fn slow_loris(port: u16, tls: Option<&SslConnector>, stats: &Stats) {
 /// Requests over the limits: `413` for a body, `431` for a head.
 fn oversized(port: u16, tls: Option<&SslConnector>, rng: &mut Rng, stats: &Stats) {
     let variant = rng.range(0, 2);
-    let (expected, ok, bad): (u16, &'static str, &'static str) = match (variant, tls.is_some()) {
-        (0, true) => (
+    let tls_used = tls.is_some();
+    let (expected, ok, bad): (u16, &'static str, &'static str) = match variant {
+        0 => (
             413,
-            "TLS: Content-Length over the limit → 413",
+            by_proto!(tls_used, "Content-Length over the limit → 413"),
             "oversized body: no 413",
         ),
-        (0, false) => (
+        1 => (
             413,
-            "HTTP: Content-Length over the limit → 413",
-            "oversized body: no 413",
-        ),
-        (1, true) => (
-            413,
-            "TLS: chunked body over the limit → 413",
+            by_proto!(tls_used, "chunked body over the limit → 413"),
             "oversized chunked body: no 413",
         ),
-        (1, false) => (
-            413,
-            "HTTP: chunked body over the limit → 413",
-            "oversized chunked body: no 413",
-        ),
-        (_, true) => (
+        _ => (
             431,
-            "TLS: head over the limit → 431",
-            "oversized head: no 431",
-        ),
-        (_, false) => (
-            431,
-            "HTTP: head over the limit → 431",
+            by_proto!(tls_used, "head over the limit → 431"),
             "oversized head: no 431",
         ),
     };
@@ -1225,17 +1214,8 @@ fn malformed(port: u16, tls: Option<&SslConnector>, rng: &mut Rng, stats: &Stats
         ),
     ];
     let (_, wire) = CASES[rng.range(0, CASES.len() as u64 - 1) as usize];
-    let (ok, bad) = if tls.is_some() {
-        (
-            "TLS: malformed request → 400 + close",
-            "malformed request: no 400 + close",
-        )
-    } else {
-        (
-            "HTTP: malformed request → 400 + close",
-            "malformed request: no 400 + close",
-        )
-    };
+    let ok = by_proto!(tls.is_some(), "malformed request → 400 + close");
+    let bad = "malformed request: no 400 + close";
     let Some(mut raw) = hostile_connect(port, tls, stats, bad) else {
         return;
     };
