@@ -245,13 +245,7 @@ impl Endpoint {
             io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")
         })?;
         let listener = Listener::bind(addr, options.listener.clone())?;
-        Ok(Endpoint {
-            local_addr: listener.local_addr(),
-            listener: Some(listener),
-            options,
-            server: None,
-            stop: Arc::default(),
-        })
+        Ok(Endpoint::listening(listener, options))
     }
 
     /// Binds and listens on a Unix domain socket at `path` (for a reverse
@@ -261,13 +255,17 @@ impl Endpoint {
     /// over TCP; per-worker listeners do not apply.
     pub fn bind_unix(path: impl AsRef<std::path::Path>, options: Options) -> io::Result<Endpoint> {
         let listener = Listener::bind_unix(path, options.listener.clone())?;
-        Ok(Endpoint {
+        Ok(Endpoint::listening(listener, options))
+    }
+
+    fn listening(listener: Listener, options: Options) -> Endpoint {
+        Endpoint {
             local_addr: listener.local_addr(),
             listener: Some(listener),
             options,
             server: None,
             stop: Arc::default(),
-        })
+        }
     }
 
     /// The bound address (with the real port when bound to port 0).

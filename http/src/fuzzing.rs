@@ -14,15 +14,21 @@ enum Outcome {
     Partial,
 }
 
+/// Where to cut `len` bytes into feeds: each split taken modulo `len + 1`,
+/// then the end, in order.
+fn cut_points(len: usize, splits: &[usize]) -> Vec<usize> {
+    let mut cuts: Vec<usize> = splits.iter().map(|s| s % (len + 1)).collect();
+    cuts.push(len);
+    cuts.sort_unstable();
+    cuts
+}
+
 fn feed(data: &[u8], splits: &[usize], limits: Limits) -> Vec<Outcome> {
     let mut parser = RequestParser::new(limits);
     let mut buf: Vec<u8> = Vec::new();
     let mut outcomes = Vec::new();
     let mut fed = 0;
-    let mut cuts: Vec<usize> = splits.iter().map(|s| s % (data.len() + 1)).collect();
-    cuts.push(data.len());
-    cuts.sort_unstable();
-    for cut in cuts {
+    for cut in cut_points(data.len(), splits) {
         if cut <= fed {
             continue;
         }
@@ -79,10 +85,7 @@ fn feed_streaming(data: &[u8], splits: &[usize], limits: Limits) -> Vec<Outcome>
     let mut outcomes = Vec::new();
     let mut fed = 0;
     let mut streaming: Option<(String, String, Vec<u8>)> = None;
-    let mut cuts: Vec<usize> = splits.iter().map(|s| s % (data.len() + 1)).collect();
-    cuts.push(data.len());
-    cuts.sort_unstable();
-    for cut in cuts {
+    for cut in cut_points(data.len(), splits) {
         if cut <= fed {
             continue;
         }
