@@ -93,3 +93,14 @@ impl ThreadCpu {
         utime + stime
     }
 }
+
+/// The code blocks of the repository's README, compiled as doc tests so the
+/// snippet a newcomer copies cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
+/// The code blocks of `pistachio-rest`'s README, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../rest/README.md")]
+pub struct RestReadmeDoctests;
