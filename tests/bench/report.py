@@ -14,7 +14,7 @@ import statistics
 import sys
 
 UNITS_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
-ORDER = ["pistachio", "pistachio_rp", "hyper", "actix", "nginx"]
+ORDER = ["pistachio", "pistachio_rp", "hyper", "actix", "nginx", "ceiling"]
 
 
 def parse_wrk(path):
@@ -140,19 +140,25 @@ def main():
         p("CPU/req is server CPU time (utime+stime of all its threads and processes) "
           "over the run divided by the requests wrk completed; the ratio is to hyper's "
           "CPU/req in the same round and configuration (median of the per-round ratios; "
-          "below 1 is better than hyper).\n")
-        p("| workers | proto | server | req/s | p50 | p99 | CPU µs/req | CPU/req ÷ hyper | per-round ratios | other load |")
-        p("|---|---|---|---|---|---|---|---|---|---|")
+          "below 1 is better than hyper). The ceiling is a canned-response epoll loop "
+          "that parses nothing (tests/bench/src/bin/ceiling.rs): the machine's limit for "
+          "this request shape; ÷ ceiling is the median of per-round ratios to it.\n")
+        p("| workers | proto | server | req/s | p50 | p99 | CPU µs/req | CPU/req ÷ hyper | per-round ratios | CPU/req ÷ ceiling | per-round ratios | other load |")
+        p("|---|---|---|---|---|---|---|---|---|---|---|---|")
         configs = sorted({(r["workers"], r["proto"]) for r in load}, key=lambda c: (c[0], c[1] != "http"))
         for w, proto in configs:
             recs = [r for r in load if r["workers"] == w and r["proto"] == proto]
             hyper = {r["round"]: r["cpu_us"] for r in recs if r["server"] == "hyper"}
+            ceiling = {r["round"]: r["cpu_us"] for r in recs if r["server"] == "ceiling"}
             for server in sorted({r["server"] for r in recs}, key=order_key):
                 mine = sorted((r for r in recs if r["server"] == server), key=lambda r: r["round"])
                 ratios = [r["cpu_us"] / hyper[r["round"]] if hyper.get(r["round"]) and r["cpu_us"] else None
                           for r in mine]
                 ratio = med(ratios)
-                p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                to_ceiling = [r["cpu_us"] / ceiling[r["round"]] if ceiling.get(r["round"]) and r["cpu_us"] else None
+                              for r in mine]
+                ratio_ceiling = med(to_ceiling)
+                p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                     w, proto, server,
                     fmt(med([r["rps"] for r in mine]), ",.0f"),
                     fmt_lat(med([r["p50"] for r in mine])),
@@ -160,10 +166,15 @@ def main():
                     fmt(med([r["cpu_us"] for r in mine]), ".2f"),
                     fmt(ratio, ".3f"),
                     " / ".join(fmt(x, ".3f") for x in ratios),
+                    fmt(ratio_ceiling, ".3f"),
+                    " / ".join(fmt(x, ".3f") for x in to_ceiling),
                     fmt(med([r["other"] for r in mine]), ".2f")))
                 if server == "pistachio" and w == 1 and ratio is not None:
                     verdicts.append(("1-worker keep-alive CPU/request over %s ≤ 0.95 × hyper" % proto.upper(),
                                      "%.3f × hyper" % ratio, ratio <= 0.95))
+                if server == "pistachio" and ratio_ceiling is not None:
+                    verdicts.append(("%d-worker keep-alive CPU/request over %s ≤ 1.05 × ceiling" % (w, proto.upper()),
+                                     "%.3f × ceiling" % ratio_ceiling, ratio_ceiling <= 1.05))
         p("")
 
     if idle:

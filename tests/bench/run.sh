@@ -11,7 +11,8 @@
 #   WARMUP [2, quick 1]          seconds of wrk warm-up after a server starts
 #   WORKERS ["1 2", quick "1"]   worker counts
 #   PROTOS ["http https"]        protocols
-#   SERVERS ["pistachio hyper actix nginx"]
+#   SERVERS ["pistachio hyper actix nginx ceiling"]   (ceiling: a canned-response
+#                                epoll loop that parses nothing, the machine's limit)
 #   HS_SERVERS ["pistachio pistachio_rp nginx"]   servers in the handshake test
 #                                (pistachio_rp: hello_server --per-worker-listeners,
 #                                each worker accepting on its own SO_REUSEPORT
@@ -21,7 +22,7 @@
 #   SKIP_BUILD [0]               1: use the binaries already built
 #   SKIP_LOAD / SKIP_IDLE / SKIP_HS [0]   1: skip that part
 #   RESULTS_DIR [tests/bench/results/DATE]   raw wrk output, logs, report.md
-#   PORT_BASE [18080]            servers listen on 127.0.0.1:PORT_BASE+1..5
+#   PORT_BASE [18080]            servers listen on 127.0.0.1:PORT_BASE+1..6
 #
 # Everything listens on and connects to 127.0.0.1 only. Every process the
 # script starts is stopped on exit.
@@ -40,7 +41,7 @@ HS_DURATION=${HS_DURATION:-$DURATION}
 WARMUP=${WARMUP:-2}
 WORKERS=${WORKERS:-"1 2"}
 PROTOS=${PROTOS:-"http https"}
-SERVERS=${SERVERS:-"pistachio hyper actix nginx"}
+SERVERS=${SERVERS:-"pistachio hyper actix nginx ceiling"}
 HS_SERVERS=${HS_SERVERS:-"pistachio pistachio_rp nginx"}
 CONNS=${CONNS:-64}
 IDLE_CONNS=${IDLE_CONNS:-5000}
@@ -87,10 +88,10 @@ PEER_DIR=${TARGET:-$HERE/target}/release
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "building pistachio hello_server (release)"
     (cd "$ROOT" && cargo build --release --quiet -p pistachio-rest --example hello_server)
-    log "building hyper_hello and actix_hello (release)"
+    log "building hyper_hello, actix_hello and ceiling (release)"
     (cd "$HERE" && cargo build --release --quiet --bins)
 fi
-for b in "$PIST_BIN" "$PEER_DIR/hyper_hello" "$PEER_DIR/actix_hello"; do
+for b in "$PIST_BIN" "$PEER_DIR/hyper_hello" "$PEER_DIR/actix_hello" "$PEER_DIR/ceiling"; do
     [ -x "$b" ] || die "missing binary $b"
 done
 
@@ -116,7 +117,7 @@ port_of() {
     case $1 in
         pistachio) echo $((PORT_BASE + 1)) ;; hyper) echo $((PORT_BASE + 2)) ;;
         actix) echo $((PORT_BASE + 3)) ;; nginx) echo $((PORT_BASE + 4)) ;;
-        pistachio_rp) echo $((PORT_BASE + 5)) ;;
+        pistachio_rp) echo $((PORT_BASE + 5)) ;; ceiling) echo $((PORT_BASE + 6)) ;;
         *) die "unknown server $1" ;;
     esac
 }
@@ -168,6 +169,7 @@ start_server() {
             --per-worker-listeners >"$out" 2>&1 & ;;
         hyper) "$PEER_DIR/hyper_hello" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" >"$out" 2>&1 & ;;
         actix) "$PEER_DIR/actix_hello" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" >"$out" 2>&1 & ;;
+        ceiling) "$PEER_DIR/ceiling" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" >"$out" 2>&1 & ;;
         nginx)
             nginx_conf "$w" "$proto" "$port" "$TMP/nginx-$w-$proto"
             "$NGINX" -p "$TMP/nginx-$w-$proto" -e "$TMP/nginx-$w-$proto/error.log" \
