@@ -17,7 +17,7 @@ use crate::date::LoopDate;
 use crate::endpoint::Settings;
 use crate::parser::{Parsed, RequestParser};
 use crate::request::Request;
-use crate::response::write_plain_close;
+use crate::response::{force_close, write_plain_close, Payload};
 use crate::writer::{
     enter_inline, leave_inline, FileBody, HttpMsg, Outgoing, RequestFacts, ResponseWriter, Target,
 };
@@ -58,6 +58,8 @@ struct Pending {
     more: Vec<Part>,
     done: bool,
     keep_alive: bool,
+    /// The first part (with the head) was written.
+    head_sent: bool,
 }
 
 impl Pending {
@@ -262,6 +264,10 @@ impl HttpConn {
                         body.sender.end();
                         if body.close_after {
                             self.stop_parsing = true;
+                            if self.outstanding() == 0 {
+                                // Its answer went out before the body ended.
+                                conn.close();
+                            }
                         }
                     }
                     self.update_reading(conn, None, Some(false));
@@ -276,7 +282,7 @@ impl HttpConn {
                         self.inbuf = Vec::new();
                         body.sender
                             .fail(std::io::ErrorKind::InvalidData, e.reason());
-                        self.close_after_seq = Some(body.seq);
+                        self.close_after(conn, body.seq);
                         continue;
                     }
                     self.reject(e);
@@ -339,11 +345,12 @@ impl HttpConn {
             e.reason()
         );
         self.stop_parsing = true;
+        let payload = self.refused_payload();
         self.inbuf = Vec::new();
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut bytes = Vec::new();
-        write_plain_close(&mut bytes, e.status(), e.reason().as_bytes());
+        write_plain_close(&mut bytes, e.status(), e.reason().as_bytes(), payload);
         self.accept_part(Outgoing {
             seq,
             bytes,
@@ -352,6 +359,54 @@ impl HttpConn {
             keep_alive: false,
             attempt: 0,
         });
+    }
+
+    /// The answer to a request the server refuses itself (a parse error, a
+    /// request timeout) is head-only when that request is a `HEAD` (RFC 9110
+    /// §9.3.2): its request line is at the start of the unconsumed input.
+    fn refused_payload(&self) -> Payload {
+        let start = self
+            .inbuf
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(self.inbuf.len());
+        if self.inbuf[start..].starts_with(b"HEAD ") {
+            Payload::HeadOnly
+        } else {
+            Payload::Body
+        }
+    }
+
+    /// The connection closes after the response to request `seq`: that
+    /// response says `Connection: close` (writers not done yet learn it
+    /// through `last_seq`; a head already filed but not yet sent is
+    /// rewritten), and if it already went out, the connection closes now.
+    fn close_after(&mut self, conn: &mut Conn<'_, HttpMsg>, seq: u64) {
+        self.close_after_seq = Some(seq);
+        self.last_seq.store(seq, Ordering::Relaxed);
+        if seq < self.next_out {
+            // A body still arriving is taken in first (see `BodyEnd`).
+            if self.outstanding() == 0 && self.streaming.is_none() {
+                conn.close();
+            }
+            return;
+        }
+        self.mark_closing(seq);
+    }
+
+    /// Rewrites the filed, unsent head of response `seq` to say
+    /// `Connection: close` if it is the one the connection closes after.
+    fn mark_closing(&mut self, seq: u64) {
+        if self.close_after_seq != Some(seq) || seq < self.next_out {
+            return;
+        }
+        if let Some(Some(pending)) = self.ready.get_mut((seq - self.next_out) as usize) {
+            if !pending.head_sent {
+                if let Some(Part::Bytes(head)) = &mut pending.first {
+                    force_close(head);
+                }
+            }
+        }
     }
 
     /// Pauses or resumes reading from the socket: paused while the pipeline
@@ -520,11 +575,13 @@ impl HttpConn {
         }
         pending.done |= out.done;
         pending.keep_alive = out.keep_alive;
+        self.mark_closing(out.seq);
     }
 
     /// Sends every response that is next in order.
     fn emit(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         while let Some(Some(pending)) = self.ready.front_mut() {
+            pending.head_sent = true;
             for part in pending.take_parts() {
                 match part {
                     Part::Bytes(bytes) => conn.write_vec(bytes),
@@ -641,8 +698,7 @@ impl Protocol for HttpConn {
             return;
         }
         let last = self.next_seq - 1;
-        self.last_seq.store(last, Ordering::Relaxed);
-        self.close_after_seq = Some(last);
+        self.close_after(conn, last);
     }
 
     fn on_drained(&mut self, conn: &mut Conn<'_, HttpMsg>) {
@@ -662,6 +718,9 @@ impl Protocol for HttpConn {
         self.stop_parsing = true;
         if self.outstanding() == 0 {
             conn.close();
+        } else {
+            // The answers still due are the last: the last one says so.
+            self.close_after(conn, self.next_seq - 1);
         }
     }
 
@@ -689,7 +748,12 @@ impl Protocol for HttpConn {
             Some(Waiting::Request) | Some(Waiting::Body) => {
                 debug!("{}: request timeout: 408", self.peer_addr);
                 let mut bytes = Vec::new();
-                write_plain_close(&mut bytes, StatusCode::REQUEST_TIMEOUT, b"Request Timeout");
+                write_plain_close(
+                    &mut bytes,
+                    StatusCode::REQUEST_TIMEOUT,
+                    b"Request Timeout",
+                    self.refused_payload(),
+                );
                 conn.write_vec(bytes);
                 conn.close();
             }

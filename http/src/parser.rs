@@ -741,6 +741,12 @@ fn looks_like_http_version(head: &[u8]) -> bool {
     if let Some(rest) = line.strip_suffix(b"\r") {
         line = rest;
     }
+    // `method SP request-target SP HTTP-version` (RFC 9112 §3): a line with
+    // more spaces (one inside the target) is malformed, not a request of
+    // another version.
+    if line.iter().filter(|&&b| b == b' ').count() != 2 {
+        return false;
+    }
     let version = match line.iter().rposition(|&b| b == b' ') {
         Some(sp) => &line[sp + 1..],
         None => return false,
@@ -1468,6 +1474,10 @@ mod tests {
         (b"GET / HTTP/3.0\r\n\r\n", 505),
         (b"GET / FOO/1.1\r\nHost: h\r\n\r\n", 400),
         (b"GET / HTTP/1.1 x\r\nHost: h\r\n\r\n", 400),
+        // A space in the target: a malformed line, whatever ends it.
+        (b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        (b"GET /a b HTTP/2.0\r\nHost: h\r\n\r\n", 400),
+        (b"HEAD /a%20b c HTTP/1.0\r\n\r\n", 400),
         (b"GET /\r\nHost: h\r\n\r\n", 400),
         (b"G@T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
         (b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),

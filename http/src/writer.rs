@@ -17,7 +17,7 @@ use http::{HeaderMap, Method, StatusCode, Version};
 use pistachio_transport::PeerHandle;
 
 use crate::response::{
-    status_allows_body, write_head, write_head_chunked, write_head_close_delimited,
+    status_allows_body, write_head, write_head_chunked, write_head_close_delimited, SERVER_TEXT,
 };
 
 /// A file (or a range of one) to send as (part of) a response body.
@@ -415,7 +415,7 @@ fn send_whole(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[
 /// A short `text/plain` answer the server gives in the handler's place.
 fn send_plain(target: &Target, status: StatusCode, body: &[u8]) {
     let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(SERVER_TEXT));
     send_whole_unchecked(target, status, &headers, body);
 }
 
