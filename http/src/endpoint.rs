@@ -10,7 +10,7 @@ use pistachio_transport::{
     Listener, ListenerOptions, Server, ServerConfig, ShutdownReport, TlsConfig,
 };
 
-use crate::conn::HttpConn;
+use crate::conn::{HttpConn, Settings};
 use crate::parser::Limits;
 use crate::writer::HttpMsg;
 use crate::Handler;
@@ -178,16 +178,6 @@ impl Options {
         self.thread_name_prefix = prefix.into();
         self
     }
-}
-
-/// What every connection of an endpoint shares.
-#[derive(Debug)]
-pub(crate) struct Settings {
-    pub(crate) limits: Limits,
-    pub(crate) header_timeout: Duration,
-    pub(crate) body_timeout: Duration,
-    pub(crate) keepalive_timeout: Duration,
-    pub(crate) max_response_size: usize,
 }
 
 #[derive(Debug, Default)]

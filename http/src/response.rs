@@ -16,9 +16,9 @@ use crate::date::with_http_date;
 ///
 /// * The status line always says `HTTP/1.1` (a server answers with its
 ///   highest supported version, RFC 9110 §6.2); `version` is the request's
-///   version and only decides the `Connection` header: `close` when
-///   `!keep_alive`, `keep-alive` when `keep_alive` and the request was
-///   HTTP/1.0.
+///   version and only decides the `Connection` header: `close` for
+///   [`Then::Close`], `keep-alive` for [`Then::KeepOpen`] when the request
+///   was HTTP/1.0.
 /// * 1xx and 204 responses get no `Content-Length` (RFC 9110 §8.6). A 304
 ///   gets no computed `Content-Length` either (it has no body); a
 ///   `Content-Length` the caller put in `headers` is passed through for 304
@@ -31,7 +31,7 @@ pub(crate) fn write_head(
     status: StatusCode,
     headers: &HeaderMap,
     content_length: usize,
-    keep_alive: bool,
+    then: Then,
 ) {
     write_head_framed(
         out,
@@ -39,7 +39,7 @@ pub(crate) fn write_head(
         status,
         headers,
         Framing::Length(content_length),
-        keep_alive,
+        then,
     );
 }
 
@@ -56,18 +56,40 @@ pub(crate) fn write_head_chunked(
     version: Version,
     status: StatusCode,
     headers: &HeaderMap,
-    keep_alive: bool,
+    then: Then,
 ) {
     debug_assert!(
         version == Version::HTTP_11,
         "chunked responses need HTTP/1.1"
     );
-    write_head_framed(out, version, status, headers, Framing::Chunked, keep_alive);
+    write_head_framed(out, version, status, headers, Framing::Chunked, then);
+}
+
+/// What the connection does after a response (hyper's `KA`): it decides
+/// the `Connection` field of the response's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Then {
+    /// The connection stays open for the next request.
+    #[default]
+    KeepOpen,
+    /// The connection closes after this response (`Connection: close`).
+    Close,
+}
+
+impl Then {
+    /// `KeepOpen` only if both say so.
+    pub(crate) fn and(self, other: Then) -> Then {
+        if self == Then::KeepOpen && other == Then::KeepOpen {
+            Then::KeepOpen
+        } else {
+            Then::Close
+        }
+    }
 }
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     Length(usize),
     Chunked,
     /// No length and no chunking: the body ends when the connection closes
@@ -84,7 +106,7 @@ pub(crate) fn write_head_close_delimited(
     status: StatusCode,
     headers: &HeaderMap,
 ) {
-    write_head_framed(out, version, status, headers, Framing::Close, false);
+    write_head_framed(out, version, status, headers, Framing::Close, Then::Close);
 }
 
 fn write_head_framed(
@@ -93,7 +115,7 @@ fn write_head_framed(
     status: StatusCode,
     headers: &HeaderMap,
     framing: Framing,
-    keep_alive: bool,
+    then: Then,
 ) {
     let no_body = !status_allows_body(status);
 
@@ -136,7 +158,7 @@ fn write_head_framed(
         }
     }
 
-    if !keep_alive {
+    if then == Then::Close {
         out.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
     } else if version == Version::HTTP_10 {
         out.extend_from_slice(b"\r\nConnection: keep-alive\r\n\r\n");
@@ -199,7 +221,14 @@ pub(crate) fn write_plain_close(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(SERVER_TEXT),
     );
-    write_head(out, Version::HTTP_11, status, &headers, body.len(), false);
+    write_head(
+        out,
+        Version::HTTP_11,
+        status,
+        &headers,
+        body.len(),
+        Then::Close,
+    );
     if payload == Payload::Body {
         out.extend_from_slice(body);
     }
@@ -313,6 +342,11 @@ mod tests {
     ) -> String {
         let mut out = b"previous bytes|".to_vec();
         let status = StatusCode::from_u16(status).unwrap();
+        let keep_alive = if keep_alive {
+            Then::KeepOpen
+        } else {
+            Then::Close
+        };
         match framing {
             Framing::Length(len) => write_head(&mut out, version, status, headers, len, keep_alive),
             Framing::Chunked => write_head_chunked(&mut out, version, status, headers, keep_alive),
@@ -487,7 +521,7 @@ mod tests {
             StatusCode::OK,
             &headers,
             0,
-            true,
+            Then::KeepOpen,
         );
         let first = out.len();
         write_head(
@@ -496,7 +530,7 @@ mod tests {
             StatusCode::OK,
             &headers,
             0,
-            true,
+            Then::KeepOpen,
         );
         assert_eq!(out.len(), 2 * first);
         assert!(out.ends_with(b"Content-Length: 0\r\n\r\n"));

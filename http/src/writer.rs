@@ -17,7 +17,8 @@ use http::{HeaderMap, Method, StatusCode, Version};
 use pistachio_transport::PeerHandle;
 
 use crate::response::{
-    status_allows_body, write_head, write_head_chunked, write_head_close_delimited, SERVER_TEXT,
+    status_allows_body, write_head, write_head_chunked, write_head_close_delimited, Framing,
+    Payload, Then, SERVER_TEXT,
 };
 
 /// A file (or a range of one) to send as (part of) a response body.
@@ -36,10 +37,10 @@ pub(crate) struct Outgoing {
     pub(crate) bytes: Vec<u8>,
     /// Sent after `bytes`.
     pub(crate) file: Option<FileBody>,
-    /// The last part of this response.
-    pub(crate) done: bool,
-    /// Whether the connection stays open after this response.
-    pub(crate) keep_alive: bool,
+    /// Whether this part ends its response.
+    pub(crate) step: Step,
+    /// What the connection does after this response.
+    pub(crate) then: Then,
     /// 0 from the request's own writer, 1 from the one given to
     /// `Handler::on_timeout` (which then wins).
     pub(crate) attempt: u8,
@@ -51,7 +52,17 @@ pub(crate) struct RequestFacts {
     pub(crate) seq: u64,
     pub(crate) method: Method,
     pub(crate) version: Version,
-    pub(crate) keep_alive: bool,
+    pub(crate) then: Then,
+}
+
+/// Whether a part handed to the connection ends its response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Step {
+    /// More parts follow (a streamed response being written).
+    #[default]
+    More,
+    /// The response is complete with this part.
+    Last,
 }
 
 /// Messages the HTTP layer posts to a connection.
@@ -111,8 +122,8 @@ pub(crate) struct Target {
     pub(crate) seq: u64,
     pub(crate) method: Method,
     pub(crate) version: Version,
-    pub(crate) keep_alive: bool,
-    pub(crate) head_only: bool,
+    /// What the request asked for (`Connection`, its version).
+    pub(crate) then: Then,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) attempt: u8,
     pub(crate) max_response_size: usize,
@@ -122,10 +133,24 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// Whether the connection stays open after this response: not if the
-    /// request said so, nor if it is the last before a graceful shutdown.
-    fn keep_alive_now(&self) -> bool {
-        self.keep_alive && self.last_seq.load(Ordering::Relaxed) != self.seq
+    /// What the connection does after this response: it closes if the
+    /// request said so, or if this is its last response (a graceful
+    /// shutdown, a broken body, the client gone).
+    fn then_now(&self) -> Then {
+        if self.last_seq.load(Ordering::Relaxed) == self.seq {
+            Then::Close
+        } else {
+            self.then
+        }
+    }
+
+    /// A `HEAD` request's answer has no body bytes.
+    fn payload(&self, status: StatusCode) -> Payload {
+        if self.method == Method::HEAD || !status_allows_body(status) {
+            Payload::HeadOnly
+        } else {
+            Payload::Body
+        }
     }
 
     fn facts(&self) -> RequestFacts {
@@ -133,7 +158,7 @@ impl Target {
             seq: self.seq,
             method: self.method.clone(),
             version: self.version,
-            keep_alive: self.keep_alive,
+            then: self.then,
         }
     }
 
@@ -155,17 +180,17 @@ impl Target {
 
     /// Hands bytes to the connection: directly when on its worker inside its
     /// handler, else through the worker's mailbox.
-    fn deliver(&self, bytes: Vec<u8>, done: bool, keep_alive: bool) {
-        self.deliver_file(bytes, None, done, keep_alive);
+    fn deliver(&self, bytes: Vec<u8>, step: Step, then: Then) {
+        self.deliver_file(bytes, None, step, then);
     }
 
-    fn deliver_file(&self, bytes: Vec<u8>, file: Option<FileBody>, done: bool, keep_alive: bool) {
+    fn deliver_file(&self, bytes: Vec<u8>, file: Option<FileBody>, step: Step, then: Then) {
         let out = Outgoing {
             seq: self.seq,
             bytes,
             file,
-            done,
-            keep_alive,
+            step,
+            then,
             attempt: self.attempt,
         };
         let out = INLINE.with(|slot| {
@@ -334,7 +359,7 @@ impl ResponseWriter {
             return Err(io::Error::other("file too large for this platform"));
         };
         let target = self.target.take().expect("a writer answers once");
-        let keep_alive = target.keep_alive_now();
+        let then = target.then_now();
         let mut head = Vec::with_capacity(256);
         write_head(
             &mut head,
@@ -342,14 +367,14 @@ impl ResponseWriter {
             StatusCode::OK,
             &self.headers,
             length,
-            keep_alive,
+            then,
         );
-        let body = (!target.head_only).then_some(FileBody {
+        let body = (target.payload(StatusCode::OK) == Payload::Body).then_some(FileBody {
             file,
             offset: 0,
             len,
         });
-        target.deliver_file(head, body, true, keep_alive);
+        target.deliver_file(head, body, Step::Last, then);
         Ok(())
     }
 
@@ -359,21 +384,22 @@ impl ResponseWriter {
     /// [`ResponseStream::end`].
     pub fn stream(mut self, status: StatusCode) -> ResponseStream {
         let target = self.target.take().expect("a writer answers once");
-        let chunked = target.version == Version::HTTP_11;
-        let keep_alive = target.keep_alive_now();
         let mut buf = Vec::with_capacity(256);
-        if chunked {
-            write_head_chunked(&mut buf, target.version, status, &self.headers, keep_alive);
+        // HTTP/1.0 clients do not know chunked: the close ends the body.
+        let (framing, then) = if target.version == Version::HTTP_11 {
+            let then = target.then_now();
+            write_head_chunked(&mut buf, target.version, status, &self.headers, then);
+            (Framing::Chunked, then)
         } else {
             write_head_close_delimited(&mut buf, target.version, status, &self.headers);
-        }
-        let no_body = target.head_only || !status_allows_body(status);
+            (Framing::Close, Then::Close)
+        };
         ResponseStream {
-            keep_alive: chunked && keep_alive,
+            payload: target.payload(status),
             target: Some(target),
             buf,
-            chunked,
-            no_body,
+            framing,
+            then,
             written: 0,
         }
     }
@@ -420,8 +446,7 @@ fn send_plain(target: &Target, status: StatusCode, body: &[u8]) {
 }
 
 fn send_whole_unchecked(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[u8]) {
-    let send_body = !target.head_only && status_allows_body(status);
-    let keep_alive = target.keep_alive_now();
+    let then = target.then_now();
     let mut bytes = pistachio_transport::buffers::take(128 + headers.len() * 32 + body.len());
     write_head(
         &mut bytes,
@@ -429,12 +454,12 @@ fn send_whole_unchecked(target: &Target, status: StatusCode, headers: &HeaderMap
         status,
         headers,
         body.len(),
-        keep_alive,
+        then,
     );
-    if send_body {
+    if target.payload(status) == Payload::Body {
         bytes.extend_from_slice(body);
     }
-    target.deliver(bytes, true, keep_alive);
+    target.deliver(bytes, Step::Last, then);
 }
 
 /// Pieces buffered by a [`ResponseStream`] before they are handed over
@@ -452,9 +477,12 @@ const STREAM_BUFFER: usize = 16 * 1024;
 pub struct ResponseStream {
     target: Option<Target>,
     buf: Vec<u8>,
-    chunked: bool,
-    keep_alive: bool,
-    no_body: bool,
+    /// Chunked (HTTP/1.1) or delimited by the close (HTTP/1.0).
+    framing: Framing,
+    then: Then,
+    /// `HeadOnly` for a `HEAD` request or a status without a body: writes
+    /// are dropped.
+    payload: Payload,
     /// Body bytes written so far (for `max_response_size`).
     written: usize,
 }
@@ -463,7 +491,7 @@ impl fmt::Debug for ResponseStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseStream")
             .field("seq", &self.target.as_ref().map(|t| t.seq))
-            .field("chunked", &self.chunked)
+            .field("framing", &self.framing)
             .field("buffered", &self.buf.len())
             .finish()
     }
@@ -474,7 +502,7 @@ impl ResponseStream {
     /// writes are ignored (an empty chunk would end the body).
     pub fn write(&mut self, data: impl AsRef<[u8]>) {
         let data = data.as_ref();
-        if data.is_empty() || self.no_body || self.target.is_none() {
+        if data.is_empty() || self.payload == Payload::HeadOnly || self.target.is_none() {
             return;
         }
         self.written = self.written.saturating_add(data.len());
@@ -490,11 +518,11 @@ impl ResponseStream {
                     "{}: streamed response exceeds max_response_size ({limit}): cut off",
                     target.peer_addr
                 );
-                target.deliver(std::mem::take(&mut self.buf), true, false);
+                target.deliver(std::mem::take(&mut self.buf), Step::Last, Then::Close);
             }
             return;
         }
-        if self.chunked {
+        if self.framing == Framing::Chunked {
             // Writing to a Vec cannot fail.
             let _ = write!(self.buf, "{:X}\r\n", data.len());
             self.buf.extend_from_slice(data);
@@ -513,18 +541,18 @@ impl ResponseStream {
             return;
         }
         if let Some(target) = &self.target {
-            target.deliver(std::mem::take(&mut self.buf), false, self.keep_alive);
+            target.deliver(std::mem::take(&mut self.buf), Step::More, self.then);
         }
     }
 
     /// Finishes the response (the terminal chunk on HTTP/1.1; closing the
     /// connection on HTTP/1.0).
     pub fn end(mut self) {
-        if self.chunked && !self.no_body {
+        if self.framing == Framing::Chunked && self.payload == Payload::Body {
             self.buf.extend_from_slice(b"0\r\n\r\n");
         }
         if let Some(target) = self.target.take() {
-            target.deliver(std::mem::take(&mut self.buf), true, self.keep_alive);
+            target.deliver(std::mem::take(&mut self.buf), Step::Last, self.then);
         }
     }
 }
@@ -536,7 +564,7 @@ impl Drop for ResponseStream {
                 "{}: response stream dropped before end: closing the connection",
                 target.peer_addr
             );
-            target.deliver(std::mem::take(&mut self.buf), true, false);
+            target.deliver(std::mem::take(&mut self.buf), Step::Last, Then::Close);
         }
     }
 }
