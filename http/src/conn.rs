@@ -14,7 +14,7 @@ use pistachio_transport::{CloseReason, Conn, Protocol, TlsInfo};
 
 use crate::body::{self, BodySender};
 use crate::date::LoopDate;
-use crate::parser::{Limits, Parsed, RequestParser};
+use crate::parser::{Limits, ParseError, Parsed, RequestParser};
 use crate::request::Request;
 use crate::response::{force_close, write_plain_close, Payload, Then};
 use crate::writer::{
@@ -449,7 +449,7 @@ impl HttpConn {
     }
 
     /// Answers a request refused at the head stage (e.g. 413) and stops.
-    fn reject(&mut self, e: crate::ParseError) {
+    fn reject(&mut self, e: ParseError) {
         debug!(
             "{}: request refused: {} ({})",
             self.peer_addr,

@@ -218,6 +218,7 @@ impl Target {
 ///
 /// Dropping a writer without answering sends `500 Internal Server Error`,
 /// so a connection never hangs on a forgotten or panicking handler.
+#[must_use = "dropping a ResponseWriter without answering sends 500"]
 pub struct ResponseWriter {
     target: Option<Target>,
     headers: HeaderMap,
@@ -278,10 +279,13 @@ impl ResponseWriter {
         self.target().peer_addr
     }
 
-    /// Answer within `after` (Pistache's `timeoutAfter`): if no response has
-    /// started by then, the connection calls [`Handler::on_timeout`]
-    /// (default: `408 Request Timeout`) with a fresh writer for this request,
-    /// and whatever this writer sends later is discarded.
+    /// Answer within `after`, counted from this call (Pistache's
+    /// `timeoutAfter`): if by then nothing of the response has reached the
+    /// connection (for a [`ResponseStream`], nothing flushed yet), the
+    /// connection calls [`Handler::on_timeout`] (default: `408 Request
+    /// Timeout`, the connection staying open unless the request asked to
+    /// close) with a fresh writer for this request, and whatever this
+    /// writer sends later is discarded. A later call replaces the deadline.
     ///
     /// [`Handler::on_timeout`]: crate::Handler::on_timeout
     pub fn timeout_after(&mut self, after: Duration) {
@@ -474,6 +478,7 @@ const STREAM_BUFFER: usize = 16 * 1024;
 /// finishes the response. Dropped without `end`, the stream is cut off and
 /// the connection closed, so the client sees an incomplete response rather
 /// than a truncated one passing for complete.
+#[must_use = "dropping a ResponseStream without end() cuts the response off"]
 pub struct ResponseStream {
     target: Option<Target>,
     buf: Vec<u8>,

@@ -107,13 +107,16 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let stop = endpoint.shutdown_handle();
     ctrlc::set_handler(move || stop.shutdown())?;
-    endpoint.serve(|_req: Request, resp: ResponseWriter| {
+    let report = endpoint.serve(|_req: Request, resp: ResponseWriter| {
         resp.send(StatusCode::OK, "Hello, World!");
     })?;
     if let Some(pem) = cacert {
         let _ = std::fs::remove_file(pem);
     }
-    println!("hello_server stopped");
+    println!(
+        "hello_server stopped after {:?} ({} connections cut)",
+        report.elapsed, report.connections_cut
+    );
     Ok(())
 }
 

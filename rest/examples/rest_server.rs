@@ -298,11 +298,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let stop = endpoint.shutdown_handle();
     ctrlc::set_handler(move || stop.shutdown())?;
-    endpoint.serve(router)?;
+    let report = endpoint.serve(router)?;
     if let Some(pem) = cacert {
         let _ = std::fs::remove_file(pem);
     }
-    println!("rest_server stopped");
+    println!(
+        "rest_server stopped after {:?} ({} connections cut)",
+        report.elapsed, report.connections_cut
+    );
     Ok(())
 }
 
