@@ -883,3 +883,47 @@ fn header_timeout_restarts_with_each_request() {
         );
     }
 }
+
+/// `Endpoint::serve` returns the report of its graceful shutdown: an idle
+/// keep-alive connection is drained, one whose answer is still due at
+/// `shutdown_timeout` is cut and counted.
+#[test]
+fn serve_returns_what_its_shutdown_cut() {
+    init_logging();
+    let options = Options::default()
+        .threads(1)
+        .shutdown_timeout(Duration::from_millis(300));
+    let mut endpoint = Endpoint::bind("127.0.0.1:0", options).unwrap();
+    let addr = endpoint.local_addr();
+    let stop = endpoint.shutdown_handle();
+    let server = std::thread::spawn(move || {
+        endpoint.serve(|req: Request, resp: ResponseWriter| {
+            if req.path() == "/hang" {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(2));
+                    resp.send(StatusCode::OK, "late");
+                });
+            } else {
+                resp.send(StatusCode::OK, "ok");
+            }
+        })
+    });
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    idle.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(buf[..n].ends_with(b"\r\n\r\nok"), "{:?}", &buf[..n]);
+    let mut hung = TcpStream::connect(addr).unwrap();
+    hung.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // The idle client closes its end as soon as the server closes its.
+    let idle = std::thread::spawn(move || read_to_close(&mut idle));
+    stop.shutdown();
+    let report = server.join().unwrap().unwrap();
+    assert_eq!(report.connections_cut, 1, "{report:?}");
+    assert!(report.elapsed >= Duration::from_millis(250), "{report:?}");
+    assert!(idle.join().unwrap().is_empty());
+}
