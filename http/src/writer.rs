@@ -17,8 +17,8 @@ use http::{HeaderMap, Method, StatusCode, Version};
 use pistachio_transport::PeerHandle;
 
 use crate::response::{
-    status_allows_body, write_head, write_head_chunked, write_head_close_delimited, Framing,
-    Payload, Then, SERVER_TEXT,
+    force_close, status_allows_body, write_head, write_head_chunked, write_head_close_delimited,
+    Framing, Payload, Then, SERVER_TEXT,
 };
 
 /// A file (or a range of one) to send as (part of) a response body.
@@ -400,6 +400,7 @@ impl ResponseWriter {
         };
         ResponseStream {
             payload: target.payload(status),
+            head: StreamHead::Buffered,
             target: Some(target),
             buf,
             framing,
@@ -466,6 +467,16 @@ fn send_whole_unchecked(target: &Target, status: StatusCode, headers: &HeaderMap
     target.deliver(bytes, Step::Last, then);
 }
 
+/// Whether a [`ResponseStream`]'s head was handed to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamHead {
+    /// Still at the start of the buffer: a cut can still make it say
+    /// `Connection: close`.
+    Buffered,
+    /// Handed over with the first flush.
+    Delivered,
+}
+
 /// Pieces buffered by a [`ResponseStream`] before they are handed over
 /// without an explicit flush.
 const STREAM_BUFFER: usize = 16 * 1024;
@@ -488,6 +499,8 @@ pub struct ResponseStream {
     /// `HeadOnly` for a `HEAD` request or a status without a body: writes
     /// are dropped.
     payload: Payload,
+    /// Whether the head is still in `buf`.
+    head: StreamHead,
     /// Body bytes written so far (for `max_response_size`).
     written: usize,
 }
@@ -503,6 +516,17 @@ impl fmt::Debug for ResponseStream {
 }
 
 impl ResponseStream {
+    /// What is buffered, to be handed over last: with a head still in it
+    /// that says `Connection: close` if the connection closes after it.
+    fn take_buf(&mut self, then: Then) -> Vec<u8> {
+        let mut bytes = std::mem::take(&mut self.buf);
+        if then == Then::Close && self.head == StreamHead::Buffered {
+            force_close(&mut bytes);
+        }
+        self.head = StreamHead::Delivered;
+        bytes
+    }
+
     /// Appends `data` to the response (one chunk on HTTP/1.1). Empty
     /// writes are ignored (an empty chunk would end the body).
     pub fn write(&mut self, data: impl AsRef<[u8]>) {
@@ -523,7 +547,8 @@ impl ResponseStream {
                     "{}: streamed response exceeds max_response_size ({limit}): cut off",
                     target.peer_addr
                 );
-                target.deliver(std::mem::take(&mut self.buf), Step::Last, Then::Close);
+                let bytes = self.take_buf(Then::Close);
+                target.deliver(bytes, Step::Last, Then::Close);
             }
             return;
         }
@@ -546,7 +571,9 @@ impl ResponseStream {
             return;
         }
         if let Some(target) = &self.target {
-            target.deliver(std::mem::take(&mut self.buf), Step::More, self.then);
+            let bytes = std::mem::take(&mut self.buf);
+            self.head = StreamHead::Delivered;
+            target.deliver(bytes, Step::More, self.then);
         }
     }
 
@@ -569,7 +596,8 @@ impl Drop for ResponseStream {
                 "{}: response stream dropped before end: closing the connection",
                 target.peer_addr
             );
-            target.deliver(std::mem::take(&mut self.buf), Step::Last, Then::Close);
+            let bytes = self.take_buf(Then::Close);
+            target.deliver(bytes, Step::Last, Then::Close);
         }
     }
 }

@@ -114,9 +114,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let _ = std::fs::remove_file(pem);
     }
     println!(
-        "hello_server stopped after {:?} ({} connections cut)",
+        "graceful shutdown took {:?}, {} connections cut",
         report.elapsed, report.connections_cut
     );
+    println!("hello_server stopped");
     Ok(())
 }
 

@@ -303,9 +303,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let _ = std::fs::remove_file(pem);
     }
     println!(
-        "rest_server stopped after {:?} ({} connections cut)",
+        "graceful shutdown took {:?}, {} connections cut",
         report.elapsed, report.connections_cut
     );
+    println!("rest_server stopped");
     Ok(())
 }
 

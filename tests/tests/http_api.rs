@@ -35,6 +35,11 @@ fn streaming_handler(req: Request, resp: ResponseWriter) {
                 stream.end();
             });
         }
+        "/cut-unflushed" => {
+            let mut stream = resp.stream(StatusCode::OK);
+            stream.write("partial");
+            drop(stream); // cut before its head went out
+        }
         "/cut" => {
             let mut stream = resp.stream(StatusCode::OK);
             stream.write("partial");
@@ -98,6 +103,23 @@ fn stream_dropped_without_end_is_cut_off_not_completed() {
         !text.contains("0\r\n\r\n"),
         "a terminal chunk was sent: {text:?}"
     );
+}
+
+/// A stream cut before anything was flushed: its head is still the
+/// server's to write, so it says `Connection: close`, as every answer the
+/// server closes after does.
+#[test]
+fn stream_cut_before_its_first_flush_says_close() {
+    init_logging();
+    let server = TestServer::start(1, false, streaming_handler);
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.write_all(b"GET /cut-unflushed HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let text = String::from_utf8(read_to_close(&mut c)).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("\r\nTransfer-Encoding: chunked"), "{text:?}");
+    assert!(head.ends_with("\r\nConnection: close"), "{text:?}");
+    assert_eq!(body, "7\r\npartial\r\n");
 }
 
 fn timeout_server() -> TestServer {
