@@ -22,8 +22,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use pistachio_http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
-use pistachio_http::{Endpoint, Handler, Method, Options, Request, ResponseWriter, StatusCode};
-use pistachio_transport::TlsConfig;
+use pistachio_http::{
+    Endpoint, Handler, Method, Options, Request, ResponseWriter, StatusCode, TlsConfig,
+};
 
 struct Args {
     addr: String,
@@ -196,12 +197,16 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let stop = endpoint.shutdown_handle();
     ctrlc::set_handler(move || stop.shutdown())?;
-    endpoint.serve(Service {
+    let report = endpoint.serve(Service {
         static_dir: args.static_dir,
     })?;
     if let Some(pem) = cacert {
         let _ = std::fs::remove_file(pem);
     }
+    println!(
+        "graceful shutdown took {:?}, {} connections cut",
+        report.elapsed, report.connections_cut
+    );
     println!("http_server stopped");
     Ok(())
 }

@@ -14,6 +14,7 @@ use crate::writer::HttpMsg;
 
 /// How a request's body reaches the handler; chosen per request by
 /// [`Handler::body_mode`](crate::Handler::body_mode).
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BodyMode {
     /// The whole body is collected first, up to `max_request_size`
@@ -50,7 +51,7 @@ pub(crate) enum Piece {
 
 /// Byte accounting shared by the connection (producer) and the stream.
 #[derive(Debug)]
-pub(crate) struct Flow {
+pub(crate) struct Backpressure {
     queued: AtomicUsize,
     paused: AtomicBool,
     peer: PeerHandle<HttpMsg>,
@@ -60,7 +61,7 @@ pub(crate) struct Flow {
 #[derive(Debug)]
 pub(crate) struct BodySender {
     tx: Sender<Piece>,
-    flow: Arc<Flow>,
+    flow: Arc<Backpressure>,
 }
 
 impl BodySender {
@@ -112,7 +113,7 @@ impl BodySender {
 /// held back by TCP flow control while more than 1 MiB is unread.
 pub struct BodyStream {
     rx: Receiver<Piece>,
-    flow: Arc<Flow>,
+    flow: Arc<Backpressure>,
     current: Vec<u8>,
     pos: usize,
     finished: bool,
@@ -135,7 +136,7 @@ pub(crate) fn channel(
     length: Option<u64>,
 ) -> (BodySender, BodyStream) {
     let (tx, rx) = mpsc::channel();
-    let flow = Arc::new(Flow {
+    let flow = Arc::new(Backpressure {
         queued: AtomicUsize::new(0),
         paused: AtomicBool::new(false),
         peer,

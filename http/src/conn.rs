@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 use log::debug;
@@ -14,14 +14,25 @@ use pistachio_transport::{CloseReason, Conn, Protocol, TlsInfo};
 
 use crate::body::{self, BodySender};
 use crate::date::LoopDate;
-use crate::endpoint::Settings;
-use crate::parser::{Parsed, RequestParser};
+use crate::parser::{Limits, ParseError, Parsed, RequestParser};
 use crate::request::Request;
-use crate::response::write_plain_close;
+use crate::response::{force_close, write_plain_close, Payload, Then};
 use crate::writer::{
-    enter_inline, leave_inline, FileBody, HttpMsg, Outgoing, RequestFacts, ResponseWriter, Target,
+    enter_inline, leave_inline, FileBody, HttpMsg, Outgoing, RequestFacts, ResponseWriter, Step,
+    Target,
 };
 use crate::{BodyMode, ConnectionInfo, Handler};
+
+/// What every connection of an endpoint shares (made by the
+/// [`Endpoint`](crate::Endpoint) from its options).
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) limits: Limits,
+    pub(crate) header_timeout: Duration,
+    pub(crate) body_timeout: Duration,
+    pub(crate) keepalive_timeout: Duration,
+    pub(crate) max_response_size: usize,
+}
 
 /// Most requests of one connection whose responses may be outstanding at
 /// once; beyond it, parsing pauses until responses go out.
@@ -44,8 +55,9 @@ static CONN_IDS: AtomicU64 = AtomicU64::new(1);
 struct StreamingBody {
     sender: BodySender,
     seq: u64,
-    /// The request asked to close the connection after it.
-    close_after: bool,
+    /// `Close`: no request is read after this one (it asked to close, or a
+    /// graceful drain began while its body arrived).
+    then: Then,
 }
 
 /// A response that cannot be written yet (an earlier one is unfinished), or
@@ -56,8 +68,18 @@ struct Pending {
     /// that filing a response allocates nothing.
     first: Option<Part>,
     more: Vec<Part>,
-    done: bool,
-    keep_alive: bool,
+    step: Step,
+    then: Then,
+    head: HeadState,
+}
+
+/// Whether a pending response's head went out: until it has, it can
+/// still be rewritten to say `Connection: close`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum HeadState {
+    #[default]
+    Unsent,
+    Sent,
 }
 
 impl Pending {
@@ -84,18 +106,110 @@ enum Part {
     File(FileBody),
 }
 
-/// Which timer is armed, so the timeout knows what it means.
+/// Whether requests are still read from the connection (hyper's
+/// `Reading`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Waiting {
-    /// Nothing buffered, nothing outstanding: keep-alive idle.
+enum Reading {
+    /// Requests are parsed as they arrive.
+    Requests,
+    /// No more requests are parsed (a refused request, `Connection:
+    /// close`, a graceful drain): the connection closes once the answers
+    /// due are out.
+    Stopped,
+    /// The client finished sending (EOF); the connection closes once the
+    /// answers due are out.
+    PeerDone,
+}
+
+/// `Expect: 100-continue` of the request whose body is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Continue {
+    /// Not sent (yet) for the current request.
+    NotSent,
+    /// Sent; the client is sending the body.
+    Sent,
+}
+
+/// What keeps the connection from reading the socket (TCP flow control
+/// then holds the client back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadPause {
+    /// Reading.
+    Off,
+    /// The pipeline is full and input piles up.
+    Pipeline,
+    /// A streamed body's reader lags behind.
+    Body,
+    /// Both.
+    Both,
+}
+
+/// One reason to pause reading (see [`ReadPause`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backlog {
+    Pipeline,
+    Body,
+}
+
+impl ReadPause {
+    fn has(self, why: Backlog) -> bool {
+        matches!(
+            (self, why),
+            (ReadPause::Both, _)
+                | (ReadPause::Pipeline, Backlog::Pipeline)
+                | (ReadPause::Body, Backlog::Body)
+        )
+    }
+
+    fn with(self, why: Backlog, on: bool) -> ReadPause {
+        let pipeline = if why == Backlog::Pipeline {
+            on
+        } else {
+            self.has(Backlog::Pipeline)
+        };
+        let body = if why == Backlog::Body {
+            on
+        } else {
+            self.has(Backlog::Body)
+        };
+        match (pipeline, body) {
+            (false, false) => ReadPause::Off,
+            (true, false) => ReadPause::Pipeline,
+            (false, true) => ReadPause::Body,
+            (true, true) => ReadPause::Both,
+        }
+    }
+}
+
+/// Whether [`Handler::on_connection`] ran, so that
+/// [`Handler::on_disconnection`] runs exactly once too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Session {
+    /// The transport has not called `on_connect` (TLS handshake).
+    Pending,
+    /// `on_connection` ran.
+    Announced,
+}
+
+/// What the connection's one timer is armed for, so that its timeout
+/// knows what it means. `Head` and `Body` carry the number of requests
+/// completed when they were armed: they restart with each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    /// Not armed.
+    Off,
+    /// Nothing buffered, nothing outstanding: keep-alive idle
+    /// (`keepalive_timeout`). Not re-armed per request: when it fires it
+    /// checks the last input.
     Idle,
     /// Waiting for a request head: after connecting, or with part of one
     /// buffered (`header_timeout`).
-    Request,
-    /// The head is in, the body is arriving (`body_timeout`).
-    Body,
-    /// A handler is working; no timer.
-    Handler,
+    Head { completed: u64 },
+    /// The head is in, a buffered body is arriving (`body_timeout`).
+    Body { completed: u64 },
+    /// Handlers are working: armed for the earliest response deadline
+    /// (`ResponseWriter::timeout_after`), if any.
+    Handlers { deadline: Option<Instant> },
 }
 
 pub(crate) struct HttpConn {
@@ -112,29 +226,19 @@ pub(crate) struct HttpConn {
     /// Responses (or parts of streamed ones) not yet written, by sequence
     /// number: only the one numbered `next_out` may be written.
     ready: VecDeque<Option<Pending>>,
-    /// No more requests are parsed (error, `Connection: close`, EOF).
-    stop_parsing: bool,
-    /// The client finished sending.
-    eof: bool,
-    waiting: Option<Waiting>,
-    /// `100 Continue` was sent for the request whose body is arriving.
-    continue_sent: bool,
-    /// Reading from the socket is paused (see `update_reading`).
-    reading_paused: bool,
-    /// The pipeline is full and input piles up.
-    pipeline_full: bool,
-    /// A streamed body's reader lags behind.
-    body_backlog: bool,
+    reading: Reading,
+    timer: Timer,
+    /// Requests whose head and body are in (restarts the request timers).
+    completed: u64,
+    continue_: Continue,
+    read_pause: ReadPause,
     /// The request whose body is being streamed to its handler.
     streaming: Option<StreamingBody>,
     /// Close after this request's response (its streamed body broke).
     close_after_seq: Option<u64>,
-    /// `on_connection` ran, so `on_disconnection` must run exactly once.
-    connected: bool,
+    session: Session,
     /// Response deadlines (`ResponseWriter::timeout_after`) by sequence.
     deadlines: BTreeMap<u64, (RequestFacts, Instant)>,
-    /// The deadline the timer is armed for, while handlers work.
-    armed_deadline: Option<Instant>,
     /// Requests `Handler::on_timeout` answered.
     timed_out: BTreeSet<u64>,
     tls: Option<TlsInfo>,
@@ -142,8 +246,6 @@ pub(crate) struct HttpConn {
     client_subject: Option<Arc<str>>,
     /// Shared with writers: the last response before a graceful close.
     last_seq: Arc<AtomicU64>,
-    /// A request was completed since the timer was last armed.
-    request_completed: bool,
     /// When input last arrived (the keep-alive timeout counts from it).
     last_input: Instant,
     /// Scratch space for what a handler answers inline (reused).
@@ -173,23 +275,19 @@ impl HttpConn {
             next_seq: 0,
             next_out: 0,
             ready: VecDeque::new(),
-            stop_parsing: false,
-            eof: false,
-            waiting: None,
-            continue_sent: false,
-            reading_paused: false,
-            pipeline_full: false,
-            body_backlog: false,
+            reading: Reading::Requests,
+            timer: Timer::Off,
+            completed: 0,
+            continue_: Continue::NotSent,
+            read_pause: ReadPause::Off,
             streaming: None,
             close_after_seq: None,
-            connected: false,
+            session: Session::Pending,
             deadlines: BTreeMap::new(),
-            armed_deadline: None,
             timed_out: BTreeSet::new(),
             tls: None,
             client_subject: None,
             last_seq: Arc::new(AtomicU64::new(u64::MAX)),
-            request_completed: false,
             last_input: Instant::now(),
             inline_parts: Vec::new(),
             inline_deadlines: Vec::new(),
@@ -198,6 +296,18 @@ impl HttpConn {
 
     fn outstanding(&self) -> u64 {
         self.next_seq - self.next_out
+    }
+
+    /// Whether requests are still parsed.
+    fn reading_requests(&self) -> bool {
+        self.reading == Reading::Requests
+    }
+
+    /// No more requests are parsed (the client may still be sending).
+    fn stop_reading(&mut self) {
+        if self.reading == Reading::Requests {
+            self.reading = Reading::Stopped;
+        }
     }
 
     /// Parses and dispatches what is buffered, sends what is ready, and
@@ -209,7 +319,7 @@ impl HttpConn {
             let before = (self.next_seq, self.next_out, self.inbuf.len());
             self.parse_buffered(conn);
             self.emit(conn);
-            if self.streaming.is_none() && !self.stop_parsing {
+            if self.streaming.is_none() && self.reading_requests() {
                 self.maybe_send_continue(conn);
             }
             // Another round can only parse more if input is left.
@@ -225,7 +335,7 @@ impl HttpConn {
 
     fn parse_buffered(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         while conn.queued() <= MAX_QUEUED_OUTPUT
-            && !self.stop_parsing
+            && self.reading_requests()
             && !self.inbuf.is_empty()
             && self.outstanding() < MAX_IN_FLIGHT
         {
@@ -244,27 +354,31 @@ impl HttpConn {
                     consumed,
                 }) => {
                     self.inbuf.drain(..consumed);
-                    self.continue_sent = false;
-                    self.request_completed = true;
+                    self.continue_ = Continue::NotSent;
+                    self.completed += 1;
                     let mut request = Request::from_parts(head, body, self.peer_addr, self.tls);
                     request.set_client_subject(self.client_subject.clone());
                     if !request.keep_alive() {
-                        self.stop_parsing = true;
+                        self.stop_reading();
                     }
                     self.dispatch(conn, request);
                 }
                 Ok(Parsed::BodyFollows) => self.choose_body_mode(conn),
                 Ok(Parsed::BodyEnd { last, consumed }) => {
                     self.inbuf.drain(..consumed);
-                    self.request_completed = true;
+                    self.completed += 1;
                     if let Some(body) = self.streaming.take() {
                         body.sender.send(last);
                         body.sender.end();
-                        if body.close_after {
-                            self.stop_parsing = true;
+                        if body.then == Then::Close {
+                            self.stop_reading();
+                            if self.outstanding() == 0 {
+                                // Its answer went out before the body ended.
+                                conn.close();
+                            }
                         }
                     }
-                    self.update_reading(conn, None, Some(false));
+                    self.set_backlog(conn, Backlog::Body, false);
                 }
                 Err(e) => {
                     if let Some(body) = self.streaming.take() {
@@ -272,11 +386,11 @@ impl HttpConn {
                         // the broken body from its stream, answers, and the
                         // connection closes after that answer.
                         debug!("{}: bad streamed body: {}", self.peer_addr, e.reason());
-                        self.stop_parsing = true;
+                        self.stop_reading();
                         self.inbuf = Vec::new();
                         body.sender
                             .fail(std::io::ErrorKind::InvalidData, e.reason());
-                        self.close_after_seq = Some(body.seq);
+                        self.close_after(conn, body.seq);
                         continue;
                     }
                     self.reject(e);
@@ -310,7 +424,11 @@ impl HttpConn {
         self.streaming = Some(StreamingBody {
             sender,
             seq: self.next_seq,
-            close_after: !request.keep_alive(),
+            then: if request.keep_alive() {
+                Then::KeepOpen
+            } else {
+                Then::Close
+            },
         });
         if expects_continue && self.outstanding() == 0 {
             conn.write(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -325,57 +443,95 @@ impl HttpConn {
         self.inbuf.drain(..drain);
         if let Some(body) = &self.streaming {
             if body.sender.send(data) {
-                self.update_reading(conn, None, Some(true));
+                self.set_backlog(conn, Backlog::Body, true);
             }
         }
     }
 
     /// Answers a request refused at the head stage (e.g. 413) and stops.
-    fn reject(&mut self, e: crate::ParseError) {
+    fn reject(&mut self, e: ParseError) {
         debug!(
             "{}: request refused: {} ({})",
             self.peer_addr,
             e.status(),
             e.reason()
         );
-        self.stop_parsing = true;
+        self.stop_reading();
+        let payload = self.refused_payload();
         self.inbuf = Vec::new();
         let seq = self.next_seq;
         self.next_seq += 1;
         let mut bytes = Vec::new();
-        write_plain_close(&mut bytes, e.status(), e.reason().as_bytes());
+        write_plain_close(&mut bytes, e.status(), e.reason().as_bytes(), payload);
         self.accept_part(Outgoing {
             seq,
             bytes,
             file: None,
-            done: true,
-            keep_alive: false,
+            step: Step::Last,
+            then: Then::Close,
             attempt: 0,
         });
     }
 
-    /// Pauses or resumes reading from the socket: paused while the pipeline
-    /// is full (`pipeline`) or a streamed body's reader lags (`body`).
-    fn update_reading(
-        &mut self,
-        conn: &mut Conn<'_, HttpMsg>,
-        pipeline: Option<bool>,
-        body: Option<bool>,
-    ) {
-        if let Some(p) = pipeline {
-            self.pipeline_full = p;
+    /// The answer to a request the server refuses itself (a parse error, a
+    /// request timeout) is head-only when that request is a `HEAD` (RFC 9110
+    /// §9.3.2): its request line is at the start of the unconsumed input.
+    fn refused_payload(&self) -> Payload {
+        let start = self
+            .inbuf
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(self.inbuf.len());
+        if self.inbuf[start..].starts_with(b"HEAD ") {
+            Payload::HeadOnly
+        } else {
+            Payload::Body
         }
-        if let Some(b) = body {
-            self.body_backlog = b;
-        }
-        let want = self.pipeline_full || self.body_backlog;
-        if want != self.reading_paused {
-            self.reading_paused = want;
-            if want {
-                conn.pause_reading();
-            } else {
-                conn.resume_reading();
+    }
+
+    /// The connection closes after the response to request `seq`: that
+    /// response says `Connection: close` (writers not done yet learn it
+    /// through `last_seq`; a head already filed but not yet sent is
+    /// rewritten), and if it already went out, the connection closes now.
+    fn close_after(&mut self, conn: &mut Conn<'_, HttpMsg>, seq: u64) {
+        self.close_after_seq = Some(seq);
+        self.last_seq.store(seq, Ordering::Relaxed);
+        if seq < self.next_out {
+            // A body still arriving is taken in first (see `BodyEnd`).
+            if self.outstanding() == 0 && self.streaming.is_none() {
+                conn.close();
             }
+            return;
+        }
+        self.mark_closing(seq);
+    }
+
+    /// Rewrites the filed, unsent head of response `seq` to say
+    /// `Connection: close` if it is the one the connection closes after.
+    fn mark_closing(&mut self, seq: u64) {
+        if self.close_after_seq != Some(seq) || seq < self.next_out {
+            return;
+        }
+        if let Some(Some(pending)) = self.ready.get_mut((seq - self.next_out) as usize) {
+            if pending.head == HeadState::Unsent {
+                if let Some(Part::Bytes(head)) = &mut pending.first {
+                    force_close(head);
+                }
+            }
+        }
+    }
+
+    /// Notes that `why` holds reading back (`on`) or no longer does, and
+    /// pauses or resumes reading from the socket when that changes whether
+    /// anything does.
+    fn set_backlog(&mut self, conn: &mut Conn<'_, HttpMsg>, why: Backlog, on: bool) {
+        let was = self.read_pause;
+        self.read_pause = was.with(why, on);
+        match (was, self.read_pause) {
+            (ReadPause::Off, ReadPause::Off) => {}
+            (ReadPause::Off, _) => conn.pause_reading(),
+            (_, ReadPause::Off) => conn.resume_reading(),
+            _ => {}
         }
     }
 
@@ -383,7 +539,7 @@ impl HttpConn {
     /// so a too-large body was already refused with 413) and every earlier
     /// response is out, invite the client to send the body.
     fn maybe_send_continue(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        if self.continue_sent || self.outstanding() > 0 {
+        if self.continue_ == Continue::Sent || self.outstanding() > 0 {
             return;
         }
         if self
@@ -391,7 +547,7 @@ impl HttpConn {
             .pending_head()
             .is_some_and(|head| head.expects_continue)
         {
-            self.continue_sent = true;
+            self.continue_ = Continue::Sent;
             conn.write(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
     }
@@ -405,8 +561,11 @@ impl HttpConn {
             seq,
             method: request.method().clone(),
             version: request.version(),
-            keep_alive: request.keep_alive(),
-            head_only: request.method() == http::Method::HEAD,
+            then: if request.keep_alive() {
+                Then::KeepOpen
+            } else {
+                Then::Close
+            },
             peer_addr: self.peer_addr,
             attempt: 0,
             max_response_size: self.settings.max_response_size,
@@ -477,10 +636,9 @@ impl HttpConn {
                 peer: conn.handle(),
                 conn_id: self.id,
                 seq,
-                head_only: facts.method == http::Method::HEAD,
                 method: facts.method,
                 version: facts.version,
-                keep_alive: facts.keep_alive,
+                then: facts.then,
                 peer_addr: self.peer_addr,
                 attempt: 1,
                 max_response_size: self.settings.max_response_size,
@@ -493,7 +651,7 @@ impl HttpConn {
             }
             self.take_inline();
         }
-        self.waiting = None;
+        self.timer = Timer::Off;
         self.emit(conn);
     }
 
@@ -518,36 +676,45 @@ impl HttpConn {
         if let Some(file) = out.file {
             pending.push(Part::File(file));
         }
-        pending.done |= out.done;
-        pending.keep_alive = out.keep_alive;
+        if out.step == Step::Last {
+            pending.step = Step::Last;
+        }
+        pending.then = out.then;
+        self.mark_closing(out.seq);
     }
 
     /// Sends every response that is next in order.
     fn emit(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         while let Some(Some(pending)) = self.ready.front_mut() {
+            pending.head = HeadState::Sent;
             for part in pending.take_parts() {
                 match part {
                     Part::Bytes(bytes) => conn.write_vec(bytes),
                     Part::File(f) => conn.write_file(f.file, f.offset, f.len),
                 }
             }
-            if !pending.done {
+            if pending.step == Step::More {
                 // A stream still being written: later responses wait.
                 break;
             }
-            let keep_alive = pending.keep_alive && self.close_after_seq != Some(self.next_out);
+            let last = if self.close_after_seq == Some(self.next_out) {
+                Then::Close
+            } else {
+                Then::KeepOpen
+            };
+            let then = pending.then.and(last);
             self.ready.pop_front();
             self.deadlines.remove(&self.next_out);
             self.timed_out.remove(&self.next_out);
             self.next_out += 1;
-            if !keep_alive {
-                self.stop_parsing = true;
+            if then == Then::Close {
+                self.stop_reading();
                 self.ready.clear();
                 conn.close();
                 return;
             }
         }
-        if self.eof && self.outstanding() == 0 {
+        if self.reading == Reading::PeerDone && self.outstanding() == 0 {
             conn.close();
             return;
         }
@@ -558,38 +725,37 @@ impl HttpConn {
         if self.outstanding() > 0 {
             // While handlers work, the timer serves response deadlines.
             let earliest = self.deadlines.values().map(|(_, at)| *at).min();
-            if self.waiting == Some(Waiting::Handler) && self.armed_deadline == earliest {
+            let want = Timer::Handlers { deadline: earliest };
+            if self.timer == want {
                 return;
             }
-            self.waiting = Some(Waiting::Handler);
-            self.armed_deadline = earliest;
+            self.timer = want;
             match earliest {
                 Some(at) => conn.set_timeout(at.saturating_duration_since(Instant::now())),
                 None => conn.clear_timeout(),
             }
             return;
         }
-        self.armed_deadline = None;
+        let completed = self.completed;
         let want = if self.inbuf.is_empty() {
-            Waiting::Idle
+            Timer::Idle
         } else if self.parser.pending_head().is_some() {
-            Waiting::Body
+            Timer::Body { completed }
         } else {
-            Waiting::Request
+            Timer::Head { completed }
         };
         // The idle timer is not re-armed per request: when it fires it checks
         // the last input (see `on_timeout`). The request timers restart with
-        // each request.
-        let new_request = std::mem::take(&mut self.request_completed);
-        if self.waiting == Some(want) && (want == Waiting::Idle || !new_request) {
+        // each request (`completed` differs).
+        if self.timer == want {
             return;
         }
-        self.waiting = Some(want);
+        self.timer = want;
         match want {
-            Waiting::Handler => conn.clear_timeout(),
-            Waiting::Idle => conn.set_timeout(self.settings.keepalive_timeout),
-            Waiting::Request => conn.set_timeout(self.settings.header_timeout),
-            Waiting::Body => conn.set_timeout(self.settings.body_timeout),
+            Timer::Off | Timer::Handlers { .. } => conn.clear_timeout(),
+            Timer::Idle => conn.set_timeout(self.settings.keepalive_timeout),
+            Timer::Head { .. } => conn.set_timeout(self.settings.header_timeout),
+            Timer::Body { .. } => conn.set_timeout(self.settings.body_timeout),
         }
     }
 }
@@ -606,24 +772,26 @@ impl Protocol for HttpConn {
         };
         self.tls = info.tls;
         self.client_subject = conn.tls_peer_subject().map(Arc::from);
-        self.connected = true;
+        self.session = Session::Announced;
         if catch_unwind(AssertUnwindSafe(|| self.handler.on_connection(&info))).is_err() {
             log::warn!("{}: on_connection panicked", self.peer_addr);
         }
         // A client that connects and says nothing gets the request timeout.
-        self.waiting = Some(Waiting::Request);
+        self.timer = Timer::Head {
+            completed: self.completed,
+        };
         conn.set_timeout(self.settings.header_timeout);
     }
 
     fn on_input(&mut self, conn: &mut Conn<'_, HttpMsg>, data: &[u8]) {
-        if self.stop_parsing {
+        if !self.reading_requests() {
             return;
         }
         self.last_input = conn.now();
         self.inbuf.extend_from_slice(data);
         self.process(conn);
         if self.outstanding() >= MAX_IN_FLIGHT && self.inbuf.len() > MAX_BUFFERED_WHILE_PAUSED {
-            self.update_reading(conn, Some(true), None);
+            self.set_backlog(conn, Backlog::Pipeline, true);
         }
     }
 
@@ -632,21 +800,20 @@ impl Protocol for HttpConn {
         if let Some(body) = &mut self.streaming {
             // A body still arriving belongs to a request in flight: take it
             // in, then stop.
-            body.close_after = true;
+            body.then = Then::Close;
         } else {
-            self.stop_parsing = true;
+            self.stop_reading();
         }
         if self.outstanding() == 0 && self.streaming.is_none() {
             conn.close();
             return;
         }
         let last = self.next_seq - 1;
-        self.last_seq.store(last, Ordering::Relaxed);
-        self.close_after_seq = Some(last);
+        self.close_after(conn, last);
     }
 
     fn on_drained(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        if !self.stop_parsing {
+        if self.reading_requests() {
             self.process(conn);
         }
     }
@@ -658,10 +825,12 @@ impl Protocol for HttpConn {
                 "connection closed during the body",
             );
         }
-        self.eof = true;
-        self.stop_parsing = true;
+        self.reading = Reading::PeerDone;
         if self.outstanding() == 0 {
             conn.close();
+        } else {
+            // The answers still due are the last: the last one says so.
+            self.close_after(conn, self.next_seq - 1);
         }
     }
 
@@ -670,30 +839,35 @@ impl Protocol for HttpConn {
             HttpMsg::Response(out) => self.accept_part(out),
             HttpMsg::Deadline(facts, at) => self.add_deadline(facts, at),
             HttpMsg::ResumeBody => {
-                self.update_reading(conn, None, Some(false));
+                self.set_backlog(conn, Backlog::Body, false);
                 return;
             }
         }
         self.emit(conn);
         // Requests left waiting while the pipeline was full.
-        if !self.stop_parsing && !conn.is_closing() {
+        if self.reading_requests() && !conn.is_closing() {
             self.process(conn);
-            if self.pipeline_full && self.outstanding() < MAX_IN_FLIGHT {
-                self.update_reading(conn, Some(false), None);
+            if self.read_pause.has(Backlog::Pipeline) && self.outstanding() < MAX_IN_FLIGHT {
+                self.set_backlog(conn, Backlog::Pipeline, false);
             }
         }
     }
 
     fn on_timeout(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        match self.waiting {
-            Some(Waiting::Request) | Some(Waiting::Body) => {
+        match self.timer {
+            Timer::Head { .. } | Timer::Body { .. } => {
                 debug!("{}: request timeout: 408", self.peer_addr);
                 let mut bytes = Vec::new();
-                write_plain_close(&mut bytes, StatusCode::REQUEST_TIMEOUT, b"Request Timeout");
+                write_plain_close(
+                    &mut bytes,
+                    StatusCode::REQUEST_TIMEOUT,
+                    b"Request Timeout",
+                    self.refused_payload(),
+                );
                 conn.write_vec(bytes);
                 conn.close();
             }
-            Some(Waiting::Idle) => {
+            Timer::Idle => {
                 let idle = self.last_input.elapsed();
                 if idle < self.settings.keepalive_timeout {
                     // Requests came and went since the timer was armed.
@@ -703,10 +877,10 @@ impl Protocol for HttpConn {
                 debug!("{}: keep-alive timeout", self.peer_addr);
                 conn.close();
             }
-            Some(Waiting::Handler) => return self.expire_deadlines(conn),
-            None => return,
+            Timer::Handlers { .. } => return self.expire_deadlines(conn),
+            Timer::Off => return,
         }
-        self.stop_parsing = true;
+        self.stop_reading();
     }
 
     fn on_close(&mut self, reason: &CloseReason) {
@@ -717,7 +891,7 @@ impl Protocol for HttpConn {
                 "connection closed during the body",
             );
         }
-        if self.connected {
+        if self.session == Session::Announced {
             let peer = self.peer_addr;
             if catch_unwind(AssertUnwindSafe(|| self.handler.on_disconnection(peer))).is_err() {
                 log::warn!("{peer}: on_disconnection panicked");

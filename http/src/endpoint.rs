@@ -10,12 +10,27 @@ use pistachio_transport::{
     Listener, ListenerOptions, Server, ServerConfig, ShutdownReport, TlsConfig,
 };
 
-use crate::conn::HttpConn;
+use crate::conn::{HttpConn, Settings};
 use crate::parser::Limits;
 use crate::writer::HttpMsg;
 use crate::Handler;
 
 /// Endpoint options (Pistache's `Http::Endpoint::Options`), builder style.
+///
+/// The timeouts, each a bound on one stage of a connection's life:
+///
+/// | option | from | until | then |
+/// |---|---|---|---|
+/// | [`handshake_timeout`](Options::handshake_timeout) | accept | TLS handshake done | closed, no answer |
+/// | [`header_timeout`](Options::header_timeout) | connect (first request), first byte (later ones) | its head is complete | `408`, closed |
+/// | [`body_timeout`](Options::body_timeout) | head complete | buffered body complete | `408`, closed |
+/// | [`keepalive_timeout`](Options::keepalive_timeout) | last input, no request in progress | next request starts | closed, no answer |
+/// | [`ResponseWriter::timeout_after`](crate::ResponseWriter::timeout_after) | the call | the response starts | [`Handler::on_timeout`](crate::Handler::on_timeout) answers |
+/// | [`close_timeout`](Options::close_timeout) | the close begins | last bytes sent, close_notify | cut |
+/// | [`shutdown_timeout`](Options::shutdown_timeout) | [`Endpoint::serve`] begins its shutdown | every connection closed | the rest cut |
+///
+/// While a handler works on a request, none of the request timers runs.
+#[must_use]
 #[derive(Debug, Clone)]
 pub struct Options {
     threads: usize,
@@ -71,35 +86,55 @@ impl Options {
         self
     }
 
-    /// How long a client may take to finish the TLS handshake (default 10 s).
+    /// How long a client may take to finish the TLS handshake, counted
+    /// from the accept; past it the connection is closed without an
+    /// answer (default 10 s). Plaintext connections have no handshake.
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.handshake_timeout = d;
         self
     }
 
-    /// How long a client may take to send a complete request once it
-    /// started one, or to send its first request after connecting; past it
-    /// the server answers `408` and closes (default 60 s).
+    /// How long a client may take to send a complete request head (request
+    /// line and header fields): the first one counted from the connection
+    /// (after the TLS handshake), later ones from their first byte. Past it
+    /// the server answers `408` and closes (default 60 s). One deadline per
+    /// head: bytes trickling in do not extend it. The body has its own,
+    /// [`Options::body_timeout`].
     pub fn header_timeout(mut self, d: Duration) -> Self {
         self.header_timeout = d;
         self
     }
 
     /// How long a client may take to send a request body once the head is
-    /// in; past it the server answers `408` and closes (default 60 s).
+    /// in (default 60 s).
+    ///
+    /// * A buffered body (the default [`BodyMode`](crate::BodyMode)) must
+    ///   be complete within it, counted from the end of the head (for
+    ///   `Expect: 100-continue`, from the head too); past it the server
+    ///   answers `408` and closes.
+    /// * A streamed body ([`BodyMode::Streamed`](crate::BodyMode::Streamed))
+    ///   is in the handler's hands: each [`BodyStream`](crate::BodyStream)
+    ///   read waits at most this long for the next bytes and then fails
+    ///   with [`std::io::ErrorKind::TimedOut`]; the handler answers.
     pub fn body_timeout(mut self, d: Duration) -> Self {
         self.body_timeout = d;
         self
     }
 
-    /// How long an idle keep-alive connection stays open (default 60 s).
+    /// How long a connection with nothing to do (no request in progress, no
+    /// answer due) stays open waiting for the next request, counted from
+    /// its last input or its last answer, whichever came later; then it is
+    /// closed without an answer (default 60 s).
     pub fn keepalive_timeout(mut self, d: Duration) -> Self {
         self.keepalive_timeout = d;
         self
     }
 
-    /// Longest a graceful close may take: a client that stops reading its
-    /// last response is dropped after this (default 30 s).
+    /// Longest a graceful close may take, from the moment the server decides
+    /// to close (after a `Connection: close` answer, an error, or in a
+    /// shutdown) until the last bytes and the TLS close_notify are out: a
+    /// client that stops reading its last response is cut after this
+    /// (default 30 s).
     pub fn close_timeout(mut self, d: Duration) -> Self {
         self.close_timeout = d;
         self
@@ -148,7 +183,9 @@ impl Options {
     }
 
     /// How long [`Endpoint::serve`]'s graceful shutdown lets requests in
-    /// flight finish before cutting them (default 10 s).
+    /// flight finish before cutting them (default 10 s). Only `serve` uses
+    /// it: [`Endpoint::shutdown_graceful`] takes its deadline as an
+    /// argument.
     pub fn shutdown_timeout(mut self, d: Duration) -> Self {
         self.shutdown_timeout = d;
         self
@@ -180,16 +217,6 @@ impl Options {
     }
 }
 
-/// What every connection of an endpoint shares.
-#[derive(Debug)]
-pub(crate) struct Settings {
-    pub(crate) limits: Limits,
-    pub(crate) header_timeout: Duration,
-    pub(crate) body_timeout: Duration,
-    pub(crate) keepalive_timeout: Duration,
-    pub(crate) max_response_size: usize,
-}
-
 #[derive(Debug, Default)]
 struct StopSignal {
     stopped: Mutex<bool>,
@@ -197,6 +224,7 @@ struct StopSignal {
 }
 
 /// Stops a serving [`Endpoint`] from any thread (e.g. a signal handler's).
+#[must_use]
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle(Arc<StopSignal>);
 
@@ -214,9 +242,10 @@ impl ShutdownHandle {
 /// use pistachio_http::{Endpoint, Options, Request, ResponseWriter, StatusCode};
 ///
 /// let mut endpoint = Endpoint::bind("127.0.0.1:9080", Options::default().threads(2))?;
-/// endpoint.serve(|_req: Request, resp: ResponseWriter| {
+/// let report = endpoint.serve(|_req: Request, resp: ResponseWriter| {
 ///     resp.send(StatusCode::OK, "Hello, World!");
 /// })?; // blocks until a ShutdownHandle is used
+/// println!("{} connections cut at shutdown", report.connections_cut);
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub struct Endpoint {
@@ -311,9 +340,15 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Serves until a [`ShutdownHandle`] is used, then shuts down and
-    /// returns (Pistache's `serve`).
-    pub fn serve(&mut self, handler: impl Handler) -> io::Result<()> {
+    /// Serves until a [`ShutdownHandle`] is used, then shuts down
+    /// gracefully within [`Options::shutdown_timeout`] (see
+    /// [`Endpoint::shutdown_graceful`]) and returns what that shutdown did
+    /// (Pistache's `serve`): every connection open when it began was either
+    /// drained (its requests in flight answered, then closed) or, still
+    /// open at the deadline, cut and counted in
+    /// [`ShutdownReport::connections_cut`]; it also says how long it took.
+    /// A cut is logged at `warn`.
+    pub fn serve(&mut self, handler: impl Handler) -> io::Result<ShutdownReport> {
         self.serve_threaded(handler)?;
         let mut stopped = self.stop.stopped.lock().unwrap_or_else(|p| p.into_inner());
         while !*stopped {
@@ -332,7 +367,7 @@ impl Endpoint {
                 report.elapsed
             );
         }
-        Ok(())
+        Ok(report)
     }
 
     /// Shuts down gracefully: stops accepting, answers every request in
@@ -356,6 +391,7 @@ impl Endpoint {
     /// A handle to replace the certificate (the whole [`TlsConfig`]) while
     /// serving: new connections get the new one, established ones keep
     /// theirs. `None` before serving or without TLS.
+    #[must_use]
     pub fn tls_reloader(&self) -> Option<pistachio_transport::TlsReloader> {
         self.server.as_ref()?.tls_reloader()
     }

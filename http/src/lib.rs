@@ -51,14 +51,17 @@ mod writer;
 
 pub use body::{BodyMode, BodyStream};
 pub use endpoint::{Endpoint, Options, ShutdownHandle};
-pub use parser::{Limits, ParseError};
 pub use request::{percent_decode, Request};
 pub use writer::{ResponseStream, ResponseWriter};
 
+pub use http::header::{HeaderName, HeaderValue};
 pub use http::{header, HeaderMap, Method, StatusCode, Version};
-pub use pistachio_transport::{ListenerOptions, ShutdownReport, TlsInfo};
+pub use pistachio_transport::{
+    ListenerOptions, ShutdownReport, TlsConfig, TlsInfo, TlsReloader, UNIX_PEER_ADDR,
+};
 
 /// Facts about a new connection, given to [`Handler::on_connection`].
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionInfo {
     /// The client's address.

@@ -39,21 +39,21 @@ use http::{Method, StatusCode, Version};
 
 use crate::pool;
 
-/// Parsing limits.
+/// Parsing limits (set through [`Options`](crate::Options)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Largest request head (request line plus header section), in bytes.
     /// A larger head is answered with 431, or 414 when the request line
     /// alone is larger. Also caps the size of a chunked body's trailer
     /// section and of its chunk extensions. Default: 16 KiB.
-    pub max_head_size: usize,
+    pub(crate) max_head_size: usize,
     /// Largest number of header fields in the head (and in chunked
     /// trailers); more are answered with 431. Default: 100.
-    pub max_headers: usize,
+    pub(crate) max_headers: usize,
     /// Largest buffered request body (after chunked decoding), in bytes; a
     /// larger one is answered with 413. Streamed bodies have no limit.
     /// Default: 4 MiB.
-    pub max_body_size: usize,
+    pub(crate) max_body_size: usize,
 }
 
 impl Default for Limits {
@@ -71,7 +71,7 @@ impl Default for Limits {
 /// After a `ParseError` the connection's framing is lost: the server answers
 /// with [`status`](ParseError::status) and closes the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError {
+pub(crate) struct ParseError {
     status: StatusCode,
     reason: &'static str,
 }
@@ -87,12 +87,12 @@ impl ParseError {
 
     /// The status code to answer the request with (400, 413, 414, 431, 501
     /// or 505).
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         self.status
     }
 
     /// A short, static description of what was wrong, for logs.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         self.reason
     }
 }
@@ -174,7 +174,7 @@ pub(crate) struct RequestParser {
 
 /// What happens to the body being decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyMode {
+enum BodyHandling {
     /// Announced; the caller has not chosen yet.
     Undecided,
     /// Collected whole, within `max_body_size`.
@@ -212,7 +212,7 @@ struct HeadScan {
 struct BodyState {
     /// `None` once a streamed body's head was handed to the caller.
     head: Option<RequestHead>,
-    mode: BodyMode,
+    mode: BodyHandling,
     /// Most body bytes accepted: `max_body_size` once buffered, none while
     /// undecided or streamed.
     body_limit: u64,
@@ -294,7 +294,7 @@ impl RequestParser {
                 return Err(too_large_body());
             }
         }
-        state.mode = BodyMode::Buffered;
+        state.mode = BodyHandling::Buffered;
         state.body_limit = limit;
         Ok(())
     }
@@ -315,7 +315,7 @@ impl RequestParser {
         let State::Body(state) = &mut self.state else {
             return None;
         };
-        state.mode = BodyMode::Streaming;
+        state.mode = BodyHandling::Streaming;
         let length = match state.decoder {
             Decoder::Length { remaining } => Some(remaining),
             Decoder::Chunked(_) => None,
@@ -329,7 +329,7 @@ impl RequestParser {
         let State::Body(state) = &mut self.state else {
             return (Vec::new(), 0);
         };
-        if state.mode != BodyMode::Streaming {
+        if state.mode != BodyHandling::Streaming {
             return (Vec::new(), 0);
         }
         let drain = match &mut state.decoder {
@@ -400,7 +400,7 @@ impl RequestParser {
             };
             self.state = State::Body(Box::new(BodyState {
                 head: Some(head),
-                mode: BodyMode::Undecided,
+                mode: BodyHandling::Undecided,
                 body_limit: u64::MAX,
                 body: Vec::new(),
                 offset: head_end,
@@ -414,13 +414,13 @@ impl RequestParser {
             unreachable!("head state handled above");
         };
         debug_assert!(input.len() >= state.offset, "input shrank between calls");
-        if state.mode == BodyMode::Undecided {
+        if state.mode == BodyHandling::Undecided {
             return Ok(Parsed::BodyFollows);
         }
         if input.len() < state.offset || !decode_body(state, input, &self.limits)? {
             return Ok(Parsed::Partial);
         }
-        if state.mode == BodyMode::Streaming {
+        if state.mode == BodyHandling::Streaming {
             // `parse` resets the state for the next request.
             let last = std::mem::take(&mut state.body);
             return Ok(Parsed::BodyEnd {
@@ -740,6 +740,12 @@ fn looks_like_http_version(head: &[u8]) -> bool {
     let mut line = &head[..line_end];
     if let Some(rest) = line.strip_suffix(b"\r") {
         line = rest;
+    }
+    // `method SP request-target SP HTTP-version` (RFC 9112 §3): a line with
+    // more spaces (one inside the target) is malformed, not a request of
+    // another version.
+    if line.iter().filter(|&&b| b == b' ').count() != 2 {
+        return false;
     }
     let version = match line.iter().rposition(|&b| b == b' ') {
         Some(sp) => &line[sp + 1..],
@@ -1468,6 +1474,10 @@ mod tests {
         (b"GET / HTTP/3.0\r\n\r\n", 505),
         (b"GET / FOO/1.1\r\nHost: h\r\n\r\n", 400),
         (b"GET / HTTP/1.1 x\r\nHost: h\r\n\r\n", 400),
+        // A space in the target: a malformed line, whatever ends it.
+        (b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        (b"GET /a b HTTP/2.0\r\nHost: h\r\n\r\n", 400),
+        (b"HEAD /a%20b c HTTP/1.0\r\n\r\n", 400),
         (b"GET /\r\nHost: h\r\n\r\n", 400),
         (b"G@T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
         (b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),

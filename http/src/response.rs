@@ -16,9 +16,9 @@ use crate::date::with_http_date;
 ///
 /// * The status line always says `HTTP/1.1` (a server answers with its
 ///   highest supported version, RFC 9110 §6.2); `version` is the request's
-///   version and only decides the `Connection` header: `close` when
-///   `!keep_alive`, `keep-alive` when `keep_alive` and the request was
-///   HTTP/1.0.
+///   version and only decides the `Connection` header: `close` for
+///   [`Then::Close`], `keep-alive` for [`Then::KeepOpen`] when the request
+///   was HTTP/1.0.
 /// * 1xx and 204 responses get no `Content-Length` (RFC 9110 §8.6). A 304
 ///   gets no computed `Content-Length` either (it has no body); a
 ///   `Content-Length` the caller put in `headers` is passed through for 304
@@ -31,7 +31,7 @@ pub(crate) fn write_head(
     status: StatusCode,
     headers: &HeaderMap,
     content_length: usize,
-    keep_alive: bool,
+    then: Then,
 ) {
     write_head_framed(
         out,
@@ -39,7 +39,7 @@ pub(crate) fn write_head(
         status,
         headers,
         Framing::Length(content_length),
-        keep_alive,
+        then,
     );
 }
 
@@ -56,18 +56,40 @@ pub(crate) fn write_head_chunked(
     version: Version,
     status: StatusCode,
     headers: &HeaderMap,
-    keep_alive: bool,
+    then: Then,
 ) {
     debug_assert!(
         version == Version::HTTP_11,
         "chunked responses need HTTP/1.1"
     );
-    write_head_framed(out, version, status, headers, Framing::Chunked, keep_alive);
+    write_head_framed(out, version, status, headers, Framing::Chunked, then);
+}
+
+/// What the connection does after a response (hyper's `KA`): it decides
+/// the `Connection` field of the response's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Then {
+    /// The connection stays open for the next request.
+    #[default]
+    KeepOpen,
+    /// The connection closes after this response (`Connection: close`).
+    Close,
+}
+
+impl Then {
+    /// `KeepOpen` only if both say so.
+    pub(crate) fn and(self, other: Then) -> Then {
+        if self == Then::KeepOpen && other == Then::KeepOpen {
+            Then::KeepOpen
+        } else {
+            Then::Close
+        }
+    }
 }
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     Length(usize),
     Chunked,
     /// No length and no chunking: the body ends when the connection closes
@@ -84,7 +106,7 @@ pub(crate) fn write_head_close_delimited(
     status: StatusCode,
     headers: &HeaderMap,
 ) {
-    write_head_framed(out, version, status, headers, Framing::Close, false);
+    write_head_framed(out, version, status, headers, Framing::Close, Then::Close);
 }
 
 fn write_head_framed(
@@ -93,7 +115,7 @@ fn write_head_framed(
     status: StatusCode,
     headers: &HeaderMap,
     framing: Framing,
-    keep_alive: bool,
+    then: Then,
 ) {
     let no_body = !status_allows_body(status);
 
@@ -116,7 +138,7 @@ fn write_head_framed(
         {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
+        write_name(out, name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -136,7 +158,7 @@ fn write_head_framed(
         }
     }
 
-    if !keep_alive {
+    if then == Then::Close {
         out.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
     } else if version == Version::HTTP_10 {
         out.extend_from_slice(b"\r\nConnection: keep-alive\r\n\r\n");
@@ -171,16 +193,112 @@ pub(crate) fn status_allows_body(status: StatusCode) -> bool {
         || status == StatusCode::NOT_MODIFIED)
 }
 
+/// The `Content-Type` of every answer the server makes itself (refused
+/// requests, timeouts, the `500` for a panicking handler); the REST layer's
+/// error answers use the same.
+pub(crate) const SERVER_TEXT: &str = "text/plain; charset=utf-8";
+
+/// Whether an answer carries its body: not for a `HEAD` request, whose
+/// answer is the head a `GET` would have had (RFC 9110 §9.3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Payload {
+    /// Head and body.
+    Body,
+    /// The head only (`Content-Length` still states the body's length).
+    HeadOnly,
+}
+
 /// A short `text/plain` answer the server gives itself (a refused request,
 /// a request timeout), after which the connection closes.
-pub(crate) fn write_plain_close(out: &mut Vec<u8>, status: StatusCode, body: &[u8]) {
+pub(crate) fn write_plain_close(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    body: &[u8],
+    payload: Payload,
+) {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain"),
+        header::HeaderValue::from_static(SERVER_TEXT),
     );
-    write_head(out, Version::HTTP_11, status, &headers, body.len(), false);
-    out.extend_from_slice(body);
+    write_head(
+        out,
+        Version::HTTP_11,
+        status,
+        &headers,
+        body.len(),
+        Then::Close,
+    );
+    if payload == Payload::Body {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Makes the response head at the start of `bytes` (as written by this
+/// module, not yet sent) say `Connection: close`: the connection will
+/// close after it although the head was written for keep-alive.
+pub(crate) fn force_close(bytes: &mut Vec<u8>) {
+    const KEEP_ALIVE: &[u8] = b"Connection: keep-alive\r\n";
+    const CLOSE: &[u8] = b"Connection: close\r\n";
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return;
+    };
+    // Through the last field's CRLF; this module writes `Connection` last.
+    let fields_end = end + 2;
+    let fields = &bytes[..fields_end];
+    if fields.ends_with(CLOSE) {
+        return;
+    }
+    if fields.ends_with(KEEP_ALIVE) {
+        bytes.splice(
+            fields_end - KEEP_ALIVE.len()..fields_end,
+            CLOSE.iter().copied(),
+        );
+    } else {
+        bytes.splice(fields_end..fields_end, CLOSE.iter().copied());
+    }
+}
+
+/// Writes a field name in canonical Title-Case (`content-type` becomes
+/// `Content-Type`, `www-authenticate` `Www-Authenticate`: each `-`
+/// separated word capitalised, as Go's `net/http` writes them). The
+/// names responses carry most come from a table of static strings; any
+/// other name is converted byte by byte, without allocating.
+fn write_name(out: &mut Vec<u8>, name: &HeaderName) {
+    if let Some(canonical) = standard_name(name) {
+        out.extend_from_slice(canonical.as_bytes());
+        return;
+    }
+    let mut upper = true;
+    for &b in name.as_str().as_bytes() {
+        out.push(if upper { b.to_ascii_uppercase() } else { b });
+        upper = b == b'-';
+    }
+}
+
+/// The canonical spelling of the standard names responses carry most.
+fn standard_name(name: &HeaderName) -> Option<&'static str> {
+    macro_rules! table {
+        ($($name:ident $text:literal),* $(,)?) => {
+            $(if *name == header::$name { return Some($text); })*
+        };
+    }
+    table! {
+        CONTENT_TYPE "Content-Type",
+        SET_COOKIE "Set-Cookie",
+        CACHE_CONTROL "Cache-Control",
+        LOCATION "Location",
+        LAST_MODIFIED "Last-Modified",
+        ETAG "Etag",
+        ALLOW "Allow",
+        CONTENT_ENCODING "Content-Encoding",
+        CONTENT_LENGTH "Content-Length",
+        VARY "Vary",
+        SERVER "Server",
+        WWW_AUTHENTICATE "Www-Authenticate",
+        ACCESS_CONTROL_ALLOW_ORIGIN "Access-Control-Allow-Origin",
+    }
+    None
 }
 
 /// Fields the writer owns.
@@ -224,6 +342,11 @@ mod tests {
     ) -> String {
         let mut out = b"previous bytes|".to_vec();
         let status = StatusCode::from_u16(status).unwrap();
+        let keep_alive = if keep_alive {
+            Then::KeepOpen
+        } else {
+            Then::Close
+        };
         match framing {
             Framing::Length(len) => write_head(&mut out, version, status, headers, len, keep_alive),
             Framing::Chunked => write_head_chunked(&mut out, version, status, headers, keep_alive),
@@ -289,8 +412,8 @@ mod tests {
                 &custom,
                 Framing::Length(0),
                 false,
-                "HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\nset-cookie: a=1\r\n\
-                 set-cookie: b=2\r\nx-after: v\r\nDate: <date>\r\nContent-Length: 0\r\n\
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\n\
+                 Set-Cookie: b=2\r\nX-After: v\r\nDate: <date>\r\nContent-Length: 0\r\n\
                  Connection: close\r\n\r\n",
             ),
             (
@@ -317,7 +440,7 @@ mod tests {
                 &with_length,
                 Framing::Length(7),
                 true,
-                "HTTP/1.1 204 No Content\r\netag: \"e\"\r\nDate: <date>\r\n\r\n",
+                "HTTP/1.1 204 No Content\r\nEtag: \"e\"\r\nDate: <date>\r\n\r\n",
             ),
             (
                 Version::HTTP_11,
@@ -341,7 +464,7 @@ mod tests {
                 &with_length,
                 Framing::Length(0),
                 true,
-                "HTTP/1.1 304 Not Modified\r\ncontent-length: 1234\r\netag: \"e\"\r\n\
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\nEtag: \"e\"\r\n\
                  Date: <date>\r\n\r\n",
             ),
             (
@@ -366,8 +489,8 @@ mod tests {
                 &custom,
                 Framing::Chunked,
                 true,
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nset-cookie: a=1\r\n\
-                 set-cookie: b=2\r\nx-after: v\r\nDate: <date>\r\n\
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\n\
+                 Set-Cookie: b=2\r\nX-After: v\r\nDate: <date>\r\n\
                  Transfer-Encoding: chunked\r\n\r\n",
             ),
             (
@@ -398,7 +521,7 @@ mod tests {
             StatusCode::OK,
             &headers,
             0,
-            true,
+            Then::KeepOpen,
         );
         let first = out.len();
         write_head(
@@ -407,9 +530,51 @@ mod tests {
             StatusCode::OK,
             &headers,
             0,
-            true,
+            Then::KeepOpen,
         );
         assert_eq!(out.len(), 2 * first);
         assert!(out.ends_with(b"Content-Length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn names_are_written_in_title_case() {
+        let cases = [
+            ("content-type", "Content-Type"),
+            ("www-authenticate", "Www-Authenticate"),
+            ("etag", "Etag"),
+            ("x-request-id", "X-Request-Id"),
+            ("x--odd-", "X--Odd-"),
+            ("a", "A"),
+            ("access-control-allow-origin", "Access-Control-Allow-Origin"),
+            ("content-security-policy", "Content-Security-Policy"),
+        ];
+        for (name, expected) in cases {
+            let mut out = Vec::new();
+            write_name(&mut out, &HeaderName::from_static(name));
+            assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn force_close_rewrites_keep_alive_heads_only() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "HTTP/1.1 200 OK\r\nDate: d\r\nContent-Length: 2\r\n\r\nok",
+                "HTTP/1.1 200 OK\r\nDate: d\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nDate: d\r\nConnection: keep-alive\r\n\r\n\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nDate: d\r\nConnection: close\r\n\r\n\r\n\r\n",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nDate: d\r\nConnection: close\r\n\r\nx",
+                "HTTP/1.1 200 OK\r\nDate: d\r\nConnection: close\r\n\r\nx",
+            ),
+        ];
+        for (before, after) in cases {
+            let mut bytes = before.as_bytes().to_vec();
+            force_close(&mut bytes);
+            assert_eq!(std::str::from_utf8(&bytes).unwrap(), *after);
+        }
     }
 }

@@ -17,7 +17,8 @@ use http::{HeaderMap, Method, StatusCode, Version};
 use pistachio_transport::PeerHandle;
 
 use crate::response::{
-    status_allows_body, write_head, write_head_chunked, write_head_close_delimited,
+    force_close, status_allows_body, write_head, write_head_chunked, write_head_close_delimited,
+    Framing, Payload, Then, SERVER_TEXT,
 };
 
 /// A file (or a range of one) to send as (part of) a response body.
@@ -36,10 +37,10 @@ pub(crate) struct Outgoing {
     pub(crate) bytes: Vec<u8>,
     /// Sent after `bytes`.
     pub(crate) file: Option<FileBody>,
-    /// The last part of this response.
-    pub(crate) done: bool,
-    /// Whether the connection stays open after this response.
-    pub(crate) keep_alive: bool,
+    /// Whether this part ends its response.
+    pub(crate) step: Step,
+    /// What the connection does after this response.
+    pub(crate) then: Then,
     /// 0 from the request's own writer, 1 from the one given to
     /// `Handler::on_timeout` (which then wins).
     pub(crate) attempt: u8,
@@ -51,7 +52,17 @@ pub(crate) struct RequestFacts {
     pub(crate) seq: u64,
     pub(crate) method: Method,
     pub(crate) version: Version,
-    pub(crate) keep_alive: bool,
+    pub(crate) then: Then,
+}
+
+/// Whether a part handed to the connection ends its response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Step {
+    /// More parts follow (a streamed response being written).
+    #[default]
+    More,
+    /// The response is complete with this part.
+    Last,
 }
 
 /// Messages the HTTP layer posts to a connection.
@@ -111,8 +122,8 @@ pub(crate) struct Target {
     pub(crate) seq: u64,
     pub(crate) method: Method,
     pub(crate) version: Version,
-    pub(crate) keep_alive: bool,
-    pub(crate) head_only: bool,
+    /// What the request asked for (`Connection`, its version).
+    pub(crate) then: Then,
     pub(crate) peer_addr: SocketAddr,
     pub(crate) attempt: u8,
     pub(crate) max_response_size: usize,
@@ -122,10 +133,24 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// Whether the connection stays open after this response: not if the
-    /// request said so, nor if it is the last before a graceful shutdown.
-    fn keep_alive_now(&self) -> bool {
-        self.keep_alive && self.last_seq.load(Ordering::Relaxed) != self.seq
+    /// What the connection does after this response: it closes if the
+    /// request said so, or if this is its last response (a graceful
+    /// shutdown, a broken body, the client gone).
+    fn then_now(&self) -> Then {
+        if self.last_seq.load(Ordering::Relaxed) == self.seq {
+            Then::Close
+        } else {
+            self.then
+        }
+    }
+
+    /// A `HEAD` request's answer has no body bytes.
+    fn payload(&self, status: StatusCode) -> Payload {
+        if self.method == Method::HEAD || !status_allows_body(status) {
+            Payload::HeadOnly
+        } else {
+            Payload::Body
+        }
     }
 
     fn facts(&self) -> RequestFacts {
@@ -133,7 +158,7 @@ impl Target {
             seq: self.seq,
             method: self.method.clone(),
             version: self.version,
-            keep_alive: self.keep_alive,
+            then: self.then,
         }
     }
 
@@ -155,17 +180,17 @@ impl Target {
 
     /// Hands bytes to the connection: directly when on its worker inside its
     /// handler, else through the worker's mailbox.
-    fn deliver(&self, bytes: Vec<u8>, done: bool, keep_alive: bool) {
-        self.deliver_file(bytes, None, done, keep_alive);
+    fn deliver(&self, bytes: Vec<u8>, step: Step, then: Then) {
+        self.deliver_file(bytes, None, step, then);
     }
 
-    fn deliver_file(&self, bytes: Vec<u8>, file: Option<FileBody>, done: bool, keep_alive: bool) {
+    fn deliver_file(&self, bytes: Vec<u8>, file: Option<FileBody>, step: Step, then: Then) {
         let out = Outgoing {
             seq: self.seq,
             bytes,
             file,
-            done,
-            keep_alive,
+            step,
+            then,
             attempt: self.attempt,
         };
         let out = INLINE.with(|slot| {
@@ -193,6 +218,7 @@ impl Target {
 ///
 /// Dropping a writer without answering sends `500 Internal Server Error`,
 /// so a connection never hangs on a forgotten or panicking handler.
+#[must_use = "dropping a ResponseWriter without answering sends 500"]
 pub struct ResponseWriter {
     target: Option<Target>,
     headers: HeaderMap,
@@ -253,10 +279,13 @@ impl ResponseWriter {
         self.target().peer_addr
     }
 
-    /// Answer within `after` (Pistache's `timeoutAfter`): if no response has
-    /// started by then, the connection calls [`Handler::on_timeout`]
-    /// (default: `408 Request Timeout`) with a fresh writer for this request,
-    /// and whatever this writer sends later is discarded.
+    /// Answer within `after`, counted from this call (Pistache's
+    /// `timeoutAfter`): if by then nothing of the response has reached the
+    /// connection (for a [`ResponseStream`], nothing flushed yet), the
+    /// connection calls [`Handler::on_timeout`] (default: `408 Request
+    /// Timeout`, the connection staying open unless the request asked to
+    /// close) with a fresh writer for this request, and whatever this
+    /// writer sends later is discarded. A later call replaces the deadline.
     ///
     /// [`Handler::on_timeout`]: crate::Handler::on_timeout
     pub fn timeout_after(&mut self, after: Duration) {
@@ -334,7 +363,7 @@ impl ResponseWriter {
             return Err(io::Error::other("file too large for this platform"));
         };
         let target = self.target.take().expect("a writer answers once");
-        let keep_alive = target.keep_alive_now();
+        let then = target.then_now();
         let mut head = Vec::with_capacity(256);
         write_head(
             &mut head,
@@ -342,14 +371,14 @@ impl ResponseWriter {
             StatusCode::OK,
             &self.headers,
             length,
-            keep_alive,
+            then,
         );
-        let body = (!target.head_only).then_some(FileBody {
+        let body = (target.payload(StatusCode::OK) == Payload::Body).then_some(FileBody {
             file,
             offset: 0,
             len,
         });
-        target.deliver_file(head, body, true, keep_alive);
+        target.deliver_file(head, body, Step::Last, then);
         Ok(())
     }
 
@@ -359,21 +388,23 @@ impl ResponseWriter {
     /// [`ResponseStream::end`].
     pub fn stream(mut self, status: StatusCode) -> ResponseStream {
         let target = self.target.take().expect("a writer answers once");
-        let chunked = target.version == Version::HTTP_11;
-        let keep_alive = target.keep_alive_now();
         let mut buf = Vec::with_capacity(256);
-        if chunked {
-            write_head_chunked(&mut buf, target.version, status, &self.headers, keep_alive);
+        // HTTP/1.0 clients do not know chunked: the close ends the body.
+        let (framing, then) = if target.version == Version::HTTP_11 {
+            let then = target.then_now();
+            write_head_chunked(&mut buf, target.version, status, &self.headers, then);
+            (Framing::Chunked, then)
         } else {
             write_head_close_delimited(&mut buf, target.version, status, &self.headers);
-        }
-        let no_body = target.head_only || !status_allows_body(status);
+            (Framing::Close, Then::Close)
+        };
         ResponseStream {
-            keep_alive: chunked && keep_alive,
+            payload: target.payload(status),
+            head: StreamHead::Buffered,
             target: Some(target),
             buf,
-            chunked,
-            no_body,
+            framing,
+            then,
             written: 0,
         }
     }
@@ -415,13 +446,12 @@ fn send_whole(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[
 /// A short `text/plain` answer the server gives in the handler's place.
 fn send_plain(target: &Target, status: StatusCode, body: &[u8]) {
     let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(SERVER_TEXT));
     send_whole_unchecked(target, status, &headers, body);
 }
 
 fn send_whole_unchecked(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[u8]) {
-    let send_body = !target.head_only && status_allows_body(status);
-    let keep_alive = target.keep_alive_now();
+    let then = target.then_now();
     let mut bytes = pistachio_transport::buffers::take(128 + headers.len() * 32 + body.len());
     write_head(
         &mut bytes,
@@ -429,12 +459,22 @@ fn send_whole_unchecked(target: &Target, status: StatusCode, headers: &HeaderMap
         status,
         headers,
         body.len(),
-        keep_alive,
+        then,
     );
-    if send_body {
+    if target.payload(status) == Payload::Body {
         bytes.extend_from_slice(body);
     }
-    target.deliver(bytes, true, keep_alive);
+    target.deliver(bytes, Step::Last, then);
+}
+
+/// Whether a [`ResponseStream`]'s head was handed to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamHead {
+    /// Still at the start of the buffer: a cut can still make it say
+    /// `Connection: close`.
+    Buffered,
+    /// Handed over with the first flush.
+    Delivered,
 }
 
 /// Pieces buffered by a [`ResponseStream`] before they are handed over
@@ -449,12 +489,18 @@ const STREAM_BUFFER: usize = 16 * 1024;
 /// finishes the response. Dropped without `end`, the stream is cut off and
 /// the connection closed, so the client sees an incomplete response rather
 /// than a truncated one passing for complete.
+#[must_use = "dropping a ResponseStream without end() cuts the response off"]
 pub struct ResponseStream {
     target: Option<Target>,
     buf: Vec<u8>,
-    chunked: bool,
-    keep_alive: bool,
-    no_body: bool,
+    /// Chunked (HTTP/1.1) or delimited by the close (HTTP/1.0).
+    framing: Framing,
+    then: Then,
+    /// `HeadOnly` for a `HEAD` request or a status without a body: writes
+    /// are dropped.
+    payload: Payload,
+    /// Whether the head is still in `buf`.
+    head: StreamHead,
     /// Body bytes written so far (for `max_response_size`).
     written: usize,
 }
@@ -463,18 +509,29 @@ impl fmt::Debug for ResponseStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseStream")
             .field("seq", &self.target.as_ref().map(|t| t.seq))
-            .field("chunked", &self.chunked)
+            .field("framing", &self.framing)
             .field("buffered", &self.buf.len())
             .finish()
     }
 }
 
 impl ResponseStream {
+    /// What is buffered, to be handed over last: with a head still in it
+    /// that says `Connection: close` if the connection closes after it.
+    fn take_buf(&mut self, then: Then) -> Vec<u8> {
+        let mut bytes = std::mem::take(&mut self.buf);
+        if then == Then::Close && self.head == StreamHead::Buffered {
+            force_close(&mut bytes);
+        }
+        self.head = StreamHead::Delivered;
+        bytes
+    }
+
     /// Appends `data` to the response (one chunk on HTTP/1.1). Empty
     /// writes are ignored (an empty chunk would end the body).
     pub fn write(&mut self, data: impl AsRef<[u8]>) {
         let data = data.as_ref();
-        if data.is_empty() || self.no_body || self.target.is_none() {
+        if data.is_empty() || self.payload == Payload::HeadOnly || self.target.is_none() {
             return;
         }
         self.written = self.written.saturating_add(data.len());
@@ -490,11 +547,12 @@ impl ResponseStream {
                     "{}: streamed response exceeds max_response_size ({limit}): cut off",
                     target.peer_addr
                 );
-                target.deliver(std::mem::take(&mut self.buf), true, false);
+                let bytes = self.take_buf(Then::Close);
+                target.deliver(bytes, Step::Last, Then::Close);
             }
             return;
         }
-        if self.chunked {
+        if self.framing == Framing::Chunked {
             // Writing to a Vec cannot fail.
             let _ = write!(self.buf, "{:X}\r\n", data.len());
             self.buf.extend_from_slice(data);
@@ -513,18 +571,20 @@ impl ResponseStream {
             return;
         }
         if let Some(target) = &self.target {
-            target.deliver(std::mem::take(&mut self.buf), false, self.keep_alive);
+            let bytes = std::mem::take(&mut self.buf);
+            self.head = StreamHead::Delivered;
+            target.deliver(bytes, Step::More, self.then);
         }
     }
 
     /// Finishes the response (the terminal chunk on HTTP/1.1; closing the
     /// connection on HTTP/1.0).
     pub fn end(mut self) {
-        if self.chunked && !self.no_body {
+        if self.framing == Framing::Chunked && self.payload == Payload::Body {
             self.buf.extend_from_slice(b"0\r\n\r\n");
         }
         if let Some(target) = self.target.take() {
-            target.deliver(std::mem::take(&mut self.buf), true, self.keep_alive);
+            target.deliver(std::mem::take(&mut self.buf), Step::Last, self.then);
         }
     }
 }
@@ -536,7 +596,8 @@ impl Drop for ResponseStream {
                 "{}: response stream dropped before end: closing the connection",
                 target.peer_addr
             );
-            target.deliver(std::mem::take(&mut self.buf), true, false);
+            let bytes = self.take_buf(Then::Close);
+            target.deliver(bytes, Step::Last, Then::Close);
         }
     }
 }

@@ -107,12 +107,16 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let stop = endpoint.shutdown_handle();
     ctrlc::set_handler(move || stop.shutdown())?;
-    endpoint.serve(|_req: Request, resp: ResponseWriter| {
+    let report = endpoint.serve(|_req: Request, resp: ResponseWriter| {
         resp.send(StatusCode::OK, "Hello, World!");
     })?;
     if let Some(pem) = cacert {
         let _ = std::fs::remove_file(pem);
     }
+    println!(
+        "graceful shutdown took {:?}, {} connections cut",
+        report.elapsed, report.connections_cut
+    );
     println!("hello_server stopped");
     Ok(())
 }

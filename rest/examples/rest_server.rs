@@ -298,10 +298,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let stop = endpoint.shutdown_handle();
     ctrlc::set_handler(move || stop.shutdown())?;
-    endpoint.serve(router)?;
+    let report = endpoint.serve(router)?;
     if let Some(pem) = cacert {
         let _ = std::fs::remove_file(pem);
     }
+    println!(
+        "graceful shutdown took {:?}, {} connections cut",
+        report.elapsed, report.connections_cut
+    );
     println!("rest_server stopped");
     Ok(())
 }

@@ -314,6 +314,7 @@ macro_rules! describe_verbs {
 impl Description {
     /// An API named `title` at `version`, its document served at
     /// `/openapi.json`.
+    #[must_use]
     pub fn new(title: &str, version: &str) -> Description {
         Description {
             title: title.to_owned(),

@@ -88,12 +88,13 @@ pub use pistachio_reactor as reactor;
 pub use pistachio_transport as transport;
 
 pub use pistachio_http::{
-    header, Endpoint, Handler, HeaderMap, Method, Options, Request, ResponseWriter, ShutdownHandle,
-    StatusCode, Version,
+    header, percent_decode, BodyMode, BodyStream, ConnectionInfo, Endpoint, Handler, HeaderMap,
+    HeaderName, HeaderValue, Method, Options, Request, ResponseStream, ResponseWriter,
+    ShutdownHandle, StatusCode, Version,
 };
 pub use pistachio_transport::{
-    ClientCerts, ListenerOptions, ShutdownReport, TlsConfig, TlsConfigBuilder, TlsReloader,
-    TlsVersion,
+    ClientCerts, ListenerOptions, ShutdownReport, TlsConfig, TlsConfigBuilder, TlsInfo,
+    TlsReloader, TlsVersion,
 };
 
 pub use description::{Description, RouteDesc, Schema, OPENAPI_VERSION};

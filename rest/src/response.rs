@@ -15,6 +15,7 @@ use serde::Serialize;
 /// Route handlers return `Result<(), HttpError>`; when they return `Err`,
 /// the router sends it (`text/plain`, the reason as the body) with the
 /// handler's own [`RestResponse`], unless that writer was already used.
+#[must_use = "an HttpError does nothing until it is returned or sent"]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpError {
     status: StatusCode,
@@ -127,6 +128,7 @@ pub(crate) type Home = Arc<Mutex<Option<ResponseWriter>>>;
 /// It is `Send`: move it to another thread and answer from there. Dropping
 /// it without answering hands the writer back to the router, which sends
 /// the handler's error if it returned one, and `500` otherwise.
+#[must_use = "dropping a RestResponse without answering sends an error answer"]
 pub struct RestResponse {
     writer: Option<ResponseWriter>,
     home: Option<Home>,

@@ -34,6 +34,7 @@ where
 // `Continue` is the common case and carries the response by value: boxing
 // it would cost an allocation per middleware per request.
 #[allow(clippy::large_enum_variant)]
+#[non_exhaustive]
 #[derive(Debug)]
 pub enum Flow {
     /// Go on to the next middleware, then the handler, with this response.
@@ -54,6 +55,7 @@ impl From<HttpError> for Flow {
 }
 
 /// Why a route could not be added, removed or described.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {
     /// The pattern is not a valid route pattern.
@@ -110,6 +112,7 @@ struct Route {
 
 /// What a successful [`Router::find_route`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RouteMatch {
     /// The pattern of the matched route, as it was added.
     pub pattern: String,
@@ -195,6 +198,7 @@ macro_rules! verb_shorthands {
 
 impl Router {
     /// A router with no routes.
+    #[must_use]
     pub fn new() -> Router {
         Router {
             tree: Node::default(),
@@ -644,6 +648,7 @@ macro_rules! group_verbs {
 
 impl RouteGroup {
     /// An empty group whose routes all start with `prefix` (e.g. `/v1`).
+    #[must_use]
     pub fn new(prefix: &str) -> RouteGroup {
         RouteGroup {
             prefix: prefix.to_owned(),

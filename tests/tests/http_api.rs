@@ -35,6 +35,11 @@ fn streaming_handler(req: Request, resp: ResponseWriter) {
                 stream.end();
             });
         }
+        "/cut-unflushed" => {
+            let mut stream = resp.stream(StatusCode::OK);
+            stream.write("partial");
+            drop(stream); // cut before its head went out
+        }
         "/cut" => {
             let mut stream = resp.stream(StatusCode::OK);
             stream.write("partial");
@@ -98,6 +103,23 @@ fn stream_dropped_without_end_is_cut_off_not_completed() {
         !text.contains("0\r\n\r\n"),
         "a terminal chunk was sent: {text:?}"
     );
+}
+
+/// A stream cut before anything was flushed: its head is still the
+/// server's to write, so it says `Connection: close`, as every answer the
+/// server closes after does.
+#[test]
+fn stream_cut_before_its_first_flush_says_close() {
+    init_logging();
+    let server = TestServer::start(1, false, streaming_handler);
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.write_all(b"GET /cut-unflushed HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let text = String::from_utf8(read_to_close(&mut c)).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("\r\nTransfer-Encoding: chunked"), "{text:?}");
+    assert!(head.ends_with("\r\nConnection: close"), "{text:?}");
+    assert_eq!(body, "7\r\npartial\r\n");
 }
 
 fn timeout_server() -> TestServer {
@@ -882,4 +904,48 @@ fn header_timeout_restarts_with_each_request() {
             started.elapsed()
         );
     }
+}
+
+/// `Endpoint::serve` returns the report of its graceful shutdown: an idle
+/// keep-alive connection is drained, one whose answer is still due at
+/// `shutdown_timeout` is cut and counted.
+#[test]
+fn serve_returns_what_its_shutdown_cut() {
+    init_logging();
+    let options = Options::default()
+        .threads(1)
+        .shutdown_timeout(Duration::from_millis(300));
+    let mut endpoint = Endpoint::bind("127.0.0.1:0", options).unwrap();
+    let addr = endpoint.local_addr();
+    let stop = endpoint.shutdown_handle();
+    let server = std::thread::spawn(move || {
+        endpoint.serve(|req: Request, resp: ResponseWriter| {
+            if req.path() == "/hang" {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(2));
+                    resp.send(StatusCode::OK, "late");
+                });
+            } else {
+                resp.send(StatusCode::OK, "ok");
+            }
+        })
+    });
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    idle.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(buf[..n].ends_with(b"\r\n\r\nok"), "{:?}", &buf[..n]);
+    let mut hung = TcpStream::connect(addr).unwrap();
+    hung.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // The idle client closes its end as soon as the server closes its.
+    let idle = std::thread::spawn(move || read_to_close(&mut idle));
+    stop.shutdown();
+    let report = server.join().unwrap().unwrap();
+    assert_eq!(report.connections_cut, 1, "{report:?}");
+    assert!(report.elapsed >= Duration::from_millis(250), "{report:?}");
+    assert!(idle.join().unwrap().is_empty());
 }

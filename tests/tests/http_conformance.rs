@@ -28,7 +28,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use openssl::ssl::SslStream;
-use pistachio_http::{Options, Request, ResponseWriter, StatusCode};
+use pistachio_http::{BodyMode, Endpoint, Handler, Options, Request, ResponseWriter, StatusCode};
 use pistachio_tests::client::{connect_tcp, set_reset_on_close, tls_connector};
 use pistachio_tests::server::{server_tls_config, HANDSHAKE_TIMEOUT};
 use pistachio_tests::{init_logging, TestServer};
@@ -471,6 +471,7 @@ fn app(req: Request, resp: ResponseWriter) {
         "/not-modified" => resp.send(StatusCode::NOT_MODIFIED, ""),
         "/missing" => resp.send(StatusCode::NOT_FOUND, "Not Found"),
         "/drop" => drop(resp),
+        "/panic" => panic!("a handler panic the test asked for"),
         "/slow" => {
             // on_timeout (default: 408) answers in its place.
             let mut resp = resp;
@@ -1243,6 +1244,7 @@ fn bad_requests() -> Vec<(Vec<u8>, u16, &'static str)> {
         ),
         (b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n".to_vec(), 501, "CONNECT"),
         (b"GET / HTTP/2.0\r\nHost: localhost\r\n\r\n".to_vec(), 505, "HTTP/2.0"),
+        (b"GET /a b HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(), 400, "space in the target"),
     ]
 }
 
@@ -1462,4 +1464,254 @@ fn more_pipelined_async_requests_than_the_in_flight_limit() {
 fn more_pipelined_inline_requests_than_the_in_flight_limit() {
     init_logging();
     pipeline_past_the_in_flight_limit("/p");
+}
+
+// ---------------------------------------------------------------------------
+// Malformed request lines, HEAD error answers, answers before a close
+// ---------------------------------------------------------------------------
+
+/// A space inside the request-target makes the request line malformed (RFC
+/// 9112 §3, §3.2): `400` and close, never `505`, on a fresh connection and
+/// on one that already served a request.
+#[test]
+fn space_in_the_request_target_is_400_and_close() {
+    init_logging();
+    let server = start(1, false);
+    for (served_one, line) in [
+        (false, "GET /a b HTTP/1.1"),
+        (true, "GET /a b HTTP/1.1"),
+        (false, "GET /a b HTTP/2.0"),
+        (true, "GET /a%20b c HTTP/1.1"),
+    ] {
+        let what = format!("{line:?} (after a request: {served_one})");
+        let mut conn = Conn::connect(server.port(), false);
+        if served_one {
+            conn.send(&get("/first")).unwrap();
+            assert_eq!(conn.read_response().unwrap().text(), "/first", "{what}");
+        }
+        conn.send(format!("{line}\r\nHost: localhost\r\n\r\n").as_bytes())
+            .unwrap();
+        let resp = conn.read_response().unwrap();
+        assert_eq!(resp.status, 400, "{what}: {:?}", resp.head);
+        assert_eq!(resp.connection().as_deref(), Some("close"), "{what}");
+        conn.assert_closed(&what);
+    }
+}
+
+/// Sends `request` on a fresh connection, reads until the server closes,
+/// and checks that exactly one head-only answer with `status` and
+/// `Connection: close` came: not one byte after the head.
+fn expect_head_only_close(port: u16, tls: bool, request: &[u8], status: u16, what: &str) {
+    let what = format!("{}: {what}", kind(tls));
+    let mut conn = Conn::connect(port, tls);
+    // The server may close while a long request is still being written.
+    let _ = conn.send(request);
+    let bytes = conn
+        .read_to_close(Duration::from_secs(5))
+        .unwrap_or_else(|b| panic!("{what}: still open, read {:?}", String::from_utf8_lossy(&b)));
+    let text = String::from_utf8_lossy(&bytes);
+    let end =
+        find(&bytes, b"\r\n\r\n").unwrap_or_else(|| panic!("{what}: no head in {text:?}")) + 4;
+    assert!(
+        text.starts_with(&format!("HTTP/1.1 {status} ")),
+        "{what}: {text:?}"
+    );
+    assert!(
+        text[..end].contains("\r\nConnection: close\r\n"),
+        "{what}: {text:?}"
+    );
+    assert_eq!(
+        end,
+        bytes.len(),
+        "{what}: body bytes after a HEAD answer: {text:?}"
+    );
+}
+
+/// The answers the server makes itself to a `HEAD` it refuses carry the
+/// head only (RFC 9110 §9.3.2), byte-exact up to the close.
+#[test]
+fn refused_head_requests_get_head_only_answers() {
+    init_logging();
+    for tls in [false, true] {
+        let server = start(1, tls);
+        let port = server.port();
+        let mut many_fields = "HEAD / HTTP/1.1\r\nHost: localhost\r\n".to_owned();
+        for i in 1..101 {
+            many_fields.push_str(&format!("X-F{i}: v\r\n"));
+        }
+        many_fields.push_str("\r\n");
+        let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+            (
+                b"HEAD / HTTP/1.1\r\nHost: localhost\r\nBad Name: x\r\n\r\n".to_vec(),
+                400,
+                "bad header name",
+            ),
+            (
+                b"HEAD /a b HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+                400,
+                "space in the target",
+            ),
+            (b"HEAD / HTTP/1.1\r\n\r\n".to_vec(), 400, "missing Host"),
+            (
+                b"HEAD / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000000\r\n\r\n".to_vec(),
+                413,
+                "Content-Length over the limit",
+            ),
+            (
+                format!(
+                    "HEAD /{} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                    "x".repeat(20 * 1024)
+                )
+                .into_bytes(),
+                414,
+                "request line too long",
+            ),
+            (many_fields.into_bytes(), 431, "too many fields"),
+            (
+                b"HEAD / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(),
+                501,
+                "unsupported transfer coding",
+            ),
+            (
+                b"HEAD / HTTP/2.0\r\nHost: localhost\r\n\r\n".to_vec(),
+                505,
+                "HTTP/2.0",
+            ),
+            (
+                b"\r\nHEAD / HTTP/1.1\r\nHost: localhost\r\nX: a\r\n b\r\n\r\n".to_vec(),
+                400,
+                "obs-fold",
+            ),
+        ];
+        for (request, status, what) in &cases {
+            expect_head_only_close(port, tls, request, *status, what);
+        }
+        // The GET a refused HEAD stands for would have had a body.
+        let mut conn = Conn::connect(port, tls);
+        conn.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Name: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(conn.read_response().unwrap().text(), "invalid header name");
+    }
+
+    // A request timeout on a HEAD whose head never ends.
+    let options = options(1, false).header_timeout(Duration::from_millis(200));
+    let server = TestServer::start_with(1, false, options, app);
+    expect_head_only_close(
+        server.port(),
+        false,
+        b"HEAD / HTTP/1.1\r\nHost: local",
+        408,
+        "request timeout",
+    );
+}
+
+/// Server-made errors that keep the connection open (a dropped writer, a
+/// panicking handler, a response deadline) answer a `HEAD` with the head
+/// only, and the next response on the connection is read in step.
+#[test]
+fn server_made_errors_to_head_keep_the_connection_in_step() {
+    init_logging();
+    for tls in [false, true] {
+        let server = start(1, tls);
+        let mut conn = Conn::connect(server.port(), tls);
+        for (path, status) in [("/drop", 500), ("/panic", 500), ("/slow", 408)] {
+            let what = format!("{}: HEAD {path}", kind(tls));
+            conn.send(format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+                .unwrap();
+            let resp = conn.read_response_to(true).unwrap();
+            assert_eq!(resp.status, status, "{what}: {:?}", resp.head);
+            assert_ne!(resp.connection().as_deref(), Some("close"), "{what}");
+            conn.send(&get("/next")).unwrap();
+            let next = conn.read_response().unwrap();
+            assert_eq!(
+                (next.status, next.text().as_str()),
+                (200, "/next"),
+                "{what}"
+            );
+        }
+    }
+}
+
+/// Streams the body of every request. `/early` answers at once and lets
+/// the body go; anything else reads it whole first, and answers `400`
+/// with the error if it breaks.
+struct StreamedBodies;
+
+impl Handler for StreamedBodies {
+    fn body_mode(&self, _: &Request) -> BodyMode {
+        BodyMode::Streamed
+    }
+
+    fn on_request(&self, mut req: Request, resp: ResponseWriter) {
+        let Some(mut body) = req.take_body_stream() else {
+            return resp.send(StatusCode::OK, "no body");
+        };
+        if req.path() == "/early" {
+            return resp.send(StatusCode::OK, "early");
+        }
+        thread::spawn(move || {
+            let mut data = Vec::new();
+            match body.read_to_end(&mut data) {
+                Ok(n) => resp.send(StatusCode::OK, n.to_string()),
+                Err(e) => resp.send(StatusCode::BAD_REQUEST, e.to_string()),
+            }
+        });
+    }
+}
+
+/// A malformed chunk on a route that streams its body: the connection
+/// cannot be reused, so the answer says `Connection: close` and the server
+/// closes after it; if the answer already went out, the server closes at
+/// once.
+#[test]
+fn bad_chunk_on_a_streamed_route_says_close_and_closes() {
+    init_logging();
+    for tls in [false, true] {
+        let mut endpoint = Endpoint::bind("127.0.0.1:0", options(1, tls)).unwrap();
+        endpoint.serve_threaded(StreamedBodies).unwrap();
+        let port = endpoint.local_addr().port();
+        let head = "POST /read HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+        // The handler answers after the body broke.
+        let what = format!("{}: answer after the bad chunk", kind(tls));
+        let mut conn = Conn::connect(port, tls);
+        conn.send(format!("{head}5\r\nabcdeX\r\n").as_bytes())
+            .unwrap();
+        let resp = conn.read_response().unwrap();
+        assert_eq!(resp.status, 400, "{what}: {:?}", resp.text());
+        assert_eq!(
+            resp.connection().as_deref(),
+            Some("close"),
+            "{what}: {:?}",
+            resp.head
+        );
+        conn.assert_closed(&what);
+
+        // The handler answered before the body broke.
+        let what = format!("{}: answer before the bad chunk", kind(tls));
+        let mut conn = Conn::connect(port, tls);
+        conn.send(
+            b"POST /early HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n",
+        )
+        .unwrap();
+        let resp = conn.read_response().unwrap();
+        assert_eq!(
+            (resp.status, resp.text().as_str()),
+            (200, "early"),
+            "{what}"
+        );
+        conn.send(b"zz\r\n").unwrap();
+        conn.assert_closed(&what);
+
+        // A good body leaves the connection open.
+        let mut conn = Conn::connect(port, tls);
+        conn.send(format!("{head}5\r\nabcde\r\n0\r\n\r\n").as_bytes())
+            .unwrap();
+        let resp = conn.read_response().unwrap();
+        assert_eq!((resp.status, resp.text().as_str()), (200, "5"));
+        assert_eq!(resp.connection(), None);
+        conn.send(format!("{head}0\r\n\r\n").as_bytes()).unwrap();
+        assert_eq!(conn.read_response().unwrap().text(), "0");
+        endpoint.shutdown();
+    }
 }

@@ -412,3 +412,221 @@ fn the_router_over_tls() {
     assert_eq!(client.request("/files/a/b/raw").unwrap().status, 404);
     client.close().unwrap();
 }
+
+/// Writes `wire` on a fresh plain connection and reads until the server
+/// closes (every request here ends with one that says `Connection: close`).
+fn exchange(port: u16, wire: &[u8]) -> String {
+    let mut tcp = connect_tcp(port).expect("connect");
+    // The server may close before a refused request is fully written.
+    let _ = tcp.write_all(wire);
+    String::from_utf8_lossy(&pistachio_tests::client::read_to_close(&mut tcp)).into_owned()
+}
+
+/// The router's `404` and `405` to a `HEAD` carry the head only: the next
+/// response on the same connection starts right after it.
+#[test]
+fn head_404_and_405_carry_no_body_and_keep_the_connection_in_step() {
+    let mut router = Router::new();
+    router.put("/doc", text("put"));
+    let server = serve(router, false);
+    for (path, status) in [
+        ("/nowhere", "404 Not Found"),
+        ("/doc", "405 Method Not Allowed"),
+    ] {
+        let wire = format!(
+            "HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n\
+             HEAD {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        );
+        let text = exchange(server.port(), wire.as_bytes());
+        let heads: Vec<&str> = text.split_inclusive("\r\n\r\n").collect();
+        assert_eq!(heads.len(), 2, "{path}: {text:?}");
+        for head in &heads {
+            assert!(
+                head.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+                "{path}: {text:?}"
+            );
+        }
+        assert!(
+            heads[1].contains("\r\nConnection: close\r\n"),
+            "{path}: {text:?}"
+        );
+    }
+}
+
+/// Whether a field name is canonical Title-Case: every `-` separated
+/// word starts with an upper-case letter (or a digit) and goes on in lower
+/// case.
+fn is_title_case(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('-').all(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+                && chars.all(|c| !c.is_ascii_uppercase())
+        })
+}
+
+/// The field names of every head in `text` that are not Title-Case.
+fn badly_cased(text: &str) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("HTTP/1.1 ") {
+        let block = &rest[start..];
+        let end = block.find("\r\n\r\n").map_or(block.len(), |e| e + 4);
+        for line in block[..end].split("\r\n").skip(1) {
+            if let Some((name, _)) = line.split_once(':') {
+                if !is_title_case(name) {
+                    bad.push(name.to_owned());
+                }
+            }
+        }
+        rest = &block[end..];
+    }
+    bad
+}
+
+/// Every field name the server writes is canonical Title-Case, whoever
+/// made the answer: the HTTP layer's refusals and timeouts, the router's
+/// `404`/`405`, the `500` for a panicking handler, `100 Continue`, and a
+/// handler's own fields set through the `HeaderMap` (lower case there).
+#[test]
+fn every_header_name_on_the_wire_is_title_case() {
+    init_logging();
+    let mut router = Router::new();
+    router
+        .get("/ok", |_req: RestRequest, mut resp: RestResponse| {
+            let headers = resp.headers_mut();
+            headers.insert("x-request-id", HeaderValue::from_static("7"));
+            headers.insert("cache-control", HeaderValue::from_static("no-store"));
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+            headers.insert("etag", HeaderValue::from_static("\"e\""));
+            headers.append("set-cookie", HeaderValue::from_static("a=1"));
+            resp.send(StatusCode::OK, "ok");
+        })
+        .get("/stream", |_req: RestRequest, mut resp: RestResponse| {
+            resp.headers_mut()
+                .insert("content-type", HeaderValue::from_static("text/csv"));
+            let mut stream = resp.into_writer().stream(StatusCode::OK);
+            stream.write("a,b");
+            stream.end();
+        })
+        .get("/panic", |_req: RestRequest, _resp: RestResponse| -> () {
+            panic!("a handler panic the test asked for")
+        })
+        .post("/ok", text("posted"));
+    let router = Arc::new(router);
+    let options = Options::default()
+        .threads(1)
+        .handshake_timeout(HANDSHAKE_TIMEOUT)
+        .header_timeout(Duration::from_millis(200))
+        .max_request_size(10);
+    let server = TestServer::start_with(1, false, options, move |req, resp| {
+        router.on_request(req, resp)
+    });
+    let port = server.port();
+    let close = "Host: localhost\r\nConnection: close\r\n\r\n";
+    let cases: Vec<(String, &str)> = vec![
+        (format!("GET /ok HTTP/1.1\r\n{close}"), "200 OK"),
+        (
+            format!(
+                "GET /ok HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /ok HTTP/1.1\r\n{close}"
+            ),
+            "200 OK",
+        ),
+        (format!("GET /stream HTTP/1.1\r\n{close}"), "200 OK"),
+        (format!("GET /nowhere HTTP/1.1\r\n{close}"), "404 Not Found"),
+        (
+            format!("DELETE /ok HTTP/1.1\r\n{close}"),
+            "405 Method Not Allowed",
+        ),
+        (
+            format!("GET /panic HTTP/1.1\r\n{close}"),
+            "500 Internal Server Error",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nBad Name: x\r\n{close}"),
+            "400 Bad Request",
+        ),
+        (
+            format!("POST /ok HTTP/1.1\r\nContent-Length: 11\r\n{close}"),
+            "413 Payload Too Large",
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\n{close}", "x".repeat(20 * 1024)),
+            "414 URI Too Long",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\n{}{close}", "X-F: v\r\n".repeat(100)),
+            "431 Request Header Fields Too Large",
+        ),
+        (
+            format!("GET / HTTP/2.0\r\n{close}"),
+            "505 HTTP Version Not Supported",
+        ),
+        (
+            "GET /ok HTTP/1.1\r\nHost: loc".to_owned(),
+            "408 Request Timeout",
+        ),
+    ];
+    let mut error_types = Vec::new();
+    for (wire, status) in &cases {
+        let text = exchange(port, wire.as_bytes());
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{status}: {text:?}"
+        );
+        assert_eq!(
+            badly_cased(&text),
+            Vec::<String>::new(),
+            "{status}: {text:?}"
+        );
+        if !status.starts_with('1') && !status.starts_with('2') {
+            let head = &text[..text.find("\r\n\r\n").unwrap()];
+            let content_type = head
+                .split("\r\n")
+                .find_map(|l| l.strip_prefix("Content-Type: "))
+                .unwrap_or_else(|| panic!("{status}: no Content-Type: {text:?}"));
+            error_types.push((status, content_type.to_owned()));
+        }
+    }
+    // `100 Continue` before the body.
+    let mut tcp = connect_tcp(port).expect("connect");
+    tcp.write_all(
+        format!("POST /ok HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n{close}")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        assert_eq!(tcp.read(&mut byte).unwrap(), 1, "{interim:?}");
+        interim.push(byte[0]);
+    }
+    assert_eq!(interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    tcp.write_all(b"hi").unwrap();
+    let text =
+        String::from_utf8_lossy(&pistachio_tests::client::read_to_close(&mut tcp)).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+    assert_eq!(badly_cased(&text), Vec::<String>::new(), "{text:?}");
+
+    // Every answer the server (or the router) makes itself has one type.
+    let first = error_types[0].1.clone();
+    assert!(
+        error_types.iter().all(|(_, t)| *t == first),
+        "{error_types:?}"
+    );
+    let ok = exchange(port, format!("GET /ok HTTP/1.1\r\n{close}").as_bytes());
+    for field in [
+        "\r\nX-Request-Id: 7\r\n",
+        "\r\nCache-Control: no-store\r\n",
+        "\r\nWww-Authenticate: Basic\r\n",
+        "\r\nEtag: \"e\"\r\n",
+        "\r\nSet-Cookie: a=1\r\n",
+        "\r\nContent-Length: 2\r\n",
+        "\r\nConnection: close\r\n",
+        "\r\nDate: ",
+    ] {
+        assert!(ok.contains(field), "{field:?} in {ok:?}");
+    }
+}
