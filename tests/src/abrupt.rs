@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::client::{
-    connect_tcp, fin_and_wait_for_close, reset, tls_connector, wait_for_close, PlainClient,
-    Target, TlsClient,
+    connect_tcp, fin_and_wait_for_close, reset, tls_connector, wait_for_close, PlainClient, Target,
+    TlsClient,
 };
 use crate::IO_TIMEOUT;
 

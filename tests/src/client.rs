@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use std::sync::OnceLock;
 
-use openssl::ssl::{HandshakeError, SslConnector, SslConnectorBuilder, SslMethod, SslStream, SslVerifyMode};
+use openssl::ssl::{
+    HandshakeError, SslConnector, SslConnectorBuilder, SslMethod, SslStream, SslVerifyMode,
+};
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
 use socket2::SockRef;
@@ -544,8 +546,11 @@ impl TlsClient {
     /// Connects to `target` and completes the TLS handshake with its
     /// connector and server name; requests carry its `Host` header.
     pub fn connect_to(target: &Target) -> io::Result<TlsClient> {
-        let mut client =
-            TlsClient::handshake(target.connect_tcp()?, &target.connector, &target.server_name)?;
+        let mut client = TlsClient::handshake(
+            target.connect_tcp()?,
+            &target.connector,
+            &target.server_name,
+        )?;
         client.conn.host.clone_from(&target.host_header);
         Ok(client)
     }
