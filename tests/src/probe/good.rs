@@ -15,7 +15,7 @@
 //! stale error-queue entry turns into a fatal error.
 
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::client::Target;
 use crate::TlsClient;
@@ -102,7 +102,12 @@ impl GoodClients {
     /// next [`GoodClients::refill`].
     pub fn exercise(&mut self, tally: &mut Tally, round: usize, deadline: Instant) {
         let target = &self.target;
-        let path = self.path.as_str();
+        let turn = Turn {
+            path: self.path.as_str(),
+            round,
+            deadline,
+            timeout: target.timeout,
+        };
         let keep_alive: Vec<Tally> = thread::scope(|s| {
             let handles: Vec<_> = self
                 .slots
@@ -112,9 +117,7 @@ impl GoodClients {
                     s.spawn(move || {
                         let mut t = Tally::default();
                         if let Some(client) = slot.as_mut() {
-                            let keep =
-                                requests(client, path, &mut t, round, Conn::KeepAlive(i), deadline);
-                            if !keep {
+                            if !turn.requests(client, Conn::KeepAlive(i), &mut t) {
                                 *slot = None;
                             }
                         }
@@ -134,14 +137,7 @@ impl GoodClients {
                         }
                         match connect(target) {
                             Ok(mut client) => {
-                                if requests(
-                                    &mut client,
-                                    path,
-                                    &mut t,
-                                    round,
-                                    Conn::Fresh(i),
-                                    deadline,
-                                ) {
+                                if turn.requests(&mut client, Conn::Fresh(i), &mut t) {
                                     // A clean close; how it goes is not the point here.
                                     let _ = client.close();
                                 }
@@ -162,55 +158,80 @@ impl GoodClients {
     }
 }
 
-/// A connected good client with split records.
-fn connect(target: &Target) -> Result<TlsClient, (Failure, std::io::Error)> {
-    TlsClient::connect_to(target)
-        .map(TlsClient::split_records)
-        .map_err(|e| (Failure::of_connect(&e), e))
+/// The good requests of one turn (after one act): what to ask for, until
+/// when, and the round for failure samples.
+#[derive(Debug, Clone, Copy)]
+struct Turn<'a> {
+    path: &'a str,
+    round: usize,
+    deadline: Instant,
+    timeout: Duration,
 }
 
-/// Up to [`REQUESTS_PER_CONNECTION`] good requests on `client`, each counted
-/// in `tally`. Returns whether the connection is still usable: `false`
-/// after a failure or when the server announced `Connection: close`.
-fn requests(
-    client: &mut TlsClient,
-    path: &str,
-    tally: &mut Tally,
-    round: usize,
-    conn: Conn,
-    deadline: Instant,
-) -> bool {
-    for n in 1..=REQUESTS_PER_CONNECTION {
-        if Instant::now() >= deadline {
-            return true;
-        }
-        let what = |detail: String| format!("round {round}, {conn}, request {n}: {detail}");
-        match client.request(path) {
-            Ok(response) if response.status == 200 => {
-                tally.ok();
-                let closing = response
-                    .header("connection")
-                    .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-                if closing {
+impl Turn<'_> {
+    /// Up to [`REQUESTS_PER_CONNECTION`] good requests on `client`, each
+    /// counted in `tally`. Returns whether the connection is still usable:
+    /// `false` after a failure or when the server announced `Connection:
+    /// close`.
+    fn requests(&self, client: &mut TlsClient, conn: Conn, tally: &mut Tally) -> bool {
+        for n in 1..=REQUESTS_PER_CONNECTION {
+            if Instant::now() >= self.deadline {
+                return true;
+            }
+            let what =
+                |detail: String| format!("round {}, {conn}, request {n}: {detail}", self.round);
+            match client.request(self.path) {
+                Ok(response) if response.status == 200 => {
+                    tally.ok();
+                    let closing = response
+                        .header("connection")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                    if closing {
+                        return false;
+                    }
+                }
+                Ok(response) => {
+                    let body: String = response.text().chars().take(60).collect();
+                    tally.failed(
+                        Failure::Status(response.status),
+                        what(format!("status {} (body {body:?})", response.status)),
+                    );
+                    return false;
+                }
+                Err(e) => {
+                    let failure = Failure::of_request(&e);
+                    let detail = match failure {
+                        Failure::Timeout => {
+                            format!("no response within {} s", self.timeout.as_secs())
+                        }
+                        _ => e.to_string(),
+                    };
+                    tally.failed(failure, what(detail));
                     return false;
                 }
             }
-            Ok(response) => {
-                let body = response.text();
-                let body: String = body.chars().take(60).collect();
-                tally.failed(
-                    Failure::Status(response.status),
-                    what(format!("status {} (body {body:?})", response.status)),
-                );
-                return false;
-            }
-            Err(e) => {
-                tally.failed(Failure::of_request(&e), what(e.to_string()));
-                return false;
-            }
         }
+        true
     }
-    true
+}
+
+/// A connected good client with split records, or why there is none.
+fn connect(target: &Target) -> Result<TlsClient, (Failure, String)> {
+    TlsClient::connect_to(target)
+        .map(TlsClient::split_records)
+        .map_err(|e| {
+            let failure = Failure::of_connect(&e);
+            let detail = match failure {
+                Failure::Timeout if e.to_string().starts_with("TLS handshake") => {
+                    format!("no TLS handshake within {} s", target.timeout.as_secs())
+                }
+                Failure::Timeout => {
+                    format!("no TCP connection within {} s", target.timeout.as_secs())
+                }
+                _ => e.to_string(),
+            };
+            (failure, detail)
+        })
 }
 
 /// Joins a scoped client thread; a panic in one is a bug of the probe.
