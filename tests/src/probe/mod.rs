@@ -19,13 +19,14 @@ pub mod good;
 pub mod report;
 pub mod styles;
 
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 
-use crate::client::{tls_connector_builder_trusting, Target, CONNECT_TIMEOUT};
+use crate::client::{tls_connector_builder_trusting, Target};
 use crate::TlsClient;
 
 use args::{Args, Command};
@@ -79,16 +80,20 @@ pub fn main() -> ExitCode {
 /// every good request got its full answer; `Err` when the server cannot be
 /// used at all (bad address, unreachable, no good first answer).
 pub fn run(args: &Args) -> Result<bool, String> {
-    let addr = resolve(args)?;
+    let candidates = resolve(args)?;
     let connector = connector(args)?;
-    let target = Target {
-        addr,
-        connector,
-        server_name: args.url.host.clone(),
-        host_header: args.url.host_header(),
-        timeout: args.timeout,
-    };
-    check_first_answer(&target, &args.url.path)?;
+    let target = first_answer(
+        &candidates,
+        Target {
+            addr: candidates[0],
+            connector,
+            server_name: args.url.host.clone(),
+            host_header: args.url.host_header(),
+            timeout: args.timeout,
+        },
+        &args.url.path,
+    )?;
+    let addr = target.addr;
 
     let stage = Stage {
         target: Target {
@@ -165,9 +170,9 @@ fn play(
     }
 }
 
-/// The server's address: the URL's host resolved, loopback only unless
-/// `--allow-remote`, the first address that accepts a TCP connection.
-fn resolve(args: &Args) -> Result<SocketAddr, String> {
+/// The server's possible addresses: the URL's host resolved, only the
+/// loopback ones unless `--allow-remote`.
+fn resolve(args: &Args) -> Result<Vec<SocketAddr>, String> {
     let url = &args.url;
     let all: Vec<SocketAddr> = (url.host.as_str(), url.port)
         .to_socket_addrs()
@@ -186,14 +191,7 @@ fn resolve(args: &Args) -> Result<SocketAddr, String> {
             list.join(", ")
         ));
     }
-    let mut last_error = None;
-    for addr in usable {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT.min(args.timeout)) {
-            Ok(_) => return Ok(addr),
-            Err(e) => last_error = Some(format!("cannot connect to {addr}: {e}")),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| "no address".into()))
+    Ok(usable)
 }
 
 /// The good clients' TLS configuration: `--insecure`, `--ca FILE`, or the
@@ -212,22 +210,37 @@ fn connector(args: &Args) -> Result<SslConnector, String> {
     Ok(builder.build())
 }
 
-/// One good request before anything else: if it fails, the server cannot
-/// be probed (wrong path, wrong trust, not TLS...).
-fn check_first_answer(target: &Target, path: &str) -> Result<(), String> {
-    let mut client =
-        TlsClient::connect_to(target).map_err(|e| format!("cannot reach the server: {e}"))?;
-    let response = client
-        .request(path)
-        .map_err(|e| format!("first request GET {path}: {e}"))?;
-    if response.status != 200 {
-        return Err(format!(
-            "first request GET {path}: status {} instead of 200",
-            response.status
-        ));
+/// One good request before anything else, on the first of `candidates`
+/// that takes a TCP connection: `target` with that address, or why the
+/// server cannot be probed (unreachable, wrong trust, wrong path, not TLS).
+fn first_answer(candidates: &[SocketAddr], target: Target, path: &str) -> Result<Target, String> {
+    let mut last_error = String::from("no address");
+    for &addr in candidates {
+        let target = Target {
+            addr,
+            ..target.clone()
+        };
+        let mut client = match TlsClient::connect_to(&target) {
+            Ok(client) => client,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                last_error = format!("cannot connect to {addr}: {e}");
+                continue;
+            }
+            Err(e) => return Err(format!("cannot reach the server: {e}")),
+        };
+        let response = client
+            .request(path)
+            .map_err(|e| format!("first request GET {path}: {e}"))?;
+        if response.status != 200 {
+            return Err(format!(
+                "first request GET {path}: status {} instead of 200",
+                response.status
+            ));
+        }
+        let _ = client.close();
+        return Ok(target);
     }
-    let _ = client.close();
-    Ok(())
+    Err(last_error)
 }
 
 fn print_header(args: &Args, addr: SocketAddr) {
