@@ -1,6 +1,9 @@
 //! Run with `cargo run --release -p pistachio-rest --example hello_server -- --self-signed`
 //!
-//! Answers every request with `200 Hello, World!` (Pistache's hello example).
+//! Answers `GET /big` with a 4 MiB file (served with `serve_file`, as
+//! Pistache's `Http::serveFile`; the file is written to the temporary
+//! directory at start and removed at exit) and every other request with
+//! `200 Hello, World!` (Pistache's hello example).
 //!
 //! Flags:
 //! * `--addr ADDR` — listen address (default `127.0.0.1:9080`);
@@ -14,7 +17,7 @@
 //!
 //! Ctrl-C or SIGTERM shuts the server down cleanly.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use pistachio_rest::{Endpoint, Options, Request, ResponseWriter, StatusCode, TlsConfig};
@@ -27,6 +30,9 @@ struct Args {
     self_signed: bool,
     per_worker_listeners: bool,
 }
+
+/// Size of the `/big` body.
+const BIG_SIZE: usize = 4 * 1024 * 1024;
 
 const USAGE: &str = "usage: hello_server [--addr ADDR] [--threads N] \
                      [--tls-cert FILE --tls-key FILE | --self-signed] \
@@ -105,20 +111,42 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => println!("try: curl {scheme}://{host}/"),
     }
 
+    let big = std::env::temp_dir().join(format!("pistachio-hello-big-{}.bin", std::process::id()));
+    write_big_file(&big)?;
+
     let stop = endpoint.shutdown_handle();
     ctrlc::set_handler(move || stop.shutdown())?;
-    let report = endpoint.serve(|_req: Request, resp: ResponseWriter| {
-        resp.send(StatusCode::OK, "Hello, World!");
-    })?;
+    let big_path = big.clone();
+    let served = endpoint.serve(move |req: Request, resp: ResponseWriter| {
+        if req.path() == "/big" {
+            // On failure serve_file has answered 404/403/500 already.
+            let _ = resp.serve_file(&big_path);
+        } else {
+            resp.send(StatusCode::OK, "Hello, World!");
+        }
+    });
+    let _ = std::fs::remove_file(&big);
     if let Some(pem) = cacert {
         let _ = std::fs::remove_file(pem);
     }
+    let report = served?;
     println!(
         "graceful shutdown took {:?}, {} connections cut",
         report.elapsed, report.connections_cut
     );
     println!("hello_server stopped");
     Ok(())
+}
+
+/// Writes the `/big` body: [`BIG_SIZE`] bytes of a repeating text line.
+fn write_big_file(path: &Path) -> std::io::Result<()> {
+    let line = b"pistachio hello_server /big: 4 MiB of this line, repeated.\n";
+    let mut body = Vec::with_capacity(BIG_SIZE);
+    while body.len() < BIG_SIZE {
+        let n = line.len().min(BIG_SIZE - body.len());
+        body.extend_from_slice(&line[..n]);
+    }
+    std::fs::write(path, body)
 }
 
 fn main() -> ExitCode {

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::client::{
-    connect_tcp, fin_and_wait_for_close, reset, tls_connector, wait_for_close, PlainClient,
+    connect_tcp, fin_and_wait_for_close, reset, tls_connector, wait_for_close, PlainClient, Target,
     TlsClient,
 };
 use crate::IO_TIMEOUT;
@@ -99,32 +99,41 @@ impl AbruptClose {
     }
 
     fn perform_tls(self, port: u16) -> io::Result<()> {
+        self.perform_tls_to(&Target::loopback(port)?, "/")
+    }
+
+    /// Plays this kind against the TLS server `target` (any address, trust
+    /// and server name), using `GET {path}` where a kind makes a request, and
+    /// waits as described in the module docs.
+    ///
+    /// An error means the misbehaviour itself could not be carried out.
+    pub fn perform_tls_to(self, target: &Target, path: &str) -> io::Result<()> {
         match self {
             AbruptClose::FinAfterExchange => {
-                let mut client = TlsClient::connect(port)?;
-                client.request("/")?;
+                let mut client = TlsClient::connect_to(target)?;
+                client.request(path)?;
                 let tcp = client.fin_without_close_notify()?;
                 wait_for_close(&tcp, CLOSE_WAIT);
             }
             AbruptClose::FinAfterHandshake => {
-                let tcp = TlsClient::connect(port)?.fin_without_close_notify()?;
+                let tcp = TlsClient::connect_to(target)?.fin_without_close_notify()?;
                 wait_for_close(&tcp, CLOSE_WAIT);
             }
             AbruptClose::HalfClientHelloThenFin => {
                 let hello = client_hello()?;
-                let mut tcp = connect_tcp(port)?;
+                let mut tcp = target.connect_tcp()?;
                 tcp.write_all(&hello[..hello.len() / 2])?;
                 fin_and_wait_for_close(&tcp, CLOSE_WAIT);
             }
             AbruptClose::FinMidRequest => {
-                let mut client = TlsClient::connect(port)?;
+                let mut client = TlsClient::connect_to(target)?;
                 client.write_raw(PARTIAL_REQUEST)?;
                 let tcp = client.fin_without_close_notify()?;
                 wait_for_close(&tcp, CLOSE_WAIT);
             }
             AbruptClose::RstMidHandshake => {
                 let hello = client_hello()?;
-                let mut tcp = connect_tcp(port)?;
+                let mut tcp = target.connect_tcp()?;
                 tcp.write_all(hello)?;
                 // Wait for the start of the server's flight: the server is now
                 // in the middle of the handshake, waiting for our Finished.
@@ -134,24 +143,24 @@ impl AbruptClose {
                 thread::sleep(SETTLE);
             }
             AbruptClose::RstMidRequest => {
-                let mut client = TlsClient::connect(port)?;
+                let mut client = TlsClient::connect_to(target)?;
                 client.write_raw(PARTIAL_REQUEST)?;
                 client.reset()?;
                 thread::sleep(SETTLE);
             }
             AbruptClose::RstAfterResponse => {
-                let mut client = TlsClient::connect(port)?;
-                client.request("/")?;
+                let mut client = TlsClient::connect_to(target)?;
+                client.request(path)?;
                 client.reset()?;
                 thread::sleep(SETTLE);
             }
             AbruptClose::RandomBytes => {
-                let mut tcp = connect_tcp(port)?;
+                let mut tcp = target.connect_tcp()?;
                 tcp.write_all(&random_bytes(512))?;
                 fin_and_wait_for_close(&tcp, CLOSE_WAIT);
             }
             AbruptClose::PlaintextToTls => {
-                let mut tcp = connect_tcp(port)?;
+                let mut tcp = target.connect_tcp()?;
                 tcp.write_all(PLAINTEXT_REQUEST)?;
                 fin_and_wait_for_close(&tcp, CLOSE_WAIT);
             }

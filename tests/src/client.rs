@@ -3,8 +3,11 @@
 //! [`PlainClient`] (plain TCP).
 //!
 //! Both send `GET {path} HTTP/1.1` with `Host: localhost`, read the status
-//! line and headers, then exactly `Content-Length` body bytes, leaving the
-//! connection ready for the next request. Socket timeouts are
+//! line and headers, then the body (exactly `Content-Length` bytes, or a
+//! chunked body to its last chunk), leaving the connection ready for the
+//! next request. [`TlsClient::connect_to`] reaches any [`Target`] (address,
+//! trust, server name, `Host` header, timeouts) instead of the loopback
+//! test server. Socket timeouts are
 //! [`IO_TIMEOUT`]; a connection the server closes before
 //! the first byte of a response surfaces as an error whose message starts with
 //! `empty reply from server`.
@@ -16,7 +19,9 @@ use std::time::Duration;
 
 use std::sync::OnceLock;
 
-use openssl::ssl::{SslConnector, SslConnectorBuilder, SslMethod, SslStream, SslVerifyMode};
+use openssl::ssl::{
+    HandshakeError, SslConnector, SslConnectorBuilder, SslMethod, SslStream, SslVerifyMode,
+};
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
 use socket2::SockRef;
@@ -76,22 +81,80 @@ pub fn loopback(port: u16) -> SocketAddr {
 /// Connects a blocking TCP socket to `127.0.0.1:port` with no Nagle delay
 /// and [`IO_TIMEOUT`] read and write timeouts.
 pub fn connect_tcp(port: u16) -> io::Result<TcpStream> {
-    let tcp = TcpStream::connect_timeout(&loopback(port), CONNECT_TIMEOUT)?;
+    connect_tcp_to(loopback(port), IO_TIMEOUT)
+}
+
+/// Connects a blocking TCP socket to `addr` (within [`CONNECT_TIMEOUT`], or
+/// `timeout` if shorter) with no Nagle delay and `timeout` as its read and
+/// write timeouts.
+pub fn connect_tcp_to(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT.min(timeout))?;
     tcp.set_nodelay(true)?;
-    tcp.set_read_timeout(Some(IO_TIMEOUT))?;
-    tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
     Ok(tcp)
+}
+
+/// Where a client connects and how it talks to the server there.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// The TLS client configuration (trust, verification).
+    pub connector: SslConnector,
+    /// The name sent in SNI and, if the connector verifies, checked against
+    /// the server certificate.
+    pub server_name: String,
+    /// The `Host` header of every request.
+    pub host_header: String,
+    /// Read and write timeout of every socket (and bound of its connect).
+    pub timeout: Duration,
+}
+
+impl Target {
+    /// The loopback test server on `port`, as [`TlsClient::connect`] reaches
+    /// it: [`tls_connector`], `localhost`, [`IO_TIMEOUT`].
+    pub fn loopback(port: u16) -> io::Result<Target> {
+        Ok(Target {
+            addr: loopback(port),
+            connector: tls_connector()?,
+            server_name: "localhost".to_owned(),
+            host_header: "localhost".to_owned(),
+            timeout: IO_TIMEOUT,
+        })
+    }
+
+    /// A TCP connection to [`Target::addr`] (see [`connect_tcp_to`]).
+    pub fn connect_tcp(&self) -> io::Result<TcpStream> {
+        connect_tcp_to(self.addr, self.timeout)
+    }
 }
 
 /// An OpenSSL client connector builder that trusts only `ca.pem` (no system
 /// roots) and verifies the peer (chain and host name). Callers may adjust it
 /// further.
 pub fn tls_connector_builder() -> io::Result<SslConnectorBuilder> {
+    tls_connector_builder_trusting(&certs::ca_pem())
+}
+
+/// An OpenSSL client connector builder that trusts only the certificates in
+/// the PEM file `ca` (no system roots) and verifies the peer (chain and host
+/// name).
+pub fn tls_connector_builder_trusting(ca: &std::path::Path) -> io::Result<SslConnectorBuilder> {
     let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(io::Error::other)?;
-    let pem = std::fs::read(certs::ca_pem())?;
-    let ca = X509::from_pem(&pem).map_err(io::Error::other)?;
+    let pem = std::fs::read(ca)
+        .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", ca.display())))?;
+    let cas = X509::stack_from_pem(&pem).map_err(io::Error::other)?;
+    if cas.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("no PEM certificate in {}", ca.display()),
+        ));
+    }
     let mut store = X509StoreBuilder::new().map_err(io::Error::other)?;
-    store.add_cert(ca).map_err(io::Error::other)?;
+    for ca in cas {
+        store.add_cert(ca).map_err(io::Error::other)?;
+    }
     // Replaces the store holding the system roots.
     builder.set_cert_store(store.build());
     builder.set_verify(SslVerifyMode::PEER);
@@ -188,6 +251,8 @@ struct HttpConn<S> {
     stream: S,
     /// Bytes read past the end of the previous response.
     buf: Vec<u8>,
+    /// The `Host` header of requests.
+    host: String,
 }
 
 impl<S: Read + Write> HttpConn<S> {
@@ -195,11 +260,12 @@ impl<S: Read + Write> HttpConn<S> {
         HttpConn {
             stream,
             buf: Vec::new(),
+            host: "localhost".to_owned(),
         }
     }
 
     fn request(&mut self, path: &str) -> io::Result<Response> {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
         self.write_raw(req.as_bytes())?;
         self.read_response()
     }
@@ -272,45 +338,106 @@ impl<S: Read + Write> HttpConn<S> {
 
         let no_body =
             head_request || (100..200).contains(&status) || status == 204 || status == 304;
-        let len = if no_body {
-            0
+        let chunked = !no_body
+            && headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case("transfer-encoding")
+                    && v.rsplit(',').next().map(str::trim) == Some("chunked")
+            });
+        let body = if chunked {
+            self.read_chunked_body()?
         } else {
-            let value = headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                .map(|(_, v)| v.as_str())
-                .ok_or_else(|| invalid("response without Content-Length"))?;
-            value
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| invalid(&format!("bad Content-Length {value:?}")))?
+            let len = if no_body {
+                0
+            } else {
+                let value = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .map(|(_, v)| v.as_str())
+                    .ok_or_else(|| invalid("response without Content-Length"))?;
+                value
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| invalid(&format!("bad Content-Length {value:?}")))?
+            };
+            self.fill_to(len, |have| format!("{have} of {len} body bytes"))?;
+            self.buf.drain(..len).collect()
         };
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Reads until `buf` holds at least `len` bytes; `progress` describes
+    /// how far it got (given the bytes buffered) in the error if the
+    /// connection ends or fails first.
+    fn fill_to(&mut self, len: usize, progress: impl Fn(usize) -> String) -> io::Result<()> {
         while self.buf.len() < len {
             match self.fill() {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "connection closed after {} of {len} body bytes",
-                            self.buf.len()
-                        ),
+                        format!("connection closed after {}", progress(self.buf.len())),
                     ))
                 }
                 Ok(_) => {}
                 Err(e) => {
                     return Err(io::Error::new(
                         e.kind(),
-                        format!("reading the response body: {}", describe(&e)),
+                        format!(
+                            "reading the response body after {}: {}",
+                            progress(self.buf.len()),
+                            describe(&e)
+                        ),
                     ))
                 }
             }
         }
-        let body = self.buf.drain(..len).collect();
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
+        Ok(())
+    }
+
+    /// Reads one CRLF-terminated line (without the CRLF) of a chunked body.
+    fn chunk_line(&mut self, body_so_far: usize) -> io::Result<String> {
+        loop {
+            if let Some(pos) = find(&self.buf, b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..pos]).into_owned();
+                self.buf.drain(..pos + 2);
+                return Ok(line);
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(invalid("chunk size line too long"));
+            }
+            let have = self.buf.len();
+            self.fill_to(have + 1, |_| {
+                format!("{body_so_far} bytes of a chunked body")
+            })?;
+        }
+    }
+
+    /// Reads a chunked body to its last chunk and trailer section.
+    fn read_chunked_body(&mut self) -> io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.chunk_line(body.len())?;
+            let size_text = line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size_text, 16)
+                .map_err(|_| invalid(&format!("bad chunk size line {line:?}")))?;
+            if size == 0 {
+                // Trailer fields, up to the empty line.
+                while !self.chunk_line(body.len())?.is_empty() {}
+                return Ok(body);
+            }
+            let so_far = body.len();
+            self.fill_to(size + 2, |have| {
+                format!("{} bytes of a chunked body", so_far + have.min(size))
+            })?;
+            if &self.buf[size..size + 2] != b"\r\n" {
+                return Err(invalid("chunk not followed by CRLF"));
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            self.buf.drain(..size + 2);
+        }
     }
 }
 
@@ -413,13 +540,38 @@ impl TlsClient {
         connector: &SslConnector,
         server_name: &str,
     ) -> io::Result<TlsClient> {
-        let tcp = SplitTcp {
-            tcp: connect_tcp(port)?,
-            split: false,
-        };
-        let stream = connector
-            .connect(server_name, tcp)
-            .map_err(|e| io::Error::other(format!("TLS handshake with 127.0.0.1:{port}: {e}")))?;
+        TlsClient::handshake(connect_tcp(port)?, connector, server_name)
+    }
+
+    /// Connects to `target` and completes the TLS handshake with its
+    /// connector and server name; requests carry its `Host` header.
+    pub fn connect_to(target: &Target) -> io::Result<TlsClient> {
+        let mut client = TlsClient::handshake(
+            target.connect_tcp()?,
+            &target.connector,
+            &target.server_name,
+        )?;
+        client.conn.host.clone_from(&target.host_header);
+        Ok(client)
+    }
+
+    fn handshake(
+        tcp: TcpStream,
+        connector: &SslConnector,
+        server_name: &str,
+    ) -> io::Result<TlsClient> {
+        let peer = tcp.peer_addr()?;
+        let tcp = SplitTcp { tcp, split: false };
+        let stream = connector.connect(server_name, tcp).map_err(|e| {
+            let kind = match &e {
+                HandshakeError::Failure(mid) | HandshakeError::WouldBlock(mid) => mid
+                    .error()
+                    .io_error()
+                    .map_or(io::ErrorKind::Other, io::Error::kind),
+                HandshakeError::SetupFailure(_) => io::ErrorKind::Other,
+            };
+            io::Error::new(kind, format!("TLS handshake with {peer}: {e}"))
+        })?;
         Ok(TlsClient {
             conn: HttpConn::new(stream),
         })
@@ -691,6 +843,25 @@ mod tests {
     #[test]
     fn truncated_body_is_an_error() {
         let err = conn("HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello")
+            .request("/")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn reads_a_chunked_response_then_the_next() {
+        let mut c = conn(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5;ext=1\r\nHello\r\n8\r\n, World!\r\n0\r\nX-Trailer: t\r\n\r\n\
+             HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
+        c.request("/").unwrap().assert_hello("chunked");
+        assert_eq!(c.request("/").unwrap().body, b"ok");
+    }
+
+    #[test]
+    fn truncated_chunked_body_is_an_error() {
+        let err = conn("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nHel")
             .request("/")
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);

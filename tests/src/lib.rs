@@ -13,7 +13,10 @@
 //! * [`resume::ResumingConnector`]: an OpenSSL client that offers an earlier
 //!   connection's session, for TLS session resumption tests;
 //! * [`libcurl`]: one-shot requests through libcurl, optionally with OpenSSL's
-//!   "quiet shutdown" so libcurl never sends `close_notify`.
+//!   "quiet shutdown" so libcurl never sends `close_notify`;
+//! * [`probe`]: the `tls-probe` program, which plays abrupt TLS clients
+//!   against any HTTPS server while checking that good clients keep being
+//!   answered.
 //!
 //! Every blocking read has a timeout of a few seconds, so a broken server
 //! makes a test fail instead of hang.
@@ -23,6 +26,7 @@ pub mod certs;
 pub mod client;
 mod ffi;
 pub mod libcurl;
+pub mod probe;
 pub mod resume;
 pub mod server;
 

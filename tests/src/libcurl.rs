@@ -2,9 +2,13 @@
 //! in and linked against the system OpenSSL), as in Pistache's own TLS tests.
 //!
 //! Every request uses a fresh [`Easy`] handle, pins the name to `127.0.0.1`
-//! with `CURLOPT_RESOLVE`, trusts only `ca.pem`, and closes its connection
-//! before returning (`CURLOPT_FORBID_REUSE`, then the handle is dropped).
+//! (or the address given with [`CurlRequest::address`]) with
+//! `CURLOPT_RESOLVE`, trusts only `ca.pem` (or the CA given with
+//! [`CurlRequest::ca`]), and closes its connection before returning
+//! (`CURLOPT_FORBID_REUSE`, then the handle is dropped).
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use curl::easy::{Easy, List};
@@ -30,8 +34,15 @@ pub struct CurlResponse {
 /// How a libcurl request is made.
 #[derive(Debug, Clone)]
 pub struct CurlRequest {
-    /// Host name in the URL; resolved to `127.0.0.1`.
+    /// Host name in the URL; resolved to [`CurlRequest::addr`].
     pub host: String,
+    /// The address the host name resolves to (`127.0.0.1` by default).
+    pub addr: IpAddr,
+    /// The CA file libcurl verifies the server with (`CURLOPT_CAINFO`);
+    /// `None` leaves libcurl's built-in default.
+    pub ca: Option<PathBuf>,
+    /// Timeout of the whole request.
+    pub timeout: Duration,
     /// Port of the server.
     pub port: u16,
     /// Path, starting with `/`.
@@ -45,6 +56,9 @@ impl CurlRequest {
     pub fn new(port: u16, path: &str) -> CurlRequest {
         CurlRequest {
             host: "localhost".to_owned(),
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ca: Some(certs::ca_pem()),
+            timeout: CURL_TIMEOUT,
             port,
             path: path.to_owned(),
             quiet_shutdown: true,
@@ -54,6 +68,25 @@ impl CurlRequest {
     /// Uses `host` in the URL instead of `localhost` (still resolved to `127.0.0.1`).
     pub fn host(mut self, host: &str) -> CurlRequest {
         self.host = host.to_owned();
+        self
+    }
+
+    /// Resolves the host name to `addr` instead of `127.0.0.1`.
+    pub fn address(mut self, addr: IpAddr) -> CurlRequest {
+        self.addr = addr;
+        self
+    }
+
+    /// Verifies the server with the CA file `ca` instead of `ca.pem`
+    /// (`None`: libcurl's built-in default).
+    pub fn ca(mut self, ca: Option<PathBuf>) -> CurlRequest {
+        self.ca = ca;
+        self
+    }
+
+    /// Gives the whole request `timeout` instead of [`CURL_TIMEOUT`].
+    pub fn timeout(mut self, timeout: Duration) -> CurlRequest {
+        self.timeout = timeout;
         self
     }
 
@@ -67,14 +100,21 @@ impl CurlRequest {
     pub fn perform(&self) -> Result<CurlResponse, curl::Error> {
         let mut easy = Easy::new();
         let mut resolve = List::new();
-        resolve.append(&format!("{}:{}:127.0.0.1", self.host, self.port))?;
+        // CURLOPT_RESOLVE wants IPv6 addresses in brackets.
+        let addr = match self.addr {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        resolve.append(&format!("{}:{}:{addr}", self.host, self.port))?;
         easy.resolve(resolve)?;
         easy.url(&format!("https://{}:{}{}", self.host, self.port, self.path))?;
-        easy.cainfo(certs::ca_pem())?;
+        if let Some(ca) = &self.ca {
+            easy.cainfo(ca)?;
+        }
         easy.ssl_verify_peer(true)?;
         easy.ssl_verify_host(true)?;
-        easy.timeout(CURL_TIMEOUT)?;
-        easy.connect_timeout(CURL_TIMEOUT)?;
+        easy.timeout(self.timeout)?;
+        easy.connect_timeout(self.timeout)?;
         easy.forbid_reuse(true)?;
         easy.signal(false)?;
         if self.quiet_shutdown {
