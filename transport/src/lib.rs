@@ -61,6 +61,7 @@ pub mod buffers;
 pub mod classify;
 mod conn;
 mod listener;
+mod sniff;
 mod socket;
 #[allow(unsafe_code)]
 mod sys;

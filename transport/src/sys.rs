@@ -210,6 +210,26 @@ pub(crate) fn sendfile(
     Ok(n as usize)
 }
 
+/// `recv(2)` with `MSG_PEEK`: copies what the socket holds into `buf`
+/// without consuming it (0 at EOF).
+pub(crate) fn peek(sock: &impl std::os::fd::AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the descriptor is open for the duration of the call (the
+    // borrow keeps its owner alive) and `buf` is valid for `buf.len()`
+    // writable bytes.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// Which OpenSSL call the choke point makes (for logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {

@@ -96,6 +96,16 @@ impl fmt::Debug for SelfSigned {
     }
 }
 
+/// What the server speaks, in ALPN wire format and in its order of
+/// preference: `http/1.1`, then `http/1.0` (which `curl --http1.0` offers
+/// alone). `SSL_select_next_proto` picks the first of these the client
+/// offers.
+const ALPN_PROTOCOLS: &[u8] = b"\x08http/1.1\x08http/1.0";
+
+/// Key-exchange groups of Mozilla's intermediate profile (v5), in its
+/// order: OpenSSL's own default list also offers X448 and P-521.
+pub(crate) const DEFAULT_GROUPS: &str = "X25519:prime256v1:secp384r1";
+
 fn base_builder() -> Result<SslAcceptorBuilder, TlsError> {
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(TlsError::new("cannot create the TLS context"))?;
@@ -170,8 +180,9 @@ impl TlsVersion {
 /// Builds a [`TlsConfig`] (see [`TlsConfig::builder`]).
 ///
 /// Defaults follow Mozilla's "intermediate" profile: TLS 1.2 and 1.3, AEAD
-/// cipher suites only, server cipher preference, no compression, no
-/// renegotiation, ALPN `http/1.1`, session tickets on.
+/// cipher suites only, key exchange over X25519, P-256 or P-384, server
+/// cipher preference, no compression, no renegotiation, ALPN `http/1.1`
+/// (and `http/1.0`), session tickets on.
 #[derive(Clone, Default)]
 pub struct TlsConfigBuilder {
     chain: Option<Pem>,
@@ -304,15 +315,18 @@ impl TlsConfigBuilder {
         self
     }
 
-    /// Key exchange groups, e.g. `X25519:P-256`.
+    /// Key exchange groups, e.g. `X25519:P-256` (default: Mozilla
+    /// intermediate, `X25519:prime256v1:secp384r1`).
     pub fn groups(mut self, list: impl Into<String>) -> Self {
         self.groups = Some(list.into());
         self
     }
 
-    /// Turns ALPN off. By default the server selects `http/1.1` and
-    /// refuses, with a `no_application_protocol` alert, a client that
-    /// offers only other protocols (`h2`): better than a silent mismatch.
+    /// Turns ALPN off. By default the server selects `http/1.1`, or
+    /// `http/1.0` for a client offering only that, and refuses, with a
+    /// `no_application_protocol` alert, a client that offers only other
+    /// protocols (`h2`): better than a silent mismatch. A client offering
+    /// no ALPN at all is served either way.
     pub fn without_alpn(mut self) -> Self {
         self.no_alpn = true;
         self
@@ -398,11 +412,10 @@ impl TlsConfigBuilder {
                     "invalid TLS 1.3 cipher suites {list:?}"
                 )))?;
         }
-        if let Some(list) = &self.groups {
-            builder
-                .set_groups_list(list)
-                .map_err(TlsError::new(format!("invalid groups {list:?}")))?;
-        }
+        let groups = self.groups.as_deref().unwrap_or(DEFAULT_GROUPS);
+        builder
+            .set_groups_list(groups)
+            .map_err(TlsError::new(format!("invalid groups {groups:?}")))?;
         use_chain(&mut builder, &chain.read("certificate chain")?)?;
         let key_pem = key.read("private key")?;
         // Always through a callback: without one, OpenSSL would prompt for
@@ -437,7 +450,7 @@ impl TlsConfigBuilder {
         }
         if !self.no_alpn {
             builder.set_alpn_select_callback(|_, client| {
-                select_next_proto(b"\x08http/1.1", client).ok_or(AlpnError::ALERT_FATAL)
+                select_next_proto(ALPN_PROTOCOLS, client).ok_or(AlpnError::ALERT_FATAL)
             });
         }
         if self.client_ca_file.is_some() || self.client_ca_dir.is_some() {

@@ -29,6 +29,7 @@ use slab::Slab;
 
 use crate::classify::SslOutcome;
 use crate::conn::{CloseReason, Conn, PeerInfo, Protocol, TlsInfo};
+use crate::sniff::{sniff, FirstBytes, PLAIN_HTTP_ANSWER, SNIFF_LEN};
 use crate::sys::{self, Ssl};
 use crate::tls::TlsSlot;
 use openssl::ssl::SslContext;
@@ -102,6 +103,9 @@ pub(crate) enum TimerRequest {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// A TLS connection whose first bytes are not in yet: a plaintext HTTP
+    /// request is answered with a `400` instead of a handshake failure.
+    Sniffing,
     /// TLS handshake in progress.
     Handshaking,
     /// Application data flows.
@@ -623,7 +627,7 @@ impl<P: Protocol> Worker<P> {
             )
         });
         let phase = if tls.is_some() {
-            Phase::Handshaking
+            Phase::Sniffing
         } else {
             Phase::Open
         };
@@ -829,6 +833,25 @@ impl<P: Protocol> Worker<P> {
                 }
                 return Ok(());
             }
+            Phase::Sniffing => {
+                let mut first = [0; SNIFF_LEN];
+                let n = match sys::peek(&peer.io.sock, &mut first) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+                    Err(e) => return Err(CloseReason::Socket(e)),
+                };
+                // EOF, or a prefix the peer will not complete (it closed
+                // its side): OpenSSL has the last word.
+                let complete = n == 0 || (readable && !self.edge_without_eof);
+                match sniff(&first[..n]) {
+                    FirstBytes::NeedMore if !complete => return Ok(()),
+                    FirstBytes::PlainHttp => return self.answer_plain_http(ctx, token),
+                    FirstBytes::NeedMore | FirstBytes::NotPlainHttp => {}
+                }
+                peer.io.phase = Phase::Handshaking;
+                return self.try_drive(ctx, token, readable, writable);
+            }
             Phase::Handshaking => {
                 let tls = peer.io.tls.as_mut().expect("handshaking peer has TLS");
                 match tls.ssl.do_handshake() {
@@ -944,6 +967,29 @@ impl<P: Protocol> Worker<P> {
             peer.io.backpressured = true;
         }
         Ok(())
+    }
+
+    /// A plaintext HTTP request arrived on the TLS port: no TLS for this
+    /// connection; answer `400` in plaintext, then close gracefully (the
+    /// lingering close reads the request, so the answer is not lost to an
+    /// RST). The protocol never hears of the connection until `on_close`.
+    fn answer_plain_http(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> Result<(), CloseReason> {
+        let peer = &mut self.peers[token];
+        debug!("{}: plain HTTP request on the TLS port", peer.io.peer_addr);
+        self.handshaking -= 1;
+        if let Some(id) = peer.io.handshake_timer.take() {
+            ctx.cancel_timer(id);
+        }
+        // Freed before a byte of it was used; nothing on the error queue.
+        peer.io.tls = None;
+        peer.io.phase = Phase::Open;
+        peer.io.queue_copy(PLAIN_HTTP_ANSWER);
+        peer.io.close_requested = true;
+        peer.io.linger_timer = Some(ctx.set_timeout(
+            self.config.close_timeout,
+            PeerTimer::peer(token, peer.generation, TimerKind::Linger),
+        ));
+        self.flush_and_maybe_close(ctx, token)
     }
 
     /// Calls `Protocol::on_drained` each time a queue that went over the
@@ -1117,7 +1163,9 @@ impl<P: Protocol> Worker<P> {
         let tokens: Vec<usize> = self.peers.iter().map(|(t, _)| t).collect();
         for token in tokens {
             match self.peers.get(token).map(|p| p.io.phase) {
-                Some(Phase::Handshaking) => self.close_now(ctx, token, CloseReason::Shutdown),
+                Some(Phase::Sniffing | Phase::Handshaking) => {
+                    self.close_now(ctx, token, CloseReason::Shutdown)
+                }
                 Some(Phase::Open) if self.with_protocol(ctx, token, |p, conn| p.on_drain(conn)) => {
                     self.after_callback_io(ctx, token);
                 }
@@ -1162,7 +1210,7 @@ impl<P: Protocol> Worker<P> {
         let Some(mut peer) = self.peers.try_remove(token) else {
             return;
         };
-        if peer.io.phase == Phase::Handshaking {
+        if matches!(peer.io.phase, Phase::Sniffing | Phase::Handshaking) {
             self.handshaking -= 1;
         }
         self.config.live.fetch_sub(1, Ordering::SeqCst);
@@ -1270,7 +1318,7 @@ impl<P: Protocol> Handler for Worker<P> {
         match timer.kind {
             TimerKind::Handshake => {
                 peer.io.handshake_timer = None;
-                if peer.io.phase == Phase::Handshaking {
+                if matches!(peer.io.phase, Phase::Sniffing | Phase::Handshaking) {
                     self.close_now(ctx, timer.token, CloseReason::HandshakeTimeout);
                 }
             }
