@@ -52,6 +52,11 @@ extern "C" {
     /// `int SSL_free_buffers(SSL *ssl)` from `<openssl/ssl.h>` (3.0+):
     /// frees the record buffers if they hold nothing; 1 if freed.
     fn SSL_free_buffers(ssl: *mut ffi::SSL) -> c_int;
+    /// `STACK_OF(SSL_CIPHER) *SSL_CTX_get_ciphers(const SSL_CTX *ctx)` from
+    /// `<openssl/ssl.h>`: the context's enabled ciphers, TLS 1.3 suites
+    /// first, in preference order; owned by the context.
+    #[cfg(test)]
+    fn SSL_CTX_get_ciphers(ctx: *const ffi::SSL_CTX) -> *mut ffi::OPENSSL_STACK;
     /// `int SSL_has_pending(const SSL *s)` from `<openssl/ssl.h>` (1.1.0+):
     /// 1 if OpenSSL holds input not yet returned by `SSL_read`, processed
     /// or not (with read-ahead, raw bytes of later records count too).
@@ -228,6 +233,40 @@ pub(crate) fn peek(sock: &impl std::os::fd::AsRawFd, buf: &mut [u8]) -> io::Resu
         return Err(io::Error::last_os_error());
     }
     Ok(n as usize)
+}
+
+/// The names of the ciphers `ctx` enables, in preference order: the TLS
+/// 1.3 suites first, then the TLS 1.2 cipher list (`SSL_CTX_get_ciphers`).
+#[cfg(test)]
+pub(crate) fn cipher_names(ctx: &SslContextRef) -> Vec<&'static str> {
+    // SAFETY: ctx is a valid SSL_CTX; the stack it returns is owned by the
+    // context, which the borrow keeps alive, and is only read here; its
+    // entries are static SSL_CIPHERs with static names.
+    unsafe {
+        let stack = SSL_CTX_get_ciphers(ctx.as_ptr());
+        if stack.is_null() {
+            return Vec::new();
+        }
+        (0..ffi::OPENSSL_sk_num(stack))
+            .map(|i| {
+                let cipher = ffi::OPENSSL_sk_value(stack, i).cast::<ffi::SSL_CIPHER>();
+                static_str(ffi::SSL_CIPHER_get_name(cipher))
+            })
+            .collect()
+    }
+}
+
+/// `SSL_CTX_get_min_proto_version` and `SSL_CTX_get_max_proto_version`
+/// of `ctx` (0: no bound).
+#[cfg(test)]
+pub(crate) fn proto_versions(ctx: &SslContextRef) -> (c_int, c_int) {
+    // SAFETY: ctx is a valid SSL_CTX; both are SSL_CTX_ctrl reads.
+    unsafe {
+        (
+            ffi::SSL_CTX_get_min_proto_version(ctx.as_ptr()),
+            ffi::SSL_CTX_get_max_proto_version(ctx.as_ptr()),
+        )
+    }
 }
 
 /// Which OpenSSL call the choke point makes (for logs).

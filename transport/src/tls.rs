@@ -118,6 +118,11 @@ fn base_builder() -> Result<SslAcceptorBuilder, TlsError> {
     // 5-byte header and another for the body. The transport reads until
     // WANT_READ, so nothing is left waiting in OpenSSL's buffer.
     builder.set_read_ahead(true);
+    // The profile's versions as bounds, not only as SSL_OP_NO_TLSv1*
+    // options: TLS 1.2 and up.
+    builder
+        .set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(TlsError::new("cannot set the minimum TLS version"))?;
     builder.set_options(
         SslOptions::NO_RENEGOTIATION
             | SslOptions::NO_COMPRESSION
@@ -703,6 +708,37 @@ mod tests {
                 .unwrap();
             assert!(ok, "{:?}", ctx.error());
         }
+    }
+
+    /// The defaults are Mozilla's intermediate profile, v5: TLS 1.2 and
+    /// 1.3, these cipher suites in this order, these groups.
+    #[test]
+    fn defaults_are_mozilla_intermediate_v5() {
+        let (config, _) = TlsConfig::self_signed(&["localhost"]).unwrap();
+        let ctx = config.context();
+        assert_eq!(
+            crate::sys::cipher_names(ctx),
+            [
+                "TLS_AES_128_GCM_SHA256",
+                "TLS_AES_256_GCM_SHA384",
+                "TLS_CHACHA20_POLY1305_SHA256",
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+                "ECDHE-RSA-AES128-GCM-SHA256",
+                "ECDHE-ECDSA-AES256-GCM-SHA384",
+                "ECDHE-RSA-AES256-GCM-SHA384",
+                "ECDHE-ECDSA-CHACHA20-POLY1305",
+                "ECDHE-RSA-CHACHA20-POLY1305",
+                "DHE-RSA-AES128-GCM-SHA256",
+                "DHE-RSA-AES256-GCM-SHA384",
+            ]
+        );
+        // TLS 1.2 and up; no upper bound: the highest the library speaks,
+        // TLS 1.3.
+        assert_eq!(
+            crate::sys::proto_versions(ctx),
+            (openssl_sys::TLS1_2_VERSION, 0)
+        );
+        assert_eq!(DEFAULT_GROUPS, "X25519:prime256v1:secp384r1");
     }
 
     #[test]
