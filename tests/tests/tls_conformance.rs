@@ -329,3 +329,67 @@ fn libcurl_plain_http_to_the_tls_port_gets_a_400() {
     assert_eq!(easy.response_code().unwrap(), 400);
     assert!(String::from_utf8_lossy(&body).contains("HTTPS port"));
 }
+
+// ---------------------------------------------------------------------------
+// What the protocol hears of a TLS failure
+// ---------------------------------------------------------------------------
+
+/// A connection that fails the handshake closes with `CloseReason::Tls`
+/// carrying OpenSSL's codes (library `ERR_LIB_SSL`, a reason), and text
+/// only when displayed.
+#[test]
+fn a_failed_handshake_closes_with_the_codes() {
+    use pistachio_transport::{CloseReason, Conn, Listener, Protocol, Server, ServerConfig};
+    use std::sync::mpsc;
+
+    struct Record(
+        mpsc::Sender<String>,
+        mpsc::Sender<(Option<i32>, Option<i32>)>,
+    );
+    impl Protocol for Record {
+        type Message = ();
+        fn on_input(&mut self, _: &mut Conn<'_, ()>, _: &[u8]) {}
+        fn on_message(&mut self, _: &mut Conn<'_, ()>, _: ()) {}
+        fn on_close(&mut self, reason: &CloseReason) {
+            if let CloseReason::Tls(failure) = reason {
+                let _ = self.1.send((failure.library(), failure.reason()));
+            }
+            let _ = self.0.send(reason.to_string());
+        }
+    }
+
+    init_logging();
+    let (text_tx, text_rx) = mpsc::channel();
+    let (codes_tx, codes_rx) = mpsc::channel();
+    let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
+    let port = listener.local_addr().port();
+    let config = ServerConfig {
+        threads: 1,
+        tls: Some(pistachio_tests::server::server_tls_config()),
+        ..ServerConfig::default()
+    };
+    let text_tx = std::sync::Mutex::new(text_tx);
+    let codes_tx = std::sync::Mutex::new(codes_tx);
+    let mut server = Server::start(listener, config, move |_| {
+        Record(
+            text_tx.lock().unwrap().clone(),
+            codes_tx.lock().unwrap().clone(),
+        )
+    })
+    .unwrap();
+    let mut tcp = connect_tcp(port).unwrap();
+    // Not a TLS record and not an HTTP request: OpenSSL refuses it.
+    tcp.write_all(b"hello, this is not TLS\r\n\r\n").unwrap();
+    let _ = read_to_close(&mut tcp);
+    let codes = codes_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("closed with CloseReason::Tls");
+    assert_eq!(codes.0, Some(20), "ERR_LIB_SSL: {codes:?}");
+    assert!(codes.1.is_some_and(|r| r > 0), "{codes:?}");
+    let text = text_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        text.contains("SSL_ERROR_SSL") && text.contains("error:"),
+        "{text}"
+    );
+    server.shutdown();
+}

@@ -77,7 +77,7 @@ use std::time::Duration;
 
 use pistachio_reactor::Reactor;
 
-pub use conn::{CloseReason, Conn, PeerHandle, PeerInfo, Protocol, TlsInfo};
+pub use conn::{CloseReason, Conn, PeerHandle, PeerInfo, Protocol, TlsFailure, TlsInfo};
 // `ShutdownReport` is defined below.
 // `ShutdownReport` is defined below.
 pub use listener::{Listener, ListenerOptions};

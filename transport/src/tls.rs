@@ -25,37 +25,57 @@ use openssl::x509::{X509Name, X509StoreContextRef};
 use openssl::x509::{X509NameBuilder, X509};
 
 /// A TLS setting could not be applied; says which one and why.
+///
+/// Its [`source`](std::error::Error::source) is what OpenSSL reported (an
+/// [`ErrorStack`]) or the I/O error that stopped a file from being read;
+/// there is none when the setting itself was missing.
 #[derive(Debug)]
 pub struct TlsError {
     what: String,
-    source: ErrorStack,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl TlsError {
+    /// Wraps what OpenSSL reported; an empty stack is no source at all.
     fn new(what: impl Into<String>) -> impl FnOnce(ErrorStack) -> TlsError {
         let what = what.into();
-        move |source| TlsError { what, source }
+        move |stack| TlsError {
+            what,
+            source: (!stack.errors().is_empty())
+                .then(|| Box::new(stack) as Box<dyn std::error::Error + Send + Sync>),
+        }
+    }
+
+    /// An error without an underlying cause.
+    fn plain(what: impl Into<String>) -> TlsError {
+        TlsError {
+            what: what.into(),
+            source: None,
+        }
     }
 }
 
 impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.what)
+        f.write_str(&self.what)
     }
 }
 
 impl std::error::Error for TlsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
 impl From<TlsError> for std::io::Error {
     fn from(e: TlsError) -> std::io::Error {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{e}: {}", e.source),
-        )
+        let text = match &e.source {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        };
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, text)
     }
 }
 
@@ -143,8 +163,8 @@ impl Pem {
         match self {
             Pem::Bytes(b) => Ok(b.clone()),
             Pem::File(path) => std::fs::read(path).map_err(|e| TlsError {
-                what: format!("cannot read {what} {}: {e}", path.display()),
-                source: ErrorStack::get(),
+                what: format!("cannot read {what} {}", path.display()),
+                source: Some(Box::new(e)),
             }),
         }
     }
@@ -362,14 +382,14 @@ impl TlsConfigBuilder {
 
     /// Builds the `SSL_CTX` (and one per SNI name).
     pub fn build(self) -> Result<TlsConfig, TlsError> {
-        let chain = self.chain.clone().ok_or_else(|| TlsError {
-            what: "no certificate chain given".into(),
-            source: ErrorStack::get(),
-        })?;
-        let key = self.key.clone().ok_or_else(|| TlsError {
-            what: "no private key given".into(),
-            source: ErrorStack::get(),
-        })?;
+        let chain = self
+            .chain
+            .clone()
+            .ok_or_else(|| TlsError::plain("no certificate chain given"))?;
+        let key = self
+            .key
+            .clone()
+            .ok_or_else(|| TlsError::plain("no private key given"))?;
         let mut by_name = HashMap::new();
         for (name, chain, key) in &self.sni {
             let ctx = self.context(chain, key)?.build().into_context();
@@ -490,10 +510,9 @@ fn use_chain(builder: &mut SslAcceptorBuilder, pem: &[u8]) -> Result<(), TlsErro
     let mut certs = X509::stack_from_pem(pem)
         .map_err(TlsError::new("cannot parse certificate chain PEM"))?
         .into_iter();
-    let leaf = certs.next().ok_or_else(|| TlsError {
-        what: "certificate chain PEM holds no certificate".into(),
-        source: ErrorStack::get(),
-    })?;
+    let leaf = certs
+        .next()
+        .ok_or_else(|| TlsError::plain("certificate chain PEM holds no certificate"))?;
     builder
         .set_certificate(&leaf)
         .map_err(TlsError::new("cannot use certificate"))?;
@@ -752,5 +771,13 @@ mod tests {
         let err =
             TlsConfig::from_pem_files("/nonexistent/cert.pem", "/nonexistent/key.pem").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+        let source = std::error::Error::source(&err).expect("the I/O error");
+        assert!(source.is::<std::io::Error>(), "{source:?}");
+        let err = TlsConfig::builder().build().unwrap_err();
+        assert!(err.to_string().contains("no certificate chain"), "{err}");
+        assert!(
+            std::error::Error::source(&err).is_none(),
+            "no empty ErrorStack as the source"
+        );
     }
 }

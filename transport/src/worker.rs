@@ -28,7 +28,7 @@ use pistachio_reactor::{Context, Handler, Mailbox, TimerId};
 use slab::Slab;
 
 use crate::classify::SslOutcome;
-use crate::conn::{CloseReason, Conn, PeerInfo, Protocol, TlsInfo};
+use crate::conn::{CloseReason, Conn, PeerInfo, Protocol, TlsFailure, TlsInfo};
 use crate::sniff::{sniff, FirstBytes, PLAIN_HTTP_ANSWER, SNIFF_LEN};
 use crate::sys::{self, Ssl};
 use crate::tls::TlsSlot;
@@ -466,7 +466,13 @@ impl TlsState {
             SslOutcome::PeerClosedWithoutNotify => CloseReason::PeerClosedWithoutNotify,
             SslOutcome::Socket(e) => CloseReason::Socket(e),
             SslOutcome::CloseNotify => CloseReason::Closed,
-            other => CloseReason::Tls(format!("{other:?}")),
+            SslOutcome::Protocol { ssl_error, first } => {
+                CloseReason::Tls(TlsFailure::new(ssl_error, first))
+            }
+            // Success and wants are not failures; never passed here.
+            SslOutcome::Done(_) | SslOutcome::WantRead | SslOutcome::WantWrite => {
+                CloseReason::Tls(TlsFailure::new(crate::classify::SSL_ERROR_NONE, None))
+            }
         }
     }
 }
