@@ -163,6 +163,7 @@ impl fmt::Display for TlsFailure {
 
 /// Facts about a new connection, given to the protocol factory.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct PeerInfo {
     /// The client's address.
     pub peer_addr: SocketAddr,
@@ -176,6 +177,7 @@ pub struct PeerInfo {
 
 /// The negotiated TLS parameters of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsInfo {
     /// Protocol version, e.g. `TLSv1.3`.
     pub version: &'static str,
@@ -319,6 +321,7 @@ impl<M: Send + 'static> Conn<'_, M> {
 /// Addresses one connection from any thread: posts go through the owning
 /// worker's mailbox and arrive in [`Protocol::on_message`] on that worker.
 /// Messages for a connection that has closed meanwhile are dropped.
+#[must_use]
 pub struct PeerHandle<M: Send + 'static> {
     mailbox: Mailbox<WorkerMsg<M>>,
     token: usize,

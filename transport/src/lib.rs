@@ -18,8 +18,9 @@
 //! Every `SSL_do_handshake`, `SSL_read`, `SSL_write` and `SSL_shutdown` goes
 //! through one choke point that empties the thread's OpenSSL error queue
 //! first, classifies a failure with `SSL_get_error` and the queue's first
-//! entry (see [`classify`]), and drains the queue before returning. A client
-//! that drops TCP without close_notify therefore closes only its own
+//! entry (the table is in `docs/tls-error-queue.md`), and drains the queue
+//! before returning. A client that drops TCP without close_notify
+//! therefore closes only its own
 //! connection, and never poisons the next call on the same worker (the bug
 //! behind Pistache issue #1309). Debug builds assert that the queue is empty
 //! whenever control leaves the transport.
@@ -57,8 +58,11 @@
 
 #![deny(unsafe_code)]
 
+// The HTTP layer takes its response buffers from this per-thread pool, the
+// one the transport gives sent buffers back to; not an API for users.
+#[doc(hidden)]
 pub mod buffers;
-pub mod classify;
+mod classify;
 mod conn;
 mod listener;
 mod sniff;
@@ -152,6 +156,7 @@ pub struct ShutdownReport {
 /// A running server: the accept thread and the workers.
 ///
 /// Dropping it is the same as calling [`Server::shutdown`].
+#[must_use = "dropping the server shuts it down"]
 pub struct Server<M: Send + 'static> {
     accept: Option<AcceptThread>,
     reactor: Reactor<WorkerMsg<M>>,

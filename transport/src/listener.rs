@@ -56,6 +56,7 @@ impl Default for ListenerOptions {
 /// A bound, listening TCP socket, not yet accepting. Bind first to learn the
 /// port (`127.0.0.1:0` picks an ephemeral one), then hand it to a server.
 #[derive(Debug)]
+#[must_use = "a listener accepts nothing until handed to a server"]
 pub struct Listener {
     inner: Inner,
     local_addr: SocketAddr,

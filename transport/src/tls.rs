@@ -89,6 +89,7 @@ impl From<TlsError> for std::io::Error {
 /// Connections idle for a second give their record buffers back
 /// (`SSL_free_buffers`), so idle connections stay small.
 #[derive(Clone)]
+#[must_use]
 pub struct TlsConfig {
     ctx: SslContext,
 }
@@ -101,6 +102,7 @@ impl fmt::Debug for TlsConfig {
 
 /// A freshly generated self-signed certificate and its key, in PEM.
 #[derive(Clone)]
+#[must_use]
 pub struct SelfSigned {
     /// The certificate (PEM). Clients trust it with e.g. `curl --cacert`.
     pub cert_pem: Vec<u8>,
@@ -175,6 +177,7 @@ type VerifyFn = dyn Fn(bool, &mut X509StoreContextRef) -> bool + Send + Sync;
 
 /// Whether clients must present a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientCerts {
     /// A client without a verified certificate fails the handshake.
     Required,
@@ -186,6 +189,7 @@ pub enum ClientCerts {
 /// A TLS protocol version, for [`TlsConfigBuilder::min_version`] and
 /// [`TlsConfigBuilder::max_version`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TlsVersion {
     /// TLS 1.2.
     Tls12,
@@ -209,6 +213,7 @@ impl TlsVersion {
 /// cipher preference, no compression, no renegotiation, ALPN `http/1.1`
 /// (and `http/1.0`), session tickets on.
 #[derive(Clone, Default)]
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct TlsConfigBuilder {
     chain: Option<Pem>,
     key: Option<Pem>,
@@ -608,6 +613,7 @@ impl TlsSlot {
 /// the new certificate, established ones keep theirs. Cheap to clone;
 /// usable from any thread (e.g. on SIGHUP).
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct TlsReloader {
     pub(crate) slot: Arc<TlsSlot>,
 }

@@ -24,7 +24,7 @@ use crate::listener::MioListener;
 use crate::socket::Socket;
 use log::debug;
 use mio::{Interest, Token};
-use pistachio_reactor::{Context, Handler, Mailbox, TimerId};
+use pistachio_reactor::{Context, EventHandler, Mailbox, TimerId};
 use slab::Slab;
 
 use crate::classify::SslOutcome;
@@ -1243,7 +1243,7 @@ impl<P: Protocol> Worker<P> {
     }
 }
 
-impl<P: Protocol> Handler for Worker<P> {
+impl<P: Protocol> EventHandler for Worker<P> {
     type Message = WorkerMsg<P::Message>;
     type Timer = PeerTimer;
 
