@@ -63,8 +63,11 @@
 #[doc(hidden)]
 pub mod buffers;
 mod classify;
+mod close;
 mod conn;
 mod listener;
+mod msg;
+mod peer;
 mod sniff;
 mod socket;
 #[allow(unsafe_code)]
@@ -81,10 +84,10 @@ use std::time::Duration;
 
 use pistachio_reactor::Reactor;
 
-pub use conn::{CloseReason, Conn, PeerHandle, PeerInfo, Protocol, TlsFailure, TlsInfo};
-// `ShutdownReport` is defined below.
-// `ShutdownReport` is defined below.
+pub use close::{CloseReason, TlsFailure};
+pub use conn::{Conn, PeerHandle, Protocol};
 pub use listener::{Listener, ListenerOptions};
+pub use peer::{PeerInfo, TlsInfo};
 pub use socket::UNIX_PEER_ADDR;
 pub use tls::{
     ClientCerts, SelfSigned, TlsConfig, TlsConfigBuilder, TlsError, TlsReloader, TlsVersion,
@@ -93,7 +96,8 @@ pub use tls::{
 pub use openssl;
 
 use listener::AcceptThread;
-use worker::{Worker, WorkerConfig, WorkerMsg};
+use msg::WorkerMsg;
+use worker::{Worker, WorkerConfig};
 
 /// Settings of a [`Server`].
 #[derive(Debug, Clone)]

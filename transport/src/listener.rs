@@ -17,7 +17,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use pistachio_reactor::Mailbox;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
-use crate::worker::WorkerMsg;
+use crate::msg::WorkerMsg;
 
 /// Socket options for the listening socket and accepted connections
 /// (Pistache's `Tcp::Options`).

@@ -11,9 +11,7 @@
 //! * `WANT_WRITE` during a read and `WANT_READ` during a write are
 //!   remembered and resumed by the opposite edge.
 
-use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -24,36 +22,22 @@ use crate::listener::MioListener;
 use crate::socket::Socket;
 use log::debug;
 use mio::{Interest, Token};
-use pistachio_reactor::{Context, EventHandler, Mailbox, TimerId};
+use pistachio_reactor::{Context, EventHandler, Mailbox};
 use slab::Slab;
 
 use crate::classify::SslOutcome;
-use crate::conn::{CloseReason, Conn, PeerInfo, Protocol, TlsFailure, TlsInfo};
+use crate::close::CloseReason;
+use crate::conn::{Conn, Protocol};
+use crate::msg::WorkerMsg;
+use crate::peer::{
+    Activity, DrainNotice, Ending, InputGate, PeerInfo, PeerIo, Phase, ReadResult, ReadRetry,
+    Reading, Session, TimerRequest, WriteRetry, HIGH_WATER, LINGER_MAX_BYTES, LOW_WATER,
+};
 use crate::sniff::{sniff, FirstBytes, PLAIN_HTTP_ANSWER, SNIFF_LEN};
 use crate::sys::{self, Ssl};
 use crate::tls::TlsSlot;
 use openssl::ssl::SslContext;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// A worker's mailbox traffic.
-pub(crate) enum WorkerMsg<M> {
-    /// A connection accepted for this worker.
-    Accept(Socket, SocketAddr),
-    /// A message for one connection (from [`crate::PeerHandle`]).
-    Peer {
-        token: usize,
-        generation: u64,
-        msg: M,
-    },
-    /// This worker's own listening socket (per-worker listeners).
-    Listen(MioListener),
-    /// Graceful shutdown: let connections finish, cut the rest at
-    /// `deadline`, then report how many were cut.
-    Drain {
-        deadline: Instant,
-        report: std::sync::mpsc::Sender<usize>,
-    },
-}
 
 /// What a worker timer is for.
 #[derive(Debug, Clone, Copy)]
@@ -93,328 +77,6 @@ impl PeerTimer {
     }
 }
 
-/// A timer change a protocol asked for during a callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TimerRequest {
-    Keep,
-    Set(Duration),
-    Clear,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// A TLS connection whose first bytes are not in yet: a plaintext HTTP
-    /// request is answered with a `400` instead of a handshake failure.
-    Sniffing,
-    /// TLS handshake in progress.
-    Handshaking,
-    /// Application data flows.
-    Open,
-    /// `SSL_shutdown` could not send close_notify yet (`WANT_WRITE`).
-    ShuttingDown,
-    /// FIN sent; discarding input until the peer closes or the timer fires.
-    Lingering,
-}
-
-/// Largest buffer `write` coalesces small writes into.
-const COALESCE_LIMIT: usize = 16 * 1024;
-/// Reading from a peer pauses while more than this much output is queued
-/// for it (a client that sends requests but does not read the responses)...
-const HIGH_WATER: usize = 256 * 1024;
-/// ...and resumes once the queue has drained below this.
-const LOW_WATER: usize = 64 * 1024;
-/// Most bytes a lingering close reads and discards before giving up.
-const LINGER_MAX_BYTES: usize = 256 * 1024;
-
-pub(crate) struct TlsState {
-    ssl: Ssl,
-    /// `SSL_read` returned `WANT_WRITE`: resume it on the next writable edge.
-    read_wants_write: bool,
-    /// `SSL_write` returned `WANT_READ`: resume it on the next readable edge.
-    write_wants_read: bool,
-    /// `SSL_write` returned a want: the front buffer must be retried as is.
-    write_pinned: bool,
-    /// A fatal SSL or SYSCALL error happened: never call `SSL_shutdown`.
-    failed: bool,
-}
-
-/// The I/O half of a peer, which [`Conn`] borrows while the protocol half
-/// runs.
-pub(crate) struct PeerIo {
-    // Declared before `sock` so the `SSL*` is freed before the fd closes.
-    tls: Option<TlsState>,
-    sock: Socket,
-    pub(crate) peer_addr: SocketAddr,
-    pub(crate) local_addr: SocketAddr,
-    phase: Phase,
-    out: VecDeque<Segment>,
-    /// Bytes of the front `Segment::Bytes` already sent.
-    out_pos: usize,
-    pub(crate) queued: usize,
-    pub(crate) close_requested: bool,
-    pub(crate) abort_requested: bool,
-    /// The protocol asked not to be given input for now.
-    pub(crate) reading_paused: bool,
-    /// The protocol asked for input again: read without waiting for an edge.
-    pub(crate) resume_reading: bool,
-    /// Reading is paused because too much output is queued.
-    backpressured: bool,
-    /// The queue went over the high-water mark since the protocol was last
-    /// told it drained.
-    over_high: bool,
-    pub(crate) timer_request: TimerRequest,
-    protocol_timer: Option<TimerId>,
-    handshake_timer: Option<TimerId>,
-    /// Bounds a graceful close: first the whole close (`close_timeout`),
-    /// then, once FIN is sent, the lingering drain (`linger_timeout`).
-    linger_timer: Option<TimerId>,
-    lingered: usize,
-    /// Whether there was I/O since the last idle sweep.
-    active: bool,
-}
-
-/// One entry of a peer's output queue.
-enum Segment {
-    Bytes(Vec<u8>),
-    /// `remaining` bytes of `file` from `offset`: `sendfile(2)` over
-    /// plaintext; read in record-sized pieces and `SSL_write`n over TLS.
-    File {
-        file: File,
-        offset: u64,
-        remaining: u64,
-    },
-}
-
-/// What a TLS flush reads from a file segment at a time: one record.
-const FILE_STAGE: u64 = 16 * 1024;
-
-enum ReadResult {
-    /// `len` bytes; `drained`: the read provably emptied the socket (and
-    /// OpenSSL), so another would only find `EAGAIN`.
-    Data {
-        len: usize,
-        drained: bool,
-    },
-    WouldBlock,
-    WantWrite,
-    Eof,
-}
-
-impl PeerIo {
-    pub(crate) fn queue_copy(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        self.queued += data.len();
-        self.over_high |= self.queued > HIGH_WATER;
-        // The front buffer of a TLS write awaiting its retry stays as it is.
-        let pinned_front = self.out.len() == 1
-            && (self.out_pos > 0 || self.tls.as_ref().is_some_and(|t| t.write_pinned));
-        match self.out.back_mut() {
-            Some(Segment::Bytes(back))
-                if !pinned_front && back.len() + data.len() <= COALESCE_LIMIT =>
-            {
-                back.extend_from_slice(data)
-            }
-            _ => self.out.push_back(Segment::Bytes(data.to_vec())),
-        }
-    }
-
-    pub(crate) fn queue_file(&mut self, file: File, offset: u64, len: u64) {
-        if len == 0 {
-            return;
-        }
-        self.queued += usize::try_from(len).unwrap_or(usize::MAX);
-        self.over_high |= self.queued > HIGH_WATER;
-        self.out.push_back(Segment::File {
-            file,
-            offset,
-            remaining: len,
-        });
-    }
-
-    pub(crate) fn queue_owned(&mut self, data: Vec<u8>) {
-        if data.is_empty() {
-            return;
-        }
-        // Small buffers join a queued one (fewer writes); with nothing
-        // queued, the buffer itself is queued, without a copy.
-        if data.len() < 1024 && !self.out.is_empty() {
-            self.queue_copy(&data);
-            crate::buffers::give(data);
-            return;
-        }
-        self.queued += data.len();
-        self.over_high |= self.queued > HIGH_WATER;
-        self.out.push_back(Segment::Bytes(data));
-    }
-
-    pub(crate) fn tls_peer_subject(&self) -> Option<String> {
-        self.tls.as_ref()?.ssl.peer_subject()
-    }
-
-    pub(crate) fn tls_info(&self) -> Option<TlsInfo> {
-        let tls = self.tls.as_ref()?;
-        Some(TlsInfo {
-            version: tls.ssl.version(),
-            cipher: tls.ssl.cipher().unwrap_or(""),
-        })
-    }
-
-    /// One read: `SSL_read` through the choke point, or `read(2)`.
-    fn read(&mut self, buf: &mut [u8]) -> Result<ReadResult, CloseReason> {
-        let Some(tls) = self.tls.as_mut() else {
-            return loop {
-                match self.sock.read(buf) {
-                    Ok(0) => break Ok(ReadResult::Eof),
-                    Ok(n) => {
-                        break Ok(ReadResult::Data {
-                            len: n,
-                            drained: n < buf.len(),
-                        })
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        break Ok(ReadResult::WouldBlock)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => break Err(CloseReason::Socket(e)),
-                }
-            };
-        };
-        match tls.ssl.read(buf) {
-            SslOutcome::Done(n) => Ok(ReadResult::Data {
-                len: n,
-                drained: tls.ssl.socket_drained(),
-            }),
-            SslOutcome::WantRead => Ok(ReadResult::WouldBlock),
-            SslOutcome::WantWrite => {
-                tls.read_wants_write = true;
-                Ok(ReadResult::WantWrite)
-            }
-            SslOutcome::CloseNotify => Ok(ReadResult::Eof),
-            fatal => Err(tls.fail(fatal)),
-        }
-    }
-
-    /// Writes queued bytes until the queue is empty or the socket is full.
-    fn flush(&mut self) -> Result<(), CloseReason> {
-        if let Some(tls) = self.tls.as_mut() {
-            tls.write_wants_read = false;
-        }
-        loop {
-            if let Some(Segment::File {
-                file,
-                offset,
-                remaining,
-            }) = self.out.front_mut()
-            {
-                if self.tls.is_none() {
-                    match sys::sendfile(&self.sock, file, offset, *remaining) {
-                        Ok(0) => return Err(file_truncated()),
-                        Ok(n) => {
-                            *remaining -= n as u64;
-                            self.queued -= n;
-                            if *remaining == 0 {
-                                self.out.pop_front();
-                            }
-                            continue;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(CloseReason::Socket(e)),
-                    }
-                }
-                // TLS: stage one record's worth as bytes, so a retried
-                // SSL_write finds exactly the same bytes.
-                let mut staged = vec![0; (*remaining).min(FILE_STAGE) as usize];
-                let n = match std::os::unix::fs::FileExt::read_at(&*file, &mut staged, *offset) {
-                    Ok(0) => return Err(file_truncated()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(CloseReason::Socket(e)),
-                };
-                staged.truncate(n);
-                *offset += n as u64;
-                *remaining -= n as u64;
-                if *remaining == 0 {
-                    self.out.pop_front();
-                }
-                self.out.push_front(Segment::Bytes(staged));
-                self.out_pos = 0;
-                continue;
-            }
-            let Some(Segment::Bytes(front)) = self.out.front() else {
-                return Ok(());
-            };
-            let chunk = &front[self.out_pos..];
-            let written = match self.tls.as_mut() {
-                None => {
-                    let result = if matches!(self.out.get(1), Some(Segment::Bytes(_))) {
-                        // Up to 64 buffers per writev(2) call, up to a file.
-                        let mut slices = [io::IoSlice::new(&[]); 64];
-                        slices[0] = io::IoSlice::new(chunk);
-                        let mut n = 1;
-                        for segment in self.out.iter().skip(1).take(63) {
-                            let Segment::Bytes(buf) = segment else { break };
-                            slices[n] = io::IoSlice::new(buf);
-                            n += 1;
-                        }
-                        self.sock.write_vectored(&slices[..n])
-                    } else {
-                        // One buffer (the common case: an answer's head and
-                        // small body share one): send(2), which skips
-                        // writev's iovec import and the VFS layer.
-                        self.sock.write(chunk)
-                    };
-                    match result {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(CloseReason::Socket(e)),
-                    }
-                }
-                Some(tls) => match tls.ssl.write(chunk) {
-                    SslOutcome::Done(n) => {
-                        tls.write_pinned = false;
-                        n
-                    }
-                    SslOutcome::WantWrite => {
-                        tls.write_pinned = true;
-                        return Ok(());
-                    }
-                    SslOutcome::WantRead => {
-                        tls.write_pinned = true;
-                        tls.write_wants_read = true;
-                        return Ok(());
-                    }
-                    fatal => return Err(tls.fail(fatal)),
-                },
-            };
-            self.advance(written);
-        }
-    }
-
-    /// Drops `n` sent bytes from the front of the queue.
-    fn advance(&mut self, mut n: usize) {
-        self.queued -= n;
-        while n > 0 {
-            let Some(Segment::Bytes(front)) = self.out.front() else {
-                unreachable!("advanced past the queued bytes");
-            };
-            let front_left = front.len() - self.out_pos;
-            if n < front_left {
-                self.out_pos += n;
-                return;
-            }
-            n -= front_left;
-            if let Some(Segment::Bytes(sent)) = self.out.pop_front() {
-                crate::buffers::give(sent);
-            }
-            self.out_pos = 0;
-        }
-    }
-}
-
 /// Runs one protocol callback with a [`Conn`] on `peer`. Debug builds check
 /// that no OpenSSL error is left for the protocol to see; a panic in the
 /// callback aborts this connection only.
@@ -448,33 +110,6 @@ fn protocol_panicked<M: Send + 'static>(conn: &mut Conn<'_, M>) {
         conn.peer_addr()
     );
     conn.abort();
-}
-
-fn file_truncated() -> CloseReason {
-    CloseReason::Socket(io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "file shrank while being sent",
-    ))
-}
-
-impl TlsState {
-    /// Records a fatal outcome (no `SSL_shutdown` from now on) and turns it
-    /// into a close reason.
-    fn fail(&mut self, outcome: SslOutcome) -> CloseReason {
-        self.failed = true;
-        match outcome {
-            SslOutcome::PeerClosedWithoutNotify => CloseReason::PeerClosedWithoutNotify,
-            SslOutcome::Socket(e) => CloseReason::Socket(e),
-            SslOutcome::CloseNotify => CloseReason::Closed,
-            SslOutcome::Protocol { ssl_error, first } => {
-                CloseReason::Tls(TlsFailure::new(ssl_error, first))
-            }
-            // Success and wants are not failures; never passed here.
-            SslOutcome::Done(_) | SslOutcome::WantRead | SslOutcome::WantWrite => {
-                CloseReason::Tls(TlsFailure::new(crate::classify::SSL_ERROR_NONE, None))
-            }
-        }
-    }
 }
 
 struct Peer<P> {
@@ -604,13 +239,7 @@ impl<P: Protocol> Worker<P> {
         let tls = match &tls_ctx {
             None => None,
             Some(tls_ctx) => match Ssl::new_server(tls_ctx, sock.as_raw_fd()) {
-                Ok(ssl) => Some(TlsState {
-                    ssl,
-                    read_wants_write: false,
-                    write_wants_read: false,
-                    write_pinned: false,
-                    failed: false,
-                }),
+                Ok(ssl) => Some(ssl),
                 Err(e) => {
                     log::warn!("{peer_addr}: cannot create a TLS session: {e}");
                     let _ = ctx.registry().deregister(&mut sock);
@@ -632,11 +261,6 @@ impl<P: Protocol> Worker<P> {
                 PeerTimer::peer(token, generation, TimerKind::Handshake),
             )
         });
-        let phase = if tls.is_some() {
-            Phase::Sniffing
-        } else {
-            Phase::Open
-        };
         debug!(
             "{peer_addr}: connection {token} on worker {} ({})",
             ctx.worker(),
@@ -644,33 +268,14 @@ impl<P: Protocol> Worker<P> {
         );
         sys::debug_assert_queue_empty("protocol factory");
         let protocol = (self.factory)(&info);
+        let io = PeerIo::new(sock, tls, peer_addr, local_addr, handshake_timer);
+        let open = io.phase == Phase::Open;
         entry.insert(Peer {
-            io: PeerIo {
-                tls,
-                sock,
-                peer_addr,
-                local_addr,
-                phase,
-                out: VecDeque::new(),
-                out_pos: 0,
-                queued: 0,
-                close_requested: false,
-                abort_requested: false,
-                reading_paused: false,
-                resume_reading: false,
-                backpressured: false,
-                over_high: false,
-                timer_request: TimerRequest::Keep,
-                protocol_timer: None,
-                handshake_timer,
-                linger_timer: None,
-                lingered: 0,
-                active: true,
-            },
+            io,
             protocol,
             generation,
         });
-        if phase == Phase::Open {
+        if open {
             self.connected(ctx, token);
             self.after_callback_io(ctx, token);
         } else {
@@ -728,11 +333,11 @@ impl<P: Protocol> Worker<P> {
                 ));
             }
         }
-        if peer.io.abort_requested {
+        if peer.io.ending == Ending::Abort {
             self.close_now(ctx, token, CloseReason::Aborted);
             return false;
         }
-        if peer.io.close_requested && peer.io.linger_timer.is_none() {
+        if peer.io.ending == Ending::Graceful && peer.io.linger_timer.is_none() {
             // A peer that stops reading must not hold a closing connection
             // open forever.
             peer.io.linger_timer = Some(ctx.set_timeout(
@@ -761,11 +366,11 @@ impl<P: Protocol> Worker<P> {
     ) -> Result<(), CloseReason> {
         loop {
             let peer = &mut self.peers[token];
-            if peer.io.close_requested || peer.io.abort_requested {
+            if peer.io.end_asked() {
                 // The protocol is done with input; a lingering close drains it.
                 return Ok(());
             }
-            if peer.io.reading_paused {
+            if peer.io.reading == Reading::Paused {
                 return Ok(());
             }
             if peer.io.queued > HIGH_WATER {
@@ -773,7 +378,7 @@ impl<P: Protocol> Worker<P> {
                 // from it until a writable edge drains the queue.
                 peer.io.flush()?;
                 if peer.io.queued > HIGH_WATER {
-                    peer.io.backpressured = true;
+                    peer.io.input_gate = InputGate::HeldForOutput;
                     return Ok(());
                 }
             }
@@ -794,7 +399,10 @@ impl<P: Protocol> Worker<P> {
                     if !self.after_protocol(ctx, token) {
                         return Ok(());
                     }
-                    self.peers[token].io.resume_reading = false;
+                    let io = &mut self.peers[token].io;
+                    if io.reading == Reading::ResumeNow {
+                        io.reading = Reading::Active;
+                    }
                     if short_read_ends && drained {
                         return Ok(());
                     }
@@ -899,8 +507,10 @@ impl<P: Protocol> Worker<P> {
         let peer = &mut self.peers[token];
         let (resume_read, resume_write) = match peer.io.tls.as_mut() {
             Some(tls) => (
-                writable && std::mem::take(&mut tls.read_wants_write),
-                readable && tls.write_wants_read,
+                writable
+                    && std::mem::replace(&mut tls.read_retry, ReadRetry::None)
+                        == ReadRetry::OnWritable,
+                readable && tls.write_retry == WriteRetry::PinnedUntilReadable,
             ),
             None => (false, false),
         };
@@ -911,11 +521,11 @@ impl<P: Protocol> Worker<P> {
         // A readable edge without EOF may stop at a short read.
         let mut short_read_ends =
             readable && !resume_read && std::mem::take(&mut self.edge_without_eof);
-        if peer.io.backpressured && writable {
+        if peer.io.input_gate == InputGate::HeldForOutput && writable {
             peer.io.flush()?;
             if peer.io.queued <= LOW_WATER {
                 // Input may have piled up while paused: no edge announces it.
-                peer.io.backpressured = false;
+                peer.io.input_gate = InputGate::Open;
                 read = true;
                 short_read_ends = false;
             }
@@ -924,7 +534,7 @@ impl<P: Protocol> Worker<P> {
         let Some(peer) = self.peers.get_mut(token) else {
             return Ok(());
         };
-        if read && !peer.io.backpressured {
+        if read && peer.io.input_gate == InputGate::Open {
             self.handle_incoming(ctx, token, short_read_ends)?;
         }
         self.flush_and_maybe_close(ctx, token)
@@ -936,7 +546,8 @@ impl<P: Protocol> Worker<P> {
         let Some(peer) = self.peers.get_mut(token) else {
             return;
         };
-        let result = if std::mem::take(&mut peer.io.resume_reading) {
+        let result = if peer.io.reading == Reading::ResumeNow {
+            peer.io.reading = Reading::Active;
             self.handle_incoming(ctx, token, false)
                 .and_then(|()| self.flush_and_maybe_close(ctx, token))
         } else {
@@ -965,12 +576,12 @@ impl<P: Protocol> Worker<P> {
         let Some(peer) = self.peers.get_mut(token) else {
             return Ok(());
         };
-        if peer.io.queued == 0 && peer.io.close_requested {
+        if peer.io.queued == 0 && peer.io.ending == Ending::Graceful {
             self.start_shutdown(ctx, token)?;
         } else if peer.io.queued > HIGH_WATER {
             // The socket is full (flush stopped at WouldBlock): reading
             // pauses until a writable edge drains the queue.
-            peer.io.backpressured = true;
+            peer.io.input_gate = InputGate::HeldForOutput;
         }
         Ok(())
     }
@@ -990,7 +601,7 @@ impl<P: Protocol> Worker<P> {
         peer.io.tls = None;
         peer.io.phase = Phase::Open;
         peer.io.queue_copy(PLAIN_HTTP_ANSWER);
-        peer.io.close_requested = true;
+        peer.io.ending = Ending::Graceful;
         peer.io.linger_timer = Some(ctx.set_timeout(
             self.config.close_timeout,
             PeerTimer::peer(token, peer.generation, TimerKind::Linger),
@@ -1006,10 +617,11 @@ impl<P: Protocol> Worker<P> {
             let Some(peer) = self.peers.get_mut(token) else {
                 return Ok(());
             };
-            if !(peer.io.over_high && peer.io.queued <= LOW_WATER) || peer.io.phase != Phase::Open {
+            let owed = peer.io.drain_notice == DrainNotice::Owed && peer.io.queued <= LOW_WATER;
+            if !owed || peer.io.phase != Phase::Open {
                 return Ok(());
             }
-            peer.io.over_high = false;
+            peer.io.drain_notice = DrainNotice::NotOwed;
             if !self.with_protocol(ctx, token, |p, conn| p.on_drained(conn)) {
                 return Ok(());
             }
@@ -1021,7 +633,7 @@ impl<P: Protocol> Worker<P> {
     fn start_shutdown(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> Result<(), CloseReason> {
         let peer = &mut self.peers[token];
         if let Some(tls) = peer.io.tls.as_mut() {
-            if !tls.failed {
+            if tls.session == Session::Healthy {
                 match tls.ssl.shutdown() {
                     SslOutcome::Done(_) | SslOutcome::WantRead => {}
                     SslOutcome::WantWrite => {
@@ -1088,7 +700,7 @@ impl<P: Protocol> Worker<P> {
             };
             tls_peers += 1;
             if peer.io.phase == Phase::Open
-                && !std::mem::take(&mut peer.io.active)
+                && std::mem::replace(&mut peer.io.activity, Activity::Idle) == Activity::Idle
                 && peer.io.queued == 0
             {
                 tls.ssl.free_buffers();
@@ -1169,7 +781,7 @@ impl<P: Protocol> Worker<P> {
         let tokens: Vec<usize> = self.peers.iter().map(|(t, _)| t).collect();
         for token in tokens {
             match self.peers.get(token).map(|p| p.io.phase) {
-                Some(Phase::Sniffing | Phase::Handshaking) => {
+                Some(phase) if phase.is_handshake() => {
                     self.close_now(ctx, token, CloseReason::Shutdown)
                 }
                 Some(Phase::Open) if self.with_protocol(ctx, token, |p, conn| p.on_drain(conn)) => {
@@ -1216,7 +828,7 @@ impl<P: Protocol> Worker<P> {
         let Some(mut peer) = self.peers.try_remove(token) else {
             return;
         };
-        if matches!(peer.io.phase, Phase::Sniffing | Phase::Handshaking) {
+        if peer.io.phase.is_handshake() {
             self.handshaking -= 1;
         }
         self.config.live.fetch_sub(1, Ordering::SeqCst);
@@ -1253,7 +865,7 @@ impl<P: Protocol> EventHandler for Worker<P> {
         }
         let token = event.token().0;
         if let Some(peer) = self.peers.get_mut(token) {
-            peer.io.active = true;
+            peer.io.activity = Activity::Busy;
         }
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
         let writable = event.is_writable() || event.is_write_closed();
@@ -1324,7 +936,7 @@ impl<P: Protocol> EventHandler for Worker<P> {
         match timer.kind {
             TimerKind::Handshake => {
                 peer.io.handshake_timer = None;
-                if matches!(peer.io.phase, Phase::Sniffing | Phase::Handshaking) {
+                if peer.io.phase.is_handshake() {
                     self.close_now(ctx, timer.token, CloseReason::HandshakeTimeout);
                 }
             }
@@ -1354,7 +966,12 @@ impl<P: Protocol> EventHandler for Worker<P> {
             if peer.io.phase == Phase::Open {
                 // Best effort, non-blocking: what is queued, then close_notify.
                 if peer.io.flush().is_ok() && peer.io.queued == 0 {
-                    if let Some(tls) = peer.io.tls.as_mut().filter(|t| !t.failed) {
+                    if let Some(tls) = peer
+                        .io
+                        .tls
+                        .as_mut()
+                        .filter(|t| t.session == Session::Healthy)
+                    {
                         let _ = tls.ssl.shutdown();
                     }
                 }
