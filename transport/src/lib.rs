@@ -60,6 +60,7 @@
 
 // The HTTP layer takes its response buffers from this per-thread pool, the
 // one the transport gives sent buffers back to; not an API for users.
+mod accept;
 #[doc(hidden)]
 pub mod buffers;
 mod classify;
@@ -95,7 +96,7 @@ pub use tls::{
 
 pub use openssl;
 
-use listener::AcceptThread;
+use accept::{AcceptThread, Admission};
 use msg::WorkerMsg;
 use worker::{Worker, WorkerConfig};
 
@@ -191,12 +192,15 @@ impl<M: Send + 'static> Server<M> {
         let factory: Arc<worker::Factory<P>> = Arc::new(factory);
         let tls = config.tls.clone().map(|c| Arc::new(tls::TlsSlot::new(c)));
         let live = Arc::new(AtomicUsize::new(0));
-        let worker_config = Arc::new(WorkerConfig {
-            max_connections: config.max_connections,
+        let admission = Arc::new(Admission {
             no_delay: listener.options().no_delay,
+            live: Arc::clone(&live),
+            max_connections: config.max_connections,
+        });
+        let worker_config = Arc::new(WorkerConfig {
+            admission: Arc::clone(&admission),
             tls: tls.clone(),
             max_handshakes: config.max_handshakes.max(1),
-            live: Arc::clone(&live),
             handshake_timeout: config.handshake_timeout,
             linger_timeout: config.linger_timeout,
             close_timeout: config.close_timeout,
@@ -229,8 +233,7 @@ impl<M: Send + 'static> Server<M> {
             Some(AcceptThread::spawn(
                 listener,
                 reactor.mailboxes().to_vec(),
-                Arc::clone(&live),
-                config.max_connections,
+                admission,
             )?)
         };
         Ok(Server {

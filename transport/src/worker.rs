@@ -1,15 +1,11 @@
-//! One worker's connections: the per-peer state machine and
-//! `handle_incoming` (Pistache's `Tcp::Transport`).
+//! One worker's event loop handler (Pistache's `Tcp::Transport`): a slab
+//! of peers driven by readiness, mailbox messages and timers;
+//! `handle_incoming`, the TLS handshake, the graceful close, and accepting
+//! on the worker's own listener (per-worker listeners).
 //!
-//! Every peer is registered once for `READABLE | WRITABLE`, edge-triggered,
-//! and never re-registered. That makes the rules simple and strict:
-//!
-//! * reading continues until `WouldBlock` / `WANT_READ`: bytes OpenSSL holds
-//!   or the kernel buffered make no new edge;
-//! * writing continues until the queue is empty or `WouldBlock` /
-//!   `WANT_WRITE`, after which a writable edge is guaranteed;
-//! * `WANT_WRITE` during a read and `WANT_READ` during a write are
-//!   remembered and resumed by the opposite edge.
+//! It uses the peer's I/O state (`peer.rs`), the mailbox messages
+//! (`msg.rs`), the accept path (`accept.rs`) and the protocol-facing
+//! `Conn` (`conn.rs`); none of those knows the worker.
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
@@ -18,6 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::accept::{accept_ready, AcceptEnd, Admission, ACCEPT_BACKOFF};
 use crate::listener::MioListener;
 use crate::socket::Socket;
 use log::debug;
@@ -37,7 +34,6 @@ use crate::sniff::{sniff, FirstBytes, PLAIN_HTTP_ANSWER, SNIFF_LEN};
 use crate::sys::{self, Ssl};
 use crate::tls::TlsSlot;
 use openssl::ssl::SslContext;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What a worker timer is for.
 #[derive(Debug, Clone, Copy)]
@@ -121,12 +117,11 @@ struct Peer<P> {
 /// Settings every worker shares.
 #[derive(Debug)]
 pub(crate) struct WorkerConfig {
-    pub(crate) max_connections: Option<usize>,
-    pub(crate) no_delay: bool,
+    /// Which connections are taken; counts the open ones over all
+    /// workers (shared with the accept thread).
+    pub(crate) admission: Arc<Admission>,
     pub(crate) tls: Option<Arc<TlsSlot>>,
     pub(crate) max_handshakes: usize,
-    /// Open connections over all workers (the accept thread counts them in).
-    pub(crate) live: Arc<AtomicUsize>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) linger_timeout: Duration,
     pub(crate) close_timeout: Duration,
@@ -160,8 +155,6 @@ const IDLE_SWEEP: Duration = Duration::from_secs(1);
 
 /// The token of a worker's own listener (slab keys never get this high).
 const LISTENER: Token = Token(usize::MAX - 1);
-/// How long to stop accepting after running out of descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 type Ctx<'a, P> = Context<'a, Worker<P>>;
 
@@ -186,7 +179,7 @@ impl<P: Protocol> Worker<P> {
     fn accept(&mut self, ctx: &mut Ctx<'_, P>, sock: Socket, peer_addr: SocketAddr) {
         if !self.try_accept(ctx, sock, peer_addr) {
             // Never became a peer: it no longer counts as open.
-            self.config.live.fetch_sub(1, Ordering::SeqCst);
+            self.config.admission.release();
         }
     }
 
@@ -713,48 +706,19 @@ impl<P: Protocol> Worker<P> {
         sys::debug_assert_queue_empty("idle_sweep");
     }
 
-    /// Accepts on this worker's own listener until `WouldBlock`.
+    /// Accepts on this worker's own listener until the backlog is empty.
     fn accept_own(&mut self, ctx: &mut Ctx<'_, P>) {
-        loop {
-            let Some(listener) = self.listener.as_ref() else {
-                return;
-            };
-            let accepted = match listener {
-                MioListener::Tcp(l) => l.accept().map(|(s, a)| (Socket::Tcp(s), a)),
-                MioListener::Unix(l, _) => l
-                    .accept()
-                    .map(|(s, _)| (Socket::Unix(s), crate::socket::UNIX_PEER_ADDR)),
-            };
-            match accepted {
-                Ok((sock, peer_addr)) => {
-                    let live = &self.config.live;
-                    if self
-                        .config
-                        .max_connections
-                        .is_some_and(|max| live.load(Ordering::SeqCst) >= max)
-                    {
-                        debug!("{peer_addr}: refused, max_connections reached");
-                        continue;
-                    }
-                    live.fetch_add(1, Ordering::SeqCst);
-                    if let (true, Socket::Tcp(tcp)) = (self.config.no_delay, &sock) {
-                        let _ = tcp.set_nodelay(true);
-                    }
-                    self.accept(ctx, sock, peer_addr);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::ECONNABORTED) | Some(libc::EPROTO) | Some(libc::EPERM) => continue,
-                    _ => {
-                        // EMFILE and friends: retry later instead of spinning
-                        // (edge-triggered: no new event would come).
-                        log::warn!("worker {}: accept: {e}; pausing accepts", ctx.worker());
-                        ctx.set_timeout(ACCEPT_BACKOFF, PeerTimer::worker(TimerKind::AcceptRetry));
-                        return;
-                    }
-                },
-            }
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        let admission = Arc::clone(&self.config.admission);
+        let end = accept_ready(&listener, &admission, |sock, peer| {
+            self.accept(ctx, sock, peer);
+            true
+        });
+        self.listener = Some(listener);
+        if end == AcceptEnd::BackOff {
+            ctx.set_timeout(ACCEPT_BACKOFF, PeerTimer::worker(TimerKind::AcceptRetry));
         }
     }
 
@@ -766,10 +730,7 @@ impl<P: Protocol> Worker<P> {
         report: std::sync::mpsc::Sender<usize>,
     ) {
         if let Some(mut listener) = self.listener.take() {
-            let _ = match &mut listener {
-                MioListener::Tcp(l) => ctx.registry().deregister(l),
-                MioListener::Unix(l, _) => ctx.registry().deregister(l),
-            };
+            let _ = ctx.registry().deregister(listener.source());
         }
         debug!(
             "worker {}: draining {} connections",
@@ -831,7 +792,7 @@ impl<P: Protocol> Worker<P> {
         if peer.io.phase.is_handshake() {
             self.handshaking -= 1;
         }
-        self.config.live.fetch_sub(1, Ordering::SeqCst);
+        self.config.admission.release();
         debug!("{}: connection {token} closed: {reason}", peer.io.peer_addr);
         let _ = ctx.registry().deregister(&mut peer.io.sock);
         for id in [
@@ -881,17 +842,14 @@ impl<P: Protocol> EventHandler for Worker<P> {
                 // Accepted just before the listener closed: not served.
                 debug!("{peer_addr}: refused, shutting down");
                 drop(sock);
-                self.config.live.fetch_sub(1, Ordering::SeqCst);
+                self.config.admission.release();
             }
             WorkerMsg::Accept(sock, peer_addr) => self.accept(ctx, sock, peer_addr),
             WorkerMsg::Drain { deadline, report } => self.drain(ctx, deadline, report),
             WorkerMsg::Listen(mut listener) => {
-                let registered = match &mut listener {
-                    MioListener::Tcp(l) => ctx.registry().register(l, LISTENER, Interest::READABLE),
-                    MioListener::Unix(l, _) => {
-                        ctx.registry().register(l, LISTENER, Interest::READABLE)
-                    }
-                };
+                let registered =
+                    ctx.registry()
+                        .register(listener.source(), LISTENER, Interest::READABLE);
                 match registered {
                     Ok(()) => self.listener = Some(listener),
                     Err(e) => {
