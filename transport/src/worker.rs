@@ -146,8 +146,29 @@ pub(crate) struct Worker<P: Protocol> {
     listener: Option<MioListener>,
     /// The idle sweep's timer is armed.
     sweeping: bool,
-    /// The event being handled is readable without EOF or error.
-    edge_without_eof: bool,
+}
+
+/// How far `handle_incoming` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadUntil {
+    /// Until `WouldBlock` / `WANT_READ`.
+    WouldBlock,
+    /// Until a read that drained the socket (plaintext: shorter than the
+    /// buffer; TLS: the last `read(2)` under `SSL_read` was short and
+    /// OpenSSL buffers nothing more, see `Ssl::socket_drained`), without the
+    /// extra read that would return `EAGAIN` (data arriving later makes a
+    /// new edge). Only for a readable edge without EOF or error: an EOF that
+    /// arrived earlier must be read now, as no later edge would report it.
+    ShortRead,
+}
+
+/// What one readiness event asks of a peer.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    /// Read, and how far; `None` if the event was not readable.
+    read: Option<ReadUntil>,
+    /// The socket can take output.
+    writable: bool,
 }
 
 /// How often idle TLS connections give their record buffers back.
@@ -172,7 +193,6 @@ impl<P: Protocol> Worker<P> {
             draining: None,
             listener: None,
             sweeping: false,
-            edge_without_eof: false,
         }
     }
 
@@ -344,18 +364,12 @@ impl<P: Protocol> Worker<P> {
     /// `handle_incoming`: reads until `WouldBlock`/`WANT_READ`, handing each
     /// chunk to the protocol.
     ///
-    /// `short_read_ends`: a read that drained the socket (plaintext: shorter
-    /// than the buffer; TLS: the last `read(2)` under `SSL_read` was short
-    /// and OpenSSL buffers nothing more, see `Ssl::socket_drained`) ends the
-    /// loop without the extra read that would return `EAGAIN` (data
-    /// arriving later makes a new edge). Only for reads driven by an event
-    /// without EOF or error: an EOF that arrived earlier must be read now,
-    /// as no later edge would report it.
+    /// `until`: see [`ReadUntil`].
     fn handle_incoming(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         token: usize,
-        short_read_ends: bool,
+        until: ReadUntil,
     ) -> Result<(), CloseReason> {
         loop {
             let peer = &mut self.peers[token];
@@ -396,7 +410,7 @@ impl<P: Protocol> Worker<P> {
                     if io.reading == Reading::ResumeNow {
                         io.reading = Reading::Active;
                     }
-                    if short_read_ends && drained {
+                    if until == ReadUntil::ShortRead && drained {
                         return Ok(());
                     }
                 }
@@ -411,8 +425,8 @@ impl<P: Protocol> Worker<P> {
     }
 
     /// Drives a peer after readiness (or after it queued output).
-    fn drive(&mut self, ctx: &mut Ctx<'_, P>, token: usize, readable: bool, writable: bool) {
-        if let Err(reason) = self.try_drive(ctx, token, readable, writable) {
+    fn drive(&mut self, ctx: &mut Ctx<'_, P>, token: usize, ready: Readiness) {
+        if let Err(reason) = self.try_drive(ctx, token, ready) {
             self.close_now(ctx, token, reason);
         }
     }
@@ -421,21 +435,20 @@ impl<P: Protocol> Worker<P> {
         &mut self,
         ctx: &mut Ctx<'_, P>,
         token: usize,
-        readable: bool,
-        writable: bool,
+        ready: Readiness,
     ) -> Result<(), CloseReason> {
         let Some(peer) = self.peers.get_mut(token) else {
             return Ok(());
         };
         match peer.io.phase {
             Phase::Lingering => {
-                if readable {
+                if ready.read.is_some() {
                     self.linger_drain(ctx, token);
                 }
                 return Ok(());
             }
             Phase::ShuttingDown => {
-                if writable {
+                if ready.writable {
                     self.start_shutdown(ctx, token)?;
                 }
                 return Ok(());
@@ -450,14 +463,14 @@ impl<P: Protocol> Worker<P> {
                 };
                 // EOF, or a prefix the peer will not complete (it closed
                 // its side): OpenSSL has the last word.
-                let complete = n == 0 || (readable && !self.edge_without_eof);
+                let complete = n == 0 || ready.read == Some(ReadUntil::WouldBlock);
                 match sniff(&first[..n]) {
                     FirstBytes::NeedMore if !complete => return Ok(()),
                     FirstBytes::PlainHttp => return self.answer_plain_http(ctx, token),
                     FirstBytes::NeedMore | FirstBytes::NotPlainHttp => {}
                 }
                 peer.io.phase = Phase::Handshaking;
-                return self.try_drive(ctx, token, readable, writable);
+                return self.try_drive(ctx, token, ready);
             }
             Phase::Handshaking => {
                 let tls = peer.io.tls.as_mut().expect("handshaking peer has TLS");
@@ -479,7 +492,8 @@ impl<P: Protocol> Worker<P> {
                         }
                         // Application data may have arrived with the
                         // client's Finished: read it now, no new edge comes.
-                        return self.open_io(ctx, token, true, writable);
+                        let read = Some(ready.read.unwrap_or(ReadUntil::WouldBlock));
+                        return self.open_io(ctx, token, Readiness { read, ..ready });
                     }
                     SslOutcome::WantRead | SslOutcome::WantWrite => return Ok(()),
                     fatal => return Err(tls.fail(fatal)),
@@ -487,16 +501,16 @@ impl<P: Protocol> Worker<P> {
             }
             Phase::Open => {}
         }
-        self.open_io(ctx, token, readable, writable)
+        self.open_io(ctx, token, ready)
     }
 
     fn open_io(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         token: usize,
-        readable: bool,
-        writable: bool,
+        ready: Readiness,
     ) -> Result<(), CloseReason> {
+        let (readable, writable) = (ready.read.is_some(), ready.writable);
         let peer = &mut self.peers[token];
         let (resume_read, resume_write) = match peer.io.tls.as_mut() {
             Some(tls) => (
@@ -511,16 +525,19 @@ impl<P: Protocol> Worker<P> {
             peer.io.flush()?;
         }
         let mut read = readable || resume_read;
-        // A readable edge without EOF may stop at a short read.
-        let mut short_read_ends =
-            readable && !resume_read && std::mem::take(&mut self.edge_without_eof);
+        // A readable edge without EOF may stop at a short read; a resumed
+        // SSL_read reads on.
+        let mut until = match ready.read {
+            Some(ReadUntil::ShortRead) if !resume_read => ReadUntil::ShortRead,
+            _ => ReadUntil::WouldBlock,
+        };
         if peer.io.input_gate == InputGate::HeldForOutput && writable {
             peer.io.flush()?;
             if peer.io.queued <= LOW_WATER {
                 // Input may have piled up while paused: no edge announces it.
                 peer.io.input_gate = InputGate::Open;
                 read = true;
-                short_read_ends = false;
+                until = ReadUntil::WouldBlock;
             }
         }
         self.notify_drained(ctx, token)?;
@@ -528,7 +545,7 @@ impl<P: Protocol> Worker<P> {
             return Ok(());
         };
         if read && peer.io.input_gate == InputGate::Open {
-            self.handle_incoming(ctx, token, short_read_ends)?;
+            self.handle_incoming(ctx, token, until)?;
         }
         self.flush_and_maybe_close(ctx, token)
     }
@@ -541,7 +558,7 @@ impl<P: Protocol> Worker<P> {
         };
         let result = if peer.io.reading == Reading::ResumeNow {
             peer.io.reading = Reading::Active;
-            self.handle_incoming(ctx, token, false)
+            self.handle_incoming(ctx, token, ReadUntil::WouldBlock)
                 .and_then(|()| self.flush_and_maybe_close(ctx, token))
         } else {
             self.flush_and_maybe_close(ctx, token)
@@ -828,11 +845,16 @@ impl<P: Protocol> EventHandler for Worker<P> {
         if let Some(peer) = self.peers.get_mut(token) {
             peer.io.activity = Activity::Busy;
         }
-        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        let read = if event.is_read_closed() || event.is_error() {
+            // An EOF (or error) must be read now: no later edge reports it.
+            Some(ReadUntil::WouldBlock)
+        } else if event.is_readable() {
+            Some(ReadUntil::ShortRead)
+        } else {
+            None
+        };
         let writable = event.is_writable() || event.is_write_closed();
-        self.edge_without_eof = event.is_readable() && !event.is_read_closed() && !event.is_error();
-        self.drive(ctx, token, readable, writable);
-        self.edge_without_eof = false;
+        self.drive(ctx, token, Readiness { read, writable });
         sys::debug_assert_queue_empty("on_event");
     }
 
