@@ -11,10 +11,10 @@ use crate::classify::QueuedError;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum CloseReason {
-    /// Closed gracefully after [`Conn::close`] (or the peer's clean EOF),
+    /// Closed gracefully after [`Conn::close`](crate::Conn::close) (or the peer's clean EOF),
     /// with TLS close_notify sent.
     Closed,
-    /// The protocol called [`Conn::abort`].
+    /// The protocol called [`Conn::abort`](crate::Conn::abort).
     Aborted,
     /// The peer closed TCP without TLS close_notify (not an error).
     PeerClosedWithoutNotify,
