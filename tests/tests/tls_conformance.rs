@@ -86,6 +86,11 @@ fn alpn_selects_what_the_server_speaks() {
 }
 
 /// libcurl asked for HTTP/1.0 over HTTPS (`curl --http1.0`) is served.
+///
+/// The bundled libcurl (8.22) offers `http/1.0, http/1.1` for HTTP/1.0 and
+/// so gets `http/1.1`; a curl that offers `http/1.0` alone is the OpenSSL
+/// client case of [`alpn_selects_what_the_server_speaks`]. What libcurl
+/// offered and got is checked from its verbose log.
 #[test]
 fn libcurl_http10_is_served() {
     use curl::easy::{Easy, HttpVersion, List};
@@ -103,7 +108,9 @@ fn libcurl_http10_is_served() {
     easy.http_version(HttpVersion::V10).unwrap();
     easy.timeout(Duration::from_secs(5)).unwrap();
     easy.forbid_reuse(true).unwrap();
+    easy.verbose(true).unwrap();
     let mut body = Vec::new();
+    let mut log = String::new();
     {
         let mut transfer = easy.transfer();
         transfer
@@ -113,11 +120,23 @@ fn libcurl_http10_is_served() {
             })
             .unwrap();
         transfer
+            .debug_function(|kind, data| {
+                if matches!(kind, curl::easy::InfoType::Text) {
+                    log.push_str(&String::from_utf8_lossy(data));
+                }
+            })
+            .unwrap();
+        transfer
             .perform()
             .unwrap_or_else(|e| panic!("curl --http1.0: {e}"));
     }
     assert_eq!(easy.response_code().unwrap(), 200);
     assert_eq!(String::from_utf8_lossy(&body), HELLO_BODY);
+    let offers = log
+        .lines()
+        .find(|l| l.contains("ALPN: curl offers"))
+        .unwrap_or_else(|| panic!("no ALPN offer in {log}"));
+    assert!(offers.contains("http/1.0"), "{offers}");
 }
 
 // ---------------------------------------------------------------------------
