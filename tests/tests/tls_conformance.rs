@@ -324,6 +324,26 @@ fn a_method_prefix_then_fin_is_closed() {
     assert!(!raw.starts_with(b"HTTP/"), "{raw:?}");
 }
 
+/// A method prefix that never goes on is bounded by the handshake timeout
+/// (2 s on the test server): the connection is closed, without an answer.
+#[test]
+fn a_method_prefix_alone_is_closed_by_the_handshake_timeout() {
+    init_logging();
+    let server = TestServer::hello(1, true);
+    let mut tcp = connect_tcp(server.port()).unwrap();
+    tcp.write_all(b"GE").unwrap();
+    // A functional bound, far above the 2 s timeout.
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut raw = Vec::new();
+    let closed = match tcp.read_to_end(&mut raw) {
+        Ok(_) => true,
+        Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "still open after 20 s");
+    assert!(!raw.starts_with(b"HTTP/"), "{raw:?}");
+    exchange(&server, client()).expect("TLS still served");
+}
+
 /// libcurl asked for `http://` on the TLS port sees the `400`.
 #[test]
 fn libcurl_plain_http_to_the_tls_port_gets_a_400() {
