@@ -1,14 +1,14 @@
 //! The reactor layer of pistachio: N event loops, one [`mio::Poll`] per
 //! thread, in the image of Pistache's `Aio::Reactor`.
 //!
-//! * Each worker thread owns a [`Handler`] made for it by a factory that is
+//! * Each worker thread owns an [`EventHandler`] made for it by a factory that is
 //!   called **on that thread**, so the handler needs neither `Send` nor locks
 //!   (Pistache clones its handler once per `SyncImpl`).
 //! * Any thread can post a message to a worker through its [`Mailbox`]: a
 //!   crossbeam channel plus a [`mio::Waker`] (Pistache's `PollableQueue`).
 //!   Consecutive posts share one wake-up.
 //! * Each worker has a deadline heap; the earliest deadline bounds the poll
-//!   timeout and expired timers are delivered to [`Handler::on_timer`].
+//!   timeout and expired timers are delivered to [`EventHandler::on_timer`].
 //! * [`Reactor::shutdown`] stops every worker and returns only after all of
 //!   them have exited.
 //!
@@ -17,18 +17,18 @@
 //! Events come from `mio`, which is edge-triggered: a handler that stops
 //! reading before `WouldBlock` gets no new event for the bytes left behind.
 //! Within one loop iteration the order is: I/O events, then mailbox messages,
-//! then expired timers, then [`Handler::on_tick`].
+//! then expired timers, then [`EventHandler::on_tick`].
 //!
 //! # Example
 //!
 //! ```
-//! use pistachio_reactor::{Context, Handler, Reactor};
+//! use pistachio_reactor::{Context, EventHandler, Reactor};
 //!
 //! struct Counter {
 //!     seen: u64,
 //! }
 //!
-//! impl Handler for Counter {
+//! impl EventHandler for Counter {
 //!     type Message = std::sync::mpsc::Sender<u64>;
 //!     type Timer = ();
 //!
@@ -75,10 +75,10 @@ pub const MAX_THREAD_NAME_LEN: usize = 15;
 
 /// The per-worker event handler. One instance lives on each worker thread
 /// for the reactor's whole life.
-pub trait Handler: Sized + 'static {
+pub trait EventHandler: Sized + 'static {
     /// What other threads post to this worker through its [`Mailbox`].
     type Message: Send + 'static;
-    /// What a timer carries back to [`Handler::on_timer`] when it fires.
+    /// What a timer carries back to [`EventHandler::on_timer`] when it fires.
     type Timer: 'static;
 
     /// A readiness event for a source this handler registered.
@@ -104,7 +104,7 @@ pub trait Handler: Sized + 'static {
 }
 
 /// What a handler can do with its worker while handling a callback.
-pub struct Context<'a, H: Handler> {
+pub struct Context<'a, H: EventHandler> {
     registry: &'a Registry,
     timers: &'a mut Timers<H::Timer>,
     mailbox: &'a Mailbox<H::Message>,
@@ -112,7 +112,7 @@ pub struct Context<'a, H: Handler> {
     now: Instant,
 }
 
-impl<H: Handler> fmt::Debug for Context<'_, H> {
+impl<H: EventHandler> fmt::Debug for Context<'_, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
             .field("worker", &self.worker)
@@ -121,7 +121,7 @@ impl<H: Handler> fmt::Debug for Context<'_, H> {
     }
 }
 
-impl<H: Handler> Context<'_, H> {
+impl<H: EventHandler> Context<'_, H> {
     /// The worker's `mio` registry, to (de)register sources.
     pub fn registry(&self) -> &Registry {
         self.registry
@@ -174,6 +174,7 @@ struct MailboxShared {
 /// A handle for posting messages to one worker from any thread.
 ///
 /// Cheap to clone; `Send` and `Sync` when the message type is `Send`.
+#[must_use]
 pub struct Mailbox<M> {
     tx: Sender<Envelope<M>>,
     shared: Arc<MailboxShared>,
@@ -239,6 +240,7 @@ impl<M> Mailbox<M> {
 
 /// Configures and starts a [`Reactor`].
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `spawn` is called"]
 pub struct Builder {
     threads: usize,
     name_prefix: String,
@@ -280,7 +282,7 @@ impl Builder {
     /// workers already started are then shut down.
     pub fn spawn<H, F>(self, factory: F) -> io::Result<Reactor<H::Message>>
     where
-        H: Handler,
+        H: EventHandler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
         let factory = Arc::new(factory);
@@ -339,6 +341,7 @@ pub fn thread_name(prefix: &str, index: usize) -> String {
 }
 
 /// A running set of worker threads. Dropping it shuts it down.
+#[must_use = "dropping the reactor shuts it down"]
 pub struct Reactor<M> {
     mailboxes: Vec<Mailbox<M>>,
     threads: Vec<JoinHandle<()>>,
@@ -379,7 +382,7 @@ impl<M> Reactor<M> {
         &self.mailboxes
     }
 
-    /// Stops every worker (each runs [`Handler::on_shutdown`]) and returns
+    /// Stops every worker (each runs [`EventHandler::on_shutdown`]) and returns
     /// once all of them have exited. Messages posted before the call are
     /// delivered first. Idempotent.
     pub fn shutdown(&mut self) {
@@ -401,7 +404,7 @@ impl<M> Drop for Reactor<M> {
     }
 }
 
-fn run_worker<H: Handler>(
+fn run_worker<H: EventHandler>(
     worker: usize,
     mut poll: Poll,
     rx: Receiver<Envelope<H::Message>>,
@@ -480,7 +483,7 @@ mod tests {
         report: mpsc::Sender<(usize, Vec<u32>)>,
     }
 
-    impl Handler for Recorder {
+    impl EventHandler for Recorder {
         type Message = u32;
         type Timer = ();
         fn on_event(&mut self, _: &mut Context<'_, Self>, _: &mio::event::Event) {}
@@ -547,7 +550,7 @@ mod tests {
         fired: Arc<std::sync::Mutex<Vec<u32>>>,
     }
 
-    impl Handler for TimerOrder {
+    impl EventHandler for TimerOrder {
         type Message = Vec<(u64, u32)>;
         type Timer = u32;
         fn on_event(&mut self, _: &mut Context<'_, Self>, _: &mio::event::Event) {}
@@ -596,7 +599,7 @@ mod tests {
         exited: Arc<std::sync::atomic::AtomicUsize>,
     }
 
-    impl Handler for Sleeper {
+    impl EventHandler for Sleeper {
         type Message = ();
         type Timer = ();
         fn on_event(&mut self, _: &mut Context<'_, Self>, _: &mio::event::Event) {}
@@ -633,7 +636,7 @@ mod tests {
         names: mpsc::Sender<(Option<String>, String)>,
     }
 
-    impl Handler for NameProbe {
+    impl EventHandler for NameProbe {
         type Message = ();
         type Timer = ();
         fn on_event(&mut self, _: &mut Context<'_, Self>, _: &mio::event::Event) {}

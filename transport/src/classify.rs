@@ -7,15 +7,21 @@
 //! facts to an [`SslOutcome`]; it touches no OpenSSL state, so every row of
 //! the table below is unit-tested here without a socket.
 //!
-//! | `SSL_get_error` | queue / errno | outcome | transport action |
+//! | `SSL_get_error` | queue's first entry / errno | outcome | transport action |
 //! |---|---|---|---|
 //! | `WANT_READ` | — | [`SslOutcome::WantRead`] | wait for readable |
 //! | `WANT_WRITE` | — | [`SslOutcome::WantWrite`] | arm writable, resume the same call |
 //! | `ZERO_RETURN` | — | [`SslOutcome::CloseNotify`] | flush, send close_notify, close |
-//! | `SSL` | `SSL_R_UNEXPECTED_EOF_WHILE_READING` | [`SslOutcome::PeerClosedWithoutNotify`] | close at once |
+//! | `SSL` or `SYSCALL` | `SSL_R_UNEXPECTED_EOF_WHILE_READING` | [`SslOutcome::PeerClosedWithoutNotify`] | close at once |
+//! | `SSL` or `SYSCALL` | an `ERR_LIB_SYS` entry with an errno | [`SslOutcome::Socket`] (the entry's errno) | close abortively |
+//! | `SYSCALL` | any other entry | [`SslOutcome::Protocol`] | close abortively, log at debug |
+//! | `SYSCALL` | empty, errno ≠ 0 | [`SslOutcome::Socket`] (errno) | close abortively |
 //! | `SYSCALL` | empty, errno 0 | [`SslOutcome::PeerClosedWithoutNotify`] | close at once |
-//! | `SYSCALL` | errno (or `ERR_LIB_SYS` entry) | [`SslOutcome::Socket`] | close abortively |
-//! | `SSL` | any other reason | [`SslOutcome::Protocol`] | close abortively, log at debug |
+//! | `SSL` | any other entry, or none | [`SslOutcome::Protocol`] | close abortively, log at debug |
+//! | anything else | — | [`SslOutcome::Protocol`] | close abortively, log at debug |
+//!
+//! The rows are tried in this order. `docs/tls-error-queue.md` has the same
+//! function in C++, row for row.
 //!
 //! The two spellings of "peer closed without close_notify" come from
 //! OpenSSL's history: 1.1.1 reports `SSL_ERROR_SYSCALL` with `errno == 0`,

@@ -2,13 +2,14 @@
 //! the [`Conn`] handle it passes in, plus [`PeerHandle`] for other threads.
 
 use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use pistachio_reactor::Mailbox;
 
-use crate::worker::{PeerIo, TimerRequest, WorkerMsg};
+use crate::close::CloseReason;
+use crate::msg::WorkerMsg;
+use crate::peer::{Ending, PeerIo, Reading, TimerRequest, TlsInfo};
 
 /// A per-connection protocol handler (Pistache's `Http::Handler::onInput`
 /// and friends). One instance per connection, created on the connection's
@@ -64,65 +65,6 @@ pub trait Protocol: Sized + 'static {
     }
 }
 
-/// Why a connection ended.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// Closed gracefully after [`Conn::close`] (or the peer's clean EOF),
-    /// with TLS close_notify sent.
-    Closed,
-    /// The protocol called [`Conn::abort`].
-    Aborted,
-    /// The peer closed TCP without TLS close_notify (not an error).
-    PeerClosedWithoutNotify,
-    /// The TLS handshake did not finish within the handshake timeout.
-    HandshakeTimeout,
-    /// A TLS protocol error (bad client, plaintext on the TLS port...).
-    Tls(String),
-    /// A socket error (e.g. connection reset).
-    Socket(io::Error),
-    /// The server is shutting down.
-    Shutdown,
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::Closed => f.write_str("closed"),
-            CloseReason::Aborted => f.write_str("aborted"),
-            CloseReason::PeerClosedWithoutNotify => {
-                f.write_str("peer closed without TLS close_notify")
-            }
-            CloseReason::HandshakeTimeout => f.write_str("TLS handshake timed out"),
-            CloseReason::Tls(e) => write!(f, "TLS error: {e}"),
-            CloseReason::Socket(e) => write!(f, "socket error: {e}"),
-            CloseReason::Shutdown => f.write_str("server shutting down"),
-        }
-    }
-}
-
-/// Facts about a new connection, given to the protocol factory.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerInfo {
-    /// The client's address.
-    pub peer_addr: SocketAddr,
-    /// The local address the client connected to.
-    pub local_addr: SocketAddr,
-    /// Index of the worker that owns the connection.
-    pub worker: usize,
-    /// Whether the connection is TLS.
-    pub tls: bool,
-}
-
-/// The negotiated TLS parameters of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TlsInfo {
-    /// Protocol version, e.g. `TLSv1.3`.
-    pub version: &'static str,
-    /// Cipher suite, e.g. `TLS_AES_256_GCM_SHA384`.
-    pub cipher: &'static str,
-}
-
 /// The connection, as a [`Protocol`] callback sees it.
 pub struct Conn<'a, M: Send + 'static> {
     pub(crate) io: &'a mut PeerIo,
@@ -173,33 +115,34 @@ impl<M: Send + 'static> Conn<'_, M> {
     /// short while (so that unread input cannot turn the close into an RST
     /// that destroys the response in flight). No more input is delivered.
     pub fn close(&mut self) {
-        self.io.close_requested = true;
+        if self.io.ending == Ending::NotAsked {
+            self.io.ending = Ending::Graceful;
+        }
     }
 
     /// Closes at once, dropping anything queued.
     pub fn abort(&mut self) {
-        self.io.abort_requested = true;
+        self.io.ending = Ending::Abort;
     }
 
     /// Stops delivering input to [`Protocol::on_input`] until
     /// [`Conn::resume_reading`]; the peer is then held back by TCP flow
     /// control. Use it when input arrives faster than it can be handled.
     pub fn pause_reading(&mut self) {
-        self.io.reading_paused = true;
+        self.io.reading = Reading::Paused;
     }
 
     /// Delivers input again after [`Conn::pause_reading`], starting with
     /// whatever arrived meanwhile.
     pub fn resume_reading(&mut self) {
-        if self.io.reading_paused {
-            self.io.reading_paused = false;
-            self.io.resume_reading = true;
+        if self.io.reading == Reading::Paused {
+            self.io.reading = Reading::ResumeNow;
         }
     }
 
     /// Whether [`Conn::close`] or [`Conn::abort`] was called.
     pub fn is_closing(&self) -> bool {
-        self.io.close_requested || self.io.abort_requested
+        self.io.end_asked()
     }
 
     /// Arms (or re-arms) this connection's single protocol timer; when it
@@ -259,6 +202,7 @@ impl<M: Send + 'static> Conn<'_, M> {
 /// Addresses one connection from any thread: posts go through the owning
 /// worker's mailbox and arrive in [`Protocol::on_message`] on that worker.
 /// Messages for a connection that has closed meanwhile are dropped.
+#[must_use]
 pub struct PeerHandle<M: Send + 'static> {
     mailbox: Mailbox<WorkerMsg<M>>,
     token: usize,

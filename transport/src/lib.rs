@@ -18,8 +18,9 @@
 //! Every `SSL_do_handshake`, `SSL_read`, `SSL_write` and `SSL_shutdown` goes
 //! through one choke point that empties the thread's OpenSSL error queue
 //! first, classifies a failure with `SSL_get_error` and the queue's first
-//! entry (see [`classify`]), and drains the queue before returning. A client
-//! that drops TCP without close_notify therefore closes only its own
+//! entry (the table is in `docs/tls-error-queue.md`), and drains the queue
+//! before returning. A client that drops TCP without close_notify
+//! therefore closes only its own
 //! connection, and never poisons the next call on the same worker (the bug
 //! behind Pistache issue #1309). Debug builds assert that the queue is empty
 //! whenever control leaves the transport.
@@ -57,10 +58,18 @@
 
 #![deny(unsafe_code)]
 
+// The HTTP layer takes its response buffers from this per-thread pool, the
+// one the transport gives sent buffers back to; not an API for users.
+mod accept;
+#[doc(hidden)]
 pub mod buffers;
-pub mod classify;
+mod classify;
+mod close;
 mod conn;
 mod listener;
+mod msg;
+mod peer;
+mod sniff;
 mod socket;
 #[allow(unsafe_code)]
 mod sys;
@@ -76,10 +85,10 @@ use std::time::Duration;
 
 use pistachio_reactor::Reactor;
 
-pub use conn::{CloseReason, Conn, PeerHandle, PeerInfo, Protocol, TlsInfo};
-// `ShutdownReport` is defined below.
-// `ShutdownReport` is defined below.
+pub use close::{CloseReason, TlsFailure};
+pub use conn::{Conn, PeerHandle, Protocol};
 pub use listener::{Listener, ListenerOptions};
+pub use peer::{PeerInfo, TlsInfo};
 pub use socket::UNIX_PEER_ADDR;
 pub use tls::{
     ClientCerts, SelfSigned, TlsConfig, TlsConfigBuilder, TlsError, TlsReloader, TlsVersion,
@@ -87,8 +96,9 @@ pub use tls::{
 
 pub use openssl;
 
-use listener::AcceptThread;
-use worker::{Worker, WorkerConfig, WorkerMsg};
+use accept::{AcceptThread, Admission};
+use msg::WorkerMsg;
+use worker::{Worker, WorkerConfig};
 
 /// Settings of a [`Server`].
 #[derive(Debug, Clone)]
@@ -151,6 +161,7 @@ pub struct ShutdownReport {
 /// A running server: the accept thread and the workers.
 ///
 /// Dropping it is the same as calling [`Server::shutdown`].
+#[must_use = "dropping the server shuts it down"]
 pub struct Server<M: Send + 'static> {
     accept: Option<AcceptThread>,
     reactor: Reactor<WorkerMsg<M>>,
@@ -181,12 +192,15 @@ impl<M: Send + 'static> Server<M> {
         let factory: Arc<worker::Factory<P>> = Arc::new(factory);
         let tls = config.tls.clone().map(|c| Arc::new(tls::TlsSlot::new(c)));
         let live = Arc::new(AtomicUsize::new(0));
-        let worker_config = Arc::new(WorkerConfig {
-            max_connections: config.max_connections,
+        let admission = Arc::new(Admission {
             no_delay: listener.options().no_delay,
+            live: Arc::clone(&live),
+            max_connections: config.max_connections,
+        });
+        let worker_config = Arc::new(WorkerConfig {
+            admission: Arc::clone(&admission),
             tls: tls.clone(),
             max_handshakes: config.max_handshakes.max(1),
-            live: Arc::clone(&live),
             handshake_timeout: config.handshake_timeout,
             linger_timeout: config.linger_timeout,
             close_timeout: config.close_timeout,
@@ -219,8 +233,7 @@ impl<M: Send + 'static> Server<M> {
             Some(AcceptThread::spawn(
                 listener,
                 reactor.mailboxes().to_vec(),
-                Arc::clone(&live),
-                config.max_connections,
+                admission,
             )?)
         };
         Ok(Server {

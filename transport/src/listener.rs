@@ -1,23 +1,15 @@
-//! Binding (Pistache's `Tcp::Listener` options) and the accept thread.
+//! Binding a listening socket (Pistache's `Tcp::Listener` options); the
+//! accepting is in `accept.rs`.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
-use log::{debug, error, warn};
 use mio::net::{TcpListener, UnixListener};
-
-use crate::socket::{Socket as Conn, UNIX_PEER_ADDR};
-use mio::{Events, Interest, Poll, Token, Waker};
-use pistachio_reactor::Mailbox;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
-use crate::worker::WorkerMsg;
+use crate::socket::{Socket as Conn, UNIX_PEER_ADDR};
 
 /// Socket options for the listening socket and accepted connections
 /// (Pistache's `Tcp::Options`).
@@ -56,6 +48,7 @@ impl Default for ListenerOptions {
 /// A bound, listening TCP socket, not yet accepting. Bind first to learn the
 /// port (`127.0.0.1:0` picks an ephemeral one), then hand it to a server.
 #[derive(Debug)]
+#[must_use = "a listener accepts nothing until handed to a server"]
 pub struct Listener {
     inner: Inner,
     local_addr: SocketAddr,
@@ -87,14 +80,16 @@ pub(crate) enum MioListener {
 }
 
 impl MioListener {
-    fn accept(&self) -> io::Result<(Conn, SocketAddr)> {
+    /// `accept4(2)` on the listening socket.
+    pub(crate) fn accept(&self) -> io::Result<(Conn, SocketAddr)> {
         match self {
             MioListener::Tcp(l) => l.accept().map(|(s, a)| (Conn::Tcp(s), a)),
             MioListener::Unix(l, _) => l.accept().map(|(s, _)| (Conn::Unix(s), UNIX_PEER_ADDR)),
         }
     }
 
-    fn source(&mut self) -> &mut dyn mio::event::Source {
+    /// The socket, to register with a poller.
+    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
             MioListener::Tcp(l) => l,
             MioListener::Unix(l, _) => l,
@@ -232,152 +227,6 @@ impl Listener {
         match self.inner {
             Inner::Tcp(l) => MioListener::Tcp(TcpListener::from_std(l)),
             Inner::Unix(l, path) => MioListener::Unix(UnixListener::from_std(l), path),
-        }
-    }
-}
-
-const LISTENER: Token = Token(0);
-const STOP: Token = Token(1);
-
-/// How long to stop accepting after the process or system ran out of file
-/// descriptors (or memory), instead of spinning on the same error.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// The running accept thread; [`AcceptThread::stop`] joins it.
-#[derive(Debug)]
-pub(crate) struct AcceptThread {
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl AcceptThread {
-    pub(crate) fn spawn<M: Send + 'static>(
-        listener: Listener,
-        workers: Vec<Mailbox<WorkerMsg<M>>>,
-        live: Arc<AtomicUsize>,
-        max_connections: Option<usize>,
-    ) -> io::Result<AcceptThread> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let no_delay = listener.options.no_delay;
-        let mut mio_listener = listener.into_mio();
-        poll.registry()
-            .register(mio_listener.source(), LISTENER, Interest::READABLE)?;
-        let stop2 = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("pistachio-acc".into())
-            .spawn(move || {
-                let limits = Limits {
-                    no_delay,
-                    live,
-                    max_connections,
-                };
-                accept_loop(poll, mio_listener, workers, &limits, &stop2)
-            })?;
-        Ok(AcceptThread {
-            waker,
-            thread: Some(thread),
-            stop,
-        })
-    }
-
-    /// Stops accepting, closes the listening socket and joins the thread.
-    pub(crate) fn stop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = self.waker.wake();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                error!("accept thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for AcceptThread {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// What the accept loop enforces.
-struct Limits {
-    no_delay: bool,
-    live: Arc<AtomicUsize>,
-    max_connections: Option<usize>,
-}
-
-fn accept_loop<M: Send + 'static>(
-    mut poll: Poll,
-    listener: MioListener,
-    workers: Vec<Mailbox<WorkerMsg<M>>>,
-    limits: &Limits,
-    stop: &std::sync::atomic::AtomicBool,
-) {
-    let mut events = Events::with_capacity(8);
-    let mut next = 0usize;
-    let mut backoff = false;
-    loop {
-        let timeout = backoff.then_some(ACCEPT_BACKOFF);
-        if let Err(e) = poll.poll(&mut events, timeout) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            error!("accept thread: poll failed, no longer accepting: {e}");
-            return;
-        }
-        if stop.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        backoff = false;
-        // Edge-triggered: accept until WouldBlock (or until backing off, in
-        // which case the timeout above brings us back).
-        loop {
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    if limits
-                        .max_connections
-                        .is_some_and(|max| limits.live.load(Ordering::SeqCst) >= max)
-                    {
-                        // Over the limit: close at once (the kernel would
-                        // otherwise keep the client waiting in the backlog).
-                        debug!("{peer}: refused, max_connections reached");
-                        drop(stream);
-                        continue;
-                    }
-                    limits.live.fetch_add(1, Ordering::SeqCst);
-                    if let (true, Conn::Tcp(tcp)) = (limits.no_delay, &stream) {
-                        if let Err(e) = tcp.set_nodelay(true) {
-                            debug!("TCP_NODELAY on {peer}: {e}");
-                        }
-                    }
-                    let worker = &workers[next];
-                    next = (next + 1) % workers.len();
-                    debug!("accepted {peer} -> worker {}", worker.worker());
-                    if worker.post(WorkerMsg::Accept(stream, peer)).is_err() {
-                        // Workers are stopping; so are we.
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => match e.raw_os_error() {
-                    // The connection died in the queue: not our problem.
-                    Some(libc::ECONNABORTED) | Some(libc::EPROTO) | Some(libc::EPERM) => continue,
-                    Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS)
-                    | Some(libc::ENOMEM) => {
-                        warn!("accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
-                        backoff = true;
-                        break;
-                    }
-                    _ => {
-                        error!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
-                        backoff = true;
-                        break;
-                    }
-                },
-            }
         }
     }
 }

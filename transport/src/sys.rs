@@ -3,15 +3,20 @@
 //! It holds the FFI declarations `openssl-sys` lacks, [`Ssl`] (the owning
 //! wrapper of one peer's raw `SSL*`), and the **choke point**
 //! [`Ssl::call`] through which every `SSL_do_handshake`, `SSL_read`,
-//! `SSL_write` and `SSL_shutdown` goes:
+//! `SSL_write` and `SSL_shutdown` goes, in four steps:
 //!
-//! 1. make sure the thread's error queue is empty (`ERR_peek_error`; drain
-//!    it if not, which debug builds treat as a bug), and zero `errno`;
-//! 2. make the call;
-//! 3. capture `errno` at once;
-//! 4. on a result `<= 0`, ask `SSL_get_error`, peek the queue's first entry,
-//!    and [`classify`] them into an [`SslOutcome`];
-//! 5. drain the queue, logging what it held at `debug!`.
+//! 1. empty queue first: make sure the thread's error queue is empty
+//!    (`ERR_peek_error`; drain it if not, which debug builds treat as a
+//!    bug), and zero `errno`;
+//! 2. call, and capture `errno` at once; a result `> 0` (or `0` from
+//!    `SSL_shutdown`) is `Done`;
+//! 3. classify any other result: ask `SSL_get_error`, peek the queue's first
+//!    entry, and [`classify`] them into an [`SslOutcome`];
+//! 4. drain the queue, logging what it held at `debug!`, and return.
+//!
+//! The other calls on an `SSL*` (`SSL_new` and its setup, reading the
+//! client certificate's subject, `SSL_free_buffers`, the version and cipher
+//! names) are here too, and leave the queue empty as well.
 //!
 //! Nothing leaves this module with the queue non-empty.
 
@@ -52,6 +57,11 @@ extern "C" {
     /// `int SSL_free_buffers(SSL *ssl)` from `<openssl/ssl.h>` (3.0+):
     /// frees the record buffers if they hold nothing; 1 if freed.
     fn SSL_free_buffers(ssl: *mut ffi::SSL) -> c_int;
+    /// `STACK_OF(SSL_CIPHER) *SSL_CTX_get_ciphers(const SSL_CTX *ctx)` from
+    /// `<openssl/ssl.h>`: the context's enabled ciphers, TLS 1.3 suites
+    /// first, in preference order; owned by the context.
+    #[cfg(test)]
+    fn SSL_CTX_get_ciphers(ctx: *const ffi::SSL_CTX) -> *mut ffi::OPENSSL_STACK;
     /// `int SSL_has_pending(const SSL *s)` from `<openssl/ssl.h>` (1.1.0+):
     /// 1 if OpenSSL holds input not yet returned by `SSL_read`, processed
     /// or not (with read-ahead, raw bytes of later records count too).
@@ -146,6 +156,27 @@ pub(crate) fn debug_assert_queue_empty(place: &str) {
     }
 }
 
+/// Steps 1 and 4 of the choke point around `f`, for every call that
+/// touches an `SSL*` or the queue: the queue is empty before `f` (drained,
+/// and a debug-build panic, if it was not) and drained after it.
+fn with_clean_queue<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    // `ERR_peek_error() == 0` is exactly the condition `SSL_get_error`
+    // relies on, and far cheaper than an unconditional `ERR_clear_error`
+    // (which walks all 16 slots of the queue).
+    if HYGIENE && !error_queue_is_empty() {
+        let stale = drain_queue(what);
+        debug_assert!(
+            stale.is_empty(),
+            "OpenSSL error queue not empty before {what}: {stale:?}"
+        );
+    }
+    let result = f();
+    if HYGIENE && !error_queue_is_empty() {
+        drain_queue(what);
+    }
+    result
+}
+
 /// Removes every entry from this thread's queue, logging each at `debug!`.
 /// Returns the decoded entries (for assertions and tests).
 fn drain_queue(op: &str) -> Vec<QueuedError> {
@@ -171,6 +202,21 @@ fn drain_queue(op: &str) -> Vec<QueuedError> {
         drained.push(entry);
     }
     drained
+}
+
+/// The library and reason names OpenSSL gives a packed error code
+/// (`ERR_lib_error_string`, `ERR_reason_error_string`; "" if unknown).
+/// Reads static tables only; the queue is not touched.
+pub(crate) fn error_names(code: u64) -> (&'static str, &'static str) {
+    let code = c_ulong::try_from(code).unwrap_or(0);
+    // SAFETY: both return NULL or a pointer to a static NUL-terminated
+    // string owned by OpenSSL.
+    unsafe {
+        (
+            static_str(ffi::ERR_lib_error_string(code)),
+            static_str(ffi::ERR_reason_error_string(code)),
+        )
+    }
 }
 
 /// # Safety
@@ -210,6 +256,60 @@ pub(crate) fn sendfile(
     Ok(n as usize)
 }
 
+/// `recv(2)` with `MSG_PEEK`: copies what the socket holds into `buf`
+/// without consuming it (0 at EOF).
+pub(crate) fn peek(sock: &impl std::os::fd::AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the descriptor is open for the duration of the call (the
+    // borrow keeps its owner alive) and `buf` is valid for `buf.len()`
+    // writable bytes.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// The names of the ciphers `ctx` enables, in preference order: the TLS
+/// 1.3 suites first, then the TLS 1.2 cipher list (`SSL_CTX_get_ciphers`).
+#[cfg(test)]
+pub(crate) fn cipher_names(ctx: &SslContextRef) -> Vec<&'static str> {
+    // SAFETY: ctx is a valid SSL_CTX; the stack it returns is owned by the
+    // context, which the borrow keeps alive, and is only read here; its
+    // entries are static SSL_CIPHERs with static names.
+    unsafe {
+        let stack = SSL_CTX_get_ciphers(ctx.as_ptr());
+        if stack.is_null() {
+            return Vec::new();
+        }
+        (0..ffi::OPENSSL_sk_num(stack))
+            .map(|i| {
+                let cipher = ffi::OPENSSL_sk_value(stack, i).cast::<ffi::SSL_CIPHER>();
+                static_str(ffi::SSL_CIPHER_get_name(cipher))
+            })
+            .collect()
+    }
+}
+
+/// `SSL_CTX_get_min_proto_version` and `SSL_CTX_get_max_proto_version`
+/// of `ctx` (0: no bound).
+#[cfg(test)]
+pub(crate) fn proto_versions(ctx: &SslContextRef) -> (c_int, c_int) {
+    // SAFETY: ctx is a valid SSL_CTX; both are SSL_CTX_ctrl reads.
+    unsafe {
+        (
+            ffi::SSL_CTX_get_min_proto_version(ctx.as_ptr()),
+            ffi::SSL_CTX_get_max_proto_version(ctx.as_ptr()),
+        )
+    }
+}
+
 /// Which OpenSSL call the choke point makes (for logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -246,10 +346,11 @@ pub(crate) struct Ssl {
 
 impl Drop for Ssl {
     fn drop(&mut self) {
+        let ptr = self.ptr.as_ptr();
         // SAFETY: `ptr` came from SSL_new, is owned solely by this value and
         // freed exactly once here. SSL_free also frees the socket BIO, which
         // was created with BIO_NOCLOSE, so the fd itself is left to mio.
-        unsafe { ffi::SSL_free(self.ptr.as_ptr()) }
+        with_clean_queue("SSL_free", || unsafe { ffi::SSL_free(ptr) });
         // SAFETY: allocated by Box::new in new_server and freed only here,
         // after SSL_free destroyed the BIO whose callback pointed to it.
         drop(unsafe { Box::from_raw(self.last_read_short.as_ptr()) });
@@ -260,10 +361,12 @@ impl Ssl {
     /// `SSL_new` + `SSL_set_fd` + `SSL_set_accept_state`: a server-side
     /// session over `fd`, which must outlive the returned value.
     pub(crate) fn new_server(ctx: &SslContextRef, fd: RawFd) -> Result<Ssl, ErrorStack> {
-        if HYGIENE {
-            // SAFETY: clears this thread's queue; no arguments.
-            unsafe { ffi::ERR_clear_error() };
-        }
+        with_clean_queue("SSL_new", || Ssl::setup_server(ctx, fd))
+    }
+
+    /// [`Ssl::new_server`]'s calls; on failure, `ErrorStack::get` takes the
+    /// entries off the queue.
+    fn setup_server(ctx: &SslContextRef, fd: RawFd) -> Result<Ssl, ErrorStack> {
         // `openssl::ssl::Ssl::new` is `SSL_new` plus the ex-data the
         // openssl crate's callbacks (verify, SNI, session cache) look up;
         // a bare `SSL_new` would make them abort. Its pointer is then owned
@@ -322,8 +425,10 @@ impl Ssl {
     /// OpenSSL holds no further input (`SSL_has_pending`). Another
     /// `SSL_read` now would only find `EAGAIN`; new bytes make a new edge.
     pub(crate) fn socket_drained(&self) -> bool {
-        // SAFETY: ptr is this session's valid SSL*.
-        self.read_watch().get() && unsafe { SSL_has_pending(self.ptr.as_ptr()) } == 0
+        let ptr = self.ptr.as_ptr();
+        self.read_watch().get()
+            // SAFETY: ptr is this session's valid SSL*.
+            && with_clean_queue("SSL_has_pending", || unsafe { SSL_has_pending(ptr) } == 0)
     }
 
     /// `SSL_write` of `buf`, through the choke point. After `WantWrite` or
@@ -346,32 +451,24 @@ impl Ssl {
 
     /// The choke point. See the module docs.
     fn call(&mut self, op: Op, f: impl FnOnce(*mut ffi::SSL) -> c_int) -> SslOutcome {
-        // Step 1. `ERR_peek_error() == 0` is exactly the condition
-        // `SSL_get_error` relies on, and far cheaper than an unconditional
-        // `ERR_clear_error` (which walks all 16 slots of the queue).
-        if HYGIENE && !error_queue_is_empty() {
-            let stale = drain_queue(op.name());
-            debug_assert!(
-                stale.is_empty(),
-                "OpenSSL error queue not empty before {}: {stale:?}",
-                op.name()
-            );
-        }
-        set_errno(0);
-        let ret = f(self.ptr.as_ptr());
-        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        if ret > 0 || (op == Op::Shutdown && ret == 0) {
-            return SslOutcome::Done(ret as usize);
-        }
-        // SAFETY: ptr is valid and `ret` is the value the call just returned,
-        // on this thread, as SSL_get_error requires.
-        let ssl_error = unsafe { ffi::SSL_get_error(self.ptr.as_ptr(), ret) };
-        // SAFETY: reads this thread's queue; no arguments.
-        let first = QueuedError::decode(widen(unsafe { ERR_peek_error() }), openssl3());
-        let outcome = classify(ssl_error, first, errno);
-        if HYGIENE {
-            drain_queue(op.name());
-        }
+        let ptr = self.ptr.as_ptr();
+        // Steps 1 and 4 (empty queue first, drain after) around 2 and 3.
+        let (outcome, ret, errno) = with_clean_queue(op.name(), || {
+            // Step 2: call, and capture errno at once.
+            set_errno(0);
+            let ret = f(ptr);
+            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if ret > 0 || (op == Op::Shutdown && ret == 0) {
+                return (SslOutcome::Done(ret as usize), ret, errno);
+            }
+            // Step 3: classify.
+            // SAFETY: ptr is valid and `ret` is the value the call just
+            // returned, on this thread, as SSL_get_error requires.
+            let ssl_error = unsafe { ffi::SSL_get_error(ptr, ret) };
+            // SAFETY: reads this thread's queue; no arguments.
+            let first = QueuedError::decode(widen(unsafe { ERR_peek_error() }), openssl3());
+            (classify(ssl_error, first, errno), ret, errno)
+        });
         if outcome.is_fatal() {
             debug!("{} -> {outcome:?} (ret {ret}, errno {errno})", op.name());
         }
@@ -382,55 +479,56 @@ impl Ssl {
     /// `CN=name, O=org` (`SSL_get1_peer_certificate`). With client
     /// verification on, only a verified certificate gets this far.
     pub(crate) fn peer_subject(&self) -> Option<String> {
-        // SAFETY: ptr is a valid SSL* owned by self and used only on this
-        // thread; the SslRef borrow does not outlive `self`.
-        let ssl = unsafe { openssl::ssl::SslRef::from_ptr(self.ptr.as_ptr()) };
-        let cert = ssl.peer_certificate()?;
-        let parts: Vec<String> = cert
-            .subject_name()
-            .entries()
-            .map(|e| {
-                let key = e.object().nid().short_name().unwrap_or("?");
-                // On failure the ErrorStack has drained the queue already.
-                let value = e.data().to_string().unwrap_or_else(|_| "?".to_owned());
-                format!("{key}={value}")
-            })
-            .collect();
-        if !error_queue_is_empty() {
-            drain_queue("peer_subject");
-        }
-        Some(parts.join(", "))
+        with_clean_queue("SSL_get1_peer_certificate", || {
+            // SAFETY: ptr is a valid SSL* owned by self and used only on
+            // this thread; the SslRef borrow does not outlive `self`.
+            let ssl = unsafe { openssl::ssl::SslRef::from_ptr(self.ptr.as_ptr()) };
+            let cert = ssl.peer_certificate()?;
+            let parts: Vec<String> = cert
+                .subject_name()
+                .entries()
+                .map(|e| {
+                    let key = e.object().nid().short_name().unwrap_or("?");
+                    let value = e.data().to_string().unwrap_or_else(|_| "?".to_owned());
+                    format!("{key}={value}")
+                })
+                .collect();
+            Some(parts.join(", "))
+        })
     }
 
     /// Frees OpenSSL's read and write record buffers (~34 KiB) if they hold
     /// no pending data (`SSL_free_buffers`); they are allocated again on
     /// the next I/O. For connections that went idle. Returns whether freed.
     pub(crate) fn free_buffers(&mut self) -> bool {
+        let ptr = self.ptr.as_ptr();
         // SAFETY: ptr is this session's valid SSL*; SSL_free_buffers only
         // releases buffers it finds empty and is a no-op otherwise.
-        let freed = unsafe { SSL_free_buffers(self.ptr.as_ptr()) } == 1;
-        if HYGIENE && !error_queue_is_empty() {
-            drain_queue("SSL_free_buffers");
-        }
-        freed
+        with_clean_queue("SSL_free_buffers", || unsafe { SSL_free_buffers(ptr) } == 1)
     }
 
     /// The negotiated protocol, e.g. `TLSv1.3` (`SSL_get_version`).
     pub(crate) fn version(&self) -> &'static str {
+        let ptr = self.ptr.as_ptr();
         // SAFETY: ptr is valid; SSL_get_version returns a static string.
-        unsafe { static_str(ffi::SSL_get_version(self.ptr.as_ptr())) }
+        with_clean_queue("SSL_get_version", || unsafe {
+            static_str(ffi::SSL_get_version(ptr))
+        })
     }
 
     /// The negotiated cipher suite name, if the handshake is done
     /// (`SSL_get_current_cipher` + `SSL_CIPHER_get_name`).
     pub(crate) fn cipher(&self) -> Option<&'static str> {
-        // SAFETY: ptr is valid; the result is NULL or a static SSL_CIPHER.
-        let cipher = unsafe { ffi::SSL_get_current_cipher(self.ptr.as_ptr()) };
-        if cipher.is_null() {
-            return None;
-        }
-        // SAFETY: cipher is a valid, static SSL_CIPHER; its name is static.
-        Some(unsafe { static_str(ffi::SSL_CIPHER_get_name(cipher)) })
+        let ptr = self.ptr.as_ptr();
+        with_clean_queue("SSL_get_current_cipher", || {
+            // SAFETY: ptr is valid; the result is NULL or a static SSL_CIPHER.
+            let cipher = unsafe { ffi::SSL_get_current_cipher(ptr) };
+            if cipher.is_null() {
+                return None;
+            }
+            // SAFETY: cipher is a valid, static SSL_CIPHER; its name is static.
+            Some(unsafe { static_str(ffi::SSL_CIPHER_get_name(cipher)) })
+        })
     }
 }
 

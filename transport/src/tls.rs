@@ -25,37 +25,57 @@ use openssl::x509::{X509Name, X509StoreContextRef};
 use openssl::x509::{X509NameBuilder, X509};
 
 /// A TLS setting could not be applied; says which one and why.
+///
+/// Its [`source`](std::error::Error::source) is what OpenSSL reported (an
+/// [`ErrorStack`]) or the I/O error that stopped a file from being read;
+/// there is none when the setting itself was missing.
 #[derive(Debug)]
 pub struct TlsError {
     what: String,
-    source: ErrorStack,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl TlsError {
+    /// Wraps what OpenSSL reported; an empty stack is no source at all.
     fn new(what: impl Into<String>) -> impl FnOnce(ErrorStack) -> TlsError {
         let what = what.into();
-        move |source| TlsError { what, source }
+        move |stack| TlsError {
+            what,
+            source: (!stack.errors().is_empty())
+                .then(|| Box::new(stack) as Box<dyn std::error::Error + Send + Sync>),
+        }
+    }
+
+    /// An error without an underlying cause.
+    fn plain(what: impl Into<String>) -> TlsError {
+        TlsError {
+            what: what.into(),
+            source: None,
+        }
     }
 }
 
 impl fmt::Display for TlsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.what)
+        f.write_str(&self.what)
     }
 }
 
 impl std::error::Error for TlsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
 impl From<TlsError> for std::io::Error {
     fn from(e: TlsError) -> std::io::Error {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{e}: {}", e.source),
-        )
+        let text = match &e.source {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        };
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, text)
     }
 }
 
@@ -69,6 +89,7 @@ impl From<TlsError> for std::io::Error {
 /// Connections idle for a second give their record buffers back
 /// (`SSL_free_buffers`), so idle connections stay small.
 #[derive(Clone)]
+#[must_use]
 pub struct TlsConfig {
     ctx: SslContext,
 }
@@ -81,6 +102,7 @@ impl fmt::Debug for TlsConfig {
 
 /// A freshly generated self-signed certificate and its key, in PEM.
 #[derive(Clone)]
+#[must_use]
 pub struct SelfSigned {
     /// The certificate (PEM). Clients trust it with e.g. `curl --cacert`.
     pub cert_pem: Vec<u8>,
@@ -96,6 +118,16 @@ impl fmt::Debug for SelfSigned {
     }
 }
 
+/// What the server speaks, in ALPN wire format and in its order of
+/// preference: `http/1.1`, then `http/1.0` (which `curl --http1.0` offers
+/// alone). `SSL_select_next_proto` picks the first of these the client
+/// offers.
+const ALPN_PROTOCOLS: &[u8] = b"\x08http/1.1\x08http/1.0";
+
+/// Key-exchange groups of Mozilla's intermediate profile (v5), in its
+/// order: OpenSSL's own default list also offers X448 and P-521.
+pub(crate) const DEFAULT_GROUPS: &str = "X25519:prime256v1:secp384r1";
+
 fn base_builder() -> Result<SslAcceptorBuilder, TlsError> {
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(TlsError::new("cannot create the TLS context"))?;
@@ -108,6 +140,11 @@ fn base_builder() -> Result<SslAcceptorBuilder, TlsError> {
     // 5-byte header and another for the body. The transport reads until
     // WANT_READ, so nothing is left waiting in OpenSSL's buffer.
     builder.set_read_ahead(true);
+    // The profile's versions as bounds, not only as SSL_OP_NO_TLSv1*
+    // options: TLS 1.2 and up.
+    builder
+        .set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(TlsError::new("cannot set the minimum TLS version"))?;
     builder.set_options(
         SslOptions::NO_RENEGOTIATION
             | SslOptions::NO_COMPRESSION
@@ -128,8 +165,8 @@ impl Pem {
         match self {
             Pem::Bytes(b) => Ok(b.clone()),
             Pem::File(path) => std::fs::read(path).map_err(|e| TlsError {
-                what: format!("cannot read {what} {}: {e}", path.display()),
-                source: ErrorStack::get(),
+                what: format!("cannot read {what} {}", path.display()),
+                source: Some(Box::new(e)),
             }),
         }
     }
@@ -140,6 +177,7 @@ type VerifyFn = dyn Fn(bool, &mut X509StoreContextRef) -> bool + Send + Sync;
 
 /// Whether clients must present a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ClientCerts {
     /// A client without a verified certificate fails the handshake.
     Required,
@@ -151,6 +189,7 @@ pub enum ClientCerts {
 /// A TLS protocol version, for [`TlsConfigBuilder::min_version`] and
 /// [`TlsConfigBuilder::max_version`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TlsVersion {
     /// TLS 1.2.
     Tls12,
@@ -170,9 +209,11 @@ impl TlsVersion {
 /// Builds a [`TlsConfig`] (see [`TlsConfig::builder`]).
 ///
 /// Defaults follow Mozilla's "intermediate" profile: TLS 1.2 and 1.3, AEAD
-/// cipher suites only, server cipher preference, no compression, no
-/// renegotiation, ALPN `http/1.1`, session tickets on.
+/// cipher suites only, key exchange over X25519, P-256 or P-384, server
+/// cipher preference, no compression, no renegotiation, ALPN `http/1.1`
+/// (and `http/1.0`), session tickets on.
 #[derive(Clone, Default)]
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct TlsConfigBuilder {
     chain: Option<Pem>,
     key: Option<Pem>,
@@ -304,15 +345,18 @@ impl TlsConfigBuilder {
         self
     }
 
-    /// Key exchange groups, e.g. `X25519:P-256`.
+    /// Key exchange groups, e.g. `X25519:P-256` (default: Mozilla
+    /// intermediate, `X25519:prime256v1:secp384r1`).
     pub fn groups(mut self, list: impl Into<String>) -> Self {
         self.groups = Some(list.into());
         self
     }
 
-    /// Turns ALPN off. By default the server selects `http/1.1` and
-    /// refuses, with a `no_application_protocol` alert, a client that
-    /// offers only other protocols (`h2`): better than a silent mismatch.
+    /// Turns ALPN off. By default the server selects `http/1.1`, or
+    /// `http/1.0` for a client offering only that, and refuses, with a
+    /// `no_application_protocol` alert, a client that offers only other
+    /// protocols (`h2`): better than a silent mismatch. A client offering
+    /// no ALPN at all is served either way.
     pub fn without_alpn(mut self) -> Self {
         self.no_alpn = true;
         self
@@ -343,14 +387,14 @@ impl TlsConfigBuilder {
 
     /// Builds the `SSL_CTX` (and one per SNI name).
     pub fn build(self) -> Result<TlsConfig, TlsError> {
-        let chain = self.chain.clone().ok_or_else(|| TlsError {
-            what: "no certificate chain given".into(),
-            source: ErrorStack::get(),
-        })?;
-        let key = self.key.clone().ok_or_else(|| TlsError {
-            what: "no private key given".into(),
-            source: ErrorStack::get(),
-        })?;
+        let chain = self
+            .chain
+            .clone()
+            .ok_or_else(|| TlsError::plain("no certificate chain given"))?;
+        let key = self
+            .key
+            .clone()
+            .ok_or_else(|| TlsError::plain("no private key given"))?;
         let mut by_name = HashMap::new();
         for (name, chain, key) in &self.sni {
             let ctx = self.context(chain, key)?.build().into_context();
@@ -398,11 +442,10 @@ impl TlsConfigBuilder {
                     "invalid TLS 1.3 cipher suites {list:?}"
                 )))?;
         }
-        if let Some(list) = &self.groups {
-            builder
-                .set_groups_list(list)
-                .map_err(TlsError::new(format!("invalid groups {list:?}")))?;
-        }
+        let groups = self.groups.as_deref().unwrap_or(DEFAULT_GROUPS);
+        builder
+            .set_groups_list(groups)
+            .map_err(TlsError::new(format!("invalid groups {groups:?}")))?;
         use_chain(&mut builder, &chain.read("certificate chain")?)?;
         let key_pem = key.read("private key")?;
         // Always through a callback: without one, OpenSSL would prompt for
@@ -437,7 +480,7 @@ impl TlsConfigBuilder {
         }
         if !self.no_alpn {
             builder.set_alpn_select_callback(|_, client| {
-                select_next_proto(b"\x08http/1.1", client).ok_or(AlpnError::ALERT_FATAL)
+                select_next_proto(ALPN_PROTOCOLS, client).ok_or(AlpnError::ALERT_FATAL)
             });
         }
         if self.client_ca_file.is_some() || self.client_ca_dir.is_some() {
@@ -472,10 +515,9 @@ fn use_chain(builder: &mut SslAcceptorBuilder, pem: &[u8]) -> Result<(), TlsErro
     let mut certs = X509::stack_from_pem(pem)
         .map_err(TlsError::new("cannot parse certificate chain PEM"))?
         .into_iter();
-    let leaf = certs.next().ok_or_else(|| TlsError {
-        what: "certificate chain PEM holds no certificate".into(),
-        source: ErrorStack::get(),
-    })?;
+    let leaf = certs
+        .next()
+        .ok_or_else(|| TlsError::plain("certificate chain PEM holds no certificate"))?;
     builder
         .set_certificate(&leaf)
         .map_err(TlsError::new("cannot use certificate"))?;
@@ -571,6 +613,7 @@ impl TlsSlot {
 /// the new certificate, established ones keep theirs. Cheap to clone;
 /// usable from any thread (e.g. on SIGHUP).
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct TlsReloader {
     pub(crate) slot: Arc<TlsSlot>,
 }
@@ -692,6 +735,37 @@ mod tests {
         }
     }
 
+    /// The defaults are Mozilla's intermediate profile, v5: TLS 1.2 and
+    /// 1.3, these cipher suites in this order, these groups.
+    #[test]
+    fn defaults_are_mozilla_intermediate_v5() {
+        let (config, _) = TlsConfig::self_signed(&["localhost"]).unwrap();
+        let ctx = config.context();
+        assert_eq!(
+            crate::sys::cipher_names(ctx),
+            [
+                "TLS_AES_128_GCM_SHA256",
+                "TLS_AES_256_GCM_SHA384",
+                "TLS_CHACHA20_POLY1305_SHA256",
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+                "ECDHE-RSA-AES128-GCM-SHA256",
+                "ECDHE-ECDSA-AES256-GCM-SHA384",
+                "ECDHE-RSA-AES256-GCM-SHA384",
+                "ECDHE-ECDSA-CHACHA20-POLY1305",
+                "ECDHE-RSA-CHACHA20-POLY1305",
+                "DHE-RSA-AES128-GCM-SHA256",
+                "DHE-RSA-AES256-GCM-SHA384",
+            ]
+        );
+        // TLS 1.2 and up; no upper bound: the highest the library speaks,
+        // TLS 1.3.
+        assert_eq!(
+            crate::sys::proto_versions(ctx),
+            (openssl_sys::TLS1_2_VERSION, 0)
+        );
+        assert_eq!(DEFAULT_GROUPS, "X25519:prime256v1:secp384r1");
+    }
+
     #[test]
     fn mismatched_key_is_a_clear_error() {
         let (_, a) = TlsConfig::self_signed(&["localhost"]).unwrap();
@@ -703,5 +777,13 @@ mod tests {
         let err =
             TlsConfig::from_pem_files("/nonexistent/cert.pem", "/nonexistent/key.pem").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+        let source = std::error::Error::source(&err).expect("the I/O error");
+        assert!(source.is::<std::io::Error>(), "{source:?}");
+        let err = TlsConfig::builder().build().unwrap_err();
+        assert!(err.to_string().contains("no certificate chain"), "{err}");
+        assert!(
+            std::error::Error::source(&err).is_none(),
+            "no empty ErrorStack as the source"
+        );
     }
 }

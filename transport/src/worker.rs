@@ -1,58 +1,39 @@
-//! One worker's connections: the per-peer state machine and
-//! `handle_incoming` (Pistache's `Tcp::Transport`).
+//! One worker's event loop handler (Pistache's `Tcp::Transport`): a slab
+//! of peers driven by readiness, mailbox messages and timers;
+//! `handle_incoming`, the TLS handshake, the graceful close, and accepting
+//! on the worker's own listener (per-worker listeners).
 //!
-//! Every peer is registered once for `READABLE | WRITABLE`, edge-triggered,
-//! and never re-registered. That makes the rules simple and strict:
-//!
-//! * reading continues until `WouldBlock` / `WANT_READ`: bytes OpenSSL holds
-//!   or the kernel buffered make no new edge;
-//! * writing continues until the queue is empty or `WouldBlock` /
-//!   `WANT_WRITE`, after which a writable edge is guaranteed;
-//! * `WANT_WRITE` during a read and `WANT_READ` during a write are
-//!   remembered and resumed by the opposite edge.
+//! It uses the peer's I/O state (`peer.rs`), the mailbox messages
+//! (`msg.rs`), the accept path (`accept.rs`) and the protocol-facing
+//! `Conn` (`conn.rs`); none of those knows the worker.
 
-use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::accept::{accept_ready, AcceptEnd, Admission, ACCEPT_BACKOFF};
 use crate::listener::MioListener;
 use crate::socket::Socket;
 use log::debug;
 use mio::{Interest, Token};
-use pistachio_reactor::{Context, Handler, Mailbox, TimerId};
+use pistachio_reactor::{Context, EventHandler, Mailbox};
 use slab::Slab;
 
 use crate::classify::SslOutcome;
-use crate::conn::{CloseReason, Conn, PeerInfo, Protocol, TlsInfo};
+use crate::close::CloseReason;
+use crate::conn::{Conn, Protocol};
+use crate::msg::WorkerMsg;
+use crate::peer::{
+    Activity, DrainNotice, Ending, InputGate, PeerInfo, PeerIo, Phase, ReadResult, ReadRetry,
+    Reading, Session, TimerRequest, WriteRetry, HIGH_WATER, LINGER_MAX_BYTES, LOW_WATER,
+};
+use crate::sniff::{sniff, FirstBytes, PLAIN_HTTP_ANSWER, SNIFF_LEN};
 use crate::sys::{self, Ssl};
 use crate::tls::TlsSlot;
 use openssl::ssl::SslContext;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// A worker's mailbox traffic.
-pub(crate) enum WorkerMsg<M> {
-    /// A connection accepted for this worker.
-    Accept(Socket, SocketAddr),
-    /// A message for one connection (from [`crate::PeerHandle`]).
-    Peer {
-        token: usize,
-        generation: u64,
-        msg: M,
-    },
-    /// This worker's own listening socket (per-worker listeners).
-    Listen(MioListener),
-    /// Graceful shutdown: let connections finish, cut the rest at
-    /// `deadline`, then report how many were cut.
-    Drain {
-        deadline: Instant,
-        report: std::sync::mpsc::Sender<usize>,
-    },
-}
 
 /// What a worker timer is for.
 #[derive(Debug, Clone, Copy)]
@@ -92,325 +73,6 @@ impl PeerTimer {
     }
 }
 
-/// A timer change a protocol asked for during a callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TimerRequest {
-    Keep,
-    Set(Duration),
-    Clear,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// TLS handshake in progress.
-    Handshaking,
-    /// Application data flows.
-    Open,
-    /// `SSL_shutdown` could not send close_notify yet (`WANT_WRITE`).
-    ShuttingDown,
-    /// FIN sent; discarding input until the peer closes or the timer fires.
-    Lingering,
-}
-
-/// Largest buffer `write` coalesces small writes into.
-const COALESCE_LIMIT: usize = 16 * 1024;
-/// Reading from a peer pauses while more than this much output is queued
-/// for it (a client that sends requests but does not read the responses)...
-const HIGH_WATER: usize = 256 * 1024;
-/// ...and resumes once the queue has drained below this.
-const LOW_WATER: usize = 64 * 1024;
-/// Most bytes a lingering close reads and discards before giving up.
-const LINGER_MAX_BYTES: usize = 256 * 1024;
-
-pub(crate) struct TlsState {
-    ssl: Ssl,
-    /// `SSL_read` returned `WANT_WRITE`: resume it on the next writable edge.
-    read_wants_write: bool,
-    /// `SSL_write` returned `WANT_READ`: resume it on the next readable edge.
-    write_wants_read: bool,
-    /// `SSL_write` returned a want: the front buffer must be retried as is.
-    write_pinned: bool,
-    /// A fatal SSL or SYSCALL error happened: never call `SSL_shutdown`.
-    failed: bool,
-}
-
-/// The I/O half of a peer, which [`Conn`] borrows while the protocol half
-/// runs.
-pub(crate) struct PeerIo {
-    // Declared before `sock` so the `SSL*` is freed before the fd closes.
-    tls: Option<TlsState>,
-    sock: Socket,
-    pub(crate) peer_addr: SocketAddr,
-    pub(crate) local_addr: SocketAddr,
-    phase: Phase,
-    out: VecDeque<Segment>,
-    /// Bytes of the front `Segment::Bytes` already sent.
-    out_pos: usize,
-    pub(crate) queued: usize,
-    pub(crate) close_requested: bool,
-    pub(crate) abort_requested: bool,
-    /// The protocol asked not to be given input for now.
-    pub(crate) reading_paused: bool,
-    /// The protocol asked for input again: read without waiting for an edge.
-    pub(crate) resume_reading: bool,
-    /// Reading is paused because too much output is queued.
-    backpressured: bool,
-    /// The queue went over the high-water mark since the protocol was last
-    /// told it drained.
-    over_high: bool,
-    pub(crate) timer_request: TimerRequest,
-    protocol_timer: Option<TimerId>,
-    handshake_timer: Option<TimerId>,
-    /// Bounds a graceful close: first the whole close (`close_timeout`),
-    /// then, once FIN is sent, the lingering drain (`linger_timeout`).
-    linger_timer: Option<TimerId>,
-    lingered: usize,
-    /// Whether there was I/O since the last idle sweep.
-    active: bool,
-}
-
-/// One entry of a peer's output queue.
-enum Segment {
-    Bytes(Vec<u8>),
-    /// `remaining` bytes of `file` from `offset`: `sendfile(2)` over
-    /// plaintext; read in record-sized pieces and `SSL_write`n over TLS.
-    File {
-        file: File,
-        offset: u64,
-        remaining: u64,
-    },
-}
-
-/// What a TLS flush reads from a file segment at a time: one record.
-const FILE_STAGE: u64 = 16 * 1024;
-
-enum ReadResult {
-    /// `len` bytes; `drained`: the read provably emptied the socket (and
-    /// OpenSSL), so another would only find `EAGAIN`.
-    Data {
-        len: usize,
-        drained: bool,
-    },
-    WouldBlock,
-    WantWrite,
-    Eof,
-}
-
-impl PeerIo {
-    pub(crate) fn queue_copy(&mut self, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        self.queued += data.len();
-        self.over_high |= self.queued > HIGH_WATER;
-        // The front buffer of a TLS write awaiting its retry stays as it is.
-        let pinned_front = self.out.len() == 1
-            && (self.out_pos > 0 || self.tls.as_ref().is_some_and(|t| t.write_pinned));
-        match self.out.back_mut() {
-            Some(Segment::Bytes(back))
-                if !pinned_front && back.len() + data.len() <= COALESCE_LIMIT =>
-            {
-                back.extend_from_slice(data)
-            }
-            _ => self.out.push_back(Segment::Bytes(data.to_vec())),
-        }
-    }
-
-    pub(crate) fn queue_file(&mut self, file: File, offset: u64, len: u64) {
-        if len == 0 {
-            return;
-        }
-        self.queued += usize::try_from(len).unwrap_or(usize::MAX);
-        self.over_high |= self.queued > HIGH_WATER;
-        self.out.push_back(Segment::File {
-            file,
-            offset,
-            remaining: len,
-        });
-    }
-
-    pub(crate) fn queue_owned(&mut self, data: Vec<u8>) {
-        if data.is_empty() {
-            return;
-        }
-        // Small buffers join a queued one (fewer writes); with nothing
-        // queued, the buffer itself is queued, without a copy.
-        if data.len() < 1024 && !self.out.is_empty() {
-            self.queue_copy(&data);
-            crate::buffers::give(data);
-            return;
-        }
-        self.queued += data.len();
-        self.over_high |= self.queued > HIGH_WATER;
-        self.out.push_back(Segment::Bytes(data));
-    }
-
-    pub(crate) fn tls_peer_subject(&self) -> Option<String> {
-        self.tls.as_ref()?.ssl.peer_subject()
-    }
-
-    pub(crate) fn tls_info(&self) -> Option<TlsInfo> {
-        let tls = self.tls.as_ref()?;
-        Some(TlsInfo {
-            version: tls.ssl.version(),
-            cipher: tls.ssl.cipher().unwrap_or(""),
-        })
-    }
-
-    /// One read: `SSL_read` through the choke point, or `read(2)`.
-    fn read(&mut self, buf: &mut [u8]) -> Result<ReadResult, CloseReason> {
-        let Some(tls) = self.tls.as_mut() else {
-            return loop {
-                match self.sock.read(buf) {
-                    Ok(0) => break Ok(ReadResult::Eof),
-                    Ok(n) => {
-                        break Ok(ReadResult::Data {
-                            len: n,
-                            drained: n < buf.len(),
-                        })
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        break Ok(ReadResult::WouldBlock)
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => break Err(CloseReason::Socket(e)),
-                }
-            };
-        };
-        match tls.ssl.read(buf) {
-            SslOutcome::Done(n) => Ok(ReadResult::Data {
-                len: n,
-                drained: tls.ssl.socket_drained(),
-            }),
-            SslOutcome::WantRead => Ok(ReadResult::WouldBlock),
-            SslOutcome::WantWrite => {
-                tls.read_wants_write = true;
-                Ok(ReadResult::WantWrite)
-            }
-            SslOutcome::CloseNotify => Ok(ReadResult::Eof),
-            fatal => Err(tls.fail(fatal)),
-        }
-    }
-
-    /// Writes queued bytes until the queue is empty or the socket is full.
-    fn flush(&mut self) -> Result<(), CloseReason> {
-        if let Some(tls) = self.tls.as_mut() {
-            tls.write_wants_read = false;
-        }
-        loop {
-            if let Some(Segment::File {
-                file,
-                offset,
-                remaining,
-            }) = self.out.front_mut()
-            {
-                if self.tls.is_none() {
-                    match sys::sendfile(&self.sock, file, offset, *remaining) {
-                        Ok(0) => return Err(file_truncated()),
-                        Ok(n) => {
-                            *remaining -= n as u64;
-                            self.queued -= n;
-                            if *remaining == 0 {
-                                self.out.pop_front();
-                            }
-                            continue;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(CloseReason::Socket(e)),
-                    }
-                }
-                // TLS: stage one record's worth as bytes, so a retried
-                // SSL_write finds exactly the same bytes.
-                let mut staged = vec![0; (*remaining).min(FILE_STAGE) as usize];
-                let n = match std::os::unix::fs::FileExt::read_at(&*file, &mut staged, *offset) {
-                    Ok(0) => return Err(file_truncated()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(CloseReason::Socket(e)),
-                };
-                staged.truncate(n);
-                *offset += n as u64;
-                *remaining -= n as u64;
-                if *remaining == 0 {
-                    self.out.pop_front();
-                }
-                self.out.push_front(Segment::Bytes(staged));
-                self.out_pos = 0;
-                continue;
-            }
-            let Some(Segment::Bytes(front)) = self.out.front() else {
-                return Ok(());
-            };
-            let chunk = &front[self.out_pos..];
-            let written = match self.tls.as_mut() {
-                None => {
-                    let result = if matches!(self.out.get(1), Some(Segment::Bytes(_))) {
-                        // Up to 64 buffers per writev(2) call, up to a file.
-                        let mut slices = [io::IoSlice::new(&[]); 64];
-                        slices[0] = io::IoSlice::new(chunk);
-                        let mut n = 1;
-                        for segment in self.out.iter().skip(1).take(63) {
-                            let Segment::Bytes(buf) = segment else { break };
-                            slices[n] = io::IoSlice::new(buf);
-                            n += 1;
-                        }
-                        self.sock.write_vectored(&slices[..n])
-                    } else {
-                        // One buffer (the common case: an answer's head and
-                        // small body share one): send(2), which skips
-                        // writev's iovec import and the VFS layer.
-                        self.sock.write(chunk)
-                    };
-                    match result {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(CloseReason::Socket(e)),
-                    }
-                }
-                Some(tls) => match tls.ssl.write(chunk) {
-                    SslOutcome::Done(n) => {
-                        tls.write_pinned = false;
-                        n
-                    }
-                    SslOutcome::WantWrite => {
-                        tls.write_pinned = true;
-                        return Ok(());
-                    }
-                    SslOutcome::WantRead => {
-                        tls.write_pinned = true;
-                        tls.write_wants_read = true;
-                        return Ok(());
-                    }
-                    fatal => return Err(tls.fail(fatal)),
-                },
-            };
-            self.advance(written);
-        }
-    }
-
-    /// Drops `n` sent bytes from the front of the queue.
-    fn advance(&mut self, mut n: usize) {
-        self.queued -= n;
-        while n > 0 {
-            let Some(Segment::Bytes(front)) = self.out.front() else {
-                unreachable!("advanced past the queued bytes");
-            };
-            let front_left = front.len() - self.out_pos;
-            if n < front_left {
-                self.out_pos += n;
-                return;
-            }
-            n -= front_left;
-            if let Some(Segment::Bytes(sent)) = self.out.pop_front() {
-                crate::buffers::give(sent);
-            }
-            self.out_pos = 0;
-        }
-    }
-}
-
 /// Runs one protocol callback with a [`Conn`] on `peer`. Debug builds check
 /// that no OpenSSL error is left for the protocol to see; a panic in the
 /// callback aborts this connection only.
@@ -446,27 +108,6 @@ fn protocol_panicked<M: Send + 'static>(conn: &mut Conn<'_, M>) {
     conn.abort();
 }
 
-fn file_truncated() -> CloseReason {
-    CloseReason::Socket(io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "file shrank while being sent",
-    ))
-}
-
-impl TlsState {
-    /// Records a fatal outcome (no `SSL_shutdown` from now on) and turns it
-    /// into a close reason.
-    fn fail(&mut self, outcome: SslOutcome) -> CloseReason {
-        self.failed = true;
-        match outcome {
-            SslOutcome::PeerClosedWithoutNotify => CloseReason::PeerClosedWithoutNotify,
-            SslOutcome::Socket(e) => CloseReason::Socket(e),
-            SslOutcome::CloseNotify => CloseReason::Closed,
-            other => CloseReason::Tls(format!("{other:?}")),
-        }
-    }
-}
-
 struct Peer<P> {
     io: PeerIo,
     protocol: P,
@@ -476,12 +117,11 @@ struct Peer<P> {
 /// Settings every worker shares.
 #[derive(Debug)]
 pub(crate) struct WorkerConfig {
-    pub(crate) max_connections: Option<usize>,
-    pub(crate) no_delay: bool,
+    /// Which connections are taken; counts the open ones over all
+    /// workers (shared with the accept thread).
+    pub(crate) admission: Arc<Admission>,
     pub(crate) tls: Option<Arc<TlsSlot>>,
     pub(crate) max_handshakes: usize,
-    /// Open connections over all workers (the accept thread counts them in).
-    pub(crate) live: Arc<AtomicUsize>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) linger_timeout: Duration,
     pub(crate) close_timeout: Duration,
@@ -506,8 +146,29 @@ pub(crate) struct Worker<P: Protocol> {
     listener: Option<MioListener>,
     /// The idle sweep's timer is armed.
     sweeping: bool,
-    /// The event being handled is readable without EOF or error.
-    edge_without_eof: bool,
+}
+
+/// How far `handle_incoming` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadUntil {
+    /// Until `WouldBlock` / `WANT_READ`.
+    WouldBlock,
+    /// Until a read that drained the socket (plaintext: shorter than the
+    /// buffer; TLS: the last `read(2)` under `SSL_read` was short and
+    /// OpenSSL buffers nothing more, see `Ssl::socket_drained`), without the
+    /// extra read that would return `EAGAIN` (data arriving later makes a
+    /// new edge). Only for a readable edge without EOF or error: an EOF that
+    /// arrived earlier must be read now, as no later edge would report it.
+    ShortRead,
+}
+
+/// What one readiness event asks of a peer.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    /// Read, and how far; `None` if the event was not readable.
+    read: Option<ReadUntil>,
+    /// The socket can take output.
+    writable: bool,
 }
 
 /// How often idle TLS connections give their record buffers back.
@@ -515,8 +176,6 @@ const IDLE_SWEEP: Duration = Duration::from_secs(1);
 
 /// The token of a worker's own listener (slab keys never get this high).
 const LISTENER: Token = Token(usize::MAX - 1);
-/// How long to stop accepting after running out of descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 type Ctx<'a, P> = Context<'a, Worker<P>>;
 
@@ -534,14 +193,13 @@ impl<P: Protocol> Worker<P> {
             draining: None,
             listener: None,
             sweeping: false,
-            edge_without_eof: false,
         }
     }
 
     fn accept(&mut self, ctx: &mut Ctx<'_, P>, sock: Socket, peer_addr: SocketAddr) {
         if !self.try_accept(ctx, sock, peer_addr) {
             // Never became a peer: it no longer counts as open.
-            self.config.live.fetch_sub(1, Ordering::SeqCst);
+            self.config.admission.release();
         }
     }
 
@@ -594,13 +252,7 @@ impl<P: Protocol> Worker<P> {
         let tls = match &tls_ctx {
             None => None,
             Some(tls_ctx) => match Ssl::new_server(tls_ctx, sock.as_raw_fd()) {
-                Ok(ssl) => Some(TlsState {
-                    ssl,
-                    read_wants_write: false,
-                    write_wants_read: false,
-                    write_pinned: false,
-                    failed: false,
-                }),
+                Ok(ssl) => Some(ssl),
                 Err(e) => {
                     log::warn!("{peer_addr}: cannot create a TLS session: {e}");
                     let _ = ctx.registry().deregister(&mut sock);
@@ -622,11 +274,6 @@ impl<P: Protocol> Worker<P> {
                 PeerTimer::peer(token, generation, TimerKind::Handshake),
             )
         });
-        let phase = if tls.is_some() {
-            Phase::Handshaking
-        } else {
-            Phase::Open
-        };
         debug!(
             "{peer_addr}: connection {token} on worker {} ({})",
             ctx.worker(),
@@ -634,33 +281,14 @@ impl<P: Protocol> Worker<P> {
         );
         sys::debug_assert_queue_empty("protocol factory");
         let protocol = (self.factory)(&info);
+        let io = PeerIo::new(sock, tls, peer_addr, local_addr, handshake_timer);
+        let open = io.phase == Phase::Open;
         entry.insert(Peer {
-            io: PeerIo {
-                tls,
-                sock,
-                peer_addr,
-                local_addr,
-                phase,
-                out: VecDeque::new(),
-                out_pos: 0,
-                queued: 0,
-                close_requested: false,
-                abort_requested: false,
-                reading_paused: false,
-                resume_reading: false,
-                backpressured: false,
-                over_high: false,
-                timer_request: TimerRequest::Keep,
-                protocol_timer: None,
-                handshake_timer,
-                linger_timer: None,
-                lingered: 0,
-                active: true,
-            },
+            io,
             protocol,
             generation,
         });
-        if phase == Phase::Open {
+        if open {
             self.connected(ctx, token);
             self.after_callback_io(ctx, token);
         } else {
@@ -718,11 +346,11 @@ impl<P: Protocol> Worker<P> {
                 ));
             }
         }
-        if peer.io.abort_requested {
+        if peer.io.ending == Ending::Abort {
             self.close_now(ctx, token, CloseReason::Aborted);
             return false;
         }
-        if peer.io.close_requested && peer.io.linger_timer.is_none() {
+        if peer.io.ending == Ending::Graceful && peer.io.linger_timer.is_none() {
             // A peer that stops reading must not hold a closing connection
             // open forever.
             peer.io.linger_timer = Some(ctx.set_timeout(
@@ -736,26 +364,20 @@ impl<P: Protocol> Worker<P> {
     /// `handle_incoming`: reads until `WouldBlock`/`WANT_READ`, handing each
     /// chunk to the protocol.
     ///
-    /// `short_read_ends`: a read that drained the socket (plaintext: shorter
-    /// than the buffer; TLS: the last `read(2)` under `SSL_read` was short
-    /// and OpenSSL buffers nothing more, see `Ssl::socket_drained`) ends the
-    /// loop without the extra read that would return `EAGAIN` (data
-    /// arriving later makes a new edge). Only for reads driven by an event
-    /// without EOF or error: an EOF that arrived earlier must be read now,
-    /// as no later edge would report it.
+    /// `until`: see [`ReadUntil`].
     fn handle_incoming(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         token: usize,
-        short_read_ends: bool,
+        until: ReadUntil,
     ) -> Result<(), CloseReason> {
         loop {
             let peer = &mut self.peers[token];
-            if peer.io.close_requested || peer.io.abort_requested {
+            if peer.io.end_asked() {
                 // The protocol is done with input; a lingering close drains it.
                 return Ok(());
             }
-            if peer.io.reading_paused {
+            if peer.io.reading == Reading::Paused {
                 return Ok(());
             }
             if peer.io.queued > HIGH_WATER {
@@ -763,7 +385,7 @@ impl<P: Protocol> Worker<P> {
                 // from it until a writable edge drains the queue.
                 peer.io.flush()?;
                 if peer.io.queued > HIGH_WATER {
-                    peer.io.backpressured = true;
+                    peer.io.input_gate = InputGate::HeldForOutput;
                     return Ok(());
                 }
             }
@@ -784,8 +406,11 @@ impl<P: Protocol> Worker<P> {
                     if !self.after_protocol(ctx, token) {
                         return Ok(());
                     }
-                    self.peers[token].io.resume_reading = false;
-                    if short_read_ends && drained {
+                    let io = &mut self.peers[token].io;
+                    if io.reading == Reading::ResumeNow {
+                        io.reading = Reading::Active;
+                    }
+                    if until == ReadUntil::ShortRead && drained {
                         return Ok(());
                     }
                 }
@@ -800,8 +425,8 @@ impl<P: Protocol> Worker<P> {
     }
 
     /// Drives a peer after readiness (or after it queued output).
-    fn drive(&mut self, ctx: &mut Ctx<'_, P>, token: usize, readable: bool, writable: bool) {
-        if let Err(reason) = self.try_drive(ctx, token, readable, writable) {
+    fn drive(&mut self, ctx: &mut Ctx<'_, P>, token: usize, ready: Readiness) {
+        if let Err(reason) = self.try_drive(ctx, token, ready) {
             self.close_now(ctx, token, reason);
         }
     }
@@ -810,24 +435,42 @@ impl<P: Protocol> Worker<P> {
         &mut self,
         ctx: &mut Ctx<'_, P>,
         token: usize,
-        readable: bool,
-        writable: bool,
+        ready: Readiness,
     ) -> Result<(), CloseReason> {
         let Some(peer) = self.peers.get_mut(token) else {
             return Ok(());
         };
         match peer.io.phase {
             Phase::Lingering => {
-                if readable {
+                if ready.read.is_some() {
                     self.linger_drain(ctx, token);
                 }
                 return Ok(());
             }
             Phase::ShuttingDown => {
-                if writable {
+                if ready.writable {
                     self.start_shutdown(ctx, token)?;
                 }
                 return Ok(());
+            }
+            Phase::Sniffing => {
+                let mut first = [0; SNIFF_LEN];
+                let n = match sys::peek(&peer.io.sock, &mut first) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+                    Err(e) => return Err(CloseReason::Socket(e)),
+                };
+                // EOF, or a prefix the peer will not complete (it closed
+                // its side): OpenSSL has the last word.
+                let complete = n == 0 || ready.read == Some(ReadUntil::WouldBlock);
+                match sniff(&first[..n]) {
+                    FirstBytes::NeedMore if !complete => return Ok(()),
+                    FirstBytes::PlainHttp => return self.answer_plain_http(ctx, token),
+                    FirstBytes::NeedMore | FirstBytes::NotPlainHttp => {}
+                }
+                peer.io.phase = Phase::Handshaking;
+                return self.try_drive(ctx, token, ready);
             }
             Phase::Handshaking => {
                 let tls = peer.io.tls.as_mut().expect("handshaking peer has TLS");
@@ -849,7 +492,8 @@ impl<P: Protocol> Worker<P> {
                         }
                         // Application data may have arrived with the
                         // client's Finished: read it now, no new edge comes.
-                        return self.open_io(ctx, token, true, writable);
+                        let read = Some(ready.read.unwrap_or(ReadUntil::WouldBlock));
+                        return self.open_io(ctx, token, Readiness { read, ..ready });
                     }
                     SslOutcome::WantRead | SslOutcome::WantWrite => return Ok(()),
                     fatal => return Err(tls.fail(fatal)),
@@ -857,21 +501,23 @@ impl<P: Protocol> Worker<P> {
             }
             Phase::Open => {}
         }
-        self.open_io(ctx, token, readable, writable)
+        self.open_io(ctx, token, ready)
     }
 
     fn open_io(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         token: usize,
-        readable: bool,
-        writable: bool,
+        ready: Readiness,
     ) -> Result<(), CloseReason> {
+        let (readable, writable) = (ready.read.is_some(), ready.writable);
         let peer = &mut self.peers[token];
         let (resume_read, resume_write) = match peer.io.tls.as_mut() {
             Some(tls) => (
-                writable && std::mem::take(&mut tls.read_wants_write),
-                readable && tls.write_wants_read,
+                writable
+                    && std::mem::replace(&mut tls.read_retry, ReadRetry::None)
+                        == ReadRetry::OnWritable,
+                readable && tls.write_retry == WriteRetry::PinnedUntilReadable,
             ),
             None => (false, false),
         };
@@ -879,24 +525,27 @@ impl<P: Protocol> Worker<P> {
             peer.io.flush()?;
         }
         let mut read = readable || resume_read;
-        // A readable edge without EOF may stop at a short read.
-        let mut short_read_ends =
-            readable && !resume_read && std::mem::take(&mut self.edge_without_eof);
-        if peer.io.backpressured && writable {
+        // A readable edge without EOF may stop at a short read; a resumed
+        // SSL_read reads on.
+        let mut until = match ready.read {
+            Some(ReadUntil::ShortRead) if !resume_read => ReadUntil::ShortRead,
+            _ => ReadUntil::WouldBlock,
+        };
+        if peer.io.input_gate == InputGate::HeldForOutput && writable {
             peer.io.flush()?;
             if peer.io.queued <= LOW_WATER {
                 // Input may have piled up while paused: no edge announces it.
-                peer.io.backpressured = false;
+                peer.io.input_gate = InputGate::Open;
                 read = true;
-                short_read_ends = false;
+                until = ReadUntil::WouldBlock;
             }
         }
         self.notify_drained(ctx, token)?;
         let Some(peer) = self.peers.get_mut(token) else {
             return Ok(());
         };
-        if read && !peer.io.backpressured {
-            self.handle_incoming(ctx, token, short_read_ends)?;
+        if read && peer.io.input_gate == InputGate::Open {
+            self.handle_incoming(ctx, token, until)?;
         }
         self.flush_and_maybe_close(ctx, token)
     }
@@ -907,8 +556,9 @@ impl<P: Protocol> Worker<P> {
         let Some(peer) = self.peers.get_mut(token) else {
             return;
         };
-        let result = if std::mem::take(&mut peer.io.resume_reading) {
-            self.handle_incoming(ctx, token, false)
+        let result = if peer.io.reading == Reading::ResumeNow {
+            peer.io.reading = Reading::Active;
+            self.handle_incoming(ctx, token, ReadUntil::WouldBlock)
                 .and_then(|()| self.flush_and_maybe_close(ctx, token))
         } else {
             self.flush_and_maybe_close(ctx, token)
@@ -936,14 +586,37 @@ impl<P: Protocol> Worker<P> {
         let Some(peer) = self.peers.get_mut(token) else {
             return Ok(());
         };
-        if peer.io.queued == 0 && peer.io.close_requested {
+        if peer.io.queued == 0 && peer.io.ending == Ending::Graceful {
             self.start_shutdown(ctx, token)?;
         } else if peer.io.queued > HIGH_WATER {
             // The socket is full (flush stopped at WouldBlock): reading
             // pauses until a writable edge drains the queue.
-            peer.io.backpressured = true;
+            peer.io.input_gate = InputGate::HeldForOutput;
         }
         Ok(())
+    }
+
+    /// A plaintext HTTP request arrived on the TLS port: no TLS for this
+    /// connection; answer `400` in plaintext, then close gracefully (the
+    /// lingering close reads the request, so the answer is not lost to an
+    /// RST). The protocol never hears of the connection until `on_close`.
+    fn answer_plain_http(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> Result<(), CloseReason> {
+        let peer = &mut self.peers[token];
+        debug!("{}: plain HTTP request on the TLS port", peer.io.peer_addr);
+        self.handshaking -= 1;
+        if let Some(id) = peer.io.handshake_timer.take() {
+            ctx.cancel_timer(id);
+        }
+        // Freed before a byte of it was used; nothing on the error queue.
+        peer.io.tls = None;
+        peer.io.phase = Phase::Open;
+        peer.io.queue_copy(PLAIN_HTTP_ANSWER);
+        peer.io.ending = Ending::Graceful;
+        peer.io.linger_timer = Some(ctx.set_timeout(
+            self.config.close_timeout,
+            PeerTimer::peer(token, peer.generation, TimerKind::Linger),
+        ));
+        self.flush_and_maybe_close(ctx, token)
     }
 
     /// Calls `Protocol::on_drained` each time a queue that went over the
@@ -954,10 +627,11 @@ impl<P: Protocol> Worker<P> {
             let Some(peer) = self.peers.get_mut(token) else {
                 return Ok(());
             };
-            if !(peer.io.over_high && peer.io.queued <= LOW_WATER) || peer.io.phase != Phase::Open {
+            let owed = peer.io.drain_notice == DrainNotice::Owed && peer.io.queued <= LOW_WATER;
+            if !owed || peer.io.phase != Phase::Open {
                 return Ok(());
             }
-            peer.io.over_high = false;
+            peer.io.drain_notice = DrainNotice::NotOwed;
             if !self.with_protocol(ctx, token, |p, conn| p.on_drained(conn)) {
                 return Ok(());
             }
@@ -969,7 +643,7 @@ impl<P: Protocol> Worker<P> {
     fn start_shutdown(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> Result<(), CloseReason> {
         let peer = &mut self.peers[token];
         if let Some(tls) = peer.io.tls.as_mut() {
-            if !tls.failed {
+            if tls.session == Session::Healthy {
                 match tls.ssl.shutdown() {
                     SslOutcome::Done(_) | SslOutcome::WantRead => {}
                     SslOutcome::WantWrite => {
@@ -1036,7 +710,7 @@ impl<P: Protocol> Worker<P> {
             };
             tls_peers += 1;
             if peer.io.phase == Phase::Open
-                && !std::mem::take(&mut peer.io.active)
+                && std::mem::replace(&mut peer.io.activity, Activity::Idle) == Activity::Idle
                 && peer.io.queued == 0
             {
                 tls.ssl.free_buffers();
@@ -1049,48 +723,19 @@ impl<P: Protocol> Worker<P> {
         sys::debug_assert_queue_empty("idle_sweep");
     }
 
-    /// Accepts on this worker's own listener until `WouldBlock`.
+    /// Accepts on this worker's own listener until the backlog is empty.
     fn accept_own(&mut self, ctx: &mut Ctx<'_, P>) {
-        loop {
-            let Some(listener) = self.listener.as_ref() else {
-                return;
-            };
-            let accepted = match listener {
-                MioListener::Tcp(l) => l.accept().map(|(s, a)| (Socket::Tcp(s), a)),
-                MioListener::Unix(l, _) => l
-                    .accept()
-                    .map(|(s, _)| (Socket::Unix(s), crate::socket::UNIX_PEER_ADDR)),
-            };
-            match accepted {
-                Ok((sock, peer_addr)) => {
-                    let live = &self.config.live;
-                    if self
-                        .config
-                        .max_connections
-                        .is_some_and(|max| live.load(Ordering::SeqCst) >= max)
-                    {
-                        debug!("{peer_addr}: refused, max_connections reached");
-                        continue;
-                    }
-                    live.fetch_add(1, Ordering::SeqCst);
-                    if let (true, Socket::Tcp(tcp)) = (self.config.no_delay, &sock) {
-                        let _ = tcp.set_nodelay(true);
-                    }
-                    self.accept(ctx, sock, peer_addr);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::ECONNABORTED) | Some(libc::EPROTO) | Some(libc::EPERM) => continue,
-                    _ => {
-                        // EMFILE and friends: retry later instead of spinning
-                        // (edge-triggered: no new event would come).
-                        log::warn!("worker {}: accept: {e}; pausing accepts", ctx.worker());
-                        ctx.set_timeout(ACCEPT_BACKOFF, PeerTimer::worker(TimerKind::AcceptRetry));
-                        return;
-                    }
-                },
-            }
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        let admission = Arc::clone(&self.config.admission);
+        let end = accept_ready(&listener, &admission, |sock, peer| {
+            self.accept(ctx, sock, peer);
+            true
+        });
+        self.listener = Some(listener);
+        if end == AcceptEnd::BackOff {
+            ctx.set_timeout(ACCEPT_BACKOFF, PeerTimer::worker(TimerKind::AcceptRetry));
         }
     }
 
@@ -1102,10 +747,7 @@ impl<P: Protocol> Worker<P> {
         report: std::sync::mpsc::Sender<usize>,
     ) {
         if let Some(mut listener) = self.listener.take() {
-            let _ = match &mut listener {
-                MioListener::Tcp(l) => ctx.registry().deregister(l),
-                MioListener::Unix(l, _) => ctx.registry().deregister(l),
-            };
+            let _ = ctx.registry().deregister(listener.source());
         }
         debug!(
             "worker {}: draining {} connections",
@@ -1117,7 +759,9 @@ impl<P: Protocol> Worker<P> {
         let tokens: Vec<usize> = self.peers.iter().map(|(t, _)| t).collect();
         for token in tokens {
             match self.peers.get(token).map(|p| p.io.phase) {
-                Some(Phase::Handshaking) => self.close_now(ctx, token, CloseReason::Shutdown),
+                Some(phase) if phase.is_handshake() => {
+                    self.close_now(ctx, token, CloseReason::Shutdown)
+                }
                 Some(Phase::Open) if self.with_protocol(ctx, token, |p, conn| p.on_drain(conn)) => {
                     self.after_callback_io(ctx, token);
                 }
@@ -1162,10 +806,10 @@ impl<P: Protocol> Worker<P> {
         let Some(mut peer) = self.peers.try_remove(token) else {
             return;
         };
-        if peer.io.phase == Phase::Handshaking {
+        if peer.io.phase.is_handshake() {
             self.handshaking -= 1;
         }
-        self.config.live.fetch_sub(1, Ordering::SeqCst);
+        self.config.admission.release();
         debug!("{}: connection {token} closed: {reason}", peer.io.peer_addr);
         let _ = ctx.registry().deregister(&mut peer.io.sock);
         for id in [
@@ -1189,7 +833,7 @@ impl<P: Protocol> Worker<P> {
     }
 }
 
-impl<P: Protocol> Handler for Worker<P> {
+impl<P: Protocol> EventHandler for Worker<P> {
     type Message = WorkerMsg<P::Message>;
     type Timer = PeerTimer;
 
@@ -1199,13 +843,18 @@ impl<P: Protocol> Handler for Worker<P> {
         }
         let token = event.token().0;
         if let Some(peer) = self.peers.get_mut(token) {
-            peer.io.active = true;
+            peer.io.activity = Activity::Busy;
         }
-        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        let read = if event.is_read_closed() || event.is_error() {
+            // An EOF (or error) must be read now: no later edge reports it.
+            Some(ReadUntil::WouldBlock)
+        } else if event.is_readable() {
+            Some(ReadUntil::ShortRead)
+        } else {
+            None
+        };
         let writable = event.is_writable() || event.is_write_closed();
-        self.edge_without_eof = event.is_readable() && !event.is_read_closed() && !event.is_error();
-        self.drive(ctx, token, readable, writable);
-        self.edge_without_eof = false;
+        self.drive(ctx, token, Readiness { read, writable });
         sys::debug_assert_queue_empty("on_event");
     }
 
@@ -1215,17 +864,14 @@ impl<P: Protocol> Handler for Worker<P> {
                 // Accepted just before the listener closed: not served.
                 debug!("{peer_addr}: refused, shutting down");
                 drop(sock);
-                self.config.live.fetch_sub(1, Ordering::SeqCst);
+                self.config.admission.release();
             }
             WorkerMsg::Accept(sock, peer_addr) => self.accept(ctx, sock, peer_addr),
             WorkerMsg::Drain { deadline, report } => self.drain(ctx, deadline, report),
             WorkerMsg::Listen(mut listener) => {
-                let registered = match &mut listener {
-                    MioListener::Tcp(l) => ctx.registry().register(l, LISTENER, Interest::READABLE),
-                    MioListener::Unix(l, _) => {
-                        ctx.registry().register(l, LISTENER, Interest::READABLE)
-                    }
-                };
+                let registered =
+                    ctx.registry()
+                        .register(listener.source(), LISTENER, Interest::READABLE);
                 match registered {
                     Ok(()) => self.listener = Some(listener),
                     Err(e) => {
@@ -1270,7 +916,7 @@ impl<P: Protocol> Handler for Worker<P> {
         match timer.kind {
             TimerKind::Handshake => {
                 peer.io.handshake_timer = None;
-                if peer.io.phase == Phase::Handshaking {
+                if peer.io.phase.is_handshake() {
                     self.close_now(ctx, timer.token, CloseReason::HandshakeTimeout);
                 }
             }
@@ -1300,7 +946,12 @@ impl<P: Protocol> Handler for Worker<P> {
             if peer.io.phase == Phase::Open {
                 // Best effort, non-blocking: what is queued, then close_notify.
                 if peer.io.flush().is_ok() && peer.io.queued == 0 {
-                    if let Some(tls) = peer.io.tls.as_mut().filter(|t| !t.failed) {
+                    if let Some(tls) = peer
+                        .io
+                        .tls
+                        .as_mut()
+                        .filter(|t| t.session == Session::Healthy)
+                    {
                         let _ = tls.ssl.shutdown();
                     }
                 }
