@@ -204,8 +204,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let _ = std::fs::remove_file(pem);
     }
     println!(
-        "graceful shutdown took {:?}, {} connections cut",
-        report.elapsed, report.connections_cut
+        "graceful shutdown took {:?}: {} connections drained, {} cut",
+        report.elapsed, report.connections_drained, report.connections_cut
     );
     println!("http_server stopped");
     Ok(())

@@ -322,17 +322,15 @@ impl Endpoint {
             max_response_size: self.options.max_response_size,
             keepalive_timeout: self.options.keepalive_timeout,
         });
-        let config = ServerConfig {
-            threads: self.options.threads,
-            tls: self.options.tls.clone(),
-            handshake_timeout: self.options.handshake_timeout,
-            close_timeout: self.options.close_timeout,
-            max_connections: self.options.max_connections,
-            max_handshakes: self.options.max_handshakes,
-            per_worker_listeners: self.options.per_worker_listeners,
-            thread_name_prefix: self.options.thread_name_prefix.clone(),
-            ..ServerConfig::default()
-        };
+        let mut config = ServerConfig::default();
+        config.threads = self.options.threads;
+        config.tls = self.options.tls.clone();
+        config.handshake_timeout = self.options.handshake_timeout;
+        config.close_timeout = self.options.close_timeout;
+        config.max_connections = self.options.max_connections;
+        config.max_handshakes = self.options.max_handshakes;
+        config.per_worker_listeners = self.options.per_worker_listeners;
+        config.thread_name_prefix = self.options.thread_name_prefix.clone();
         let server = Server::start(listener, config, move |info| {
             HttpConn::new(Arc::clone(&handler), Arc::clone(&settings), info.peer_addr)
         })?;
@@ -346,7 +344,9 @@ impl Endpoint {
     /// (Pistache's `serve`): every connection open when it began was either
     /// drained (its requests in flight answered, then closed) or, still
     /// open at the deadline, cut and counted in
-    /// [`ShutdownReport::connections_cut`]; it also says how long it took.
+    /// [`ShutdownReport::connections_cut`] (the others are counted in
+    /// [`ShutdownReport::connections_drained`]); it also says how long it
+    /// took.
     /// A cut is logged at `warn`.
     pub fn serve(&mut self, handler: impl Handler) -> io::Result<ShutdownReport> {
         self.serve_threaded(handler)?;
@@ -379,10 +379,7 @@ impl Endpoint {
         self.listener = None;
         let report = match self.server.take() {
             Some(mut server) => server.shutdown_graceful(deadline),
-            None => ShutdownReport {
-                connections_cut: 0,
-                elapsed: Duration::ZERO,
-            },
+            None => ShutdownReport::default(),
         };
         ShutdownHandle(Arc::clone(&self.stop)).shutdown();
         report

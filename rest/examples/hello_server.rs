@@ -131,8 +131,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let report = served?;
     println!(
-        "graceful shutdown took {:?}, {} connections cut",
-        report.elapsed, report.connections_cut
+        "graceful shutdown took {:?}: {} connections drained, {} cut",
+        report.elapsed, report.connections_drained, report.connections_cut
     );
     println!("hello_server stopped");
     Ok(())

@@ -946,6 +946,8 @@ fn serve_returns_what_its_shutdown_cut() {
     stop.shutdown();
     let report = server.join().unwrap().unwrap();
     assert_eq!(report.connections_cut, 1, "{report:?}");
+    // The idle keep-alive connection closed at once: drained, not cut.
+    assert_eq!(report.connections_drained, 1, "{report:?}");
     assert!(report.elapsed >= Duration::from_millis(250), "{report:?}");
     assert!(idle.join().unwrap().is_empty());
 }

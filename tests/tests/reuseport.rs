@@ -70,10 +70,8 @@ fn per_worker_listeners_spread_connections_over_the_workers() {
 #[test]
 fn two_servers_can_share_a_port() {
     init_logging();
-    let reuse = ListenerOptions {
-        reuse_port: true,
-        ..ListenerOptions::default()
-    };
+    let mut reuse = ListenerOptions::default();
+    reuse.reuse_port = true;
     let counts: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
     let mut first = Endpoint::bind(
         "127.0.0.1:0",

@@ -402,11 +402,9 @@ fn a_failed_handshake_closes_with_the_codes() {
     let (codes_tx, codes_rx) = mpsc::channel();
     let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
     let port = listener.local_addr().port();
-    let config = ServerConfig {
-        threads: 1,
-        tls: Some(pistachio_tests::server::server_tls_config()),
-        ..ServerConfig::default()
-    };
+    let mut config = ServerConfig::default();
+    config.threads = 1;
+    config.tls = Some(pistachio_tests::server::server_tls_config());
     let text_tx = std::sync::Mutex::new(text_tx);
     let codes_tx = std::sync::Mutex::new(codes_tx);
     let mut server = Server::start(listener, config, move |_| {

@@ -33,10 +33,8 @@ fn a_panicking_protocol_loses_only_its_own_connection() {
     let _ = env_logger::builder().is_test(true).try_init();
     let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
     let addr = listener.local_addr();
-    let config = ServerConfig {
-        threads: 1,
-        ..ServerConfig::default()
-    };
+    let mut config = ServerConfig::default();
+    config.threads = 1;
     let mut server = Server::start(listener, config, |_| Echo).unwrap();
 
     let mut bystander = TcpStream::connect(addr).unwrap();

@@ -100,8 +100,10 @@ use accept::{AcceptThread, Admission};
 use msg::WorkerMsg;
 use worker::{Worker, WorkerConfig};
 
-/// Settings of a [`Server`].
+/// Settings of a [`Server`]. Start from [`ServerConfig::default`] and set
+/// the fields you need (new fields may be added in minor releases).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Number of worker threads (event loops). Default: the number of CPUs.
     pub threads: usize,
@@ -149,8 +151,14 @@ impl Default for ServerConfig {
 }
 
 /// What a graceful shutdown achieved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ShutdownReport {
+    /// Connections that were open when the shutdown began and closed on
+    /// their own before the deadline: they finished what they were doing
+    /// (idle keep-alive connections, and connections still in their TLS
+    /// handshake, close at once and count here).
+    pub connections_drained: usize,
     /// Connections still open at the deadline, closed then (their
     /// in-flight work lost). 0 means everything finished in time.
     pub connections_cut: usize,
@@ -291,16 +299,20 @@ impl<M: Send + 'static> Server<M> {
             }
         }
         drop(tx);
-        let mut cut = 0;
+        let (mut open, mut cut) = (0, 0);
         for _ in 0..draining {
             // Every worker reports by its deadline (plus scheduling slack).
             match rx.recv_timeout(deadline + Duration::from_secs(5)) {
-                Ok(n) => cut += n,
+                Ok(tally) => {
+                    open += tally.open;
+                    cut += tally.cut;
+                }
                 Err(_) => break,
             }
         }
         self.reactor.shutdown();
         ShutdownReport {
+            connections_drained: open - cut,
             connections_cut: cut,
             elapsed: started.elapsed(),
         }

@@ -12,8 +12,10 @@ use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use crate::socket::{Socket as Conn, UNIX_PEER_ADDR};
 
 /// Socket options for the listening socket and accepted connections
-/// (Pistache's `Tcp::Options`).
+/// (Pistache's `Tcp::Options`). Start from [`ListenerOptions::default`]
+/// and set the fields you need (new fields may be added in minor releases).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ListenerOptions {
     /// `SO_REUSEADDR` (default on): rebind at once after a restart.
     pub reuse_addr: bool,

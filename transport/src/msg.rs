@@ -21,9 +21,18 @@ pub(crate) enum WorkerMsg<M> {
     /// This worker's own listening socket (per-worker listeners).
     Listen(MioListener),
     /// Graceful shutdown: let connections finish, cut the rest at
-    /// `deadline`, then report how many were cut.
+    /// `deadline`, then report how many finished and how many were cut.
     Drain {
         deadline: Instant,
-        report: std::sync::mpsc::Sender<usize>,
+        report: std::sync::mpsc::Sender<DrainTally>,
     },
+}
+
+/// One worker's part of a graceful shutdown's report.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DrainTally {
+    /// Connections open when the drain began.
+    pub(crate) open: usize,
+    /// Of those, the ones still open at the deadline, closed then.
+    pub(crate) cut: usize,
 }

@@ -25,7 +25,7 @@ use slab::Slab;
 use crate::classify::SslOutcome;
 use crate::close::CloseReason;
 use crate::conn::{Conn, Protocol};
-use crate::msg::WorkerMsg;
+use crate::msg::{DrainTally, WorkerMsg};
 use crate::peer::{
     Activity, DrainNotice, Ending, InputGate, PeerInfo, PeerIo, Phase, ReadResult, ReadRetry,
     Reading, Session, TimerRequest, WriteRetry, HIGH_WATER, LINGER_MAX_BYTES, LOW_WATER,
@@ -141,7 +141,9 @@ pub(crate) struct Worker<P: Protocol> {
     /// TLS handshakes in progress on this worker.
     handshaking: usize,
     /// Set once a graceful shutdown began: where to report when done.
-    draining: Option<std::sync::mpsc::Sender<usize>>,
+    /// A graceful shutdown in progress: where to report, and how many
+    /// connections were open when it began.
+    draining: Option<(std::sync::mpsc::Sender<DrainTally>, usize)>,
     /// This worker's own listener, with per-worker listeners.
     listener: Option<MioListener>,
     /// The idle sweep's timer is armed.
@@ -744,7 +746,7 @@ impl<P: Protocol> Worker<P> {
         &mut self,
         ctx: &mut Ctx<'_, P>,
         deadline: Instant,
-        report: std::sync::mpsc::Sender<usize>,
+        report: std::sync::mpsc::Sender<DrainTally>,
     ) {
         if let Some(mut listener) = self.listener.take() {
             let _ = ctx.registry().deregister(listener.source());
@@ -754,7 +756,7 @@ impl<P: Protocol> Worker<P> {
             ctx.worker(),
             self.peers.len()
         );
-        self.draining = Some(report);
+        self.draining = Some((report, self.peers.len()));
         ctx.set_timer(deadline, PeerTimer::worker(TimerKind::Drain));
         let tokens: Vec<usize> = self.peers.iter().map(|(t, _)| t).collect();
         for token in tokens {
@@ -775,15 +777,15 @@ impl<P: Protocol> Worker<P> {
     /// Reports a finished drain once the last connection is gone.
     fn check_drained(&mut self) {
         if self.peers.is_empty() {
-            if let Some(report) = self.draining.take() {
-                let _ = report.send(0);
+            if let Some((report, open)) = self.draining.take() {
+                let _ = report.send(DrainTally { open, cut: 0 });
             }
         }
     }
 
     /// The graceful shutdown's deadline: cut what is left and report it.
     fn drain_deadline(&mut self, ctx: &mut Ctx<'_, P>) {
-        let Some(report) = self.draining.take() else {
+        let Some((report, open)) = self.draining.take() else {
             return;
         };
         let tokens: Vec<usize> = self.peers.iter().map(|(t, _)| t).collect();
@@ -797,7 +799,7 @@ impl<P: Protocol> Worker<P> {
                 ctx.worker()
             );
         }
-        let _ = report.send(cut);
+        let _ = report.send(DrainTally { open, cut });
     }
 
     /// Removes the peer: deregisters, cancels its timers, tells the
