@@ -1,18 +1,24 @@
-//! Blocking HTTP/1.1 clients over one keep-alive connection: [`TlsClient`]
-//! (OpenSSL, verifying the server against `ca.pem` as `localhost`) and
-//! [`PlainClient`] (plain TCP).
+//! The one HTTP/1.1 client of the test suite: [`Connection`], a keep-alive
+//! connection over any byte stream that writes exactly what it is given and
+//! reads responses of every framing (`Content-Length`, chunked with
+//! trailers, close-delimited, and the bodiless answers to `HEAD`, 1xx, 204
+//! and 304), byte-exact: what follows a response stays buffered for the
+//! next one, so a test can check that nothing does.
 //!
-//! Both send `GET {path} HTTP/1.1` with `Host: localhost`, read the status
-//! line and headers, then exactly `Content-Length` body bytes, leaving the
-//! connection ready for the next request. Socket timeouts are
-//! [`IO_TIMEOUT`]; a connection the server closes before
-//! the first byte of a response surfaces as an error whose message starts with
-//! `empty reply from server`.
+//! [`TlsClient`] (OpenSSL, verifying the server against `ca.pem` as
+//! `localhost`), [`PlainClient`] (plain TCP) and a connection over a
+//! [`Stream`] (either) are the usual kinds; [`AnyClient`] picks one at run
+//! time. [`Connection::request`] sends `GET {path} HTTP/1.1` with
+//! `Host: localhost`. Socket timeouts are [`IO_TIMEOUT`]; a connection the
+//! server closes before the first byte of a response surfaces as an error
+//! whose message starts with `empty reply from server`.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::os::unix::net::UnixStream;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use std::sync::OnceLock;
 
@@ -36,8 +42,29 @@ pub struct Response {
     pub status: u16,
     /// Header fields in the order received, names as sent.
     pub headers: Vec<(String, String)>,
-    /// The body: exactly `Content-Length` bytes.
+    /// The body, chunked coding removed (empty where the response has none
+    /// by definition).
     pub body: Vec<u8>,
+    /// The raw head (status line and header section), for failure messages.
+    pub head: String,
+    /// How the body was delimited.
+    pub framing: Framing,
+    /// Trailer fields of a chunked body.
+    pub trailers: Vec<(String, String)>,
+}
+
+/// How a response body was delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body by definition (the answer to `HEAD`, 1xx, 204, 304), or only
+    /// the head was read.
+    None,
+    /// `Content-Length`.
+    Length,
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Neither: the body ended when the server closed.
+    Close,
 }
 
 impl Response {
@@ -47,6 +74,11 @@ impl Response {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The `Connection` field, in lower case.
+    pub fn connection(&self) -> Option<String> {
+        self.header("connection").map(str::to_ascii_lowercase)
     }
 
     /// The body as text (invalid UTF-8 replaced).
@@ -133,19 +165,10 @@ pub fn wait_for_close(mut tcp: &TcpStream, timeout: Duration) -> bool {
 pub fn read_until_closed(stream: &mut impl Read) -> bool {
     let mut buf = [0u8; 4096];
     loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false
-            }
-            Err(_) => return true,
+        match read_once(stream, &mut buf) {
+            ReadOutcome::Data(_) => {}
+            ReadOutcome::Closed => return true,
+            ReadOutcome::TimedOut => return false,
         }
     }
 }
@@ -183,55 +206,337 @@ pub fn reset(tcp: TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-/// One HTTP/1.1 connection over any byte stream.
-struct HttpConn<S> {
-    stream: S,
-    /// Bytes read past the end of the previous response.
-    buf: Vec<u8>,
+/// What one read of a socket told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// This many bytes arrived (never 0).
+    Data(usize),
+    /// The peer ended the stream: EOF, a reset, or (TLS) any error.
+    Closed,
+    /// The socket's read timeout ran out first.
+    TimedOut,
 }
 
-impl<S: Read + Write> HttpConn<S> {
-    fn new(stream: S) -> Self {
-        HttpConn {
-            stream,
-            buf: Vec::new(),
+/// One read of `stream` into `buf`, retried on `EINTR` and classified.
+pub fn read_once(stream: &mut impl Read, buf: &mut [u8]) -> ReadOutcome {
+    loop {
+        match stream.read(buf) {
+            Ok(0) => return ReadOutcome::Closed,
+            Ok(n) => return ReadOutcome::Data(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => return ReadOutcome::TimedOut,
+            Err(_) => return ReadOutcome::Closed,
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// A stream whose read timeout can be set: the socket under it.
+pub trait ReadTimeout {
+    /// Sets the read timeout of the underlying socket.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl ReadTimeout for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+impl ReadTimeout for UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
+    }
+}
+
+impl ReadTimeout for SplitTcp {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp.set_read_timeout(timeout)
+    }
+}
+
+impl<S: ReadTimeout> ReadTimeout for SslStream<S> {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.get_ref().set_read_timeout(timeout)
+    }
+}
+
+impl<S: ReadTimeout + ?Sized> ReadTimeout for &mut S {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        (**self).set_read_timeout(timeout)
+    }
+}
+
+/// A plain or TLS (verified as `localhost`) TCP stream to the test server.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// OpenSSL over TCP.
+    Tls(Box<SslStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Connects to `127.0.0.1:port`, with TLS ([`tls_connector`]) if `tls`.
+    pub fn connect(port: u16, tls: bool) -> io::Result<Stream> {
+        if tls {
+            Stream::connect_with(port, Some(&tls_connector()?))
+        } else {
+            Stream::connect_with(port, None)
         }
     }
 
-    fn request(&mut self, path: &str) -> io::Result<Response> {
+    /// Connects to `127.0.0.1:port`, over TLS when given a connector.
+    pub fn connect_with(port: u16, tls: Option<&SslConnector>) -> io::Result<Stream> {
+        let tcp = connect_tcp(port)?;
+        Ok(match tls {
+            Some(connector) => Stream::Tls(Box::new(
+                connector
+                    .connect("localhost", tcp)
+                    .map_err(|e| io::Error::other(format!("TLS handshake: {e}")))?,
+            )),
+            None => Stream::Plain(tcp),
+        })
+    }
+
+    /// The TCP socket.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(ssl) => ssl.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl ReadTimeout for Stream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_read_timeout(timeout)
+    }
+}
+
+/// How [`Connection::read_response_paced`] reads: `slow_reads` reads of at
+/// most `piece` bytes, each followed by `pause`, then reads of up to 64 KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// Number of small, slow reads.
+    pub slow_reads: usize,
+    /// Most bytes a slow read takes.
+    pub piece: usize,
+    /// Pause after each slow read.
+    pub pause: Duration,
+}
+
+impl Pace {
+    /// Reads as fast as the bytes come.
+    pub const FAST: Pace = Pace {
+        slow_reads: 0,
+        piece: 0,
+        pause: Duration::ZERO,
+    };
+}
+
+/// A check run on every response head a [`Connection`] reads; its error
+/// becomes the read's error.
+pub type HeadCheck = fn(&Response) -> io::Result<()>;
+
+/// One HTTP/1.1 connection over any byte stream: writes exactly what it is
+/// given and reads responses of every framing, keeping what arrives past a
+/// response for the next one (so a test can check that nothing follows).
+///
+/// The clients of this crate are all this type: [`PlainClient`],
+/// [`TlsClient`], or one over a [`Stream`], a `UnixStream` or a borrowed
+/// stream.
+pub struct Connection<S> {
+    stream: S,
+    /// Bytes read past the end of the previous response.
+    buf: Vec<u8>,
+    check: Option<HeadCheck>,
+    pace: Pace,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Connection<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("stream", &self.stream)
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Connection<S> {
+    /// A connection over `stream`.
+    pub fn new(stream: S) -> Self {
+        Connection {
+            stream,
+            buf: Vec::new(),
+            check: None,
+            pace: Pace::FAST,
+        }
+    }
+
+    /// Runs `check` on every response head read from now on.
+    pub fn check_heads(mut self, check: HeadCheck) -> Self {
+        self.check = Some(check);
+        self
+    }
+
+    /// The bytes read but not yet consumed by a response.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The stream, mutably (bytes written to it bypass nothing: there is no
+    /// write buffer).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// Gives up the connection, returning its stream (buffered bytes are
+    /// dropped).
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+}
+
+impl<S: Read + Write> Connection<S> {
+    /// Sends `GET {path}` with `Host: localhost` and reads the response.
+    pub fn request(&mut self, path: &str) -> io::Result<Response> {
         let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
         self.write_raw(req.as_bytes())?;
         self.read_response()
     }
 
-    fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Writes `bytes` as they are (over TLS: as application data).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)?;
         self.stream.flush()
     }
 
-    /// Reads more bytes into `buf`; `Ok(0)` at end of stream.
-    fn fill(&mut self) -> io::Result<usize> {
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(n);
-                }
+    /// One read into the buffer; `Ok(0)` at end of stream.
+    pub fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 64 * 1024];
+        let slow = self.pace.slow_reads > 0;
+        let max = if slow {
+            self.pace.piece.clamp(1, chunk.len())
+        } else {
+            chunk.len()
+        };
+        let n = loop {
+            match self.stream.read(&mut chunk[..max]) {
+                Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        };
+        self.buf.extend_from_slice(&chunk[..n]);
+        if slow {
+            self.pace.slow_reads -= 1;
+            thread::sleep(self.pace.pause);
         }
+        Ok(n)
     }
 
-    fn read_response(&mut self) -> io::Result<Response> {
+    /// Reads until the buffer holds at least `n` bytes.
+    pub fn fill_to(&mut self, n: usize) -> io::Result<()> {
+        while self.buf.len() < n {
+            if self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("connection closed with {} of {n} bytes", self.buf.len()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one response; a 1xx one is returned as it is.
+    pub fn read_response(&mut self) -> io::Result<Response> {
         self.read_response_to(false)
     }
 
-    /// Reads a response; for the answer to a `HEAD` request (`head_request`)
-    /// no body follows whatever `Content-Length` says.
-    fn read_response_to(&mut self, head_request: bool) -> io::Result<Response> {
-        let head_end = loop {
+    /// Reads the response to a `HEAD` request: the head only.
+    pub fn read_head_response(&mut self) -> io::Result<Response> {
+        self.read_response_to(true)
+    }
+
+    /// Reads one response paced by `pace` (a slow reader).
+    pub fn read_response_paced(&mut self, pace: Pace) -> io::Result<Response> {
+        self.pace = pace;
+        let response = self.read_response_to(false);
+        self.pace = Pace::FAST;
+        response
+    }
+
+    /// Reads one response. For the answer to a `HEAD` request
+    /// (`head_request`), and for 1xx, 204 and 304, no body follows the head;
+    /// otherwise the body is delimited by `Transfer-Encoding: chunked`
+    /// (trailers kept), `Content-Length`, or the server closing.
+    pub fn read_response_to(&mut self, head_request: bool) -> io::Result<Response> {
+        let mut resp = self.read_head()?;
+        let status = resp.status;
+        if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+            return Ok(resp);
+        }
+        if let Some(te) = resp.header("transfer-encoding") {
+            if !te.eq_ignore_ascii_case("chunked") {
+                return Err(invalid(&format!("unexpected Transfer-Encoding {te:?}")));
+            }
+            resp.framing = Framing::Chunked;
+            self.read_chunked(&mut resp)?;
+        } else if let Some(value) = resp.header("content-length") {
+            let len = value
+                .parse::<usize>()
+                .map_err(|_| invalid(&format!("bad Content-Length {value:?}")))?;
+            resp.framing = Framing::Length;
+            resp.body = self.read_body(len)?;
+        } else {
+            resp.framing = Framing::Close;
+            resp.body = self.read_to_eof()?;
+        }
+        Ok(resp)
+    }
+
+    /// Reads a status line and header section (nothing after it). A
+    /// connection that ends before the first byte is an error whose message
+    /// starts with `empty reply from server`.
+    pub fn read_head(&mut self) -> io::Result<Response> {
+        let end = loop {
             if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
                 break pos + 4;
             }
@@ -249,7 +554,10 @@ impl<S: Read + Write> HttpConn<S> {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        "connection closed in the middle of the response head",
+                        format!(
+                            "connection closed in the middle of the response head; got {:?}",
+                            String::from_utf8_lossy(&self.buf)
+                        ),
                     ))
                 }
                 Ok(_) => {}
@@ -267,24 +575,15 @@ impl<S: Read + Write> HttpConn<S> {
                 }
             }
         };
-        let (status, headers) = parse_head(&self.buf[..head_end])?;
-        self.buf.drain(..head_end);
+        let head: Vec<u8> = self.buf.drain(..end).collect();
+        let resp = parse_head(head)?;
+        if let Some(check) = self.check {
+            check(&resp)?;
+        }
+        Ok(resp)
+    }
 
-        let no_body =
-            head_request || (100..200).contains(&status) || status == 204 || status == 304;
-        let len = if no_body {
-            0
-        } else {
-            let value = headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                .map(|(_, v)| v.as_str())
-                .ok_or_else(|| invalid("response without Content-Length"))?;
-            value
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| invalid(&format!("bad Content-Length {value:?}")))?
-        };
+    fn read_body(&mut self, len: usize) -> io::Result<Vec<u8>> {
         while self.buf.len() < len {
             match self.fill() {
                 Ok(0) => {
@@ -305,19 +604,159 @@ impl<S: Read + Write> HttpConn<S> {
                 }
             }
         }
-        let body = self.buf.drain(..len).collect();
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
+        Ok(self.buf.drain(..len).collect())
+    }
+
+    /// A close-delimited body: everything until the server closes (EOF, a
+    /// reset, or the end of a TLS session), within the socket's timeout.
+    fn read_to_eof(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            match self.fill() {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {
+                    return Err(invalid(&format!(
+                        "close-delimited body not closed in time after {} bytes",
+                        self.buf.len()
+                    )))
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(std::mem::take(&mut self.buf))
+    }
+
+    /// Decodes a chunked body (strict CRLFs) and its trailer fields.
+    fn read_chunked(&mut self, resp: &mut Response) -> io::Result<()> {
+        loop {
+            let size = loop {
+                match httparse::parse_chunk_size(&self.buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        self.buf.drain(..used);
+                        break size;
+                    }
+                    Ok(httparse::Status::Partial) => self.fill_chunked()?,
+                    Err(_) => {
+                        let line = self.buf.split(|&b| b == b'\n').next().unwrap_or_default();
+                        return Err(invalid(&format!(
+                            "bad chunk size line {:?}",
+                            String::from_utf8_lossy(line)
+                        )));
+                    }
+                }
+            };
+            if size == 0 {
+                loop {
+                    let line = self.read_line()?;
+                    if line.is_empty() {
+                        return Ok(());
+                    }
+                    let (name, value) = line
+                        .split_once(':')
+                        .ok_or_else(|| invalid(&format!("bad trailer line {line:?}")))?;
+                    resp.trailers
+                        .push((name.to_owned(), value.trim().to_owned()));
+                }
+            }
+            let size = usize::try_from(size).map_err(|_| invalid("chunk too large"))?;
+            while self.buf.len() < size + 2 {
+                self.fill_chunked()?;
+            }
+            resp.body.extend(self.buf.drain(..size));
+            if self.buf.drain(..2).as_slice() != b"\r\n" {
+                return Err(invalid("chunk data not followed by CRLF"));
+            }
+        }
+    }
+
+    fn fill_chunked(&mut self) -> io::Result<()> {
+        if self.fill()? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed inside a chunked body",
+            ));
+        }
+        Ok(())
+    }
+
+    fn read_line(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(pos) = find(&self.buf, b"\r\n") {
+                let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                return Ok(String::from_utf8_lossy(&line[..pos]).into_owned());
+            }
+            self.fill_chunked()?;
+        }
+    }
+}
+
+impl<S: Read + Write + ReadTimeout> Connection<S> {
+    /// Reads until the server closes (EOF, reset, or the end of a TLS
+    /// session) or `wait` passes. `Ok(bytes)` with everything after the last
+    /// response if it closed in time, `Err(bytes)` if it was still open.
+    /// The read timeout is [`IO_TIMEOUT`] again afterwards.
+    pub fn read_to_close(&mut self, wait: Duration) -> Result<Vec<u8>, Vec<u8>> {
+        let deadline = Instant::now() + wait;
+        let mut chunk = [0u8; 8192];
+        let closed = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                break false;
+            }
+            match read_once(&mut self.stream, &mut chunk) {
+                ReadOutcome::Data(n) => self.buf.extend_from_slice(&chunk[..n]),
+                ReadOutcome::Closed => break true,
+                ReadOutcome::TimedOut => {}
+            }
+        };
+        let _ = self.stream.set_read_timeout(Some(IO_TIMEOUT));
+        let bytes = std::mem::take(&mut self.buf);
+        if closed {
+            Ok(bytes)
+        } else {
+            Err(bytes)
+        }
+    }
+
+    /// Asserts the server closes the connection within 3 s, with nothing
+    /// more sent.
+    #[track_caller]
+    pub fn assert_closed(&mut self, what: &str) {
+        match self.read_to_close(Duration::from_secs(3)) {
+            Ok(extra) => assert!(
+                extra.is_empty(),
+                "{what}: bytes after the last response: {:?}",
+                String::from_utf8_lossy(&extra)
+            ),
+            Err(extra) => panic!(
+                "{what}: connection still open 3 s after the response (read {:?})",
+                String::from_utf8_lossy(&extra)
+            ),
+        }
+    }
+
+    /// Asserts nothing arrives within `wait` (the connection stays open and
+    /// silent).
+    #[track_caller]
+    pub fn assert_silent(&mut self, wait: Duration, what: &str) {
+        let _ = self.stream.set_read_timeout(Some(wait));
+        let got = self.fill();
+        let _ = self.stream.set_read_timeout(Some(IO_TIMEOUT));
+        match got {
+            Err(e) if is_timeout(&e) => {}
+            other => panic!(
+                "{what}: expected silence, got {other:?} and {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
+        }
     }
 }
 
 fn describe(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!("timed out: {e}"),
-        _ => e.to_string(),
+    if is_timeout(e) {
+        format!("timed out: {e}")
+    } else {
+        e.to_string()
     }
 }
 
@@ -329,41 +768,44 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Parses `HTTP/1.x CODE REASON\r\n` and the header lines.
-fn parse_head(head: &[u8]) -> io::Result<(u16, Vec<(String, String)>)> {
-    let text = std::str::from_utf8(head).map_err(|_| invalid("response head is not UTF-8"))?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(invalid(&format!("bad status line {status_line:?}")));
+/// Parses an `HTTP/1.1` status line and header section (httparse).
+fn parse_head(head: Vec<u8>) -> io::Result<Response> {
+    let head = String::from_utf8(head).map_err(|_| invalid("response head is not UTF-8"))?;
+    let mut fields = [httparse::EMPTY_HEADER; 256];
+    let mut parsed = httparse::Response::new(&mut fields);
+    match parsed.parse(head.as_bytes()) {
+        Ok(httparse::Status::Complete(_)) if parsed.version == Some(1) => {}
+        Ok(_) => return Err(invalid(&format!("bad status line in {head:?}"))),
+        Err(e) => return Err(invalid(&format!("{e} in {head:?}"))),
     }
-    let status = parts
-        .next()
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| invalid(&format!("bad status line {status_line:?}")))?;
-    let mut headers = Vec::new();
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| invalid(&format!("bad header line {line:?}")))?;
-        headers.push((name.to_owned(), value.trim().to_owned()));
-    }
-    Ok((status, headers))
+    let status = parsed.code.unwrap_or_default();
+    let headers = parsed
+        .headers
+        .iter()
+        .map(|field| {
+            let value = std::str::from_utf8(field.value).unwrap_or_default();
+            (field.name.to_owned(), value.trim().to_owned())
+        })
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: Vec::new(),
+        head,
+        framing: Framing::None,
+        trailers: Vec::new(),
+    })
 }
 
 /// An HTTPS client on one keep-alive connection, verified against `ca.pem`.
 ///
 /// Dropping it frees the OpenSSL session without sending `close_notify`
 /// (`SSL_free` never sends it) and closes the socket: an abrupt close. Use
-/// [`TlsClient::close`] for a clean one.
-pub struct TlsClient {
-    conn: HttpConn<SslStream<SplitTcp>>,
-}
+/// its `close` for a clean one.
+pub type TlsClient = Connection<SslStream<SplitTcp>>;
 
 /// The TCP stream under a [`TlsClient`]. It passes writes through, or, after
-/// [`TlsClient::split_records`], sends each write (one TLS record) in two TCP
+/// `split_records`, sends each write (one TLS record) in two TCP
 /// segments [`SPLIT_PAUSE`] apart, the way a record cut by the network
 /// arrives: the server then reads half a record and `SSL_read` must report
 /// `WANT_READ`.
@@ -399,7 +841,7 @@ impl Write for SplitTcp {
     }
 }
 
-impl TlsClient {
+impl Connection<SslStream<SplitTcp>> {
     /// Connects to `127.0.0.1:port` and completes the TLS handshake, verifying
     /// the server as `localhost`.
     pub fn connect(port: u16) -> io::Result<TlsClient> {
@@ -420,53 +862,30 @@ impl TlsClient {
         let stream = connector
             .connect(server_name, tcp)
             .map_err(|e| io::Error::other(format!("TLS handshake with 127.0.0.1:{port}: {e}")))?;
-        Ok(TlsClient {
-            conn: HttpConn::new(stream),
-        })
-    }
-
-    /// Sends `GET {path}` and reads the response.
-    pub fn request(&mut self, path: &str) -> io::Result<Response> {
-        self.conn.request(path)
-    }
-
-    /// Writes `bytes` as application data.
-    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.conn.write_raw(bytes)
-    }
-
-    /// Reads one response (after [`TlsClient::write_raw`]).
-    pub fn read_response(&mut self) -> io::Result<Response> {
-        self.conn.read_response()
-    }
-
-    /// Reads the response to a `HEAD` request: the head only.
-    pub fn read_head_response(&mut self) -> io::Result<Response> {
-        self.conn.read_response_to(true)
+        Ok(Connection::new(stream))
     }
 
     /// From now on, sends every TLS record in two TCP segments a moment
     /// apart (see [`SplitTcp`]), so that the server's `SSL_read` sees half a
     /// record and returns `WANT_READ` before the rest arrives.
     pub fn split_records(mut self) -> TlsClient {
-        self.conn.stream.get_mut().split = true;
+        self.stream.get_mut().split = true;
         self
     }
 
     /// The TCP socket under the TLS session.
     pub fn tcp(&self) -> &TcpStream {
-        &self.conn.stream.get_ref().tcp
+        &self.stream.get_ref().tcp
     }
 
     /// The OpenSSL stream.
     pub fn ssl_stream(&mut self) -> &mut SslStream<SplitTcp> {
-        &mut self.conn.stream
+        &mut self.stream
     }
 
     /// Closes cleanly: sends `close_notify`, then closes the socket.
     pub fn close(mut self) -> io::Result<()> {
-        self.conn
-            .stream
+        self.stream
             .shutdown()
             .map_err(|e| io::Error::other(format!("sending close_notify: {e}")))?;
         let _ = self.tcp().shutdown(Shutdown::Both);
@@ -492,71 +911,28 @@ impl TlsClient {
     }
 }
 
-impl fmt::Debug for TlsClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsClient")
-            .field("local", &self.tcp().local_addr().ok())
-            .field("peer", &self.tcp().peer_addr().ok())
-            .field("version", &self.conn.stream.ssl().version_str())
-            .finish_non_exhaustive()
-    }
-}
-
 /// A plain HTTP client on one keep-alive connection.
-pub struct PlainClient {
-    conn: HttpConn<TcpStream>,
-}
+pub type PlainClient = Connection<TcpStream>;
 
-impl PlainClient {
+impl Connection<TcpStream> {
     /// Connects to `127.0.0.1:port`.
     pub fn connect(port: u16) -> io::Result<PlainClient> {
-        Ok(PlainClient {
-            conn: HttpConn::new(connect_tcp(port)?),
-        })
-    }
-
-    /// Sends `GET {path}` and reads the response.
-    pub fn request(&mut self, path: &str) -> io::Result<Response> {
-        self.conn.request(path)
-    }
-
-    /// Writes `bytes` as they are.
-    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.conn.write_raw(bytes)
-    }
-
-    /// Reads one response (after [`PlainClient::write_raw`]).
-    pub fn read_response(&mut self) -> io::Result<Response> {
-        self.conn.read_response()
-    }
-
-    /// Reads the response to a `HEAD` request: the head only.
-    pub fn read_head_response(&mut self) -> io::Result<Response> {
-        self.conn.read_response_to(true)
+        Ok(Connection::new(connect_tcp(port)?))
     }
 
     /// The TCP socket.
     pub fn tcp(&self) -> &TcpStream {
-        &self.conn.stream
+        &self.stream
     }
 
     /// Gives up the client, returning its socket.
     pub fn into_tcp(self) -> TcpStream {
-        self.conn.stream
+        self.stream
     }
 
     /// Closes the connection with an RST.
     pub fn reset(self) -> io::Result<()> {
-        reset(self.conn.stream)
-    }
-}
-
-impl fmt::Debug for PlainClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PlainClient")
-            .field("local", &self.tcp().local_addr().ok())
-            .field("peer", &self.tcp().peer_addr().ok())
-            .finish_non_exhaustive()
+        reset(self.stream)
     }
 }
 
@@ -662,8 +1038,8 @@ mod tests {
         }
     }
 
-    fn conn(script: &str) -> HttpConn<Scripted> {
-        HttpConn::new(Scripted(Cursor::new(script.as_bytes().to_vec())))
+    fn conn(script: &str) -> Connection<Scripted> {
+        Connection::new(Scripted(Cursor::new(script.as_bytes().to_vec())))
     }
 
     #[test]
@@ -703,5 +1079,34 @@ mod tests {
             .unwrap();
         assert_eq!(r.status, 204);
         assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn chunked_with_trailers_then_the_next_response() {
+        let mut c = conn(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5;ext=1\r\nHello\r\n8\r\n, World!\r\n0\r\nX-Sum: 7\r\n\r\n\
+             HTTP/1.1 204 No Content\r\n\r\n",
+        );
+        let first = c.read_response().unwrap();
+        first.assert_hello("chunked");
+        assert_eq!(first.framing, Framing::Chunked);
+        assert_eq!(first.trailers, [("X-Sum".to_owned(), "7".to_owned())]);
+        assert_eq!(c.read_response().unwrap().status, 204);
+        assert!(c.buffered().is_empty());
+    }
+
+    #[test]
+    fn close_delimited_and_head_responses() {
+        let mut c = conn(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n\
+             HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the end",
+        );
+        let head = c.read_head_response().unwrap();
+        assert_eq!((head.framing, head.body.len()), (Framing::None, 0));
+        let rest = c.read_response().unwrap();
+        assert_eq!(rest.framing, Framing::Close);
+        assert_eq!(rest.text(), "to the end");
+        assert_eq!(rest.connection().as_deref(), Some("close"));
     }
 }
