@@ -5,7 +5,7 @@
 //! of one client port, idle connections closed after the keep-alive
 //! timeout, and the same router over TLS.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use pistachio_rest::{
 };
 use pistachio_tests::client::{connect_tcp, wait_for_close};
 use pistachio_tests::server::HANDSHAKE_TIMEOUT;
-use pistachio_tests::{init_logging, PlainClient, Response, TestServer, TlsClient};
+use pistachio_tests::{init_logging, PlainClient, Response, TestServer, TlsClient, IO_TIMEOUT};
 
 /// Serves `router` with two workers, over TLS if `tls`.
 fn serve(router: Router, tls: bool) -> TestServer {
@@ -27,37 +27,30 @@ fn serve(router: Router, tls: bool) -> TestServer {
 }
 
 /// Sends one request on a fresh plain connection with `Connection: close`
-/// and reads to the end; works for `HEAD` (a length but no body).
+/// and reads to the end; works for `HEAD` (a length but no body). The body
+/// returned is everything after the head up to the close, so a byte after a
+/// `HEAD` answer shows. Header names are in lower case.
 fn once(port: u16, head: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut tcp = connect_tcp(port).expect("connect");
+    let mut client = PlainClient::connect(port).expect("connect");
     let mut wire = format!("{head}\r\nHost: localhost\r\nConnection: close\r\n");
     if !body.is_empty() {
         wire.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     wire.push_str("\r\n");
-    tcp.write_all(wire.as_bytes()).expect("write");
-    tcp.write_all(body).expect("write body");
-    let mut raw = Vec::new();
-    tcp.read_to_end(&mut raw).expect("read");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
+    client.write_raw(wire.as_bytes()).expect("write");
+    client.write_raw(body).expect("write body");
+    let response = client
+        .read_response_to(head.starts_with("HEAD "))
+        .expect("a response");
+    let rest = client
+        .read_to_close(IO_TIMEOUT)
+        .unwrap_or_else(|b| panic!("read: still open after {} more bytes", b.len()));
+    let headers = response
+        .headers
+        .into_iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v))
         .collect();
-    (status, headers, raw[split + 4..].to_vec())
+    (response.status, headers, [response.body, rest].concat())
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -591,22 +584,27 @@ fn every_header_name_on_the_wire_is_title_case() {
         }
     }
     // `100 Continue` before the body.
-    let mut tcp = connect_tcp(port).expect("connect");
-    tcp.write_all(
-        format!("POST /ok HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n{close}")
-            .as_bytes(),
+    let mut client = PlainClient::connect(port).expect("connect");
+    client
+        .write_raw(
+            format!("POST /ok HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n{close}")
+                .as_bytes(),
+        )
+        .unwrap();
+    let interim = client.read_response().unwrap();
+    assert_eq!(interim.head, "HTTP/1.1 100 Continue\r\n\r\n");
+    assert!(
+        client.buffered().is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(client.buffered())
+    );
+    client.write_raw(b"hi").unwrap();
+    let text = String::from_utf8_lossy(
+        &client
+            .read_to_close(IO_TIMEOUT)
+            .unwrap_or_else(|b| panic!("still open after {} bytes", b.len())),
     )
-    .unwrap();
-    let mut interim = Vec::new();
-    let mut byte = [0u8; 1];
-    while !interim.ends_with(b"\r\n\r\n") {
-        assert_eq!(tcp.read(&mut byte).unwrap(), 1, "{interim:?}");
-        interim.push(byte[0]);
-    }
-    assert_eq!(interim, b"HTTP/1.1 100 Continue\r\n\r\n");
-    tcp.write_all(b"hi").unwrap();
-    let text =
-        String::from_utf8_lossy(&pistachio_tests::client::read_to_close(&mut tcp)).into_owned();
+    .into_owned();
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
     assert_eq!(badly_cased(&text), Vec::<String>::new(), "{text:?}");
 
