@@ -688,6 +688,14 @@ impl<S: Read + Write> Connection<S> {
             self.fill_chunked()?;
         }
     }
+    /// Reads until the stream ends cleanly (`Ok(0)`: EOF, or for TLS
+    /// `close_notify`) like [`Read::read_to_end`], returning everything after
+    /// the last response; any error (a timeout, a TLS session cut without
+    /// `close_notify`) is returned.
+    pub fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
+        while self.fill()? > 0 {}
+        Ok(std::mem::take(&mut self.buf))
+    }
 }
 
 impl<S: Read + Write + ReadTimeout> Connection<S> {

@@ -60,17 +60,7 @@ fn plain_http_over_a_unix_socket_and_the_file_is_cleaned_up() {
     let mut easy = curl::easy::Easy::new();
     easy.unix_socket(path.to_str().unwrap()).unwrap();
     easy.url("http://localhost/curl").unwrap();
-    let mut body = Vec::new();
-    {
-        let mut transfer = easy.transfer();
-        transfer
-            .write_function(|d| {
-                body.extend_from_slice(d);
-                Ok(d.len())
-            })
-            .unwrap();
-        transfer.perform().unwrap();
-    }
+    let body = pistachio_tests::libcurl::perform(&mut easy).unwrap();
     assert_eq!(easy.response_code().unwrap(), 200);
     assert_eq!(body, b"hello /curl from 0.0.0.0:0");
 
