@@ -206,6 +206,86 @@ pub fn reset(tcp: TcpStream) -> io::Result<()> {
     Ok(())
 }
 
+/// A request as written on the wire, built field by field:
+/// `RequestBuilder::get("/x").close().to_bytes()` is
+/// `GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`.
+///
+/// It writes exactly what it is told, in order (no validation), so tests can
+/// build odd requests too; byte-level malformations are written by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestBuilder {
+    method: String,
+    target: String,
+    version: String,
+    fields: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RequestBuilder {
+    /// `{method} {target} HTTP/1.1` with `Host: localhost`.
+    pub fn new(method: &str, target: &str) -> RequestBuilder {
+        RequestBuilder {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            version: "HTTP/1.1".to_owned(),
+            fields: vec![("Host".to_owned(), "localhost".to_owned())],
+            body: Vec::new(),
+        }
+    }
+
+    /// `GET {target} HTTP/1.1` with `Host: localhost`.
+    pub fn get(target: &str) -> RequestBuilder {
+        RequestBuilder::new("GET", target)
+    }
+
+    /// The method.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// Another version than `HTTP/1.1` (e.g. `HTTP/1.0`).
+    pub fn version(mut self, version: &str) -> RequestBuilder {
+        self.version = version.to_owned();
+        self
+    }
+
+    /// Appends the field `name: value`.
+    pub fn header(mut self, name: &str, value: &str) -> RequestBuilder {
+        self.fields.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Appends `Connection: close`.
+    pub fn close(self) -> RequestBuilder {
+        self.header("Connection", "close")
+    }
+
+    /// Sets the body and appends its `Content-Length`.
+    pub fn body(mut self, body: &[u8]) -> RequestBuilder {
+        let len = body.len().to_string();
+        self.body = body.to_vec();
+        self.header("Content-Length", &len)
+    }
+
+    /// Appends the request to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let line = format!("{} {} {}\r\n", self.method, self.target, self.version);
+        out.extend_from_slice(line.as_bytes());
+        for (name, value) in &self.fields {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+    }
+
+    /// The request's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_to(&mut out);
+        out
+    }
+}
+
 /// What one read of a socket told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadOutcome {
@@ -437,8 +517,7 @@ impl<S> Connection<S> {
 impl<S: Read + Write> Connection<S> {
     /// Sends `GET {path}` with `Host: localhost` and reads the response.
     pub fn request(&mut self, path: &str) -> io::Result<Response> {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-        self.write_raw(req.as_bytes())?;
+        self.write_raw(&RequestBuilder::get(path).to_bytes())?;
         self.read_response()
     }
 
@@ -1087,6 +1166,23 @@ mod tests {
             .unwrap();
         assert_eq!(r.status, 204);
         assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn builds_requests() {
+        assert_eq!(
+            RequestBuilder::get("/x").close().to_bytes(),
+            b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            RequestBuilder::new("POST", "/e")
+                .version("HTTP/1.0")
+                .header("Content-Type", "a/b")
+                .body(b"hi")
+                .to_bytes(),
+            b"POST /e HTTP/1.0\r\nHost: localhost\r\nContent-Type: a/b\r\n\
+              Content-Length: 2\r\n\r\nhi"
+        );
     }
 
     #[test]

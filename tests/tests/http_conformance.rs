@@ -28,7 +28,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use pistachio_http::{BodyMode, Endpoint, Handler, Options, Request, ResponseWriter, StatusCode};
-use pistachio_tests::client::{set_reset_on_close, Connection, Framing, Response, Stream};
+use pistachio_tests::client::{
+    set_reset_on_close, Connection, Framing, RequestBuilder, Response, Stream,
+};
 use pistachio_tests::server::{server_tls_config, HANDSHAKE_TIMEOUT};
 use pistachio_tests::{init_logging, TestServer};
 
@@ -186,7 +188,7 @@ fn kind(tls: bool) -> &'static str {
 }
 
 fn get(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
+    RequestBuilder::get(path).to_bytes()
 }
 
 // ---------------------------------------------------------------------------
@@ -229,13 +231,8 @@ fn many_clients(threads: usize, tls: bool) {
                     let path = format!("/fresh/c{c}/r{r}");
                     let mut conn =
                         try_connect(port, tls).map_err(|e| format!("{path}: connect: {e}"))?;
-                    conn.write_raw(
-                        format!(
-                            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-                        )
-                        .as_bytes(),
-                    )
-                    .map_err(|e| format!("{path}: send: {e}"))?;
+                    conn.write_raw(&RequestBuilder::get(&path).close().to_bytes())
+                        .map_err(|e| format!("{path}: send: {e}"))?;
                     let resp = conn
                         .read_response()
                         .map_err(|e| format!("{path}: read: {e}"))?;

@@ -15,7 +15,7 @@ use pistachio_rest::{
     bind, Flow, Handler, HttpError, Method, Options, RestRequest, RestResponse, RouteGroup, Router,
     StatusCode, NOT_FOUND_BODY,
 };
-use pistachio_tests::client::{connect_tcp, wait_for_close};
+use pistachio_tests::client::{connect_tcp, wait_for_close, RequestBuilder};
 use pistachio_tests::server::HANDSHAKE_TIMEOUT;
 use pistachio_tests::{init_logging, PlainClient, Response, TestServer, TlsClient, IO_TIMEOUT};
 
@@ -30,17 +30,13 @@ fn serve(router: Router, tls: bool) -> TestServer {
 /// and reads to the end; works for `HEAD` (a length but no body). The body
 /// returned is everything after the head up to the close, so a byte after a
 /// `HEAD` answer shows. Header names are in lower case.
-fn once(port: u16, head: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+fn once(port: u16, request: RequestBuilder) -> (u16, Vec<(String, String)>, Vec<u8>) {
     let mut client = PlainClient::connect(port).expect("connect");
-    let mut wire = format!("{head}\r\nHost: localhost\r\nConnection: close\r\n");
-    if !body.is_empty() {
-        wire.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    wire.push_str("\r\n");
-    client.write_raw(wire.as_bytes()).expect("write");
-    client.write_raw(body).expect("write body");
+    client
+        .write_raw(&request.clone().close().to_bytes())
+        .expect("write");
     let response = client
-        .read_response_to(head.starts_with("HEAD "))
+        .read_response_to(request.method() == "HEAD")
         .expect("a response");
     let rest = client
         .read_to_close(IO_TIMEOUT)
@@ -170,14 +166,14 @@ fn head_is_routed_to_get_without_a_body() {
         },
     );
     let server = serve(router, false);
-    let (status, headers, body) = once(server.port(), "HEAD /doc HTTP/1.1", b"");
+    let (status, headers, body) = once(server.port(), RequestBuilder::new("HEAD", "/doc"));
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "content-length"), Some("12"));
     assert!(body.is_empty(), "HEAD answered with a body: {body:?}");
-    let (status, headers, _) = once(server.port(), "HEAD /moved HTTP/1.1", b"");
+    let (status, headers, _) = once(server.port(), RequestBuilder::new("HEAD", "/moved"));
     assert_eq!(status, 301);
     assert_eq!(header(&headers, "location"), Some("/doc"));
-    let (status, _, body) = once(server.port(), "GET /doc HTTP/1.1", b"");
+    let (status, _, body) = once(server.port(), RequestBuilder::get("/doc"));
     assert_eq!((status, body.as_slice()), (200, &b"twelve bytes"[..]));
 }
 
@@ -289,8 +285,9 @@ fn json_bodies_415_and_400() {
     let post = |path: &str, content_type: &str, body: &str| {
         once(
             port,
-            &format!("POST {path} HTTP/1.1\r\nContent-Type: {content_type}"),
-            body.as_bytes(),
+            RequestBuilder::new("POST", path)
+                .header("Content-Type", content_type)
+                .body(body.as_bytes()),
         )
     };
     let (status, headers, body) =

@@ -25,7 +25,9 @@ use openssl::x509::X509;
 use pistachio_rest::http::{Endpoint, Options, Request, ResponseWriter, StatusCode};
 use pistachio_rest::transport::{ClientCerts, TlsConfig, TlsConfigBuilder, TlsVersion};
 use pistachio_tests::certs;
-use pistachio_tests::client::{connect_tcp, tls_connector_builder, wait_for_close, Connection};
+use pistachio_tests::client::{
+    connect_tcp, tls_connector_builder, wait_for_close, Connection, RequestBuilder,
+};
 use pistachio_tests::resume::ResumingConnector;
 use pistachio_tests::{init_logging, TlsClient, HELLO_BODY};
 
@@ -186,7 +188,7 @@ fn peer_dns_names<S>(stream: &SslStream<S>) -> Vec<String> {
 /// answer), answers with ours, and returns the head and body as text.
 fn get_and_close(stream: &mut SslStream<TcpStream>) -> io::Result<String> {
     let mut conn = Connection::new(&mut *stream);
-    conn.write_raw(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    conn.write_raw(&RequestBuilder::get("/").close().to_bytes())?;
     let response = conn.read_response()?;
     let rest = conn.read_to_end()?;
     if !rest.is_empty() {

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use pistachio_rest::http::{Endpoint, Options, Request, ResponseWriter, StatusCode};
-use pistachio_tests::client::{Connection, ReadTimeout};
+use pistachio_tests::client::{Connection, ReadTimeout, RequestBuilder};
 use pistachio_tests::init_logging;
 
 fn socket_path(name: &str) -> std::path::PathBuf {
@@ -24,10 +24,8 @@ fn hello(req: Request, resp: ResponseWriter) {
 /// with nothing after the body.
 fn get_and_check<S: Read + Write + ReadTimeout>(stream: S, path: &str) {
     let mut conn = Connection::new(stream);
-    conn.write_raw(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
+    conn.write_raw(&RequestBuilder::get(path).close().to_bytes())
+        .unwrap();
     let resp = conn.read_response().unwrap();
     assert!(resp.head.starts_with("HTTP/1.1 200 OK\r\n"), "{resp:?}");
     assert_eq!(

@@ -45,7 +45,7 @@ use pistachio_rest::transport::{TlsConfig, TlsReloader};
 use pistachio_tests::abrupt::client_hello;
 use pistachio_tests::client::{
     read_once, set_reset_on_close, tls_connector_builder, wait_for_close, AnyClient, Connection,
-    ReadOutcome, Stream,
+    ReadOutcome, RequestBuilder, Stream,
 };
 use pistachio_tests::{certs, open_fds, PlainClient, Response, TlsClient, HELLO_BODY};
 
@@ -476,31 +476,15 @@ impl Good {
     }
 
     fn encode(&self, close: bool, out: &mut Vec<u8>) {
-        let connection = if close { "Connection: close\r\n" } else { "" };
-        match self {
-            Good::Hello => {
-                let _ = write!(
-                    Text(out),
-                    "GET /hello HTTP/1.1\r\nHost: localhost\r\n{connection}\r\n"
-                );
-            }
-            Good::Echo(body) => {
-                let _ = write!(
-                    Text(out),
-                    "POST /echo HTTP/1.1\r\nHost: localhost\r\n\
-                     Content-Type: application/octet-stream\r\n\
-                     Content-Length: {}\r\n{connection}\r\n",
-                    body.len()
-                );
-                out.extend_from_slice(body);
-            }
-            Good::Slow(n) => {
-                let _ = write!(
-                    Text(out),
-                    "GET /slow?n={n} HTTP/1.1\r\nHost: localhost\r\n{connection}\r\n"
-                );
-            }
-        }
+        let request = match self {
+            Good::Hello => RequestBuilder::get("/hello"),
+            Good::Echo(body) => RequestBuilder::new("POST", "/echo")
+                .header("Content-Type", "application/octet-stream")
+                .body(body),
+            Good::Slow(n) => RequestBuilder::get(&format!("/slow?n={n}")),
+        };
+        let request = if close { request.close() } else { request };
+        request.write_to(out);
     }
 
     fn check(&self, r: &Response) -> Result<(), (&'static str, String)> {
@@ -739,8 +723,7 @@ fn expect_close(raw: &mut Stream, stats: &Stats, ok: &'static str, bad: &'static
 fn raw_hello(raw: &mut Stream, stats: &Stats) -> bool {
     stats.good_sent.fetch_add(1, Ordering::Relaxed);
     let mut conn = Connection::new(raw);
-    let request = b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    if let Err(e) = conn.write_raw(request) {
+    if let Err(e) = conn.write_raw(&RequestBuilder::get("/hello").to_bytes()) {
         stats.good_error("write failed", &e.to_string());
         return false;
     }
