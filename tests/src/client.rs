@@ -286,6 +286,11 @@ impl RequestBuilder {
     }
 }
 
+/// The bytes of `GET {path} HTTP/1.1` with `Host: localhost`.
+pub fn get_request(path: &str) -> Vec<u8> {
+    RequestBuilder::get(path).to_bytes()
+}
+
 /// What one read of a socket told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadOutcome {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use pistachio_http::{BodyMode, Endpoint, Handler, Options, Request, ResponseWriter, StatusCode};
 use pistachio_tests::client::{
-    set_reset_on_close, Connection, Framing, RequestBuilder, Response, Stream,
+    get_request, set_reset_on_close, Connection, Framing, RequestBuilder, Response, Stream,
 };
 use pistachio_tests::server::{server_tls_config, HANDSHAKE_TIMEOUT};
 use pistachio_tests::{init_logging, TestServer};
@@ -187,10 +187,6 @@ fn kind(tls: bool) -> &'static str {
     }
 }
 
-fn get(path: &str) -> Vec<u8> {
-    RequestBuilder::get(path).to_bytes()
-}
-
 // ---------------------------------------------------------------------------
 // Many clients (http_server_test: multiple clients, 3 and 6 workers)
 // ---------------------------------------------------------------------------
@@ -218,7 +214,7 @@ fn many_clients(threads: usize, tls: bool) {
                     } else {
                         format!("/c{c}/r{r}")
                     };
-                    conn.write_raw(&get(&path))
+                    conn.write_raw(&get_request(&path))
                         .map_err(|e| format!("{path}: send: {e}"))?;
                     let resp = conn
                         .read_response()
@@ -348,7 +344,7 @@ fn expect_status(port: u16, tls: bool, request: &[u8], status: u16, what: &str) 
         resp.text()
     );
     if status == 200 {
-        conn.write_raw(&get("/after")).unwrap();
+        conn.write_raw(&get_request("/after")).unwrap();
         let next = conn
             .read_response()
             .unwrap_or_else(|e| panic!("{what}: next request: {e}"));
@@ -452,7 +448,7 @@ fn head_limits_are_431_and_414_at_their_boundaries() {
             431,
             "one field too many",
         );
-        let long_line = get(&format!("/{}", "u".repeat(2 * MAX_HEAD)));
+        let long_line = get_request(&format!("/{}", "u".repeat(2 * MAX_HEAD)));
         expect_status(
             port,
             tls,
@@ -658,7 +654,7 @@ fn chunked_request_bodies_with_extensions_and_trailers_are_decoded_exactly() {
             );
         }
         // The connection is still in sync.
-        conn.write_raw(&get("/after")).unwrap();
+        conn.write_raw(&get_request("/after")).unwrap();
         assert_eq!(conn.read_response().unwrap().text(), "/after");
     }
 }
@@ -747,9 +743,9 @@ fn head_gets_the_get_headers_and_no_body() {
             pipeline.extend_from_slice(
                 format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
             );
-            pipeline.extend_from_slice(&get(path));
+            pipeline.extend_from_slice(&get_request(path));
         }
-        pipeline.extend_from_slice(&get("/after"));
+        pipeline.extend_from_slice(&get_request("/after"));
         conn.write_raw(&pipeline).unwrap();
         for path in ["/send-body", "/stream", "/missing", "/drop"] {
             let head = conn
@@ -829,7 +825,10 @@ fn every_response_has_date_and_never_both_length_and_chunked() {
         ("/file", 200, Framing::Length),
         ("/async/x", 200, Framing::Length),
     ];
-    let pipeline: Vec<u8> = answers.iter().flat_map(|(p, _, _)| get(p)).collect();
+    let pipeline: Vec<u8> = answers
+        .iter()
+        .flat_map(|(p, _, _)| get_request(p))
+        .collect();
     conn.write_raw(&pipeline).unwrap();
     for (path, status, framing) in answers {
         let resp = conn
@@ -864,7 +863,7 @@ fn every_response_has_date_and_never_both_length_and_chunked() {
 
 /// Malformed or refused requests, each with the status it must get.
 fn bad_requests() -> Vec<(Vec<u8>, u16, &'static str)> {
-    let long_target = get(&format!("/{}", "x".repeat(20 * 1024)));
+    let long_target = get_request(&format!("/{}", "x".repeat(20 * 1024)));
     vec![
         (b"GET / HTTP/1.1\r\nHost : localhost\r\n\r\n".to_vec(), 400, "space before colon"),
         (b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400, "missing Host"),
@@ -932,10 +931,10 @@ fn every_parser_error_closes_the_connection() {
         for (request, status, what) in bad_requests() {
             let what = format!("{}: {what}", kind(tls));
             let mut conn = connect(server.port(), tls);
-            conn.write_raw(&get("/first")).unwrap();
+            conn.write_raw(&get_request("/first")).unwrap();
             assert_eq!(conn.read_response().unwrap().text(), "/first", "{what}");
             let mut bytes = request.clone();
-            bytes.extend_from_slice(&get("/never"));
+            bytes.extend_from_slice(&get_request("/never"));
             // The server may close while the tail is still being written.
             let _ = conn.write_raw(&bytes);
             let resp = conn
@@ -949,9 +948,9 @@ fn every_parser_error_closes_the_connection() {
         // Behind an asynchronous answer: it still comes first, then the
         // error, then the close.
         let mut conn = connect(server.port(), tls);
-        let mut bytes = get("/async/first");
+        let mut bytes = get_request("/async/first");
         bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: localhost\r\nbad\r\n\r\n");
-        bytes.extend_from_slice(&get("/never"));
+        bytes.extend_from_slice(&get_request("/never"));
         conn.write_raw(&bytes).unwrap();
         assert_eq!(conn.read_response().unwrap().text(), "/async/first");
         assert_eq!(conn.read_response().unwrap().status, 400);
@@ -1001,7 +1000,7 @@ fn client_leaving_mid_stream_harms_nothing() {
             let port = server.port();
 
             let mut leaver = connect(port, tls);
-            leaver.write_raw(&get("/long")).unwrap();
+            leaver.write_raw(&get_request("/long")).unwrap();
             let head = leaver.read_head().unwrap();
             assert_eq!(head.header("transfer-encoding"), Some("chunked"), "{what}");
             while leaver.buffered().len() < 4 * LONG_PIECE {
@@ -1023,7 +1022,7 @@ fn client_leaving_mid_stream_harms_nothing() {
             for i in 0..5 {
                 let path = format!("/other/{i}");
                 let started = Instant::now();
-                other.write_raw(&get(&path)).unwrap();
+                other.write_raw(&get_request(&path)).unwrap();
                 let resp = other
                     .read_response()
                     .unwrap_or_else(|e| panic!("{what}: {path}: {e}"));
@@ -1054,7 +1053,7 @@ fn client_leaving_mid_stream_harms_nothing() {
 
             // And the server still answers new connections.
             let mut after = connect(port, tls);
-            after.write_raw(&get("/after")).unwrap();
+            after.write_raw(&get_request("/after")).unwrap();
             assert_eq!(after.read_response().unwrap().text(), "/after", "{what}");
         }
     }
@@ -1067,7 +1066,7 @@ fn expect_100_continue_behind(first: &str) {
     let options = options(1, false).body_timeout(Duration::from_secs(3));
     let server = TestServer::start_with(1, false, options, app);
     let mut conn = connect(server.port(), false);
-    let mut bytes = get(first);
+    let mut bytes = get_request(first);
     bytes.extend_from_slice(
         b"POST /len HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
     );
@@ -1112,7 +1111,7 @@ fn pipeline_past_the_in_flight_limit(prefix: &str) {
     let server = start(1, false);
     let mut conn = connect(server.port(), false);
     let paths: Vec<String> = (0..150).map(|i| format!("{prefix}{i}")).collect();
-    let bytes: Vec<u8> = paths.iter().flat_map(|p| get(p)).collect();
+    let bytes: Vec<u8> = paths.iter().flat_map(|p| get_request(p)).collect();
     conn.write_raw(&bytes).unwrap();
     for path in &paths {
         let resp = conn
@@ -1157,7 +1156,7 @@ fn space_in_the_request_target_is_400_and_close() {
         let what = format!("{line:?} (after a request: {served_one})");
         let mut conn = connect(server.port(), false);
         if served_one {
-            conn.write_raw(&get("/first")).unwrap();
+            conn.write_raw(&get_request("/first")).unwrap();
             assert_eq!(conn.read_response().unwrap().text(), "/first", "{what}");
         }
         conn.write_raw(format!("{line}\r\nHost: localhost\r\n\r\n").as_bytes())
@@ -1290,7 +1289,7 @@ fn server_made_errors_to_head_keep_the_connection_in_step() {
             let resp = conn.read_response_to(true).unwrap();
             assert_eq!(resp.status, status, "{what}: {:?}", resp.head);
             assert_ne!(resp.connection().as_deref(), Some("close"), "{what}");
-            conn.write_raw(&get("/next")).unwrap();
+            conn.write_raw(&get_request("/next")).unwrap();
             let next = conn.read_response().unwrap();
             assert_eq!(
                 (next.status, next.text().as_str()),

@@ -17,7 +17,7 @@ use curl::easy::{Easy2, Handler as CurlHandler, List, WriteError};
 use openssl::ssl::SslStream;
 use pistachio_rest::http::{Endpoint, Options, Request, ResponseWriter, StatusCode};
 use pistachio_tests::client::{
-    connect_tcp, tls_connector, wait_for_close, Connection, Pace, RequestBuilder, Stream,
+    connect_tcp, get_request, tls_connector, wait_for_close, Connection, Pace, Stream,
     CONNECT_TIMEOUT,
 };
 use pistachio_tests::server::server_tls_config;
@@ -94,7 +94,7 @@ fn get_root_over(tcp: TcpStream, tls: bool, name: &str) -> io::Result<Response> 
         Stream::Plain(tcp)
     };
     let mut conn = Connection::new(stream);
-    conn.write_raw(&get("/"))?;
+    conn.write_raw(&get_request("/"))?;
     conn.read_response()
 }
 
@@ -104,10 +104,6 @@ fn kind(tls: bool) -> &'static str {
     } else {
         "plain"
     }
-}
-
-fn get(path: &str) -> Vec<u8> {
-    RequestBuilder::get(path).to_bytes()
 }
 
 // ---------------------------------------------------------------------------
@@ -194,7 +190,7 @@ fn connect_small_rcvbuf(port: u16) -> io::Result<TcpStream> {
 }
 
 fn big_response_case<S: Read + Write>(wire: &mut Connection<S>, what: &str) {
-    wire.write_raw(&get("/big")).unwrap();
+    wire.write_raw(&get_request("/big")).unwrap();
     let slow = Pace {
         slow_reads: 10,
         piece: 1000,
@@ -213,7 +209,7 @@ fn big_response_case<S: Read + Write>(wire: &mut Connection<S>, what: &str) {
         );
     }
     // The connection is still in step: the next request on it works.
-    wire.write_raw(&get("/small")).unwrap();
+    wire.write_raw(&get_request("/small")).unwrap();
     let next = wire
         .read_response()
         .unwrap_or_else(|e| panic!("{what}: keep-alive request after the big one: {e}"));
@@ -278,7 +274,9 @@ fn responses_from_other_threads_keep_pipelined_order() {
             });
         });
         let mut wire = connect(server.port(), tls);
-        let requests: Vec<u8> = (0..10).flat_map(|n| get(&format!("/{n}"))).collect();
+        let requests: Vec<u8> = (0..10)
+            .flat_map(|n| get_request(&format!("/{n}")))
+            .collect();
         wire.write_raw(&requests).unwrap();
         for n in 0..10 {
             let response = wire
@@ -311,7 +309,9 @@ fn pipelined_16_requests_in_one_write() {
     for tls in [false, true] {
         let server = start(1, tls, echo_path);
         let mut wire = connect(server.port(), tls);
-        let requests: Vec<u8> = (0..16).flat_map(|n| get(&format!("/p{n}"))).collect();
+        let requests: Vec<u8> = (0..16)
+            .flat_map(|n| get_request(&format!("/p{n}")))
+            .collect();
         wire.write_raw(&requests).unwrap();
         for n in 0..16 {
             let response = wire
@@ -325,7 +325,7 @@ fn pipelined_16_requests_in_one_write() {
                 kind(tls)
             );
         }
-        wire.write_raw(&get("/after")).unwrap();
+        wire.write_raw(&get_request("/after")).unwrap();
         let after = wire.read_response().unwrap();
         assert_eq!(after.text(), "/after", "{}", kind(tls));
     }
@@ -434,7 +434,7 @@ fn keep_alive_by_default_and_connection_close_honoured() {
         // HTTP/1.1 without Connection: keep-alive.
         let mut wire = connect(port, tls);
         for path in ["/one", "/two", "/three"] {
-            wire.write_raw(&get(path)).unwrap();
+            wire.write_raw(&get_request(path)).unwrap();
             let response = wire
                 .read_response()
                 .unwrap_or_else(|e| panic!("{what}: {path} on the keep-alive connection: {e}"));
@@ -506,7 +506,7 @@ fn malformed_request_gets_400_and_close_and_others_do_not_notice() {
         let what = kind(tls);
         let server = start(1, tls, echo_path);
         let mut good = connect(server.port(), tls);
-        good.write_raw(&get("/before")).unwrap();
+        good.write_raw(&get_request("/before")).unwrap();
         assert_eq!(good.read_response().unwrap().text(), "/before", "{what}");
 
         let mut bad = connect(server.port(), tls);
@@ -526,7 +526,7 @@ fn malformed_request_gets_400_and_close_and_others_do_not_notice() {
             "{what}: the connection stayed open after the 400"
         );
 
-        good.write_raw(&get("/after")).unwrap();
+        good.write_raw(&get_request("/after")).unwrap();
         let response = good
             .read_response()
             .unwrap_or_else(|e| panic!("{what}: the good connection after the bad one: {e}"));
