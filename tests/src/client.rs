@@ -468,6 +468,8 @@ pub struct Connection<S> {
     buf: Vec<u8>,
     check: Option<HeadCheck>,
     pace: Pace,
+    /// Where each read lands before it joins `buf`.
+    chunk: Box<[u8]>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for Connection<S> {
@@ -487,6 +489,7 @@ impl<S> Connection<S> {
             buf: Vec::new(),
             check: None,
             pace: Pace::FAST,
+            chunk: vec![0; 64 * 1024].into_boxed_slice(),
         }
     }
 
@@ -534,21 +537,20 @@ impl<S: Read + Write> Connection<S> {
 
     /// One read into the buffer; `Ok(0)` at end of stream.
     pub fn fill(&mut self) -> io::Result<usize> {
-        let mut chunk = [0u8; 64 * 1024];
         let slow = self.pace.slow_reads > 0;
         let max = if slow {
-            self.pace.piece.clamp(1, chunk.len())
+            self.pace.piece.clamp(1, self.chunk.len())
         } else {
-            chunk.len()
+            self.chunk.len()
         };
         let n = loop {
-            match self.stream.read(&mut chunk[..max]) {
+            match self.stream.read(&mut self.chunk[..max]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         };
-        self.buf.extend_from_slice(&chunk[..n]);
+        self.buf.extend_from_slice(&self.chunk[..n]);
         if slow {
             self.pace.slow_reads -= 1;
             thread::sleep(self.pace.pause);
@@ -620,9 +622,9 @@ impl<S: Read + Write> Connection<S> {
     /// connection that ends before the first byte is an error whose message
     /// starts with `empty reply from server`.
     pub fn read_head(&mut self) -> io::Result<Response> {
-        let end = loop {
-            if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
-                break pos + 4;
+        let (end, status, headers) = loop {
+            if let Some(parsed) = parse_head(&self.buf)? {
+                break parsed;
             }
             if self.buf.len() > MAX_HEAD {
                 return Err(invalid("response head too large"));
@@ -659,8 +661,16 @@ impl<S: Read + Write> Connection<S> {
                 }
             }
         };
-        let head: Vec<u8> = self.buf.drain(..end).collect();
-        let resp = parse_head(head)?;
+        let head =
+            String::from_utf8(self.take(end)).map_err(|_| invalid("response head is not UTF-8"))?;
+        let resp = Response {
+            status,
+            headers,
+            body: Vec::new(),
+            head,
+            framing: Framing::None,
+            trailers: Vec::new(),
+        };
         if let Some(check) = self.check {
             check(&resp)?;
         }
@@ -688,7 +698,14 @@ impl<S: Read + Write> Connection<S> {
                 }
             }
         }
-        Ok(self.buf.drain(..len).collect())
+        Ok(self.take(len))
+    }
+
+    /// Removes the first `n` buffered bytes and returns them.
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let taken = self.buf[..n].to_vec();
+        self.buf.drain(..n);
+        taken
     }
 
     /// A close-delimited body: everything until the server closes (EOF, a
@@ -860,17 +877,27 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Parses an `HTTP/1.1` status line and header section (httparse).
-fn parse_head(head: Vec<u8>) -> io::Result<Response> {
-    let head = String::from_utf8(head).map_err(|_| invalid("response head is not UTF-8"))?;
-    let mut fields = [httparse::EMPTY_HEADER; 256];
-    let mut parsed = httparse::Response::new(&mut fields);
-    match parsed.parse(head.as_bytes()) {
-        Ok(httparse::Status::Complete(_)) if parsed.version == Some(1) => {}
-        Ok(_) => return Err(invalid(&format!("bad status line in {head:?}"))),
-        Err(e) => return Err(invalid(&format!("{e} in {head:?}"))),
+/// Header fields: names as sent, values trimmed.
+type Fields = Vec<(String, String)>;
+
+/// Parses the `HTTP/1.1` status line and header section at the start of
+/// `buf` (httparse): its length, status and fields once complete, `None`
+/// while more bytes are needed.
+fn parse_head(buf: &[u8]) -> io::Result<Option<(usize, u16, Fields)>> {
+    if buf.is_empty() {
+        return Ok(None);
     }
-    let status = parsed.code.unwrap_or_default();
+    let mut fields = [httparse::EMPTY_HEADER; 32];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let bad = |what: String| invalid(&format!("{what} in {:?}", String::from_utf8_lossy(buf)));
+    let end = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    if parsed.version != Some(1) {
+        return Err(bad("bad status line".to_owned()));
+    }
     let headers = parsed
         .headers
         .iter()
@@ -879,14 +906,7 @@ fn parse_head(head: Vec<u8>) -> io::Result<Response> {
             (field.name.to_owned(), value.trim().to_owned())
         })
         .collect();
-    Ok(Response {
-        status,
-        headers,
-        body: Vec::new(),
-        head,
-        framing: Framing::None,
-        trailers: Vec::new(),
-    })
+    Ok(Some((end, parsed.code.unwrap_or_default(), headers)))
 }
 
 /// An HTTPS client on one keep-alive connection, verified against `ca.pem`.
