@@ -1,21 +1,26 @@
-//! Blocking HTTP/1.1 clients over one keep-alive connection: [`TlsClient`]
-//! (OpenSSL, verifying the server against `ca.pem` as `localhost`) and
-//! [`PlainClient`] (plain TCP).
+//! The one HTTP/1.1 client of the test suite: [`Connection`], a keep-alive
+//! connection over any byte stream that writes exactly what it is given and
+//! reads responses of every framing (`Content-Length`, chunked with
+//! trailers, close-delimited, and the bodiless answers to `HEAD`, 1xx, 204
+//! and 304), byte-exact: what follows a response stays buffered for the
+//! next one, so a test can check that nothing does.
 //!
-//! Both send `GET {path} HTTP/1.1` with `Host: localhost`, read the status
-//! line and headers, then the body (exactly `Content-Length` bytes, or a
-//! chunked body to its last chunk), leaving the connection ready for the
-//! next request. [`TlsClient::connect_to`] reaches any [`Target`] (address,
-//! trust, server name, `Host` header, timeouts) instead of the loopback
-//! test server. Socket timeouts are
-//! [`IO_TIMEOUT`]; a connection the server closes before
-//! the first byte of a response surfaces as an error whose message starts with
-//! `empty reply from server`.
+//! [`TlsClient`] (OpenSSL, verifying the server against `ca.pem` as
+//! `localhost`), [`PlainClient`] (plain TCP) and a connection over a
+//! [`Stream`] (either) are the usual kinds; [`AnyClient`] picks one at run
+//! time. [`Connection::request`] sends `GET {path} HTTP/1.1` with
+//! `Host: localhost`; [`TlsClient::connect_to`] reaches any [`Target`]
+//! (address, trust, server name, `Host` header, timeouts) instead of the
+//! loopback test server. Socket timeouts are [`IO_TIMEOUT`]; a connection the
+//! server closes before the first byte of a response surfaces as an error
+//! whose message starts with `empty reply from server`.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::os::unix::net::UnixStream;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use std::sync::OnceLock;
 
@@ -41,8 +46,29 @@ pub struct Response {
     pub status: u16,
     /// Header fields in the order received, names as sent.
     pub headers: Vec<(String, String)>,
-    /// The body: exactly `Content-Length` bytes.
+    /// The body, chunked coding removed (empty where the response has none
+    /// by definition).
     pub body: Vec<u8>,
+    /// The raw head (status line and header section), for failure messages.
+    pub head: String,
+    /// How the body was delimited.
+    pub framing: Framing,
+    /// Trailer fields of a chunked body.
+    pub trailers: Vec<(String, String)>,
+}
+
+/// How a response body was delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body by definition (the answer to `HEAD`, 1xx, 204, 304), or only
+    /// the head was read.
+    None,
+    /// `Content-Length`.
+    Length,
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Neither: the body ended when the server closed.
+    Close,
 }
 
 impl Response {
@@ -52,6 +78,11 @@ impl Response {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The `Connection` field, in lower case.
+    pub fn connection(&self) -> Option<String> {
+        self.header("connection").map(str::to_ascii_lowercase)
     }
 
     /// The body as text (invalid UTF-8 replaced).
@@ -196,19 +227,10 @@ pub fn wait_for_close(mut tcp: &TcpStream, timeout: Duration) -> bool {
 pub fn read_until_closed(stream: &mut impl Read) -> bool {
     let mut buf = [0u8; 4096];
     loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false
-            }
-            Err(_) => return true,
+        match read_once(stream, &mut buf) {
+            ReadOutcome::Data(_) => {}
+            ReadOutcome::Closed => return true,
+            ReadOutcome::TimedOut => return false,
         }
     }
 }
@@ -246,60 +268,437 @@ pub fn reset(tcp: TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-/// One HTTP/1.1 connection over any byte stream.
-struct HttpConn<S> {
+/// A request as written on the wire, built field by field:
+/// `RequestBuilder::get("/x").close().to_bytes()` is
+/// `GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`.
+///
+/// It writes exactly what it is told, in order (no validation), so tests can
+/// build odd requests too; byte-level malformations are written by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestBuilder {
+    method: String,
+    target: String,
+    version: String,
+    fields: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RequestBuilder {
+    /// `{method} {target} HTTP/1.1` with `Host: localhost`.
+    pub fn new(method: &str, target: &str) -> RequestBuilder {
+        RequestBuilder {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            version: "HTTP/1.1".to_owned(),
+            fields: vec![("Host".to_owned(), "localhost".to_owned())],
+            body: Vec::new(),
+        }
+    }
+
+    /// `GET {target} HTTP/1.1` with `Host: localhost`.
+    pub fn get(target: &str) -> RequestBuilder {
+        RequestBuilder::new("GET", target)
+    }
+
+    /// The method.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// Another version than `HTTP/1.1` (e.g. `HTTP/1.0`).
+    pub fn version(mut self, version: &str) -> RequestBuilder {
+        self.version = version.to_owned();
+        self
+    }
+
+    /// Appends the field `name: value`.
+    pub fn header(mut self, name: &str, value: &str) -> RequestBuilder {
+        self.fields.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Replaces the `Host` field's value.
+    pub fn host(mut self, host: &str) -> RequestBuilder {
+        if let Some((_, value)) = self.fields.iter_mut().find(|(n, _)| n == "Host") {
+            host.clone_into(value);
+        }
+        self
+    }
+
+    /// Appends `Connection: close`.
+    pub fn close(self) -> RequestBuilder {
+        self.header("Connection", "close")
+    }
+
+    /// Sets the body and appends its `Content-Length`.
+    pub fn body(mut self, body: &[u8]) -> RequestBuilder {
+        let len = body.len().to_string();
+        self.body = body.to_vec();
+        self.header("Content-Length", &len)
+    }
+
+    /// Appends the request to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let line = format!("{} {} {}\r\n", self.method, self.target, self.version);
+        out.extend_from_slice(line.as_bytes());
+        for (name, value) in &self.fields {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+    }
+
+    /// The request's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_to(&mut out);
+        out
+    }
+}
+
+/// The bytes of `GET {path} HTTP/1.1` with `Host: localhost`.
+pub fn get_request(path: &str) -> Vec<u8> {
+    RequestBuilder::get(path).to_bytes()
+}
+
+/// What one read of a socket told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// This many bytes arrived (never 0).
+    Data(usize),
+    /// The peer ended the stream: EOF, a reset, or (TLS) any error.
+    Closed,
+    /// The socket's read timeout ran out first.
+    TimedOut,
+}
+
+/// One read of `stream` into `buf`, retried on `EINTR` and classified.
+pub fn read_once(stream: &mut impl Read, buf: &mut [u8]) -> ReadOutcome {
+    loop {
+        match stream.read(buf) {
+            Ok(0) => return ReadOutcome::Closed,
+            Ok(n) => return ReadOutcome::Data(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => return ReadOutcome::TimedOut,
+            Err(_) => return ReadOutcome::Closed,
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// A stream whose read timeout can be set: the socket under it.
+pub trait ReadTimeout {
+    /// Sets the read timeout of the underlying socket.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl ReadTimeout for TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+impl ReadTimeout for UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
+    }
+}
+
+impl ReadTimeout for SplitTcp {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp.set_read_timeout(timeout)
+    }
+}
+
+impl<S: ReadTimeout> ReadTimeout for SslStream<S> {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.get_ref().set_read_timeout(timeout)
+    }
+}
+
+impl<S: ReadTimeout + ?Sized> ReadTimeout for &mut S {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        (**self).set_read_timeout(timeout)
+    }
+}
+
+/// A plain or TLS (verified as `localhost`) TCP stream to the test server.
+#[derive(Debug)]
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// OpenSSL over TCP.
+    Tls(Box<SslStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Connects to `127.0.0.1:port`, with TLS ([`tls_connector`]) if `tls`.
+    pub fn connect(port: u16, tls: bool) -> io::Result<Stream> {
+        if tls {
+            Stream::connect_with(port, Some(&tls_connector()?))
+        } else {
+            Stream::connect_with(port, None)
+        }
+    }
+
+    /// Connects to `127.0.0.1:port`, over TLS when given a connector.
+    pub fn connect_with(port: u16, tls: Option<&SslConnector>) -> io::Result<Stream> {
+        let tcp = connect_tcp(port)?;
+        Ok(match tls {
+            Some(connector) => Stream::Tls(Box::new(
+                connector
+                    .connect("localhost", tcp)
+                    .map_err(|e| io::Error::other(format!("TLS handshake: {e}")))?,
+            )),
+            None => Stream::Plain(tcp),
+        })
+    }
+
+    /// The TCP socket.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(ssl) => ssl.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl ReadTimeout for Stream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_read_timeout(timeout)
+    }
+}
+
+/// How [`Connection::read_response_paced`] reads: `slow_reads` reads of at
+/// most `piece` bytes, each followed by `pause`, then reads of up to 64 KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// Number of small, slow reads.
+    pub slow_reads: usize,
+    /// Most bytes a slow read takes.
+    pub piece: usize,
+    /// Pause after each slow read.
+    pub pause: Duration,
+}
+
+impl Pace {
+    /// Reads as fast as the bytes come.
+    pub const FAST: Pace = Pace {
+        slow_reads: 0,
+        piece: 0,
+        pause: Duration::ZERO,
+    };
+}
+
+/// A check run on every response head a [`Connection`] reads; its error
+/// becomes the read's error.
+pub type HeadCheck = fn(&Response) -> io::Result<()>;
+
+/// One HTTP/1.1 connection over any byte stream: writes exactly what it is
+/// given and reads responses of every framing, keeping what arrives past a
+/// response for the next one (so a test can check that nothing follows).
+///
+/// The clients of this crate are all this type: [`PlainClient`],
+/// [`TlsClient`], or one over a [`Stream`], a `UnixStream` or a borrowed
+/// stream.
+pub struct Connection<S> {
     stream: S,
     /// Bytes read past the end of the previous response.
     buf: Vec<u8>,
-    /// The `Host` header of requests.
+    check: Option<HeadCheck>,
+    pace: Pace,
+    /// Where each read lands before it joins `buf`.
+    chunk: Box<[u8]>,
+    /// The `Host` field of [`Connection::request`]'s requests.
     host: String,
 }
 
-impl<S: Read + Write> HttpConn<S> {
-    fn new(stream: S) -> Self {
-        HttpConn {
+impl<S: fmt::Debug> fmt::Debug for Connection<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("stream", &self.stream)
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Connection<S> {
+    /// A connection over `stream`.
+    pub fn new(stream: S) -> Self {
+        Connection {
             stream,
             buf: Vec::new(),
+            check: None,
+            pace: Pace::FAST,
+            chunk: vec![0; 64 * 1024].into_boxed_slice(),
             host: "localhost".to_owned(),
         }
     }
 
-    fn request(&mut self, path: &str) -> io::Result<Response> {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
-        self.write_raw(req.as_bytes())?;
+    /// Runs `check` on every response head read from now on.
+    pub fn check_heads(mut self, check: HeadCheck) -> Self {
+        self.check = Some(check);
+        self
+    }
+
+    /// The bytes read but not yet consumed by a response.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// The stream, mutably (bytes written to it bypass nothing: there is no
+    /// write buffer).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.stream
+    }
+
+    /// Gives up the connection, returning its stream (buffered bytes are
+    /// dropped).
+    pub fn into_inner(self) -> S {
+        self.stream
+    }
+}
+
+impl<S: Read + Write> Connection<S> {
+    /// Sends `GET {path}` (with `Host: localhost`, or the [`Target`]'s
+    /// `Host` for [`TlsClient::connect_to`]) and reads the response.
+    pub fn request(&mut self, path: &str) -> io::Result<Response> {
+        self.write_raw(&RequestBuilder::get(path).host(&self.host).to_bytes())?;
         self.read_response()
     }
 
-    fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Writes `bytes` as they are (over TLS: as application data).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)?;
         self.stream.flush()
     }
 
-    /// Reads more bytes into `buf`; `Ok(0)` at end of stream.
-    fn fill(&mut self) -> io::Result<usize> {
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(n);
-                }
+    /// One read into the buffer; `Ok(0)` at end of stream.
+    pub fn fill(&mut self) -> io::Result<usize> {
+        let slow = self.pace.slow_reads > 0;
+        let max = if slow {
+            self.pace.piece.clamp(1, self.chunk.len())
+        } else {
+            self.chunk.len()
+        };
+        let n = loop {
+            match self.stream.read(&mut self.chunk[..max]) {
+                Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        };
+        self.buf.extend_from_slice(&self.chunk[..n]);
+        if slow {
+            self.pace.slow_reads -= 1;
+            thread::sleep(self.pace.pause);
         }
+        Ok(n)
     }
 
-    fn read_response(&mut self) -> io::Result<Response> {
+    /// Reads until the buffer holds at least `n` bytes.
+    pub fn fill_to(&mut self, n: usize) -> io::Result<()> {
+        while self.buf.len() < n {
+            if self.fill()? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("connection closed with {} of {n} bytes", self.buf.len()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one response; a 1xx one is returned as it is.
+    pub fn read_response(&mut self) -> io::Result<Response> {
         self.read_response_to(false)
     }
 
-    /// Reads a response; for the answer to a `HEAD` request (`head_request`)
-    /// no body follows whatever `Content-Length` says.
-    fn read_response_to(&mut self, head_request: bool) -> io::Result<Response> {
-        let head_end = loop {
-            if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
-                break pos + 4;
+    /// Reads the response to a `HEAD` request: the head only.
+    pub fn read_head_response(&mut self) -> io::Result<Response> {
+        self.read_response_to(true)
+    }
+
+    /// Reads one response paced by `pace` (a slow reader).
+    pub fn read_response_paced(&mut self, pace: Pace) -> io::Result<Response> {
+        self.pace = pace;
+        let response = self.read_response_to(false);
+        self.pace = Pace::FAST;
+        response
+    }
+
+    /// Reads one response. For the answer to a `HEAD` request
+    /// (`head_request`), and for 1xx, 204 and 304, no body follows the head;
+    /// otherwise the body is delimited by `Transfer-Encoding: chunked`
+    /// (trailers kept), `Content-Length`, or the server closing.
+    pub fn read_response_to(&mut self, head_request: bool) -> io::Result<Response> {
+        let mut resp = self.read_head()?;
+        let status = resp.status;
+        if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+            return Ok(resp);
+        }
+        if let Some(te) = resp.header("transfer-encoding") {
+            if !te.eq_ignore_ascii_case("chunked") {
+                return Err(invalid(&format!("unexpected Transfer-Encoding {te:?}")));
+            }
+            resp.framing = Framing::Chunked;
+            self.read_chunked(&mut resp)?;
+        } else if let Some(value) = resp.header("content-length") {
+            let len = value
+                .parse::<usize>()
+                .map_err(|_| invalid(&format!("bad Content-Length {value:?}")))?;
+            resp.framing = Framing::Length;
+            resp.body = self.read_body(len)?;
+        } else {
+            resp.framing = Framing::Close;
+            resp.body = self.read_to_eof()?;
+        }
+        Ok(resp)
+    }
+
+    /// Reads a status line and header section (nothing after it). A
+    /// connection that ends before the first byte is an error whose message
+    /// starts with `empty reply from server`.
+    pub fn read_head(&mut self) -> io::Result<Response> {
+        let (end, status, headers) = loop {
+            if let Some(parsed) = parse_head(&self.buf)? {
+                break parsed;
             }
             if self.buf.len() > MAX_HEAD {
                 return Err(invalid("response head too large"));
@@ -315,7 +714,10 @@ impl<S: Read + Write> HttpConn<S> {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        "connection closed in the middle of the response head",
+                        format!(
+                            "connection closed in the middle of the response head; got {:?}",
+                            String::from_utf8_lossy(&self.buf)
+                        ),
                     ))
                 }
                 Ok(_) => {}
@@ -333,118 +735,211 @@ impl<S: Read + Write> HttpConn<S> {
                 }
             }
         };
-        let (status, headers) = parse_head(&self.buf[..head_end])?;
-        self.buf.drain(..head_end);
-
-        let no_body =
-            head_request || (100..200).contains(&status) || status == 204 || status == 304;
-        let chunked = !no_body
-            && headers.iter().any(|(n, v)| {
-                n.eq_ignore_ascii_case("transfer-encoding")
-                    && v.rsplit(',').next().map(str::trim) == Some("chunked")
-            });
-        let body = if chunked {
-            self.read_chunked_body()?
-        } else {
-            let len = if no_body {
-                0
-            } else {
-                let value = headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                    .map(|(_, v)| v.as_str())
-                    .ok_or_else(|| invalid("response without Content-Length"))?;
-                value
-                    .trim()
-                    .parse::<usize>()
-                    .map_err(|_| invalid(&format!("bad Content-Length {value:?}")))?
-            };
-            self.fill_to(len, |have| format!("{have} of {len} body bytes"))?;
-            self.buf.drain(..len).collect()
-        };
-        Ok(Response {
+        let head =
+            String::from_utf8(self.take(end)).map_err(|_| invalid("response head is not UTF-8"))?;
+        let resp = Response {
             status,
             headers,
-            body,
-        })
+            body: Vec::new(),
+            head,
+            framing: Framing::None,
+            trailers: Vec::new(),
+        };
+        if let Some(check) = self.check {
+            check(&resp)?;
+        }
+        Ok(resp)
     }
 
-    /// Reads until `buf` holds at least `len` bytes; `progress` describes
-    /// how far it got (given the bytes buffered) in the error if the
-    /// connection ends or fails first.
-    fn fill_to(&mut self, len: usize, progress: impl Fn(usize) -> String) -> io::Result<()> {
+    fn read_body(&mut self, len: usize) -> io::Result<Vec<u8>> {
         while self.buf.len() < len {
             match self.fill() {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!("connection closed after {}", progress(self.buf.len())),
+                        format!(
+                            "connection closed after {} of {len} body bytes",
+                            self.buf.len()
+                        ),
                     ))
                 }
                 Ok(_) => {}
                 Err(e) => {
                     return Err(io::Error::new(
                         e.kind(),
-                        format!(
-                            "reading the response body after {}: {}",
-                            progress(self.buf.len()),
-                            describe(&e)
-                        ),
+                        format!("reading the response body: {}", describe(&e)),
                     ))
                 }
             }
         }
-        Ok(())
+        Ok(self.take(len))
     }
 
-    /// Reads one CRLF-terminated line (without the CRLF) of a chunked body.
-    fn chunk_line(&mut self, body_so_far: usize) -> io::Result<String> {
+    /// Removes the first `n` buffered bytes and returns them.
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let taken = self.buf[..n].to_vec();
+        self.buf.drain(..n);
+        taken
+    }
+
+    /// A close-delimited body: everything until the server closes (EOF, a
+    /// reset, or the end of a TLS session), within the socket's timeout.
+    fn read_to_eof(&mut self) -> io::Result<Vec<u8>> {
         loop {
-            if let Some(pos) = find(&self.buf, b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..pos]).into_owned();
-                self.buf.drain(..pos + 2);
-                return Ok(line);
+            match self.fill() {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {
+                    return Err(invalid(&format!(
+                        "close-delimited body not closed in time after {} bytes",
+                        self.buf.len()
+                    )))
+                }
+                Err(_) => break,
             }
-            if self.buf.len() > MAX_HEAD {
-                return Err(invalid("chunk size line too long"));
+        }
+        Ok(std::mem::take(&mut self.buf))
+    }
+
+    /// Decodes a chunked body (strict CRLFs) and its trailer fields.
+    fn read_chunked(&mut self, resp: &mut Response) -> io::Result<()> {
+        loop {
+            let size = loop {
+                match httparse::parse_chunk_size(&self.buf) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        self.buf.drain(..used);
+                        break size;
+                    }
+                    Ok(httparse::Status::Partial) => self.fill_chunked()?,
+                    Err(_) => {
+                        let line = self.buf.split(|&b| b == b'\n').next().unwrap_or_default();
+                        return Err(invalid(&format!(
+                            "bad chunk size line {:?}",
+                            String::from_utf8_lossy(line)
+                        )));
+                    }
+                }
+            };
+            if size == 0 {
+                loop {
+                    let line = self.read_line()?;
+                    if line.is_empty() {
+                        return Ok(());
+                    }
+                    let (name, value) = line
+                        .split_once(':')
+                        .ok_or_else(|| invalid(&format!("bad trailer line {line:?}")))?;
+                    resp.trailers
+                        .push((name.to_owned(), value.trim().to_owned()));
+                }
             }
-            let have = self.buf.len();
-            self.fill_to(have + 1, |_| {
-                format!("{body_so_far} bytes of a chunked body")
-            })?;
+            let size = usize::try_from(size).map_err(|_| invalid("chunk too large"))?;
+            while self.buf.len() < size + 2 {
+                self.fill_chunked()?;
+            }
+            resp.body.extend(self.buf.drain(..size));
+            if self.buf.drain(..2).as_slice() != b"\r\n" {
+                return Err(invalid("chunk data not followed by CRLF"));
+            }
         }
     }
 
-    /// Reads a chunked body to its last chunk and trailer section.
-    fn read_chunked_body(&mut self) -> io::Result<Vec<u8>> {
-        let mut body = Vec::new();
+    fn fill_chunked(&mut self) -> io::Result<()> {
+        if self.fill()? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed inside a chunked body",
+            ));
+        }
+        Ok(())
+    }
+
+    fn read_line(&mut self) -> io::Result<String> {
         loop {
-            let line = self.chunk_line(body.len())?;
-            let size_text = line.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size_text, 16)
-                .map_err(|_| invalid(&format!("bad chunk size line {line:?}")))?;
-            if size == 0 {
-                // Trailer fields, up to the empty line.
-                while !self.chunk_line(body.len())?.is_empty() {}
-                return Ok(body);
+            if let Some(pos) = find(&self.buf, b"\r\n") {
+                let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
+                return Ok(String::from_utf8_lossy(&line[..pos]).into_owned());
             }
-            let so_far = body.len();
-            self.fill_to(size + 2, |have| {
-                format!("{} bytes of a chunked body", so_far + have.min(size))
-            })?;
-            if &self.buf[size..size + 2] != b"\r\n" {
-                return Err(invalid("chunk not followed by CRLF"));
+            self.fill_chunked()?;
+        }
+    }
+    /// Reads until the stream ends cleanly (`Ok(0)`: EOF, or for TLS
+    /// `close_notify`) like [`Read::read_to_end`], returning everything after
+    /// the last response; any error (a timeout, a TLS session cut without
+    /// `close_notify`) is returned.
+    pub fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
+        while self.fill()? > 0 {}
+        Ok(std::mem::take(&mut self.buf))
+    }
+}
+
+impl<S: Read + Write + ReadTimeout> Connection<S> {
+    /// Reads until the server closes (EOF, reset, or the end of a TLS
+    /// session) or `wait` passes. `Ok(bytes)` with everything after the last
+    /// response if it closed in time, `Err(bytes)` if it was still open.
+    /// The read timeout is [`IO_TIMEOUT`] again afterwards.
+    pub fn read_to_close(&mut self, wait: Duration) -> Result<Vec<u8>, Vec<u8>> {
+        let deadline = Instant::now() + wait;
+        let mut chunk = [0u8; 8192];
+        let closed = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                break false;
             }
-            body.extend_from_slice(&self.buf[..size]);
-            self.buf.drain(..size + 2);
+            match read_once(&mut self.stream, &mut chunk) {
+                ReadOutcome::Data(n) => self.buf.extend_from_slice(&chunk[..n]),
+                ReadOutcome::Closed => break true,
+                ReadOutcome::TimedOut => {}
+            }
+        };
+        let _ = self.stream.set_read_timeout(Some(IO_TIMEOUT));
+        let bytes = std::mem::take(&mut self.buf);
+        if closed {
+            Ok(bytes)
+        } else {
+            Err(bytes)
+        }
+    }
+
+    /// Asserts the server closes the connection within 3 s, with nothing
+    /// more sent.
+    #[track_caller]
+    pub fn assert_closed(&mut self, what: &str) {
+        match self.read_to_close(Duration::from_secs(3)) {
+            Ok(extra) => assert!(
+                extra.is_empty(),
+                "{what}: bytes after the last response: {:?}",
+                String::from_utf8_lossy(&extra)
+            ),
+            Err(extra) => panic!(
+                "{what}: connection still open 3 s after the response (read {:?})",
+                String::from_utf8_lossy(&extra)
+            ),
+        }
+    }
+
+    /// Asserts nothing arrives within `wait` (the connection stays open and
+    /// silent).
+    #[track_caller]
+    pub fn assert_silent(&mut self, wait: Duration, what: &str) {
+        let _ = self.stream.set_read_timeout(Some(wait));
+        let got = self.fill();
+        let _ = self.stream.set_read_timeout(Some(IO_TIMEOUT));
+        match got {
+            Err(e) if is_timeout(&e) => {}
+            other => panic!(
+                "{what}: expected silence, got {other:?} and {:?}",
+                String::from_utf8_lossy(&self.buf)
+            ),
         }
     }
 }
 
 fn describe(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!("timed out: {e}"),
-        _ => e.to_string(),
+    if is_timeout(e) {
+        format!("timed out: {e}")
+    } else {
+        e.to_string()
     }
 }
 
@@ -456,41 +951,47 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Parses `HTTP/1.x CODE REASON\r\n` and the header lines.
-fn parse_head(head: &[u8]) -> io::Result<(u16, Vec<(String, String)>)> {
-    let text = std::str::from_utf8(head).map_err(|_| invalid("response head is not UTF-8"))?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(invalid(&format!("bad status line {status_line:?}")));
+/// Header fields: names as sent, values trimmed.
+type Fields = Vec<(String, String)>;
+
+/// Parses the `HTTP/1.1` status line and header section at the start of
+/// `buf` (httparse): its length, status and fields once complete, `None`
+/// while more bytes are needed.
+fn parse_head(buf: &[u8]) -> io::Result<Option<(usize, u16, Fields)>> {
+    if buf.is_empty() {
+        return Ok(None);
     }
-    let status = parts
-        .next()
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| invalid(&format!("bad status line {status_line:?}")))?;
-    let mut headers = Vec::new();
-    for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| invalid(&format!("bad header line {line:?}")))?;
-        headers.push((name.to_owned(), value.trim().to_owned()));
+    let mut fields = [httparse::EMPTY_HEADER; 32];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let bad = |what: String| invalid(&format!("{what} in {:?}", String::from_utf8_lossy(buf)));
+    let end = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    if parsed.version != Some(1) {
+        return Err(bad("bad status line".to_owned()));
     }
-    Ok((status, headers))
+    let headers = parsed
+        .headers
+        .iter()
+        .map(|field| {
+            let value = std::str::from_utf8(field.value).unwrap_or_default();
+            (field.name.to_owned(), value.trim().to_owned())
+        })
+        .collect();
+    Ok(Some((end, parsed.code.unwrap_or_default(), headers)))
 }
 
 /// An HTTPS client on one keep-alive connection, verified against `ca.pem`.
 ///
 /// Dropping it frees the OpenSSL session without sending `close_notify`
 /// (`SSL_free` never sends it) and closes the socket: an abrupt close. Use
-/// [`TlsClient::close`] for a clean one.
-pub struct TlsClient {
-    conn: HttpConn<SslStream<SplitTcp>>,
-}
+/// its `close` for a clean one.
+pub type TlsClient = Connection<SslStream<SplitTcp>>;
 
 /// The TCP stream under a [`TlsClient`]. It passes writes through, or, after
-/// [`TlsClient::split_records`], sends each write (one TLS record) in two TCP
+/// `split_records`, sends each write (one TLS record) in two TCP
 /// segments [`SPLIT_PAUSE`] apart, the way a record cut by the network
 /// arrives: the server then reads half a record and `SSL_read` must report
 /// `WANT_READ`.
@@ -526,7 +1027,7 @@ impl Write for SplitTcp {
     }
 }
 
-impl TlsClient {
+impl Connection<SslStream<SplitTcp>> {
     /// Connects to `127.0.0.1:port` and completes the TLS handshake, verifying
     /// the server as `localhost`.
     pub fn connect(port: u16) -> io::Result<TlsClient> {
@@ -551,10 +1052,12 @@ impl TlsClient {
             &target.connector,
             &target.server_name,
         )?;
-        client.conn.host.clone_from(&target.host_header);
+        client.host.clone_from(&target.host_header);
         Ok(client)
     }
 
+    /// The TLS handshake over `tcp`; a failure keeps the I/O error's kind
+    /// (a timeout stays a timeout).
     fn handshake(
         tcp: TcpStream,
         connector: &SslConnector,
@@ -572,53 +1075,30 @@ impl TlsClient {
             };
             io::Error::new(kind, format!("TLS handshake with {peer}: {e}"))
         })?;
-        Ok(TlsClient {
-            conn: HttpConn::new(stream),
-        })
-    }
-
-    /// Sends `GET {path}` and reads the response.
-    pub fn request(&mut self, path: &str) -> io::Result<Response> {
-        self.conn.request(path)
-    }
-
-    /// Writes `bytes` as application data.
-    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.conn.write_raw(bytes)
-    }
-
-    /// Reads one response (after [`TlsClient::write_raw`]).
-    pub fn read_response(&mut self) -> io::Result<Response> {
-        self.conn.read_response()
-    }
-
-    /// Reads the response to a `HEAD` request: the head only.
-    pub fn read_head_response(&mut self) -> io::Result<Response> {
-        self.conn.read_response_to(true)
+        Ok(Connection::new(stream))
     }
 
     /// From now on, sends every TLS record in two TCP segments a moment
     /// apart (see [`SplitTcp`]), so that the server's `SSL_read` sees half a
     /// record and returns `WANT_READ` before the rest arrives.
     pub fn split_records(mut self) -> TlsClient {
-        self.conn.stream.get_mut().split = true;
+        self.stream.get_mut().split = true;
         self
     }
 
     /// The TCP socket under the TLS session.
     pub fn tcp(&self) -> &TcpStream {
-        &self.conn.stream.get_ref().tcp
+        &self.stream.get_ref().tcp
     }
 
     /// The OpenSSL stream.
     pub fn ssl_stream(&mut self) -> &mut SslStream<SplitTcp> {
-        &mut self.conn.stream
+        &mut self.stream
     }
 
     /// Closes cleanly: sends `close_notify`, then closes the socket.
     pub fn close(mut self) -> io::Result<()> {
-        self.conn
-            .stream
+        self.stream
             .shutdown()
             .map_err(|e| io::Error::other(format!("sending close_notify: {e}")))?;
         let _ = self.tcp().shutdown(Shutdown::Both);
@@ -644,71 +1124,28 @@ impl TlsClient {
     }
 }
 
-impl fmt::Debug for TlsClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsClient")
-            .field("local", &self.tcp().local_addr().ok())
-            .field("peer", &self.tcp().peer_addr().ok())
-            .field("version", &self.conn.stream.ssl().version_str())
-            .finish_non_exhaustive()
-    }
-}
-
 /// A plain HTTP client on one keep-alive connection.
-pub struct PlainClient {
-    conn: HttpConn<TcpStream>,
-}
+pub type PlainClient = Connection<TcpStream>;
 
-impl PlainClient {
+impl Connection<TcpStream> {
     /// Connects to `127.0.0.1:port`.
     pub fn connect(port: u16) -> io::Result<PlainClient> {
-        Ok(PlainClient {
-            conn: HttpConn::new(connect_tcp(port)?),
-        })
-    }
-
-    /// Sends `GET {path}` and reads the response.
-    pub fn request(&mut self, path: &str) -> io::Result<Response> {
-        self.conn.request(path)
-    }
-
-    /// Writes `bytes` as they are.
-    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.conn.write_raw(bytes)
-    }
-
-    /// Reads one response (after [`PlainClient::write_raw`]).
-    pub fn read_response(&mut self) -> io::Result<Response> {
-        self.conn.read_response()
-    }
-
-    /// Reads the response to a `HEAD` request: the head only.
-    pub fn read_head_response(&mut self) -> io::Result<Response> {
-        self.conn.read_response_to(true)
+        Ok(Connection::new(connect_tcp(port)?))
     }
 
     /// The TCP socket.
     pub fn tcp(&self) -> &TcpStream {
-        &self.conn.stream
+        &self.stream
     }
 
     /// Gives up the client, returning its socket.
     pub fn into_tcp(self) -> TcpStream {
-        self.conn.stream
+        self.stream
     }
 
     /// Closes the connection with an RST.
     pub fn reset(self) -> io::Result<()> {
-        reset(self.conn.stream)
-    }
-}
-
-impl fmt::Debug for PlainClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PlainClient")
-            .field("local", &self.tcp().local_addr().ok())
-            .field("peer", &self.tcp().peer_addr().ok())
-            .finish_non_exhaustive()
+        reset(self.stream)
     }
 }
 
@@ -814,8 +1251,8 @@ mod tests {
         }
     }
 
-    fn conn(script: &str) -> HttpConn<Scripted> {
-        HttpConn::new(Scripted(Cursor::new(script.as_bytes().to_vec())))
+    fn conn(script: &str) -> Connection<Scripted> {
+        Connection::new(Scripted(Cursor::new(script.as_bytes().to_vec())))
     }
 
     #[test]
@@ -849,30 +1286,57 @@ mod tests {
     }
 
     #[test]
-    fn reads_a_chunked_response_then_the_next() {
-        let mut c = conn(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
-             5;ext=1\r\nHello\r\n8\r\n, World!\r\n0\r\nX-Trailer: t\r\n\r\n\
-             HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-        );
-        c.request("/").unwrap().assert_hello("chunked");
-        assert_eq!(c.request("/").unwrap().body, b"ok");
-    }
-
-    #[test]
-    fn truncated_chunked_body_is_an_error() {
-        let err = conn("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nHel")
-            .request("/")
-            .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-    }
-
-    #[test]
     fn no_content_has_no_body() {
         let r = conn("HTTP/1.1 204 No Content\r\n\r\n")
             .request("/")
             .unwrap();
         assert_eq!(r.status, 204);
         assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn builds_requests() {
+        assert_eq!(
+            RequestBuilder::get("/x").close().to_bytes(),
+            b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            RequestBuilder::new("POST", "/e")
+                .version("HTTP/1.0")
+                .header("Content-Type", "a/b")
+                .body(b"hi")
+                .to_bytes(),
+            b"POST /e HTTP/1.0\r\nHost: localhost\r\nContent-Type: a/b\r\n\
+              Content-Length: 2\r\n\r\nhi"
+        );
+    }
+
+    #[test]
+    fn chunked_with_trailers_then_the_next_response() {
+        let mut c = conn(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5;ext=1\r\nHello\r\n8\r\n, World!\r\n0\r\nX-Sum: 7\r\n\r\n\
+             HTTP/1.1 204 No Content\r\n\r\n",
+        );
+        let first = c.read_response().unwrap();
+        first.assert_hello("chunked");
+        assert_eq!(first.framing, Framing::Chunked);
+        assert_eq!(first.trailers, [("X-Sum".to_owned(), "7".to_owned())]);
+        assert_eq!(c.read_response().unwrap().status, 204);
+        assert!(c.buffered().is_empty());
+    }
+
+    #[test]
+    fn close_delimited_and_head_responses() {
+        let mut c = conn(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n\
+             HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nto the end",
+        );
+        let head = c.read_head_response().unwrap();
+        assert_eq!((head.framing, head.body.len()), (Framing::None, 0));
+        let rest = c.read_response().unwrap();
+        assert_eq!(rest.framing, Framing::Close);
+        assert_eq!(rest.text(), "to the end");
+        assert_eq!(rest.connection().as_deref(), Some("close"));
     }
 }

@@ -5,9 +5,12 @@
 //! * [`certs`]: paths of the checked-in test PKI under `tests/certs/`;
 //! * [`TestServer`]: an [`Endpoint`](pistachio_rest::http::Endpoint) bound to
 //!   `127.0.0.1:0`, shut down and joined when dropped;
-//! * [`TlsClient`] and [`PlainClient`]: small blocking HTTP/1.1 clients over
-//!   one keep-alive connection (the TLS one uses OpenSSL and verifies the server
-//!   against `ca.pem` under the name `localhost`);
+//! * [`Connection`]: the one blocking HTTP/1.1 client of the suite, a
+//!   keep-alive connection over any stream that reads responses of every
+//!   framing byte-exact; [`TlsClient`] and [`PlainClient`] are it over
+//!   OpenSSL (verifying the server against `ca.pem` under the name
+//!   `localhost`) and over plain TCP, and [`client::RequestBuilder`] writes
+//!   the requests;
 //! * [`AbruptClose`]: the ways a peer can leave without a clean TLS shutdown
 //!   (FIN without `close_notify`, RST, truncated `ClientHello`, garbage, ...);
 //! * [`resume::ResumingConnector`]: an OpenSSL client that offers an earlier
@@ -32,7 +35,7 @@ pub mod server;
 
 pub use abrupt::AbruptClose;
 pub use certs::certs_dir;
-pub use client::{PlainClient, Response, TlsClient};
+pub use client::{Connection, PlainClient, Response, TlsClient};
 pub use server::TestServer;
 
 use std::time::Duration;

@@ -121,15 +121,7 @@ impl CurlRequest {
             check_openssl_backend();
             ffi::set_quiet_shutdown(&mut easy)?;
         }
-        let mut body = Vec::new();
-        {
-            let mut transfer = easy.transfer();
-            transfer.write_function(|data| {
-                body.extend_from_slice(data);
-                Ok(data.len())
-            })?;
-            transfer.perform()?;
-        }
+        let body = perform(&mut easy)?;
         let status = easy.response_code()?;
         drop(easy);
         Ok(CurlResponse {
@@ -137,6 +129,20 @@ impl CurlRequest {
             body: String::from_utf8_lossy(&body).into_owned(),
         })
     }
+}
+
+/// Performs the transfer `easy` is set up for and returns the body.
+pub fn perform(easy: &mut Easy) -> Result<Vec<u8>, curl::Error> {
+    let mut body = Vec::new();
+    {
+        let mut transfer = easy.transfer();
+        transfer.write_function(|data| {
+            body.extend_from_slice(data);
+            Ok(data.len())
+        })?;
+        transfer.perform()?;
+    }
+    Ok(body)
 }
 
 /// One `GET https://localhost:{port}{path}` on a fresh libcurl handle with

@@ -5,10 +5,10 @@
 //! Lowers `RLIMIT_NOFILE` for the whole process, so it lives in a test file
 //! (a process) of its own.
 
-use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use pistachio_tests::client::Connection;
 use pistachio_tests::{init_logging, open_fds, set_open_files_limit, TestServer, ThreadCpu};
 
 #[test]
@@ -64,28 +64,16 @@ fn accept_backs_off_on_emfile_and_recovers() {
                 deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(100),
             ))
             .unwrap();
-        client
-            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        let mut conn = Connection::new(client);
+        conn.write_raw(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap_or_else(|e| panic!("client {i}: {e}"));
-        let mut buf = [0u8; 512];
-        let n = read_some(client, &mut buf).unwrap_or_else(|e| panic!("client {i}: {e}"));
-        let text = String::from_utf8_lossy(&buf[..n]);
-        assert!(text.starts_with("HTTP/1.1 200 OK"), "client {i}: {text}");
-        assert!(text.ends_with("Hello, World!"), "client {i}: {text}");
+        let response = conn
+            .read_response()
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert!(
+            response.head.starts_with("HTTP/1.1 200 OK"),
+            "client {i}: {response:?}"
+        );
+        response.assert_hello(&format!("client {i}"));
     }
-}
-
-fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        let got = stream.read(&mut buf[n..])?;
-        if got == 0 {
-            break;
-        }
-        n += got;
-        if buf[..n].ends_with(b"Hello, World!") {
-            break;
-        }
-    }
-    Ok(n)
 }

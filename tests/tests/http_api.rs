@@ -11,7 +11,7 @@ use pistachio_rest::http::{
     ConnectionInfo, Endpoint, Handler, Options, Request, ResponseWriter, StatusCode,
 };
 use pistachio_tests::server::HANDSHAKE_TIMEOUT;
-use pistachio_tests::{init_logging, TestServer, TlsClient};
+use pistachio_tests::{init_logging, PlainClient, TestServer, TlsClient};
 
 /// Reads until the server closes (EOF or reset), within 5 s.
 fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
@@ -177,24 +177,23 @@ fn slow_head_and_stalled_body_get_408() {
 fn clients_within_the_limits_never_see_408_and_idle_ones_are_closed_silently() {
     init_logging();
     let server = timeout_server();
-    let mut c = TcpStream::connect(server.addr()).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut c = PlainClient::connect(server.port()).unwrap();
     // Three requests, each well inside the timeouts, with pauses between
     // them shorter than the keep-alive timeout.
     for _ in 0..3 {
-        c.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        c.write_raw(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
             .unwrap();
         std::thread::sleep(Duration::from_millis(100));
-        c.write_all(b"cd").unwrap();
-        let mut buf = [0u8; 512];
-        let n = c.read(&mut buf).unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]);
-        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
-        assert!(text.ends_with("4 bytes"), "{text}");
+        c.write_raw(b"cd").unwrap();
+        let response = c.read_response().unwrap();
+        assert!(response.head.starts_with("HTTP/1.1 200 OK"), "{response:?}");
+        assert_eq!(response.text(), "4 bytes", "{response:?}");
         std::thread::sleep(Duration::from_millis(150));
     }
     // Then idle past the keep-alive timeout: closed without a response.
-    let rest = read_to_close(&mut c);
+    let rest = c
+        .read_to_close(Duration::from_secs(5))
+        .unwrap_or_else(|b| panic!("still open after {} bytes", b.len()));
     assert!(
         rest.is_empty(),
         "idle close sent {:?}",
@@ -863,17 +862,17 @@ fn tls_hello_on_the_plain_port_is_refused_at_once() {
 fn keep_alive_timeout_counts_from_the_last_request() {
     init_logging();
     let server = timeout_server(); // keep-alive, header and body timeouts: 300 ms
-    let mut c = TcpStream::connect(server.addr()).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut c = PlainClient::connect(server.port()).unwrap();
+    c.tcp()
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     let started = Instant::now();
-    let mut buf = [0u8; 512];
     while started.elapsed() < Duration::from_millis(1200) {
-        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let n = c.read(&mut buf).unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]);
+        c.write_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let response = c.read_response().unwrap();
         assert!(
-            text.starts_with("HTTP/1.1 200 OK") && text.ends_with("0 bytes"),
-            "after {:?}: {text:?}",
+            response.head.starts_with("HTTP/1.1 200 OK") && response.text() == "0 bytes",
+            "after {:?}: {response:?}",
             started.elapsed()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -887,20 +886,20 @@ fn keep_alive_timeout_counts_from_the_last_request() {
 fn header_timeout_restarts_with_each_request() {
     init_logging();
     let server = timeout_server();
-    let mut c = TcpStream::connect(server.addr()).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    c.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    let mut c = PlainClient::connect(server.port()).unwrap();
+    c.tcp()
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    c.write_raw(b"GET / HTTP/1.1\r\n").unwrap();
     let started = Instant::now();
-    let mut buf = [0u8; 512];
     while started.elapsed() < Duration::from_millis(1200) {
         std::thread::sleep(Duration::from_millis(100));
         // The end of this request and the start of the next one.
-        c.write_all(b"Host: x\r\n\r\nGET / HTTP/1.1\r\n").unwrap();
-        let n = c.read(&mut buf).unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]);
+        c.write_raw(b"Host: x\r\n\r\nGET / HTTP/1.1\r\n").unwrap();
+        let response = c.read_response().unwrap();
         assert!(
-            text.starts_with("HTTP/1.1 200 OK"),
-            "after {:?}: {text:?}",
+            response.head.starts_with("HTTP/1.1 200 OK"),
+            "after {:?}: {response:?}",
             started.elapsed()
         );
     }
@@ -930,24 +929,22 @@ fn serve_returns_what_its_shutdown_cut() {
             }
         })
     });
-    let mut idle = TcpStream::connect(addr).unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    idle.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+    let mut idle = PlainClient::connect(addr.port()).unwrap();
+    idle.write_raw(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = idle.read(&mut buf).unwrap();
-    assert!(buf[..n].ends_with(b"\r\n\r\nok"), "{:?}", &buf[..n]);
+    let response = idle.read_response().unwrap();
+    assert_eq!(response.text(), "ok", "{response:?}");
     let mut hung = TcpStream::connect(addr).unwrap();
     hung.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     // The idle client closes its end as soon as the server closes its.
-    let idle = std::thread::spawn(move || read_to_close(&mut idle));
+    let idle = std::thread::spawn(move || idle.read_to_close(Duration::from_secs(5)));
     stop.shutdown();
     let report = server.join().unwrap().unwrap();
     assert_eq!(report.connections_cut, 1, "{report:?}");
     // The idle keep-alive connection closed at once: drained, not cut.
     assert_eq!(report.connections_drained, 1, "{report:?}");
     assert!(report.elapsed >= Duration::from_millis(250), "{report:?}");
-    assert!(idle.join().unwrap().is_empty());
+    assert_eq!(idle.join().unwrap(), Ok(Vec::new()));
 }

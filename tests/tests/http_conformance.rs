@@ -21,15 +21,16 @@
 //! hanging it.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{self, Read};
+use std::net::Shutdown;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use openssl::ssl::SslStream;
 use pistachio_http::{BodyMode, Endpoint, Handler, Options, Request, ResponseWriter, StatusCode};
-use pistachio_tests::client::{connect_tcp, set_reset_on_close, tls_connector};
+use pistachio_tests::client::{
+    get_request, set_reset_on_close, Connection, Framing, RequestBuilder, Response, Stream,
+};
 use pistachio_tests::server::{server_tls_config, HANDSHAKE_TIMEOUT};
 use pistachio_tests::{init_logging, TestServer};
 
@@ -37,111 +38,22 @@ use pistachio_tests::{init_logging, TestServer};
 // A raw client
 // ---------------------------------------------------------------------------
 
-/// A plaintext or TLS connection to the test server.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<SslStream<TcpStream>>),
+/// A raw HTTP/1.x connection, plain or TLS: writes exactly what it is
+/// given, reads responses of every framing, and checks every response head
+/// with [`every_response_rules`].
+type Conn = Connection<Stream>;
+
+/// Connects to the test server; see [`Conn`].
+fn try_connect(port: u16, tls: bool) -> io::Result<Conn> {
+    Ok(Connection::new(Stream::connect(port, tls)?).check_heads(every_response_rules))
 }
 
-impl Stream {
-    fn connect(port: u16, tls: bool) -> io::Result<Stream> {
-        let tcp = connect_tcp(port)?;
-        if tls {
-            let ssl = tls_connector()?
-                .connect("localhost", tcp)
-                .map_err(|e| io::Error::other(format!("TLS handshake: {e}")))?;
-            Ok(Stream::Tls(Box::new(ssl)))
-        } else {
-            Ok(Stream::Plain(tcp))
-        }
-    }
-
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(ssl) => ssl.get_ref(),
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
-
-/// How a response body was delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// No body by definition (HEAD, 1xx, 204, 304).
-    None,
-    Length,
-    Chunked,
-    /// Neither: the body ends when the server closes.
-    Close,
-}
-
-/// One response as read off the wire.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    /// The raw head, for failure messages.
-    head: String,
-    headers: Vec<(String, String)>,
-    /// The body, chunked coding removed.
-    body: Vec<u8>,
-    framing: Framing,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn connection(&self) -> Option<String> {
-        self.header("connection").map(str::to_ascii_lowercase)
-    }
-}
-
-/// A raw HTTP/1.x connection: writes exactly what it is given, reads
-/// responses of every framing.
-struct Conn {
-    stream: Stream,
-    /// Bytes read past the end of the last response.
-    buf: Vec<u8>,
+fn connect(port: u16, tls: bool) -> Conn {
+    try_connect(port, tls).unwrap_or_else(|e| panic!("connecting to port {port} (tls={tls}): {e}"))
 }
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Whether a `Date` value looks like an IMF-fixdate:
@@ -163,263 +75,35 @@ fn is_imf_fixdate(value: &str) -> bool {
             .all(|&i| b[i].is_ascii_digit())
 }
 
-impl Conn {
-    fn connect(port: u16, tls: bool) -> Conn {
-        let stream = Stream::connect(port, tls)
-            .unwrap_or_else(|e| panic!("connecting to port {port} (tls={tls}): {e}"));
-        Conn {
-            stream,
-            buf: Vec::new(),
+/// What every response must satisfy: a valid `Date` on final responses,
+/// never both `Content-Length` and `Transfer-Encoding`, at most one
+/// `Content-Length`.
+fn every_response_rules(resp: &Response) -> io::Result<()> {
+    let count = |name: &str| {
+        resp.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    };
+    if resp.status >= 200 {
+        match resp.header("date") {
+            Some(date) if is_imf_fixdate(date) && count("date") == 1 => {}
+            _ => return Err(invalid(format!("no valid Date in {:?}", resp.head))),
         }
     }
-
-    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)?;
-        self.stream.flush()
+    if count("content-length") > 0 && count("transfer-encoding") > 0 {
+        return Err(invalid(format!(
+            "both Content-Length and Transfer-Encoding in {:?}",
+            resp.head
+        )));
     }
-
-    /// One read into `buf`; `Ok(0)` at end of stream.
-    fn fill(&mut self) -> io::Result<usize> {
-        let mut chunk = [0u8; 32 * 1024];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+    if count("content-length") > 1 {
+        return Err(invalid(format!(
+            "several Content-Length in {:?}",
+            resp.head
+        )));
     }
-
-    /// Reads until `buf` holds at least `n` bytes.
-    fn fill_to(&mut self, n: usize) -> io::Result<()> {
-        while self.buf.len() < n {
-            if self.fill()? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("closed with {} of {n} bytes", self.buf.len()),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads a status line and header section, and checks what every
-    /// response must satisfy: a valid `Date` on final responses, never both
-    /// `Content-Length` and `Transfer-Encoding`, at most one
-    /// `Content-Length`.
-    fn read_head(&mut self) -> io::Result<Resp> {
-        let end = loop {
-            if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
-                break pos + 4;
-            }
-            if self.fill()? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "closed before a complete response head; got {:?}",
-                        String::from_utf8_lossy(&self.buf)
-                    ),
-                ));
-            }
-        };
-        let head = String::from_utf8(self.buf.drain(..end).collect())
-            .map_err(|_| invalid("response head is not UTF-8".into()))?;
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let status = status_line
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|rest| rest.get(..3))
-            .and_then(|code| code.parse::<u16>().ok())
-            .ok_or_else(|| invalid(format!("bad status line {status_line:?}")))?;
-        let mut headers = Vec::new();
-        for line in lines.filter(|l| !l.is_empty()) {
-            let (name, value) = line
-                .split_once(':')
-                .ok_or_else(|| invalid(format!("bad header line {line:?} in {head:?}")))?;
-            headers.push((name.to_owned(), value.trim().to_owned()));
-        }
-        let resp = Resp {
-            status,
-            head,
-            headers,
-            body: Vec::new(),
-            framing: Framing::None,
-        };
-        let count = |name: &str| {
-            resp.headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .count()
-        };
-        if status >= 200 {
-            match resp.header("date") {
-                Some(date) if is_imf_fixdate(date) && count("date") == 1 => {}
-                _ => return Err(invalid(format!("no valid Date in {:?}", resp.head))),
-            }
-        }
-        if count("content-length") > 0 && count("transfer-encoding") > 0 {
-            return Err(invalid(format!(
-                "both Content-Length and Transfer-Encoding in {:?}",
-                resp.head
-            )));
-        }
-        if count("content-length") > 1 {
-            return Err(invalid(format!(
-                "several Content-Length in {:?}",
-                resp.head
-            )));
-        }
-        Ok(resp)
-    }
-
-    /// Reads one final response (skipping nothing: a 1xx is returned as
-    /// is). `head_request`: the request was `HEAD`, so no body follows.
-    fn read_response_to(&mut self, head_request: bool) -> io::Result<Resp> {
-        let mut resp = self.read_head()?;
-        let status = resp.status;
-        if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
-            return Ok(resp);
-        }
-        let te = resp.header("transfer-encoding").map(str::to_owned);
-        let cl = resp.header("content-length").map(str::to_owned);
-        if let Some(te) = te {
-            if !te.eq_ignore_ascii_case("chunked") {
-                return Err(invalid(format!("unexpected Transfer-Encoding {te:?}")));
-            }
-            resp.framing = Framing::Chunked;
-            resp.body = self.read_chunked()?;
-        } else if let Some(cl) = cl {
-            let len: usize = cl
-                .parse()
-                .map_err(|_| invalid(format!("bad Content-Length {cl:?}")))?;
-            self.fill_to(len)?;
-            resp.framing = Framing::Length;
-            resp.body = self.buf.drain(..len).collect();
-        } else {
-            resp.framing = Framing::Close;
-            resp.body = self.read_to_close(Duration::from_secs(5)).map_err(|got| {
-                invalid(format!(
-                    "close-delimited body not closed in time after {} bytes",
-                    got.len()
-                ))
-            })?;
-        }
-        Ok(resp)
-    }
-
-    fn read_response(&mut self) -> io::Result<Resp> {
-        self.read_response_to(false)
-    }
-
-    /// Decodes a chunked body (strict CRLFs), skipping trailers.
-    fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
-        let mut body = Vec::new();
-        loop {
-            let line = self.read_line()?;
-            let size_text = line.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size_text, 16)
-                .map_err(|_| invalid(format!("bad chunk size line {line:?}")))?;
-            if size == 0 {
-                while !self.read_line()?.is_empty() {}
-                return Ok(body);
-            }
-            self.fill_to(size + 2)?;
-            body.extend(self.buf.drain(..size));
-            if self.buf.drain(..2).as_slice() != b"\r\n" {
-                return Err(invalid("chunk data not followed by CRLF".into()));
-            }
-        }
-    }
-
-    fn read_line(&mut self) -> io::Result<String> {
-        loop {
-            if let Some(pos) = find(&self.buf, b"\r\n") {
-                let line: Vec<u8> = self.buf.drain(..pos + 2).collect();
-                return Ok(String::from_utf8_lossy(&line[..pos]).into_owned());
-            }
-            if self.fill()? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "closed inside a chunked body",
-                ));
-            }
-        }
-    }
-
-    /// Reads until the server closes (EOF, reset, or the end of a TLS
-    /// session). `Ok(bytes)` with everything after the last response if it
-    /// closed within `timeout`, `Err(bytes)` if it was still open.
-    fn read_to_close(&mut self, timeout: Duration) -> Result<Vec<u8>, Vec<u8>> {
-        let _ = self.stream.tcp().set_read_timeout(Some(timeout));
-        let deadline = Instant::now() + timeout;
-        let result = loop {
-            if Instant::now() > deadline {
-                break Err(());
-            }
-            match self.fill() {
-                Ok(0) => break Ok(()),
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break Err(())
-                }
-                // Reset, or TLS ended without close_notify: closed too.
-                Err(_) => break Ok(()),
-            }
-        };
-        let _ = self
-            .stream
-            .tcp()
-            .set_read_timeout(Some(pistachio_tests::IO_TIMEOUT));
-        let bytes = std::mem::take(&mut self.buf);
-        result.map(|()| bytes.clone()).map_err(|()| bytes)
-    }
-
-    /// Asserts the server closes the connection, with nothing more sent.
-    #[track_caller]
-    fn assert_closed(&mut self, what: &str) {
-        match self.read_to_close(Duration::from_secs(3)) {
-            Ok(extra) => assert!(
-                extra.is_empty(),
-                "{what}: bytes after the last response: {:?}",
-                String::from_utf8_lossy(&extra)
-            ),
-            Err(extra) => panic!(
-                "{what}: connection still open 3 s after the response (read {:?})",
-                String::from_utf8_lossy(&extra)
-            ),
-        }
-    }
-
-    /// Asserts nothing arrives within `wait` (the connection stays open and
-    /// silent).
-    #[track_caller]
-    fn assert_silent(&mut self, wait: Duration, what: &str) {
-        let _ = self.stream.tcp().set_read_timeout(Some(wait));
-        let got = self.fill();
-        let _ = self
-            .stream
-            .tcp()
-            .set_read_timeout(Some(pistachio_tests::IO_TIMEOUT));
-        match got {
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            other => panic!(
-                "{what}: expected silence, got {other:?} and {:?}",
-                String::from_utf8_lossy(&self.buf)
-            ),
-        }
-    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -503,10 +187,6 @@ fn kind(tls: bool) -> &'static str {
     }
 }
 
-fn get(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
-}
-
 // ---------------------------------------------------------------------------
 // Many clients (http_server_test: multiple clients, 3 and 6 workers)
 // ---------------------------------------------------------------------------
@@ -526,19 +206,15 @@ fn many_clients(threads: usize, tls: bool) {
     let clients: Vec<JoinHandle<Result<(), String>>> = (0..CLIENTS)
         .map(|c| {
             thread::spawn(move || {
-                let mut conn = Stream::connect(port, tls)
-                    .map(|stream| Conn {
-                        stream,
-                        buf: Vec::new(),
-                    })
-                    .map_err(|e| format!("client {c}: connect: {e}"))?;
+                let mut conn =
+                    try_connect(port, tls).map_err(|e| format!("client {c}: connect: {e}"))?;
                 for r in 0..KEEP_ALIVE_REQUESTS {
                     let path = if r % 4 == 3 {
                         format!("/async/c{c}/r{r}")
                     } else {
                         format!("/c{c}/r{r}")
                     };
-                    conn.send(&get(&path))
+                    conn.write_raw(&get_request(&path))
                         .map_err(|e| format!("{path}: send: {e}"))?;
                     let resp = conn
                         .read_response()
@@ -549,19 +225,10 @@ fn many_clients(threads: usize, tls: bool) {
                 }
                 for r in 0..FRESH_CONNECTIONS {
                     let path = format!("/fresh/c{c}/r{r}");
-                    let mut conn = Stream::connect(port, tls)
-                        .map(|stream| Conn {
-                            stream,
-                            buf: Vec::new(),
-                        })
-                        .map_err(|e| format!("{path}: connect: {e}"))?;
-                    conn.send(
-                        format!(
-                            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-                        )
-                        .as_bytes(),
-                    )
-                    .map_err(|e| format!("{path}: send: {e}"))?;
+                    let mut conn =
+                        try_connect(port, tls).map_err(|e| format!("{path}: connect: {e}"))?;
+                    conn.write_raw(&RequestBuilder::get(&path).close().to_bytes())
+                        .map_err(|e| format!("{path}: send: {e}"))?;
                     let resp = conn
                         .read_response()
                         .map_err(|e| format!("{path}: read: {e}"))?;
@@ -661,10 +328,10 @@ fn request_with_fields(n: usize) -> Vec<u8> {
 /// Sends `request` on a fresh connection and expects `status`, then: for
 /// 200, that the connection stays usable; otherwise that it is closed after
 /// the response (with `Connection: close`).
-fn expect_status(port: u16, tls: bool, request: &[u8], status: u16, what: &str) -> Resp {
+fn expect_status(port: u16, tls: bool, request: &[u8], status: u16, what: &str) -> Response {
     let what = format!("{}: {what}", kind(tls));
-    let mut conn = Conn::connect(port, tls);
-    conn.send(request)
+    let mut conn = connect(port, tls);
+    conn.write_raw(request)
         .unwrap_or_else(|e| panic!("{what}: send: {e}"));
     let resp = conn
         .read_response()
@@ -677,7 +344,7 @@ fn expect_status(port: u16, tls: bool, request: &[u8], status: u16, what: &str) 
         resp.text()
     );
     if status == 200 {
-        conn.send(&get("/after")).unwrap();
+        conn.write_raw(&get_request("/after")).unwrap();
         let next = conn
             .read_response()
             .unwrap_or_else(|e| panic!("{what}: next request: {e}"));
@@ -781,7 +448,7 @@ fn head_limits_are_431_and_414_at_their_boundaries() {
             431,
             "one field too many",
         );
-        let long_line = get(&format!("/{}", "u".repeat(2 * MAX_HEAD)));
+        let long_line = get_request(&format!("/{}", "u".repeat(2 * MAX_HEAD)));
         expect_status(
             port,
             tls,
@@ -809,8 +476,8 @@ fn expect_100_continue_with_a_too_large_body_gets_413_without_100() {
     for tls in [false, true] {
         let what = kind(tls);
         let server = limited_server(tls);
-        let mut conn = Conn::connect(server.port(), tls);
-        conn.send(
+        let mut conn = connect(server.port(), tls);
+        conn.write_raw(
             format!(
                 "POST /len HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n\
                  Content-Length: {}\r\n\r\n",
@@ -828,8 +495,8 @@ fn expect_100_continue_with_a_too_large_body_gets_413_without_100() {
         assert!(!rest.contains("100 Continue"), "{what}: {rest:?}");
 
         // Within the limit, the same request is invited and answered.
-        let mut conn = Conn::connect(server.port(), tls);
-        conn.send(
+        let mut conn = connect(server.port(), tls);
+        conn.write_raw(
             format!(
                 "POST /len HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n\
                  Content-Length: {MAX_BODY}\r\n\r\n"
@@ -839,7 +506,7 @@ fn expect_100_continue_with_a_too_large_body_gets_413_without_100() {
         .unwrap();
         let interim = conn.read_head().unwrap();
         assert_eq!(interim.status, 100, "{what}: {:?}", interim.head);
-        conn.send(&[b'c'; MAX_BODY]).unwrap();
+        conn.write_raw(&[b'c'; MAX_BODY]).unwrap();
         let resp = conn.read_response().unwrap();
         assert_eq!(
             (resp.status, resp.text()),
@@ -865,11 +532,11 @@ const SPLIT_LENGTH: &[u8] =
 
 /// Sends `request` in two writes split at `at`, with a pause between them
 /// so the server reads them separately, and returns the response.
-fn send_split(port: u16, tls: bool, request: &[u8], at: usize) -> Resp {
-    let mut conn = Conn::connect(port, tls);
-    conn.send(&request[..at]).unwrap();
+fn send_split(port: u16, tls: bool, request: &[u8], at: usize) -> Response {
+    let mut conn = connect(port, tls);
+    conn.write_raw(&request[..at]).unwrap();
     thread::sleep(Duration::from_millis(3));
-    conn.send(&request[at..]).unwrap();
+    conn.write_raw(&request[at..]).unwrap();
     conn.read_response()
         .unwrap_or_else(|e| panic!("{}: split at {at}: {e}", kind(tls)))
 }
@@ -970,9 +637,9 @@ fn chunked_request_bodies_with_extensions_and_trailers_are_decoded_exactly() {
 
     for tls in [false, true] {
         let server = start(1, tls);
-        let mut conn = Conn::connect(server.port(), tls);
+        let mut conn = connect(server.port(), tls);
         let all: Vec<u8> = cases.iter().flat_map(|(raw, _)| raw.clone()).collect();
-        conn.send(&all).unwrap();
+        conn.write_raw(&all).unwrap();
         for (i, (_, expected)) in cases.iter().enumerate() {
             let resp = conn
                 .read_response()
@@ -987,7 +654,7 @@ fn chunked_request_bodies_with_extensions_and_trailers_are_decoded_exactly() {
             );
         }
         // The connection is still in sync.
-        conn.send(&get("/after")).unwrap();
+        conn.write_raw(&get_request("/after")).unwrap();
         assert_eq!(conn.read_response().unwrap().text(), "/after");
     }
 }
@@ -1009,8 +676,8 @@ fn http_1_0_gets_no_chunked_no_100_continue_and_keep_alive_only_when_asked() {
 
         // A stream to an HTTP/1.0 keep-alive client: close-delimited, and a
         // request pipelined behind it is never answered.
-        let mut conn = Conn::connect(port, tls);
-        conn.send(
+        let mut conn = connect(port, tls);
+        conn.write_raw(
             b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
               GET /never HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
         )
@@ -1023,22 +690,22 @@ fn http_1_0_gets_no_chunked_no_100_continue_and_keep_alive_only_when_asked() {
 
         // Expect: 100-continue from HTTP/1.0: no interim response; the body
         // is simply awaited.
-        let mut conn = Conn::connect(port, tls);
-        conn.send(b"POST /len HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        let mut conn = connect(port, tls);
+        conn.write_raw(b"POST /len HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
             .unwrap();
         conn.assert_silent(
             Duration::from_millis(300),
             &format!("{what}: HTTP/1.0 Expect"),
         );
-        conn.send(b"12345").unwrap();
+        conn.write_raw(b"12345").unwrap();
         let resp = conn.read_response().unwrap();
         assert_eq!((resp.status, resp.text().as_str()), (200, "5"), "{what}");
         conn.assert_closed(&format!("{what}: HTTP/1.0 without keep-alive"));
 
         // Keep-alive when asked, for plain and streamed answers alike;
         // then a request without it closes.
-        let mut conn = Conn::connect(port, tls);
-        conn.send(
+        let mut conn = connect(port, tls);
+        conn.write_raw(
             b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
               GET /send-body HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n\
               GET /b HTTP/1.0\r\n\r\n",
@@ -1070,16 +737,16 @@ fn head_gets_the_get_headers_and_no_body() {
     for tls in [false, true] {
         let what = kind(tls);
         let server = start(1, tls);
-        let mut conn = Conn::connect(server.port(), tls);
+        let mut conn = connect(server.port(), tls);
         let mut pipeline = Vec::new();
         for path in ["/send-body", "/stream", "/missing", "/drop"] {
             pipeline.extend_from_slice(
                 format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
             );
-            pipeline.extend_from_slice(&get(path));
+            pipeline.extend_from_slice(&get_request(path));
         }
-        pipeline.extend_from_slice(&get("/after"));
-        conn.send(&pipeline).unwrap();
+        pipeline.extend_from_slice(&get_request("/after"));
+        conn.write_raw(&pipeline).unwrap();
         for path in ["/send-body", "/stream", "/missing", "/drop"] {
             let head = conn
                 .read_response_to(true)
@@ -1087,9 +754,9 @@ fn head_gets_the_get_headers_and_no_body() {
             // Whatever follows must be the next response's status line.
             conn.fill_to(9).unwrap();
             assert!(
-                conn.buf.starts_with(b"HTTP/1.1 "),
+                conn.buffered().starts_with(b"HTTP/1.1 "),
                 "{what}: HEAD {path}: body bytes after the head: {:?}",
-                String::from_utf8_lossy(&conn.buf[..conn.buf.len().min(64)])
+                String::from_utf8_lossy(&conn.buffered()[..conn.buffered().len().min(64)])
             );
             let full = conn
                 .read_response()
@@ -1108,8 +775,8 @@ fn head_gets_the_get_headers_and_no_body() {
         let resp = conn.read_response().unwrap();
         assert_eq!(resp.text(), "/after", "{what}");
         // HEAD to HTTP/1.0 on a stream: close-delimited head, no body, close.
-        let mut conn = Conn::connect(server.port(), tls);
-        conn.send(b"HEAD /stream HTTP/1.0\r\n\r\n").unwrap();
+        let mut conn = connect(server.port(), tls);
+        conn.write_raw(b"HEAD /stream HTTP/1.0\r\n\r\n").unwrap();
         let head = conn.read_response_to(true).unwrap();
         assert_eq!(head.status, 200, "{what}");
         assert_eq!(head.header("transfer-encoding"), None, "{what}");
@@ -1119,7 +786,7 @@ fn head_gets_the_get_headers_and_no_body() {
 
 /// Every kind of response the server produces carries `Date` and never
 /// both `Content-Length` and `Transfer-Encoding` (checked by
-/// [`Conn::read_head`] on every response of this file; here every kind is
+/// [`every_response_rules`] on every response of this file; here every kind is
 /// provoked once): handler answers of each framing, statuses without a
 /// body, the dropped-writer 500, `on_timeout`'s 408, `serve_file`, every
 /// parser error and the request timeout's 408.
@@ -1146,7 +813,7 @@ fn every_response_has_date_and_never_both_length_and_chunked() {
     let port = server.port();
 
     // Handler answers, pipelined on one connection.
-    let mut conn = Conn::connect(port, false);
+    let mut conn = connect(port, false);
     let answers: &[(&str, u16, Framing)] = &[
         ("/send-body", 200, Framing::Length),
         ("/stream", 200, Framing::Chunked),
@@ -1158,8 +825,11 @@ fn every_response_has_date_and_never_both_length_and_chunked() {
         ("/file", 200, Framing::Length),
         ("/async/x", 200, Framing::Length),
     ];
-    let pipeline: Vec<u8> = answers.iter().flat_map(|(p, _, _)| get(p)).collect();
-    conn.send(&pipeline).unwrap();
+    let pipeline: Vec<u8> = answers
+        .iter()
+        .flat_map(|(p, _, _)| get_request(p))
+        .collect();
+    conn.write_raw(&pipeline).unwrap();
     for (path, status, framing) in answers {
         let resp = conn
             .read_response()
@@ -1179,8 +849,8 @@ fn every_response_has_date_and_never_both_length_and_chunked() {
     conn.assert_silent(Duration::from_millis(500), "after the pipeline");
 
     // The request timeout's 408 (a head that never completes).
-    let mut conn = Conn::connect(port, false);
-    conn.send(b"GET /never-finished HT").unwrap();
+    let mut conn = connect(port, false);
+    conn.write_raw(b"GET /never-finished HT").unwrap();
     let resp = conn.read_response().unwrap();
     assert_eq!(resp.status, 408, "{:?}", resp.head);
     conn.assert_closed("after the request timeout");
@@ -1193,7 +863,7 @@ fn every_response_has_date_and_never_both_length_and_chunked() {
 
 /// Malformed or refused requests, each with the status it must get.
 fn bad_requests() -> Vec<(Vec<u8>, u16, &'static str)> {
-    let long_target = get(&format!("/{}", "x".repeat(20 * 1024)));
+    let long_target = get_request(&format!("/{}", "x".repeat(20 * 1024)));
     vec![
         (b"GET / HTTP/1.1\r\nHost : localhost\r\n\r\n".to_vec(), 400, "space before colon"),
         (b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400, "missing Host"),
@@ -1260,13 +930,13 @@ fn every_parser_error_closes_the_connection() {
         let server = start(1, tls);
         for (request, status, what) in bad_requests() {
             let what = format!("{}: {what}", kind(tls));
-            let mut conn = Conn::connect(server.port(), tls);
-            conn.send(&get("/first")).unwrap();
+            let mut conn = connect(server.port(), tls);
+            conn.write_raw(&get_request("/first")).unwrap();
             assert_eq!(conn.read_response().unwrap().text(), "/first", "{what}");
             let mut bytes = request.clone();
-            bytes.extend_from_slice(&get("/never"));
+            bytes.extend_from_slice(&get_request("/never"));
             // The server may close while the tail is still being written.
-            let _ = conn.send(&bytes);
+            let _ = conn.write_raw(&bytes);
             let resp = conn
                 .read_response()
                 .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
@@ -1277,11 +947,11 @@ fn every_parser_error_closes_the_connection() {
 
         // Behind an asynchronous answer: it still comes first, then the
         // error, then the close.
-        let mut conn = Conn::connect(server.port(), tls);
-        let mut bytes = get("/async/first");
+        let mut conn = connect(server.port(), tls);
+        let mut bytes = get_request("/async/first");
         bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: localhost\r\nbad\r\n\r\n");
-        bytes.extend_from_slice(&get("/never"));
-        conn.send(&bytes).unwrap();
+        bytes.extend_from_slice(&get_request("/never"));
+        conn.write_raw(&bytes).unwrap();
         assert_eq!(conn.read_response().unwrap().text(), "/async/first");
         assert_eq!(conn.read_response().unwrap().status, 400);
         conn.assert_closed(&format!("{}: error behind an async answer", kind(tls)));
@@ -1329,30 +999,30 @@ fn client_leaving_mid_stream_harms_nothing() {
             );
             let port = server.port();
 
-            let mut leaver = Conn::connect(port, tls);
-            leaver.send(&get("/long")).unwrap();
+            let mut leaver = connect(port, tls);
+            leaver.write_raw(&get_request("/long")).unwrap();
             let head = leaver.read_head().unwrap();
             assert_eq!(head.header("transfer-encoding"), Some("chunked"), "{what}");
-            while leaver.buf.len() < 4 * LONG_PIECE {
+            while leaver.buffered().len() < 4 * LONG_PIECE {
                 assert!(leaver.fill().unwrap() > 0, "{what}: closed early");
             }
             if rst {
-                set_reset_on_close(leaver.stream.tcp()).unwrap();
-            } else if let Stream::Tls(ssl) = &mut leaver.stream {
+                set_reset_on_close(leaver.get_ref().tcp()).unwrap();
+            } else if let Stream::Tls(ssl) = leaver.get_mut() {
                 let _ = ssl.shutdown();
                 let _ = ssl.get_ref().shutdown(Shutdown::Both);
             } else {
-                let _ = leaver.stream.tcp().shutdown(Shutdown::Both);
+                let _ = leaver.get_ref().tcp().shutdown(Shutdown::Both);
             }
             drop(leaver);
 
             // The same (only) worker keeps serving others promptly, while
             // the producer is still writing.
-            let mut other = Conn::connect(port, tls);
+            let mut other = connect(port, tls);
             for i in 0..5 {
                 let path = format!("/other/{i}");
                 let started = Instant::now();
-                other.send(&get(&path)).unwrap();
+                other.write_raw(&get_request(&path)).unwrap();
                 let resp = other
                     .read_response()
                     .unwrap_or_else(|e| panic!("{what}: {path}: {e}"));
@@ -1382,8 +1052,8 @@ fn client_leaving_mid_stream_harms_nothing() {
             );
 
             // And the server still answers new connections.
-            let mut after = Conn::connect(port, tls);
-            after.send(&get("/after")).unwrap();
+            let mut after = connect(port, tls);
+            after.write_raw(&get_request("/after")).unwrap();
             assert_eq!(after.read_response().unwrap().text(), "/after", "{what}");
         }
     }
@@ -1395,22 +1065,22 @@ fn client_leaving_mid_stream_harms_nothing() {
 fn expect_100_continue_behind(first: &str) {
     let options = options(1, false).body_timeout(Duration::from_secs(3));
     let server = TestServer::start_with(1, false, options, app);
-    let mut conn = Conn::connect(server.port(), false);
-    let mut bytes = get(first);
+    let mut conn = connect(server.port(), false);
+    let mut bytes = get_request(first);
     bytes.extend_from_slice(
         b"POST /len HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
     );
-    conn.send(&bytes).unwrap();
+    conn.write_raw(&bytes).unwrap();
     assert_eq!(conn.read_response().unwrap().text(), first);
     let _ = conn
-        .stream
+        .get_ref()
         .tcp()
         .set_read_timeout(Some(Duration::from_secs(2)));
     let interim = conn
         .read_head()
         .unwrap_or_else(|e| panic!("behind {first}: no 100 Continue within 2 s: {e}"));
     assert_eq!(interim.status, 100, "behind {first}: {:?}", interim.head);
-    conn.send(b"abcd").unwrap();
+    conn.write_raw(b"abcd").unwrap();
     let resp = conn.read_response().unwrap();
     assert_eq!(
         (resp.status, resp.text().as_str()),
@@ -1439,10 +1109,10 @@ fn expect_100_continue_behind_an_inline_answer() {
 /// one write and expects every answer, in order.
 fn pipeline_past_the_in_flight_limit(prefix: &str) {
     let server = start(1, false);
-    let mut conn = Conn::connect(server.port(), false);
+    let mut conn = connect(server.port(), false);
     let paths: Vec<String> = (0..150).map(|i| format!("{prefix}{i}")).collect();
-    let bytes: Vec<u8> = paths.iter().flat_map(|p| get(p)).collect();
-    conn.send(&bytes).unwrap();
+    let bytes: Vec<u8> = paths.iter().flat_map(|p| get_request(p)).collect();
+    conn.write_raw(&bytes).unwrap();
     for path in &paths {
         let resp = conn
             .read_response()
@@ -1484,12 +1154,12 @@ fn space_in_the_request_target_is_400_and_close() {
         (true, "GET /a%20b c HTTP/1.1"),
     ] {
         let what = format!("{line:?} (after a request: {served_one})");
-        let mut conn = Conn::connect(server.port(), false);
+        let mut conn = connect(server.port(), false);
         if served_one {
-            conn.send(&get("/first")).unwrap();
+            conn.write_raw(&get_request("/first")).unwrap();
             assert_eq!(conn.read_response().unwrap().text(), "/first", "{what}");
         }
-        conn.send(format!("{line}\r\nHost: localhost\r\n\r\n").as_bytes())
+        conn.write_raw(format!("{line}\r\nHost: localhost\r\n\r\n").as_bytes())
             .unwrap();
         let resp = conn.read_response().unwrap();
         assert_eq!(resp.status, 400, "{what}: {:?}", resp.head);
@@ -1503,27 +1173,25 @@ fn space_in_the_request_target_is_400_and_close() {
 /// `Connection: close` came: not one byte after the head.
 fn expect_head_only_close(port: u16, tls: bool, request: &[u8], status: u16, what: &str) {
     let what = format!("{}: {what}", kind(tls));
-    let mut conn = Conn::connect(port, tls);
+    let mut conn = connect(port, tls);
     // The server may close while a long request is still being written.
-    let _ = conn.send(request);
-    let bytes = conn
+    let _ = conn.write_raw(request);
+    let resp = conn
+        .read_head_response()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(resp.status, status, "{what}: {:?}", resp.head);
+    assert!(
+        resp.head.contains("\r\nConnection: close\r\n"),
+        "{what}: {:?}",
+        resp.head
+    );
+    let rest = conn
         .read_to_close(Duration::from_secs(5))
         .unwrap_or_else(|b| panic!("{what}: still open, read {:?}", String::from_utf8_lossy(&b)));
-    let text = String::from_utf8_lossy(&bytes);
-    let end =
-        find(&bytes, b"\r\n\r\n").unwrap_or_else(|| panic!("{what}: no head in {text:?}")) + 4;
     assert!(
-        text.starts_with(&format!("HTTP/1.1 {status} ")),
-        "{what}: {text:?}"
-    );
-    assert!(
-        text[..end].contains("\r\nConnection: close\r\n"),
-        "{what}: {text:?}"
-    );
-    assert_eq!(
-        end,
-        bytes.len(),
-        "{what}: body bytes after a HEAD answer: {text:?}"
+        rest.is_empty(),
+        "{what}: body bytes after a HEAD answer: {:?}",
+        String::from_utf8_lossy(&rest)
     );
 }
 
@@ -1587,8 +1255,8 @@ fn refused_head_requests_get_head_only_answers() {
             expect_head_only_close(port, tls, request, *status, what);
         }
         // The GET a refused HEAD stands for would have had a body.
-        let mut conn = Conn::connect(port, tls);
-        conn.send(b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Name: x\r\n\r\n")
+        let mut conn = connect(port, tls);
+        conn.write_raw(b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Name: x\r\n\r\n")
             .unwrap();
         assert_eq!(conn.read_response().unwrap().text(), "invalid header name");
     }
@@ -1613,15 +1281,15 @@ fn server_made_errors_to_head_keep_the_connection_in_step() {
     init_logging();
     for tls in [false, true] {
         let server = start(1, tls);
-        let mut conn = Conn::connect(server.port(), tls);
+        let mut conn = connect(server.port(), tls);
         for (path, status) in [("/drop", 500), ("/panic", 500), ("/slow", 408)] {
             let what = format!("{}: HEAD {path}", kind(tls));
-            conn.send(format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            conn.write_raw(format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
                 .unwrap();
             let resp = conn.read_response_to(true).unwrap();
             assert_eq!(resp.status, status, "{what}: {:?}", resp.head);
             assert_ne!(resp.connection().as_deref(), Some("close"), "{what}");
-            conn.send(&get("/next")).unwrap();
+            conn.write_raw(&get_request("/next")).unwrap();
             let next = conn.read_response().unwrap();
             assert_eq!(
                 (next.status, next.text().as_str()),
@@ -1674,8 +1342,8 @@ fn bad_chunk_on_a_streamed_route_says_close_and_closes() {
 
         // The handler answers after the body broke.
         let what = format!("{}: answer after the bad chunk", kind(tls));
-        let mut conn = Conn::connect(port, tls);
-        conn.send(format!("{head}5\r\nabcdeX\r\n").as_bytes())
+        let mut conn = connect(port, tls);
+        conn.write_raw(format!("{head}5\r\nabcdeX\r\n").as_bytes())
             .unwrap();
         let resp = conn.read_response().unwrap();
         assert_eq!(resp.status, 400, "{what}: {:?}", resp.text());
@@ -1689,8 +1357,8 @@ fn bad_chunk_on_a_streamed_route_says_close_and_closes() {
 
         // The handler answered before the body broke.
         let what = format!("{}: answer before the bad chunk", kind(tls));
-        let mut conn = Conn::connect(port, tls);
-        conn.send(
+        let mut conn = connect(port, tls);
+        conn.write_raw(
             b"POST /early HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n",
         )
         .unwrap();
@@ -1700,17 +1368,18 @@ fn bad_chunk_on_a_streamed_route_says_close_and_closes() {
             (200, "early"),
             "{what}"
         );
-        conn.send(b"zz\r\n").unwrap();
+        conn.write_raw(b"zz\r\n").unwrap();
         conn.assert_closed(&what);
 
         // A good body leaves the connection open.
-        let mut conn = Conn::connect(port, tls);
-        conn.send(format!("{head}5\r\nabcde\r\n0\r\n\r\n").as_bytes())
+        let mut conn = connect(port, tls);
+        conn.write_raw(format!("{head}5\r\nabcde\r\n0\r\n\r\n").as_bytes())
             .unwrap();
         let resp = conn.read_response().unwrap();
         assert_eq!((resp.status, resp.text().as_str()), (200, "5"));
         assert_eq!(resp.connection(), None);
-        conn.send(format!("{head}0\r\n\r\n").as_bytes()).unwrap();
+        conn.write_raw(format!("{head}0\r\n\r\n").as_bytes())
+            .unwrap();
         assert_eq!(conn.read_response().unwrap().text(), "0");
         endpoint.shutdown();
     }

@@ -5,7 +5,7 @@
 //! of one client port, idle connections closed after the keep-alive
 //! timeout, and the same router over TLS.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +15,9 @@ use pistachio_rest::{
     bind, Flow, Handler, HttpError, Method, Options, RestRequest, RestResponse, RouteGroup, Router,
     StatusCode, NOT_FOUND_BODY,
 };
-use pistachio_tests::client::{connect_tcp, wait_for_close};
+use pistachio_tests::client::{connect_tcp, wait_for_close, RequestBuilder};
 use pistachio_tests::server::HANDSHAKE_TIMEOUT;
-use pistachio_tests::{init_logging, PlainClient, Response, TestServer, TlsClient};
+use pistachio_tests::{init_logging, PlainClient, Response, TestServer, TlsClient, IO_TIMEOUT};
 
 /// Serves `router` with two workers, over TLS if `tls`.
 fn serve(router: Router, tls: bool) -> TestServer {
@@ -27,37 +27,26 @@ fn serve(router: Router, tls: bool) -> TestServer {
 }
 
 /// Sends one request on a fresh plain connection with `Connection: close`
-/// and reads to the end; works for `HEAD` (a length but no body).
-fn once(port: u16, head: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut tcp = connect_tcp(port).expect("connect");
-    let mut wire = format!("{head}\r\nHost: localhost\r\nConnection: close\r\n");
-    if !body.is_empty() {
-        wire.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    wire.push_str("\r\n");
-    tcp.write_all(wire.as_bytes()).expect("write");
-    tcp.write_all(body).expect("write body");
-    let mut raw = Vec::new();
-    tcp.read_to_end(&mut raw).expect("read");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
+/// and reads to the end; works for `HEAD` (a length but no body). The body
+/// returned is everything after the head up to the close, so a byte after a
+/// `HEAD` answer shows. Header names are in lower case.
+fn once(port: u16, request: RequestBuilder) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut client = PlainClient::connect(port).expect("connect");
+    client
+        .write_raw(&request.clone().close().to_bytes())
+        .expect("write");
+    let response = client
+        .read_response_to(request.method() == "HEAD")
+        .expect("a response");
+    let rest = client
+        .read_to_close(IO_TIMEOUT)
+        .unwrap_or_else(|b| panic!("read: still open after {} more bytes", b.len()));
+    let headers = response
+        .headers
+        .into_iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v))
         .collect();
-    (status, headers, raw[split + 4..].to_vec())
+    (response.status, headers, [response.body, rest].concat())
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -177,14 +166,14 @@ fn head_is_routed_to_get_without_a_body() {
         },
     );
     let server = serve(router, false);
-    let (status, headers, body) = once(server.port(), "HEAD /doc HTTP/1.1", b"");
+    let (status, headers, body) = once(server.port(), RequestBuilder::new("HEAD", "/doc"));
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "content-length"), Some("12"));
     assert!(body.is_empty(), "HEAD answered with a body: {body:?}");
-    let (status, headers, _) = once(server.port(), "HEAD /moved HTTP/1.1", b"");
+    let (status, headers, _) = once(server.port(), RequestBuilder::new("HEAD", "/moved"));
     assert_eq!(status, 301);
     assert_eq!(header(&headers, "location"), Some("/doc"));
-    let (status, _, body) = once(server.port(), "GET /doc HTTP/1.1", b"");
+    let (status, _, body) = once(server.port(), RequestBuilder::get("/doc"));
     assert_eq!((status, body.as_slice()), (200, &b"twelve bytes"[..]));
 }
 
@@ -296,8 +285,9 @@ fn json_bodies_415_and_400() {
     let post = |path: &str, content_type: &str, body: &str| {
         once(
             port,
-            &format!("POST {path} HTTP/1.1\r\nContent-Type: {content_type}"),
-            body.as_bytes(),
+            RequestBuilder::new("POST", path)
+                .header("Content-Type", content_type)
+                .body(body.as_bytes()),
         )
     };
     let (status, headers, body) =
@@ -437,19 +427,26 @@ fn head_404_and_405_carry_no_body_and_keep_the_connection_in_step() {
             "HEAD {path} HTTP/1.1\r\nHost: localhost\r\n\r\n\
              HEAD {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         );
-        let text = exchange(server.port(), wire.as_bytes());
-        let heads: Vec<&str> = text.split_inclusive("\r\n\r\n").collect();
-        assert_eq!(heads.len(), 2, "{path}: {text:?}");
-        for head in &heads {
+        let mut client = PlainClient::connect(server.port()).expect("connect");
+        client.write_raw(wire.as_bytes()).expect("write");
+        for last in [false, true] {
+            let head = client
+                .read_head_response()
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
             assert!(
-                head.starts_with(&format!("HTTP/1.1 {status}\r\n")),
-                "{path}: {text:?}"
+                head.head.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+                "{path}: {:?}",
+                head.head
             );
+            if last {
+                assert!(
+                    head.head.contains("\r\nConnection: close\r\n"),
+                    "{path}: {:?}",
+                    head.head
+                );
+            }
         }
-        assert!(
-            heads[1].contains("\r\nConnection: close\r\n"),
-            "{path}: {text:?}"
-        );
+        client.assert_closed(path);
     }
 }
 
@@ -591,22 +588,27 @@ fn every_header_name_on_the_wire_is_title_case() {
         }
     }
     // `100 Continue` before the body.
-    let mut tcp = connect_tcp(port).expect("connect");
-    tcp.write_all(
-        format!("POST /ok HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n{close}")
-            .as_bytes(),
+    let mut client = PlainClient::connect(port).expect("connect");
+    client
+        .write_raw(
+            format!("POST /ok HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n{close}")
+                .as_bytes(),
+        )
+        .unwrap();
+    let interim = client.read_response().unwrap();
+    assert_eq!(interim.head, "HTTP/1.1 100 Continue\r\n\r\n");
+    assert!(
+        client.buffered().is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(client.buffered())
+    );
+    client.write_raw(b"hi").unwrap();
+    let text = String::from_utf8_lossy(
+        &client
+            .read_to_close(IO_TIMEOUT)
+            .unwrap_or_else(|b| panic!("still open after {} bytes", b.len())),
     )
-    .unwrap();
-    let mut interim = Vec::new();
-    let mut byte = [0u8; 1];
-    while !interim.ends_with(b"\r\n\r\n") {
-        assert_eq!(tcp.read(&mut byte).unwrap(), 1, "{interim:?}");
-        interim.push(byte[0]);
-    }
-    assert_eq!(interim, b"HTTP/1.1 100 Continue\r\n\r\n");
-    tcp.write_all(b"hi").unwrap();
-    let text =
-        String::from_utf8_lossy(&pistachio_tests::client::read_to_close(&mut tcp)).into_owned();
+    .into_owned();
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
     assert_eq!(badly_cased(&text), Vec::<String>::new(), "{text:?}");
 

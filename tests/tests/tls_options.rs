@@ -11,7 +11,7 @@
 //! Every blocking read has a timeout, and every timing assertion is a
 //! functional bound far from what a working server needs.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +25,9 @@ use openssl::x509::X509;
 use pistachio_rest::http::{Endpoint, Options, Request, ResponseWriter, StatusCode};
 use pistachio_rest::transport::{ClientCerts, TlsConfig, TlsConfigBuilder, TlsVersion};
 use pistachio_tests::certs;
-use pistachio_tests::client::{connect_tcp, tls_connector_builder, wait_for_close};
+use pistachio_tests::client::{
+    connect_tcp, tls_connector_builder, wait_for_close, Connection, RequestBuilder,
+};
 use pistachio_tests::resume::ResumingConnector;
 use pistachio_tests::{init_logging, TlsClient, HELLO_BODY};
 
@@ -182,17 +184,23 @@ fn peer_dns_names<S>(stream: &SslStream<S>) -> Vec<String> {
 }
 
 /// `GET /` with `Connection: close` over an established TLS stream; reads
-/// to the server's close_notify, answers with ours, and returns the raw
-/// response.
+/// the answer and then to the server's close_notify (nothing may follow the
+/// answer), answers with ours, and returns the head and body as text.
 fn get_and_close(stream: &mut SslStream<TcpStream>) -> io::Result<String> {
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    stream.flush()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
+    let mut conn = Connection::new(&mut *stream);
+    conn.write_raw(&RequestBuilder::get("/").close().to_bytes())?;
+    let response = conn.read_response()?;
+    let rest = conn.read_to_end()?;
+    if !rest.is_empty() {
+        return Err(io::Error::other(format!(
+            "bytes after the response: {:?}",
+            String::from_utf8_lossy(&rest)
+        )));
+    }
     // A clean shutdown from our side too: OpenSSL marks the session of a
     // connection freed without one as not resumable.
     let _ = stream.shutdown();
-    Ok(String::from_utf8_lossy(&response).into_owned())
+    Ok(format!("{}{}", response.head, response.text()))
 }
 
 // ---------------------------------------------------------------------------
@@ -486,17 +494,7 @@ fn curl_with_client_cert(port: u16) -> Result<String, String> {
     easy.ssl_key(certs::client_key()).unwrap();
     easy.timeout(Duration::from_secs(5)).unwrap();
     easy.signal(false).unwrap();
-    let mut body = Vec::new();
-    {
-        let mut transfer = easy.transfer();
-        transfer
-            .write_function(|d| {
-                body.extend_from_slice(d);
-                Ok(d.len())
-            })
-            .unwrap();
-        transfer.perform().map_err(|e| e.to_string())?;
-    }
+    let body = pistachio_tests::libcurl::perform(&mut easy).map_err(|e| e.to_string())?;
     let body = String::from_utf8_lossy(&body).into_owned();
     if !fact(&body, "subject").contains("CN=pistachio-test-client") {
         return Err(body);

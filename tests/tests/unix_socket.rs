@@ -5,6 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use pistachio_rest::http::{Endpoint, Options, Request, ResponseWriter, StatusCode};
+use pistachio_tests::client::{Connection, ReadTimeout, RequestBuilder};
 use pistachio_tests::init_logging;
 
 fn socket_path(name: &str) -> std::path::PathBuf {
@@ -18,8 +19,21 @@ fn hello(req: Request, resp: ResponseWriter) {
     );
 }
 
-fn read_response(stream: &mut impl Read) -> String {
-    String::from_utf8_lossy(&pistachio_tests::client::read_to_close(stream)).into_owned()
+/// Sends `GET {path}` with `Connection: close` over `stream` and checks the
+/// answer: `200`, `hello {path} from 0.0.0.0:0`, then the server's close
+/// with nothing after the body.
+fn get_and_check<S: Read + Write + ReadTimeout>(stream: S, path: &str) {
+    let mut conn = Connection::new(stream);
+    conn.write_raw(&RequestBuilder::get(path).close().to_bytes())
+        .unwrap();
+    let resp = conn.read_response().unwrap();
+    assert!(resp.head.starts_with("HTTP/1.1 200 OK\r\n"), "{resp:?}");
+    assert_eq!(
+        resp.text(),
+        format!("hello {path} from 0.0.0.0:0"),
+        "{resp:?}"
+    );
+    conn.assert_closed(path);
 }
 
 #[test]
@@ -36,34 +50,15 @@ fn plain_http_over_a_unix_socket_and_the_file_is_cleaned_up() {
     assert_eq!(busy.kind(), std::io::ErrorKind::AddrInUse, "{busy}");
 
     for i in 0..4 {
-        let mut c = UnixStream::connect(&path).unwrap();
+        let c = UnixStream::connect(&path).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        c.write_all(
-            format!("GET /u{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .unwrap();
-        let text = read_response(&mut c);
-        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-        assert!(
-            text.ends_with(&format!("hello /u{i} from 0.0.0.0:0")),
-            "{text}"
-        );
+        get_and_check(c, &format!("/u{i}"));
     }
     // libcurl through the socket file (curl --unix-socket).
     let mut easy = curl::easy::Easy::new();
     easy.unix_socket(path.to_str().unwrap()).unwrap();
     easy.url("http://localhost/curl").unwrap();
-    let mut body = Vec::new();
-    {
-        let mut transfer = easy.transfer();
-        transfer
-            .write_function(|d| {
-                body.extend_from_slice(d);
-                Ok(d.len())
-            })
-            .unwrap();
-        transfer.perform().unwrap();
-    }
+    let body = pistachio_tests::libcurl::perform(&mut easy).unwrap();
     assert_eq!(easy.response_code().unwrap(), 200);
     assert_eq!(body, b"hello /curl from 0.0.0.0:0");
 
@@ -85,12 +80,8 @@ fn https_over_a_unix_socket() {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let mut tls = connector.connect("localhost", stream).unwrap();
-    tls.write_all(b"GET /secure HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let text = read_response(&mut tls);
-    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-    assert!(text.ends_with("hello /secure from 0.0.0.0:0"), "{text}");
+    let tls = connector.connect("localhost", stream).unwrap();
+    get_and_check(tls, "/secure");
     let report = endpoint.shutdown_graceful(Duration::from_secs(2));
     assert_eq!(report.connections_cut, 0);
     assert!(!path.exists());

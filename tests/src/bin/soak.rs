@@ -37,14 +37,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use openssl::ssl::{SslConnector, SslStream};
+use openssl::ssl::SslConnector;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
 use pistachio_rest::http::{Endpoint, Method, Options, Request, ResponseWriter, StatusCode};
 use pistachio_rest::transport::{TlsConfig, TlsReloader};
 use pistachio_tests::abrupt::client_hello;
 use pistachio_tests::client::{
-    connect_tcp, set_reset_on_close, tls_connector_builder, wait_for_close, AnyClient,
+    read_once, set_reset_on_close, tls_connector_builder, wait_for_close, AnyClient, Connection,
+    ReadOutcome, RequestBuilder, Stream,
 };
 use pistachio_tests::{certs, open_fds, PlainClient, Response, TlsClient, HELLO_BODY};
 
@@ -405,58 +406,6 @@ fn generate_self_signed() -> Result<(TlsConfig, X509), String> {
 // ---------------------------------------------------------------------------
 // A raw client stream, TLS or plain, for the hostile scenarios
 
-enum Raw {
-    Tls(Box<SslStream<TcpStream>>),
-    Plain(TcpStream),
-}
-
-impl Raw {
-    /// Connects to `port`, over TLS when given a connector.
-    fn connect(port: u16, tls: Option<&SslConnector>) -> io::Result<Raw> {
-        let tcp = connect_tcp(port)?;
-        Ok(match tls {
-            Some(connector) => Raw::Tls(Box::new(
-                connector
-                    .connect("localhost", tcp)
-                    .map_err(|e| io::Error::other(format!("TLS handshake: {e}")))?,
-            )),
-            None => Raw::Plain(tcp),
-        })
-    }
-
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Raw::Tls(s) => s.get_ref(),
-            Raw::Plain(s) => s,
-        }
-    }
-}
-
-impl Read for Raw {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Raw::Tls(s) => s.read(buf),
-            Raw::Plain(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Raw {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Raw::Tls(s) => s.write(buf),
-            Raw::Plain(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Raw::Tls(s) => s.flush(),
-            Raw::Plain(s) => s.flush(),
-        }
-    }
-}
-
 /// What a hostile client saw: the bytes the server sent, and whether it
 /// closed the connection within the wait.
 struct Reaction {
@@ -488,39 +437,16 @@ impl Reaction {
 
 /// Reads whatever the server sends until it closes (EOF, reset or a TLS
 /// error) or `wait` passes.
-fn read_until_close(raw: &mut Raw, wait: Duration) -> Reaction {
-    let deadline = Instant::now() + wait;
-    let mut bytes = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || raw.tcp().set_read_timeout(Some(left)).is_err() {
-            return Reaction {
-                bytes,
-                closed: false,
-            };
-        }
-        match raw.read(&mut buf) {
-            Ok(0) => {
-                return Reaction {
-                    bytes,
-                    closed: true,
-                }
-            }
-            Ok(n) => bytes.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => {
-                return Reaction {
-                    bytes,
-                    closed: true,
-                }
-            }
-        }
+fn read_until_close(raw: &mut Stream, wait: Duration) -> Reaction {
+    match Connection::new(raw).read_to_close(wait) {
+        Ok(bytes) => Reaction {
+            bytes,
+            closed: true,
+        },
+        Err(bytes) => Reaction {
+            bytes,
+            closed: false,
+        },
     }
 }
 
@@ -550,31 +476,15 @@ impl Good {
     }
 
     fn encode(&self, close: bool, out: &mut Vec<u8>) {
-        let connection = if close { "Connection: close\r\n" } else { "" };
-        match self {
-            Good::Hello => {
-                let _ = write!(
-                    Text(out),
-                    "GET /hello HTTP/1.1\r\nHost: localhost\r\n{connection}\r\n"
-                );
-            }
-            Good::Echo(body) => {
-                let _ = write!(
-                    Text(out),
-                    "POST /echo HTTP/1.1\r\nHost: localhost\r\n\
-                     Content-Type: application/octet-stream\r\n\
-                     Content-Length: {}\r\n{connection}\r\n",
-                    body.len()
-                );
-                out.extend_from_slice(body);
-            }
-            Good::Slow(n) => {
-                let _ = write!(
-                    Text(out),
-                    "GET /slow?n={n} HTTP/1.1\r\nHost: localhost\r\n{connection}\r\n"
-                );
-            }
-        }
+        let request = match self {
+            Good::Hello => RequestBuilder::get("/hello"),
+            Good::Echo(body) => RequestBuilder::new("POST", "/echo")
+                .header("Content-Type", "application/octet-stream")
+                .body(body),
+            Good::Slow(n) => RequestBuilder::get(&format!("/slow?n={n}")),
+        };
+        let request = if close { request.close() } else { request };
+        request.write_to(out);
     }
 
     fn check(&self, r: &Response) -> Result<(), (&'static str, String)> {
@@ -789,8 +699,8 @@ fn hostile_connect(
     tls: Option<&SslConnector>,
     stats: &Stats,
     what: &'static str,
-) -> Option<Raw> {
-    match Raw::connect(port, tls) {
+) -> Option<Stream> {
+    match Stream::connect_with(port, tls) {
         Ok(raw) => Some(raw),
         Err(e) => {
             stats.anomaly(what, &format!("could not connect: {e}"));
@@ -800,7 +710,7 @@ fn hostile_connect(
 }
 
 /// The server must close (and may answer first) within [`REACTION_WAIT`].
-fn expect_close(raw: &mut Raw, stats: &Stats, ok: &'static str, bad: &'static str) {
+fn expect_close(raw: &mut Stream, stats: &Stats, ok: &'static str, bad: &'static str) {
     let reaction = read_until_close(raw, REACTION_WAIT);
     if reaction.closed {
         stats.rejection(ok);
@@ -810,42 +720,35 @@ fn expect_close(raw: &mut Raw, stats: &Stats, ok: &'static str, bad: &'static st
 }
 
 /// One good exchange on a raw stream (counted as a good request).
-fn raw_hello(raw: &mut Raw, stats: &Stats) -> bool {
+fn raw_hello(raw: &mut Stream, stats: &Stats) -> bool {
     stats.good_sent.fetch_add(1, Ordering::Relaxed);
-    let request = b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    let expected = format!("Content-Length: {}\r\n", HELLO_BODY.len());
-    if let Err(e) = raw.write_all(request) {
+    let mut conn = Connection::new(raw);
+    if let Err(e) = conn.write_raw(&RequestBuilder::get("/hello").to_bytes()) {
         stats.good_error("write failed", &e.to_string());
         return false;
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut bytes = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        if bytes.starts_with(b"HTTP/1.1 200 ")
-            && bytes.ends_with(HELLO_BODY.as_bytes())
-            && String::from_utf8_lossy(&bytes)
-                .to_ascii_lowercase()
-                .contains(&expected.to_ascii_lowercase())
-        {
-            stats.good_ok.fetch_add(1, Ordering::Relaxed);
-            return true;
-        }
-        match raw.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => bytes.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                stats.good_error(io_kind(&e), &e.to_string());
-                return false;
+    match conn.read_response() {
+        Ok(r) if r.header("content-length") == Some(&HELLO_BODY.len().to_string()) => {
+            match Good::Hello.check(&r) {
+                Ok(()) => {
+                    stats.good_ok.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err((kind, detail)) => {
+                    stats.good_error(kind, &detail);
+                    false
+                }
             }
         }
+        Ok(r) => {
+            stats.good_error("wrong response", &format!("{:?}", truncate(&r.head)));
+            false
+        }
+        Err(e) => {
+            stats.good_error(io_kind(&e), &e.to_string());
+            false
+        }
     }
-    stats.good_error(
-        "wrong response",
-        &format!("{:?}", truncate(&String::from_utf8_lossy(&bytes))),
-    );
-    false
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -1070,22 +973,10 @@ fn slow_loris(port: u16, tls: Option<&SslConnector>, stats: &Stats) {
             break;
         }
         loop {
-            match raw.read(&mut buf) {
-                Ok(0) => {
-                    closed = true;
-                    break 'bytes;
-                }
-                Ok(n) => bytes.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    break
-                }
-                Err(_) => {
+            match read_once(&mut raw, &mut buf) {
+                ReadOutcome::Data(n) => bytes.extend_from_slice(&buf[..n]),
+                ReadOutcome::TimedOut => break,
+                ReadOutcome::Closed => {
                     closed = true;
                     break 'bytes;
                 }
