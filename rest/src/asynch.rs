@@ -230,3 +230,67 @@ impl<F: Future> Future for CatchUnwind<F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestClient;
+    use crate::{Json, Router};
+    use pistachio_http::StatusCode;
+
+    #[test]
+    fn replies_and_outcomes() {
+        let rt = Runtime::new(1).unwrap();
+        let mut router = Router::new();
+        router
+            .get("/status", rt.reply(|_req| async { StatusCode::ACCEPTED }))
+            .get("/str", rt.reply(|_req| async { "text" }))
+            .get("/bytes", rt.reply(|_req| async { vec![1u8, 2, 3] }))
+            .get(
+                "/pair",
+                rt.reply(|_req| async { (StatusCode::IM_A_TEAPOT, String::from("tea")) }),
+            )
+            .get("/json", rt.reply(|_req| async { Json([1, 2]) }))
+            .get(
+                "/error",
+                rt.reply(|_req| async { HttpError::forbidden("nope") }),
+            )
+            .get(
+                "/result",
+                rt.reply(|req: RestRequest| async move {
+                    let n: u8 = req
+                        .query("n")
+                        .unwrap_or_default()
+                        .parse()
+                        .map_err(|_| HttpError::bad_request("n must be a number"))?;
+                    Ok::<_, HttpError>(n.to_string())
+                }),
+            )
+            .get(
+                "/forgot",
+                rt.handler(|_req: RestRequest, _resp: RestResponse| async {}),
+            )
+            .get(
+                "/answered-then-fail",
+                rt.handler(|_req: RestRequest, resp: RestResponse| async move {
+                    resp.send(StatusCode::OK, "first");
+                    Err::<(), _>(HttpError::internal("not sent"))
+                }),
+            );
+        let client = TestClient::new(router);
+        let get = |path: &str| {
+            let r = client.get(path).send();
+            (r.status.as_u16(), r.text())
+        };
+        assert_eq!(get("/status"), (202, String::new()));
+        assert_eq!(get("/str"), (200, "text".into()));
+        assert_eq!(client.get("/bytes").send().body, [1, 2, 3]);
+        assert_eq!(get("/pair"), (418, "tea".into()));
+        assert_eq!(get("/json"), (200, "[1,2]".into()));
+        assert_eq!(get("/error"), (403, "nope".into()));
+        assert_eq!(get("/result?n=7"), (200, "7".into()));
+        assert_eq!(get("/result?n=700"), (400, "n must be a number".into()));
+        assert_eq!(get("/forgot").0, 500);
+        assert_eq!(get("/answered-then-fail"), (200, "first".into()));
+    }
+}

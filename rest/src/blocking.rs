@@ -338,3 +338,86 @@ fn answer_busy(home: &Home, retry_after: &HeaderValue) {
         writer.send(StatusCode::SERVICE_UNAVAILABLE, BUSY_BODY);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestClient;
+    use crate::Router;
+
+    #[test]
+    fn try_spawn_hands_a_refused_job_back() {
+        let pool = BlockingPool::new(1, 0).unwrap();
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+        let (ran_tx, ran_rx) = crossbeam_channel::unbounded::<u32>();
+        // Queue 0: a job is taken only by an idle thread; wait for it to be.
+        let first = {
+            let ran_tx = ran_tx.clone();
+            move || {
+                release_rx.recv().unwrap();
+                ran_tx.send(1).unwrap();
+            }
+        };
+        let mut first = Some(first);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while let Some(job) = first.take() {
+            if let Err((SpawnError::Full, job)) = pool.try_spawn(job) {
+                assert!(std::time::Instant::now() < deadline, "no idle thread");
+                thread::sleep(Duration::from_millis(1));
+                first = Some(job);
+            }
+        }
+        let second = move || ran_tx.send(2).unwrap();
+        let (error, second) = pool.try_spawn(second).unwrap_err();
+        assert_eq!(error, SpawnError::Full);
+        release_tx.send(()).unwrap();
+        assert_eq!(ran_rx.recv().unwrap(), 1);
+        // The refused job is intact: run it here.
+        second();
+        assert_eq!(ran_rx.recv().unwrap(), 2);
+        assert_eq!(pool.threads(), 1);
+    }
+
+    #[test]
+    fn drop_runs_what_was_queued_and_joins() {
+        let pool = BlockingPool::new(2, 8).unwrap();
+        let (tx, rx) = crossbeam_channel::unbounded::<usize>();
+        for i in 0..8 {
+            let tx = tx.clone();
+            assert!(pool.try_spawn(move || tx.send(i).unwrap()).is_ok());
+        }
+        drop(tx);
+        drop(pool);
+        let mut ran: Vec<usize> = rx.try_iter().collect();
+        ran.sort_unstable();
+        assert_eq!(ran, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn handler_answers_like_a_sync_one() {
+        let pool = BlockingPool::new(2, 4).unwrap();
+        let mut router = Router::new();
+        router
+            .get(
+                "/sum/:a/:b",
+                pool.handler(|req: RestRequest, resp: RestResponse| {
+                    let (a, b): (u32, u32) = (req.param("a")?, req.param("b")?);
+                    resp.send(StatusCode::OK, (a + b).to_string());
+                    Ok::<(), HttpError>(())
+                }),
+            )
+            .get(
+                "/forgot",
+                pool.handler(|_req: RestRequest, _resp: RestResponse| {}),
+            );
+        let client = TestClient::new(router);
+        assert_eq!(client.get("/sum/2/3").send().text(), "5");
+        let r = client.get("/sum/2/x").send();
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(r.text().contains(":b"), "{}", r.text());
+        assert_eq!(
+            client.get("/forgot").send().status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+}
