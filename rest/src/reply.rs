@@ -10,8 +10,7 @@ use serde::Serialize;
 use crate::response::{HttpError, RestResponse};
 
 /// A value that answers a request through a [`RestResponse`]: what the
-/// handlers of [`asynch::Runtime::reply`](crate::asynch::Runtime::reply)
-/// return.
+/// handlers of `asynch::Runtime::reply` (cargo feature `tokio`) return.
 ///
 /// | value | answer |
 /// |---|---|
