@@ -59,6 +59,7 @@ fn five_hundred_async_handlers_are_in_flight_at_once() {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let high_water = Arc::new(AtomicUsize::new(0));
     let arrived = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(20);
 
     let rt = Runtime::new(2).unwrap();
     let mut router = Router::new();
@@ -72,9 +73,10 @@ fn five_hundred_async_handlers_are_in_flight_at_once() {
                 high_water.fetch_max(now, Ordering::SeqCst);
                 arrived.fetch_add(1, Ordering::SeqCst);
                 // Each handler awaits 200 ms timers until every request has
-                // arrived (bounded): with handlers blocking the reactor
-                // threads, the others could never arrive.
-                for _ in 0..50 {
+                // arrived (bounded by the test's deadline): with handlers
+                // that held the reactor threads, the others could not
+                // arrive meanwhile.
+                while Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     if arrived.load(Ordering::SeqCst) >= CLIENTS {
                         break;
@@ -93,15 +95,22 @@ fn five_hundred_async_handlers_are_in_flight_at_once() {
     let mut clients: Vec<TcpStream> = (0..CLIENTS)
         .map(|_| {
             let mut tcp = TcpStream::connect(addr).unwrap();
-            tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
             tcp.write_all(b"GET /sleep HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
                 .unwrap();
             tcp
         })
         .collect();
-    for tcp in &mut clients {
+    for (i, tcp) in clients.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        tcp.set_read_timeout(Some(left.max(Duration::from_millis(10))))
+            .unwrap();
         let mut raw = String::new();
-        tcp.read_to_string(&mut raw).unwrap();
+        if let Err(e) = tcp.read_to_string(&mut raw) {
+            panic!(
+                "answer {i} missing at the deadline ({e}); high water {}",
+                high_water.load(Ordering::SeqCst)
+            );
+        }
         let (status, _, body) = parse(&raw);
         assert_eq!((status, body.as_str()), (200, "slept"));
     }
@@ -152,7 +161,7 @@ fn async_panic_is_a_500_for_that_request_only() {
                 Ok::<_, HttpError>((StatusCode::CREATED, Json(vec![id])))
             }),
         );
-    let client = TestClient::new(router);
+    let client = TestClient::new(router).timeout(Duration::from_secs(10));
 
     // All on the one keep-alive connection of the client.
     let port = client.get("/port").send().text();
