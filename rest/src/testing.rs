@@ -8,6 +8,10 @@
 //! every request of a [`TestClient`]), `Content-Length` and chunked
 //! answers, `HEAD`, interim `1xx` answers skipped, TLS with a trust anchor
 //! held in memory. Every request is bounded by a timeout (30 s by default).
+//! libcurl is already what the workspace's conformance and TLS suites
+//! trust as a reference client, so the feature adds no HTTP client of its
+//! own to get right (framing, chunked decoding, `1xx`, TLS verification)
+//! and no new crate to the lock file.
 //!
 //! Dropping the [`TestClient`] closes its connection, shuts the endpoint
 //! down and joins its threads.
