@@ -49,7 +49,9 @@ impl BlockingPoolBuilder {
     }
 
     /// How many requests may wait for a free thread (default 64). `0`
-    /// takes a request only when a thread is idle.
+    /// takes a request only when a thread is idle and waiting. A request
+    /// holds its queue place until a thread has taken it, so a burst can
+    /// find the queue full for the instant before an idle thread wakes.
     pub fn queue(mut self, n: usize) -> Self {
         self.queue = n;
         self

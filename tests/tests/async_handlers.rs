@@ -273,11 +273,11 @@ fn blocking_pool_answers_503_when_full_and_serves_again() {
     let (status, _, body) = exchange(addr, "/fail");
     assert_eq!((status, body.as_str()), (403, "no"));
 
-    // Both threads busy, one request queued.
-    let busy: Vec<_> = (0..2)
-        .map(|_| thread::spawn(move || exchange(addr, "/slow")))
-        .collect();
+    // Both threads busy (one request at a time, so that the second does
+    // not find the first still in the queue slot), then one queued.
+    let mut busy = Vec::new();
     for _ in 0..2 {
+        busy.push(thread::spawn(move || exchange(addr, "/slow")));
         started_rx
             .recv_timeout(Duration::from_secs(20))
             .expect("a pool thread took a request");
