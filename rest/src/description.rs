@@ -607,7 +607,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{raw_request, serve};
+    use crate::testing::TestClient;
 
     fn noop(_req: RestRequest, resp: RestResponse) {
         resp.send(StatusCode::OK, "ok");
@@ -702,13 +702,13 @@ mod tests {
         api.get("/open").handler(noop);
         let router = Router::from_description(api).unwrap();
         assert!(router.find_route(&Method::GET, "/openapi.json").is_none());
-        let (_endpoint, port) = serve(router);
-        let r = raw_request(port, "GET /docs/api.json HTTP/1.1");
-        assert_eq!(r.status, 200);
+        let client = TestClient::new(router);
+        let r = client.get("/docs/api.json").send();
+        assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.header("content-type"), Some("application/json"));
-        let doc: Value = serde_json::from_str(&r.body).unwrap();
+        let doc: Value = r.json();
         assert!(doc["paths"]["/open"]["get"].is_object());
-        assert_eq!(raw_request(port, "GET /guarded HTTP/1.1").status, 403);
-        assert_eq!(raw_request(port, "GET /open HTTP/1.1").body, "ok");
+        assert_eq!(client.get("/guarded").send().status, StatusCode::FORBIDDEN);
+        assert_eq!(client.get("/open").send().text(), "ok");
     }
 }

@@ -16,6 +16,12 @@
 //! * [`Description`]: the API described in code, turned into both the
 //!   router and its OpenAPI 3 document.
 //!
+//! * [`blocking`]: a bounded thread pool for handlers that block, answering
+//!   `503` with `Retry-After` when its queue is full;
+//! * `asynch` (cargo feature `tokio`): `async` handlers on a tokio runtime;
+//! * `testing` (cargo feature `testing`): a test server + client for a
+//!   router, over HTTP or TLS.
+//!
 //! See `docs/rest.md` for the routing rules.
 //!
 //! # Example
@@ -74,13 +80,20 @@
 //! ```
 
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod asynch;
+pub mod blocking;
 mod description;
+mod reply;
 mod request;
 mod response;
 mod router;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 mod tree;
 
 pub use pistachio_http as http;
@@ -97,7 +110,9 @@ pub use pistachio_transport::{
     TlsReloader, TlsVersion,
 };
 
+pub use blocking::BlockingPool;
 pub use description::{Description, RouteDesc, Schema, OPENAPI_VERSION};
+pub use reply::{Json, Reply};
 pub use request::{Extensions, RestRequest};
 pub use response::{HttpError, Outcome, RestResponse};
 pub use router::{bind, Flow, RouteError, RouteGroup, RouteMatch, Router, NOT_FOUND_BODY};
