@@ -161,6 +161,17 @@ impl Target {
     }
 }
 
+/// The ALPN wire format of `protocols` (each name prefixed by its length),
+/// for `SslConnectorBuilder::set_alpn_protos`.
+pub fn alpn_wire(protocols: &[&str]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for p in protocols {
+        wire.push(u8::try_from(p.len()).expect("an ALPN name is at most 255 bytes"));
+        wire.extend_from_slice(p.as_bytes());
+    }
+    wire
+}
+
 /// An OpenSSL client connector builder that trusts only `ca.pem` (no system
 /// roots) and verifies the peer (chain and host name). Callers may adjust it
 /// further.

@@ -9,22 +9,12 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use openssl::ssl::{SslConnectorBuilder, SslVersion};
-use pistachio_tests::client::{connect_tcp, read_to_close, tls_connector_builder};
+use pistachio_tests::client::{alpn_wire, connect_tcp, read_to_close, tls_connector_builder};
 use pistachio_tests::{certs, init_logging, TestServer, TlsClient, HELLO_BODY};
 
 /// A client trusting only the test CA.
 fn client() -> SslConnectorBuilder {
     tls_connector_builder().expect("client connector")
-}
-
-/// ALPN wire format of `protocols`.
-fn alpn(protocols: &[&str]) -> Vec<u8> {
-    let mut wire = Vec::new();
-    for p in protocols {
-        wire.push(u8::try_from(p.len()).unwrap());
-        wire.extend_from_slice(p.as_bytes());
-    }
-    wire
 }
 
 /// Connects with `builder`, makes one request, and returns the protocol
@@ -69,7 +59,7 @@ fn alpn_selects_what_the_server_speaks() {
             let mut builder = client();
             builder.set_max_proto_version(Some(max)).unwrap();
             if !offered.is_empty() {
-                builder.set_alpn_protos(&alpn(offered)).unwrap();
+                builder.set_alpn_protos(&alpn_wire(offered)).unwrap();
             }
             let got = exchange(&server, builder)
                 .unwrap_or_else(|e| panic!("offering {offered:?} ({max:?}): {e}"));
@@ -77,7 +67,7 @@ fn alpn_selects_what_the_server_speaks() {
         }
     }
     let mut h2 = client();
-    h2.set_alpn_protos(&alpn(&["h2"])).unwrap();
+    h2.set_alpn_protos(&alpn_wire(&["h2"])).unwrap();
     let err = exchange(&server, h2).expect_err("an h2-only client is refused");
     assert!(
         format!("{err:?}").contains("no application protocol"),

@@ -26,7 +26,7 @@ use pistachio_rest::http::{Endpoint, Options, Request, ResponseWriter, StatusCod
 use pistachio_rest::transport::{ClientCerts, TlsConfig, TlsConfigBuilder, TlsVersion};
 use pistachio_tests::certs;
 use pistachio_tests::client::{
-    connect_tcp, tls_connector_builder, wait_for_close, Connection, RequestBuilder,
+    alpn_wire, connect_tcp, tls_connector_builder, wait_for_close, Connection, RequestBuilder,
 };
 use pistachio_tests::resume::ResumingConnector;
 use pistachio_tests::{init_logging, TlsClient, HELLO_BODY};
@@ -781,21 +781,11 @@ fn key_exchange_groups() {
 // ALPN
 // ---------------------------------------------------------------------------
 
-/// ALPN wire format of `protocols`.
-fn alpn(protocols: &[&str]) -> Vec<u8> {
-    let mut wire = Vec::new();
-    for p in protocols {
-        wire.push(u8::try_from(p.len()).unwrap());
-        wire.extend_from_slice(p.as_bytes());
-    }
-    wire
-}
-
 /// A client offering `protocols` by ALPN (none if empty).
 fn alpn_client(protocols: &[&str]) -> SslConnectorBuilder {
     let mut builder = trusting_client();
     if !protocols.is_empty() {
-        builder.set_alpn_protos(&alpn(protocols)).unwrap();
+        builder.set_alpn_protos(&alpn_wire(protocols)).unwrap();
     }
     builder
 }
