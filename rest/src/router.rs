@@ -144,7 +144,10 @@ pub struct RouteMatch {
 /// `*`. Routes live in a segment tree, so finding one costs the same with
 /// ten routes or ten thousand.
 ///
-/// Each request goes through:
+/// Each request goes through the router's layers ([`Router::layer`]) and,
+/// once routed, its route's ([`RouteGroup::layer`]): whole-exchange
+/// [`Middleware`] whose head hooks run before the body is read (see
+/// `docs/rest.md`, "Middleware"). Inside them:
 ///
 /// 1. the router's middleware, in order (they see every request, routed or
 ///    not);

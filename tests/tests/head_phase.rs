@@ -79,7 +79,7 @@ fn endpoint(options: Options, handler: impl pistachio_rest::Handler) -> Endpoint
 #[test]
 fn expect_continue_upload_is_refused_before_the_body() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let server = endpoint(Options::default().middleware(Auth), counting(&calls));
+    let server = endpoint(big_uploads().middleware(Auth), counting(&calls));
     let mut tcp = connect(server.local_addr());
     // The head only: the client waits for `100 Continue` before the body.
     tcp.write_all(upload_head("/up", false, true, GIB).as_bytes())
@@ -113,7 +113,7 @@ fn expect_continue_upload_is_refused_before_the_body() {
 #[test]
 fn upload_without_expect_is_answered_at_once_and_closed() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let server = endpoint(Options::default().middleware(Auth), counting(&calls));
+    let server = endpoint(big_uploads().middleware(Auth), counting(&calls));
     let mut tcp = connect(server.local_addr());
     // 1 GiB announced, 4 KiB sent: the answer comes now, not after the body.
     tcp.write_all(upload_head("/up", false, false, GIB).as_bytes())
@@ -136,7 +136,7 @@ fn upload_without_expect_is_answered_at_once_and_closed() {
 #[test]
 fn bodyless_request_refused_at_the_head_keeps_the_connection() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let server = endpoint(Options::default().middleware(Auth), counting(&calls));
+    let server = endpoint(big_uploads().middleware(Auth), counting(&calls));
     let mut tcp = connect(server.local_addr());
     tcp.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     tcp.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nConnection: close\r\n\r\n")
@@ -194,4 +194,9 @@ fn per_route_layer_refuses_before_the_body_and_the_size_limit() {
     tcp.shutdown(std::net::Shutdown::Write).unwrap();
     let response = read_to_close(&mut tcp);
     assert!(response.starts_with("HTTP/1.1 201 Created\r\n"), "{response}");
+}
+
+/// Options that would take a 1 GiB body: only the head hook stops it.
+fn big_uploads() -> Options {
+    Options::default().max_request_size(2 << 30)
 }
