@@ -18,8 +18,8 @@ use crate::date::LoopDate;
 use crate::parser::{Limits, ParseError, Parsed, RequestParser};
 use crate::request::Request;
 use crate::middleware::{
-    panic_answer, run_heads, Answer, EndpointLayers, Layered, Layers, Pending as Record,
-    RequestInfo,
+    panic_answer, run_heads, Answer, Layered, Layers, Pending as Record, RequestInfo,
+    SharedLayers,
 };
 use crate::response::{force_close, status_allows_body, write_head, Payload, Then, SERVER_TEXT};
 use crate::writer::{
@@ -43,7 +43,7 @@ pub(crate) struct Settings {
     /// Whether the handler has middleware of its own (`Handler::layered`).
     pub(crate) handler_layered: bool,
     /// Endpoint-wide middleware, outermost first.
-    pub(crate) middleware: EndpointLayers,
+    pub(crate) middleware: SharedLayers,
 }
 
 /// Most requests of one connection whose responses may be outstanding at
@@ -502,7 +502,7 @@ impl HttpConn {
     fn head_hooks(&mut self, request: &Request) -> Option<(Answer, Layers)> {
         let endpoint = &self.settings.middleware.0;
         if let Some((answer, seen)) = run_heads(endpoint, request) {
-            return Some((answer, endpoint[..seen].to_vec()));
+            return Some((answer, Layers::owned(endpoint[..seen].to_vec())));
         }
         if !self.settings.handler_layered {
             return None;
@@ -516,9 +516,9 @@ impl HttpConn {
                 panic_answer()
             }
         };
-        let mut layers = endpoint.clone();
+        let mut layers = endpoint.to_vec();
         layers.append(&mut answer.layers);
-        Some((answer, layers))
+        Some((answer, Layers::owned(layers)))
     }
 
     /// Answers `request` at the head phase, in its handler's place. With a
@@ -555,10 +555,7 @@ impl HttpConn {
         } else {
             Payload::Body
         };
-        let layered = Layered {
-            info: RequestInfo::of(request, received),
-            layers,
-        };
+        let layered = Layered::new(RequestInfo::of(request, received), layers);
         self.file_own(
             Some(layered),
             answer.status,
@@ -610,7 +607,7 @@ impl HttpConn {
         if framing.payload == Payload::Body {
             bytes.extend_from_slice(body);
         }
-        let record = layered.map(|layered| Record::new(layered, status, headers, head_len));
+        let record = layered.map(|layered| Box::new(layered).answered(status, headers, head_len));
         self.accept_part(Outgoing {
             seq,
             bytes,
@@ -634,10 +631,10 @@ impl HttpConn {
             Some(head) => RequestInfo::of_head(head, self.peer_addr, now),
             None => RequestInfo::unparsed(self.peer_addr, now),
         });
-        Some(Layered {
+        Some(Layered::new(
             info,
-            layers: self.settings.middleware.0.clone(),
-        })
+            Layers::shared(&self.settings.middleware.0),
+        ))
     }
 
     /// Hands what the parser decoded of a streamed body to its reader, and
@@ -771,10 +768,10 @@ impl HttpConn {
         let seq = self.next_seq;
         self.next_seq += 1;
         let layered = received.map(|at| {
-            Box::new(Layered {
-                info: RequestInfo::of(&request, at),
-                layers: self.settings.middleware.0.clone(),
-            })
+            Box::new(Layered::new(
+                RequestInfo::of(&request, at),
+                Layers::shared(&self.settings.middleware.0),
+            ))
         });
         let target = Target {
             peer: conn.handle(),
@@ -915,6 +912,8 @@ impl HttpConn {
         while let Some(Some(pending)) = self.ready.front_mut() {
             pending.head = HeadState::Sent;
             let mut handed = 0u64;
+            // One clock read per answer, and only with middleware.
+            let now = pending.record.as_ref().map(|_| Instant::now());
             for part in pending.take_parts() {
                 match part {
                     Part::Bytes(bytes) => {
@@ -927,8 +926,8 @@ impl HttpConn {
                     }
                 }
             }
-            if let Some(record) = &mut pending.record {
-                record.handed(handed, Instant::now());
+            if let (Some(record), Some(now)) = (&mut pending.record, now) {
+                record.handed(handed, now);
             }
             if pending.step == Step::More {
                 // A stream still being written: later responses wait.
@@ -943,7 +942,8 @@ impl HttpConn {
             if let Some(Some(done)) = self.ready.pop_front() {
                 if let Some(record) = done.record {
                     let end = if done.cut { End::Cut } else { End::Completed };
-                    record.complete(then == Then::KeepOpen, end);
+                    let now = now.unwrap_or_else(Instant::now);
+                    record.complete(then == Then::KeepOpen, end, now);
                 }
             }
             self.deadlines.remove(&self.next_out);
@@ -968,7 +968,7 @@ impl HttpConn {
     fn abandon(&mut self, end: End) {
         for pending in self.ready.drain(..).flatten() {
             if let Some(record) = pending.record {
-                record.complete(false, end);
+                record.complete(false, end, Instant::now());
             }
         }
     }

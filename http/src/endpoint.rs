@@ -11,7 +11,7 @@ use pistachio_transport::{
 };
 
 use crate::conn::{HttpConn, Settings};
-use crate::middleware::EndpointLayers;
+use crate::middleware::{EndpointLayers, SharedLayers};
 use crate::parser::Limits;
 use crate::writer::HttpMsg;
 use crate::{Handler, Middleware};
@@ -352,7 +352,7 @@ impl Endpoint {
             keepalive_timeout: self.options.keepalive_timeout,
             layered: !self.options.middleware.0.is_empty() || handler.layered(),
             handler_layered: handler.layered(),
-            middleware: self.options.middleware.clone(),
+            middleware: SharedLayers(self.options.middleware.0.clone().into()),
         });
         let config = ServerConfig {
             threads: self.options.threads,

@@ -367,8 +367,41 @@ pub struct Exchange<'a> {
     pub end: End,
 }
 
-/// The layers an exchange passes through, outermost first.
-pub(crate) type Layers = Vec<Arc<dyn Middleware>>;
+/// The layers an exchange passes through, outermost first: the
+/// endpoint's (shared, so that a request costs no copy of the list), then
+/// those added for this exchange.
+#[derive(Clone)]
+pub(crate) struct Layers {
+    outer: Arc<[Arc<dyn Middleware>]>,
+    inner: Vec<Arc<dyn Middleware>>,
+}
+
+impl Layers {
+    /// The endpoint's layers.
+    pub(crate) fn shared(outer: &Arc<[Arc<dyn Middleware>]>) -> Layers {
+        Layers {
+            outer: Arc::clone(outer),
+            inner: Vec::new(),
+        }
+    }
+
+    /// A list of its own.
+    pub(crate) fn owned(list: Vec<Arc<dyn Middleware>>) -> Layers {
+        Layers {
+            outer: list.into(),
+            inner: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, layer: Arc<dyn Middleware>) {
+        self.inner.push(layer);
+    }
+
+    /// Innermost first.
+    fn inside_out(&self) -> impl Iterator<Item = &Arc<dyn Middleware>> {
+        self.outer.iter().chain(self.inner.iter()).rev()
+    }
+}
 
 /// Endpoint-wide middleware, in [`Options`](crate::Options).
 #[derive(Clone, Default)]
@@ -380,27 +413,62 @@ impl fmt::Debug for EndpointLayers {
     }
 }
 
-/// What a response carries when middleware wraps its exchange.
+/// Endpoint-wide middleware, shared by the connections.
+pub(crate) struct SharedLayers(pub(crate) Arc<[Arc<dyn Middleware>]>);
+
+impl fmt::Debug for SharedLayers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} middleware", self.0.len())
+    }
+}
+
+/// What an exchange wrapped in middleware carries from the request to its
+/// completion: one allocation per request, from the writer to the
+/// connection's completion record.
 #[derive(Clone)]
 pub(crate) struct Layered {
     pub(crate) info: RequestInfo,
     pub(crate) layers: Layers,
+    /// Set when the head is written.
+    status: StatusCode,
+    headers: HeaderMap,
+    /// Length of the head in the first part.
+    pub(crate) head_len: u64,
+    /// Bytes handed to the transport so far.
+    handed: u64,
+    first_byte: Option<Instant>,
 }
+
+/// The completion record of an answer on its way out.
+pub(crate) type Pending = Layered;
 
 impl fmt::Debug for Layered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Layered")
             .field("info", &self.info)
-            .field("layers", &self.layers.len())
-            .finish()
+            .field("status", &self.status)
+            .field("handed", &self.handed)
+            .finish_non_exhaustive()
     }
 }
 
 impl Layered {
+    pub(crate) fn new(info: RequestInfo, layers: Layers) -> Layered {
+        Layered {
+            info,
+            layers,
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            head_len: 0,
+            handed: 0,
+            first_byte: None,
+        }
+    }
+
     /// Runs every `on_response`, innermost first. `Err` if one panicked:
     /// the caller answers `500` instead (without running them again).
     pub(crate) fn respond(&self, status: StatusCode, headers: &mut HeaderMap) -> Result<(), ()> {
-        for layer in self.layers.iter().rev() {
+        for layer in self.layers.inside_out() {
             let run = catch_unwind(AssertUnwindSafe(|| {
                 layer.on_response(&self.info, status, headers)
             }));
@@ -414,36 +482,19 @@ impl Layered {
         }
         Ok(())
     }
-}
 
-/// The record of an answer on its way out, from its head on.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub(crate) layered: Layered,
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    /// Length of the head in the first part.
-    pub(crate) head_len: u64,
-    /// Bytes handed to the transport so far.
-    pub(crate) handed: u64,
-    pub(crate) first_byte: Option<Instant>,
-}
-
-impl Pending {
-    pub(crate) fn new(
-        layered: Layered,
+    /// Becomes the completion record of an answer with `status` and
+    /// `headers` whose head is `head_len` bytes.
+    pub(crate) fn answered(
+        mut self: Box<Self>,
         status: StatusCode,
         headers: HeaderMap,
         head_len: usize,
-    ) -> Box<Pending> {
-        Box::new(Pending {
-            layered,
-            status,
-            headers,
-            head_len: head_len as u64,
-            handed: 0,
-            first_byte: None,
-        })
+    ) -> Box<Self> {
+        self.status = status;
+        self.headers = headers;
+        self.head_len = head_len as u64;
+        self
     }
 
     /// Notes `n` bytes handed to the transport at `now`.
@@ -454,12 +505,12 @@ impl Pending {
         self.handed += n;
     }
 
-    /// Runs every `on_complete`, innermost first.
-    pub(crate) fn complete(self: Box<Self>, keep_alive: bool, end: End) {
-        let received = self.layered.info.received;
-        let now = Instant::now();
+    /// Runs every `on_complete`, innermost first; `now` is when the
+    /// exchange finished.
+    pub(crate) fn complete(self: Box<Self>, keep_alive: bool, end: End, now: Instant) {
+        let received = self.info.received;
         let exchange = Exchange {
-            request: &self.layered.info,
+            request: &self.info,
             status: self.status,
             headers: &self.headers,
             body_bytes: self.handed.saturating_sub(self.head_len),
@@ -470,12 +521,9 @@ impl Pending {
             keep_alive,
             end,
         };
-        for layer in self.layered.layers.iter().rev() {
+        for layer in self.layers.inside_out() {
             if catch_unwind(AssertUnwindSafe(|| layer.on_complete(&exchange))).is_err() {
-                log::warn!(
-                    "{}: middleware panicked in on_complete",
-                    self.layered.info.peer_addr
-                );
+                log::warn!("{}: middleware panicked in on_complete", self.info.peer_addr);
             }
         }
     }

@@ -16,7 +16,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LAST_MODIFIED, SET_COO
 use http::{HeaderMap, Method, StatusCode, Version};
 use pistachio_transport::PeerHandle;
 
-use crate::middleware::{Layered, Middleware, Pending, RequestInfo};
+use crate::middleware::{Layered, Layers, Middleware, Pending, RequestInfo};
 use crate::response::{
     force_close, status_allows_body, write_head, write_head_chunked, write_head_close_delimited,
     Framing, Payload, Then, SERVER_TEXT,
@@ -188,7 +188,7 @@ impl Target {
         head_len: usize,
     ) -> Option<Box<Pending>> {
         let layered = self.layered.take()?;
-        Some(Pending::new(*layered, status, headers, head_len))
+        Some(layered.answered(status, headers, head_len))
     }
 
     fn set_deadline(&self, at: Instant) {
@@ -236,7 +236,7 @@ impl Target {
             if let Err(HttpMsg::Response(out)) = self.peer.post(HttpMsg::Response(out)) {
                 log::debug!("{}: server stopped before the response", self.peer_addr);
                 if let Some(record) = out.record {
-                    record.complete(false, crate::End::ClientGone);
+                    record.complete(false, crate::End::ClientGone, Instant::now());
                 }
             }
         }
@@ -291,14 +291,8 @@ impl ResponseWriter {
             return;
         };
         let layered = target.layered.get_or_insert_with(|| {
-            Box::new(Layered {
-                info: RequestInfo::partial(
-                    target.method.clone(),
-                    target.version,
-                    target.peer_addr,
-                ),
-                layers: Vec::new(),
-            })
+            let info = RequestInfo::partial(target.method.clone(), target.version, target.peer_addr);
+            Box::new(Layered::new(info, Layers::owned(Vec::new())))
         });
         layered.layers.push(layer);
     }
