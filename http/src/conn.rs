@@ -15,12 +15,11 @@ use pistachio_transport::{CloseReason, Conn, Protocol, TlsInfo};
 
 use crate::body::{self, BodySender};
 use crate::date::LoopDate;
+use crate::middleware::{
+    panic_answer, run_heads, Answer, Layered, Layers, Pending as Record, RequestInfo, SharedLayers,
+};
 use crate::parser::{Limits, ParseError, Parsed, RequestParser};
 use crate::request::Request;
-use crate::middleware::{
-    panic_answer, run_heads, Answer, Layered, Layers, Pending as Record, RequestInfo,
-    SharedLayers,
-};
 use crate::response::{force_close, status_allows_body, write_head, Payload, Then, SERVER_TEXT};
 use crate::writer::{
     enter_inline, leave_inline, FileBody, HttpMsg, Outgoing, RequestFacts, ResponseWriter, Step,

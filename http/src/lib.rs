@@ -40,10 +40,10 @@ mod body;
 mod conn;
 mod date;
 mod endpoint;
-mod middleware;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod middleware;
 mod parser;
 mod pool;
 mod request;

@@ -1,52 +1,5 @@
 //! [`Middleware`]: hooks around the whole exchange, including the answers
 //! the HTTP layer makes itself.
-//!
-//! A middleware sees three moments of every exchange it wraps:
-//!
-//! 1. [`Middleware::on_head`]: the request head is parsed; no body byte has
-//!    been read or buffered and no `100 Continue` sent. It may answer now
-//!    ([`HeadAction::Answer`]) instead of the handler.
-//! 2. [`Middleware::on_response`]: the final status is known and the
-//!    response head is about to be written; it may add or change header
-//!    fields. Runs for every answer: the handler's (whole, streamed, file),
-//!    the router's (`404`, `405`, `OPTIONS`), and the HTTP layer's own
-//!    (`400`, `408`, `413`, `414`, `431`, the `500` of a panic or a dropped
-//!    writer).
-//! 3. [`Middleware::on_complete`]: the exchange is over; an [`Exchange`]
-//!    says how it went (for access logs and metrics).
-//!
-//! # Order
-//!
-//! Middleware installed endpoint-wide ([`Options::middleware`]) wraps
-//! whatever a handler adds (a `Router`'s own layers, then its per-route
-//! layers). On the way in (`on_head`) the outermost runs first; on the way
-//! out (`on_response`, `on_complete`) the innermost runs first:
-//!
-//! ```text
-//!   on_head:     endpoint 1 → endpoint 2 → router → route → handler
-//!   on_response: route → router → endpoint 2 → endpoint 1 → head written
-//!   on_complete: route → router → endpoint 2 → endpoint 1
-//! ```
-//!
-//! A layer that answers in `on_head` stops the way in: the layers inside
-//! it never see the request; it and the layers outside it see the answer
-//! in `on_response` and `on_complete`. Answers the HTTP layer makes itself
-//! (a malformed request, a request timeout) are seen by the endpoint-wide
-//! layers only.
-//!
-//! # Cost
-//!
-//! With no middleware installed the connection takes none of these paths:
-//! no allocation, no dynamic call. With middleware, each request keeps a
-//! small record of its facts ([`RequestInfo`]) until it completes.
-//!
-//! # Panics
-//!
-//! A panic in `on_head` or `on_response` turns that request's answer into
-//! `500 Internal Server Error` (other requests never notice); a panic in
-//! `on_complete` is logged at `warn` and swallowed.
-//!
-//! [`Options::middleware`]: crate::Options::middleware
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -61,13 +14,62 @@ use http::{HeaderMap, Method, StatusCode, Version};
 use crate::parser::RequestHead;
 use crate::request::Request;
 
-/// Hooks around one exchange (request and response); see the [module
-/// documentation](self) for when each runs and in which order.
+/// Hooks around one exchange (request and response).
+///
+/// A middleware sees three moments of every exchange it wraps:
+///
+/// 1. [`Middleware::on_head`]: the request head is parsed; no body byte has
+///    been read or buffered and no `100 Continue` sent. It may answer now
+///    ([`HeadAction::Answer`]) instead of the handler.
+/// 2. [`Middleware::on_response`]: the final status is known and the
+///    response head is about to be written; it may add or change header
+///    fields. Runs for every answer: the handler's (whole, streamed, file),
+///    the router's (`404`, `405`, `OPTIONS`), and the HTTP layer's own
+///    (`400`, `408`, `413`, `414`, `431`, the `500` of a panic or a dropped
+///    writer).
+/// 3. [`Middleware::on_complete`]: the exchange is over; an [`Exchange`]
+///    says how it went (for access logs and metrics).
+///
+/// # Order
+///
+/// Middleware installed endpoint-wide ([`Options::middleware`]) wraps
+/// whatever a handler adds (a `Router`'s own layers, then its per-route
+/// layers). On the way in (`on_head`) the outermost runs first; on the way
+/// out (`on_response`, `on_complete`) the innermost runs first:
+///
+/// ```text
+///   on_head:     endpoint 1 → endpoint 2 → router → route → handler
+///   on_response: route → router → endpoint 2 → endpoint 1 → head written
+///   on_complete: route → router → endpoint 2 → endpoint 1
+/// ```
+///
+/// A layer that answers in `on_head` stops the way in: the layers inside
+/// it never see the request; it and the layers outside it see the answer
+/// in `on_response` and `on_complete`. Answers the HTTP layer makes itself
+/// (a malformed request, a request timeout) are seen by the endpoint-wide
+/// layers only.
+///
+/// # Cost
+///
+/// With no middleware installed the connection takes none of these paths:
+/// no allocation, no dynamic call. With middleware, each request keeps a
+/// small record of its facts ([`RequestInfo`]) until it completes: one
+/// allocation per request, and a call per hook per layer.
+///
+/// # Panics
+///
+/// A panic in `on_head` or `on_response` turns that request's answer into
+/// `500 Internal Server Error` (other requests never notice); a panic in
+/// `on_complete` is logged at `warn` and swallowed.
+///
+/// [`Options::middleware`]: crate::Options::middleware
 ///
 /// Every hook has a default that does nothing, so a middleware implements
 /// only what it needs. Hooks run on the connection's worker thread (or, for
 /// `on_response`, on whichever thread the handler answers from): keep them
 /// short and never block in them.
+///
+/// # Example
 ///
 /// ```
 /// use pistachio_http::{
@@ -523,7 +525,10 @@ impl Layered {
         };
         for layer in self.layers.inside_out() {
             if catch_unwind(AssertUnwindSafe(|| layer.on_complete(&exchange))).is_err() {
-                log::warn!("{}: middleware panicked in on_complete", self.info.peer_addr);
+                log::warn!(
+                    "{}: middleware panicked in on_complete",
+                    self.info.peer_addr
+                );
             }
         }
     }

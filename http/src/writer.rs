@@ -291,7 +291,8 @@ impl ResponseWriter {
             return;
         };
         let layered = target.layered.get_or_insert_with(|| {
-            let info = RequestInfo::partial(target.method.clone(), target.version, target.peer_addr);
+            let info =
+                RequestInfo::partial(target.method.clone(), target.version, target.peer_addr);
             Box::new(Layered::new(info, Layers::owned(Vec::new())))
         });
         layered.layers.push(layer);

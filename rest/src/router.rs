@@ -5,8 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use pistachio_http::header::{HeaderValue, ALLOW};
 use pistachio_http::{
-    run_heads, Answer, HeadAction, Handler, Method, Middleware, Request, ResponseWriter,
-    StatusCode,
+    run_heads, Answer, Handler, HeadAction, Method, Middleware, Request, ResponseWriter, StatusCode,
 };
 
 use crate::request::RestRequest;

@@ -105,7 +105,10 @@ fn expect_continue_upload_is_refused_before_the_body() {
     tcp.write_all(b"hello").unwrap();
     tcp.shutdown(std::net::Shutdown::Write).unwrap();
     let response = read_to_close(&mut tcp);
-    assert!(response.starts_with("HTTP/1.1 201 Created\r\n"), "{response}");
+    assert!(
+        response.starts_with("HTTP/1.1 201 Created\r\n"),
+        "{response}"
+    );
     assert!(response.ends_with("5 bytes"), "{response}");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
@@ -138,9 +141,12 @@ fn bodyless_request_refused_at_the_head_keeps_the_connection() {
     let calls = Arc::new(AtomicUsize::new(0));
     let server = endpoint(big_uploads().middleware(Auth), counting(&calls));
     let mut tcp = connect(server.local_addr());
-    tcp.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    tcp.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nConnection: close\r\n\r\n")
+    tcp.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
+    tcp.write_all(
+        b"GET /b HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     let response = read_to_close(&mut tcp);
     let first = response.find("HTTP/1.1 401 Unauthorized\r\n");
     let second = response.find("HTTP/1.1 201 Created\r\n");
@@ -193,7 +199,10 @@ fn per_route_layer_refuses_before_the_body_and_the_size_limit() {
     tcp.write_all(b"abc").unwrap();
     tcp.shutdown(std::net::Shutdown::Write).unwrap();
     let response = read_to_close(&mut tcp);
-    assert!(response.starts_with("HTTP/1.1 201 Created\r\n"), "{response}");
+    assert!(
+        response.starts_with("HTTP/1.1 201 Created\r\n"),
+        "{response}"
+    );
 }
 
 /// Options that would take a 1 GiB body: only the head hook stops it.

@@ -104,7 +104,11 @@ fn read_response(tcp: &mut TcpStream) -> String {
     let head = String::from_utf8(raw).unwrap();
     let length: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
         .map_or(0, |v| v.trim().parse().unwrap());
     let mut body = vec![0; length];
     tcp.read_exact(&mut body).unwrap();
@@ -217,9 +221,11 @@ fn completion_reports_status_bytes_keep_alive_and_end() {
 
     // Two keep-alive exchanges on one connection, then one that closes.
     let mut tcp = connect(addr);
-    tcp.write_all(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    tcp.write_all(b"GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     assert_eq!(status_of(&read_response(&mut tcp)), 200);
-    tcp.write_all(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    tcp.write_all(b"GET /file HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     assert_eq!(status_of(&read_response(&mut tcp)), 200);
     let seen = recorder.wait(2);
     assert_eq!(seen[0].status, 200);
@@ -254,7 +260,10 @@ fn completion_reports_status_bytes_keep_alive_and_end() {
     // The HTTP layer's answers: 400, 413, 431 and 408, all closing.
     let refused: &[(&[u8], u16)] = &[
         (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400),
-        (b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", 413),
+        (
+            b"PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+            413,
+        ),
         (b"GET / HTTP/1.1\r\nHost: x\r\nX: y", 408),
     ];
     for (wire, status) in refused {
@@ -280,10 +289,7 @@ fn router_answers_are_seen_by_endpoint_layers() {
     router.get("/users/:id", |_req: RestRequest, resp: RestResponse| {
         resp.send(StatusCode::OK, "user")
     });
-    let endpoint = serve(
-        Options::default().middleware(Arc::clone(&recorder)),
-        router,
-    );
+    let endpoint = serve(Options::default().middleware(Arc::clone(&recorder)), router);
     let mut tcp = connect(endpoint.local_addr());
     for (wire, status) in [
         ("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n", 404),
@@ -310,14 +316,23 @@ struct Named {
 
 impl Middleware for Named {
     fn on_head(&self, _req: &Request) -> HeadAction {
-        self.trace.lock().unwrap().push(format!("head {}", self.name));
+        self.trace
+            .lock()
+            .unwrap()
+            .push(format!("head {}", self.name));
         HeadAction::Continue
     }
     fn on_response(&self, _req: &RequestInfo, _status: StatusCode, _headers: &mut HeaderMap) {
-        self.trace.lock().unwrap().push(format!("response {}", self.name));
+        self.trace
+            .lock()
+            .unwrap()
+            .push(format!("response {}", self.name));
     }
     fn on_complete(&self, _ex: &Exchange<'_>) {
-        self.trace.lock().unwrap().push(format!("complete {}", self.name));
+        self.trace
+            .lock()
+            .unwrap()
+            .push(format!("complete {}", self.name));
     }
 }
 
@@ -330,13 +345,13 @@ fn endpoint_router_and_route_layers_nest_in_order() {
     };
     let handler_trace = Arc::clone(&trace);
     let mut group = RouteGroup::new("/g");
-    group
-        .layer(named("route1"))
-        .layer(named("route2"))
-        .get("/x", move |_req: RestRequest, resp: RestResponse| {
+    group.layer(named("route1")).layer(named("route2")).get(
+        "/x",
+        move |_req: RestRequest, resp: RestResponse| {
             handler_trace.lock().unwrap().push("handler".into());
             resp.send(StatusCode::OK, "x")
-        });
+        },
+    );
     let mut router = Router::new();
     router.layer(named("router"));
     router.mount(group).unwrap();
@@ -353,7 +368,10 @@ fn endpoint_router_and_route_layers_nest_in_order() {
         }
         std::mem::take(&mut *trace.lock().unwrap())
     };
-    let response = exchange(addr, b"GET /g/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let response = exchange(
+        addr,
+        b"GET /g/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(status_of(&response), 200);
     assert_eq!(
         wait(16),
@@ -377,7 +395,10 @@ fn endpoint_router_and_route_layers_nest_in_order() {
         ]
     );
     // Unrouted: the route's layers never see it.
-    let response = exchange(addr, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let response = exchange(
+        addr,
+        b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(status_of(&response), 404);
     assert_eq!(
         wait(9),
@@ -502,7 +523,10 @@ fn rest_server_logs_every_exchange() {
             b"GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             "\"GET /missing HTTP/1.1\" 404 ",
         ),
-        (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", "\"- - HTTP/1.1\" 400 "),
+        (
+            b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+            "\"- - HTTP/1.1\" 400 ",
+        ),
         (
             b"PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
             "\"PUT /v1/kv/big HTTP/1.1\" 413 ",
