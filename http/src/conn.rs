@@ -877,11 +877,19 @@ impl HttpConn {
     /// Files a response or part of one under its sequence number.
     fn accept_part(&mut self, out: Outgoing) {
         if out.seq < self.next_out {
-            // Its response already finished (e.g. cut off); a late part.
+            // Its response already finished (e.g. cut off, or answered by
+            // on_timeout); a late part, whose exchange was reported.
+            if let Some(record) = out.record {
+                record.discard();
+            }
             return;
         }
         if out.attempt == 0 && self.timed_out.contains(&out.seq) {
-            // on_timeout answered instead; the handler's answer is too late.
+            // on_timeout answered instead; the handler's answer is too late
+            // (the exchange is reported with on_timeout's answer).
+            if let Some(record) = out.record {
+                record.discard();
+            }
             return;
         }
         let index = (out.seq - self.next_out) as usize;

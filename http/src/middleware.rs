@@ -439,10 +439,33 @@ pub(crate) struct Layered {
     /// Bytes handed to the transport so far.
     handed: u64,
     first_byte: Option<Instant>,
+    stage: Stage,
+}
+
+/// Where a [`Layered`] is in its exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Not answered yet.
+    Request,
+    /// Answered: a completion record whose hooks are due.
+    Answered,
+    /// The completion hooks ran.
+    Done,
 }
 
 /// The completion record of an answer on its way out.
 pub(crate) type Pending = Layered;
+
+/// A record dropped before its completion hooks ran (its answer was
+/// posted to a connection that had closed meanwhile, or the server
+/// stopped): the client is gone.
+impl Drop for Layered {
+    fn drop(&mut self) {
+        if self.stage == Stage::Answered {
+            self.finish(false, End::ClientGone, Instant::now());
+        }
+    }
+}
 
 impl fmt::Debug for Layered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -464,6 +487,7 @@ impl Layered {
             head_len: 0,
             handed: 0,
             first_byte: None,
+            stage: Stage::Request,
         }
     }
 
@@ -496,7 +520,14 @@ impl Layered {
         self.status = status;
         self.headers = headers;
         self.head_len = head_len as u64;
+        self.stage = Stage::Answered;
         self
+    }
+
+    /// Drops a record whose exchange is reported by another (an answer
+    /// that came after `Handler::on_timeout` answered in its place).
+    pub(crate) fn discard(mut self: Box<Self>) {
+        self.stage = Stage::Done;
     }
 
     /// Notes `n` bytes handed to the transport at `now`.
@@ -509,7 +540,15 @@ impl Layered {
 
     /// Runs every `on_complete`, innermost first; `now` is when the
     /// exchange finished.
-    pub(crate) fn complete(self: Box<Self>, keep_alive: bool, end: End, now: Instant) {
+    pub(crate) fn complete(mut self: Box<Self>, keep_alive: bool, end: End, now: Instant) {
+        self.finish(keep_alive, end, now);
+    }
+
+    fn finish(&mut self, keep_alive: bool, end: End, now: Instant) {
+        if self.stage == Stage::Done {
+            return;
+        }
+        self.stage = Stage::Done;
         let received = self.info.received;
         let exchange = Exchange {
             request: &self.info,

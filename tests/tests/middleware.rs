@@ -550,3 +550,51 @@ fn rest_server_logs_every_exchange() {
     }
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn an_answer_after_the_client_left_is_reported_as_client_gone() {
+    let recorder = Arc::new(Recorder::default());
+    let endpoint = serve(
+        Options::default().middleware(Arc::clone(&recorder)),
+        |_req: Request, resp: ResponseWriter| {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                resp.send(StatusCode::OK, "too late");
+            });
+        },
+    );
+    let mut tcp = connect(endpoint.local_addr());
+    tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    pistachio_tests::client::reset(tcp).unwrap();
+    let seen = recorder.wait(1);
+    assert_eq!((seen[0].status, seen[0].end), (200, End::ClientGone));
+    assert!(!seen[0].keep_alive);
+}
+
+#[test]
+fn a_timed_out_request_is_reported_once_with_the_timeout_answer() {
+    let recorder = Arc::new(Recorder::default());
+    let endpoint = serve(
+        Options::default().middleware(Arc::clone(&recorder)),
+        |_req: Request, mut resp: ResponseWriter| {
+            resp.timeout_after(Duration::from_millis(100));
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                resp.send(StatusCode::OK, "too late");
+            });
+        },
+    );
+    let mut tcp = connect(endpoint.local_addr());
+    tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let response = read_response(&mut tcp);
+    assert_eq!(status_of(&response), 408, "{response}");
+    assert!(response.contains("\r\nX-Layer: on\r\n"), "{response}");
+    // The handler's late answer is discarded, and not reported again.
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = recorder.wait(1);
+    assert_eq!((seen[0].status, seen[0].end), (408, End::Completed));
+    assert!(seen[0].keep_alive);
+}
