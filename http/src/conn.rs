@@ -8,20 +8,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::StatusCode;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Method, StatusCode, Version};
 use log::debug;
 use pistachio_transport::{CloseReason, Conn, Protocol, TlsInfo};
 
 use crate::body::{self, BodySender};
 use crate::date::LoopDate;
+use crate::middleware::{
+    panic_answer, run_heads, Answer, Layered, Layers, Pending as Record, RequestInfo, SharedLayers,
+};
 use crate::parser::{Limits, ParseError, Parsed, RequestParser};
 use crate::request::Request;
-use crate::response::{force_close, write_plain_close, Payload, Then};
+use crate::response::{force_close, status_allows_body, write_head, Payload, Then, SERVER_TEXT};
 use crate::writer::{
     enter_inline, leave_inline, FileBody, HttpMsg, Outgoing, RequestFacts, ResponseWriter, Step,
     Target,
 };
-use crate::{BodyMode, ConnectionInfo, Handler};
+use crate::{BodyMode, ConnectionInfo, End, Handler, HeadAction};
 
 /// What every connection of an endpoint shares (made by the
 /// [`Endpoint`](crate::Endpoint) from its options).
@@ -32,6 +36,13 @@ pub(crate) struct Settings {
     pub(crate) body_timeout: Duration,
     pub(crate) keepalive_timeout: Duration,
     pub(crate) max_response_size: usize,
+    /// Whether any middleware wraps exchanges (endpoint-wide, or the
+    /// handler's own): only then are request facts kept.
+    pub(crate) layered: bool,
+    /// Whether the handler has middleware of its own (`Handler::layered`).
+    pub(crate) handler_layered: bool,
+    /// Endpoint-wide middleware, outermost first.
+    pub(crate) middleware: SharedLayers,
 }
 
 /// Most requests of one connection whose responses may be outstanding at
@@ -71,6 +82,25 @@ struct Pending {
     step: Step,
     then: Then,
     head: HeadState,
+    /// With middleware: what its completion hooks are told.
+    record: Option<Box<Record>>,
+    /// The server cut the answer off.
+    cut: bool,
+}
+
+/// Whether a request answered at the head phase has a body due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    None,
+    Follows,
+}
+
+/// How an answer the connection makes itself is framed.
+#[derive(Debug, Clone, Copy)]
+struct OwnFraming {
+    version: Version,
+    then: Then,
+    payload: Payload,
 }
 
 /// Whether a pending response's head went out: until it has, it can
@@ -251,6 +281,9 @@ pub(crate) struct HttpConn {
     /// Scratch space for what a handler answers inline (reused).
     inline_parts: Vec<Outgoing>,
     inline_deadlines: Vec<(RequestFacts, Instant)>,
+    /// With middleware: when the head of the request whose body is due
+    /// arrived (its head hooks ran then).
+    head_received: Option<Instant>,
 }
 
 impl HttpConn {
@@ -291,6 +324,7 @@ impl HttpConn {
             last_input: Instant::now(),
             inline_parts: Vec::new(),
             inline_deadlines: Vec::new(),
+            head_received: None,
         }
     }
 
@@ -361,7 +395,19 @@ impl HttpConn {
                     if !request.keep_alive() {
                         self.stop_reading();
                     }
-                    self.dispatch(conn, request);
+                    let received = match self.head_received.take() {
+                        Some(at) => Some(at),
+                        None if self.settings.layered => {
+                            let at = conn.now();
+                            if let Some((answer, layers)) = self.head_hooks(&request) {
+                                self.answer_early(&request, answer, layers, Body::None, at);
+                                continue;
+                            }
+                            Some(at)
+                        }
+                        None => None,
+                    };
+                    self.dispatch(conn, request, received);
                 }
                 Ok(Parsed::BodyFollows) => self.choose_body_mode(conn),
                 Ok(Parsed::BodyEnd { last, consumed }) => {
@@ -393,7 +439,7 @@ impl HttpConn {
                         self.close_after(conn, body.seq);
                         continue;
                     }
-                    self.reject(e);
+                    self.reject(e, None);
                 }
             }
         }
@@ -407,14 +453,28 @@ impl HttpConn {
         let expects_continue = head.expects_continue;
         let mut request = Request::from_parts(head, Vec::new(), self.peer_addr, self.tls);
         request.set_client_subject(self.client_subject.clone());
+        let received = if self.settings.layered {
+            // Before the body, the size limit and `100 Continue`.
+            let at = conn.now();
+            if let Some((answer, layers)) = self.head_hooks(&request) {
+                self.answer_early(&request, answer, layers, Body::Follows, at);
+                return;
+            }
+            Some(at)
+        } else {
+            None
+        };
         let handler = &*self.handler;
         let mode = catch_unwind(AssertUnwindSafe(|| handler.body_mode(&request)))
             .unwrap_or(BodyMode::Buffered);
         if mode == BodyMode::Buffered {
+            let info = received.map(|at| RequestInfo::of(&request, at));
+            self.head_received = received;
             if let Err(e) = self.parser.restore_buffered(request.into_head()) {
                 // Over the size limit: answered like any parse error, next
                 // time round (the parser is reset and sees a bad state).
-                self.reject(e);
+                self.head_received = None;
+                self.reject(e, info);
             }
             return;
         }
@@ -433,7 +493,147 @@ impl HttpConn {
         if expects_continue && self.outstanding() == 0 {
             conn.write(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        self.dispatch(conn, request);
+        self.dispatch(conn, request, received);
+    }
+
+    /// Runs the head hooks (endpoint-wide middleware, then the handler's);
+    /// an answer comes with the layers it passes through.
+    fn head_hooks(&mut self, request: &Request) -> Option<(Answer, Layers)> {
+        let endpoint = &self.settings.middleware.0;
+        if let Some((answer, seen)) = run_heads(endpoint, request) {
+            return Some((answer, Layers::owned(endpoint[..seen].to_vec())));
+        }
+        if !self.settings.handler_layered {
+            return None;
+        }
+        let handler = &*self.handler;
+        let mut answer = match catch_unwind(AssertUnwindSafe(|| handler.on_head(request))) {
+            Ok(HeadAction::Continue) => return None,
+            Ok(HeadAction::Answer(answer)) => answer,
+            Err(_) => {
+                log::warn!("{}: on_head panicked; answered 500", self.peer_addr);
+                panic_answer()
+            }
+        };
+        let mut layers = endpoint.to_vec();
+        layers.append(&mut answer.layers);
+        Some((answer, Layers::owned(layers)))
+    }
+
+    /// Answers `request` at the head phase, in its handler's place. With a
+    /// body due, the connection closes after the answer without reading
+    /// it (the transport's lingering close discards a bounded amount).
+    fn answer_early(
+        &mut self,
+        request: &Request,
+        answer: Answer,
+        layers: Layers,
+        body: Body,
+        received: Instant,
+    ) {
+        debug!(
+            "{}: answered {} at the head phase",
+            self.peer_addr, answer.status
+        );
+        let then = if body == Body::Follows || !request.keep_alive() {
+            Then::Close
+        } else {
+            Then::KeepOpen
+        };
+        if body == Body::Follows {
+            // Nothing more is read: the body is never looked at, and no
+            // `100 Continue` goes out.
+            self.stop_reading();
+            self.inbuf = Vec::new();
+            let mut parser = RequestParser::new(self.settings.limits);
+            parser.set_announce_bodies(true);
+            self.parser = parser;
+        }
+        let payload = if *request.method() == Method::HEAD || !status_allows_body(answer.status) {
+            Payload::HeadOnly
+        } else {
+            Payload::Body
+        };
+        let layered = Layered::new(RequestInfo::of(request, received), layers);
+        self.file_own(
+            Some(layered),
+            answer.status,
+            answer.headers,
+            &answer.body,
+            OwnFraming {
+                version: request.version(),
+                then,
+                payload,
+            },
+        );
+    }
+
+    /// Files, under the next sequence number, an answer the connection
+    /// makes itself (a refused request, a request timeout, a head-phase
+    /// answer), through the response hooks of `layered`.
+    fn file_own(
+        &mut self,
+        layered: Option<Layered>,
+        status: StatusCode,
+        mut headers: HeaderMap,
+        body: &[u8],
+        framing: OwnFraming,
+    ) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(SERVER_TEXT));
+        }
+        let (status, headers, body) = match &layered {
+            Some(layered) if layered.respond(status, &mut headers).is_err() => {
+                let mut plain = HeaderMap::new();
+                plain.insert(CONTENT_TYPE, HeaderValue::from_static(SERVER_TEXT));
+                let body: &[u8] = b"Internal Server Error";
+                (StatusCode::INTERNAL_SERVER_ERROR, plain, body)
+            }
+            _ => (status, headers, body),
+        };
+        let mut bytes = Vec::new();
+        write_head(
+            &mut bytes,
+            framing.version,
+            status,
+            &headers,
+            body.len(),
+            framing.then,
+        );
+        let head_len = bytes.len();
+        if framing.payload == Payload::Body {
+            bytes.extend_from_slice(body);
+        }
+        let record = layered.map(|layered| Box::new(layered).answered(status, headers, head_len));
+        self.accept_part(Outgoing {
+            seq,
+            bytes,
+            file: None,
+            step: Step::Last,
+            then: framing.then,
+            attempt: 0,
+            record,
+            cut: false,
+        });
+    }
+
+    /// What the endpoint-wide middleware sees of a request the server
+    /// refuses before (or while) parsing it.
+    fn refused_info(&self, known: Option<RequestInfo>) -> Option<Layered> {
+        if !self.settings.layered || self.settings.middleware.0.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let info = known.unwrap_or_else(|| match self.parser.pending_head() {
+            Some(head) => RequestInfo::of_head(head, self.peer_addr, now),
+            None => RequestInfo::unparsed(self.peer_addr, now),
+        });
+        Some(Layered::new(
+            info,
+            Layers::shared(&self.settings.middleware.0),
+        ))
     }
 
     /// Hands what the parser decoded of a streamed body to its reader, and
@@ -449,7 +649,7 @@ impl HttpConn {
     }
 
     /// Answers a request refused at the head stage (e.g. 413) and stops.
-    fn reject(&mut self, e: ParseError) {
+    fn reject(&mut self, e: ParseError, info: Option<RequestInfo>) {
         debug!(
             "{}: request refused: {} ({})",
             self.peer_addr,
@@ -458,19 +658,19 @@ impl HttpConn {
         );
         self.stop_reading();
         let payload = self.refused_payload();
+        let layered = self.refused_info(info);
         self.inbuf = Vec::new();
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let mut bytes = Vec::new();
-        write_plain_close(&mut bytes, e.status(), e.reason().as_bytes(), payload);
-        self.accept_part(Outgoing {
-            seq,
-            bytes,
-            file: None,
-            step: Step::Last,
-            then: Then::Close,
-            attempt: 0,
-        });
+        self.file_own(
+            layered,
+            e.status(),
+            HeaderMap::new(),
+            e.reason().as_bytes(),
+            OwnFraming {
+                version: Version::HTTP_11,
+                then: Then::Close,
+                payload,
+            },
+        );
     }
 
     /// The answer to a request the server refuses itself (a parse error, a
@@ -515,7 +715,11 @@ impl HttpConn {
         if let Some(Some(pending)) = self.ready.get_mut((seq - self.next_out) as usize) {
             if pending.head == HeadState::Unsent {
                 if let Some(Part::Bytes(head)) = &mut pending.first {
+                    let before = head.len();
                     force_close(head);
+                    if let Some(record) = &mut pending.record {
+                        record.head_len += (head.len() - before) as u64;
+                    }
                 }
             }
         }
@@ -552,9 +756,22 @@ impl HttpConn {
         }
     }
 
-    fn dispatch(&mut self, conn: &mut Conn<'_, HttpMsg>, request: Request) {
+    /// Calls the handler. `received`: when the head arrived, if middleware
+    /// wraps the exchange.
+    fn dispatch(
+        &mut self,
+        conn: &mut Conn<'_, HttpMsg>,
+        request: Request,
+        received: Option<Instant>,
+    ) {
         let seq = self.next_seq;
         self.next_seq += 1;
+        let layered = received.map(|at| {
+            Box::new(Layered::new(
+                RequestInfo::of(&request, at),
+                Layers::shared(&self.settings.middleware.0),
+            ))
+        });
         let target = Target {
             peer: conn.handle(),
             conn_id: self.id,
@@ -570,6 +787,7 @@ impl HttpConn {
             attempt: 0,
             max_response_size: self.settings.max_response_size,
             last_seq: Arc::clone(&self.last_seq),
+            layered,
         };
         let writer = ResponseWriter::new(target);
         enter_inline(self.id);
@@ -643,6 +861,7 @@ impl HttpConn {
                 attempt: 1,
                 max_response_size: self.settings.max_response_size,
                 last_seq: Arc::clone(&self.last_seq),
+                layered: facts.layered,
             });
             enter_inline(self.id);
             let handler = &*self.handler;
@@ -658,11 +877,19 @@ impl HttpConn {
     /// Files a response or part of one under its sequence number.
     fn accept_part(&mut self, out: Outgoing) {
         if out.seq < self.next_out {
-            // Its response already finished (e.g. cut off); a late part.
+            // Its response already finished (e.g. cut off, or answered by
+            // on_timeout); a late part, whose exchange was reported.
+            if let Some(record) = out.record {
+                record.discard();
+            }
             return;
         }
         if out.attempt == 0 && self.timed_out.contains(&out.seq) {
-            // on_timeout answered instead; the handler's answer is too late.
+            // on_timeout answered instead; the handler's answer is too late
+            // (the exchange is reported with on_timeout's answer).
+            if let Some(record) = out.record {
+                record.discard();
+            }
             return;
         }
         let index = (out.seq - self.next_out) as usize;
@@ -679,6 +906,10 @@ impl HttpConn {
         if out.step == Step::Last {
             pending.step = Step::Last;
         }
+        if out.record.is_some() {
+            pending.record = out.record;
+        }
+        pending.cut |= out.cut;
         pending.then = out.then;
         self.mark_closing(out.seq);
     }
@@ -687,11 +918,23 @@ impl HttpConn {
     fn emit(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         while let Some(Some(pending)) = self.ready.front_mut() {
             pending.head = HeadState::Sent;
+            let mut handed = 0u64;
+            // One clock read per answer, and only with middleware.
+            let now = pending.record.as_ref().map(|_| Instant::now());
             for part in pending.take_parts() {
                 match part {
-                    Part::Bytes(bytes) => conn.write_vec(bytes),
-                    Part::File(f) => conn.write_file(f.file, f.offset, f.len),
+                    Part::Bytes(bytes) => {
+                        handed += bytes.len() as u64;
+                        conn.write_vec(bytes)
+                    }
+                    Part::File(f) => {
+                        handed += f.len;
+                        conn.write_file(f.file, f.offset, f.len)
+                    }
                 }
+            }
+            if let (Some(record), Some(now)) = (&mut pending.record, now) {
+                record.handed(handed, now);
             }
             if pending.step == Step::More {
                 // A stream still being written: later responses wait.
@@ -703,13 +946,19 @@ impl HttpConn {
                 Then::KeepOpen
             };
             let then = pending.then.and(last);
-            self.ready.pop_front();
+            if let Some(Some(done)) = self.ready.pop_front() {
+                if let Some(record) = done.record {
+                    let end = if done.cut { End::Cut } else { End::Completed };
+                    let now = now.unwrap_or_else(Instant::now);
+                    record.complete(then == Then::KeepOpen, end, now);
+                }
+            }
             self.deadlines.remove(&self.next_out);
             self.timed_out.remove(&self.next_out);
             self.next_out += 1;
             if then == Then::Close {
                 self.stop_reading();
-                self.ready.clear();
+                self.abandon(End::Cut);
                 conn.close();
                 return;
             }
@@ -719,6 +968,16 @@ impl HttpConn {
             return;
         }
         self.arm_timer(conn);
+    }
+
+    /// Drops every answer not yet sent, telling the middleware of those
+    /// that have a record how they ended.
+    fn abandon(&mut self, end: End) {
+        for pending in self.ready.drain(..).flatten() {
+            if let Some(record) = pending.record {
+                record.complete(false, end, Instant::now());
+            }
+        }
     }
 
     fn arm_timer(&mut self, conn: &mut Conn<'_, HttpMsg>) {
@@ -857,14 +1116,21 @@ impl Protocol for HttpConn {
         match self.timer {
             Timer::Head { .. } | Timer::Body { .. } => {
                 debug!("{}: request timeout: 408", self.peer_addr);
-                let mut bytes = Vec::new();
-                write_plain_close(
-                    &mut bytes,
+                let payload = self.refused_payload();
+                let layered = self.refused_info(None);
+                self.stop_reading();
+                self.file_own(
+                    layered,
                     StatusCode::REQUEST_TIMEOUT,
+                    HeaderMap::new(),
                     b"Request Timeout",
-                    self.refused_payload(),
+                    OwnFraming {
+                        version: Version::HTTP_11,
+                        then: Then::Close,
+                        payload,
+                    },
                 );
-                conn.write_vec(bytes);
+                self.emit(conn);
                 conn.close();
             }
             Timer::Idle => {
@@ -891,6 +1157,7 @@ impl Protocol for HttpConn {
                 "connection closed during the body",
             );
         }
+        self.abandon(End::ClientGone);
         if self.session == Session::Announced {
             let peer = self.peer_addr;
             if catch_unwind(AssertUnwindSafe(|| self.handler.on_disconnection(peer))).is_err() {

@@ -11,9 +11,10 @@ use pistachio_transport::{
 };
 
 use crate::conn::{HttpConn, Settings};
+use crate::middleware::{EndpointLayers, SharedLayers};
 use crate::parser::Limits;
 use crate::writer::HttpMsg;
-use crate::Handler;
+use crate::{Handler, Middleware};
 
 /// Endpoint options (Pistache's `Http::Endpoint::Options`), builder style.
 ///
@@ -48,6 +49,7 @@ pub struct Options {
     limits: Limits,
     listener: ListenerOptions,
     thread_name_prefix: String,
+    middleware: EndpointLayers,
 }
 
 impl Default for Options {
@@ -69,6 +71,7 @@ impl Default for Options {
             limits: Limits::default(),
             listener: ListenerOptions::default(),
             thread_name_prefix: transport.thread_name_prefix,
+            middleware: EndpointLayers::default(),
         }
     }
 }
@@ -210,6 +213,32 @@ impl Options {
         self
     }
 
+    /// Wraps every exchange of the endpoint in `middleware` (see
+    /// [`Middleware`] for the hooks and their order). Called more than
+    /// once, the first added is the outermost: its `on_head` runs first,
+    /// its `on_response` and `on_complete` last. Endpoint-wide middleware
+    /// wraps whatever the handler adds (a router's layers), and is the only
+    /// middleware that sees the answers the HTTP layer makes itself
+    /// (malformed requests, request timeouts). It wraps any handler, a
+    /// closure given to [`Endpoint::serve`] as well as a router.
+    ///
+    /// ```
+    /// use pistachio_http::{Exchange, Middleware, Options};
+    ///
+    /// struct AccessLog;
+    /// impl Middleware for AccessLog {
+    ///     fn on_complete(&self, ex: &Exchange<'_>) {
+    ///         log::info!("{} {} {}", ex.request.peer_addr(), ex.status.as_u16(), ex.body_bytes);
+    ///     }
+    /// }
+    /// let options = Options::default().middleware(AccessLog);
+    /// # let _ = options;
+    /// ```
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.0.push(std::sync::Arc::new(middleware));
+        self
+    }
+
     /// Worker threads are named `{prefix}{i}` (default `pistachio-w`).
     pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.thread_name_prefix = prefix.into();
@@ -321,6 +350,9 @@ impl Endpoint {
             body_timeout: self.options.body_timeout,
             max_response_size: self.options.max_response_size,
             keepalive_timeout: self.options.keepalive_timeout,
+            layered: !self.options.middleware.0.is_empty() || handler.layered(),
+            handler_layered: handler.layered(),
+            middleware: SharedLayers(self.options.middleware.0.clone().into()),
         });
         let mut config = ServerConfig::default();
         config.threads = self.options.threads;

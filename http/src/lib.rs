@@ -43,6 +43,7 @@ mod endpoint;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod middleware;
 mod parser;
 mod pool;
 mod request;
@@ -51,6 +52,7 @@ mod writer;
 
 pub use body::{BodyMode, BodyStream};
 pub use endpoint::{Endpoint, Options, ShutdownHandle};
+pub use middleware::{run_heads, Answer, End, Exchange, HeadAction, Middleware, RequestInfo};
 pub use request::{percent_decode, Request};
 pub use writer::{ResponseStream, ResponseWriter};
 
@@ -94,6 +96,24 @@ pub trait Handler: Send + Sync + 'static {
         BodyMode::Buffered
     }
 
+    /// Whether this handler brings middleware of its own (a router with
+    /// layers): only then does the connection call [`Handler::on_head`]
+    /// and keep each request's facts ([`RequestInfo`]) for response and
+    /// completion hooks. Asked once, when the endpoint starts serving.
+    fn layered(&self) -> bool {
+        false
+    }
+
+    /// The request head is parsed, after the endpoint-wide middleware's
+    /// [`Middleware::on_head`] and with the same contract (before any body
+    /// byte is read; answering closes the connection if the request has a
+    /// body). Called only if [`Handler::layered`] says so. A router runs
+    /// its own layers' head hooks here, with the route already known.
+    fn on_head(&self, request: &Request) -> HeadAction {
+        let _ = request;
+        HeadAction::Continue
+    }
+
     /// A connection is ready (after its TLS handshake). Called exactly once
     /// per connection, on its worker, before any of its requests.
     fn on_connection(&self, info: &ConnectionInfo) {
@@ -122,6 +142,12 @@ impl<H: Handler + ?Sized> Handler for std::sync::Arc<H> {
     }
     fn body_mode(&self, request: &Request) -> BodyMode {
         (**self).body_mode(request)
+    }
+    fn layered(&self) -> bool {
+        (**self).layered()
+    }
+    fn on_head(&self, request: &Request) -> HeadAction {
+        (**self).on_head(request)
     }
     fn on_timeout(&self, response: ResponseWriter) {
         (**self).on_timeout(response)

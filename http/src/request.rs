@@ -72,6 +72,10 @@ impl Request {
         }
     }
 
+    pub(crate) fn head(&self) -> &RequestHead {
+        &self.head
+    }
+
     pub(crate) fn set_client_subject(&mut self, subject: Option<Arc<str>>) {
         self.client_subject = subject;
     }

@@ -208,32 +208,6 @@ pub(crate) enum Payload {
     HeadOnly,
 }
 
-/// A short `text/plain` answer the server gives itself (a refused request,
-/// a request timeout), after which the connection closes.
-pub(crate) fn write_plain_close(
-    out: &mut Vec<u8>,
-    status: StatusCode,
-    body: &[u8],
-    payload: Payload,
-) {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(SERVER_TEXT),
-    );
-    write_head(
-        out,
-        Version::HTTP_11,
-        status,
-        &headers,
-        body.len(),
-        Then::Close,
-    );
-    if payload == Payload::Body {
-        out.extend_from_slice(body);
-    }
-}
-
 /// Makes the response head at the start of `bytes` (as written by this
 /// module, not yet sent) say `Connection: close`: the connection will
 /// close after it although the head was written for keep-alive.

@@ -16,6 +16,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LAST_MODIFIED, SET_COO
 use http::{HeaderMap, Method, StatusCode, Version};
 use pistachio_transport::PeerHandle;
 
+use crate::middleware::{Layered, Layers, Middleware, Pending, RequestInfo};
 use crate::response::{
     force_close, status_allows_body, write_head, write_head_chunked, write_head_close_delimited,
     Framing, Payload, Then, SERVER_TEXT,
@@ -44,6 +45,11 @@ pub(crate) struct Outgoing {
     /// 0 from the request's own writer, 1 from the one given to
     /// `Handler::on_timeout` (which then wins).
     pub(crate) attempt: u8,
+    /// With the head, when middleware wraps the exchange: what its
+    /// completion hooks are told.
+    pub(crate) record: Option<Box<Pending>>,
+    /// The server cut this answer off (it ends with this part).
+    pub(crate) cut: bool,
 }
 
 /// What the connection needs to answer a request in place of its handler.
@@ -53,6 +59,7 @@ pub(crate) struct RequestFacts {
     pub(crate) method: Method,
     pub(crate) version: Version,
     pub(crate) then: Then,
+    pub(crate) layered: Option<Box<Layered>>,
 }
 
 /// Whether a part handed to the connection ends its response.
@@ -130,6 +137,8 @@ pub(crate) struct Target {
     /// Sequence number of the connection's last response (the connection
     /// closes after it), or `u64::MAX`: set when a graceful shutdown begins.
     pub(crate) last_seq: Arc<AtomicU64>,
+    /// The middleware wrapping this exchange, if any.
+    pub(crate) layered: Option<Box<Layered>>,
 }
 
 impl Target {
@@ -159,7 +168,27 @@ impl Target {
             method: self.method.clone(),
             version: self.version,
             then: self.then,
+            layered: self.layered.clone(),
         }
+    }
+
+    /// Runs the response hooks over `headers`; `Err` if one panicked.
+    fn respond(&self, status: StatusCode, headers: &mut HeaderMap) -> Result<(), ()> {
+        match &self.layered {
+            Some(layered) => layered.respond(status, headers),
+            None => Ok(()),
+        }
+    }
+
+    /// The completion record of an answer whose head is `head_len` bytes.
+    fn record(
+        &mut self,
+        status: StatusCode,
+        headers: HeaderMap,
+        head_len: usize,
+    ) -> Option<Box<Pending>> {
+        let layered = self.layered.take()?;
+        Some(layered.answered(status, headers, head_len))
     }
 
     fn set_deadline(&self, at: Instant) {
@@ -181,18 +210,19 @@ impl Target {
     /// Hands bytes to the connection: directly when on its worker inside its
     /// handler, else through the worker's mailbox.
     fn deliver(&self, bytes: Vec<u8>, step: Step, then: Then) {
-        self.deliver_file(bytes, None, step, then);
-    }
-
-    fn deliver_file(&self, bytes: Vec<u8>, file: Option<FileBody>, step: Step, then: Then) {
-        let out = Outgoing {
+        self.hand(Outgoing {
             seq: self.seq,
             bytes,
-            file,
+            file: None,
             step,
             then,
             attempt: self.attempt,
-        };
+            record: None,
+            cut: false,
+        });
+    }
+
+    fn hand(&self, out: Outgoing) {
         let out = INLINE.with(|slot| {
             let mut inline = slot.borrow_mut();
             if inline.conn_id == Some(self.conn_id) {
@@ -203,8 +233,11 @@ impl Target {
             }
         });
         if let Some(out) = out {
-            if self.peer.post(HttpMsg::Response(out)).is_err() {
+            if let Err(HttpMsg::Response(out)) = self.peer.post(HttpMsg::Response(out)) {
                 log::debug!("{}: server stopped before the response", self.peer_addr);
+                if let Some(record) = out.record {
+                    record.complete(false, crate::End::ClientGone, Instant::now());
+                }
             }
         }
     }
@@ -245,6 +278,24 @@ impl ResponseWriter {
         self.target
             .as_ref()
             .expect("a writer has a target until it answers")
+    }
+
+    /// Wraps this exchange in `layer` too, inside the middleware already
+    /// wrapping it: its [`Middleware::on_response`] runs before theirs and
+    /// its [`Middleware::on_complete`] too. For handlers that bring
+    /// middleware of their own (a router's layers); the handler's
+    /// [`Handler::layered`](crate::Handler::layered) should say so, or the
+    /// exchange's [`RequestInfo`] lacks its target and path.
+    pub fn push_layer(&mut self, layer: Arc<dyn Middleware>) {
+        let Some(target) = self.target.as_mut() else {
+            return;
+        };
+        let layered = target.layered.get_or_insert_with(|| {
+            let info =
+                RequestInfo::partial(target.method.clone(), target.version, target.peer_addr);
+            Box::new(Layered::new(info, Layers::owned(Vec::new())))
+        });
+        layered.layers.push(layer);
     }
 
     /// The response headers so far. `Content-Length`, `Date`, `Connection`
@@ -308,7 +359,8 @@ impl ResponseWriter {
     /// the head is sent.
     pub fn send(mut self, status: StatusCode, body: impl AsRef<[u8]>) {
         if let Some(target) = self.target.take() {
-            send_whole(&target, status, &self.headers, body.as_ref());
+            let headers = std::mem::take(&mut self.headers);
+            send_whole(target, status, headers, body.as_ref());
         }
     }
 
@@ -362,14 +414,19 @@ impl ResponseWriter {
             self.send(StatusCode::INTERNAL_SERVER_ERROR, "file too large");
             return Err(io::Error::other("file too large for this platform"));
         };
-        let target = self.target.take().expect("a writer answers once");
+        let mut target = self.target.take().expect("a writer answers once");
+        let mut headers = std::mem::take(&mut self.headers);
+        if target.respond(StatusCode::OK, &mut headers).is_err() {
+            send_panicked(target);
+            return Ok(());
+        }
         let then = target.then_now();
         let mut head = Vec::with_capacity(256);
         write_head(
             &mut head,
             target.version,
             StatusCode::OK,
-            &self.headers,
+            &headers,
             length,
             then,
         );
@@ -378,7 +435,17 @@ impl ResponseWriter {
             offset: 0,
             len,
         });
-        target.deliver_file(head, body, Step::Last, then);
+        let record = target.record(StatusCode::OK, headers, head.len());
+        target.hand(Outgoing {
+            seq: target.seq,
+            bytes: head,
+            file: body,
+            step: Step::Last,
+            then,
+            attempt: target.attempt,
+            record,
+            cut: false,
+        });
         Ok(())
     }
 
@@ -387,18 +454,34 @@ impl ResponseWriter {
     /// The head is sent with the first [`ResponseStream::flush`] or
     /// [`ResponseStream::end`].
     pub fn stream(mut self, status: StatusCode) -> ResponseStream {
-        let target = self.target.take().expect("a writer answers once");
+        let mut target = self.target.take().expect("a writer answers once");
+        let mut headers = std::mem::take(&mut self.headers);
+        if target.respond(status, &mut headers).is_err() {
+            send_panicked(target);
+            return ResponseStream {
+                payload: Payload::HeadOnly,
+                head: StreamHead::Delivered,
+                target: None,
+                buf: Vec::new(),
+                framing: Framing::Close,
+                then: Then::Close,
+                written: 0,
+                record: None,
+            };
+        }
         let mut buf = Vec::with_capacity(256);
         // HTTP/1.0 clients do not know chunked: the close ends the body.
         let (framing, then) = if target.version == Version::HTTP_11 {
             let then = target.then_now();
-            write_head_chunked(&mut buf, target.version, status, &self.headers, then);
+            write_head_chunked(&mut buf, target.version, status, &headers, then);
             (Framing::Chunked, then)
         } else {
-            write_head_close_delimited(&mut buf, target.version, status, &self.headers);
+            write_head_close_delimited(&mut buf, target.version, status, &headers);
             (Framing::Close, Then::Close)
         };
+        let record = target.record(status, headers, buf.len());
         ResponseStream {
+            record,
             payload: target.payload(status),
             head: StreamHead::Buffered,
             target: Some(target),
@@ -418,7 +501,7 @@ impl Drop for ResponseWriter {
                 target.peer_addr
             );
             send_plain(
-                &target,
+                target,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 b"Internal Server Error",
             );
@@ -426,7 +509,7 @@ impl Drop for ResponseWriter {
     }
 }
 
-fn send_whole(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[u8]) {
+fn send_whole(target: Target, status: StatusCode, headers: HeaderMap, body: &[u8]) {
     if body.len() > target.max_response_size {
         log::warn!(
             "{}: response of {} bytes exceeds max_response_size ({}): 500",
@@ -444,27 +527,60 @@ fn send_whole(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[
 }
 
 /// A short `text/plain` answer the server gives in the handler's place.
-fn send_plain(target: &Target, status: StatusCode, body: &[u8]) {
+fn send_plain(target: Target, status: StatusCode, body: &[u8]) {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(SERVER_TEXT));
-    send_whole_unchecked(target, status, &headers, body);
+    send_whole_unchecked(target, status, headers, body);
 }
 
-fn send_whole_unchecked(target: &Target, status: StatusCode, headers: &HeaderMap, body: &[u8]) {
+/// The `500` that replaces an answer whose response hook panicked (the
+/// hooks do not run again).
+fn send_panicked(target: Target) {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(SERVER_TEXT));
+    write_whole(
+        target,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        headers,
+        b"Internal Server Error",
+    );
+}
+
+fn send_whole_unchecked(target: Target, status: StatusCode, mut headers: HeaderMap, body: &[u8]) {
+    if target.respond(status, &mut headers).is_err() {
+        return send_panicked(target);
+    }
+    write_whole(target, status, headers, body);
+}
+
+fn write_whole(mut target: Target, status: StatusCode, headers: HeaderMap, body: &[u8]) {
     let then = target.then_now();
     let mut bytes = pistachio_transport::buffers::take(128 + headers.len() * 32 + body.len());
     write_head(
         &mut bytes,
         target.version,
         status,
-        headers,
+        &headers,
         body.len(),
         then,
     );
+    let head_len = bytes.len();
     if target.payload(status) == Payload::Body {
         bytes.extend_from_slice(body);
     }
-    target.deliver(bytes, Step::Last, then);
+    match target.record(status, headers, head_len) {
+        None => target.deliver(bytes, Step::Last, then),
+        record => target.hand(Outgoing {
+            seq: target.seq,
+            bytes,
+            file: None,
+            step: Step::Last,
+            then,
+            attempt: target.attempt,
+            record,
+            cut: false,
+        }),
+    }
 }
 
 /// Whether a [`ResponseStream`]'s head was handed to the connection.
@@ -503,6 +619,8 @@ pub struct ResponseStream {
     head: StreamHead,
     /// Body bytes written so far (for `max_response_size`).
     written: usize,
+    /// The completion record, handed over with the head.
+    record: Option<Box<Pending>>,
 }
 
 impl fmt::Debug for ResponseStream {
@@ -521,10 +639,35 @@ impl ResponseStream {
     fn take_buf(&mut self, then: Then) -> Vec<u8> {
         let mut bytes = std::mem::take(&mut self.buf);
         if then == Then::Close && self.head == StreamHead::Buffered {
+            let before = bytes.len();
             force_close(&mut bytes);
+            if let Some(record) = &mut self.record {
+                record.head_len += (bytes.len() - before) as u64;
+            }
         }
         self.head = StreamHead::Delivered;
         bytes
+    }
+
+    /// Hands `bytes` over, with the completion record if the head is in
+    /// them.
+    fn hand(&mut self, bytes: Vec<u8>, step: Step, then: Then, cut: bool) {
+        let Some(target) = &self.target else {
+            return;
+        };
+        if self.record.is_none() && !cut {
+            return target.deliver(bytes, step, then);
+        }
+        target.hand(Outgoing {
+            seq: target.seq,
+            bytes,
+            file: None,
+            step,
+            then,
+            attempt: target.attempt,
+            record: self.record.take(),
+            cut,
+        });
     }
 
     /// Appends `data` to the response (one chunk on HTTP/1.1). Empty
@@ -547,8 +690,10 @@ impl ResponseStream {
                     "{}: streamed response exceeds max_response_size ({limit}): cut off",
                     target.peer_addr
                 );
+                self.target = Some(target);
                 let bytes = self.take_buf(Then::Close);
-                target.deliver(bytes, Step::Last, Then::Close);
+                self.hand(bytes, Step::Last, Then::Close, true);
+                self.target = None;
             }
             return;
         }
@@ -570,10 +715,10 @@ impl ResponseStream {
         if self.buf.is_empty() {
             return;
         }
-        if let Some(target) = &self.target {
+        if self.target.is_some() {
             let bytes = std::mem::take(&mut self.buf);
             self.head = StreamHead::Delivered;
-            target.deliver(bytes, Step::More, self.then);
+            self.hand(bytes, Step::More, self.then, false);
         }
     }
 
@@ -583,21 +728,24 @@ impl ResponseStream {
         if self.framing == Framing::Chunked && self.payload == Payload::Body {
             self.buf.extend_from_slice(b"0\r\n\r\n");
         }
-        if let Some(target) = self.target.take() {
-            target.deliver(std::mem::take(&mut self.buf), Step::Last, self.then);
+        if self.target.is_some() {
+            let bytes = std::mem::take(&mut self.buf);
+            self.hand(bytes, Step::Last, self.then, false);
+            self.target = None;
         }
     }
 }
 
 impl Drop for ResponseStream {
     fn drop(&mut self) {
-        if let Some(target) = self.target.take() {
+        if let Some(target) = &self.target {
             log::debug!(
                 "{}: response stream dropped before end: closing the connection",
                 target.peer_addr
             );
             let bytes = self.take_buf(Then::Close);
-            target.deliver(bytes, Step::Last, Then::Close);
+            self.hand(bytes, Step::Last, Then::Close, true);
+            self.target = None;
         }
     }
 }

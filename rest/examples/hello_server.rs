@@ -20,7 +20,24 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use pistachio_rest::{Endpoint, Options, Request, ResponseWriter, StatusCode, TlsConfig};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pistachio_rest::{
+    Endpoint, Exchange, Middleware, Options, Request, ResponseWriter, StatusCode, TlsConfig,
+};
+
+/// `--trivial-middleware` (for measuring what middleware costs): counts
+/// the successful exchanges.
+#[derive(Default)]
+struct CountOk(AtomicU64);
+
+impl Middleware for CountOk {
+    fn on_complete(&self, exchange: &Exchange<'_>) {
+        if exchange.status.is_success() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 struct Args {
     addr: String,
@@ -29,6 +46,7 @@ struct Args {
     tls_key: Option<PathBuf>,
     self_signed: bool,
     per_worker_listeners: bool,
+    trivial_middleware: bool,
 }
 
 /// Size of the `/big` body.
@@ -46,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
         tls_key: None,
         self_signed: false,
         per_worker_listeners: false,
+        trivial_middleware: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +85,8 @@ fn parse_args() -> Result<Args, String> {
             "--tls-key" => args.tls_key = Some(value()?.into()),
             "--self-signed" => args.self_signed = true,
             "--per-worker-listeners" => args.per_worker_listeners = true,
+            // Hidden: for measuring the cost of a middleware.
+            "--trivial-middleware" => args.trivial_middleware = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
@@ -83,6 +104,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut options = Options::default().per_worker_listeners(args.per_worker_listeners);
     if let Some(n) = args.threads {
         options = options.threads(n);
+    }
+    if args.trivial_middleware {
+        options = options.middleware(CountOk::default());
     }
     let mut cacert = None;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {

@@ -22,10 +22,23 @@
 //! * `--max-value-size BYTES` — largest value (request body) accepted,
 //!   larger gets `413` (default 4 MiB).
 //!
-//! Logs go through `env_logger` (`RUST_LOG=debug`). Ctrl-C or SIGTERM shuts
-//! the server down cleanly.
+//! Every exchange is written to stderr as one access-log line, by a
+//! [`Middleware`](pistachio_rest::Middleware) installed endpoint-wide, so
+//! that the router's `404`/`405` and the HTTP layer's own `400`/`408`/`413`/
+//! `431` answers are logged too:
+//!
+//! ```text
+//! access: 127.0.0.1:50312 "PUT /v1/kv/greeting HTTP/1.1" 201 0 0.2ms keep-alive completed
+//! ```
+//!
+//! (client, request line (`-` for a request that could not be parsed),
+//! status, body bytes sent, time until the last byte was handed to the
+//! transport, whether the connection stays open, how the exchange ended).
+//! Other logs go through `env_logger` (`RUST_LOG=debug`). Ctrl-C or
+//! SIGTERM shuts the server down cleanly.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
@@ -33,8 +46,8 @@ use std::sync::{Arc, RwLock};
 use pistachio_rest::header::{HeaderValue, CONTENT_TYPE};
 use pistachio_rest::serde_json::json;
 use pistachio_rest::{
-    bind, Description, Endpoint, HttpError, Options, RestRequest, RestResponse, Router, Schema,
-    StatusCode, TlsConfig,
+    bind, Description, End, Endpoint, Exchange, HttpError, Middleware, Options, RestRequest,
+    RestResponse, Router, Schema, StatusCode, TlsConfig,
 };
 
 const USAGE: &str = "usage: rest_server [--addr ADDR] [--threads N] \
@@ -180,6 +193,34 @@ impl Store {
     }
 }
 
+/// One line per exchange on stderr.
+struct AccessLog;
+
+impl Middleware for AccessLog {
+    fn on_complete(&self, ex: &Exchange<'_>) {
+        let req = ex.request;
+        let line = format!(
+            "access: {} \"{} {} {:?}\" {} {} {:.1}ms {} {}\n",
+            req.peer_addr(),
+            req.method().map_or("-", |m| m.as_str()),
+            req.target().unwrap_or("-"),
+            req.version(),
+            ex.status.as_u16(),
+            ex.body_bytes,
+            ex.total.as_secs_f64() * 1000.0,
+            if ex.keep_alive { "keep-alive" } else { "close" },
+            match ex.end {
+                End::Completed => "completed",
+                End::ClientGone => "client-gone",
+                End::Cut => "cut",
+                _ => "other",
+            },
+        );
+        // One write per line, so that lines of different workers do not mix.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+}
+
 /// The API: routes, handlers and their documentation in one place.
 fn api(store: &Arc<Store>, server_url: &str) -> Description {
     let mut api = Description::new("pistachio key-value store", "1.0.0");
@@ -259,7 +300,9 @@ fn api(store: &Arc<Store>, server_url: &str) -> Description {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut options = Options::default().max_request_size(args.max_value_size);
+    let mut options = Options::default()
+        .max_request_size(args.max_value_size)
+        .middleware(AccessLog);
     if let Some(n) = args.threads {
         options = options.threads(n);
     }

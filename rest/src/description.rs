@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::request::RestRequest;
 use crate::response::{Outcome, RestResponse};
+use crate::router::FlatRoute;
 use crate::router::{box_handler, BoxHandler, BoxMiddleware, Flow, RouteError, Router};
 use crate::tree::{parse_pattern, Segment};
 
@@ -583,22 +584,29 @@ impl Router {
         let document = Arc::new(document);
         // Each described route keeps its own handler and middleware as they
         // are: no wrapping, no extra call per request.
-        let mut flat: Vec<crate::router::FlatRoute> = Vec::new();
+        let mut flat: Vec<FlatRoute> = Vec::new();
         if let Some(path) = description.openapi_path {
             let serve = move |_req: RestRequest, mut resp: RestResponse| {
                 resp.set_mime("application/json");
                 resp.send(StatusCode::OK, document.as_slice());
             };
-            flat.push((
-                Method::GET,
-                path,
-                crate::router::box_handler(serve),
-                Vec::new(),
-            ));
+            flat.push(FlatRoute {
+                method: Method::GET,
+                pattern: path,
+                handler: crate::router::box_handler(serve),
+                middleware: Vec::new(),
+                layers: Vec::new(),
+            });
         }
         for route in description.routes {
             let handler = route.handler.expect("validated: every route has a handler");
-            flat.push((route.method, route.pattern, handler, route.middleware));
+            flat.push(FlatRoute {
+                method: route.method,
+                pattern: route.pattern,
+                handler,
+                middleware: route.middleware,
+                layers: Vec::new(),
+            });
         }
         self.mount_flat(flat)
     }

@@ -101,9 +101,9 @@ pub use pistachio_reactor as reactor;
 pub use pistachio_transport as transport;
 
 pub use pistachio_http::{
-    header, percent_decode, BodyMode, BodyStream, ConnectionInfo, Endpoint, Handler, HeaderMap,
-    HeaderName, HeaderValue, Method, Options, Request, ResponseStream, ResponseWriter,
-    ShutdownHandle, StatusCode, Version,
+    header, percent_decode, Answer, BodyMode, BodyStream, ConnectionInfo, End, Endpoint, Exchange,
+    Handler, HeadAction, HeaderMap, HeaderName, HeaderValue, Method, Middleware, Options, Request,
+    RequestInfo, ResponseStream, ResponseWriter, ShutdownHandle, StatusCode, Version,
 };
 pub use pistachio_transport::{
     ClientCerts, ListenerOptions, ShutdownReport, TlsConfig, TlsConfigBuilder, TlsInfo,

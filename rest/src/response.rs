@@ -150,6 +150,10 @@ impl RestResponse {
         }
     }
 
+    pub(crate) fn writer_mut(&mut self) -> &mut ResponseWriter {
+        self.writer()
+    }
+
     fn writer(&mut self) -> &mut ResponseWriter {
         self.writer
             .as_mut()

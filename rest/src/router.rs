@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use pistachio_http::header::{HeaderValue, ALLOW};
-use pistachio_http::{Handler, Method, Request, ResponseWriter, StatusCode};
+use pistachio_http::{
+    run_heads, Answer, Handler, HeadAction, Method, Middleware, Request, ResponseWriter, StatusCode,
+};
 
 use crate::request::RestRequest;
 use crate::response::{reclaim, send_error, Home, HttpError, Outcome, RestResponse};
@@ -20,6 +22,9 @@ pub(crate) type BoxHandler =
 
 /// A middleware, boxed.
 pub(crate) type BoxMiddleware = Arc<dyn Fn(&mut RestRequest, RestResponse) -> Flow + Send + Sync>;
+
+/// A layer (whole-exchange middleware), shared.
+pub(crate) type Layer = Arc<dyn Middleware>;
 
 /// Boxes a handler closure returning any [`Outcome`].
 pub(crate) fn box_handler<F, O>(handler: F) -> BoxHandler
@@ -108,6 +113,7 @@ struct Route {
     pattern: Arc<str>,
     handler: BoxHandler,
     middleware: Arc<[BoxMiddleware]>,
+    layers: Arc<[Layer]>,
 }
 
 /// What a successful [`Router::find_route`] found.
@@ -137,7 +143,10 @@ pub struct RouteMatch {
 /// `*`. Routes live in a segment tree, so finding one costs the same with
 /// ten routes or ten thousand.
 ///
-/// Each request goes through:
+/// Each request goes through the router's layers ([`Router::layer`]) and,
+/// once routed, its route's ([`RouteGroup::layer`]): whole-exchange
+/// [`Middleware`] whose head hooks run before the body is read (see
+/// `docs/rest.md`, "Middleware"). Inside them:
 ///
 /// 1. the router's middleware, in order (they see every request, routed or
 ///    not);
@@ -153,6 +162,9 @@ pub struct RouteMatch {
 pub struct Router {
     tree: Node<Vec<Route>>,
     middleware: Vec<BoxMiddleware>,
+    layers: Vec<Layer>,
+    /// Whether any route has layers (its group's).
+    route_layers: bool,
     not_found: Option<BoxHandler>,
     methods: Vec<Method>,
     len: usize,
@@ -169,6 +181,7 @@ impl fmt::Debug for Router {
         f.debug_struct("Router")
             .field("routes", &self.routes())
             .field("middleware", &self.middleware.len())
+            .field("layers", &self.layers.len())
             .field("custom_not_found", &self.not_found.is_some())
             .finish()
     }
@@ -203,6 +216,8 @@ impl Router {
         Router {
             tree: Node::default(),
             middleware: Vec::new(),
+            layers: Vec::new(),
+            route_layers: false,
             not_found: None,
             methods: Vec::new(),
             len: 0,
@@ -249,7 +264,7 @@ impl Router {
         pattern: &str,
         handler: BoxHandler,
     ) -> Result<(), RouteError> {
-        self.insert(method, pattern, handler, Arc::from([]))
+        self.insert(method, pattern, handler, Arc::from([]), Arc::from([]))
     }
 
     fn insert(
@@ -258,6 +273,7 @@ impl Router {
         pattern: &str,
         handler: BoxHandler,
         middleware: Arc<[BoxMiddleware]>,
+        layers: Arc<[Layer]>,
     ) -> Result<(), RouteError> {
         let segments = parse_pattern(pattern).map_err(RouteError::InvalidPattern)?;
         let table = self.tree.entry(&segments).get_or_insert_with(Vec::new);
@@ -270,11 +286,13 @@ impl Router {
         if !self.methods.contains(&method) {
             self.methods.push(method.clone());
         }
+        self.route_layers |= !layers.is_empty();
         table.push(Route {
             method,
             pattern: pattern.into(),
             handler,
             middleware,
+            layers,
         });
         self.len += 1;
         Ok(())
@@ -326,6 +344,33 @@ impl Router {
         self
     }
 
+    /// Wraps every exchange this router answers in `layer` (a
+    /// [`Middleware`]: head, response and completion hooks), routed or not:
+    /// its `404`, `405` and `OPTIONS` answers too. Router layers sit inside
+    /// the endpoint-wide middleware ([`Options::middleware`]) and outside
+    /// the layers of routes ([`RouteGroup::layer`]) and every
+    /// request-only middleware ([`Router::middleware`]); the first added is
+    /// the outermost. See `docs/rest.md`, "Middleware".
+    ///
+    /// [`Options::middleware`]: pistachio_http::Options::middleware
+    ///
+    /// ```
+    /// use pistachio_rest::{HeaderMap, HeaderValue, Middleware, RequestInfo, Router, StatusCode};
+    ///
+    /// struct NoSniff;
+    /// impl Middleware for NoSniff {
+    ///     fn on_response(&self, _req: &RequestInfo, _status: StatusCode, headers: &mut HeaderMap) {
+    ///         headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    ///     }
+    /// }
+    /// let mut router = Router::new();
+    /// router.layer(NoSniff);
+    /// ```
+    pub fn layer(&mut self, layer: impl Middleware) -> &mut Self {
+        self.layers.push(Arc::new(layer));
+        self
+    }
+
     /// Answers requests no route matches (instead of `404 Could not find a
     /// matching route`). Called exactly once per such request.
     pub fn not_found<F, O>(&mut self, handler: F) -> &mut Self
@@ -342,7 +387,7 @@ impl Router {
     /// of the group is left behind.
     pub fn mount(&mut self, group: RouteGroup) -> Result<&mut Self, RouteError> {
         let mut flat = Vec::new();
-        group.flatten("", &[], &mut flat);
+        group.flatten("", &[], &[], &mut flat);
         self.mount_flat(flat)
     }
 
@@ -350,8 +395,21 @@ impl Router {
     /// chain. All or nothing.
     pub(crate) fn mount_flat(&mut self, flat: Vec<FlatRoute>) -> Result<&mut Self, RouteError> {
         let mut added: Vec<(Method, String)> = Vec::new();
-        for (method, pattern, handler, middleware) in flat {
-            if let Err(e) = self.insert(method.clone(), &pattern, handler, middleware.into()) {
+        for FlatRoute {
+            method,
+            pattern,
+            handler,
+            middleware,
+            layers,
+        } in flat
+        {
+            if let Err(e) = self.insert(
+                method.clone(),
+                &pattern,
+                handler,
+                middleware.into(),
+                layers.into(),
+            ) {
                 for (method, pattern) in added.iter().rev() {
                     let _ = self.remove_route(method, pattern);
                 }
@@ -449,7 +507,30 @@ impl Router {
         complete_allow(allowed)
     }
 
-    fn dispatch(&self, request: Request, writer: ResponseWriter) {
+    /// The head hooks of the router's layers, then of the route's.
+    fn head_hooks(&self, request: &Request) -> HeadAction {
+        if let Some((answer, seen)) = run_heads(&self.layers, request) {
+            return HeadAction::Answer(wrapped(answer, &self.layers[..seen], &[]));
+        }
+        if !self.route_layers || request.path() == "*" {
+            return HeadAction::Continue;
+        }
+        let segments: Vec<&str> = split_path(request.path()).collect();
+        let Some((route, _)) = self.resolve(request.method(), &segments) else {
+            return HeadAction::Continue;
+        };
+        match run_heads(&route.layers, request) {
+            Some((answer, seen)) => {
+                HeadAction::Answer(wrapped(answer, &self.layers, &route.layers[..seen]))
+            }
+            None => HeadAction::Continue,
+        }
+    }
+
+    fn dispatch(&self, request: Request, mut writer: ResponseWriter) {
+        for layer in &self.layers {
+            writer.push_layer(Arc::clone(layer));
+        }
         let home: Home = Arc::new(Mutex::new(None));
         let mut req = RestRequest::new(request);
         let resp = RestResponse::new(writer, Arc::clone(&home));
@@ -477,6 +558,10 @@ impl Router {
             .map(|s| percent_decode(s, false).into_owned())
             .collect();
         req.set_match(Arc::clone(&route.pattern), params, splats);
+        let mut resp = resp;
+        for layer in route.layers.iter() {
+            resp.writer_mut().push_layer(Arc::clone(layer));
+        }
 
         let Some(resp) = run_chain(&route.middleware, &mut req, resp, &home) else {
             return;
@@ -575,9 +660,26 @@ fn answer_error(home: &Home, error: HttpError) {
     }
 }
 
+/// An answer given by a layer of `router` or of `route` (those that saw
+/// the head), made to pass through them on its way out.
+fn wrapped(mut answer: Answer, router: &[Layer], route: &[Layer]) -> Answer {
+    for layer in route.iter().rev().chain(router.iter().rev()) {
+        answer.within(Arc::clone(layer));
+    }
+    answer
+}
+
 impl Handler for Router {
     fn on_request(&self, request: Request, response: ResponseWriter) {
         self.dispatch(request, response);
+    }
+
+    fn layered(&self) -> bool {
+        !self.layers.is_empty() || self.route_layers
+    }
+
+    fn on_head(&self, request: &Request) -> HeadAction {
+        self.head_hooks(request)
     }
 }
 
@@ -607,6 +709,7 @@ impl Handler for Router {
 pub struct RouteGroup {
     prefix: String,
     middleware: Vec<BoxMiddleware>,
+    layers: Vec<Layer>,
     routes: Vec<(Method, String, BoxHandler)>,
     groups: Vec<RouteGroup>,
 }
@@ -616,6 +719,7 @@ impl fmt::Debug for RouteGroup {
         f.debug_struct("RouteGroup")
             .field("prefix", &self.prefix)
             .field("middleware", &self.middleware.len())
+            .field("layers", &self.layers.len())
             .field(
                 "routes",
                 &self
@@ -629,7 +733,15 @@ impl fmt::Debug for RouteGroup {
     }
 }
 
-pub(crate) type FlatRoute = (Method, String, BoxHandler, Vec<BoxMiddleware>);
+/// A route with its full pattern and its middleware and layers, outermost
+/// first.
+pub(crate) struct FlatRoute {
+    pub(crate) method: Method,
+    pub(crate) pattern: String,
+    pub(crate) handler: BoxHandler,
+    pub(crate) middleware: Vec<BoxMiddleware>,
+    pub(crate) layers: Vec<Layer>,
+}
 
 macro_rules! group_verbs {
     ($($(#[$doc:meta])* $name:ident => $method:ident;)*) => {
@@ -653,6 +765,7 @@ impl RouteGroup {
         RouteGroup {
             prefix: prefix.to_owned(),
             middleware: Vec::new(),
+            layers: Vec::new(),
             routes: Vec::new(),
             groups: Vec::new(),
         }
@@ -665,6 +778,17 @@ impl RouteGroup {
         F: Fn(&mut RestRequest, RestResponse) -> Flow + Send + Sync + 'static,
     {
         self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// Wraps every exchange routed to a route of this group (and of the
+    /// groups nested in it) in `layer`: per-route layers, inside the
+    /// router's layers, outermost group first, in the order added. Their
+    /// head hooks run with the route already known, before the body is
+    /// read (an authentication layer can refuse a large upload before a
+    /// byte of it arrives).
+    pub fn layer(&mut self, layer: impl Middleware) -> &mut Self {
+        self.layers.push(Arc::new(layer));
         self
     }
 
@@ -704,15 +828,29 @@ impl RouteGroup {
         self
     }
 
-    fn flatten(self, outer_prefix: &str, outer: &[BoxMiddleware], out: &mut Vec<FlatRoute>) {
+    fn flatten(
+        self,
+        outer_prefix: &str,
+        outer: &[BoxMiddleware],
+        outer_layers: &[Layer],
+        out: &mut Vec<FlatRoute>,
+    ) {
         let prefix = join(outer_prefix, &self.prefix);
         let mut chain = outer.to_vec();
         chain.extend(self.middleware);
+        let mut layers = outer_layers.to_vec();
+        layers.extend(self.layers);
         for (method, pattern, handler) in self.routes {
-            out.push((method, join(&prefix, &pattern), handler, chain.clone()));
+            out.push(FlatRoute {
+                method,
+                pattern: join(&prefix, &pattern),
+                handler,
+                middleware: chain.clone(),
+                layers: layers.clone(),
+            });
         }
         for group in self.groups {
-            group.flatten(&prefix, &chain, out);
+            group.flatten(&prefix, &chain, &layers, out);
         }
     }
 }

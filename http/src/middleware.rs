@@ -1,0 +1,599 @@
+//! [`Middleware`]: hooks around the whole exchange, including the answers
+//! the HTTP layer makes itself.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode, Version};
+
+use crate::parser::RequestHead;
+use crate::request::Request;
+
+/// Hooks around one exchange (request and response).
+///
+/// A middleware sees three moments of every exchange it wraps:
+///
+/// 1. [`Middleware::on_head`]: the request head is parsed; no body byte has
+///    been read or buffered and no `100 Continue` sent. It may answer now
+///    ([`HeadAction::Answer`]) instead of the handler.
+/// 2. [`Middleware::on_response`]: the final status is known and the
+///    response head is about to be written; it may add or change header
+///    fields. Runs for every answer: the handler's (whole, streamed, file),
+///    the router's (`404`, `405`, `OPTIONS`), and the HTTP layer's own
+///    (`400`, `408`, `413`, `414`, `431`, the `500` of a panic or a dropped
+///    writer).
+/// 3. [`Middleware::on_complete`]: the exchange is over; an [`Exchange`]
+///    says how it went (for access logs and metrics).
+///
+/// # Order
+///
+/// Middleware installed endpoint-wide ([`Options::middleware`]) wraps
+/// whatever a handler adds (a `Router`'s own layers, then its per-route
+/// layers). On the way in (`on_head`) the outermost runs first; on the way
+/// out (`on_response`, `on_complete`) the innermost runs first:
+///
+/// ```text
+///   on_head:     endpoint 1 → endpoint 2 → router → route → handler
+///   on_response: route → router → endpoint 2 → endpoint 1 → head written
+///   on_complete: route → router → endpoint 2 → endpoint 1
+/// ```
+///
+/// A layer that answers in `on_head` stops the way in: the layers inside
+/// it never see the request; it and the layers outside it see the answer
+/// in `on_response` and `on_complete`. Answers the HTTP layer makes itself
+/// (a malformed request, a request timeout) are seen by the endpoint-wide
+/// layers only.
+///
+/// # Cost
+///
+/// With no middleware installed the connection takes none of these paths:
+/// no allocation, no dynamic call. With middleware, each request keeps a
+/// small record of its facts ([`RequestInfo`]) until it completes: one
+/// allocation per request, and a call per hook per layer.
+///
+/// # Panics
+///
+/// A panic in `on_head` or `on_response` turns that request's answer into
+/// `500 Internal Server Error` (other requests never notice); a panic in
+/// `on_complete` is logged at `warn` and swallowed.
+///
+/// [`Options::middleware`]: crate::Options::middleware
+///
+/// Every hook has a default that does nothing, so a middleware implements
+/// only what it needs. Hooks run on the connection's worker thread (or, for
+/// `on_response`, on whichever thread the handler answers from): keep them
+/// short and never block in them.
+///
+/// # Example
+///
+/// ```
+/// use pistachio_http::{
+///     Endpoint, Exchange, HeaderMap, HeaderValue, Middleware, Options, Request, RequestInfo,
+///     ResponseWriter, StatusCode,
+/// };
+/// use std::io::{Read, Write};
+///
+/// /// Adds a security header to every answer and logs every exchange.
+/// struct Hardening;
+///
+/// impl Middleware for Hardening {
+///     fn on_response(&self, _req: &RequestInfo, _status: StatusCode, headers: &mut HeaderMap) {
+///         headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+///     }
+///     fn on_complete(&self, ex: &Exchange<'_>) {
+///         eprintln!("{} {} {}", ex.request.method().map_or("-", |m| m.as_str()),
+///                   ex.request.target().unwrap_or("-"), ex.status.as_u16());
+///     }
+/// }
+///
+/// let options = Options::default().threads(1).middleware(Hardening);
+/// let mut endpoint = Endpoint::bind("127.0.0.1:0", options)?;
+/// endpoint.serve_threaded(|_req: Request, resp: ResponseWriter| {
+///     resp.send(StatusCode::OK, "hi");
+/// })?;
+/// let mut client = std::net::TcpStream::connect(endpoint.local_addr())?;
+/// client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+/// let mut response = String::new();
+/// client.read_to_string(&mut response)?;
+/// assert!(response.contains("X-Content-Type-Options: nosniff\r\n"));
+/// endpoint.shutdown();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub trait Middleware: Send + Sync + 'static {
+    /// The request head is parsed: before `100 Continue` is sent and before
+    /// any body byte is read or buffered (even before the body size limit
+    /// is checked). Return [`HeadAction::Answer`] to answer in the
+    /// handler's place.
+    ///
+    /// A request with a body that is answered here closes the connection
+    /// after the answer (`Connection: close`): the body is never read, and
+    /// a client that sent `Expect: 100-continue` never gets `100 Continue`,
+    /// so it never sends it. The server's close then reads and discards a
+    /// bounded amount of what the client still sends, so that the answer
+    /// is not destroyed by a TCP reset. A request without a body keeps the
+    /// connection open as usual.
+    fn on_head(&self, request: &Request) -> HeadAction {
+        let _ = request;
+        HeadAction::Continue
+    }
+
+    /// The response head is about to be written with `status`: add or
+    /// change `headers` (`Content-Length`, `Date`, `Connection` and
+    /// `Transfer-Encoding` belong to the server and are ignored).
+    fn on_response(&self, request: &RequestInfo, status: StatusCode, headers: &mut HeaderMap) {
+        let _ = (request, status, headers);
+    }
+
+    /// The exchange is over (see [`Exchange`] for what "over" means).
+    /// Called exactly once per exchange that reached this middleware.
+    fn on_complete(&self, exchange: &Exchange<'_>) {
+        let _ = exchange;
+    }
+}
+
+/// A shared middleware is a middleware too.
+impl<M: Middleware + ?Sized> Middleware for Arc<M> {
+    fn on_head(&self, request: &Request) -> HeadAction {
+        (**self).on_head(request)
+    }
+    fn on_response(&self, request: &RequestInfo, status: StatusCode, headers: &mut HeaderMap) {
+        (**self).on_response(request, status, headers)
+    }
+    fn on_complete(&self, exchange: &Exchange<'_>) {
+        (**self).on_complete(exchange)
+    }
+}
+
+/// What [`Middleware::on_head`] decided.
+#[derive(Debug)]
+pub enum HeadAction {
+    /// Go on: the next layer, then the handler, sees the request.
+    Continue,
+    /// Answer now with this; the handler never sees the request.
+    Answer(Answer),
+}
+
+/// An answer given at the head phase ([`HeadAction::Answer`]).
+///
+/// ```
+/// use pistachio_http::{header, Answer, HeaderValue, StatusCode};
+///
+/// let answer = Answer::new(StatusCode::UNAUTHORIZED, "credentials required")
+///     .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+/// assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+/// ```
+pub struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
+    /// Layers (beyond the endpoint-wide ones) whose response and
+    /// completion hooks the answer passes through, outermost first.
+    pub(crate) layers: Vec<Arc<dyn Middleware>>,
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .field("layers", &self.layers.len())
+            .finish()
+    }
+}
+
+impl Answer {
+    /// An answer with `status` and `body` (`text/plain; charset=utf-8`
+    /// unless a `Content-Type` is set).
+    pub fn new(status: StatusCode, body: impl Into<Vec<u8>>) -> Answer {
+        Answer {
+            status,
+            headers: HeaderMap::new(),
+            body: body.into(),
+            layers: Vec::new(),
+        }
+    }
+
+    /// Adds a header field (builder style).
+    #[must_use]
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Answer {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// The header fields so far.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Makes the answer pass through `layer`'s [`Middleware::on_response`]
+    /// and [`Middleware::on_complete`] too, outside the layers already
+    /// named (but inside the endpoint-wide ones). For a handler with layers of its own (a router) whose
+    /// [`Handler::on_head`](crate::Handler::on_head) answers: the layers
+    /// that saw the head see the answer.
+    pub fn within(&mut self, layer: Arc<dyn Middleware>) {
+        self.layers.insert(0, layer);
+    }
+}
+
+/// The facts of a request that response and completion hooks see; cheap
+/// to clone.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    method: Option<Method>,
+    target: Option<ByteString>,
+    path: Option<ByteString>,
+    version: Version,
+    peer_addr: SocketAddr,
+    received: Instant,
+}
+
+impl RequestInfo {
+    pub(crate) fn of(request: &Request, received: Instant) -> RequestInfo {
+        RequestInfo::of_head(request.head(), request.peer_addr(), received)
+    }
+
+    pub(crate) fn of_head(
+        head: &RequestHead,
+        peer_addr: SocketAddr,
+        received: Instant,
+    ) -> RequestInfo {
+        RequestInfo {
+            method: Some(head.method.clone()),
+            target: Some(head.target.clone()),
+            path: Some(head.path.clone()),
+            version: head.version,
+            peer_addr,
+            received,
+        }
+    }
+
+    /// What a writer knows without the request.
+    pub(crate) fn partial(method: Method, version: Version, peer_addr: SocketAddr) -> RequestInfo {
+        RequestInfo {
+            method: Some(method),
+            target: None,
+            path: None,
+            version,
+            peer_addr,
+            received: Instant::now(),
+        }
+    }
+
+    /// A request the server could not parse (or not all of).
+    pub(crate) fn unparsed(peer_addr: SocketAddr, received: Instant) -> RequestInfo {
+        RequestInfo {
+            method: None,
+            target: None,
+            path: None,
+            version: Version::HTTP_11,
+            peer_addr,
+            received,
+        }
+    }
+
+    /// The method; `None` if the request was refused before its head was
+    /// parsed (a malformed request, a head timeout).
+    pub fn method(&self) -> Option<&Method> {
+        self.method.as_ref()
+    }
+
+    /// The raw request-target as sent (path and query); `None` like
+    /// [`RequestInfo::method`].
+    pub fn target(&self) -> Option<&str> {
+        self.target.as_deref()
+    }
+
+    /// The raw path, without the query; `None` like
+    /// [`RequestInfo::method`].
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+
+    /// The request's version (`HTTP/1.1` when unknown).
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// When the request head was complete (for a refused request: when
+    /// the server refused it). The event loop's clock: it can lag real
+    /// time by the time the loop spends on one round of events.
+    pub fn received(&self) -> Instant {
+        self.received
+    }
+}
+
+/// How an exchange ended.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The whole answer was handed to the transport.
+    Completed,
+    /// The connection closed before the whole answer was handed over (the
+    /// client went away, the server was shut down).
+    ClientGone,
+    /// The answer was cut off by the server: a [`ResponseStream`] dropped
+    /// before [`end`](crate::ResponseStream::end), a stream over
+    /// `max_response_size`, or an answer discarded because the connection
+    /// closed after an earlier one.
+    ///
+    /// [`ResponseStream`]: crate::ResponseStream
+    Cut,
+}
+
+/// One finished exchange, given to [`Middleware::on_complete`].
+///
+/// "Finished" means: the last byte of the answer was handed to the
+/// transport, that is queued on the connection for writing (the transport
+/// writes it as the socket accepts it; it may still sit in the
+/// connection's write queue, and the client may never read it), or the
+/// connection closed before that. Knowing when the kernel accepted the last
+/// byte would take a hook in the transport's write path.
+#[non_exhaustive]
+#[derive(Debug)]
+pub struct Exchange<'a> {
+    /// The request.
+    pub request: &'a RequestInfo,
+    /// The status answered.
+    pub status: StatusCode,
+    /// The response header fields as sent (after every `on_response`),
+    /// without the ones the server adds (`Date`, `Content-Length`,
+    /// `Transfer-Encoding`, `Connection`).
+    pub headers: &'a HeaderMap,
+    /// Bytes of the answer after its head handed to the transport: the body
+    /// (with its chunk framing, for a streamed answer).
+    pub body_bytes: u64,
+    /// From [`RequestInfo::received`] until the response head was handed
+    /// to the transport; `None` if it never was.
+    pub time_to_first_byte: Option<Duration>,
+    /// From [`RequestInfo::received`] until the exchange finished.
+    pub total: Duration,
+    /// Whether the connection stays open for another request.
+    pub keep_alive: bool,
+    /// How the exchange ended.
+    pub end: End,
+}
+
+/// The layers an exchange passes through, outermost first: the
+/// endpoint's (shared, so that a request costs no copy of the list), then
+/// those added for this exchange.
+#[derive(Clone)]
+pub(crate) struct Layers {
+    outer: Arc<[Arc<dyn Middleware>]>,
+    inner: Vec<Arc<dyn Middleware>>,
+}
+
+impl Layers {
+    /// The endpoint's layers.
+    pub(crate) fn shared(outer: &Arc<[Arc<dyn Middleware>]>) -> Layers {
+        Layers {
+            outer: Arc::clone(outer),
+            inner: Vec::new(),
+        }
+    }
+
+    /// A list of its own.
+    pub(crate) fn owned(list: Vec<Arc<dyn Middleware>>) -> Layers {
+        Layers {
+            outer: list.into(),
+            inner: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, layer: Arc<dyn Middleware>) {
+        self.inner.push(layer);
+    }
+
+    /// Innermost first.
+    fn inside_out(&self) -> impl Iterator<Item = &Arc<dyn Middleware>> {
+        self.outer.iter().chain(self.inner.iter()).rev()
+    }
+}
+
+/// Endpoint-wide middleware, in [`Options`](crate::Options).
+#[derive(Clone, Default)]
+pub(crate) struct EndpointLayers(pub(crate) Vec<Arc<dyn Middleware>>);
+
+impl fmt::Debug for EndpointLayers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} middleware", self.0.len())
+    }
+}
+
+/// Endpoint-wide middleware, shared by the connections.
+pub(crate) struct SharedLayers(pub(crate) Arc<[Arc<dyn Middleware>]>);
+
+impl fmt::Debug for SharedLayers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} middleware", self.0.len())
+    }
+}
+
+/// What an exchange wrapped in middleware carries from the request to its
+/// completion: one allocation per request, from the writer to the
+/// connection's completion record.
+#[derive(Clone)]
+pub(crate) struct Layered {
+    pub(crate) info: RequestInfo,
+    pub(crate) layers: Layers,
+    /// Set when the head is written.
+    status: StatusCode,
+    headers: HeaderMap,
+    /// Length of the head in the first part.
+    pub(crate) head_len: u64,
+    /// Bytes handed to the transport so far.
+    handed: u64,
+    first_byte: Option<Instant>,
+    stage: Stage,
+}
+
+/// Where a [`Layered`] is in its exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Not answered yet.
+    Request,
+    /// Answered: a completion record whose hooks are due.
+    Answered,
+    /// The completion hooks ran.
+    Done,
+}
+
+/// The completion record of an answer on its way out.
+pub(crate) type Pending = Layered;
+
+/// A record dropped before its completion hooks ran (its answer was
+/// posted to a connection that had closed meanwhile, or the server
+/// stopped): the client is gone.
+impl Drop for Layered {
+    fn drop(&mut self) {
+        if self.stage == Stage::Answered {
+            self.finish(false, End::ClientGone, Instant::now());
+        }
+    }
+}
+
+impl fmt::Debug for Layered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Layered")
+            .field("info", &self.info)
+            .field("status", &self.status)
+            .field("handed", &self.handed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Layered {
+    pub(crate) fn new(info: RequestInfo, layers: Layers) -> Layered {
+        Layered {
+            info,
+            layers,
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            head_len: 0,
+            handed: 0,
+            first_byte: None,
+            stage: Stage::Request,
+        }
+    }
+
+    /// Runs every `on_response`, innermost first. `Err` if one panicked:
+    /// the caller answers `500` instead (without running them again).
+    pub(crate) fn respond(&self, status: StatusCode, headers: &mut HeaderMap) -> Result<(), ()> {
+        for layer in self.layers.inside_out() {
+            let run = catch_unwind(AssertUnwindSafe(|| {
+                layer.on_response(&self.info, status, headers)
+            }));
+            if run.is_err() {
+                log::warn!(
+                    "{}: middleware panicked in on_response; answered 500",
+                    self.info.peer_addr
+                );
+                return Err(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Becomes the completion record of an answer with `status` and
+    /// `headers` whose head is `head_len` bytes.
+    pub(crate) fn answered(
+        mut self: Box<Self>,
+        status: StatusCode,
+        headers: HeaderMap,
+        head_len: usize,
+    ) -> Box<Self> {
+        self.status = status;
+        self.headers = headers;
+        self.head_len = head_len as u64;
+        self.stage = Stage::Answered;
+        self
+    }
+
+    /// Drops a record whose exchange is reported by another (an answer
+    /// that came after `Handler::on_timeout` answered in its place).
+    pub(crate) fn discard(mut self: Box<Self>) {
+        self.stage = Stage::Done;
+    }
+
+    /// Notes `n` bytes handed to the transport at `now`.
+    pub(crate) fn handed(&mut self, n: u64, now: Instant) {
+        if n > 0 && self.first_byte.is_none() {
+            self.first_byte = Some(now);
+        }
+        self.handed += n;
+    }
+
+    /// Runs every `on_complete`, innermost first; `now` is when the
+    /// exchange finished.
+    pub(crate) fn complete(mut self: Box<Self>, keep_alive: bool, end: End, now: Instant) {
+        self.finish(keep_alive, end, now);
+    }
+
+    fn finish(&mut self, keep_alive: bool, end: End, now: Instant) {
+        if self.stage == Stage::Done {
+            return;
+        }
+        self.stage = Stage::Done;
+        let received = self.info.received;
+        let exchange = Exchange {
+            request: &self.info,
+            status: self.status,
+            headers: &self.headers,
+            body_bytes: self.handed.saturating_sub(self.head_len),
+            time_to_first_byte: self
+                .first_byte
+                .map(|t| t.saturating_duration_since(received)),
+            total: now.saturating_duration_since(received),
+            keep_alive,
+            end,
+        };
+        for layer in self.layers.inside_out() {
+            if catch_unwind(AssertUnwindSafe(|| layer.on_complete(&exchange))).is_err() {
+                log::warn!(
+                    "{}: middleware panicked in on_complete",
+                    self.info.peer_addr
+                );
+            }
+        }
+    }
+}
+
+/// Runs `on_head` of `layers` (outermost first); the first answer wins.
+/// Returns it with the number of layers that saw the head (the one that
+/// answered and those outside it). A panic is a `500`.
+pub fn run_heads(layers: &[Arc<dyn Middleware>], request: &Request) -> Option<(Answer, usize)> {
+    for (i, layer) in layers.iter().enumerate() {
+        match catch_unwind(AssertUnwindSafe(|| layer.on_head(request))) {
+            Ok(HeadAction::Continue) => {}
+            Ok(HeadAction::Answer(answer)) => return Some((answer, i + 1)),
+            Err(_) => {
+                log::warn!(
+                    "{}: middleware panicked in on_head; answered 500",
+                    request.peer_addr()
+                );
+                return Some((panic_answer(), i + 1));
+            }
+        }
+    }
+    None
+}
+
+/// The answer for a panic in a head hook.
+pub(crate) fn panic_answer() -> Answer {
+    Answer::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+}
