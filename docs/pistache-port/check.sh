@@ -74,15 +74,22 @@ build_pistache a3185e0b a3185e0b && servers+=(a3185e0b)
 build_pistache series a3185e0b "$here"/patches/*.patch && servers+=(series)
 
 # --- Rust side: the probe and pistachio's hello_server ----------------------
-probe=""
-if cargo build -q --release -p pistachio-tests --bin tls-probe 2>"$out/probe-build.log"; then
-    probe="$root/target/release/tls-probe"
-else
-    echo "note: tls-probe does not build here (see $out/probe-build.log); cells show n/a"
+# TLS_PROBE / HELLO_SERVER may name prebuilt binaries (e.g. from a tree
+# where the probe already exists); otherwise both are built here.
+probe="${TLS_PROBE:-}"
+if [ -z "$probe" ]; then
+    if cargo build -q --release -p pistachio-tests --bin tls-probe 2>"$out/probe-build.log"; then
+        probe="$root/target/release/tls-probe"
+    else
+        echo "note: tls-probe does not build here (see $out/probe-build.log); cells show n/a"
+    fi
 fi
-if cargo build -q --release -p pistachio-rest --example hello_server 2>"$out/hello-build.log"; then
-    servers+=(pistachio)
+hello_server="${HELLO_SERVER:-}"
+if [ -z "$hello_server" ] \
+    && cargo build -q --release -p pistachio-rest --example hello_server 2>"$out/hello-build.log"; then
+    hello_server="$root/target/release/examples/hello_server"
 fi
+[ -n "$hello_server" ] && servers+=(pistachio)
 
 # --- Runs -------------------------------------------------------------------
 styles=(no-close-notify rst-after-request rst-mid-handshake garbage-record
@@ -103,7 +110,7 @@ for server in "${servers[@]}"; do
         port=$((port + 1))
         log="$out/run-$server-$threads.log"
         if [ "$server" = pistachio ]; then
-            "$root/target/release/examples/hello_server" --tls-cert "$certs/server-chain.pem" \
+            "$hello_server" --tls-cert "$certs/server-chain.pem" \
                 --tls-key "$certs/server.key" --threads "$threads" \
                 --addr "127.0.0.1:$port" >"$out/server-$server-$threads.log" 2>&1 &
         else
