@@ -42,6 +42,11 @@ pub(crate) fn mark_worker_thread() {
     ON_WORKER.with(|w| w.set(true));
 }
 
+/// Whether this thread is a reactor worker (which must never block).
+pub(crate) fn on_worker() -> bool {
+    ON_WORKER.with(Cell::get)
+}
+
 #[derive(Debug)]
 pub(crate) enum Piece {
     Data(Vec<u8>),
