@@ -73,6 +73,10 @@ struct StreamingBody {
     /// `Close`: no request is read after this one (it asked to close, or a
     /// graceful drain began while its body arrived).
     then: Then,
+    /// Most body bytes the handler accepts (`BodyMode::StreamedUpTo`).
+    limit: u64,
+    /// Body bytes forwarded so far.
+    received: u64,
 }
 
 /// A response that cannot be written yet (an earlier one is unfinished), or
@@ -425,6 +429,9 @@ impl HttpConn {
                 }
                 Ok(Parsed::BodyFollows) => self.choose_body_mode(conn),
                 Ok(Parsed::BodyEnd { last, consumed }) => {
+                    if !self.within_body_limit(conn, last.len()) {
+                        continue;
+                    }
                     self.inbuf.drain(..consumed);
                     self.completed += 1;
                     if let Some(body) = self.streaming.take() {
@@ -492,6 +499,19 @@ impl HttpConn {
             }
             return;
         }
+        let limit = match mode {
+            BodyMode::StreamedUpTo(limit) => limit,
+            _ => u64::MAX,
+        };
+        if declared_length.is_some_and(|len| len > limit) {
+            // Refused before any of the body is read (no `100 Continue`).
+            let info = received.map(|at| RequestInfo::of(&request, at));
+            self.reject(
+                ParseError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+                info,
+            );
+            return;
+        }
         let (sender, stream) =
             body::channel(conn.handle(), self.settings.body_timeout, declared_length);
         request.set_body_stream(stream);
@@ -503,6 +523,8 @@ impl HttpConn {
             } else {
                 Then::Close
             },
+            limit,
+            received: 0,
         });
         if expects_continue && self.outstanding() == 0 {
             conn.write(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -656,11 +678,43 @@ impl HttpConn {
     fn forward_streamed(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         let (data, drain) = self.parser.take_streamed();
         self.inbuf.drain(..drain);
+        if !self.within_body_limit(conn, data.len()) {
+            return;
+        }
         if let Some(body) = &self.streaming {
             if body.sender.send(data) {
                 self.set_backlog(conn, Backlog::Body, true);
             }
         }
+    }
+
+    /// Counts `n` more bytes of the streamed body; past its handler's
+    /// limit the stream fails, nothing more is read, and the connection
+    /// closes after the handler's answer.
+    fn within_body_limit(&mut self, conn: &mut Conn<'_, HttpMsg>, n: usize) -> bool {
+        let Some(body) = &mut self.streaming else {
+            return true;
+        };
+        body.received = body.received.saturating_add(n as u64);
+        if body.received <= body.limit {
+            return true;
+        }
+        let Some(body) = self.streaming.take() else {
+            return true;
+        };
+        debug!(
+            "{}: streamed body over its limit ({} bytes)",
+            self.peer_addr, body.limit
+        );
+        self.stop_reading();
+        self.inbuf = Vec::new();
+        body.sender.fail(
+            std::io::ErrorKind::InvalidData,
+            "request body exceeds its size limit",
+        );
+        self.close_after(conn, body.seq);
+        self.set_backlog(conn, Backlog::Body, false);
+        false
     }
 
     /// Answers a request refused at the head stage (e.g. 413) and stops.
