@@ -148,6 +148,10 @@ impl Options {
     }
 
     /// Largest request body accepted; larger gets `413` (default 4 MiB).
+    /// A streamed body ([`BodyMode::Streamed`](crate::BodyMode::Streamed))
+    /// has no limit, and
+    /// [`BodyMode::StreamedUpTo`](crate::BodyMode::StreamedUpTo) brings its
+    /// own in place of this one.
     pub fn max_request_size(mut self, bytes: usize) -> Self {
         self.limits.max_body_size = bytes;
         self
