@@ -25,6 +25,14 @@ pub enum BodyMode {
     /// as it comes, from [`Request::take_body_stream`](crate::Request::take_body_stream).
     /// No size limit applies: memory stays bounded by flow control.
     Streamed,
+    /// Like [`Streamed`](BodyMode::Streamed), but at most this many body
+    /// bytes, in place of the endpoint's `max_request_size` (higher or
+    /// lower): a larger declared `Content-Length` is refused with `413
+    /// Payload Too Large` before any of the body is read; a chunked body
+    /// that grows past it fails the stream with
+    /// [`io::ErrorKind::InvalidData`], and the connection closes after the
+    /// handler's answer (which says `Connection: close`).
+    StreamedUpTo(u64),
 }
 
 /// Decoded bytes a stream may hold before the connection stops reading.
@@ -40,6 +48,11 @@ thread_local! {
 
 pub(crate) fn mark_worker_thread() {
     ON_WORKER.with(|w| w.set(true));
+}
+
+/// Whether this thread is a reactor worker (which must never block).
+pub(crate) fn on_worker() -> bool {
+    ON_WORKER.with(Cell::get)
 }
 
 #[derive(Debug)]

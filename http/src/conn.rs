@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,8 @@ use crate::parser::{Limits, ParseError, Parsed, RequestParser};
 use crate::request::Request;
 use crate::response::{force_close, status_allows_body, write_head, Payload, Then, SERVER_TEXT};
 use crate::writer::{
-    enter_inline, leave_inline, FileBody, HttpMsg, Outgoing, RequestFacts, ResponseWriter, Step,
-    Target,
+    enter_inline, leave_inline, ConnFlow, FileBody, HttpMsg, Outgoing, RequestFacts,
+    ResponseWriter, Step, Target,
 };
 use crate::{BodyMode, ConnectionInfo, End, Handler, HeadAction};
 
@@ -36,6 +36,10 @@ pub(crate) struct Settings {
     pub(crate) body_timeout: Duration,
     pub(crate) keepalive_timeout: Duration,
     pub(crate) max_response_size: usize,
+    /// Bytes a response stream may have handed over and not yet written.
+    pub(crate) max_stream_buffer: usize,
+    /// How long a blocking stream write waits for room.
+    pub(crate) stream_write_timeout: Duration,
     /// Whether any middleware wraps exchanges (endpoint-wide, or the
     /// handler's own): only then are request facts kept.
     pub(crate) layered: bool,
@@ -69,6 +73,10 @@ struct StreamingBody {
     /// `Close`: no request is read after this one (it asked to close, or a
     /// graceful drain began while its body arrived).
     then: Then,
+    /// Most body bytes the handler accepts (`BodyMode::StreamedUpTo`).
+    limit: u64,
+    /// Body bytes forwarded so far.
+    received: u64,
 }
 
 /// A response that cannot be written yet (an earlier one is unfinished), or
@@ -86,6 +94,8 @@ struct Pending {
     record: Option<Box<Record>>,
     /// The server cut the answer off.
     cut: bool,
+    /// A stream's credit, released as its bytes are written.
+    credit: Option<Arc<AtomicUsize>>,
 }
 
 /// Whether a request answered at the head phase has a body due.
@@ -284,6 +294,12 @@ pub(crate) struct HttpConn {
     /// With middleware: when the head of the request whose body is due
     /// arrived (its head hooks ran then).
     head_received: Option<Instant>,
+    /// Shared with response streams: whether the client is gone, and
+    /// where their producers wait for room.
+    flow: Arc<ConnFlow>,
+    /// A stream's bytes in the transport's queue while that is over its
+    /// high-water mark: released by `on_drained`.
+    held: Option<(Arc<AtomicUsize>, usize)>,
 }
 
 impl HttpConn {
@@ -325,6 +341,8 @@ impl HttpConn {
             inline_parts: Vec::new(),
             inline_deadlines: Vec::new(),
             head_received: None,
+            flow: Arc::new(ConnFlow::default()),
+            held: None,
         }
     }
 
@@ -411,6 +429,9 @@ impl HttpConn {
                 }
                 Ok(Parsed::BodyFollows) => self.choose_body_mode(conn),
                 Ok(Parsed::BodyEnd { last, consumed }) => {
+                    if !self.within_body_limit(conn, last.len()) {
+                        continue;
+                    }
                     self.inbuf.drain(..consumed);
                     self.completed += 1;
                     if let Some(body) = self.streaming.take() {
@@ -478,6 +499,19 @@ impl HttpConn {
             }
             return;
         }
+        let limit = match mode {
+            BodyMode::StreamedUpTo(limit) => limit,
+            _ => u64::MAX,
+        };
+        if declared_length.is_some_and(|len| len > limit) {
+            // Refused before any of the body is read (no `100 Continue`).
+            let info = received.map(|at| RequestInfo::of(&request, at));
+            self.reject(
+                ParseError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+                info,
+            );
+            return;
+        }
         let (sender, stream) =
             body::channel(conn.handle(), self.settings.body_timeout, declared_length);
         request.set_body_stream(stream);
@@ -489,6 +523,8 @@ impl HttpConn {
             } else {
                 Then::Close
             },
+            limit,
+            received: 0,
         });
         if expects_continue && self.outstanding() == 0 {
             conn.write(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -616,6 +652,7 @@ impl HttpConn {
             attempt: 0,
             record,
             cut: false,
+            credit: None,
         });
     }
 
@@ -641,11 +678,43 @@ impl HttpConn {
     fn forward_streamed(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         let (data, drain) = self.parser.take_streamed();
         self.inbuf.drain(..drain);
+        if !self.within_body_limit(conn, data.len()) {
+            return;
+        }
         if let Some(body) = &self.streaming {
             if body.sender.send(data) {
                 self.set_backlog(conn, Backlog::Body, true);
             }
         }
+    }
+
+    /// Counts `n` more bytes of the streamed body; past its handler's
+    /// limit the stream fails, nothing more is read, and the connection
+    /// closes after the handler's answer.
+    fn within_body_limit(&mut self, conn: &mut Conn<'_, HttpMsg>, n: usize) -> bool {
+        let Some(body) = &mut self.streaming else {
+            return true;
+        };
+        body.received = body.received.saturating_add(n as u64);
+        if body.received <= body.limit {
+            return true;
+        }
+        let Some(body) = self.streaming.take() else {
+            return true;
+        };
+        debug!(
+            "{}: streamed body over its limit ({} bytes)",
+            self.peer_addr, body.limit
+        );
+        self.stop_reading();
+        self.inbuf = Vec::new();
+        body.sender.fail(
+            std::io::ErrorKind::InvalidData,
+            "request body exceeds its size limit",
+        );
+        self.close_after(conn, body.seq);
+        self.set_backlog(conn, Backlog::Body, false);
+        false
     }
 
     /// Answers a request refused at the head stage (e.g. 413) and stops.
@@ -788,6 +857,9 @@ impl HttpConn {
             max_response_size: self.settings.max_response_size,
             last_seq: Arc::clone(&self.last_seq),
             layered,
+            flow: Arc::clone(&self.flow),
+            max_stream_buffer: self.settings.max_stream_buffer,
+            stream_write_timeout: self.settings.stream_write_timeout,
         };
         let writer = ResponseWriter::new(target);
         enter_inline(self.id);
@@ -862,6 +934,9 @@ impl HttpConn {
                 max_response_size: self.settings.max_response_size,
                 last_seq: Arc::clone(&self.last_seq),
                 layered: facts.layered,
+                flow: Arc::clone(&self.flow),
+                max_stream_buffer: self.settings.max_stream_buffer,
+                stream_write_timeout: self.settings.stream_write_timeout,
             });
             enter_inline(self.id);
             let handler = &*self.handler;
@@ -876,6 +951,12 @@ impl HttpConn {
 
     /// Files a response or part of one under its sequence number.
     fn accept_part(&mut self, out: Outgoing) {
+        if out.seq < self.next_out || (out.attempt == 0 && self.timed_out.contains(&out.seq)) {
+            // Discarded below: its producer may go on.
+            if let Some(credit) = &out.credit {
+                self.flow.release(credit, out.bytes.len());
+            }
+        }
         if out.seq < self.next_out {
             // Its response already finished (e.g. cut off, or answered by
             // on_timeout); a late part, whose exchange was reported.
@@ -911,6 +992,9 @@ impl HttpConn {
         }
         pending.cut |= out.cut;
         pending.then = out.then;
+        if out.credit.is_some() {
+            pending.credit = out.credit;
+        }
         self.mark_closing(out.seq);
     }
 
@@ -935,6 +1019,9 @@ impl HttpConn {
             }
             if let (Some(record), Some(now)) = (&mut pending.record, now) {
                 record.handed(handed, now);
+            }
+            if let Some(credit) = &pending.credit {
+                Self::settle(&self.flow, &mut self.held, credit, handed, conn.queued());
             }
             if pending.step == Step::More {
                 // A stream still being written: later responses wait.
@@ -968,6 +1055,34 @@ impl HttpConn {
             return;
         }
         self.arm_timer(conn);
+    }
+
+    /// A stream's `handed` bytes are in the transport's queue: they count
+    /// as written unless that queue is over its high-water mark (the
+    /// client is not reading), in which case `on_drained` releases them.
+    fn settle(
+        flow: &ConnFlow,
+        held: &mut Option<(Arc<AtomicUsize>, usize)>,
+        credit: &Arc<AtomicUsize>,
+        handed: u64,
+        queued: usize,
+    ) {
+        let handed = handed as usize;
+        let mut kept = match held.take() {
+            Some((old, n)) if Arc::ptr_eq(&old, credit) => n,
+            Some((old, n)) => {
+                // An earlier stream's: it is finished, nobody waits.
+                flow.release(&old, n);
+                0
+            }
+            None => 0,
+        };
+        kept += handed;
+        if queued > MAX_QUEUED_OUTPUT {
+            *held = Some((Arc::clone(credit), kept));
+        } else {
+            flow.release(credit, kept);
+        }
     }
 
     /// Drops every answer not yet sent, telling the middleware of those
@@ -1072,6 +1187,9 @@ impl Protocol for HttpConn {
     }
 
     fn on_drained(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        if let Some((credit, n)) = self.held.take() {
+            self.flow.release(&credit, n);
+        }
         if self.reading_requests() {
             self.process(conn);
         }
@@ -1151,6 +1269,8 @@ impl Protocol for HttpConn {
 
     fn on_close(&mut self, reason: &CloseReason) {
         debug!("{}: http connection closed: {reason}", self.peer_addr);
+        // Producers of response streams stop at their next write.
+        self.flow.close();
         if let Some(body) = self.streaming.take() {
             body.sender.fail(
                 std::io::ErrorKind::UnexpectedEof,

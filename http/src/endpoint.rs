@@ -42,6 +42,8 @@ pub struct Options {
     keepalive_timeout: Duration,
     close_timeout: Duration,
     max_response_size: usize,
+    max_stream_buffer: usize,
+    stream_write_timeout: Duration,
     max_connections: Option<usize>,
     max_handshakes: usize,
     shutdown_timeout: Duration,
@@ -64,6 +66,8 @@ impl Default for Options {
             keepalive_timeout: Duration::from_secs(60),
             close_timeout: transport.close_timeout,
             max_response_size: usize::MAX,
+            max_stream_buffer: 256 * 1024,
+            stream_write_timeout: Duration::from_secs(60),
             max_connections: transport.max_connections,
             max_handshakes: transport.max_handshakes,
             shutdown_timeout: Duration::from_secs(10),
@@ -144,6 +148,10 @@ impl Options {
     }
 
     /// Largest request body accepted; larger gets `413` (default 4 MiB).
+    /// A streamed body ([`BodyMode::Streamed`](crate::BodyMode::Streamed))
+    /// has no limit, and
+    /// [`BodyMode::StreamedUpTo`](crate::BodyMode::StreamedUpTo) brings its
+    /// own in place of this one.
     pub fn max_request_size(mut self, bytes: usize) -> Self {
         self.limits.max_body_size = bytes;
         self
@@ -155,6 +163,29 @@ impl Options {
     /// Default: no limit.
     pub fn max_response_size(mut self, bytes: usize) -> Self {
         self.max_response_size = bytes;
+        self
+    }
+
+    /// Most bytes a [`ResponseStream`](crate::ResponseStream) may have
+    /// handed to its connection and not yet seen written to the socket
+    /// (beyond the transport's own 256 KiB queue). A producer that gets
+    /// ahead of a slow client waits for room
+    /// ([`ResponseStream::send_chunk`](crate::ResponseStream::send_chunk))
+    /// or is told to come back later
+    /// ([`ResponseStream::try_write`](crate::ResponseStream::try_write)).
+    /// Default: 256 KiB.
+    pub fn max_stream_buffer(mut self, bytes: usize) -> Self {
+        self.max_stream_buffer = bytes.max(1);
+        self
+    }
+
+    /// How long a blocking write to a
+    /// [`ResponseStream`](crate::ResponseStream) waits for room before it
+    /// fails with [`io::ErrorKind::TimedOut`]; a stream can change its own
+    /// with [`ResponseStream::set_write_timeout`](crate::ResponseStream::set_write_timeout).
+    /// Default: 60 s.
+    pub fn stream_write_timeout(mut self, d: Duration) -> Self {
+        self.stream_write_timeout = d;
         self
     }
 
@@ -349,6 +380,8 @@ impl Endpoint {
             header_timeout: self.options.header_timeout,
             body_timeout: self.options.body_timeout,
             max_response_size: self.options.max_response_size,
+            max_stream_buffer: self.options.max_stream_buffer,
+            stream_write_timeout: self.options.stream_write_timeout,
             keepalive_timeout: self.options.keepalive_timeout,
             layered: !self.options.middleware.0.is_empty() || handler.layered(),
             handler_layered: handler.layered(),

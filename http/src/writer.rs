@@ -8,8 +8,9 @@ use std::io;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LAST_MODIFIED, SET_COOKIE};
@@ -50,6 +51,58 @@ pub(crate) struct Outgoing {
     pub(crate) record: Option<Box<Pending>>,
     /// The server cut this answer off (it ends with this part).
     pub(crate) cut: bool,
+    /// A stream's credit: `bytes` are counted in it until written.
+    pub(crate) credit: Option<Arc<AtomicUsize>>,
+}
+
+/// What a connection shares with the streams answering its requests:
+/// whether its client is gone, and a place for their producers to wait
+/// until the connection writes what they handed over.
+#[derive(Debug, Default)]
+pub(crate) struct ConnFlow {
+    gone: AtomicBool,
+    /// Wakers of non-blocking producers waiting for room.
+    wakers: Mutex<Vec<Waker>>,
+    /// Blocking producers waiting for room (paired with `wakers`' lock).
+    room: Condvar,
+}
+
+impl ConnFlow {
+    /// `n` bytes of the stream counted by `credit` are written (or
+    /// discarded): wake its producer.
+    pub(crate) fn release(&self, credit: &AtomicUsize, n: usize) {
+        if n == 0 {
+            return;
+        }
+        credit.fetch_sub(n, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    /// The client is gone: every producer learns it at its next write.
+    pub(crate) fn close(&self) {
+        self.gone.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
+    fn wake_all(&self) {
+        let wakers = {
+            let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            self.room.notify_all();
+            std::mem::take(&mut *wakers)
+        };
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// The error a stream write gets once its client is gone.
+fn client_gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "client went away")
 }
 
 /// What the connection needs to answer a request in place of its handler.
@@ -139,6 +192,12 @@ pub(crate) struct Target {
     pub(crate) last_seq: Arc<AtomicU64>,
     /// The middleware wrapping this exchange, if any.
     pub(crate) layered: Option<Box<Layered>>,
+    /// The connection's client state, shared with streams.
+    pub(crate) flow: Arc<ConnFlow>,
+    /// See `Options::max_stream_buffer`.
+    pub(crate) max_stream_buffer: usize,
+    /// See `Options::stream_write_timeout`.
+    pub(crate) stream_write_timeout: Duration,
 }
 
 impl Target {
@@ -219,6 +278,7 @@ impl Target {
             attempt: self.attempt,
             record: None,
             cut: false,
+            credit: None,
         });
     }
 
@@ -235,6 +295,7 @@ impl Target {
         if let Some(out) = out {
             if let Err(HttpMsg::Response(out)) = self.peer.post(HttpMsg::Response(out)) {
                 log::debug!("{}: server stopped before the response", self.peer_addr);
+                self.flow.close();
                 if let Some(record) = out.record {
                     record.complete(false, crate::End::ClientGone, Instant::now());
                 }
@@ -445,6 +506,7 @@ impl ResponseWriter {
             attempt: target.attempt,
             record,
             cut: false,
+            credit: None,
         });
         Ok(())
     }
@@ -456,6 +518,8 @@ impl ResponseWriter {
     pub fn stream(mut self, status: StatusCode) -> ResponseStream {
         let mut target = self.target.take().expect("a writer answers once");
         let mut headers = std::mem::take(&mut self.headers);
+        let flow = Arc::clone(&target.flow);
+        let (limit, timeout) = (target.max_stream_buffer, target.stream_write_timeout);
         if target.respond(status, &mut headers).is_err() {
             send_panicked(target);
             return ResponseStream {
@@ -467,6 +531,10 @@ impl ResponseWriter {
                 then: Then::Close,
                 written: 0,
                 record: None,
+                flow,
+                credit: Arc::new(AtomicUsize::new(0)),
+                limit,
+                timeout,
             };
         }
         let mut buf = Vec::with_capacity(256);
@@ -489,6 +557,10 @@ impl ResponseWriter {
             framing,
             then,
             written: 0,
+            flow,
+            credit: Arc::new(AtomicUsize::new(0)),
+            limit,
+            timeout,
         }
     }
 }
@@ -579,6 +651,7 @@ fn write_whole(mut target: Target, status: StatusCode, headers: HeaderMap, body:
             attempt: target.attempt,
             record,
             cut: false,
+            credit: None,
         }),
     }
 }
@@ -597,14 +670,81 @@ enum StreamHead {
 /// without an explicit flush.
 const STREAM_BUFFER: usize = 16 * 1024;
 
+/// Longest a blocked producer sleeps before it looks again whether its
+/// client is gone (the connection normally wakes it sooner).
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// Whether a stream write may wait for room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Wait up to the stream's write timeout.
+    Block,
+    /// Fail with `WouldBlock` when there is no room.
+    Never,
+    /// Do not look at the room (`write`/`flush` on a worker thread,
+    /// which must not block the loop that makes the room).
+    Unbounded,
+}
+
 /// A response sent in pieces (Pistache's `ResponseStream`), from
 /// [`ResponseWriter::stream`]. `Send`: it can be written from any thread.
 ///
-/// [`write`](ResponseStream::write) buffers, [`flush`](ResponseStream::flush)
-/// hands what is buffered to the connection, [`end`](ResponseStream::end)
-/// finishes the response. Dropped without `end`, the stream is cut off and
-/// the connection closed, so the client sees an incomplete response rather
-/// than a truncated one passing for complete.
+/// Writes buffer up to 16 KiB, then hand what is buffered to the
+/// connection; [`flush`](ResponseStream::flush) hands it over at once,
+/// [`end`](ResponseStream::end) finishes the response. Dropped without
+/// `end`, the stream is cut off and the connection closed, so the client
+/// sees an incomplete response rather than a truncated one passing for
+/// complete.
+///
+/// # Backpressure
+///
+/// A stream may have at most
+/// [`Options::max_stream_buffer`](crate::Options::max_stream_buffer) bytes
+/// (default 256 KiB) handed to its connection and not yet written to the
+/// socket (the transport's own queue of up to 256 KiB comes on top). A
+/// producer that gets ahead of a slow client:
+///
+/// * with [`send_chunk`](ResponseStream::send_chunk) (and `write`/`flush`)
+///   on another thread, waits until the connection has written enough, at
+///   most the write timeout
+///   ([`Options::stream_write_timeout`](crate::Options::stream_write_timeout),
+///   [`set_write_timeout`](ResponseStream::set_write_timeout)), then fails
+///   with [`io::ErrorKind::TimedOut`];
+/// * with [`try_write`](ResponseStream::try_write), gets
+///   [`io::ErrorKind::WouldBlock`] with nothing taken, and learns when to
+///   try again from [`poll_ready`](ResponseStream::poll_ready) (a
+///   [`Waker`] is woken when room opens or the client goes).
+///
+/// On a reactor worker thread (inside a handler, or anything else the
+/// worker runs), waiting would stall the very loop that writes the
+/// stream: there `send_chunk` fails with `WouldBlock` like `try_write`
+/// instead of blocking, and the infallible `write`/`flush` do not wait
+/// (they hand over everything, unbounded: move the stream to another
+/// thread, or use `try_write` + `poll_ready`, to be bounded).
+///
+/// Once the client is gone, every write fails with
+/// [`io::ErrorKind::BrokenPipe`] ("client went away"), so the producer can
+/// stop; the infallible `write` and `flush` then discard the data.
+///
+/// # Example
+///
+/// ```no_run
+/// use pistachio_http::{ResponseWriter, StatusCode};
+///
+/// fn answer(resp: ResponseWriter) {
+///     let mut stream = resp.stream(StatusCode::OK);
+///     std::thread::spawn(move || {
+///         for i in 0..10_000_000u64 {
+///             // Waits while the client is behind; fails once it is gone.
+///             if let Err(e) = stream.send_chunk(format!("line {i}\n")) {
+///                 eprintln!("stopped streaming: {e}");
+///                 return; // dropping the stream cuts the response off
+///             }
+///         }
+///         stream.end();
+///     });
+/// }
+/// ```
 #[must_use = "dropping a ResponseStream without end() cuts the response off"]
 pub struct ResponseStream {
     target: Option<Target>,
@@ -621,6 +761,14 @@ pub struct ResponseStream {
     written: usize,
     /// The completion record, handed over with the head.
     record: Option<Box<Pending>>,
+    /// The connection's client state and wait place.
+    flow: Arc<ConnFlow>,
+    /// Bytes handed over and not yet written (the connection releases).
+    credit: Arc<AtomicUsize>,
+    /// `Options::max_stream_buffer`.
+    limit: usize,
+    /// How long a blocking write waits for room.
+    timeout: Duration,
 }
 
 impl fmt::Debug for ResponseStream {
@@ -629,6 +777,7 @@ impl fmt::Debug for ResponseStream {
             .field("seq", &self.target.as_ref().map(|t| t.seq))
             .field("framing", &self.framing)
             .field("buffered", &self.buf.len())
+            .field("in_flight", &self.credit.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -649,15 +798,14 @@ impl ResponseStream {
         bytes
     }
 
-    /// Hands `bytes` over, with the completion record if the head is in
-    /// them.
+    /// Hands `bytes` over (with the completion record if the head is in
+    /// them), counting them against the stream's credit until the
+    /// connection has written them.
     fn hand(&mut self, bytes: Vec<u8>, step: Step, then: Then, cut: bool) {
         let Some(target) = &self.target else {
             return;
         };
-        if self.record.is_none() && !cut {
-            return target.deliver(bytes, step, then);
-        }
+        self.credit.fetch_add(bytes.len(), Ordering::SeqCst);
         target.hand(Outgoing {
             seq: target.seq,
             bytes,
@@ -667,15 +815,87 @@ impl ResponseStream {
             attempt: target.attempt,
             record: self.record.take(),
             cut,
+            credit: Some(Arc::clone(&self.credit)),
         });
     }
 
-    /// Appends `data` to the response (one chunk on HTTP/1.1). Empty
-    /// writes are ignored (an empty chunk would end the body).
-    pub fn write(&mut self, data: impl AsRef<[u8]>) {
-        let data = data.as_ref();
-        if data.is_empty() || self.payload == Payload::HeadOnly || self.target.is_none() {
-            return;
+    /// Cuts the response off: the connection closes after what was
+    /// handed over.
+    fn cut(&mut self) {
+        if self.target.is_some() {
+            let bytes = self.take_buf(Then::Close);
+            self.hand(bytes, Step::Last, Then::Close, true);
+            self.target = None;
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.credit.load(Ordering::SeqCst) < self.limit
+    }
+
+    /// Whether the stream may hand more over now, after waiting as `wait`
+    /// allows.
+    fn admit(&self, wait: Wait) -> io::Result<()> {
+        if self.flow.is_gone() {
+            return Err(client_gone());
+        }
+        if wait == Wait::Unbounded || self.has_room() {
+            return Ok(());
+        }
+        let would_block = || {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the client has not read what the stream handed over yet",
+            )
+        };
+        if wait == Wait::Never || crate::body::on_worker() {
+            return Err(would_block());
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut guard = self.flow.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.flow.is_gone() {
+                return Err(client_gone());
+            }
+            if self.has_room() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client read too little within the stream's write timeout",
+                ));
+            }
+            let slice = (deadline - now).min(WAIT_SLICE);
+            guard = self
+                .flow
+                .room
+                .wait_timeout(guard, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Appends `data`, handing the buffer over once it is full; on `Err`
+    /// nothing of `data` was taken.
+    fn put(&mut self, data: &[u8], wait: Wait) -> io::Result<()> {
+        if data.is_empty() || self.payload == Payload::HeadOnly {
+            return Ok(());
+        }
+        if self.target.is_none() {
+            return Err(if self.flow.is_gone() {
+                client_gone()
+            } else {
+                io::Error::other("the response was cut off")
+            });
+        }
+        // The size line and the CRLFs around a chunk.
+        let full = self.buf.len() + data.len() + 12 >= STREAM_BUFFER;
+        if full {
+            self.admit(wait)?;
+        } else if self.flow.is_gone() {
+            return Err(client_gone());
         }
         self.written = self.written.saturating_add(data.len());
         let limit = self
@@ -683,19 +903,18 @@ impl ResponseStream {
             .as_ref()
             .map_or(usize::MAX, |t| t.max_response_size);
         if self.written > limit {
-            // Cut off: the client sees an incomplete response, not a
-            // truncated one passing for complete.
-            if let Some(target) = self.target.take() {
+            if let Some(target) = &self.target {
                 log::warn!(
                     "{}: streamed response exceeds max_response_size ({limit}): cut off",
                     target.peer_addr
                 );
-                self.target = Some(target);
-                let bytes = self.take_buf(Then::Close);
-                self.hand(bytes, Step::Last, Then::Close, true);
-                self.target = None;
             }
-            return;
+            // The client sees an incomplete response, not a truncated one
+            // passing for complete.
+            self.cut();
+            return Err(io::Error::other(
+                "streamed response exceeds max_response_size: cut off",
+            ));
         }
         if self.framing == Framing::Chunked {
             // Writing to a Vec cannot fail.
@@ -705,25 +924,121 @@ impl ResponseStream {
         } else {
             self.buf.extend_from_slice(data);
         }
-        if self.buf.len() >= STREAM_BUFFER {
-            self.flush();
+        if full {
+            self.hand_buffered();
         }
+        Ok(())
     }
 
-    /// Hands everything written so far to the connection.
-    pub fn flush(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
-        if self.target.is_some() {
+    fn hand_buffered(&mut self) {
+        if !self.buf.is_empty() && self.target.is_some() {
             let bytes = std::mem::take(&mut self.buf);
             self.head = StreamHead::Delivered;
             self.hand(bytes, Step::More, self.then, false);
         }
     }
 
+    /// The wait a write allows on this thread: none on a worker.
+    fn legacy_wait() -> Wait {
+        if crate::body::on_worker() {
+            Wait::Unbounded
+        } else {
+            Wait::Block
+        }
+    }
+
+    /// Appends `data` to the response (one chunk on HTTP/1.1), waiting for
+    /// room like [`send_chunk`](ResponseStream::send_chunk). Empty writes
+    /// are ignored (an empty chunk would end the body). Infallible: if the
+    /// client is gone the data is discarded, and if no room opens within
+    /// the write timeout the response is cut off. Prefer `send_chunk`,
+    /// which tells.
+    pub fn write(&mut self, data: impl AsRef<[u8]>) {
+        if let Err(e) = self.put(data.as_ref(), Self::legacy_wait()) {
+            self.give_up(&e);
+        }
+    }
+
+    /// Hands everything written so far to the connection, waiting for
+    /// room first (off the worker threads); fails like `write`.
+    pub fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        match self.admit(Self::legacy_wait()) {
+            Ok(()) => self.hand_buffered(),
+            Err(e) => self.give_up(&e),
+        }
+    }
+
+    /// An infallible write failed: cut the response off.
+    fn give_up(&mut self, e: &io::Error) {
+        if let Some(target) = &self.target {
+            log::debug!("{}: response stream stopped: {e}", target.peer_addr);
+        }
+        self.cut();
+    }
+
+    /// Appends `data` to the response (one chunk on HTTP/1.1), first
+    /// waiting, if the stream has `max_stream_buffer` bytes in flight,
+    /// until the connection has written some of them.
+    ///
+    /// Errors (nothing of `data` is taken): [`io::ErrorKind::BrokenPipe`]
+    /// "client went away"; [`io::ErrorKind::TimedOut`] when no room opened
+    /// within the write timeout; [`io::ErrorKind::WouldBlock`] on a worker
+    /// thread when there is no room (it must not wait there); `Other` once
+    /// the response was cut off (`max_response_size`).
+    pub fn send_chunk(&mut self, data: impl AsRef<[u8]>) -> io::Result<()> {
+        self.put(data.as_ref(), Wait::Block)
+    }
+
+    /// Appends `data` like [`send_chunk`](ResponseStream::send_chunk), but
+    /// never waits: without room it fails with
+    /// [`io::ErrorKind::WouldBlock`] and takes nothing; try again once
+    /// [`poll_ready`](ResponseStream::poll_ready) says so.
+    pub fn try_write(&mut self, data: impl AsRef<[u8]>) -> io::Result<()> {
+        self.put(data.as_ref(), Wait::Never)
+    }
+
+    /// Whether [`try_write`](ResponseStream::try_write) will find room:
+    /// `Ready(Ok)` when it will, `Ready(Err)` (`BrokenPipe`) once the client
+    /// is gone, else `Pending`, and `cx`'s waker is woken (on the
+    /// connection's worker thread) when the connection has written some of
+    /// what was handed over or the client goes.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let check = |stream: &Self| {
+            if stream.flow.is_gone() {
+                Some(Err(client_gone()))
+            } else if stream.has_room() {
+                Some(Ok(()))
+            } else {
+                None
+            }
+        };
+        if let Some(ready) = check(self) {
+            return Poll::Ready(ready);
+        }
+        {
+            let mut wakers = self.flow.wakers.lock().unwrap_or_else(|e| e.into_inner());
+            if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                wakers.push(cx.waker().clone());
+            }
+        }
+        // Room may have opened before the waker was in place.
+        match check(self) {
+            Some(ready) => Poll::Ready(ready),
+            None => Poll::Pending,
+        }
+    }
+
+    /// How long blocking writes of this stream wait for room (default:
+    /// [`Options::stream_write_timeout`](crate::Options::stream_write_timeout)).
+    pub fn set_write_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// Finishes the response (the terminal chunk on HTTP/1.1; closing the
-    /// connection on HTTP/1.0).
+    /// connection on HTTP/1.0). It does not wait for room.
     pub fn end(mut self) {
         if self.framing == Framing::Chunked && self.payload == Payload::Body {
             self.buf.extend_from_slice(b"0\r\n\r\n");
@@ -743,9 +1058,7 @@ impl Drop for ResponseStream {
                 "{}: response stream dropped before end: closing the connection",
                 target.peer_addr
             );
-            let bytes = self.take_buf(Then::Close);
-            self.hand(bytes, Step::Last, Then::Close, true);
-            self.target = None;
+            self.cut();
         }
     }
 }

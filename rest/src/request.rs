@@ -8,7 +8,7 @@ use std::ops::Deref;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use pistachio_http::Request;
+use pistachio_http::{BodyStream, Request};
 use serde::de::DeserializeOwned;
 
 use crate::response::HttpError;
@@ -72,6 +72,14 @@ impl RestRequest {
         self.route = Some(route);
         self.params = params;
         self.splats = splats;
+    }
+
+    /// On a route with a streamed body
+    /// ([`RouteGroup::streamed_body`](crate::RouteGroup::streamed_body)),
+    /// the body as it arrives; `None` on other routes (their body is in
+    /// [`body`](Request::body)) or once taken.
+    pub fn take_body_stream(&mut self) -> Option<BodyStream> {
+        self.inner.take_body_stream()
     }
 
     /// The HTTP request.

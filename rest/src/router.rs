@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use pistachio_http::header::{HeaderValue, ALLOW};
 use pistachio_http::{
-    run_heads, Answer, Handler, HeadAction, Method, Middleware, Request, ResponseWriter, StatusCode,
+    run_heads, Answer, BodyMode, Handler, HeadAction, Method, Middleware, Request, ResponseWriter,
+    StatusCode,
 };
 
 use crate::request::RestRequest;
@@ -114,6 +115,8 @@ struct Route {
     handler: BoxHandler,
     middleware: Arc<[BoxMiddleware]>,
     layers: Arc<[Layer]>,
+    /// How its request bodies are read.
+    body: BodyMode,
 }
 
 /// What a successful [`Router::find_route`] found.
@@ -165,6 +168,8 @@ pub struct Router {
     layers: Vec<Layer>,
     /// Whether any route has layers (its group's).
     route_layers: bool,
+    /// Whether any route streams its request bodies.
+    streamed_routes: bool,
     not_found: Option<BoxHandler>,
     methods: Vec<Method>,
     len: usize,
@@ -218,6 +223,7 @@ impl Router {
             middleware: Vec::new(),
             layers: Vec::new(),
             route_layers: false,
+            streamed_routes: false,
             not_found: None,
             methods: Vec::new(),
             len: 0,
@@ -264,7 +270,14 @@ impl Router {
         pattern: &str,
         handler: BoxHandler,
     ) -> Result<(), RouteError> {
-        self.insert(method, pattern, handler, Arc::from([]), Arc::from([]))
+        self.insert(
+            method,
+            pattern,
+            handler,
+            Arc::from([]),
+            Arc::from([]),
+            BodyMode::Buffered,
+        )
     }
 
     fn insert(
@@ -274,6 +287,7 @@ impl Router {
         handler: BoxHandler,
         middleware: Arc<[BoxMiddleware]>,
         layers: Arc<[Layer]>,
+        body: BodyMode,
     ) -> Result<(), RouteError> {
         let segments = parse_pattern(pattern).map_err(RouteError::InvalidPattern)?;
         let table = self.tree.entry(&segments).get_or_insert_with(Vec::new);
@@ -287,12 +301,14 @@ impl Router {
             self.methods.push(method.clone());
         }
         self.route_layers |= !layers.is_empty();
+        self.streamed_routes |= body != BodyMode::Buffered;
         table.push(Route {
             method,
             pattern: pattern.into(),
             handler,
             middleware,
             layers,
+            body,
         });
         self.len += 1;
         Ok(())
@@ -387,21 +403,35 @@ impl Router {
     /// of the group is left behind.
     pub fn mount(&mut self, group: RouteGroup) -> Result<&mut Self, RouteError> {
         let mut flat = Vec::new();
-        group.flatten("", &[], &[], &mut flat);
-        self.mount_flat(flat)
+        let mut bodies = Vec::new();
+        group.flatten("", &[], &[], BodyMode::Buffered, &mut flat, &mut bodies);
+        self.mount_with_bodies(flat, bodies)
     }
 
     /// Adds routes that already carry their full pattern and middleware
     /// chain. All or nothing.
     pub(crate) fn mount_flat(&mut self, flat: Vec<FlatRoute>) -> Result<&mut Self, RouteError> {
+        let bodies = vec![BodyMode::Buffered; flat.len()];
+        self.mount_with_bodies(flat, bodies)
+    }
+
+    /// [`mount_flat`](Self::mount_flat), with each route's body mode.
+    fn mount_with_bodies(
+        &mut self,
+        flat: Vec<FlatRoute>,
+        bodies: Vec<BodyMode>,
+    ) -> Result<&mut Self, RouteError> {
         let mut added: Vec<(Method, String)> = Vec::new();
-        for FlatRoute {
-            method,
-            pattern,
-            handler,
-            middleware,
-            layers,
-        } in flat
+        for (
+            FlatRoute {
+                method,
+                pattern,
+                handler,
+                middleware,
+                layers,
+            },
+            body,
+        ) in flat.into_iter().zip(bodies)
         {
             if let Err(e) = self.insert(
                 method.clone(),
@@ -409,6 +439,7 @@ impl Router {
                 handler,
                 middleware.into(),
                 layers.into(),
+                body,
             ) {
                 for (method, pattern) in added.iter().rev() {
                     let _ = self.remove_route(method, pattern);
@@ -678,6 +709,19 @@ impl Handler for Router {
         !self.layers.is_empty() || self.route_layers
     }
 
+    /// The body mode of the route the request goes to (see
+    /// [`RouteGroup::streamed_body`]); buffered when it has none.
+    fn body_mode(&self, request: &Request) -> BodyMode {
+        if !self.streamed_routes || request.path() == "*" {
+            return BodyMode::Buffered;
+        }
+        let segments: Vec<&str> = split_path(request.path()).collect();
+        match self.resolve(request.method(), &segments) {
+            Some((route, _)) => route.body,
+            None => BodyMode::Buffered,
+        }
+    }
+
     fn on_head(&self, request: &Request) -> HeadAction {
         self.head_hooks(request)
     }
@@ -712,6 +756,9 @@ pub struct RouteGroup {
     layers: Vec<Layer>,
     routes: Vec<(Method, String, BoxHandler)>,
     groups: Vec<RouteGroup>,
+    /// How the group's routes read request bodies; `None`: as the
+    /// enclosing group does.
+    body: Option<BodyMode>,
 }
 
 impl fmt::Debug for RouteGroup {
@@ -768,7 +815,64 @@ impl RouteGroup {
             layers: Vec::new(),
             routes: Vec::new(),
             groups: Vec::new(),
+            body: None,
         }
+    }
+
+    /// The routes of this group (and of the groups nested in it, unless
+    /// they say otherwise) take their request bodies as a stream, with
+    /// backpressure, instead of buffered: the handler is called as soon as
+    /// the head arrives (path parameters parsed, middleware run) and reads
+    /// the body from [`RestRequest::take_body_stream`]. No size limit
+    /// applies unless [`max_body`](Self::max_body) sets one; memory stays
+    /// bounded by flow control either way.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use pistachio_rest::{RestRequest, RestResponse, RouteGroup, Router, StatusCode};
+    ///
+    /// let mut uploads = RouteGroup::new("/upload");
+    /// uploads.streamed_body().max_body(10 << 30);
+    /// uploads.put("/:name", |mut req: RestRequest, resp: RestResponse| {
+    ///     let name = req.param_str("name").unwrap_or("").to_owned();
+    ///     let mut body = req.take_body_stream().expect("a streamed route");
+    ///     // Read it off the worker thread: a read there never blocks.
+    ///     std::thread::spawn(move || {
+    ///         let mut buf = vec![0u8; 64 * 1024];
+    ///         let mut total = 0u64;
+    ///         loop {
+    ///             match body.read(&mut buf) {
+    ///                 Ok(0) => break,
+    ///                 Ok(n) => total += n as u64,
+    ///                 // Over the limit, malformed, or the client left.
+    ///                 Err(e) => return resp.send(StatusCode::BAD_REQUEST, e.to_string()),
+    ///             }
+    ///         }
+    ///         resp.send(StatusCode::OK, format!("{name}: {total} bytes"));
+    ///     });
+    /// });
+    /// let mut router = Router::new();
+    /// router.mount(uploads)?;
+    /// # Ok::<(), pistachio_rest::RouteError>(())
+    /// ```
+    pub fn streamed_body(&mut self) -> &mut Self {
+        if !matches!(self.body, Some(BodyMode::StreamedUpTo(_))) {
+            self.body = Some(BodyMode::Streamed);
+        }
+        self
+    }
+
+    /// The most request-body bytes a route of this group accepts, in place
+    /// of the endpoint's `max_request_size` (higher or lower); it makes
+    /// the group's bodies streamed ([`streamed_body`](Self::streamed_body)).
+    /// A larger declared `Content-Length` is answered `413 Payload Too
+    /// Large` before any of the body is read; a chunked body that grows
+    /// past it fails the handler's stream with
+    /// [`InvalidData`](std::io::ErrorKind::InvalidData), and the
+    /// connection closes after the handler's answer (`Connection: close`).
+    pub fn max_body(&mut self, bytes: u64) -> &mut Self {
+        self.body = Some(BodyMode::StreamedUpTo(bytes));
+        self
     }
 
     /// Adds a middleware run, in the order added, before the handler of
@@ -833,8 +937,11 @@ impl RouteGroup {
         outer_prefix: &str,
         outer: &[BoxMiddleware],
         outer_layers: &[Layer],
+        outer_body: BodyMode,
         out: &mut Vec<FlatRoute>,
+        bodies: &mut Vec<BodyMode>,
     ) {
+        let body = self.body.unwrap_or(outer_body);
         let prefix = join(outer_prefix, &self.prefix);
         let mut chain = outer.to_vec();
         chain.extend(self.middleware);
@@ -848,9 +955,10 @@ impl RouteGroup {
                 middleware: chain.clone(),
                 layers: layers.clone(),
             });
+            bodies.push(body);
         }
         for group in self.groups {
-            group.flatten(&prefix, &chain, &layers, out);
+            group.flatten(&prefix, &chain, &layers, body, out, bodies);
         }
     }
 }

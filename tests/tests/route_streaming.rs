@@ -1,0 +1,265 @@
+//! Routes that take their request body as a stream (`RouteGroup::streamed_body`,
+//! `RouteGroup::max_body`), next to routes that buffer.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pistachio_rest::{
+    Endpoint, Options, RestRequest, RestResponse, RouteGroup, Router, StatusCode,
+};
+use pistachio_tests::init_logging;
+
+/// The tests measure this process's memory: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The endpoint-wide limit the routes below override.
+const ENDPOINT_LIMIT: usize = 1 << 20;
+
+/// Resident memory of this process (which hosts the server), in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS line");
+    kib * 1024
+}
+
+/// Reads the streamed body on its own thread and answers `name=count`, or
+/// `400` with the read error.
+fn count(mut req: RestRequest, resp: RestResponse) {
+    let name = req.param_str("name").unwrap_or("?").to_owned();
+    let Some(mut body) = req.take_body_stream() else {
+        return resp.send(StatusCode::INTERNAL_SERVER_ERROR, "not streamed");
+    };
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => total += n as u64,
+                Err(e) => return resp.send(StatusCode::BAD_REQUEST, format!("{e}")),
+            }
+        }
+        resp.send(StatusCode::OK, format!("{name}={total}"));
+    });
+}
+
+fn serve() -> Endpoint {
+    init_logging();
+    let mut big = RouteGroup::new("/upload");
+    big.streamed_body().max_body(128 << 20);
+    big.put("/:name", count);
+    let mut small = RouteGroup::new("/small");
+    small.max_body(1024);
+    small.put("/:name", count);
+    let mut router = Router::new();
+    router.mount(big).unwrap().mount(small).unwrap();
+    router.post("/buffered", |req: RestRequest, resp: RestResponse| {
+        let mut req = req;
+        let streamed = req.take_body_stream().is_some();
+        resp.send(
+            StatusCode::OK,
+            format!("buffered={} streamed={streamed}", req.body().len()),
+        );
+    });
+    let options = Options::default()
+        .threads(1)
+        .max_request_size(ENDPOINT_LIMIT);
+    let mut endpoint = Endpoint::bind("127.0.0.1:0", options).unwrap();
+    endpoint.serve_threaded(router).unwrap();
+    endpoint
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let client = TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    client
+}
+
+/// Reads one response: status, lower-case head, body (by Content-Length).
+fn response(client: &mut TcpStream) -> (u16, String, String) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let (head, mut body) = loop {
+        let n = client.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            break (head, got[end + 4..].to_vec());
+        }
+    };
+    let status = head[9..12].parse().unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    while body.len() < length {
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0, "closed inside the body");
+        body.extend_from_slice(&buf[..n]);
+    }
+    (status, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Whether the server closes the connection (reads to EOF, bounded).
+fn closes(client: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match client.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+const UPLOAD: usize = 64 << 20;
+
+/// 64 MiB, chunked, to a route allowing 128 MiB on an endpoint allowing 1
+/// MiB: streamed, counted, the path parameter present, memory flat.
+#[test]
+fn chunked_upload_is_streamed_to_its_route() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let endpoint = serve();
+    let before = rss();
+    let mut client = connect(endpoint.local_addr());
+    client
+        .write_all(b"PUT /upload/big.bin HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let chunk = vec![b'c'; 64 * 1024];
+    let mut frame = format!("{:X}\r\n", chunk.len()).into_bytes();
+    frame.extend_from_slice(&chunk);
+    frame.extend_from_slice(b"\r\n");
+    let mut peak = before;
+    for i in 0..UPLOAD / chunk.len() {
+        client.write_all(&frame).unwrap();
+        if i % 64 == 0 {
+            peak = peak.max(rss());
+        }
+    }
+    client.write_all(b"0\r\n\r\n").unwrap();
+    let (status, _, body) = response(&mut client);
+    peak = peak.max(rss());
+    assert_eq!((status, body.as_str()), (200, "big.bin=67108864"));
+    let grown = peak.saturating_sub(before);
+    println!("chunked 64 MiB upload: RSS grew by {} KiB", grown >> 10);
+    assert!(grown < 16 << 20, "RSS grew by {} MiB", grown >> 20);
+    // The connection stays usable.
+    client
+        .write_all(b"POST /buffered HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+        .unwrap();
+    assert_eq!(response(&mut client).2, "buffered=3 streamed=false");
+}
+
+/// The same with `Content-Length`.
+#[test]
+fn sized_upload_is_streamed_to_its_route() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let endpoint = serve();
+    let before = rss();
+    let mut client = connect(endpoint.local_addr());
+    write!(
+        client,
+        "PUT /upload/sized.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {UPLOAD}\r\n\r\n"
+    )
+    .unwrap();
+    let chunk = vec![b's'; 64 * 1024];
+    let mut peak = before;
+    for i in 0..UPLOAD / chunk.len() {
+        client.write_all(&chunk).unwrap();
+        if i % 64 == 0 {
+            peak = peak.max(rss());
+        }
+    }
+    let (status, _, body) = response(&mut client);
+    peak = peak.max(rss());
+    assert_eq!((status, body.as_str()), (200, "sized.bin=67108864"));
+    let grown = peak.saturating_sub(before);
+    println!(
+        "Content-Length 64 MiB upload: RSS grew by {} KiB",
+        grown >> 10
+    );
+    assert!(grown < 16 << 20, "RSS grew by {} MiB", grown >> 20);
+}
+
+/// A route allowing less than the endpoint: a larger declared length is
+/// refused with 413 before a byte of the body is sent; a chunked body
+/// growing past it fails the handler's stream and the connection closes.
+#[test]
+fn route_limit_below_the_endpoint_limit_refuses() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let endpoint = serve();
+
+    let mut client = connect(endpoint.local_addr());
+    client
+        .write_all(b"PUT /small/a HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n")
+        .unwrap();
+    let (status, head, _) = response(&mut client);
+    assert_eq!(status, 413, "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(closes(&mut client));
+
+    // Within the limit: accepted.
+    let mut client = connect(endpoint.local_addr());
+    client
+        .write_all(b"PUT /small/b HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        .unwrap();
+    client.write_all(&[b'b'; 1000]).unwrap();
+    assert_eq!(response(&mut client).2, "b=1000");
+
+    let mut client = connect(endpoint.local_addr());
+    client
+        .write_all(b"PUT /small/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    for _ in 0..4 {
+        client.write_all(b"400\r\n").unwrap();
+        client.write_all(&[b'c'; 0x400]).unwrap();
+        client.write_all(b"\r\n").unwrap();
+    }
+    let (status, head, body) = response(&mut client);
+    assert_eq!(status, 400, "{head}");
+    assert!(body.contains("exceeds its size limit"), "{body}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(closes(&mut client));
+}
+
+/// The buffered route next to them still buffers, under the endpoint's
+/// limit.
+#[test]
+fn buffered_route_still_buffers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let endpoint = serve();
+    let mut client = connect(endpoint.local_addr());
+    let body = vec![b'x'; 100_000];
+    write!(
+        client,
+        "POST /buffered HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    client.write_all(&body).unwrap();
+    assert_eq!(response(&mut client).2, "buffered=100000 streamed=false");
+
+    let mut client = connect(endpoint.local_addr());
+    write!(
+        client,
+        "POST /buffered HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        ENDPOINT_LIMIT + 1
+    )
+    .unwrap();
+    let (status, head, _) = response(&mut client);
+    assert_eq!(status, 413, "{head}");
+}
