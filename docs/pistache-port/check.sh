@@ -37,35 +37,38 @@ fi
 
 # --- Pistache builds ----------------------------------------------------------
 # build_pistache NAME COMMIT [PATCHES...]: unpack, patch, build, install,
-# link hello.cc. Skips everything if $out/NAME/hello is newer than its inputs.
+# link hello.cc. Pistache is rebuilt only when the patches change, hello.cc
+# is relinked when it changes.
 build_pistache() {
     local name=$1 commit=$2; shift 2
     local dir="$out/$name" src="$out/$name/pistache-$commit"
-    local stamp="$dir/hello"
-    if [ -x "$stamp" ] && [ "$stamp" -nt "$here/hello.cc" ] \
-        && ! find "$here/patches" -newer "$stamp" -name '*.patch' | grep -q . ; then
-        return 0
+    local built="$dir/.built"
+    if [ ! -f "$built" ] || find "$here/patches" -newer "$built" -name '*.patch' | grep -q . ; then
+        echo "==> building Pistache $name"
+        rm -rf "$dir" && mkdir -p "$dir"
+        tar xzf "$archives/pistache-$commit.tar.gz" -C "$dir"
+        for p in "$@"; do
+            (cd "$src" && patch -p1 -s < "$p") || { echo "patch $p failed"; return 1; }
+        done
+        meson setup "$dir/build" "$src" --prefix="$dir/inst" --libdir=lib \
+            --buildtype=release --wrap-mode=nodownload -Db_lto=false \
+            -DPISTACHE_USE_SSL=true -DPISTACHE_BUILD_TESTS=false \
+            -DPISTACHE_BUILD_EXAMPLES=false -DPISTACHE_BUILD_DOCS=false \
+            -DPISTACHE_USE_CONTENT_ENCODING_BROTLI=false \
+            -DPISTACHE_USE_CONTENT_ENCODING_ZSTD=false \
+            -DPISTACHE_USE_CONTENT_ENCODING_DEFLATE=false >"$dir/setup.log" 2>&1 \
+            && ninja -C "$dir/build" -j2 >"$dir/build.log" 2>&1 \
+            && meson install -C "$dir/build" >"$dir/install.log" 2>&1 \
+            || { echo "build of $name failed, see $dir/*.log"; return 1; }
+        touch "$built"
     fi
-    echo "==> building Pistache $name"
-    rm -rf "$dir" && mkdir -p "$dir"
-    tar xzf "$archives/pistache-$commit.tar.gz" -C "$dir"
-    for p in "$@"; do
-        (cd "$src" && patch -p1 -s < "$p") || { echo "patch $p failed"; return 1; }
-    done
-    meson setup "$dir/build" "$src" --prefix="$dir/inst" --libdir=lib \
-        --buildtype=release --wrap-mode=nodownload -Db_lto=false \
-        -DPISTACHE_USE_SSL=true -DPISTACHE_BUILD_TESTS=false \
-        -DPISTACHE_BUILD_EXAMPLES=false -DPISTACHE_BUILD_DOCS=false \
-        -DPISTACHE_USE_CONTENT_ENCODING_BROTLI=false \
-        -DPISTACHE_USE_CONTENT_ENCODING_ZSTD=false \
-        -DPISTACHE_USE_CONTENT_ENCODING_DEFLATE=false >"$dir/setup.log" 2>&1 \
-        && ninja -C "$dir/build" -j2 >"$dir/build.log" 2>&1 \
-        && meson install -C "$dir/build" >"$dir/install.log" 2>&1 \
-        || { echo "build of $name failed, see $dir/*.log"; return 1; }
-    g++ -std=c++17 -O2 -o "$dir/hello" "$here/hello.cc" -I"$dir/inst/include" \
-        -DPISTACHE_USE_SSL -L"$dir/inst/lib" -lpistache \
-        -Wl,--disable-new-dtags,-rpath,"$dir/inst/lib" -pthread -lssl -lcrypto \
-        || { echo "hello.cc against $name failed"; return 1; }
+    # hello.cc is relinked whenever it changed, without rebuilding Pistache.
+    if [ ! -x "$dir/hello" ] || [ "$here/hello.cc" -nt "$dir/hello" ] || [ "$built" -nt "$dir/hello" ]; then
+        g++ -std=c++17 -O2 -o "$dir/hello" "$here/hello.cc" -I"$dir/inst/include" \
+            -DPISTACHE_USE_SSL -L"$dir/inst/lib" -lpistache \
+            -Wl,--disable-new-dtags,-rpath,"$dir/inst/lib" -pthread -lssl -lcrypto \
+            || { echo "hello.cc against $name failed"; return 1; }
+    fi
 }
 
 servers=()
@@ -90,6 +93,13 @@ if [ -z "$hello_server" ] \
     hello_server="$root/target/release/examples/hello_server"
 fi
 [ -n "$hello_server" ] && servers+=(pistachio)
+# The upstream servers once more with SIGPIPE ignored by hand (as many
+# applications do): with the SIGPIPE deaths out of the way, what is left
+# shows, e.g. the empty replies after an abrupt close (2d9e29b0, issue
+# #1309) and the stalled handshake blocking the accept thread (HEAD).
+for s in 2d9e29b0 a3185e0b; do
+    [[ " ${servers[*]} " == *" $s "* ]] && servers+=("$s+SIG_IGN")
+done
 
 # --- Runs -------------------------------------------------------------------
 styles=(no-close-notify rst-after-request rst-mid-handshake garbage-record
@@ -113,6 +123,9 @@ for server in "${servers[@]}"; do
             "$hello_server" --tls-cert "$certs/server-chain.pem" \
                 --tls-key "$certs/server.key" --threads "$threads" \
                 --addr "127.0.0.1:$port" >"$out/server-$server-$threads.log" 2>&1 &
+        elif [[ "$server" == *+SIG_IGN ]]; then
+            "$out/${server%+SIG_IGN}/hello" "$port" "$threads" "$certs/server-chain.pem" \
+                "$certs/server.key" --ignore-sigpipe >"$out/server-$server-$threads.log" 2>&1 &
         else
             "$out/$server/hello" "$port" "$threads" "$certs/server-chain.pem" \
                 "$certs/server.key" >"$out/server-$server-$threads.log" 2>&1 &

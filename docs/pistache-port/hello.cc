@@ -1,17 +1,20 @@
 // Pistache HTTPS hello server for docs/pistache-port/check.sh.
 //
-//   hello PORT THREADS CERT KEY
+//   hello PORT THREADS CERT KEY [--ignore-sigpipe]
 //
 // GET /    -> 200 "Hello, World!"
 // GET /big -> a 4 MiB file through Http::serveFile (SSL_sendfile over TLS)
 //
 // SIGPIPE is deliberately left at its default disposition: a TLS write to a
-// client that reset must not kill the process.
+// client that reset must not kill the process. `--ignore-sigpipe` ignores it,
+// as many applications do by hand, so that check.sh can show what else goes
+// wrong in an unpatched server once SIGPIPE no longer kills it.
 
 #include <pistache/endpoint.h>
 #include <pistache/http.h>
 #include <pistache/router.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -22,11 +25,14 @@ using namespace Pistache;
 
 int main(int argc, char** argv)
 {
-    if (argc != 5)
+    const bool ignoreSigpipe = argc == 6 && std::string(argv[5]) == "--ignore-sigpipe";
+    if (argc != 5 && !ignoreSigpipe)
     {
-        std::fprintf(stderr, "usage: %s PORT THREADS CERT KEY\n", argv[0]);
+        std::fprintf(stderr, "usage: %s PORT THREADS CERT KEY [--ignore-sigpipe]\n", argv[0]);
         return 2;
     }
+    if (ignoreSigpipe)
+        std::signal(SIGPIPE, SIG_IGN);
     const auto port    = static_cast<uint16_t>(std::atoi(argv[1]));
     const int threads  = std::atoi(argv[2]);
     const std::string cert = argv[3], key = argv[4];
