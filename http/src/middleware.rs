@@ -306,7 +306,7 @@ impl Answer {
 pub struct RequestInfo {
     method: Option<Method>,
     target: Option<ByteString>,
-    path: Option<ByteString>,
+    path: PathOf,
     version: Version,
     peer_addr: SocketAddr,
     received: Instant,
@@ -325,7 +325,7 @@ impl RequestInfo {
         RequestInfo {
             method: Some(head.method.clone()),
             target: Some(head.target.clone()),
-            path: Some(head.path.clone()),
+            path: PathOf::of(&head.target, &head.path),
             version: head.version,
             peer_addr,
             received,
@@ -337,7 +337,7 @@ impl RequestInfo {
         RequestInfo {
             method: Some(method),
             target: None,
-            path: None,
+            path: PathOf::Unknown,
             version,
             peer_addr,
             received: Instant::now(),
@@ -349,7 +349,7 @@ impl RequestInfo {
         RequestInfo {
             method: None,
             target: None,
-            path: None,
+            path: PathOf::Unknown,
             version: Version::HTTP_11,
             peer_addr,
             received,
@@ -371,7 +371,11 @@ impl RequestInfo {
     /// The raw path, without the query; `None` like
     /// [`RequestInfo::method`].
     pub fn path(&self) -> Option<&str> {
-        self.path.as_deref()
+        match &self.path {
+            PathOf::Unknown => None,
+            PathOf::Within(start, end) => self.target.as_deref()?.get(*start..*end),
+            PathOf::Own(path) => Some(path),
+        }
     }
 
     /// The request's version (`HTTP/1.1` when unknown).
@@ -389,6 +393,27 @@ impl RequestInfo {
     /// time by the time the loop spends on one round of events.
     pub fn received(&self) -> Instant {
         self.received
+    }
+}
+
+/// Where a [`RequestInfo`]'s path is: usually a part of its target (no
+/// second reference to the head buffer to take and drop).
+#[derive(Debug, Clone)]
+enum PathOf {
+    Unknown,
+    /// `target[start..end]`.
+    Within(usize, usize),
+    Own(ByteString),
+}
+
+impl PathOf {
+    fn of(target: &ByteString, path: &ByteString) -> PathOf {
+        let (t, p) = (target.as_ptr() as usize, path.as_ptr() as usize);
+        if p >= t && p + path.len() <= t + target.len() {
+            PathOf::Within(p - t, p - t + path.len())
+        } else {
+            PathOf::Own(path.clone())
+        }
     }
 }
 
@@ -672,7 +697,7 @@ impl Layered {
         let info = &mut record.info;
         info.method = Some(head.method.clone());
         info.target = Some(head.target.clone());
-        info.path = Some(head.path.clone());
+        info.path = PathOf::of(&head.target, &head.path);
         info.version = head.version;
         info.peer_addr = request.peer_addr();
         info.received = received;
@@ -700,7 +725,7 @@ impl Layered {
     ) -> Box<Self> {
         self.finish(keep_alive, end, now);
         self.info.target = None;
-        self.info.path = None;
+        self.info.path = PathOf::Unknown;
         self.headers = None;
         self
     }
@@ -779,4 +804,52 @@ pub fn run_heads(layers: &[Arc<dyn Middleware>], request: &Request) -> Option<(A
 /// The answer for a panic in a head hook.
 pub(crate) fn panic_answer() -> Answer {
     Answer::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_combine() {
+        let hooks = Hooks::ON_HEAD | Hooks::ON_COMPLETE;
+        assert!(hooks.contains(Hooks::ON_COMPLETE));
+        assert!(!hooks.contains(Hooks::ON_RESPONSE));
+        assert!(hooks.intersects(Hooks::ALL));
+        assert!(!Hooks::NONE.intersects(Hooks::ALL));
+        assert_eq!(
+            Hooks::ON_HEAD | Hooks::ON_RESPONSE | Hooks::ON_COMPLETE,
+            Hooks::ALL
+        );
+    }
+
+    fn info(target: ByteString, path: &ByteString) -> RequestInfo {
+        RequestInfo {
+            method: Some(Method::GET),
+            path: PathOf::of(&target, path),
+            target: Some(target),
+            version: Version::HTTP_11,
+            peer_addr: "127.0.0.1:1".parse().unwrap(),
+            received: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_path_within_the_target_is_a_span_of_it() {
+        let target = ByteString::from_static("/search?q=1");
+        let path = target.slice_ref(&target[..7]);
+        let info = info(target.clone(), &path);
+        assert!(matches!(info.path, PathOf::Within(0, 7)));
+        assert_eq!(info.path(), Some("/search"));
+        assert_eq!(info.target(), Some("/search?q=1"));
+    }
+
+    #[test]
+    fn a_path_elsewhere_is_kept_as_is() {
+        let target = ByteString::from_static("http://example.com/a?b");
+        let path = ByteString::from("/a".to_owned());
+        let info = info(target, &path);
+        assert!(matches!(info.path, PathOf::Own(_)));
+        assert_eq!(info.path(), Some("/a"));
+    }
 }
