@@ -53,8 +53,11 @@ use crate::request::Request;
 ///
 /// With no middleware installed the connection takes none of these paths:
 /// no allocation, no dynamic call. With middleware, each request keeps a
-/// small record of its facts ([`RequestInfo`]) until it completes: one
-/// allocation per request, and a call per hook per layer.
+/// small record of its facts ([`RequestInfo`]) until it completes; the
+/// record is the connection's, reused from one request to the next (no
+/// allocation per request). Each hook costs a call per layer, unless no
+/// layer implements it: name the hooks a middleware implements in
+/// [`Middleware::hooks`] and the others are skipped.
 ///
 /// # Panics
 ///
@@ -459,6 +462,10 @@ pub struct Exchange<'a> {
     pub body_bytes: u64,
     /// From [`RequestInfo::received`] until the response head was handed
     /// to the transport; `None` if it never was.
+    ///
+    /// Both durations are read from the event loop's clock (one read per
+    /// loop iteration, see [`RequestInfo::received`]): an answer made in
+    /// the iteration that received its request reads zero.
     pub time_to_first_byte: Option<Duration>,
     /// From [`RequestInfo::received`] until the exchange finished.
     pub total: Duration,
