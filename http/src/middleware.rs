@@ -561,8 +561,9 @@ impl fmt::Debug for SharedLayers {
 }
 
 /// What an exchange wrapped in middleware carries from the request to its
-/// completion: one allocation per request, from the writer to the
-/// connection's completion record.
+/// completion, from the writer to the connection's completion record.
+/// Boxed; the connection keeps a finished one for its next exchange
+/// ([`Layered::reuse`]), so a request costs no allocation.
 #[derive(Clone)]
 pub(crate) struct Layered {
     pub(crate) info: RequestInfo,
