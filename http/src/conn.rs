@@ -16,7 +16,8 @@ use pistachio_transport::{CloseReason, Conn, Protocol, TlsInfo};
 use crate::body::{self, BodySender};
 use crate::date::LoopDate;
 use crate::middleware::{
-    panic_answer, run_heads, Answer, Layered, Layers, Pending as Record, RequestInfo, SharedLayers,
+    panic_answer, run_heads, Answer, Hooks, Layered, Layers, Pending as Record, RequestInfo,
+    SharedLayers,
 };
 use crate::parser::{Limits, ParseError, Parsed, RequestParser};
 use crate::request::Request;
@@ -300,6 +301,8 @@ pub(crate) struct HttpConn {
     /// A stream's bytes in the transport's queue while that is over its
     /// high-water mark: released by `on_drained`.
     held: Option<(Arc<AtomicUsize>, usize)>,
+    /// With middleware: the record of a finished exchange, for the next.
+    spare_record: Option<Box<Record>>,
 }
 
 impl HttpConn {
@@ -343,6 +346,7 @@ impl HttpConn {
             head_received: None,
             flow: Arc::new(ConnFlow::default()),
             held: None,
+            spare_record: None,
         }
     }
 
@@ -536,8 +540,10 @@ impl HttpConn {
     /// an answer comes with the layers it passes through.
     fn head_hooks(&mut self, request: &Request) -> Option<(Answer, Layers)> {
         let endpoint = &self.settings.middleware.0;
-        if let Some((answer, seen)) = run_heads(endpoint, request) {
-            return Some((answer, Layers::owned(endpoint[..seen].to_vec())));
+        if self.settings.middleware.want(Hooks::ON_HEAD) {
+            if let Some((answer, seen)) = run_heads(endpoint, request) {
+                return Some((answer, Layers::owned(endpoint[..seen].to_vec())));
+            }
         }
         if !self.settings.handler_layered {
             return None;
@@ -669,7 +675,7 @@ impl HttpConn {
         });
         Some(Layered::new(
             info,
-            Layers::shared(&self.settings.middleware.0),
+            Layers::shared(&self.settings.middleware),
         ))
     }
 
@@ -836,10 +842,12 @@ impl HttpConn {
         let seq = self.next_seq;
         self.next_seq += 1;
         let layered = received.map(|at| {
-            Box::new(Layered::new(
-                RequestInfo::of(&request, at),
-                Layers::shared(&self.settings.middleware.0),
-            ))
+            Layered::reuse(
+                self.spare_record.take(),
+                &request,
+                at,
+                &self.settings.middleware,
+            )
         });
         let target = Target {
             peer: conn.handle(),
@@ -1003,8 +1011,8 @@ impl HttpConn {
         while let Some(Some(pending)) = self.ready.front_mut() {
             pending.head = HeadState::Sent;
             let mut handed = 0u64;
-            // One clock read per answer, and only with middleware.
-            let now = pending.record.as_ref().map(|_| Instant::now());
+            // The loop's clock (no read of its own), as for `received`.
+            let now = conn.now();
             for part in pending.take_parts() {
                 match part {
                     Part::Bytes(bytes) => {
@@ -1017,7 +1025,7 @@ impl HttpConn {
                     }
                 }
             }
-            if let (Some(record), Some(now)) = (&mut pending.record, now) {
+            if let Some(record) = &mut pending.record {
                 record.handed(handed, now);
             }
             if let Some(credit) = &pending.credit {
@@ -1036,8 +1044,8 @@ impl HttpConn {
             if let Some(Some(done)) = self.ready.pop_front() {
                 if let Some(record) = done.record {
                     let end = if done.cut { End::Cut } else { End::Completed };
-                    let now = now.unwrap_or_else(Instant::now);
-                    record.complete(then == Then::KeepOpen, end, now);
+                    let record = record.complete(then == Then::KeepOpen, end, now);
+                    self.spare_record = Some(record);
                 }
             }
             self.deadlines.remove(&self.next_out);

@@ -52,7 +52,9 @@ mod writer;
 
 pub use body::{BodyMode, BodyStream};
 pub use endpoint::{Endpoint, Options, ShutdownHandle};
-pub use middleware::{run_heads, Answer, End, Exchange, HeadAction, Middleware, RequestInfo};
+pub use middleware::{
+    run_heads, Answer, End, Exchange, HeadAction, Hooks, Middleware, RequestInfo,
+};
 pub use request::{percent_decode, Request};
 pub use writer::{ResponseStream, ResponseWriter};
 

@@ -53,8 +53,11 @@ use crate::request::Request;
 ///
 /// With no middleware installed the connection takes none of these paths:
 /// no allocation, no dynamic call. With middleware, each request keeps a
-/// small record of its facts ([`RequestInfo`]) until it completes: one
-/// allocation per request, and a call per hook per layer.
+/// small record of its facts ([`RequestInfo`]) until it completes; the
+/// record is the connection's, reused from one request to the next (no
+/// allocation per request). Each hook costs a call per layer, unless no
+/// layer implements it: name the hooks a middleware implements in
+/// [`Middleware::hooks`] and the others are skipped.
 ///
 /// # Panics
 ///
@@ -134,6 +137,77 @@ pub trait Middleware: Send + Sync + 'static {
     fn on_complete(&self, exchange: &Exchange<'_>) {
         let _ = exchange;
     }
+
+    /// Which of the hooks above this middleware implements; the server
+    /// asks once, when the middleware is installed, and never calls the
+    /// others. The default, [`Hooks::ALL`], is always right; naming only
+    /// the hooks implemented makes the others cost nothing per request
+    /// (no call, and with no layer wanting [`Middleware::on_complete`],
+    /// no clock read either).
+    ///
+    /// ```
+    /// use pistachio_http::{Exchange, Hooks, Middleware};
+    ///
+    /// struct Metrics;
+    ///
+    /// impl Middleware for Metrics {
+    ///     fn on_complete(&self, ex: &Exchange<'_>) {
+    ///         let _ = ex.status;
+    ///     }
+    ///     fn hooks(&self) -> Hooks {
+    ///         Hooks::ON_COMPLETE
+    ///     }
+    /// }
+    /// ```
+    fn hooks(&self) -> Hooks {
+        Hooks::ALL
+    }
+}
+
+/// A set of [`Middleware`] hooks (see [`Middleware::hooks`]); combine
+/// with `|`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hooks(u8);
+
+impl Hooks {
+    /// No hook.
+    pub const NONE: Hooks = Hooks(0);
+    /// [`Middleware::on_head`].
+    pub const ON_HEAD: Hooks = Hooks(1);
+    /// [`Middleware::on_response`].
+    pub const ON_RESPONSE: Hooks = Hooks(2);
+    /// [`Middleware::on_complete`].
+    pub const ON_COMPLETE: Hooks = Hooks(4);
+    /// Every hook.
+    pub const ALL: Hooks = Hooks(7);
+
+    /// Whether every hook of `other` is in `self`.
+    pub const fn contains(self, other: Hooks) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether any hook of `other` is in `self`.
+    pub const fn intersects(self, other: Hooks) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// The hooks of `layers` together.
+    fn of(layers: &[Arc<dyn Middleware>]) -> Hooks {
+        layers.iter().fold(Hooks::NONE, |all, l| all | l.hooks())
+    }
+}
+
+impl std::ops::BitOr for Hooks {
+    type Output = Hooks;
+    fn bitor(self, other: Hooks) -> Hooks {
+        Hooks(self.0 | other.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Hooks {
+    fn bitor_assign(&mut self, other: Hooks) {
+        self.0 |= other.0;
+    }
 }
 
 /// A shared middleware is a middleware too.
@@ -146,6 +220,9 @@ impl<M: Middleware + ?Sized> Middleware for Arc<M> {
     }
     fn on_complete(&self, exchange: &Exchange<'_>) {
         (**self).on_complete(exchange)
+    }
+    fn hooks(&self) -> Hooks {
+        (**self).hooks()
     }
 }
 
@@ -232,7 +309,7 @@ impl Answer {
 pub struct RequestInfo {
     method: Option<Method>,
     target: Option<ByteString>,
-    path: Option<ByteString>,
+    path: PathOf,
     version: Version,
     peer_addr: SocketAddr,
     received: Instant,
@@ -251,7 +328,7 @@ impl RequestInfo {
         RequestInfo {
             method: Some(head.method.clone()),
             target: Some(head.target.clone()),
-            path: Some(head.path.clone()),
+            path: PathOf::of(&head.target, &head.path),
             version: head.version,
             peer_addr,
             received,
@@ -263,7 +340,7 @@ impl RequestInfo {
         RequestInfo {
             method: Some(method),
             target: None,
-            path: None,
+            path: PathOf::Unknown,
             version,
             peer_addr,
             received: Instant::now(),
@@ -275,7 +352,7 @@ impl RequestInfo {
         RequestInfo {
             method: None,
             target: None,
-            path: None,
+            path: PathOf::Unknown,
             version: Version::HTTP_11,
             peer_addr,
             received,
@@ -297,7 +374,11 @@ impl RequestInfo {
     /// The raw path, without the query; `None` like
     /// [`RequestInfo::method`].
     pub fn path(&self) -> Option<&str> {
-        self.path.as_deref()
+        match &self.path {
+            PathOf::Unknown => None,
+            PathOf::Within(start, end) => self.target.as_deref()?.get(*start..*end),
+            PathOf::Own(path) => Some(path),
+        }
     }
 
     /// The request's version (`HTTP/1.1` when unknown).
@@ -315,6 +396,27 @@ impl RequestInfo {
     /// time by the time the loop spends on one round of events.
     pub fn received(&self) -> Instant {
         self.received
+    }
+}
+
+/// Where a [`RequestInfo`]'s path is: usually a part of its target (no
+/// second reference to the head buffer to take and drop).
+#[derive(Debug, Clone)]
+enum PathOf {
+    Unknown,
+    /// `target[start..end]`.
+    Within(usize, usize),
+    Own(ByteString),
+}
+
+impl PathOf {
+    fn of(target: &ByteString, path: &ByteString) -> PathOf {
+        let (t, p) = (target.as_ptr() as usize, path.as_ptr() as usize);
+        if p >= t && p + path.len() <= t + target.len() {
+            PathOf::Within(p - t, p - t + path.len())
+        } else {
+            PathOf::Own(path.clone())
+        }
     }
 }
 
@@ -360,6 +462,10 @@ pub struct Exchange<'a> {
     pub body_bytes: u64,
     /// From [`RequestInfo::received`] until the response head was handed
     /// to the transport; `None` if it never was.
+    ///
+    /// Both durations are read from the event loop's clock (one read per
+    /// loop iteration, see [`RequestInfo::received`]): an answer made in
+    /// the iteration that received its request reads zero.
     pub time_to_first_byte: Option<Duration>,
     /// From [`RequestInfo::received`] until the exchange finished.
     pub total: Duration,
@@ -376,32 +482,49 @@ pub struct Exchange<'a> {
 pub(crate) struct Layers {
     outer: Arc<[Arc<dyn Middleware>]>,
     inner: Vec<Arc<dyn Middleware>>,
+    /// The hooks any of them implements.
+    hooks: Hooks,
 }
 
 impl Layers {
     /// The endpoint's layers.
-    pub(crate) fn shared(outer: &Arc<[Arc<dyn Middleware>]>) -> Layers {
+    pub(crate) fn shared(outer: &SharedLayers) -> Layers {
         Layers {
-            outer: Arc::clone(outer),
+            outer: Arc::clone(&outer.0),
             inner: Vec::new(),
+            hooks: outer.1,
         }
     }
 
     /// A list of its own.
     pub(crate) fn owned(list: Vec<Arc<dyn Middleware>>) -> Layers {
         Layers {
+            hooks: Hooks::of(&list),
             outer: list.into(),
             inner: Vec::new(),
         }
     }
 
     pub(crate) fn push(&mut self, layer: Arc<dyn Middleware>) {
+        self.hooks |= layer.hooks();
         self.inner.push(layer);
     }
 
-    /// Innermost first.
-    fn inside_out(&self) -> impl Iterator<Item = &Arc<dyn Middleware>> {
-        self.outer.iter().chain(self.inner.iter()).rev()
+    /// Whether any of them implements `hook`.
+    pub(crate) fn want(&self, hook: Hooks) -> bool {
+        self.hooks.intersects(hook)
+    }
+
+    /// Innermost first; none if no layer implements `hook`. (If one does,
+    /// all are called: a layer without it runs the default, which does
+    /// nothing; asking each layer again would cost as much.)
+    fn inside_out(&self, hook: Hooks) -> impl Iterator<Item = &Arc<dyn Middleware>> {
+        let (outer, inner): (&[_], &[_]) = if self.want(hook) {
+            (&self.outer, &self.inner)
+        } else {
+            (&[], &[])
+        };
+        outer.iter().chain(inner.iter()).rev()
     }
 }
 
@@ -415,8 +538,21 @@ impl fmt::Debug for EndpointLayers {
     }
 }
 
-/// Endpoint-wide middleware, shared by the connections.
-pub(crate) struct SharedLayers(pub(crate) Arc<[Arc<dyn Middleware>]>);
+/// Endpoint-wide middleware, shared by the connections, with the hooks
+/// any of them implements (asked once, here).
+pub(crate) struct SharedLayers(pub(crate) Arc<[Arc<dyn Middleware>]>, pub(crate) Hooks);
+
+impl SharedLayers {
+    pub(crate) fn new(list: Vec<Arc<dyn Middleware>>) -> SharedLayers {
+        let hooks = Hooks::of(&list);
+        SharedLayers(list.into(), hooks)
+    }
+
+    /// Whether any of them implements `hook`.
+    pub(crate) fn want(&self, hook: Hooks) -> bool {
+        self.1.intersects(hook)
+    }
+}
 
 impl fmt::Debug for SharedLayers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -425,15 +561,18 @@ impl fmt::Debug for SharedLayers {
 }
 
 /// What an exchange wrapped in middleware carries from the request to its
-/// completion: one allocation per request, from the writer to the
-/// connection's completion record.
+/// completion, from the writer to the connection's completion record.
+/// Boxed; the connection keeps a finished one for its next exchange
+/// ([`Layered::reuse`]), so a request costs no allocation.
 #[derive(Clone)]
 pub(crate) struct Layered {
     pub(crate) info: RequestInfo,
     pub(crate) layers: Layers,
     /// Set when the head is written.
     status: StatusCode,
-    headers: HeaderMap,
+    /// The answer's header fields, once answered (`None` before, so that
+    /// a record costs no header map of its own).
+    headers: Option<HeaderMap>,
     /// Length of the head in the first part.
     pub(crate) head_len: u64,
     /// Bytes handed to the transport so far.
@@ -483,7 +622,7 @@ impl Layered {
             info,
             layers,
             status: StatusCode::OK,
-            headers: HeaderMap::new(),
+            headers: None,
             head_len: 0,
             handed: 0,
             first_byte: None,
@@ -493,8 +632,16 @@ impl Layered {
 
     /// Runs every `on_response`, innermost first. `Err` if one panicked:
     /// the caller answers `500` instead (without running them again).
+    #[inline]
     pub(crate) fn respond(&self, status: StatusCode, headers: &mut HeaderMap) -> Result<(), ()> {
-        for layer in self.layers.inside_out() {
+        if !self.layers.want(Hooks::ON_RESPONSE) {
+            return Ok(());
+        }
+        self.run_responses(status, headers)
+    }
+
+    fn run_responses(&self, status: StatusCode, headers: &mut HeaderMap) -> Result<(), ()> {
+        for layer in self.layers.inside_out(Hooks::ON_RESPONSE) {
             let run = catch_unwind(AssertUnwindSafe(|| {
                 layer.on_response(&self.info, status, headers)
             }));
@@ -518,7 +665,7 @@ impl Layered {
         head_len: usize,
     ) -> Box<Self> {
         self.status = status;
-        self.headers = headers;
+        self.headers = Some(headers);
         self.head_len = head_len as u64;
         self.stage = Stage::Answered;
         self
@@ -538,10 +685,57 @@ impl Layered {
         self.handed += n;
     }
 
+    /// A record for a new exchange, in `spare` (a finished record the
+    /// connection kept, see [`Layered::complete`]) if there is one: with
+    /// a spare, no allocation.
+    pub(crate) fn reuse(
+        spare: Option<Box<Layered>>,
+        request: &Request,
+        received: Instant,
+        shared: &SharedLayers,
+    ) -> Box<Layered> {
+        let Some(mut record) = spare else {
+            let info = RequestInfo::of(request, received);
+            return Box::new(Layered::new(info, Layers::shared(shared)));
+        };
+        // Field by field, in place: the old record is done (no hook is
+        // due) and holds neither a header map nor the old request's
+        // target and path.
+        let head = request.head();
+        let info = &mut record.info;
+        info.method = Some(head.method.clone());
+        info.target = Some(head.target.clone());
+        info.path = PathOf::of(&head.target, &head.path);
+        info.version = head.version;
+        info.peer_addr = request.peer_addr();
+        info.received = received;
+        if !(Arc::ptr_eq(&record.layers.outer, &shared.0) && record.layers.inner.is_empty()) {
+            record.layers = Layers::shared(shared);
+        }
+        record.status = StatusCode::OK;
+        record.head_len = 0;
+        record.handed = 0;
+        record.first_byte = None;
+        record.stage = Stage::Request;
+        record
+    }
+
     /// Runs every `on_complete`, innermost first; `now` is when the
-    /// exchange finished.
-    pub(crate) fn complete(mut self: Box<Self>, keep_alive: bool, end: End, now: Instant) {
+    /// exchange finished. Returns the record, done, for
+    /// [`Layered::reuse`]; it keeps nothing of the request (the target
+    /// and path are slices of the request's head buffer, which goes back
+    /// to the worker's pool).
+    pub(crate) fn complete(
+        mut self: Box<Self>,
+        keep_alive: bool,
+        end: End,
+        now: Instant,
+    ) -> Box<Self> {
         self.finish(keep_alive, end, now);
+        self.info.target = None;
+        self.info.path = PathOf::Unknown;
+        self.headers = None;
+        self
     }
 
     fn finish(&mut self, keep_alive: bool, end: End, now: Instant) {
@@ -549,20 +743,42 @@ impl Layered {
             return;
         }
         self.stage = Stage::Done;
+        if !self.layers.want(Hooks::ON_COMPLETE) {
+            return;
+        }
         let received = self.info.received;
+        // Both on the loop's clock: an answer made in the loop iteration
+        // that received its request took no measurable time (and needs no
+        // subtraction).
+        let since = |t: Instant| {
+            if t == received {
+                Duration::ZERO
+            } else {
+                t.saturating_duration_since(received)
+            }
+        };
+        let total = since(now);
+        let none;
         let exchange = Exchange {
             request: &self.info,
             status: self.status,
-            headers: &self.headers,
+            headers: match &self.headers {
+                Some(headers) => headers,
+                None => {
+                    none = HeaderMap::new();
+                    &none
+                }
+            },
             body_bytes: self.handed.saturating_sub(self.head_len),
+            // Usually the whole answer went out at once: no second sum.
             time_to_first_byte: self
                 .first_byte
-                .map(|t| t.saturating_duration_since(received)),
-            total: now.saturating_duration_since(received),
+                .map(|t| if t == now { total } else { since(t) }),
+            total,
             keep_alive,
             end,
         };
-        for layer in self.layers.inside_out() {
+        for layer in self.layers.inside_out(Hooks::ON_COMPLETE) {
             if catch_unwind(AssertUnwindSafe(|| layer.on_complete(&exchange))).is_err() {
                 log::warn!(
                     "{}: middleware panicked in on_complete",
@@ -596,4 +812,52 @@ pub fn run_heads(layers: &[Arc<dyn Middleware>], request: &Request) -> Option<(A
 /// The answer for a panic in a head hook.
 pub(crate) fn panic_answer() -> Answer {
     Answer::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_combine() {
+        let hooks = Hooks::ON_HEAD | Hooks::ON_COMPLETE;
+        assert!(hooks.contains(Hooks::ON_COMPLETE));
+        assert!(!hooks.contains(Hooks::ON_RESPONSE));
+        assert!(hooks.intersects(Hooks::ALL));
+        assert!(!Hooks::NONE.intersects(Hooks::ALL));
+        assert_eq!(
+            Hooks::ON_HEAD | Hooks::ON_RESPONSE | Hooks::ON_COMPLETE,
+            Hooks::ALL
+        );
+    }
+
+    fn info(target: ByteString, path: &ByteString) -> RequestInfo {
+        RequestInfo {
+            method: Some(Method::GET),
+            path: PathOf::of(&target, path),
+            target: Some(target),
+            version: Version::HTTP_11,
+            peer_addr: "127.0.0.1:1".parse().unwrap(),
+            received: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_path_within_the_target_is_a_span_of_it() {
+        let target = ByteString::from_static("/search?q=1");
+        let path = target.slice_ref(&target[..7]);
+        let info = info(target.clone(), &path);
+        assert!(matches!(info.path, PathOf::Within(0, 7)));
+        assert_eq!(info.path(), Some("/search"));
+        assert_eq!(info.target(), Some("/search?q=1"));
+    }
+
+    #[test]
+    fn a_path_elsewhere_is_kept_as_is() {
+        let target = ByteString::from_static("http://example.com/a?b");
+        let path = ByteString::from("/a".to_owned());
+        let info = info(target, &path);
+        assert!(matches!(info.path, PathOf::Own(_)));
+        assert_eq!(info.path(), Some("/a"));
+    }
 }

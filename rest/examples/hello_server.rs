@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pistachio_rest::{
-    Endpoint, Exchange, Middleware, Options, Request, ResponseWriter, StatusCode, TlsConfig,
+    Endpoint, Exchange, Hooks, Middleware, Options, Request, ResponseWriter, StatusCode, TlsConfig,
 };
 
 /// `--trivial-middleware` (for measuring what middleware costs): counts
@@ -36,6 +36,9 @@ impl Middleware for CountOk {
         if exchange.status.is_success() {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::ON_COMPLETE
     }
 }
 

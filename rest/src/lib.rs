@@ -102,8 +102,8 @@ pub use pistachio_transport as transport;
 
 pub use pistachio_http::{
     header, percent_decode, Answer, BodyMode, BodyStream, ConnectionInfo, End, Endpoint, Exchange,
-    Handler, HeadAction, HeaderMap, HeaderName, HeaderValue, Method, Middleware, Options, Request,
-    RequestInfo, ResponseStream, ResponseWriter, ShutdownHandle, StatusCode, Version,
+    Handler, HeadAction, HeaderMap, HeaderName, HeaderValue, Hooks, Method, Middleware, Options,
+    Request, RequestInfo, ResponseStream, ResponseWriter, ShutdownHandle, StatusCode, Version,
 };
 pub use pistachio_transport::{
     ClientCerts, ListenerOptions, ShutdownReport, TlsConfig, TlsConfigBuilder, TlsInfo,

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pistachio_rest::http::{Request, ResponseWriter, StatusCode};
+use pistachio_rest::http::{Exchange, Middleware, Options, Request, ResponseWriter, StatusCode};
 use pistachio_tests::{TestServer, HELLO_BODY, IO_TIMEOUT};
 
 struct Counting;
@@ -68,14 +68,25 @@ fn allocations(
     request: &'static [u8],
     check: fn(&Request) -> bool,
 ) -> u64 {
-    let server = TestServer::start(1, false, move |req: Request, resp: ResponseWriter| {
+    allocations_with(counter, request, check, Options::default())
+}
+
+/// [`allocations`] with the server's `options` (one worker, plaintext).
+fn allocations_with(
+    counter: &'static AtomicU64,
+    request: &'static [u8],
+    check: fn(&Request) -> bool,
+    options: Options,
+) -> u64 {
+    let handler = move |req: Request, resp: ResponseWriter| {
         WORKER_COUNTER.with(|c| c.set(Some(counter)));
         if check(&req) {
             resp.send(StatusCode::OK, HELLO_BODY);
         } else {
             resp.send(StatusCode::BAD_REQUEST, "unexpected request");
         }
-    });
+    };
+    let server = TestServer::start_with(1, false, options.threads(1), handler);
     // Raw reads, not the suite's parsing client: this loop runs 12,000
     // times, and in a debug build parsing each answer would slow it by a
     // sizeable fraction; the answer is fixed and only its end matters.
@@ -143,4 +154,35 @@ fn keep_alive_request_with_query_and_headers_allocates_nothing() {
         },
     );
     assert_eq!(allocations, 0, "allocations in {COUNTED} requests");
+}
+
+/// Counts the successful exchanges; implements only `on_complete` and
+/// does not say so (`Middleware::hooks` keeps its default), so every hook
+/// of every exchange runs.
+#[derive(Default)]
+struct CountOk(AtomicU64);
+
+impl Middleware for CountOk {
+    fn on_complete(&self, exchange: &Exchange<'_>) {
+        if exchange.status.is_success() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// With an endpoint-wide middleware, the record that carries each
+/// exchange's facts to its completion hooks is the connection's, reused:
+/// still nothing allocated per request.
+#[test]
+fn keep_alive_request_with_middleware_allocates_nothing() {
+    static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+    let counted = std::sync::Arc::new(CountOk::default());
+    let allocations = allocations_with(
+        &ALLOCATIONS,
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        |req| req.path() == "/",
+        Options::default().middleware(std::sync::Arc::clone(&counted)),
+    );
+    assert_eq!(allocations, 0, "allocations in {COUNTED} requests");
+    assert_eq!(counted.0.load(Ordering::Relaxed), WARM_UP + COUNTED);
 }
