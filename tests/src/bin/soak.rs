@@ -40,7 +40,10 @@ use std::time::{Duration, Instant};
 use openssl::ssl::SslConnector;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
-use pistachio_rest::http::{Endpoint, Method, Options, Request, ResponseWriter, StatusCode};
+use pistachio_rest::http::{
+    Endpoint, Exchange, HeaderMap, Hooks, Method, Middleware, Options, Request, RequestInfo,
+    ResponseWriter, StatusCode,
+};
 use pistachio_rest::transport::{TlsConfig, TlsReloader};
 use pistachio_tests::abrupt::client_hello;
 use pistachio_tests::client::{
@@ -287,8 +290,31 @@ fn slow_responder(jobs: mpsc::Receiver<SlowJob>) {
     }
 }
 
-fn options(prefix: &str) -> Options {
+/// Endpoint-wide middleware on both servers: counts the answers whose head
+/// went out and the exchanges reported complete. Once every connection has
+/// closed the two must be equal (each exchange reported exactly once, none
+/// lost on any close path) and at least the good requests answered.
+#[derive(Debug, Default)]
+struct Ledger {
+    answered: AtomicU64,
+    completed: AtomicU64,
+}
+
+impl Middleware for Ledger {
+    fn on_response(&self, _: &RequestInfo, _: StatusCode, _: &mut HeaderMap) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+    }
+    fn on_complete(&self, _: &Exchange<'_>) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
+    }
+    fn hooks(&self) -> Hooks {
+        Hooks::ON_RESPONSE | Hooks::ON_COMPLETE
+    }
+}
+
+fn options(prefix: &str, ledger: &Arc<Ledger>) -> Options {
     Options::default()
+        .middleware(Arc::clone(ledger))
         .threads(2)
         .handshake_timeout(SERVER_TIMEOUT)
         .header_timeout(SERVER_TIMEOUT)
@@ -309,6 +335,7 @@ fn test_pki_config() -> Result<TlsConfig, String> {
 }
 
 struct Servers {
+    ledger: Arc<Ledger>,
     tls: Endpoint,
     plain: Endpoint,
     tls_port: u16,
@@ -322,9 +349,13 @@ fn start_servers() -> Result<Servers, String> {
         .name("soak-slow".into())
         .spawn(move || slow_responder(rx))
         .map_err(|e| format!("spawning the /slow responder: {e}"))?;
-    let mut tls = Endpoint::bind("127.0.0.1:0", options("soak-tls-w").tls(test_pki_config()?))
-        .map_err(|e| format!("binding the HTTPS endpoint: {e}"))?;
-    let mut plain = Endpoint::bind("127.0.0.1:0", options("soak-plain-w"))
+    let ledger = Arc::new(Ledger::default());
+    let mut tls = Endpoint::bind(
+        "127.0.0.1:0",
+        options("soak-tls-w", &ledger).tls(test_pki_config()?),
+    )
+    .map_err(|e| format!("binding the HTTPS endpoint: {e}"))?;
+    let mut plain = Endpoint::bind("127.0.0.1:0", options("soak-plain-w", &ledger))
         .map_err(|e| format!("binding the HTTP endpoint: {e}"))?;
     tls.serve_threaded(handler(tx.clone()))
         .map_err(|e| format!("starting the HTTPS endpoint: {e}"))?;
@@ -332,6 +363,7 @@ fn start_servers() -> Result<Servers, String> {
         .serve_threaded(handler(tx))
         .map_err(|e| format!("starting the HTTP endpoint: {e}"))?;
     Ok(Servers {
+        ledger,
         tls_port: tls.local_addr().port(),
         plain_port: plain.local_addr().port(),
         tls,
@@ -1436,6 +1468,7 @@ fn report(
     start: Resources,
     end: Resources,
     open_after: (usize, usize),
+    (answered, completed): (u64, u64),
 ) -> Outcome {
     let sent = stats.good_sent.load(Ordering::Relaxed);
     let ok = stats.good_ok.load(Ordering::Relaxed);
@@ -1450,6 +1483,12 @@ fn report(
     if sent != ok {
         failures.push(format!(
             "good requests sent {sent} != answered correctly {ok}"
+        ));
+    }
+    if answered != completed || completed < ok {
+        failures.push(format!(
+            "middleware saw {answered} answers go out and {completed} exchanges complete \
+             ({ok} good requests answered)"
         ));
     }
     let good_error_count: u64 = good_errors.values().sum();
@@ -1505,6 +1544,10 @@ fn report(
     let _ = writeln!(out, "| client threads | {} |", args.clients);
     let _ = writeln!(out, "| good requests sent | {sent} |");
     let _ = writeln!(out, "| good requests answered correctly | {ok} |");
+    let _ = writeln!(
+        out,
+        "| exchanges seen by middleware (answered / complete) | {answered} / {completed} |"
+    );
     let _ = writeln!(
         out,
         "| good requests per second | {:.0} |",
@@ -1730,7 +1773,11 @@ fn run(args: &Args) -> Result<Outcome, String> {
 
     let end = settle(&servers);
     let open_after = (servers.tls.connections(), servers.plain.connections());
-    let outcome = report(args, elapsed, &stats, start, end, open_after);
+    let ledger = (
+        servers.ledger.answered.load(Ordering::Relaxed),
+        servers.ledger.completed.load(Ordering::Relaxed),
+    );
+    let outcome = report(args, elapsed, &stats, start, end, open_after, ledger);
 
     let Servers {
         mut tls,
