@@ -64,6 +64,20 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
+/// Resident memory of this process (`VmRSS` of `/proc/self/status`), in
+/// KiB; 0 if it cannot be read.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// CPU time of one thread of this process, read from its
 /// `/proc/self/task/TID/stat`. The file is opened once and re-read with
 /// `pread`, so sampling needs no new descriptor (it works while the process

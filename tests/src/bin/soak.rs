@@ -50,7 +50,7 @@ use pistachio_tests::client::{
     read_once, set_reset_on_close, tls_connector_builder, wait_for_close, AnyClient, Connection,
     ReadOutcome, RequestBuilder, Stream,
 };
-use pistachio_tests::{certs, open_fds, PlainClient, Response, TlsClient, HELLO_BODY};
+use pistachio_tests::{certs, open_fds, rss_kib, PlainClient, Response, TlsClient, HELLO_BODY};
 
 /// Request timeouts of the servers (head, body, TLS handshake).
 const SERVER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -197,15 +197,7 @@ struct Resources {
 }
 
 fn resources() -> Resources {
-    let rss_kib = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0);
+    let rss_kib = rss_kib();
     let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
     Resources {
         fds: open_fds(),
