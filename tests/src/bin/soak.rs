@@ -1402,6 +1402,34 @@ fn stream_then_reset(port: u16, tls: Option<&SslConnector>, rng: &mut Rng, stats
     stats.rejection(what);
 }
 
+/// Starts a chunked `/upload`, sends part of its body, then resets the
+/// connection: the reader of the streamed body must see the error and end
+/// (the end-of-run thread count shows readers that did not).
+fn upload_then_reset(port: u16, tls: Option<&SslConnector>, rng: &mut Rng, stats: &Stats) {
+    let what = by_proto!(tls.is_some(), "chunked upload cut by RST mid-body");
+    let bad = "upload then RST: could not send";
+    let Some(mut raw) = hostile_connect(port, tls, stats, bad) else {
+        return;
+    };
+    let mut wire = RequestBuilder::new("POST", "/upload")
+        .header("Transfer-Encoding", "chunked")
+        .to_bytes();
+    for _ in 0..rng.range(1, 16) {
+        let len = rng.range(1, 16 * 1024) as usize;
+        let piece = rng.bytes(len);
+        let _ = write!(Text(&mut wire), "{:x}\r\n", piece.len());
+        wire.extend_from_slice(&piece);
+        wire.extend_from_slice(b"\r\n");
+    }
+    if let Err(e) = raw.write_all(&wire) {
+        stats.anomaly(bad, &format!("write failed: {e}"));
+        return;
+    }
+    let _ = set_reset_on_close(raw.tcp());
+    drop(raw);
+    stats.rejection(what);
+}
+
 /// Plaintext HTTP to the TLS port: the server must close.
 fn plaintext_to_tls(port: u16, stats: &Stats) {
     let what = "TLS port: plaintext request → closed";
@@ -1469,10 +1497,12 @@ enum Scenario {
     TlsToPlain,
     StreamResetTls,
     StreamResetPlain,
+    UploadResetTls,
+    UploadResetPlain,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 18] = [
+    const ALL: [Scenario; 20] = [
         Scenario::KeepAliveTls,
         Scenario::KeepAlivePlain,
         Scenario::NewConnTls,
@@ -1491,6 +1521,8 @@ impl Scenario {
         Scenario::TlsToPlain,
         Scenario::StreamResetTls,
         Scenario::StreamResetPlain,
+        Scenario::UploadResetTls,
+        Scenario::UploadResetPlain,
     ];
 
     /// Relative frequency. The slow ones (silent, slow-loris, TLS to the
@@ -1505,6 +1537,7 @@ impl Scenario {
             Scenario::MalformedTls | Scenario::MalformedPlain => 15,
             Scenario::PlaintextToTls => 10,
             Scenario::StreamResetTls | Scenario::StreamResetPlain => 10,
+            Scenario::UploadResetTls | Scenario::UploadResetPlain => 10,
             Scenario::TlsToPlain => 2,
             Scenario::SilentTls | Scenario::SilentPlain => 2,
             Scenario::SlowLorisTls | Scenario::SlowLorisPlain => 2,
@@ -1531,6 +1564,8 @@ impl Scenario {
             Scenario::TlsToPlain => "TLS to the HTTP port",
             Scenario::StreamResetTls => "stream read in part, then RST (TLS)",
             Scenario::StreamResetPlain => "stream read in part, then RST (HTTP)",
+            Scenario::UploadResetTls => "upload cut by RST mid-body (TLS)",
+            Scenario::UploadResetPlain => "upload cut by RST mid-body (HTTP)",
         }
     }
 
@@ -1580,6 +1615,8 @@ impl Scenario {
             Scenario::TlsToPlain => tls_to_plain(plain, stats),
             Scenario::StreamResetTls => stream_then_reset(tls, Some(&trust.get()), rng, stats),
             Scenario::StreamResetPlain => stream_then_reset(plain, None, rng, stats),
+            Scenario::UploadResetTls => upload_then_reset(tls, Some(&trust.get()), rng, stats),
+            Scenario::UploadResetPlain => upload_then_reset(plain, None, rng, stats),
         }
     }
 }
@@ -1962,24 +1999,42 @@ fn run(args: &Args) -> Result<Outcome, String> {
     for kind in Abrupt::PLAIN {
         kind.run(servers.plain_port, None, &mut rng, &stats);
     }
-    for (port, tls) in [(servers.tls_port, true), (servers.plain_port, false)] {
-        if let Some(mut client) = connect_good(port, tls, &trust, &stats) {
-            let reqs = [
-                Good::Tokio(1),
-                Good::Stream {
-                    chunks: 4,
-                    size: 1000,
-                },
-                Good::Upload {
-                    body: rng.bytes(200 * 1024),
-                    piece: 4096,
-                },
-            ];
-            if exchange(&mut client, &reqs, true, &stats) {
-                expect_server_close(&client, &stats);
-            }
+    // The threaded paths (stream producers, upload readers, tokio tasks)
+    // from all client threads at once, at their largest sizes: the
+    // allocator's per-thread arenas and the buffers reach their working
+    // set before the start measurement, which then tells leaks from it.
+    thread::scope(|scope| {
+        for i in 0..args.clients {
+            let (ctx, port, tls) = if i % 2 == 0 {
+                (&ctx, servers.tls_port, true)
+            } else {
+                (&ctx, servers.plain_port, false)
+            };
+            scope.spawn(move || {
+                let mut rng = Rng::new(1000 + i as u64);
+                let Some(mut client) = connect_good(port, tls, &ctx.trust, &ctx.stats) else {
+                    return;
+                };
+                for _ in 0..4 {
+                    let reqs = [
+                        Good::Tokio(1),
+                        Good::Stream {
+                            chunks: 64,
+                            size: 8 * 1024,
+                        },
+                        Good::Upload {
+                            body: rng.bytes(400 * 1024),
+                            piece: 32 * 1024,
+                        },
+                    ];
+                    if !exchange(&mut client, &reqs, false, &ctx.stats) {
+                        return;
+                    }
+                }
+                finish_good(client, &mut rng, &ctx.stats);
+            });
         }
-    }
+    });
     let (_, warm_cert) = generate_self_signed()?;
     trust.set(&[warm_cert])?;
     reloader.reload(test_pki_config()?);
