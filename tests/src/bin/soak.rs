@@ -2005,10 +2005,11 @@ fn run(args: &Args) -> Result<Outcome, String> {
     // set before the start measurement, which then tells leaks from it.
     thread::scope(|scope| {
         for i in 0..args.clients {
-            let (ctx, port, tls) = if i % 2 == 0 {
-                (&ctx, servers.tls_port, true)
+            let ctx = &ctx;
+            let (port, tls) = if i % 2 == 0 {
+                (servers.tls_port, true)
             } else {
-                (&ctx, servers.plain_port, false)
+                (servers.plain_port, false)
             };
             scope.spawn(move || {
                 let mut rng = Rng::new(1000 + i as u64);
