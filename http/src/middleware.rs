@@ -57,7 +57,9 @@ use crate::request::Request;
 /// record is the connection's, reused from one request to the next (no
 /// allocation per request). Each hook costs a call per layer, unless no
 /// layer implements it: name the hooks a middleware implements in
-/// [`Middleware::hooks`] and the others are skipped.
+/// [`Middleware::hooks`] and the others are skipped. The response's
+/// header map is kept for [`Exchange::headers`] only if a layer declares
+/// [`Hooks::RESPONSE_HEADERS`] (the default, [`Hooks::ALL`], does).
 ///
 /// # Panics
 ///
