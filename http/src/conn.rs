@@ -538,7 +538,18 @@ impl HttpConn {
 
     /// Runs the head hooks (endpoint-wide middleware, then the handler's);
     /// an answer comes with the layers it passes through.
+    #[inline]
     fn head_hooks(&mut self, request: &Request) -> Option<(Answer, Layers)> {
+        // Usually no layer has a head hook: no call.
+        if !self.settings.handler_layered && !self.settings.middleware.want(Hooks::ON_HEAD) {
+            return None;
+        }
+        self.run_head_hooks(request)
+    }
+
+    /// [`HttpConn::head_hooks`], when there are some to run.
+    #[inline(never)]
+    fn run_head_hooks(&mut self, request: &Request) -> Option<(Answer, Layers)> {
         let endpoint = &self.settings.middleware.0;
         if self.settings.middleware.want(Hooks::ON_HEAD) {
             if let Some((answer, seen)) = run_heads(endpoint, request) {

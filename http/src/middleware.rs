@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
@@ -57,7 +57,9 @@ use crate::request::Request;
 /// record is the connection's, reused from one request to the next (no
 /// allocation per request). Each hook costs a call per layer, unless no
 /// layer implements it: name the hooks a middleware implements in
-/// [`Middleware::hooks`] and the others are skipped.
+/// [`Middleware::hooks`] and the others are skipped. The response's
+/// header map is kept for [`Exchange::headers`] only if a layer declares
+/// [`Hooks::RESPONSE_HEADERS`] (the default, [`Hooks::ALL`], does).
 ///
 /// # Panics
 ///
@@ -178,8 +180,14 @@ impl Hooks {
     pub const ON_RESPONSE: Hooks = Hooks(2);
     /// [`Middleware::on_complete`].
     pub const ON_COMPLETE: Hooks = Hooks(4);
-    /// Every hook.
-    pub const ALL: Hooks = Hooks(7);
+    /// Not a hook: [`Exchange::headers`] holds the response's header
+    /// fields (without it, that map is empty, and an answer's header map
+    /// is dropped as soon as its head is written instead of being kept
+    /// until the exchange completes). Name it with
+    /// [`Hooks::ON_COMPLETE`] when `on_complete` reads the headers.
+    pub const RESPONSE_HEADERS: Hooks = Hooks(8);
+    /// Every hook, and [`Hooks::RESPONSE_HEADERS`].
+    pub const ALL: Hooks = Hooks(15);
 
     /// Whether every hook of `other` is in `self`.
     pub const fn contains(self, other: Hooks) -> bool {
@@ -455,7 +463,9 @@ pub struct Exchange<'a> {
     pub status: StatusCode,
     /// The response header fields as sent (after every `on_response`),
     /// without the ones the server adds (`Date`, `Content-Length`,
-    /// `Transfer-Encoding`, `Connection`).
+    /// `Transfer-Encoding`, `Connection`). Empty unless an installed
+    /// layer declares [`Hooks::RESPONSE_HEADERS`] (the default,
+    /// [`Hooks::ALL`], does).
     pub headers: &'a HeaderMap,
     /// Bytes of the answer after its head handed to the transport: the body
     /// (with its chunk framing, for a streamed answer).
@@ -665,7 +675,9 @@ impl Layered {
         head_len: usize,
     ) -> Box<Self> {
         self.status = status;
-        self.headers = Some(headers);
+        if self.layers.want(Hooks::RESPONSE_HEADERS) {
+            self.headers = Some(headers);
+        }
         self.head_len = head_len as u64;
         self.stage = Stage::Answered;
         self
@@ -758,16 +770,12 @@ impl Layered {
             }
         };
         let total = since(now);
-        let none;
         let exchange = Exchange {
             request: &self.info,
             status: self.status,
             headers: match &self.headers {
                 Some(headers) => headers,
-                None => {
-                    none = HeaderMap::new();
-                    &none
-                }
+                None => empty_headers(),
             },
             body_bytes: self.handed.saturating_sub(self.head_len),
             // Usually the whole answer went out at once: no second sum.
@@ -778,13 +786,31 @@ impl Layered {
             keep_alive,
             end,
         };
-        for layer in self.layers.inside_out(Hooks::ON_COMPLETE) {
-            if catch_unwind(AssertUnwindSafe(|| layer.on_complete(&exchange))).is_err() {
-                log::warn!(
-                    "{}: middleware panicked in on_complete",
-                    self.info.peer_addr
-                );
-            }
+        // Innermost first: the exchange's own layers, then the shared
+        // ones (usually the only ones).
+        if !self.layers.inner.is_empty() {
+            complete_each(&self.layers.inner, &exchange);
+        }
+        complete_each(&self.layers.outer, &exchange);
+    }
+}
+
+/// The header map of an [`Exchange`] without one: shared, so that a
+/// completion builds and drops none.
+fn empty_headers() -> &'static HeaderMap {
+    static EMPTY: OnceLock<HeaderMap> = OnceLock::new();
+    EMPTY.get_or_init(HeaderMap::new)
+}
+
+/// Runs `on_complete` of `layers`, last first; a panic is logged and
+/// swallowed.
+fn complete_each(layers: &[Arc<dyn Middleware>], exchange: &Exchange<'_>) {
+    for layer in layers.iter().rev() {
+        if catch_unwind(AssertUnwindSafe(|| layer.on_complete(exchange))).is_err() {
+            log::warn!(
+                "{}: middleware panicked in on_complete",
+                exchange.request.peer_addr
+            );
         }
     }
 }
@@ -826,9 +852,11 @@ mod tests {
         assert!(hooks.intersects(Hooks::ALL));
         assert!(!Hooks::NONE.intersects(Hooks::ALL));
         assert_eq!(
-            Hooks::ON_HEAD | Hooks::ON_RESPONSE | Hooks::ON_COMPLETE,
+            Hooks::ON_HEAD | Hooks::ON_RESPONSE | Hooks::ON_COMPLETE | Hooks::RESPONSE_HEADERS,
             Hooks::ALL
         );
+        assert!(!(Hooks::ON_HEAD | Hooks::ON_RESPONSE | Hooks::ON_COMPLETE)
+            .contains(Hooks::RESPONSE_HEADERS));
     }
 
     fn info(target: ByteString, path: &ByteString) -> RequestInfo {
@@ -850,6 +878,40 @@ mod tests {
         assert!(matches!(info.path, PathOf::Within(0, 7)));
         assert_eq!(info.path(), Some("/search"));
         assert_eq!(info.target(), Some("/search?q=1"));
+    }
+
+    /// Notes whether `on_complete` saw the response's `X-A` field.
+    struct SeesHeaders(Hooks, std::sync::Mutex<Option<bool>>);
+
+    impl Middleware for SeesHeaders {
+        fn on_complete(&self, ex: &Exchange<'_>) {
+            *self.1.lock().unwrap() = Some(ex.headers.contains_key("x-a"));
+        }
+        fn hooks(&self) -> Hooks {
+            self.0
+        }
+    }
+
+    fn headers_seen(hooks: Hooks) -> bool {
+        let layer = Arc::new(SeesHeaders(hooks, Default::default()));
+        let shared: Arc<dyn Middleware> = layer.clone();
+        let target = ByteString::from_static("/");
+        let info = info(target.clone(), &target);
+        let record = Box::new(Layered::new(info, Layers::owned(vec![shared])));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", HeaderValue::from_static("1"));
+        record
+            .answered(StatusCode::OK, headers, 10)
+            .complete(true, End::Completed, Instant::now());
+        let seen = layer.1.lock().unwrap().expect("on_complete ran");
+        seen
+    }
+
+    #[test]
+    fn response_headers_are_kept_only_for_a_layer_that_wants_them() {
+        assert!(headers_seen(Hooks::ALL));
+        assert!(headers_seen(Hooks::ON_COMPLETE | Hooks::RESPONSE_HEADERS));
+        assert!(!headers_seen(Hooks::ON_COMPLETE));
     }
 
     #[test]

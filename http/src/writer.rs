@@ -240,6 +240,7 @@ impl Target {
     }
 
     /// The completion record of an answer whose head is `head_len` bytes.
+    #[inline]
     fn record(
         &mut self,
         status: StatusCode,
