@@ -24,16 +24,9 @@ if [ ! -d "$archives" ]; then
 fi
 
 # --- Debian packages (idempotent) -------------------------------------------
-need=()
-for pkg in meson ninja-build pkg-config g++ libssl-dev rapidjson-dev curl; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if ((${#need[@]})); then
-    echo "==> installing ${need[*]}"
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+# shellcheck source=debian-packages.sh
+source "$here/debian-packages.sh"
+install_debian_packages meson ninja-build pkg-config g++ libssl-dev rapidjson-dev curl
 
 # --- Pistache builds ----------------------------------------------------------
 # build_pistache NAME COMMIT [PATCHES...]: unpack, patch, build, install,

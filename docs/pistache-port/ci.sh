@@ -19,16 +19,9 @@ if [ ! -f "$archives/pistache-a3185e0b.tar.gz" ]; then
     exit 0
 fi
 
-need=()
-for pkg in meson ninja-build pkg-config g++ libssl-dev rapidjson-dev libgtest-dev libgmock-dev cmake; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
-if ((${#need[@]})); then
-    echo "==> installing ${need[*]}"
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+# shellcheck source=debian-packages.sh
+source "$here/debian-packages.sh"
+install_debian_packages meson ninja-build pkg-config g++ libssl-dev rapidjson-dev libgtest-dev libgmock-dev cmake
 mkdir -p "$out"
 
 # libcurl >= 8.9 (the version that drops the connection without
