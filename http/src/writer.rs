@@ -267,22 +267,30 @@ impl Target {
         }
     }
 
-    /// Hands bytes to the connection: directly when on its worker inside its
-    /// handler, else through the worker's mailbox.
-    fn deliver(&self, bytes: Vec<u8>, step: Step, then: Then) {
+    /// Hands the last (or only) part of an answer, with the answer's
+    /// completion record when middleware wants one.
+    fn deliver_last(
+        &self,
+        bytes: Vec<u8>,
+        file: Option<FileBody>,
+        then: Then,
+        record: Option<Box<Pending>>,
+    ) {
         self.hand(Outgoing {
             seq: self.seq,
             bytes,
-            file: None,
-            step,
+            file,
+            step: Step::Last,
             then,
             attempt: self.attempt,
-            record: None,
+            record,
             cut: false,
             credit: None,
         });
     }
 
+    /// Hands a part to the connection: directly when on its worker inside
+    /// its handler, else through the worker's mailbox.
     fn hand(&self, out: Outgoing) {
         let out = INLINE.with(|slot| {
             let mut inline = slot.borrow_mut();
@@ -498,17 +506,7 @@ impl ResponseWriter {
             len,
         });
         let record = target.record(StatusCode::OK, headers, head.len());
-        target.hand(Outgoing {
-            seq: target.seq,
-            bytes: head,
-            file: body,
-            step: Step::Last,
-            then,
-            attempt: target.attempt,
-            record,
-            cut: false,
-            credit: None,
-        });
+        target.deliver_last(head, body, then, record);
         Ok(())
     }
 
@@ -641,20 +639,8 @@ fn write_whole(mut target: Target, status: StatusCode, headers: HeaderMap, body:
     if target.payload(status) == Payload::Body {
         bytes.extend_from_slice(body);
     }
-    match target.record(status, headers, head_len) {
-        None => target.deliver(bytes, Step::Last, then),
-        record => target.hand(Outgoing {
-            seq: target.seq,
-            bytes,
-            file: None,
-            step: Step::Last,
-            then,
-            attempt: target.attempt,
-            record,
-            cut: false,
-            credit: None,
-        }),
-    }
+    let record = target.record(status, headers, head_len);
+    target.deliver_last(bytes, None, then, record);
 }
 
 /// Whether a [`ResponseStream`]'s head was handed to the connection.
