@@ -14,6 +14,7 @@ use pistachio_rest::{
     End, Endpoint, Exchange, HeadAction, HeaderMap, HeaderValue, Middleware, Options, Request,
     RequestInfo, ResponseWriter, RestRequest, RestResponse, RouteGroup, Router, StatusCode,
 };
+use pistachio_tests::client::Connection;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -93,26 +94,11 @@ fn exchange(addr: SocketAddr, wire: &[u8]) -> String {
     String::from_utf8_lossy(&raw).into_owned()
 }
 
-/// Reads one response with a `Content-Length` from a keep-alive connection.
+/// Reads one response from a keep-alive connection with the suite's one
+/// reader; its head and body as text.
 fn read_response(tcp: &mut TcpStream) -> String {
-    let mut raw = Vec::new();
-    let mut byte = [0u8; 1];
-    while !raw.ends_with(b"\r\n\r\n") {
-        assert_eq!(tcp.read(&mut byte).unwrap(), 1, "closed mid-head: {raw:?}");
-        raw.push(byte[0]);
-    }
-    let head = String::from_utf8(raw).unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(str::to_owned)
-        })
-        .map_or(0, |v| v.trim().parse().unwrap());
-    let mut body = vec![0; length];
-    tcp.read_exact(&mut body).unwrap();
-    head + &String::from_utf8_lossy(&body)
+    let response = Connection::new(tcp).read_response().expect("a response");
+    format!("{}{}", response.head, response.text())
 }
 
 fn status_of(response: &str) -> u16 {

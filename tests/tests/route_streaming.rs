@@ -9,6 +9,7 @@ use std::time::Duration;
 use pistachio_rest::{
     Endpoint, Options, RestRequest, RestResponse, RouteGroup, Router, StatusCode,
 };
+use pistachio_tests::client::Connection;
 use pistachio_tests::init_logging;
 
 /// The tests measure this process's memory: one at a time.
@@ -79,34 +80,15 @@ fn connect(addr: SocketAddr) -> TcpStream {
     client
 }
 
-/// Reads one response: status, lower-case head, body (by Content-Length).
+/// Reads one response with the suite's one reader: status, lower-case
+/// head, body.
 fn response(client: &mut TcpStream) -> (u16, String, String) {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let (head, mut body) = loop {
-        let n = client.read(&mut buf).unwrap();
-        assert!(
-            n > 0,
-            "closed before a response: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-            break (head, got[end + 4..].to_vec());
-        }
-    };
-    let status = head[9..12].parse().unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map_or(0, |v| v.trim().parse().unwrap());
-    while body.len() < length {
-        let n = client.read(&mut buf).unwrap();
-        assert!(n > 0, "closed inside the body");
-        body.extend_from_slice(&buf[..n]);
-    }
-    (status, head, String::from_utf8_lossy(&body).into_owned())
+    let response = Connection::new(client).read_response().expect("a response");
+    (
+        response.status,
+        response.head.to_ascii_lowercase(),
+        response.text(),
+    )
 }
 
 /// Whether the server closes the connection (reads to EOF, bounded).
