@@ -47,11 +47,10 @@ fn connect(addr: SocketAddr) -> TcpStream {
     tcp
 }
 
-/// Reads until the server closes; what it sent.
+/// Reads until the server closes (the suite's `read_to_close`, which fails
+/// if it does not); what it sent, as text.
 fn read_to_close(tcp: &mut TcpStream) -> String {
-    let mut raw = Vec::new();
-    let _ = tcp.read_to_end(&mut raw);
-    String::from_utf8_lossy(&raw).into_owned()
+    String::from_utf8_lossy(&pistachio_tests::client::read_to_close(tcp)).into_owned()
 }
 
 fn upload_head(path: &str, auth: bool, expect: bool, length: u64) -> String {
