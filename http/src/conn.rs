@@ -303,6 +303,19 @@ pub(crate) struct HttpConn {
     held: Option<(Arc<AtomicUsize>, usize)>,
     /// With middleware: the record of a finished exchange, for the next.
     spare_record: Option<Box<Record>>,
+    /// With middleware: exchanges whose whole answer is queued on the
+    /// connection but not yet accepted by the socket, oldest first; they
+    /// finish when it is ([`HttpConn::settle_sent`]).
+    unsent: VecDeque<Unsent>,
+}
+
+/// An exchange waiting for its last byte to leave: it has finished once
+/// the connection's [`Conn::sent`] reaches `mark`.
+struct Unsent {
+    record: Box<Record>,
+    mark: u64,
+    keep_alive: bool,
+    end: End,
 }
 
 impl HttpConn {
@@ -347,6 +360,7 @@ impl HttpConn {
             flow: Arc::new(ConnFlow::default()),
             held: None,
             spare_record: None,
+            unsent: VecDeque::new(),
         }
     }
 
@@ -1017,8 +1031,14 @@ impl HttpConn {
         self.mark_closing(out.seq);
     }
 
-    /// Sends every response that is next in order.
+    /// Sends every response that is next in order, then finishes the
+    /// exchanges the socket has taken.
     fn emit(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        self.emit_ready(conn);
+        self.settle_sent(conn);
+    }
+
+    fn emit_ready(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         while let Some(Some(pending)) = self.ready.front_mut() {
             pending.head = HeadState::Sent;
             let mut handed = 0u64;
@@ -1054,9 +1074,14 @@ impl HttpConn {
             let then = pending.then.and(last);
             if let Some(Some(done)) = self.ready.pop_front() {
                 if let Some(record) = done.record {
-                    let end = if done.cut { End::Cut } else { End::Completed };
-                    let record = record.complete(then == Then::KeepOpen, end, now);
-                    self.spare_record = Some(record);
+                    // Finished when the socket has taken its last byte
+                    // (`settle_sent`, once the callback has flushed).
+                    self.unsent.push_back(Unsent {
+                        record,
+                        mark: conn.sent() + conn.queued() as u64,
+                        keep_alive: then == Then::KeepOpen,
+                        end: if done.cut { End::Cut } else { End::Completed },
+                    });
                 }
             }
             self.deadlines.remove(&self.next_out);
@@ -1106,6 +1131,30 @@ impl HttpConn {
 
     /// Drops every answer not yet sent, telling the middleware of those
     /// that have a record how they ended.
+    /// Finishes the exchanges whose answers the socket has taken, writing
+    /// what is queued first (at the end of a callback, so that answers to
+    /// pipelined requests still go out together); the others finish on
+    /// `on_sent`, or `on_close`.
+    fn settle_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        let Some(first) = self.unsent.front() else {
+            return;
+        };
+        if conn.sent() < first.mark {
+            conn.flush();
+        }
+        let (sent, now) = (conn.sent(), conn.now());
+        while let Some(first) = self.unsent.front() {
+            if first.mark > sent {
+                conn.notify_sent();
+                return;
+            }
+            if let Some(done) = self.unsent.pop_front() {
+                let record = done.record.complete(done.keep_alive, done.end, now);
+                self.spare_record = Some(record);
+            }
+        }
+    }
+
     fn abandon(&mut self, end: End) {
         for pending in self.ready.drain(..).flatten() {
             if let Some(record) = pending.record {
@@ -1205,6 +1254,10 @@ impl Protocol for HttpConn {
         self.close_after(conn, last);
     }
 
+    fn on_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        self.settle_sent(conn);
+    }
+
     fn on_drained(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         if let Some((credit, n)) = self.held.take() {
             self.flow.release(&credit, n);
@@ -1295,6 +1348,10 @@ impl Protocol for HttpConn {
                 std::io::ErrorKind::UnexpectedEof,
                 "connection closed during the body",
             );
+        }
+        for done in self.unsent.drain(..) {
+            // Queued in full, never taken in full by the socket.
+            done.record.complete(false, End::ClientGone, Instant::now());
         }
         self.abandon(End::ClientGone);
         if self.session == Session::Announced {

@@ -432,9 +432,9 @@ impl PathOf {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
-    /// The whole answer was handed to the transport.
+    /// The socket took the whole answer.
     Completed,
-    /// The connection closed before the whole answer was handed over (the
+    /// The connection closed before the socket took the whole answer (the
     /// client went away, the server was shut down).
     ClientGone,
     /// The answer was cut off by the server: a [`ResponseStream`] dropped
@@ -448,12 +448,11 @@ pub enum End {
 
 /// One finished exchange, given to [`Middleware::on_complete`].
 ///
-/// "Finished" means: the last byte of the answer was handed to the
-/// transport, that is queued on the connection for writing (the transport
-/// writes it as the socket accepts it; it may still sit in the
-/// connection's write queue, and the client may never read it), or the
-/// connection closed before that. Knowing when the kernel accepted the last
-/// byte would take a hook in the transport's write path.
+/// "Finished" means: the socket (for TLS: OpenSSL, which wrote the
+/// record to the socket) accepted the last byte of the answer, or the
+/// connection closed before that. A big answer to a slow reader, a file
+/// or a long stream, finishes when the client has read all but what the
+/// kernel's buffers hold, not when it was queued.
 #[non_exhaustive]
 #[derive(Debug)]
 pub struct Exchange<'a> {

@@ -584,3 +584,57 @@ fn a_timed_out_request_is_reported_once_with_the_timeout_answer() {
     assert_eq!((seen[0].status, seen[0].end), (408, End::Completed));
     assert!(seen[0].keep_alive);
 }
+
+/// An answer far bigger than the socket buffers, to a client that does not
+/// read: its exchange finishes when the socket has taken the last byte,
+/// not when the answer was queued.
+const BIG: usize = 32 << 20;
+
+fn big_answer(_req: Request, resp: ResponseWriter) {
+    resp.send(StatusCode::OK, vec![b'x'; BIG]);
+}
+
+#[test]
+fn completion_waits_for_the_socket_to_take_the_last_byte() {
+    let recorder = Arc::new(Recorder::default());
+    let endpoint = serve(
+        Options::default().middleware(Arc::clone(&recorder)),
+        big_answer,
+    );
+    let mut tcp = connect(endpoint.local_addr());
+    tcp.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // The client reads nothing yet: most of the answer sits queued.
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        recorder.seen.lock().unwrap().len(),
+        0,
+        "an exchange reported finished while its answer was still queued"
+    );
+    let response = Connection::new(&mut tcp)
+        .read_response()
+        .expect("a response");
+    assert_eq!(response.body.len(), BIG);
+    let seen = recorder.wait(1);
+    assert_eq!((seen[0].status, seen[0].end), (200, End::Completed));
+    assert_eq!(seen[0].body_bytes, BIG as u64);
+    assert!(seen[0].keep_alive);
+}
+
+#[test]
+fn an_answer_cut_by_a_reset_while_queued_is_client_gone() {
+    let recorder = Arc::new(Recorder::default());
+    let endpoint = serve(
+        Options::default().middleware(Arc::clone(&recorder)),
+        big_answer,
+    );
+    let mut tcp = connect(endpoint.local_addr());
+    tcp.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut some = [0u8; 64 * 1024];
+    tcp.read_exact(&mut some).unwrap();
+    pistachio_tests::client::reset(tcp).unwrap();
+    let seen = recorder.wait(1);
+    assert_eq!((seen[0].status, seen[0].end), (200, End::ClientGone));
+    assert!(!seen[0].keep_alive);
+}

@@ -9,7 +9,7 @@ use pistachio_reactor::Mailbox;
 
 use crate::close::CloseReason;
 use crate::msg::WorkerMsg;
-use crate::peer::{Ending, PeerIo, Reading, TimerRequest, TlsInfo};
+use crate::peer::{Ending, PeerIo, Phase, Reading, TimerRequest, TlsInfo};
 
 /// A per-connection protocol handler (Pistache's `Http::Handler::onInput`
 /// and friends). One instance per connection, created on the connection's
@@ -43,6 +43,12 @@ pub trait Protocol: Sized + 'static {
     /// now drained below 64 KiB: a protocol that stopped producing because
     /// [`Conn::queued`] was high can go on.
     fn on_drained(&mut self, conn: &mut Conn<'_, Self::Message>) {
+        let _ = conn;
+    }
+
+    /// Everything queued was accepted by the socket (or OpenSSL), after
+    /// [`Conn::notify_sent`] asked to be told. Called once per request.
+    fn on_sent(&mut self, conn: &mut Conn<'_, Self::Message>) {
         let _ = conn;
     }
 
@@ -108,6 +114,33 @@ impl<M: Send + 'static> Conn<'_, M> {
     /// Bytes queued and not yet accepted by the socket (or by OpenSSL).
     pub fn queued(&self) -> usize {
         self.io.queued
+    }
+
+    /// Bytes the socket (or OpenSSL) accepted since the connection opened.
+    /// With [`Conn::queued`]: the bytes queued so far are all sent once
+    /// `sent()` reaches today's `sent() + queued()`.
+    pub fn sent(&self) -> u64 {
+        self.io.sent
+    }
+
+    /// Writes what is queued now, as far as the socket accepts it, instead
+    /// of when the callback returns (which then finds less to do), so that
+    /// [`Conn::sent`] tells what went out. A failure closes the connection
+    /// when the callback returns, as any write failure does.
+    pub fn flush(&mut self) {
+        if self.io.phase != Phase::Open || self.io.failed.is_some() || self.io.queued == 0 {
+            return;
+        }
+        if let Err(reason) = self.io.flush() {
+            self.io.failed = Some(Box::new(reason));
+        }
+    }
+
+    /// Asks for one [`Protocol::on_sent`] call once everything queued has
+    /// been accepted by the socket. Not called if the connection closes
+    /// first (`on_close` is).
+    pub fn notify_sent(&mut self) {
+        self.io.sent_notice = true;
     }
 
     /// Closes gracefully: once everything queued is sent, send TLS

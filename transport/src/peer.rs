@@ -208,6 +208,14 @@ pub(crate) struct PeerIo {
     /// Bytes of the front `Segment::Bytes` already sent.
     out_pos: usize,
     pub(crate) queued: usize,
+    /// Bytes the socket (or OpenSSL) accepted since the connection opened.
+    pub(crate) sent: u64,
+    /// The protocol asked for [`crate::Protocol::on_sent`] once the queue
+    /// is empty.
+    pub(crate) sent_notice: bool,
+    /// A flush the protocol asked for ([`crate::Conn::flush`]) failed: the
+    /// connection closes with this reason when the callback returns.
+    pub(crate) failed: Option<Box<CloseReason>>,
     pub(crate) ending: Ending,
     pub(crate) reading: Reading,
     pub(crate) input_gate: InputGate,
@@ -274,6 +282,9 @@ impl PeerIo {
             out: VecDeque::new(),
             out_pos: 0,
             queued: 0,
+            sent: 0,
+            sent_notice: false,
+            failed: None,
             ending: Ending::NotAsked,
             reading: Reading::Active,
             input_gate: InputGate::Open,
@@ -419,6 +430,7 @@ impl PeerIo {
                         Ok(n) => {
                             *remaining -= n as u64;
                             self.queued -= n;
+                            self.sent += n as u64;
                             if *remaining == 0 {
                                 self.out.pop_front();
                             }
@@ -501,6 +513,7 @@ impl PeerIo {
     /// Drops `n` sent bytes from the front of the queue.
     fn advance(&mut self, mut n: usize) {
         self.queued -= n;
+        self.sent += n as u64;
         while n > 0 {
             let Some(Segment::Bytes(front)) = self.out.front() else {
                 unreachable!("advanced past the queued bytes");

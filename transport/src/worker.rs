@@ -348,6 +348,10 @@ impl<P: Protocol> Worker<P> {
                 ));
             }
         }
+        if let Some(reason) = peer.io.failed.take() {
+            self.close_now(ctx, token, *reason);
+            return false;
+        }
         if peer.io.ending == Ending::Abort {
             self.close_now(ctx, token, CloseReason::Aborted);
             return false;
@@ -585,6 +589,7 @@ impl<P: Protocol> Worker<P> {
         }
         peer.io.flush()?;
         self.notify_drained(ctx, token)?;
+        self.notify_sent(ctx, token)?;
         let Some(peer) = self.peers.get_mut(token) else {
             return Ok(());
         };
@@ -639,6 +644,22 @@ impl<P: Protocol> Worker<P> {
             }
             self.peers[token].io.flush()?;
         }
+    }
+
+    /// Calls `Protocol::on_sent` once the queue is empty, if the protocol
+    /// asked ([`Conn::notify_sent`]), flushing what it then produces.
+    fn notify_sent(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> Result<(), CloseReason> {
+        let Some(peer) = self.peers.get_mut(token) else {
+            return Ok(());
+        };
+        if !peer.io.sent_notice || peer.io.queued > 0 || peer.io.phase != Phase::Open {
+            return Ok(());
+        }
+        peer.io.sent_notice = false;
+        if !self.with_protocol(ctx, token, |p, conn| p.on_sent(conn)) {
+            return Ok(());
+        }
+        self.peers[token].io.flush()
     }
 
     /// Sends close_notify (TLS, once), then FIN, then lingers.
