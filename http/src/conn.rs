@@ -1033,9 +1033,12 @@ impl HttpConn {
 
     /// Sends every response that is next in order, then finishes the
     /// exchanges the socket has taken.
+    #[inline]
     fn emit(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         self.emit_ready(conn);
-        self.settle_sent(conn);
+        if !self.unsent.is_empty() {
+            self.settle_sent(conn);
+        }
     }
 
     fn emit_ready(&mut self, conn: &mut Conn<'_, HttpMsg>) {
@@ -1074,14 +1077,14 @@ impl HttpConn {
             let then = pending.then.and(last);
             if let Some(Some(done)) = self.ready.pop_front() {
                 if let Some(record) = done.record {
-                    // Finished when the socket has taken its last byte
-                    // (`settle_sent`, once the callback has flushed).
-                    self.unsent.push_back(Unsent {
+                    // Finished when the socket has taken its last byte.
+                    let unsent = Unsent {
                         record,
                         mark: conn.sent() + conn.queued() as u64,
                         keep_alive: then == Then::KeepOpen,
                         end: if done.cut { End::Cut } else { End::Completed },
-                    });
+                    };
+                    self.finish_when_sent(conn, unsent);
                 }
             }
             self.deadlines.remove(&self.next_out);
@@ -1135,6 +1138,23 @@ impl HttpConn {
     /// what is queued first (at the end of a callback, so that answers to
     /// pipelined requests still go out together); the others finish on
     /// `on_sent`, or `on_close`.
+    /// Finishes `done` now if it is the last answer of this round and the
+    /// socket takes it whole (the usual case: no queue of exchanges),
+    /// else queues it for [`HttpConn::settle_sent`].
+    fn finish_when_sent(&mut self, conn: &mut Conn<'_, HttpMsg>, done: Unsent) {
+        let last_of_round = !matches!(self.ready.front(), Some(Some(_)));
+        if last_of_round && self.unsent.is_empty() {
+            conn.flush();
+            if conn.sent() >= done.mark {
+                let record = done.record.complete(done.keep_alive, done.end, conn.now());
+                self.spare_record = Some(record);
+                return;
+            }
+        }
+        self.unsent.push_back(done);
+    }
+
+    #[inline(never)]
     fn settle_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         let Some(first) = self.unsent.front() else {
             return;

@@ -466,22 +466,38 @@ pub struct Exchange<'a> {
     /// layer declares [`Hooks::RESPONSE_HEADERS`] (the default,
     /// [`Hooks::ALL`], does).
     pub headers: &'a HeaderMap,
-    /// Bytes of the answer after its head handed to the transport: the body
+    /// Bytes of the answer after its head queued for the client: the body
     /// (with its chunk framing, for a streamed answer).
     pub body_bytes: u64,
-    /// From [`RequestInfo::received`] until the response head was handed
-    /// to the transport; `None` if it never was.
-    ///
-    /// Both durations are read from the event loop's clock (one read per
-    /// loop iteration, see [`RequestInfo::received`]): an answer made in
-    /// the iteration that received its request reads zero.
-    pub time_to_first_byte: Option<Duration>,
-    /// From [`RequestInfo::received`] until the exchange finished.
-    pub total: Duration,
     /// Whether the connection stays open for another request.
     pub keep_alive: bool,
     /// How the exchange ended.
     pub end: End,
+    /// When the response head was queued for the client, if it was.
+    first_byte: Option<Instant>,
+    /// When the exchange finished.
+    finished: Instant,
+}
+
+impl Exchange<'_> {
+    /// From [`RequestInfo::received`] until the response head was queued
+    /// for the client; `None` if it never was.
+    ///
+    /// Both durations are read from the event loop's clock (one read per
+    /// loop iteration, see [`RequestInfo::received`]): an answer made in
+    /// the iteration that received its request reads zero.
+    pub fn time_to_first_byte(&self) -> Option<Duration> {
+        self.first_byte.map(|t| self.since_received(t))
+    }
+
+    /// From [`RequestInfo::received`] until the exchange finished.
+    pub fn total(&self) -> Duration {
+        self.since_received(self.finished)
+    }
+
+    fn since_received(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.request.received)
+    }
 }
 
 /// The layers an exchange passes through, outermost first: the
@@ -714,11 +730,14 @@ impl Layered {
         // target and path.
         let head = request.head();
         let info = &mut record.info;
-        info.method = Some(head.method.clone());
+        if info.method.as_ref() != Some(&head.method) {
+            info.method = Some(head.method.clone());
+        }
         info.target = Some(head.target.clone());
         info.path = PathOf::of(&head.target, &head.path);
         info.version = head.version;
-        info.peer_addr = request.peer_addr();
+        // The same connection's: the same peer.
+        debug_assert_eq!(info.peer_addr, request.peer_addr());
         info.received = received;
         if !(Arc::ptr_eq(&record.layers.outer, &shared.0) && record.layers.inner.is_empty()) {
             record.layers = Layers::shared(shared);
@@ -757,18 +776,6 @@ impl Layered {
         if !self.layers.want(Hooks::ON_COMPLETE) {
             return;
         }
-        let received = self.info.received;
-        // Both on the loop's clock: an answer made in the loop iteration
-        // that received its request took no measurable time (and needs no
-        // subtraction).
-        let since = |t: Instant| {
-            if t == received {
-                Duration::ZERO
-            } else {
-                t.saturating_duration_since(received)
-            }
-        };
-        let total = since(now);
         let exchange = Exchange {
             request: &self.info,
             status: self.status,
@@ -777,11 +784,8 @@ impl Layered {
                 None => empty_headers(),
             },
             body_bytes: self.handed.saturating_sub(self.head_len),
-            // Usually the whole answer went out at once: no second sum.
-            time_to_first_byte: self
-                .first_byte
-                .map(|t| if t == now { total } else { since(t) }),
-            total,
+            first_byte: self.first_byte,
+            finished: now,
             keep_alive,
             end,
         };

@@ -207,7 +207,7 @@ impl Middleware for AccessLog {
             req.version(),
             ex.status.as_u16(),
             ex.body_bytes,
-            ex.total.as_secs_f64() * 1000.0,
+            ex.total().as_secs_f64() * 1000.0,
             if ex.keep_alive { "keep-alive" } else { "close" },
             match ex.end {
                 End::Completed => "completed",

@@ -127,13 +127,12 @@ impl<M: Send + 'static> Conn<'_, M> {
     /// of when the callback returns (which then finds less to do), so that
     /// [`Conn::sent`] tells what went out. A failure closes the connection
     /// when the callback returns, as any write failure does.
+    #[inline(always)]
     pub fn flush(&mut self) {
-        if self.io.phase != Phase::Open || self.io.failed.is_some() || self.io.queued == 0 {
+        if self.io.queued == 0 || self.io.phase != Phase::Open || self.io.failed.is_some() {
             return;
         }
-        if let Err(reason) = self.io.flush() {
-            self.io.failed = Some(Box::new(reason));
-        }
+        self.io.flush_in_callback();
     }
 
     /// Asks for one [`Protocol::on_sent`] call once everything queued has

@@ -409,8 +409,21 @@ impl PeerIo {
         }
     }
 
+    /// [`PeerIo::flush`] for [`crate::Conn::flush`]: a failure is kept for
+    /// the worker, which closes the connection when the callback returns.
+    pub(crate) fn flush_in_callback(&mut self) {
+        if let Err(reason) = self.flush() {
+            self.failed = Some(Box::new(reason));
+        }
+    }
+
     /// Writes queued bytes until the queue is empty or the socket is full.
     pub(crate) fn flush(&mut self) -> Result<(), CloseReason> {
+        if self.queued == 0 {
+            // Nothing queued (a zero-length file is never queued), so no
+            // TLS write is pending either.
+            return Ok(());
+        }
         if let Some(tls) = self.tls.as_mut() {
             if tls.write_retry == WriteRetry::PinnedUntilReadable {
                 // Retried now; the outcome below says what it waits for.

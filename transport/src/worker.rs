@@ -588,8 +588,16 @@ impl<P: Protocol> Worker<P> {
             return Ok(());
         }
         peer.io.flush()?;
-        self.notify_drained(ctx, token)?;
-        self.notify_sent(ctx, token)?;
+        if peer.io.sent_notice && peer.io.queued == 0 {
+            self.notify_sent(ctx, token)?;
+        }
+        if self
+            .peers
+            .get(token)
+            .is_some_and(|p| p.io.drain_notice == DrainNotice::Owed)
+        {
+            self.notify_drained(ctx, token)?;
+        }
         let Some(peer) = self.peers.get_mut(token) else {
             return Ok(());
         };
