@@ -739,7 +739,14 @@ impl Layered {
         // The same connection's: the same peer.
         debug_assert_eq!(info.peer_addr, request.peer_addr());
         info.received = received;
-        if !(Arc::ptr_eq(&record.layers.outer, &shared.0) && record.layers.inner.is_empty()) {
+        if Arc::ptr_eq(&record.layers.outer, &shared.0) {
+            // The layers the handler added to the last exchange go; their
+            // room stays for the next one's.
+            if !record.layers.inner.is_empty() {
+                record.layers.inner.clear();
+                record.layers.hooks = shared.1;
+            }
+        } else {
             record.layers = Layers::shared(shared);
         }
         record.status = StatusCode::OK;

@@ -72,7 +72,7 @@ impl TestServer {
     /// workers, and TLS exactly when `tls` is true) running `handler`.
     pub fn start_with<H>(threads: usize, tls: bool, options: Options, handler: H) -> TestServer
     where
-        H: Fn(Request, ResponseWriter) + Send + Sync + 'static,
+        H: pistachio_rest::Handler,
     {
         let bind: SocketAddr = "127.0.0.1:0".parse().expect("loopback address");
         let mut endpoint = Endpoint::bind(bind, options)

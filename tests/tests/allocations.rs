@@ -78,14 +78,34 @@ fn allocations_with(
     check: fn(&Request) -> bool,
     options: Options,
 ) -> u64 {
-    let handler = move |req: Request, resp: ResponseWriter| {
-        WORKER_COUNTER.with(|c| c.set(Some(counter)));
-        if check(&req) {
-            resp.send(StatusCode::OK, HELLO_BODY);
-        } else {
-            resp.send(StatusCode::BAD_REQUEST, "unexpected request");
-        }
-    };
+    let handler = move |req: Request, resp: ResponseWriter| answer(counter, check, req, resp);
+    allocations_of(counter, request, options, handler)
+}
+
+/// The handler of [`allocations_with`]: counts the worker's allocations
+/// with `counter` and answers `Hello, World!` if `check` accepts `req`.
+fn answer(
+    counter: &'static AtomicU64,
+    check: fn(&Request) -> bool,
+    req: Request,
+    resp: ResponseWriter,
+) {
+    WORKER_COUNTER.with(|c| c.set(Some(counter)));
+    if check(&req) {
+        resp.send(StatusCode::OK, HELLO_BODY);
+    } else {
+        resp.send(StatusCode::BAD_REQUEST, "unexpected request");
+    }
+}
+
+/// [`allocations_with`] with a handler of the caller's (which must call
+/// [`answer`]).
+fn allocations_of(
+    counter: &'static AtomicU64,
+    request: &'static [u8],
+    options: Options,
+    handler: impl pistachio_rest::Handler,
+) -> u64 {
     let server = TestServer::start_with(1, false, options.threads(1), handler);
     // Raw reads, not the suite's parsing client: this loop runs 12,000
     // times, and in a debug build parsing each answer would slow it by a
@@ -182,6 +202,43 @@ fn keep_alive_request_with_middleware_allocates_nothing() {
         b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         |req| req.path() == "/",
         Options::default().middleware(std::sync::Arc::clone(&counted)),
+    );
+    assert_eq!(allocations, 0, "allocations in {COUNTED} requests");
+    assert_eq!(counted.0.load(Ordering::Relaxed), WARM_UP + COUNTED);
+}
+
+/// A handler with layers of its own (as a router with `layer`s is) adds
+/// them to each exchange: the connection's record keeps room for them, so
+/// that costs no allocation per request either.
+struct WithOwnLayer {
+    layer: std::sync::Arc<CountOk>,
+    counter: &'static AtomicU64,
+}
+
+impl pistachio_rest::Handler for WithOwnLayer {
+    fn layered(&self) -> bool {
+        true
+    }
+
+    fn on_request(&self, req: Request, mut resp: ResponseWriter) {
+        resp.push_layer(self.layer.clone());
+        answer(self.counter, |req| req.path() == "/", req, resp);
+    }
+}
+
+#[test]
+fn keep_alive_request_with_handler_layers_allocates_nothing() {
+    static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+    let counted = std::sync::Arc::new(CountOk::default());
+    let handler = WithOwnLayer {
+        layer: std::sync::Arc::clone(&counted),
+        counter: &ALLOCATIONS,
+    };
+    let allocations = allocations_of(
+        &ALLOCATIONS,
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        Options::default(),
+        handler,
     );
     assert_eq!(allocations, 0, "allocations in {COUNTED} requests");
     assert_eq!(counted.0.load(Ordering::Relaxed), WARM_UP + COUNTED);
