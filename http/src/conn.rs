@@ -23,7 +23,7 @@ use crate::parser::{Limits, ParseError, Parsed, RequestParser};
 use crate::request::Request;
 use crate::response::{force_close, status_allows_body, write_head, Payload, Then, SERVER_TEXT};
 use crate::writer::{
-    enter_inline, leave_inline, ConnFlow, FileBody, HttpMsg, Outgoing, RequestFacts,
+    enter_inline, leave_inline, return_inline, ConnFlow, FileBody, HttpMsg, Outgoing, RequestFacts,
     ResponseWriter, Step, Target,
 };
 use crate::{BodyMode, ConnectionInfo, End, Handler, HeadAction};
@@ -97,6 +97,66 @@ struct Pending {
     cut: bool,
     /// A stream's credit, released as its bytes are written.
     credit: Option<Arc<AtomicUsize>>,
+}
+
+/// Answers not yet written, by sequence number from the connection's
+/// `next_out`: the first in place (usually the only one, so that a
+/// keep-alive connection holds no queue on the heap between requests),
+/// those after it in a deque. `None`: not answered yet.
+#[derive(Default)]
+struct Ready {
+    first: Option<Pending>,
+    rest: VecDeque<Option<Pending>>,
+}
+
+impl Ready {
+    fn get(&self, index: usize) -> Option<&Pending> {
+        match index {
+            0 => self.first.as_ref(),
+            i => self.rest.get(i - 1).and_then(Option::as_ref),
+        }
+    }
+
+    fn get_mut(&mut self, index: usize) -> Option<&mut Pending> {
+        match index {
+            0 => self.first.as_mut(),
+            i => self.rest.get_mut(i - 1).and_then(Option::as_mut),
+        }
+    }
+
+    /// The place of answer `index`, made if need be.
+    fn slot(&mut self, index: usize) -> &mut Option<Pending> {
+        if index == 0 {
+            return &mut self.first;
+        }
+        if self.rest.len() < index {
+            self.rest.resize_with(index, || None);
+        }
+        &mut self.rest[index - 1]
+    }
+
+    /// The next answer to write, if it is there.
+    fn front(&self) -> Option<&Pending> {
+        self.first.as_ref()
+    }
+
+    fn front_mut(&mut self) -> Option<&mut Pending> {
+        self.first.as_mut()
+    }
+
+    /// Takes the next answer; the one after it becomes the next.
+    fn pop_front(&mut self) -> Option<Pending> {
+        let next = self.rest.pop_front().flatten();
+        std::mem::replace(&mut self.first, next)
+    }
+
+    /// Takes every answer there is.
+    fn drain(&mut self) -> impl Iterator<Item = Pending> + '_ {
+        self.first
+            .take()
+            .into_iter()
+            .chain(self.rest.drain(..).flatten())
+    }
 }
 
 /// Whether a request answered at the head phase has a body due.
@@ -266,7 +326,7 @@ pub(crate) struct HttpConn {
     next_out: u64,
     /// Responses (or parts of streamed ones) not yet written, by sequence
     /// number: only the one numbered `next_out` may be written.
-    ready: VecDeque<Option<Pending>>,
+    ready: Ready,
     reading: Reading,
     timer: Timer,
     /// Requests whose head and body are in (restarts the request timers).
@@ -289,9 +349,6 @@ pub(crate) struct HttpConn {
     last_seq: Arc<AtomicU64>,
     /// When input last arrived (the keep-alive timeout counts from it).
     last_input: Instant,
-    /// Scratch space for what a handler answers inline (reused).
-    inline_parts: Vec<Outgoing>,
-    inline_deadlines: Vec<(RequestFacts, Instant)>,
     /// With middleware: when the head of the request whose body is due
     /// arrived (its head hooks ran then).
     head_received: Option<Instant>,
@@ -339,7 +396,7 @@ impl HttpConn {
             inbuf: Vec::new(),
             next_seq: 0,
             next_out: 0,
-            ready: VecDeque::new(),
+            ready: Ready::default(),
             reading: Reading::Requests,
             timer: Timer::Off,
             completed: 0,
@@ -354,8 +411,6 @@ impl HttpConn {
             client_subject: None,
             last_seq: Arc::new(AtomicU64::new(u64::MAX)),
             last_input: Instant::now(),
-            inline_parts: Vec::new(),
-            inline_deadlines: Vec::new(),
             head_received: None,
             flow: Arc::new(ConnFlow::default()),
             held: None,
@@ -812,7 +867,7 @@ impl HttpConn {
         if self.close_after_seq != Some(seq) || seq < self.next_out {
             return;
         }
-        if let Some(Some(pending)) = self.ready.get_mut((seq - self.next_out) as usize) {
+        if let Some(pending) = self.ready.get_mut((seq - self.next_out) as usize) {
             if pending.head == HeadState::Unsent {
                 if let Some(Part::Bytes(head)) = &mut pending.first {
                     let before = head.len();
@@ -910,18 +965,15 @@ impl HttpConn {
 
     /// Files what a handler produced synchronously on this thread.
     fn take_inline(&mut self) {
-        let mut parts = std::mem::take(&mut self.inline_parts);
-        let mut deadlines = std::mem::take(&mut self.inline_deadlines);
-        leave_inline(&mut parts, &mut deadlines);
+        let (mut parts, mut deadlines) = leave_inline();
         for out in parts.drain(..) {
             self.accept_part(out);
         }
         for (facts, at) in deadlines.drain(..) {
             self.add_deadline(facts, at);
         }
-        // The emptied vectors keep their capacity for the next request.
-        self.inline_parts = parts;
-        self.inline_deadlines = deadlines;
+        // The thread's vectors, emptied: their room serves the next request.
+        return_inline((parts, deadlines));
     }
 
     fn add_deadline(&mut self, facts: RequestFacts, at: Instant) {
@@ -944,11 +996,8 @@ impl HttpConn {
             let Some((facts, _)) = self.deadlines.remove(&seq) else {
                 continue;
             };
-            let started = seq < self.next_out
-                || self
-                    .ready
-                    .get((seq - self.next_out) as usize)
-                    .is_some_and(Option::is_some);
+            let started =
+                seq < self.next_out || self.ready.get((seq - self.next_out) as usize).is_some();
             if started {
                 // Already answered, or a response has started.
                 continue;
@@ -1007,10 +1056,7 @@ impl HttpConn {
             return;
         }
         let index = (out.seq - self.next_out) as usize;
-        if self.ready.len() <= index {
-            self.ready.resize_with(index + 1, || None);
-        }
-        let pending = self.ready[index].get_or_insert_with(Pending::default);
+        let pending = self.ready.slot(index).get_or_insert_with(Pending::default);
         if !out.bytes.is_empty() {
             pending.push(Part::Bytes(out.bytes));
         }
@@ -1042,7 +1088,7 @@ impl HttpConn {
     }
 
     fn emit_ready(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        while let Some(Some(pending)) = self.ready.front_mut() {
+        while let Some(pending) = self.ready.front_mut() {
             pending.head = HeadState::Sent;
             let mut handed = 0u64;
             // The loop's clock (no read of its own), as for `received`.
@@ -1075,7 +1121,7 @@ impl HttpConn {
                 Then::KeepOpen
             };
             let then = pending.then.and(last);
-            if let Some(Some(done)) = self.ready.pop_front() {
+            if let Some(done) = self.ready.pop_front() {
                 if let Some(record) = done.record {
                     // Finished when the socket has taken its last byte.
                     let unsent = Unsent {
@@ -1142,7 +1188,7 @@ impl HttpConn {
     /// socket takes it whole (the usual case: no queue of exchanges),
     /// else queues it for [`HttpConn::settle_sent`].
     fn finish_when_sent(&mut self, conn: &mut Conn<'_, HttpMsg>, done: Unsent) {
-        let last_of_round = !matches!(self.ready.front(), Some(Some(_)));
+        let last_of_round = self.ready.front().is_none();
         if last_of_round && self.unsent.is_empty() {
             conn.flush();
             if conn.sent() >= done.mark {
@@ -1176,7 +1222,7 @@ impl HttpConn {
     }
 
     fn abandon(&mut self, end: End) {
-        for pending in self.ready.drain(..).flatten() {
+        for pending in self.ready.drain() {
             if let Some(record) = pending.record {
                 record.complete(false, end, Instant::now());
             }

@@ -161,17 +161,35 @@ pub(crate) fn enter_inline(conn_id: u64) {
     INLINE.with(|slot| slot.borrow_mut().conn_id = Some(conn_id));
 }
 
-/// Ends the inline section, moving the responses sent and the response
-/// deadlines set during it into `parts` and `deadlines`.
-pub(crate) fn leave_inline(
-    parts: &mut Vec<Outgoing>,
-    deadlines: &mut Vec<(RequestFacts, Instant)>,
-) {
+/// Ends the inline section, handing over the responses sent and the
+/// response deadlines set during it: the thread's own vectors, to be given
+/// back emptied with [`return_inline`] (so that their room serves the next
+/// request on this thread, whatever its connection).
+pub(crate) fn leave_inline() -> InlineOutput {
     INLINE.with(|slot| {
         let mut inline = slot.borrow_mut();
         inline.conn_id = None;
-        parts.append(&mut inline.done);
-        deadlines.append(&mut inline.deadlines);
+        (
+            std::mem::take(&mut inline.done),
+            std::mem::take(&mut inline.deadlines),
+        )
+    })
+}
+
+/// What an inline section produced: see [`leave_inline`].
+pub(crate) type InlineOutput = (Vec<Outgoing>, Vec<(RequestFacts, Instant)>);
+
+/// Gives back the vectors [`leave_inline`] handed over, emptied.
+pub(crate) fn return_inline((parts, deadlines): InlineOutput) {
+    debug_assert!(parts.is_empty() && deadlines.is_empty());
+    INLINE.with(|slot| {
+        let mut inline = slot.borrow_mut();
+        if inline.done.capacity() < parts.capacity() {
+            inline.done = parts;
+        }
+        if inline.deadlines.capacity() < deadlines.capacity() {
+            inline.deadlines = deadlines;
+        }
     })
 }
 

@@ -279,7 +279,8 @@ impl PeerIo {
             peer_addr,
             local_addr,
             phase,
-            out: VecDeque::new(),
+            // Room for one segment, the usual answer; more grows it.
+            out: VecDeque::with_capacity(1),
             out_pos: 0,
             queued: 0,
             sent: 0,
