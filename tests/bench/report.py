@@ -83,11 +83,12 @@ def main():
         machine[k] = v
     tck = int(machine.get("clk_tck", "100"))
 
-    load, idle, hs = [], [], []
+    load, idle, hs, growth, pipe = [], [], [], [], []
+    lists = {"load": load, "hs": hs, "growth": growth, "pipe": pipe}
     for row in csv.reader(open(os.path.join(rdir, "results.csv"))):
         if not row:
             continue
-        if row[0] in ("load", "hs"):
+        if row[0] in lists:
             kind, rnd, w, proto, server, ticks, path = row[:7]
             wrk_cpu = float(row[7]) if len(row) > 7 else None
             busy = int(row[8]) if len(row) > 8 else None
@@ -102,7 +103,7 @@ def main():
             rec["other"] = None
             if busy is not None and wrk_cpu is not None and rec["seconds"]:
                 rec["other"] = max(0.0, (busy - rec["ticks"]) / tck - wrk_cpu) / rec["seconds"]
-            (load if kind == "load" else hs).append(rec)
+            lists[kind].append(rec)
         elif row[0] == "idle":
             _, proto, server, opened, failed, rss0, rss1 = row
             idle.append(dict(proto=proto, server=server, opened=int(opened), failed=int(failed),
@@ -128,7 +129,7 @@ def main():
       "under test and wrk (kernel threads, other programs), in cores; near 0 means a quiet run.\n")
 
     problems = []
-    for rec in load + hs:
+    for rec in load + hs + growth + pipe:
         if rec["errors"] or rec["non2xx"] or not rec["requests"]:
             problems.append("%s round %d, %d workers, %s: %s socket errors, %s non-2xx, %s requests"
                             % (rec["server"], rec["round"], rec["workers"], rec["proto"],
@@ -190,9 +191,52 @@ def main():
                 rec["proto"], rec["server"], rec["opened"], note, rec["rss0"] / 1024,
                 rec["rss1"] / 1024, fmt(per, ".2f")))
             if rec["server"] == "pistachio" and per is not None:
-                limit = 2.0 if rec["proto"] == "http" else 17.0
+                limit = 1.0 if rec["proto"] == "http" else 15.0
                 verdicts.append(("idle %s connection ≤ %g KiB" % (rec["proto"].upper(), limit),
                                  "%.2f KiB" % per, per <= limit))
+        p("")
+
+    if growth:
+        p("## Growth: 1 worker over HTTP, by keep-alive connections (medians over rounds)\n")
+        p("wrk -t1 -cN: CPU/req and p99 as the number of connections grows; "
+          "÷ ceiling is the median of per-round ratios to the ceiling's CPU/req "
+          "at the same N (with epoll the cost should stay flat).\n")
+        p("| connections | server | req/s | p50 | p99 | CPU µs/req | CPU/req ÷ ceiling | per-round ratios | other load |")
+        p("|---|---|---|---|---|---|---|---|---|")
+        for n in sorted({r["workers"] for r in growth}):
+            recs = [r for r in growth if r["workers"] == n]
+            ceiling = {r["round"]: r["cpu_us"] for r in recs if r["server"] == "ceiling"}
+            for server in sorted({r["server"] for r in recs}, key=order_key):
+                mine = sorted((r for r in recs if r["server"] == server), key=lambda r: r["round"])
+                ratios = [r["cpu_us"] / ceiling[r["round"]] if ceiling.get(r["round"]) and r["cpu_us"] else None
+                          for r in mine]
+                p("| %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    n, server, fmt(med([r["rps"] for r in mine]), ",.0f"),
+                    fmt_lat(med([r["p50"] for r in mine])), fmt_lat(med([r["p99"] for r in mine])),
+                    fmt(med([r["cpu_us"] for r in mine]), ".2f"), fmt(med(ratios), ".3f"),
+                    " / ".join(fmt(x, ".3f") for x in ratios),
+                    fmt(med([r["other"] for r in mine]), ".2f")))
+        p("")
+
+    if pipe:
+        depth = re.search(r"pipe_depth=(\d+)", machine.get("settings", ""))
+        p("## Pipelined requests (1 worker, depth %s, wrk -t1 -c64, medians over rounds)\n"
+          % (depth.group(1) if depth else "?"))
+        p("| proto | server | req/s | p50 (batch) | p99 (batch) | CPU µs/req | CPU/req ÷ nginx | per-round ratios | other load |")
+        p("|---|---|---|---|---|---|---|---|---|")
+        for proto in sorted({r["proto"] for r in pipe}, key=lambda x: x != "http"):
+            recs = [r for r in pipe if r["proto"] == proto]
+            ng = {r["round"]: r["cpu_us"] for r in recs if r["server"] == "nginx"}
+            for server in sorted({r["server"] for r in recs}, key=order_key):
+                mine = sorted((r for r in recs if r["server"] == server), key=lambda r: r["round"])
+                ratios = [r["cpu_us"] / ng[r["round"]] if ng.get(r["round"]) and r["cpu_us"] else None
+                          for r in mine]
+                p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    proto, server, fmt(med([r["rps"] for r in mine]), ",.0f"),
+                    fmt_lat(med([r["p50"] for r in mine])), fmt_lat(med([r["p99"] for r in mine])),
+                    fmt(med([r["cpu_us"] for r in mine]), ".2f"), fmt(med(ratios), ".3f"),
+                    " / ".join(fmt(x, ".3f") for x in ratios),
+                    fmt(med([r["other"] for r in mine]), ".2f")))
         p("")
 
     if hs:

@@ -18,6 +18,13 @@
 #                                each worker accepting on its own SO_REUSEPORT
 #                                socket, as nginx's workers accept for themselves)
 #   CONNS [64]                   wrk connections (wrk -t1 -cCONNS)
+#   GROWTH_CONNS ["1 64 1000 10000", quick "1 64"]   keep-alive connection counts of the
+#                                growth test (1 worker, HTTP): how CPU/req and p99 grow
+#   GROWTH_SERVERS ["pistachio ceiling nginx"]   GROWTH_ROUNDS [3, quick 1]
+#   GROWTH_DURATION [5, quick 2] seconds per growth wrk run
+#   PIPE_DEPTH [8]               requests per pipelined batch (1 worker, HTTP and HTTPS)
+#   PIPE_SERVERS ["pistachio hyper nginx"]   PIPE_ROUNDS [3, quick 1]
+#   SKIP_GROWTH / SKIP_PIPE [0]  1: skip that part
 #   IDLE_CONNS [5000, quick 1000]    idle keep-alive connections per server
 #   SKIP_BUILD [0]               1: use the binaries already built
 #   SKIP_LOAD / SKIP_IDLE / SKIP_HS [0]   1: skip that part
@@ -34,8 +41,16 @@ ROOT=$(cd "$HERE/../.." && pwd)
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     : "${ROUNDS:=1}" "${DURATION:=2}" "${WARMUP:=1}" "${IDLE_CONNS:=1000}" "${WORKERS:=1}"
+    : "${GROWTH_CONNS:=1 64}" "${GROWTH_ROUNDS:=1}" "${GROWTH_DURATION:=2}" "${PIPE_ROUNDS:=1}"
 fi
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
+GROWTH_CONNS=${GROWTH_CONNS:-"1 64 1000 10000"}
+GROWTH_SERVERS=${GROWTH_SERVERS:-"pistachio ceiling nginx"}
+GROWTH_ROUNDS=${GROWTH_ROUNDS:-3}
+GROWTH_DURATION=${GROWTH_DURATION:-5}
+PIPE_DEPTH=${PIPE_DEPTH:-8}
+PIPE_SERVERS=${PIPE_SERVERS:-"pistachio hyper nginx"}
+PIPE_ROUNDS=${PIPE_ROUNDS:-3}
 DURATION=${DURATION:-10}
 HS_DURATION=${HS_DURATION:-$DURATION}
 WARMUP=${WARMUP:-2}
@@ -80,6 +95,9 @@ hard=$(ulimit -Hn)
 if [ "$hard" = unlimited ]; then ulimit -n 65536; else ulimit -n "$hard"; fi
 NOFILE=$(ulimit -n)
 [ "$NOFILE" -ge $((IDLE_CONNS + 200)) ] || die "ulimit -n is $NOFILE; IDLE_CONNS=$IDLE_CONNS needs more"
+for n in $GROWTH_CONNS; do
+    [ "$NOFILE" -ge $((n + 200)) ] || die "ulimit -n is $NOFILE; GROWTH_CONNS=$n needs more"
+done
 
 # ---------------------------------------------------------------- build
 TARGET=${CARGO_TARGET_DIR:-}
@@ -251,7 +269,7 @@ url_of() { echo "$2://127.0.0.1:$(port_of "$1")/"; }
     echo "python=$(python3 --version 2>&1)"
     echo "clk_tck=$(getconf CLK_TCK)"
     echo "command=$(env | grep -E '^(QUICK|ROUNDS|DURATION|HS_DURATION|WARMUP|WORKERS|PROTOS|SERVERS|HS_SERVERS|CONNS|IDLE_CONNS)=' | tr '\n' ' ')bash tests/bench/run.sh"
-    echo "settings=rounds=$ROUNDS duration=${DURATION}s hs_duration=${HS_DURATION}s warmup=${WARMUP}s conns=$CONNS idle_conns=$IDLE_CONNS"
+    echo "settings=rounds=$ROUNDS duration=${DURATION}s hs_duration=${HS_DURATION}s warmup=${WARMUP}s conns=$CONNS idle_conns=$IDLE_CONNS growth_conns=${GROWTH_CONNS// /,} growth_rounds=$GROWTH_ROUNDS growth_duration=${GROWTH_DURATION}s pipe_depth=$PIPE_DEPTH pipe_rounds=$PIPE_ROUNDS"
 } >"$RESULTS_DIR/machine.txt"
 
 START_TIME=$(date +%s)
@@ -278,6 +296,60 @@ if [ "${SKIP_LOAD:-0}" != 1 ]; then
             done
             for s in $SERVERS; do stop_server "$s"; done
         done
+    done
+fi
+
+# ---------------------------------------------------------------- growth
+# One worker over HTTP; for each connection count, every server measured
+# in turn per round: how CPU per request and p99 latency grow with the
+# number of keep-alive connections.
+if [ "${SKIP_GROWTH:-0}" != 1 ]; then
+    for s in $GROWTH_SERVERS; do start_server "$s" 1 http; done
+    for n in $GROWTH_CONNS; do
+        for s in $GROWTH_SERVERS; do
+            wrk -t1 -c"$n" -d"${WARMUP}s" "$(url_of "$s" http)" >/dev/null 2>&1
+        done
+        for r in $(seq 1 "$GROWTH_ROUNDS"); do
+            for s in $GROWTH_SERVERS; do
+                mapfile -t pids < <(server_pids "$s")
+                out="$RESULTS_DIR/growth-r$r-c$n-$s.wrk"
+                m=$(measure "$out" "$(url_of "$s" http)" -t1 -c"$n" -d"${GROWTH_DURATION}s" --latency --timeout 10s)
+                echo "growth,$r,$n,http,$s,$m" >>"$CSV"
+                log "growth round $r $n connections $s: $(awk '/Requests\/sec/ { print $2 }' "$out") req/s"
+            done
+        done
+    done
+    for s in $GROWTH_SERVERS; do stop_server "$s"; done
+fi
+
+# ---------------------------------------------------------------- pipelined
+# One worker; wrk sends PIPE_DEPTH requests per write (the ceiling answers
+# per read, not per request, so it is not in this test).
+if [ "${SKIP_PIPE:-0}" != 1 ]; then
+    pipe_lua="$TMP/pipeline.lua"
+    cat >"$pipe_lua" <<LUA
+init = function(args)
+    local r = {}
+    for i = 1, $PIPE_DEPTH do r[i] = wrk.format(nil, "/") end
+    req = table.concat(r)
+end
+request = function() return req end
+LUA
+    for proto in $PROTOS; do
+        for s in $PIPE_SERVERS; do start_server "$s" 1 "$proto"; done
+        for s in $PIPE_SERVERS; do
+            wrk -t1 -c"$CONNS" -d"${WARMUP}s" -s "$pipe_lua" "$(url_of "$s" "$proto")" >/dev/null 2>&1
+        done
+        for r in $(seq 1 "$PIPE_ROUNDS"); do
+            for s in $PIPE_SERVERS; do
+                mapfile -t pids < <(server_pids "$s")
+                out="$RESULTS_DIR/pipe-r$r-$proto-$s.wrk"
+                m=$(measure "$out" "$(url_of "$s" "$proto")" -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$pipe_lua")
+                echo "pipe,$r,1,$proto,$s,$m" >>"$CSV"
+                log "pipelined round $r $proto $s: $(awk '/Requests\/sec/ { print $2 }' "$out") req/s"
+            done
+        done
+        for s in $PIPE_SERVERS; do stop_server "$s"; done
     done
 fi
 
