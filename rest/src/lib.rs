@@ -21,6 +21,9 @@
 //! * `asynch` (cargo feature `tokio`): `async` handlers on a tokio runtime;
 //! * `testing` (cargo feature `testing`): a test server + client for a
 //!   router, over HTTP or TLS.
+//! * `ServeDir` (cargo feature `static-files`):
+//!   the files of a directory, with validators, conditional requests and
+//!   byte ranges, safe against paths that try to leave it.
 //!
 //! See `docs/rest.md` for the routing rules.
 //!
@@ -91,6 +94,9 @@ mod reply;
 mod request;
 mod response;
 mod router;
+#[cfg(feature = "static-files")]
+#[cfg_attr(docsrs, doc(cfg(feature = "static-files")))]
+pub mod static_files;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -116,6 +122,8 @@ pub use reply::{Json, Reply};
 pub use request::{Extensions, RestRequest};
 pub use response::{HttpError, Outcome, RestResponse};
 pub use router::{bind, Flow, RouteError, RouteGroup, RouteMatch, Router, NOT_FOUND_BODY};
+#[cfg(feature = "static-files")]
+pub use static_files::ServeDir;
 
 /// serde_json, re-exported for [`RestRequest::json`], [`RestResponse::json`]
 /// and [`Schema::from_json`].
