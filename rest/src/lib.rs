@@ -85,11 +85,15 @@
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod access_log;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod asynch;
 pub mod blocking;
 mod description;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod reply;
 mod request;
 mod response;
@@ -116,6 +120,7 @@ pub use pistachio_transport::{
     TlsReloader, TlsVersion,
 };
 
+pub use access_log::{AccessLog, AccessLogFormat, ACCESS_LOG_TARGET};
 pub use blocking::BlockingPool;
 pub use description::{Description, RouteDesc, Schema, OPENAPI_VERSION};
 pub use reply::{Json, Reply};
