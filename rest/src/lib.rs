@@ -122,7 +122,9 @@ pub use pistachio_transport::{
 
 pub use access_log::{AccessLog, AccessLogFormat, ACCESS_LOG_TARGET};
 pub use blocking::BlockingPool;
-pub use description::{Description, RouteDesc, Schema, OPENAPI_VERSION};
+pub use description::{
+    ApiDoc, ApiKeyIn, Description, RouteDesc, Schema, SecurityScheme, OPENAPI_VERSION,
+};
 pub use reply::{Json, Reply};
 pub use request::{Extensions, RestRequest};
 pub use response::{HttpError, Outcome, RestResponse};
