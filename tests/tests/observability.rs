@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -120,6 +121,7 @@ impl Server {
         let resp = self.ask(RequestBuilder::get("/metrics"));
         assert_eq!(resp.status, 200, "{}", resp.head);
         let exposition = Exposition::parse(&resp.text());
+        exposition.cross_check(&resp.text());
         (resp, exposition)
     }
 }
@@ -266,6 +268,58 @@ impl Exposition {
             v => v.parse().unwrap_or(f64::NAN),
         };
         (series, value)
+    }
+
+    /// Checks the text with a second, independent parser, the Prometheus
+    /// Python client's (`prometheus_client.parser`), when it is installed:
+    /// it must find the very same samples. With
+    /// `PISTACHIO_REQUIRE_PROMETHEUS_PARSER=1` a missing parser fails.
+    #[track_caller]
+    fn cross_check(&self, text: &str) {
+        const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join('%s="%s"' % (k, v) for k, v in s.labels.items())
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+        let has_parser = Command::new("python3")
+            .args(["-c", "import prometheus_client.parser"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_parser {
+            assert!(
+                std::env::var_os("PISTACHIO_REQUIRE_PROMETHEUS_PARSER").is_none(),
+                "prometheus_client (PyPI) is required but not installed"
+            );
+            eprintln!("prometheus_client not installed (pip install prometheus-client): skipped");
+            return;
+        }
+        let mut child = Command::new("python3")
+            .args(["-c", SCRIPT])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "prometheus_client refused the exposition: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let theirs: HashMap<String, f64> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(theirs, self.samples, "the two parsers disagree");
     }
 
     #[track_caller]
