@@ -94,6 +94,8 @@ fn method_label(method: Option<&Method>) -> &'static str {
 /// | `pistachio_http_requests_in_flight` | gauge | |
 /// | `pistachio_http_request_body_bytes_total` | counter (declared `Content-Length`s) | |
 /// | `pistachio_http_response_body_bytes_total` | counter | |
+/// | `pistachio_transport_received_bytes_total` | counter | |
+/// | `pistachio_transport_sent_bytes_total` | counter | |
 /// | `pistachio_connections_accepted_total` | counter | |
 /// | `pistachio_connections_open` | gauge | |
 /// | `pistachio_tls_handshakes_total` | counter | |
@@ -183,6 +185,8 @@ impl TransportCollector {
         let mut snapshots = watched.iter().map(TransportStats::snapshot);
         let mut sum = snapshots.next()?;
         for s in snapshots {
+            sum.bytes_received += s.bytes_received;
+            sum.bytes_sent += s.bytes_sent;
             sum.connections_accepted += s.connections_accepted;
             sum.connections_open += s.connections_open;
             sum.tls_handshakes += s.tls_handshakes;
@@ -210,6 +214,18 @@ impl Collector for TransportCollector {
         let Some(s) = self.sum() else {
             return Ok(());
         };
+        counter(
+            &mut encoder,
+            "pistachio_transport_received_bytes",
+            "Bytes read from connections (for TLS, decrypted).",
+            s.bytes_received,
+        )?;
+        counter(
+            &mut encoder,
+            "pistachio_transport_sent_bytes",
+            "Bytes written to connections (for TLS, before encryption).",
+            s.bytes_sent,
+        )?;
         counter(
             &mut encoder,
             "pistachio_connections_accepted",

@@ -552,3 +552,40 @@ fn access_log_writes_one_line_per_exchange() {
     assert!(value["time"].as_str().unwrap().ends_with('Z'));
     assert!(value["duration_ms"].as_f64().unwrap() >= 0.0);
 }
+
+#[test]
+fn transport_bytes_are_counted_exactly() {
+    use std::io::Read;
+    let metrics = Metrics::new();
+    let server = Server::start(false, &metrics, None);
+    let (mut received, mut sent) = (0, 0);
+    for path in ["/users/1", "/nothing-here", "/users/22"] {
+        let request = RequestBuilder::get(path).close().to_bytes();
+        let mut tcp = connect_tcp(server.port()).unwrap();
+        tcp.write_all(&request).unwrap();
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).unwrap();
+        received += request.len();
+        sent += answer.len();
+    }
+    // The first scrape's request is read before it is answered; its
+    // answer is written before the second scrape's request.
+    let scrape = RequestBuilder::get("/metrics").close().to_bytes();
+    let mut tcp = connect_tcp(server.port()).unwrap();
+    tcp.write_all(&scrape).unwrap();
+    let mut first = Vec::new();
+    tcp.read_to_end(&mut first).unwrap();
+    let text = String::from_utf8_lossy(&first);
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let m = Exposition::parse(body);
+    assert_eq!(
+        m.get("pistachio_transport_received_bytes_total"),
+        (received + scrape.len()) as f64
+    );
+    assert_eq!(m.get("pistachio_transport_sent_bytes_total"), sent as f64);
+    let (_, m) = server.scrape();
+    assert_eq!(
+        m.get("pistachio_transport_sent_bytes_total"),
+        (sent + first.len()) as f64
+    );
+}

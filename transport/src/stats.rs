@@ -3,7 +3,9 @@
 //!
 //! Each figure is one relaxed atomic add at the event it counts (an
 //! accepted or closed connection, a finished or failed handshake, an
-//! OpenSSL error-queue entry drained): nothing per read or write.
+//! OpenSSL error-queue entry drained, a read or a write). The byte
+//! counters are sharded by worker, each shard on a cache line of its own,
+//! so that workers never contend for one.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +100,40 @@ struct Counters {
     closed: AtomicU64,
     handshakes: AtomicU64,
     handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
+    io: [IoShard; IO_SHARDS],
+}
+
+/// Byte counter shards: worker `w` adds to shard `w % IO_SHARDS`.
+const IO_SHARDS: usize = 16;
+
+/// The byte counters of some workers, alone on their cache line(s).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct IoShard {
+    received: AtomicU64,
+    sent: AtomicU64,
+}
+
+/// Where one connection counts the bytes it reads and writes: its
+/// worker's shard of a [`TransportStats`].
+#[derive(Debug, Clone)]
+pub(crate) struct IoCounter {
+    stats: TransportStats,
+    shard: usize,
+}
+
+impl IoCounter {
+    pub(crate) fn received(&self, n: usize) {
+        self.stats.0.io[self.shard]
+            .received
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sent(&self, n: usize) {
+        self.stats.0.io[self.shard]
+            .sent
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
 }
 
 /// The live counters of one server's transport; cheap to clone (all
@@ -163,12 +199,28 @@ impl TransportStats {
                 c.handshake_failures[reason.index()].load(Ordering::Relaxed),
             );
         }
+        let (received, sent) = c.io.iter().fold((0, 0), |(r, s), shard| {
+            (
+                r + shard.received.load(Ordering::Relaxed),
+                s + shard.sent.load(Ordering::Relaxed),
+            )
+        });
         TransportSnapshot {
+            bytes_received: received,
+            bytes_sent: sent,
             connections_accepted: accepted,
             connections_open: accepted.saturating_sub(closed),
             tls_handshakes: c.handshakes.load(Ordering::Relaxed),
             handshake_failures,
             error_queue_drained: ERROR_QUEUE_DRAINED.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The byte counters of a connection on `worker`.
+    pub(crate) fn io(&self, worker: usize) -> IoCounter {
+        IoCounter {
+            stats: self.clone(),
+            shard: worker % IO_SHARDS,
         }
     }
 
@@ -193,6 +245,12 @@ impl TransportStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TransportSnapshot {
+    /// Bytes read from connections and handed to their protocol (for TLS,
+    /// the decrypted application data).
+    pub bytes_received: u64,
+    /// Bytes of the protocol's output written to connections (for TLS,
+    /// before encryption), `sendfile(2)` included.
+    pub bytes_sent: u64,
     /// Connections that became peers (TLS ones count from the start of
     /// their handshake); refused ones do not count.
     pub connections_accepted: u64,
@@ -231,7 +289,11 @@ mod tests {
         stats.handshake_done();
         stats.handshake_failed(HandshakeFailure::Timeout);
         stats.handshake_failed(HandshakeFailure::of(&CloseReason::PeerClosedWithoutNotify));
+        stats.io(3).received(10);
+        stats.io(19).received(5);
+        other.io(0).sent(7);
         let s = other.snapshot();
+        assert_eq!((s.bytes_received, s.bytes_sent), (15, 7));
         assert_eq!((s.connections_accepted, s.connections_open), (2, 1));
         assert_eq!(s.tls_handshakes, 1);
         assert_eq!(s.handshake_failures(HandshakeFailure::Timeout), 1);

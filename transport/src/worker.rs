@@ -288,7 +288,8 @@ impl<P: Protocol> Worker<P> {
         );
         sys::debug_assert_queue_empty("protocol factory");
         let protocol = (self.factory)(&info);
-        let io = PeerIo::new(sock, tls, peer_addr, local_addr, handshake_timer);
+        let counter = self.config.stats.io(ctx.worker());
+        let io = PeerIo::new(sock, tls, peer_addr, local_addr, handshake_timer, counter);
         let open = io.phase == Phase::Open;
         entry.insert(Peer {
             io,
