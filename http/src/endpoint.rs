@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use pistachio_transport::{
-    Listener, ListenerOptions, Server, ServerConfig, ShutdownReport, TlsConfig,
+    Listener, ListenerOptions, Server, ServerConfig, ShutdownReport, TlsConfig, TransportStats,
 };
 
 use crate::conn::{HttpConn, Settings};
@@ -314,6 +314,7 @@ pub struct Endpoint {
     options: Options,
     server: Option<Server<HttpMsg>>,
     stop: Arc<StopSignal>,
+    stats: TransportStats,
 }
 
 impl fmt::Debug for Endpoint {
@@ -354,6 +355,7 @@ impl Endpoint {
             options,
             server: None,
             stop: Arc::default(),
+            stats: TransportStats::new(),
         }
     }
 
@@ -396,6 +398,7 @@ impl Endpoint {
         config.max_handshakes = self.options.max_handshakes;
         config.per_worker_listeners = self.options.per_worker_listeners;
         config.thread_name_prefix = self.options.thread_name_prefix.clone();
+        config.stats = self.stats.clone();
         let server = Server::start(listener, config, move |info| {
             HttpConn::new(Arc::clone(&handler), Arc::clone(&settings), info.peer_addr)
         })?;
@@ -456,6 +459,15 @@ impl Endpoint {
     #[must_use]
     pub fn tls_reloader(&self) -> Option<pistachio_transport::TlsReloader> {
         self.server.as_ref()?.tls_reloader()
+    }
+
+    /// The counters of this endpoint's connections and TLS handshakes
+    /// (open connections, handshakes and their failures by reason,
+    /// OpenSSL error-queue entries drained), for metrics. Available from
+    /// [`Endpoint::bind`] on: hand it to a metrics registry before
+    /// serving.
+    pub fn transport_stats(&self) -> TransportStats {
+        self.stats.clone()
     }
 
     /// Connections open right now.

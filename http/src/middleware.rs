@@ -321,6 +321,8 @@ pub struct RequestInfo {
     version: Version,
     peer_addr: SocketAddr,
     received: Instant,
+    /// The route template, once a router matched one.
+    pub(crate) route: Option<Arc<str>>,
 }
 
 impl RequestInfo {
@@ -340,6 +342,7 @@ impl RequestInfo {
             version: head.version,
             peer_addr,
             received,
+            route: None,
         }
     }
 
@@ -352,6 +355,7 @@ impl RequestInfo {
             version,
             peer_addr,
             received: Instant::now(),
+            route: None,
         }
     }
 
@@ -364,6 +368,7 @@ impl RequestInfo {
             version: Version::HTTP_11,
             peer_addr,
             received,
+            route: None,
         }
     }
 
@@ -397,6 +402,18 @@ impl RequestInfo {
     /// The client's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr
+    }
+
+    /// The template of the route that answers the request (`/users/:id`),
+    /// as set by a router ([`ResponseWriter::set_route`]); `None` before
+    /// routing, for requests no route matched, and for answers the HTTP
+    /// layer makes itself. What metrics should label requests with: the
+    /// raw path ([`RequestInfo::path`]) has as many values as clients
+    /// care to send.
+    ///
+    /// [`ResponseWriter::set_route`]: crate::ResponseWriter::set_route
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_deref()
     }
 
     /// When the request head was complete (for a refused request: when
@@ -739,6 +756,7 @@ impl Layered {
         // The same connection's: the same peer.
         debug_assert_eq!(info.peer_addr, request.peer_addr());
         info.received = received;
+        info.route = None;
         if Arc::ptr_eq(&record.layers.outer, &shared.0) {
             // The layers the handler added to the last exchange go; their
             // room stays for the next one's.
@@ -877,6 +895,7 @@ mod tests {
             version: Version::HTTP_11,
             peer_addr: "127.0.0.1:1".parse().unwrap(),
             received: Instant::now(),
+            route: None,
         }
     }
 

@@ -386,6 +386,16 @@ impl ResponseWriter {
         layered.layers.push(layer);
     }
 
+    /// Names the route template that answers this request (`/users/:id`)
+    /// for the middleware wrapping the exchange
+    /// ([`RequestInfo::route`]); a router calls it once it has matched a
+    /// route. Costs nothing when no middleware wraps the exchange.
+    pub fn set_route(&mut self, template: Arc<str>) {
+        if let Some(layered) = self.target.as_mut().and_then(|t| t.layered.as_mut()) {
+            layered.info.route = Some(template);
+        }
+    }
+
     /// The response headers so far. `Content-Length`, `Date`, `Connection`
     /// and `Transfer-Encoding` are managed by the server and ignored here.
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
@@ -459,6 +469,16 @@ impl ResponseWriter {
     ///
     /// If the file cannot be served, answers `404` (missing or not a regular
     /// file), `403` (permission denied) or `500`, and returns the error.
+    ///
+    /// # Paths from requests
+    ///
+    /// `path` is opened as given. Never build it from a request unchecked:
+    /// a path parameter is percent-decoded, so `/files/..%2F..%2Fetc%2Fpasswd`
+    /// hands `../../etc/passwd` to a route `/files/:name`, and a joined
+    /// path walks out of its directory. To serve a directory, use
+    /// `pistachio_rest::ServeDir` (or `Router::serve_dir`), which refuses
+    /// `..`, encoded separators, NUL and symlinks leaving its root, and
+    /// answers conditional and `Range` requests.
     pub fn serve_file(mut self, path: impl AsRef<Path>) -> io::Result<()> {
         let path = path.as_ref();
         let opened = File::open(path).and_then(|file| {
@@ -498,32 +518,72 @@ impl ResponseWriter {
             }
         }
         let len = meta.len();
+        self.file_answer(StatusCode::OK, file, 0, len)
+    }
+
+    /// Sends `len` bytes of `file` from `offset` as the body of an answer
+    /// with `status`, by the same path as [`serve_file`](Self::serve_file)
+    /// (`sendfile(2)` over plaintext, bounded reads encrypted piecewise
+    /// over TLS): for `206 Partial Content` answers to a `Range` request.
+    /// Every header field (`Content-Type`, `Content-Range`, validators) is
+    /// the caller's; `Content-Length` is `len`. For `HEAD` requests only
+    /// the head is sent.
+    ///
+    /// Fails (answering `500`) if the file is shorter than `offset + len`
+    /// or its metadata cannot be read.
+    ///
+    /// Paths from requests must never reach a file unchecked: see
+    /// [`serve_file`](Self::serve_file).
+    pub fn send_file(
+        self,
+        status: StatusCode,
+        file: File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        let size = match file.metadata() {
+            Ok(meta) => meta.len(),
+            Err(e) => {
+                self.send(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+                return Err(e);
+            }
+        };
+        if offset.checked_add(len).map_or(true, |end| end > size) {
+            self.send(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range beyond the end of the file",
+            ));
+        }
+        self.file_answer(status, file, offset, len)
+    }
+
+    /// The answer of [`serve_file`](Self::serve_file) and
+    /// [`send_file`](Self::send_file): a head, then `len` bytes of `file`
+    /// from `offset`.
+    fn file_answer(
+        mut self,
+        status: StatusCode,
+        file: File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
         let Ok(length) = usize::try_from(len) else {
             self.send(StatusCode::INTERNAL_SERVER_ERROR, "file too large");
             return Err(io::Error::other("file too large for this platform"));
         };
         let mut target = self.target.take().expect("a writer answers once");
         let mut headers = std::mem::take(&mut self.headers);
-        if target.respond(StatusCode::OK, &mut headers).is_err() {
+        if target.respond(status, &mut headers).is_err() {
             send_panicked(target);
             return Ok(());
         }
         let then = target.then_now();
         let mut head = Vec::with_capacity(256);
-        write_head(
-            &mut head,
-            target.version,
-            StatusCode::OK,
-            &headers,
-            length,
-            then,
-        );
-        let body = (target.payload(StatusCode::OK) == Payload::Body).then_some(FileBody {
-            file,
-            offset: 0,
-            len,
-        });
-        let record = target.record(StatusCode::OK, headers, head.len());
+        write_head(&mut head, target.version, status, &headers, length, then);
+        let body =
+            (target.payload(status) == Payload::Body).then_some(FileBody { file, offset, len });
+        let record = target.record(status, headers, head.len());
         target.deliver_last(head, body, then, record);
         Ok(())
     }

@@ -21,6 +21,9 @@
 //! * `asynch` (cargo feature `tokio`): `async` handlers on a tokio runtime;
 //! * `testing` (cargo feature `testing`): a test server + client for a
 //!   router, over HTTP or TLS.
+//! * `ServeDir` (cargo feature `static-files`):
+//!   the files of a directory, with validators, conditional requests and
+//!   byte ranges, safe against paths that try to leave it.
 //!
 //! See `docs/rest.md` for the routing rules.
 //!
@@ -82,15 +85,22 @@
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod access_log;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod asynch;
 pub mod blocking;
 mod description;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 mod reply;
 mod request;
 mod response;
 mod router;
+#[cfg(feature = "static-files")]
+#[cfg_attr(docsrs, doc(cfg(feature = "static-files")))]
+pub mod static_files;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -110,12 +120,17 @@ pub use pistachio_transport::{
     TlsReloader, TlsVersion,
 };
 
+pub use access_log::{AccessLog, AccessLogFormat, ACCESS_LOG_TARGET};
 pub use blocking::BlockingPool;
-pub use description::{Description, RouteDesc, Schema, OPENAPI_VERSION};
+pub use description::{
+    ApiDoc, ApiKeyIn, Description, RouteDesc, Schema, SecurityScheme, OPENAPI_VERSION,
+};
 pub use reply::{Json, Reply};
 pub use request::{Extensions, RestRequest};
 pub use response::{HttpError, Outcome, RestResponse};
 pub use router::{bind, Flow, RouteError, RouteGroup, RouteMatch, Router, NOT_FOUND_BODY};
+#[cfg(feature = "static-files")]
+pub use static_files::ServeDir;
 
 /// serde_json, re-exported for [`RestRequest::json`], [`RestResponse::json`]
 /// and [`Schema::from_json`].

@@ -590,6 +590,7 @@ impl Router {
             .collect();
         req.set_match(Arc::clone(&route.pattern), params, splats);
         let mut resp = resp;
+        resp.writer_mut().set_route(Arc::clone(&route.pattern));
         for layer in route.layers.iter() {
             resp.writer_mut().push_layer(Arc::clone(layer));
         }

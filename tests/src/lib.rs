@@ -15,6 +15,7 @@
 //!   (FIN without `close_notify`, RST, truncated `ClientHello`, garbage, ...);
 //! * [`resume::ResumingConnector`]: an OpenSSL client that offers an earlier
 //!   connection's session, for TLS session resumption tests;
+//! * [`openapi`]: OpenAPI documents checked with `openapi-spec-validator`;
 //! * [`libcurl`]: one-shot requests through libcurl, optionally with OpenSSL's
 //!   "quiet shutdown" so libcurl never sends `close_notify`;
 //! * [`probe`]: the `tls-probe` program, which plays abrupt TLS clients
@@ -29,6 +30,7 @@ pub mod certs;
 pub mod client;
 mod ffi;
 pub mod libcurl;
+pub mod openapi;
 pub mod probe;
 pub mod resume;
 pub mod server;

@@ -71,6 +71,7 @@ mod msg;
 mod peer;
 mod sniff;
 mod socket;
+mod stats;
 #[allow(unsafe_code)]
 mod sys;
 mod tls;
@@ -90,6 +91,7 @@ pub use conn::{Conn, PeerHandle, Protocol};
 pub use listener::{Listener, ListenerOptions};
 pub use peer::{PeerInfo, TlsInfo};
 pub use socket::UNIX_PEER_ADDR;
+pub use stats::{HandshakeFailure, TransportSnapshot, TransportStats};
 pub use tls::{
     ClientCerts, SelfSigned, TlsConfig, TlsConfigBuilder, TlsError, TlsReloader, TlsVersion,
 };
@@ -132,6 +134,9 @@ pub struct ServerConfig {
     pub close_timeout: Duration,
     /// Worker threads are named `{prefix}{i}`. Default `pistachio-w`.
     pub thread_name_prefix: String,
+    /// Where the server counts its connections and handshakes (see
+    /// [`Server::stats`]). Default: fresh counters.
+    pub stats: TransportStats,
 }
 
 impl Default for ServerConfig {
@@ -146,6 +151,7 @@ impl Default for ServerConfig {
             per_worker_listeners: false,
             max_connections: None,
             thread_name_prefix: "pistachio-w".to_owned(),
+            stats: TransportStats::new(),
         }
     }
 }
@@ -176,6 +182,7 @@ pub struct Server<M: Send + 'static> {
     local_addr: SocketAddr,
     tls: Option<Arc<tls::TlsSlot>>,
     live: Arc<AtomicUsize>,
+    stats: TransportStats,
 }
 
 impl<M: Send + 'static> fmt::Debug for Server<M> {
@@ -212,6 +219,7 @@ impl<M: Send + 'static> Server<M> {
             handshake_timeout: config.handshake_timeout,
             linger_timeout: config.linger_timeout,
             close_timeout: config.close_timeout,
+            stats: config.stats.clone(),
         });
         let reactor = Reactor::builder()
             .threads(config.threads)
@@ -250,6 +258,7 @@ impl<M: Send + 'static> Server<M> {
             local_addr,
             tls,
             live,
+            stats: config.stats,
         })
     }
 
@@ -266,6 +275,12 @@ impl<M: Send + 'static> Server<M> {
     /// Connections open right now (accepted and not yet closed).
     pub fn connections(&self) -> usize {
         self.live.load(Ordering::SeqCst)
+    }
+
+    /// The counters of this server's connections and TLS handshakes (the
+    /// handle of [`ServerConfig::stats`]).
+    pub fn stats(&self) -> TransportStats {
+        self.stats.clone()
     }
 
     /// A handle to replace the TLS configuration while serving; `None` for

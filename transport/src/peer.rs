@@ -24,6 +24,7 @@ use pistachio_reactor::TimerId;
 use crate::classify::SslOutcome;
 use crate::close::{CloseReason, TlsFailure};
 use crate::socket::Socket;
+use crate::stats::IoCounter;
 use crate::sys::{self, Ssl};
 
 /// Facts about a new connection, given to the protocol factory.
@@ -228,6 +229,8 @@ pub(crate) struct PeerIo {
     pub(crate) linger_timer: Option<TimerId>,
     pub(crate) lingered: usize,
     pub(crate) activity: Activity,
+    /// Where the bytes read and written are counted.
+    counter: IoCounter,
 }
 
 /// One entry of a peer's output queue.
@@ -267,6 +270,7 @@ impl PeerIo {
         peer_addr: SocketAddr,
         local_addr: SocketAddr,
         handshake_timer: Option<TimerId>,
+        counter: IoCounter,
     ) -> PeerIo {
         let phase = if tls.is_some() {
             Phase::Sniffing
@@ -296,6 +300,7 @@ impl PeerIo {
             linger_timer: None,
             lingered: 0,
             activity: Activity::Busy,
+            counter,
         }
     }
 
@@ -382,10 +387,11 @@ impl PeerIo {
                 match self.sock.read(buf) {
                     Ok(0) => break Ok(ReadResult::Eof),
                     Ok(n) => {
+                        self.counter.received(n);
                         break Ok(ReadResult::Data {
                             len: n,
                             drained: n < buf.len(),
-                        })
+                        });
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         break Ok(ReadResult::WouldBlock)
@@ -396,10 +402,13 @@ impl PeerIo {
             };
         };
         match tls.ssl.read(buf) {
-            SslOutcome::Done(n) => Ok(ReadResult::Data {
-                len: n,
-                drained: tls.ssl.socket_drained(),
-            }),
+            SslOutcome::Done(n) => {
+                self.counter.received(n);
+                Ok(ReadResult::Data {
+                    len: n,
+                    drained: tls.ssl.socket_drained(),
+                })
+            }
             SslOutcome::WantRead => Ok(ReadResult::WouldBlock),
             SslOutcome::WantWrite => {
                 tls.read_retry = ReadRetry::OnWritable;
@@ -442,6 +451,7 @@ impl PeerIo {
                     match sys::sendfile(&self.sock, file, offset, *remaining) {
                         Ok(0) => return Err(file_truncated()),
                         Ok(n) => {
+                            self.counter.sent(n);
                             *remaining -= n as u64;
                             self.queued -= n;
                             self.sent += n as u64;
@@ -520,6 +530,7 @@ impl PeerIo {
                     fatal => return Err(tls.fail(fatal)),
                 },
             };
+            self.counter.sent(written);
             self.advance(written);
         }
     }

@@ -199,6 +199,7 @@ fn drain_queue(op: &str) -> Vec<QueuedError> {
             // SAFETY: as above, for ERR_reason_error_string.
             unsafe { static_str(ffi::ERR_reason_error_string(code)) },
         );
+        crate::stats::note_error_queue_drained();
         drained.push(entry);
     }
     drained

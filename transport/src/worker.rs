@@ -31,6 +31,7 @@ use crate::peer::{
     Reading, Session, TimerRequest, WriteRetry, HIGH_WATER, LINGER_MAX_BYTES, LOW_WATER,
 };
 use crate::sniff::{sniff, FirstBytes, PLAIN_HTTP_ANSWER, SNIFF_LEN};
+use crate::stats::{HandshakeFailure, TransportStats};
 use crate::sys::{self, Ssl};
 use crate::tls::TlsSlot;
 use openssl::ssl::SslContext;
@@ -125,6 +126,7 @@ pub(crate) struct WorkerConfig {
     pub(crate) handshake_timeout: Duration,
     pub(crate) linger_timeout: Duration,
     pub(crate) close_timeout: Duration,
+    pub(crate) stats: TransportStats,
 }
 
 pub(crate) type Factory<P> = dyn Fn(&PeerInfo) -> P + Send + Sync;
@@ -231,6 +233,9 @@ impl<P: Protocol> Worker<P> {
                 self.handshaking,
                 ctx.worker()
             );
+            self.config
+                .stats
+                .handshake_failed(HandshakeFailure::Overload);
             return false;
         }
         let local_addr = match sock.local_addr() {
@@ -283,13 +288,15 @@ impl<P: Protocol> Worker<P> {
         );
         sys::debug_assert_queue_empty("protocol factory");
         let protocol = (self.factory)(&info);
-        let io = PeerIo::new(sock, tls, peer_addr, local_addr, handshake_timer);
+        let counter = self.config.stats.io(ctx.worker());
+        let io = PeerIo::new(sock, tls, peer_addr, local_addr, handshake_timer, counter);
         let open = io.phase == Phase::Open;
         entry.insert(Peer {
             io,
             protocol,
             generation,
         });
+        self.config.stats.accepted();
         if open {
             self.connected(ctx, token);
             self.after_callback_io(ctx, token);
@@ -487,6 +494,7 @@ impl<P: Protocol> Worker<P> {
                         }
                         peer.io.phase = Phase::Open;
                         self.handshaking -= 1;
+                        self.config.stats.handshake_done();
                         debug!(
                             "{}: TLS established ({:?})",
                             peer.io.peer_addr,
@@ -619,6 +627,9 @@ impl<P: Protocol> Worker<P> {
         let peer = &mut self.peers[token];
         debug!("{}: plain HTTP request on the TLS port", peer.io.peer_addr);
         self.handshaking -= 1;
+        self.config
+            .stats
+            .handshake_failed(HandshakeFailure::PlainHttp);
         if let Some(id) = peer.io.handshake_timer.take() {
             ctx.cancel_timer(id);
         }
@@ -839,7 +850,11 @@ impl<P: Protocol> Worker<P> {
         };
         if peer.io.phase.is_handshake() {
             self.handshaking -= 1;
+            self.config
+                .stats
+                .handshake_failed(HandshakeFailure::of(&reason));
         }
+        self.config.stats.closed();
         self.config.admission.release();
         debug!("{}: connection {token} closed: {reason}", peer.io.peer_addr);
         let _ = ctx.registry().deregister(&mut peer.io.sock);

@@ -1,0 +1,591 @@
+//! The observability batteries over real connections: the access log
+//! (one line per exchange, the HTTP layer's own `400`/`431` included) and
+//! the Prometheus metrics (exact counts after known traffic, by method,
+//! route template and status; transport and TLS handshake figures), with
+//! every line of the exposition checked against the text format's grammar.
+//!
+//! This file installs its own `log` logger (to capture the access lines):
+//! it must stay a test binary of its own.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use pistachio_rest::metrics::{Metrics, PROMETHEUS_TEXT};
+use pistachio_rest::{
+    AccessLog, Endpoint, Options, RestRequest, RestResponse, Router, StatusCode, ACCESS_LOG_TARGET,
+};
+use pistachio_tests::client::{connect_tcp, PlainClient, RequestBuilder, Response, TlsClient};
+use pistachio_tests::server::server_tls_config;
+use pistachio_tests::AbruptClose;
+
+/// Keeps the access lines; everything else is dropped.
+struct Capture {
+    lines: Mutex<Vec<String>>,
+}
+
+impl log::Log for Capture {
+    fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
+        meta.target() == ACCESS_LOG_TARGET
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            self.lines.lock().unwrap().push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture: &'static Capture = Box::leak(Box::new(Capture {
+            lines: Mutex::new(Vec::new()),
+        }));
+        log::set_logger(capture).expect("the only logger of this test binary");
+        log::set_max_level(log::LevelFilter::Info);
+        capture
+    })
+}
+
+/// Access lines logged so far that contain `marker`.
+fn lines_with(marker: &str) -> Vec<String> {
+    capture()
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(marker))
+        .cloned()
+        .collect()
+}
+
+struct Server {
+    endpoint: Endpoint,
+    tls: bool,
+}
+
+impl Server {
+    fn start(tls: bool, metrics: &Metrics, log: Option<AccessLog>) -> Server {
+        capture();
+        let mut router = Router::new();
+        router.get("/users/:id", |req: RestRequest, resp: RestResponse| {
+            let id = req.param_str("id").unwrap_or_default().to_owned();
+            resp.send(StatusCode::OK, format!("user {id}"))
+        });
+        router.get("/metrics", metrics.handler());
+        let mut options = Options::default()
+            .threads(2)
+            .max_header_size(2048)
+            .middleware(metrics.clone());
+        if let Some(log) = log {
+            options = options.middleware(log);
+        }
+        if tls {
+            options = options.tls(server_tls_config());
+        }
+        let mut endpoint = Endpoint::bind("127.0.0.1:0", options).unwrap();
+        metrics.watch_transport(endpoint.transport_stats());
+        endpoint.serve_threaded(router).unwrap();
+        Server { endpoint, tls }
+    }
+
+    fn port(&self) -> u16 {
+        self.endpoint.local_addr().port()
+    }
+
+    /// One request on a connection of its own.
+    fn ask(&self, request: RequestBuilder) -> Response {
+        let bytes = request.close().to_bytes();
+        if self.tls {
+            let mut client = TlsClient::connect(self.port()).unwrap();
+            client.write_raw(&bytes).unwrap();
+            client.read_response().unwrap()
+        } else {
+            let mut client = PlainClient::connect(self.port()).unwrap();
+            client.write_raw(&bytes).unwrap();
+            client.read_response().unwrap()
+        }
+    }
+
+    /// Raw bytes on a plain connection of their own; the answer.
+    fn raw(&self, bytes: &[u8]) -> Response {
+        let mut client = PlainClient::connect(self.port()).unwrap();
+        client.write_raw(bytes).unwrap();
+        client.read_response().unwrap()
+    }
+
+    fn scrape(&self) -> (Response, Exposition) {
+        let resp = self.ask(RequestBuilder::get("/metrics"));
+        assert_eq!(resp.status, 200, "{}", resp.head);
+        let exposition = Exposition::parse(&resp.text());
+        exposition.cross_check(&resp.text());
+        (resp, exposition)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.endpoint.shutdown();
+    }
+}
+
+/// The samples of a Prometheus text exposition, checked line by line
+/// against the format's grammar (version 0.0.4):
+///
+/// ```text
+/// # HELP name docstring
+/// # TYPE name counter|gauge|histogram|summary|untyped
+/// name{label="value",...} value [timestamp]
+/// ```
+struct Exposition {
+    /// `name{labels}` (labels sorted, as written) → value.
+    samples: HashMap<String, f64>,
+}
+
+fn is_name(s: &str, colon: bool) -> bool {
+    let mut chars = s.chars();
+    let ok_first = |c: char| c.is_ascii_alphabetic() || c == '_' || (colon && c == ':');
+    let ok_rest = |c: char| c.is_ascii_alphanumeric() || c == '_' || (colon && c == ':');
+    matches!(chars.next(), Some(c) if ok_first(c)) && chars.all(ok_rest)
+}
+
+fn is_value(s: &str) -> bool {
+    matches!(s, "+Inf" | "-Inf" | "NaN") || s.parse::<f64>().is_ok()
+}
+
+impl Exposition {
+    #[track_caller]
+    fn parse(text: &str) -> Exposition {
+        assert!(text.ends_with('\n'), "ends with a line feed");
+        let mut samples = HashMap::new();
+        let mut types: HashMap<String, String> = HashMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# ") {
+                let mut parts = rest.splitn(3, ' ');
+                let (kind, name) = (parts.next().unwrap(), parts.next().unwrap_or(""));
+                assert!(is_name(name, true), "metric name in {line:?}");
+                match kind {
+                    "HELP" => {}
+                    "TYPE" => {
+                        let t = parts.next().unwrap_or("");
+                        assert!(
+                            ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
+                            "type in {line:?}"
+                        );
+                        assert!(
+                            types.insert(name.to_owned(), t.to_owned()).is_none(),
+                            "one TYPE per family: {line:?}"
+                        );
+                    }
+                    _ => panic!("comment lines are HELP or TYPE here: {line:?}"),
+                }
+                continue;
+            }
+            assert!(!line.is_empty(), "no empty lines");
+            let (series, value) = Exposition::sample(line);
+            let name = series.split('{').next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+                })
+                .unwrap_or(name);
+            assert!(types.contains_key(family), "TYPE before {line:?}");
+            assert!(
+                samples.insert(series.clone(), value).is_none(),
+                "one sample per series: {line:?}"
+            );
+        }
+        Exposition { samples }
+    }
+
+    /// `(series, value)` of a sample line.
+    #[track_caller]
+    fn sample(line: &str) -> (String, f64) {
+        let name_end = line
+            .find(['{', ' '])
+            .unwrap_or_else(|| panic!("no value: {line:?}"));
+        let name = &line[..name_end];
+        assert!(is_name(name, true), "name in {line:?}");
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(after) = rest.strip_prefix('{') {
+            rest = after;
+            loop {
+                if let Some(after) = rest.strip_prefix('}') {
+                    rest = after;
+                    break;
+                }
+                let eq = rest
+                    .find('=')
+                    .unwrap_or_else(|| panic!("label in {line:?}"));
+                let label = &rest[..eq];
+                assert!(is_name(label, false), "label name {label:?} in {line:?}");
+                rest = rest[eq + 1..]
+                    .strip_prefix('"')
+                    .unwrap_or_else(|| panic!("quoted label value in {line:?}"));
+                let mut value = String::new();
+                let mut chars = rest.char_indices();
+                let end = loop {
+                    match chars.next() {
+                        Some((i, '"')) => break i,
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, 'n')) => value.push('\n'),
+                            Some((_, c @ ('\\' | '"'))) => value.push(c),
+                            other => panic!("escape {other:?} in {line:?}"),
+                        },
+                        Some((_, '\n')) | None => panic!("unterminated value in {line:?}"),
+                        Some((_, c)) => value.push(c),
+                    }
+                };
+                labels.push(format!("{label}=\"{value}\""));
+                rest = &rest[end + 1..];
+                rest = rest.strip_prefix(',').unwrap_or(rest);
+            }
+        }
+        let mut fields = rest
+            .strip_prefix(' ')
+            .unwrap_or_else(|| panic!("space before the value in {line:?}"))
+            .split(' ');
+        let value = fields.next().unwrap();
+        assert!(is_value(value), "value {value:?} in {line:?}");
+        if let Some(ts) = fields.next() {
+            assert!(ts.parse::<i64>().is_ok(), "timestamp in {line:?}");
+        }
+        assert!(fields.next().is_none(), "trailing fields in {line:?}");
+        let series = if labels.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{name}{{{}}}", labels.join(","))
+        };
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or(f64::NAN),
+        };
+        (series, value)
+    }
+
+    /// Checks the text with a second, independent parser, the Prometheus
+    /// Python client's (`prometheus_client.parser`), when it is installed:
+    /// it must find the very same samples. With
+    /// `PISTACHIO_REQUIRE_PROMETHEUS_PARSER=1` a missing parser fails.
+    #[track_caller]
+    fn cross_check(&self, text: &str) {
+        const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join('%s="%s"' % (k, v) for k, v in s.labels.items())
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+        let has_parser = Command::new("python3")
+            .args(["-c", "import prometheus_client.parser"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_parser {
+            assert!(
+                std::env::var_os("PISTACHIO_REQUIRE_PROMETHEUS_PARSER").is_none(),
+                "prometheus_client (PyPI) is required but not installed"
+            );
+            eprintln!("prometheus_client not installed (pip install prometheus-client): skipped");
+            return;
+        }
+        let mut child = Command::new("python3")
+            .args(["-c", SCRIPT])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "prometheus_client refused the exposition: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let theirs: HashMap<String, f64> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(theirs, self.samples, "the two parsers disagree");
+    }
+
+    #[track_caller]
+    fn get(&self, series: &str) -> f64 {
+        match self.samples.get(series) {
+            Some(v) => *v,
+            None => {
+                let mut known: Vec<_> = self.samples.keys().collect();
+                known.sort();
+                panic!("no sample {series}; have {known:#?}")
+            }
+        }
+    }
+}
+
+#[test]
+fn the_grammar_check_refuses_bad_lines() {
+    for bad in [
+        "metric 1 2 3",
+        "1metric 1",
+        "metric{a=b} 1",
+        "metric{a=\"b} 1",
+        "metric{1a=\"b\"} 1",
+        "metric{a=\"\\x\"} 1",
+        "metric one",
+        "metric",
+    ] {
+        let text = format!("# TYPE metric counter\n{bad}\n");
+        assert!(
+            std::panic::catch_unwind(|| Exposition::parse(&text)).is_err(),
+            "{bad:?} should be refused"
+        );
+    }
+    let ok = Exposition::parse(
+        "# HELP m_total A help, with \\\\ and \\n.\n# TYPE m_total counter\n\
+         m_total{a=\"x\\\"y\",b=\"\"} 1e3 1700000000000\nm_total 0\n",
+    );
+    assert_eq!(ok.get("m_total{a=\"x\"y\",b=\"\"}"), 1000.0);
+}
+
+#[test]
+fn metrics_count_exchanges_by_route_template_and_status() {
+    let metrics = Metrics::new();
+    let server = Server::start(false, &metrics, None);
+    for id in ["1", "2", "3"] {
+        let resp = server.ask(RequestBuilder::get(&format!("/users/{id}")));
+        assert_eq!(resp.status, 200);
+    }
+    assert_eq!(server.ask(RequestBuilder::get("/nowhere/1")).status, 404);
+    assert_eq!(server.ask(RequestBuilder::get("/nowhere/2")).status, 404);
+    let post = RequestBuilder::new("POST", "/users/9").body(b"12345");
+    assert_eq!(server.ask(post).status, 405);
+    // The HTTP layer's own answers: a malformed request line, a head too
+    // large.
+    assert_eq!(server.raw(b"NOT HTTP AT ALL\r\n\r\n").status, 400);
+    let big = RequestBuilder::get("/users/1").header("X-Big", &"b".repeat(4096));
+    assert_eq!(server.raw(&big.to_bytes()).status, 431);
+
+    let (resp, m) = server.scrape();
+    assert_eq!(resp.header("content-type"), Some(PROMETHEUS_TEXT));
+    let requests = |method: &str, route: &str, status: u16| {
+        m.get(&format!(
+            "pistachio_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"
+        ))
+    };
+    assert_eq!(requests("GET", "/users/:id", 200), 3.0);
+    assert_eq!(requests("GET", "unmatched", 404), 2.0);
+    assert_eq!(requests("POST", "unmatched", 405), 1.0);
+    assert_eq!(requests("UNKNOWN", "unmatched", 400), 1.0);
+    assert_eq!(requests("UNKNOWN", "unmatched", 431), 1.0);
+    // No raw path ever became a label.
+    assert!(!m
+        .samples
+        .keys()
+        .any(|k| k.contains("/users/1") || k.contains("/nowhere")));
+    let count =
+        "pistachio_http_request_duration_seconds_count{method=\"GET\",route=\"/users/:id\"}";
+    assert_eq!(m.get(count), 3.0);
+    let inf = "pistachio_http_request_duration_seconds_bucket{method=\"GET\",route=\"/users/:id\",le=\"+Inf\"}";
+    assert_eq!(m.get(inf), 3.0);
+    // The scrape itself is the one request in flight.
+    assert_eq!(m.get("pistachio_http_requests_in_flight"), 1.0);
+    assert_eq!(m.get("pistachio_http_request_body_bytes_total"), 5.0);
+    // "user 1" ×3, then the bodies of the answers other than the scrape.
+    assert!(m.get("pistachio_http_response_body_bytes_total") >= 18.0);
+    // Every connection so far, the scrape's included.
+    assert_eq!(m.get("pistachio_connections_accepted_total"), 9.0);
+    assert!(m.get("pistachio_connections_open") >= 1.0);
+    assert_eq!(m.get("pistachio_tls_handshakes_total"), 0.0);
+
+    // A second scrape counts the first.
+    let (_, m) = server.scrape();
+    assert_eq!(
+        m.get("pistachio_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"200\"}"),
+        1.0
+    );
+}
+
+/// Scrapes until `check` passes (the server counts a failed handshake
+/// when it closes the connection, a moment after the client left).
+fn scrape_until(server: &Server, what: &str, check: impl Fn(&Exposition) -> bool) -> Exposition {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, m) = server.scrape();
+        if check(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "{what}: {:#?}", m.samples);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn metrics_report_tls_handshakes_and_their_failures() {
+    let metrics = Metrics::new();
+    let server = Server::start(true, &metrics, None);
+    for id in ["1", "2"] {
+        assert_eq!(
+            server
+                .ask(RequestBuilder::get(&format!("/users/{id}")))
+                .status,
+            200
+        );
+    }
+    AbruptClose::PlaintextToTls
+        .perform(server.port(), true)
+        .unwrap();
+    AbruptClose::RandomBytes
+        .perform(server.port(), true)
+        .unwrap();
+    AbruptClose::HalfClientHelloThenFin
+        .perform(server.port(), true)
+        .unwrap();
+    // Connected, then gone without a byte.
+    drop(connect_tcp(server.port()).unwrap());
+
+    let failures = |m: &Exposition, reason: &str| {
+        m.get(&format!(
+            "pistachio_tls_handshake_failures_total{{reason=\"{reason}\"}}"
+        ))
+    };
+    let m = scrape_until(&server, "failures counted", |m| {
+        failures(m, "plain_http") == 1.0
+            && failures(m, "protocol") == 1.0
+            && failures(m, "peer_closed") == 2.0
+    });
+    for reason in ["timeout", "socket", "overload", "shutdown"] {
+        assert_eq!(failures(&m, reason), 0.0, "{reason}");
+    }
+    // Two requests, and each scrape so far (at least one).
+    let handshakes = m.get("pistachio_tls_handshakes_total");
+    assert!(handshakes >= 3.0, "{handshakes}");
+    assert_eq!(
+        m.get("pistachio_connections_accepted_total"),
+        handshakes + 4.0,
+        "every connection is a handshake done or failed"
+    );
+    // The random bytes left OpenSSL errors behind, which were drained.
+    assert!(m.get("pistachio_tls_error_queue_drained_total") >= 1.0);
+    assert_eq!(
+        m.get("pistachio_http_requests_total{method=\"GET\",route=\"/users/:id\",status=\"200\"}"),
+        2.0
+    );
+}
+
+#[test]
+fn access_log_writes_one_line_per_exchange() {
+    let metrics = Metrics::new();
+    let server = Server::start(false, &metrics, Some(AccessLog::common()));
+    let json_metrics = Metrics::new();
+    let json_server = Server::start(false, &json_metrics, Some(AccessLog::json()));
+
+    assert_eq!(server.ask(RequestBuilder::get("/users/clf-7")).status, 200);
+    assert_eq!(server.ask(RequestBuilder::get("/clf-missing")).status, 404);
+    // Keep-alive: two exchanges, two lines.
+    let mut client = PlainClient::connect(server.port()).unwrap();
+    client.request("/users/clf-ka1").unwrap();
+    client.request("/users/clf-ka2").unwrap();
+    drop(client);
+    // The HTTP layer's own 400: no request line to show.
+    let mut raw = connect_tcp(server.port()).unwrap();
+    raw.write_all(b"BROKEN-clf\r\n\r\n").unwrap();
+    let mut client = PlainClient::new(raw);
+    assert_eq!(client.read_response().unwrap().status, 400);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = |marker: &str| loop {
+        let lines = lines_with(marker);
+        if !lines.is_empty() || Instant::now() > deadline {
+            assert_eq!(lines.len(), 1, "{marker}: {lines:?}");
+            return lines[0].clone();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let ok = line("/users/clf-7");
+    let expected = "\"GET /users/clf-7 HTTP/1.1\" 200 10 \"/users/:id\" ";
+    assert!(ok.starts_with("127.0.0.1 - - ["), "{ok}");
+    assert!(ok.contains("] \"GET"), "{ok}");
+    assert!(ok.contains(expected), "{ok}");
+    let missing = line("/clf-missing");
+    assert!(
+        missing.contains("\"GET /clf-missing HTTP/1.1\" 404 31 -"),
+        "{missing}"
+    );
+    line("/users/clf-ka1");
+    line("/users/clf-ka2");
+    // The 400 line: wait for one more line with `"-" 400`.
+    let refused = loop {
+        let lines = lines_with("\"-\" 400 ");
+        if !lines.is_empty() || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(refused.len(), 1, "{refused:?}");
+
+    assert_eq!(
+        json_server.ask(RequestBuilder::get("/users/json-1")).status,
+        200
+    );
+    let json = line("/users/json-1");
+    let value: serde_json::Value = serde_json::from_str(&json).expect(&json);
+    assert_eq!(value["method"], "GET");
+    assert_eq!(value["target"], "/users/json-1");
+    assert_eq!(value["route"], "/users/:id");
+    assert_eq!(value["status"], 200);
+    assert_eq!(value["bytes"], 11);
+    assert_eq!(value["version"], "HTTP/1.1");
+    assert_eq!(value["end"], "completed");
+    assert!(value["time"].as_str().unwrap().ends_with('Z'));
+    assert!(value["duration_ms"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
+fn transport_bytes_are_counted_exactly() {
+    use std::io::Read;
+    let metrics = Metrics::new();
+    let server = Server::start(false, &metrics, None);
+    let (mut received, mut sent) = (0, 0);
+    for path in ["/users/1", "/nothing-here", "/users/22"] {
+        let request = RequestBuilder::get(path).close().to_bytes();
+        let mut tcp = connect_tcp(server.port()).unwrap();
+        tcp.write_all(&request).unwrap();
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).unwrap();
+        received += request.len();
+        sent += answer.len();
+    }
+    // The first scrape's request is read before it is answered; its
+    // answer is written before the second scrape's request.
+    let scrape = RequestBuilder::get("/metrics").close().to_bytes();
+    let mut tcp = connect_tcp(server.port()).unwrap();
+    tcp.write_all(&scrape).unwrap();
+    let mut first = Vec::new();
+    tcp.read_to_end(&mut first).unwrap();
+    let text = String::from_utf8_lossy(&first);
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let m = Exposition::parse(body);
+    assert_eq!(
+        m.get("pistachio_transport_received_bytes_total"),
+        (received + scrape.len()) as f64
+    );
+    assert_eq!(m.get("pistachio_transport_sent_bytes_total"), sent as f64);
+    let (_, m) = server.scrape();
+    assert_eq!(
+        m.get("pistachio_transport_sent_bytes_total"),
+        (sent + first.len()) as f64
+    );
+}
