@@ -86,6 +86,9 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod asynch;
 pub mod blocking;
+#[cfg(feature = "compression")]
+#[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
+pub mod compression;
 mod description;
 mod reply;
 mod request;
