@@ -89,6 +89,7 @@ pub mod blocking;
 #[cfg(feature = "compression")]
 #[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
 pub mod compression;
+pub mod cors;
 mod description;
 mod reply;
 mod request;
