@@ -94,6 +94,7 @@ pub mod compression;
 pub mod cookies;
 pub mod cors;
 mod description;
+pub mod problem;
 mod reply;
 mod request;
 mod response;
@@ -121,6 +122,7 @@ pub use blocking::BlockingPool;
 pub use description::{Description, RouteDesc, Schema, OPENAPI_VERSION};
 pub use reply::{Json, Reply};
 pub use request::{Extensions, RestRequest};
+pub use problem::{IntoProblem, Problem};
 pub use response::{HttpError, Outcome, RestResponse};
 pub use router::{bind, Flow, RouteError, RouteGroup, RouteMatch, Router, NOT_FOUND_BODY};
 
