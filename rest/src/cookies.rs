@@ -43,10 +43,10 @@
 //! });
 //! ```
 
-pub use cookie::{Cookie, CookieBuilder, CookieJar, Expiration, Key, SameSite};
 /// The `time` crate (durations and dates of `Max-Age` and `Expires`), as
 /// the `cookie` crate uses it.
 pub use cookie::time;
+pub use cookie::{Cookie, CookieBuilder, CookieJar, Expiration, Key, SameSite};
 
 use pistachio_http::header::{COOKIE, SET_COOKIE};
 use pistachio_http::HeaderValue;

@@ -120,9 +120,9 @@ pub use pistachio_transport::{
 
 pub use blocking::BlockingPool;
 pub use description::{Description, RouteDesc, Schema, OPENAPI_VERSION};
+pub use problem::{IntoProblem, Problem};
 pub use reply::{Json, Reply};
 pub use request::{Extensions, RestRequest};
-pub use problem::{IntoProblem, Problem};
 pub use response::{HttpError, Outcome, RestResponse};
 pub use router::{bind, Flow, RouteError, RouteGroup, RouteMatch, Router, NOT_FOUND_BODY};
 

@@ -63,9 +63,15 @@ use crate::response::HttpError;
 /// The media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// A problem details object (RFC 9457 §3).
+/// A problem details object (RFC 9457 §3). One pointer wide, so that a
+/// `Result<_, Problem>` stays small.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
+#[serde(transparent)]
+pub struct Problem(Box<Members>);
+
+/// The members of a [`Problem`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Members {
     /// A URI naming the problem type; `about:blank` when the status says
     /// it all.
     #[serde(rename = "type", default = "about_blank")]
@@ -93,41 +99,41 @@ impl Problem {
     /// A problem of type `about:blank` whose title is the status's reason
     /// phrase.
     pub fn new(status: StatusCode) -> Problem {
-        Problem {
+        Problem(Box::new(Members {
             type_uri: about_blank(),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: None,
             instance: None,
             extensions: Map::new(),
-        }
+        }))
     }
 
     /// Sets the type URI.
     #[must_use]
     pub fn with_type(mut self, type_uri: impl Into<String>) -> Problem {
-        self.type_uri = type_uri.into();
+        self.0.type_uri = type_uri.into();
         self
     }
 
     /// Sets the title.
     #[must_use]
     pub fn with_title(mut self, title: impl Into<String>) -> Problem {
-        self.title = title.into();
+        self.0.title = title.into();
         self
     }
 
     /// Sets the detail.
     #[must_use]
     pub fn with_detail(mut self, detail: impl Into<String>) -> Problem {
-        self.detail = Some(detail.into());
+        self.0.detail = Some(detail.into());
         self
     }
 
     /// Sets the instance URI.
     #[must_use]
     pub fn with_instance(mut self, instance: impl Into<String>) -> Problem {
-        self.instance = Some(instance.into());
+        self.0.instance = Some(instance.into());
         self
     }
 
@@ -140,39 +146,39 @@ impl Problem {
             name.as_str(),
             "type" | "title" | "status" | "detail" | "instance"
         ) {
-            self.extensions.insert(name, value.into());
+            self.0.extensions.insert(name, value.into());
         }
         self
     }
 
     /// The status (`500` if the number is not a valid status).
     pub fn status(&self) -> StatusCode {
-        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// The type URI.
     pub fn type_uri(&self) -> &str {
-        &self.type_uri
+        &self.0.type_uri
     }
 
     /// The title.
     pub fn title(&self) -> &str {
-        &self.title
+        &self.0.title
     }
 
     /// The detail, if any.
     pub fn detail(&self) -> Option<&str> {
-        self.detail.as_deref()
+        self.0.detail.as_deref()
     }
 
     /// The instance, if any.
     pub fn instance(&self) -> Option<&str> {
-        self.instance.as_deref()
+        self.0.instance.as_deref()
     }
 
     /// The extension members.
     pub fn extensions(&self) -> &Map<String, Value> {
-        &self.extensions
+        &self.0.extensions
     }
 
     /// The JSON document.
@@ -184,8 +190,8 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.status, self.title)?;
-        if let Some(detail) = &self.detail {
+        write!(f, "{} {}", self.0.status, self.0.title)?;
+        if let Some(detail) = &self.0.detail {
             write!(f, ": {detail}")?;
         }
         Ok(())
@@ -297,7 +303,9 @@ fn prefers_json<'a>(values: impl Iterator<Item = &'a str>) -> bool {
             "application/*" => better(&mut json, 1, q),
             "text/*" => better(&mut text, 1, q),
             "text/plain" => better(&mut text, 2, q),
-            m if m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")) => {
+            m if m == "application/json"
+                || (m.starts_with("application/") && m.ends_with("+json")) =>
+            {
                 better(&mut json, 2, q)
             }
             _ => {}
@@ -342,7 +350,9 @@ mod tests {
         assert!(json("application/json, */*;q=0.1"));
         assert!(!json("*/*"));
         assert!(!json("text/plain"));
-        assert!(!json("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"));
+        assert!(!json(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
         assert!(!json("application/json;q=0.5, text/plain"));
         assert!(!json("application/json;q=5"));
         assert!(!json("garbage;;;==,,"));

@@ -28,7 +28,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// A text body that compresses well.
 fn text() -> String {
-    (0..4000).map(|i| format!("line {i} of the report\n")).collect()
+    (0..4000)
+        .map(|i| format!("line {i} of the report\n"))
+        .collect()
 }
 
 /// Signals the streamed route's producer that the client decoded its
@@ -158,13 +160,21 @@ fn each_coding_is_chosen_by_accept_encoding_and_decodes() {
     ] {
         let response = get(port, "/text", Some(accept));
         assert_eq!(response.status, 200, "{accept}");
-        assert_eq!(response.header("content-encoding"), Some(coding), "{accept}");
+        assert_eq!(
+            response.header("content-encoding"),
+            Some(coding),
+            "{accept}"
+        );
         assert_eq!(response.header("vary"), Some("Accept-Encoding"), "{accept}");
         assert_eq!(response.header("etag"), Some("W/\"v1\""), "{accept}");
         let length: usize = response.header("content-length").unwrap().parse().unwrap();
         assert_eq!(length, response.body.len());
         assert!(length < text().len() / 4, "{accept}: {length} bytes");
-        assert_eq!(decode(coding, &response.body), text().as_bytes(), "{accept}");
+        assert_eq!(
+            decode(coding, &response.body),
+            text().as_bytes(),
+            "{accept}"
+        );
     }
     // No Accept-Encoding, identity only, or refusing everything: as is.
     for accept in [None, Some("identity"), Some("identity;q=0, *;q=0")] {
@@ -195,11 +205,7 @@ fn reqwest_decodes_each_coding() {
         assert_eq!(response.status(), 200);
         assert!(response.headers().get("content-encoding").is_none());
         assert_eq!(response.text().unwrap(), text(), "{coding}");
-        let raw = get(
-            endpoint.local_addr().port(),
-            "/text",
-            Some(&format!("{coding}")),
-        );
+        let raw = get(endpoint.local_addr().port(), "/text", Some(coding));
         assert_eq!(raw.header("content-encoding"), Some(coding));
     }
 }
@@ -330,7 +336,6 @@ fn a_long_streamed_answer_is_encoded_in_bounded_memory() {
         }
         total += n;
         peak = peak.max(pistachio_tests::rss_kib());
-
     }
     assert!(total >= STREAMED, "decoded {total} bytes");
     let grew = peak.saturating_sub(before);
@@ -420,8 +425,7 @@ fn request_bodies_are_decoded_and_bombs_refused() {
     // 64 MiB of zeros in 64 KiB: refused once 1 MiB is decoded.
     let bomb = {
         let zeros = vec![0u8; 64 * 1024];
-        let mut encoder =
-            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         for _ in 0..1024 {
             encoder.write_all(&zeros).unwrap();
         }

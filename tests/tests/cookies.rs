@@ -119,11 +119,17 @@ fn malformed_cookies_are_skipped_never_an_error() {
         ("\"quoted\"=\"x\"; ok=1", "\"quoted\"=x;ok=1"),
         ("a=1;;;;b=2;", "a=1;b=2"),
     ] {
-        let response = send(port, RequestBuilder::get("/whoami").header("Cookie", header));
+        let response = send(
+            port,
+            RequestBuilder::get("/whoami").header("Cookie", header),
+        );
         assert_eq!(response.status, 200, "{header:?}");
         let text = response.text();
         for pair in expected.split(';').filter(|p| !p.is_empty()) {
-            assert!(text.contains(pair.split('=').next().unwrap()), "{header:?}: {text}");
+            assert!(
+                text.contains(pair.split('=').next().unwrap()),
+                "{header:?}: {text}"
+            );
         }
     }
     // Bytes that are not UTF-8, and a signed-cookie check with junk.
@@ -156,7 +162,10 @@ fn set_cookie_carries_every_attribute() {
         "; Domain=example.com",
         "; Max-Age=3600",
     ] {
-        assert!(session.contains(attribute), "{attribute} missing in {session}");
+        assert!(
+            session.contains(attribute),
+            "{attribute} missing in {session}"
+        );
     }
     assert!(cookies.contains(&"theme=dark"), "{cookies:?}");
     let old = cookies.iter().find(|c| c.starts_with("old=")).unwrap();
@@ -191,8 +200,7 @@ fn signed_and_private_cookies_verify_and_tampering_reads_as_absent() {
     forged_secret.push(if last == 'A' { 'B' } else { 'A' });
     let tampered = send(
         port,
-        RequestBuilder::get("/check")
-            .header("Cookie", &format!("{forged_user}; {forged_secret}")),
+        RequestBuilder::get("/check").header("Cookie", &format!("{forged_user}; {forged_secret}")),
     );
     assert_eq!(tampered.status, 200);
     assert_eq!(tampered.text(), "user=- secret=-");
@@ -207,13 +215,27 @@ fn curl_keeps_and_sends_back_what_the_server_sets() {
     let jar = dir.join("jar.txt");
     let jar = jar.to_str().unwrap();
     let set = Command::new("curl")
-        .args(["-s", "--max-time", "10", "-c", jar, &format!("{base}/plain")])
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-c",
+            jar,
+            &format!("{base}/plain"),
+        ])
         .output()
         .unwrap();
     assert!(set.status.success());
     assert_eq!(String::from_utf8_lossy(&set.stdout), "counted");
     let back = Command::new("curl")
-        .args(["-s", "--max-time", "10", "-b", jar, &format!("{base}/whoami")])
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-b",
+            jar,
+            &format!("{base}/whoami"),
+        ])
         .output()
         .unwrap();
     assert!(back.status.success());

@@ -194,9 +194,8 @@ fn any_origin_is_a_star_but_never_with_credentials() {
 
 #[test]
 fn a_predicate_decides_origins() {
-    let endpoint = serve(
-        Cors::new().allow_origin_fn(|origin| origin.ends_with(".trusted.example")),
-    );
+    let endpoint =
+        serve(Cors::new().allow_origin_fn(|origin| origin.ends_with(".trusted.example")));
     let port = endpoint.local_addr().port();
     let yes = send(
         port,
@@ -217,10 +216,21 @@ fn a_predicate_decides_origins() {
 fn bogus_origins_are_never_an_error() {
     let endpoint = serve(strict());
     let port = endpoint.local_addr().port();
-    for origin in ["null", "", "*", "not a url", "https://app.example.com, https://x", "\u{e9}t\u{e9}"] {
+    for origin in [
+        "null",
+        "",
+        "*",
+        "not a url",
+        "https://app.example.com, https://x",
+        "\u{e9}t\u{e9}",
+    ] {
         let response = send(port, RequestBuilder::get("/data").header("Origin", origin));
         assert_eq!(response.status, 200, "{origin:?}");
-        assert!(cors_fields(&response).is_empty(), "{origin:?}: {}", response.head);
+        assert!(
+            cors_fields(&response).is_empty(),
+            "{origin:?}: {}",
+            response.head
+        );
         let preflight = send(
             port,
             RequestBuilder::new("OPTIONS", "/data")

@@ -53,21 +53,27 @@ fn serve() -> Endpoint {
         .get("/only-get", |_req: RestRequest, resp: RestResponse| {
             resp.send(StatusCode::OK, "ok")
         })
-        .post("/items", |req: RestRequest, resp: RestResponse| -> Result<(), Problem> {
-            let item: Item = req.json()?;
-            if item.name.is_empty() {
-                return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
-                    .with_detail("name must not be empty")
-                    .with_extension("field", "name"));
-            }
-            resp.send(StatusCode::CREATED, item.name);
-            Ok(())
-        })
-        .post("/orders/:item", |req: RestRequest, resp: RestResponse| -> Result<(), Problem> {
-            let n = order(req.param_str("item").unwrap_or(""))?;
-            resp.send(StatusCode::OK, n.to_string());
-            Ok(())
-        });
+        .post(
+            "/items",
+            |req: RestRequest, resp: RestResponse| -> Result<(), Problem> {
+                let item: Item = req.json()?;
+                if item.name.is_empty() {
+                    return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
+                        .with_detail("name must not be empty")
+                        .with_extension("field", "name"));
+                }
+                resp.send(StatusCode::CREATED, item.name);
+                Ok(())
+            },
+        )
+        .post(
+            "/orders/:item",
+            |req: RestRequest, resp: RestResponse| -> Result<(), Problem> {
+                let n = order(req.param_str("item").unwrap_or(""))?;
+                resp.send(StatusCode::OK, n.to_string());
+                Ok(())
+            },
+        );
     let mut endpoint = Endpoint::bind("127.0.0.1:0", Options::default().threads(1)).unwrap();
     endpoint.serve_threaded(router).unwrap();
     endpoint
@@ -110,7 +116,12 @@ fn router_answers_are_problems_for_json_clients_and_text_for_others() {
     assert!(wrong.header("allow").is_some());
     assert_eq!(problem(&wrong)["status"], 405);
 
-    for accept in [None, Some("*/*"), Some("text/html,*/*;q=0.8"), Some("application/json;q=0.1, text/plain")] {
+    for accept in [
+        None,
+        Some("*/*"),
+        Some("text/html,*/*;q=0.8"),
+        Some("application/json;q=0.1, text/plain"),
+    ] {
         let mut request = RequestBuilder::get("/nowhere");
         if let Some(accept) = accept {
             request = request.header("Accept", accept);
@@ -140,7 +151,10 @@ fn bad_and_invalid_json_bodies_are_problems() {
     assert_eq!(broken.status, 400);
     let body = problem(&broken);
     assert_eq!(body["title"], "Bad Request");
-    assert!(body["detail"].as_str().unwrap().starts_with("invalid JSON"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().starts_with("invalid JSON"),
+        "{body}"
+    );
 
     let invalid = send(port, post(b"{\"name\": \"\"}"));
     assert_eq!(invalid.status, 422);
@@ -199,7 +213,16 @@ fn curl_asking_for_problem_json_gets_it() {
     let endpoint = serve();
     let url = format!("http://127.0.0.1:{}/nowhere", endpoint.local_addr().port());
     let out = Command::new("curl")
-        .args(["-s", "--max-time", "10", "-H", "Accept: application/problem+json", "-w", "\n%{content_type} %{http_code}", &url])
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-H",
+            "Accept: application/problem+json",
+            "-w",
+            "\n%{content_type} %{http_code}",
+            &url,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -214,9 +237,22 @@ fn curl_asking_for_problem_json_gets_it() {
 fn garbage_accept_is_never_an_error() {
     let endpoint = serve();
     let port = endpoint.local_addr().port();
-    for accept in [";;;", "application/json;q=7", "application/json;q=", "*/*;q=abc, /", "\u{e9}"] {
-        let response = send(port, RequestBuilder::get("/nowhere").header("Accept", accept));
+    for accept in [
+        ";;;",
+        "application/json;q=7",
+        "application/json;q=",
+        "*/*;q=abc, /",
+        "\u{e9}",
+    ] {
+        let response = send(
+            port,
+            RequestBuilder::get("/nowhere").header("Accept", accept),
+        );
         assert_eq!(response.status, 404, "{accept:?}");
-        assert_eq!(response.text(), "Could not find a matching route", "{accept:?}");
+        assert_eq!(
+            response.text(),
+            "Could not find a matching route",
+            "{accept:?}"
+        );
     }
 }
