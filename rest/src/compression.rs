@@ -48,7 +48,7 @@ use pistachio_http::header::{
     ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
     ETAG, VARY,
 };
-use pistachio_http::{BodyEncoder, Encoding, HeaderMap, HeaderValue, StatusCode};
+use pistachio_http::{BodyEncoder, Encoding, HeaderMap, HeaderValue, Request, StatusCode};
 
 use crate::request::RestRequest;
 use crate::response::{HttpError, RestResponse};
@@ -181,23 +181,39 @@ impl Compression {
     /// Decodes the request body and sets the answer's encoding (what the
     /// middleware of [`Compression::into_middleware`] does).
     pub fn handle(&self, req: &mut RestRequest, mut resp: RestResponse) -> Flow {
-        if let Some(limit) = self.max_decoded_body {
-            if let Err(error) = decode_request(req, limit) {
-                return Flow::Reject(error);
-            }
+        if let Err(error) = self.decode_body(req.http_mut()) {
+            return Flow::Reject(error);
         }
-        let accepted = negotiate(
-            req.headers()
+        resp.writer_mut().set_encoding(self.encoding_for(req));
+        Flow::Continue(resp)
+    }
+
+    /// The answer's [`Encoding`] for `request` (negotiated from its
+    /// `Accept-Encoding`), for a handler without a router:
+    /// `writer.set_encoding(compression.encoding_for(&request))`.
+    pub fn encoding_for(&self, request: &Request) -> impl Encoding {
+        let coding = negotiate(
+            request
+                .headers()
                 .get_all(ACCEPT_ENCODING)
                 .iter()
                 .filter_map(|v| v.to_str().ok()),
             &self.codings,
         );
-        resp.writer_mut().set_encoding(Negotiated {
-            coding: accepted,
+        Negotiated {
+            coding,
             settings: self.clone(),
-        });
-        Flow::Continue(resp)
+        }
+    }
+
+    /// Decodes `request`'s buffered body as its `Content-Encoding` says
+    /// (see [`Compression::max_decoded_body`]); the error is the answer to
+    /// give (`413`, `415` or `400`). Does nothing when decoding is off.
+    pub fn decode_body(&self, request: &mut Request) -> Result<(), HttpError> {
+        match self.max_decoded_body {
+            Some(limit) => decode_request(request, limit),
+            None => Ok(()),
+        }
     }
 
     fn encoder(&self, coding: Coding) -> io::Result<Box<dyn BodyEncoder>> {
@@ -497,8 +513,8 @@ impl BodyEncoder for Zstd {
 
 /// Decodes `req`'s buffered body as its `Content-Encoding` says, up to
 /// `limit` decoded bytes.
-fn decode_request(req: &mut RestRequest, limit: usize) -> Result<(), HttpError> {
-    let Some(value) = req.headers().get(CONTENT_ENCODING) else {
+fn decode_request(request: &mut Request, limit: usize) -> Result<(), HttpError> {
+    let Some(value) = request.headers().get(CONTENT_ENCODING) else {
         return Ok(());
     };
     let Ok(value) = value.to_str() else {
@@ -511,7 +527,6 @@ fn decode_request(req: &mut RestRequest, limit: usize) -> Result<(), HttpError> 
         }
         codings.push(Coding::of_token(token).ok_or_else(unsupported)?);
     }
-    let request = req.http_mut();
     let mut bytes = request.set_body(Vec::new());
     // Applied in the order listed: decoded in the reverse order.
     for coding in codings.iter().rev() {

@@ -108,12 +108,12 @@ pub use pistachio_http as http;
 pub use pistachio_reactor as reactor;
 pub use pistachio_transport as transport;
 
-pub use pistachio_http::{BodyEncoder, Encoding};
 pub use pistachio_http::{
     header, percent_decode, Answer, BodyMode, BodyStream, ConnectionInfo, End, Endpoint, Exchange,
     Handler, HeadAction, HeaderMap, HeaderName, HeaderValue, Hooks, Method, Middleware, Options,
     Request, RequestInfo, ResponseStream, ResponseWriter, ShutdownHandle, StatusCode, Version,
 };
+pub use pistachio_http::{BodyEncoder, Encoding};
 pub use pistachio_transport::{
     ClientCerts, ListenerOptions, ShutdownReport, TlsConfig, TlsConfigBuilder, TlsInfo,
     TlsReloader, TlsVersion,

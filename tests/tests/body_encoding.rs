@@ -123,8 +123,12 @@ fn streams_are_encoded_piece_by_piece_in_both_framings() {
     assert_eq!(response.text(), "ONE!! TWO<END>");
 
     let mut old = PlainClient::connect(port).unwrap();
-    old.write_raw(&RequestBuilder::get("/stream").version("HTTP/1.0").to_bytes())
-        .unwrap();
+    old.write_raw(
+        &RequestBuilder::get("/stream")
+            .version("HTTP/1.0")
+            .to_bytes(),
+    )
+    .unwrap();
     let response = old.read_response().unwrap();
     assert_eq!(response.framing, Framing::Close);
     assert_eq!(response.text(), "ONE!! TWO<END>");

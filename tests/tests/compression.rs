@@ -440,3 +440,36 @@ fn request_bodies_are_decoded_and_bombs_refused() {
     let response = post(port, "gzip", b"not gzip at all");
     assert_eq!(response.status, 400, "{}", response.text());
 }
+
+/// Without a router: a plain handler asks the battery for the encoding
+/// and the decoded body itself.
+#[test]
+fn a_plain_handler_uses_the_battery_directly() {
+    let _serial = serial();
+    init_logging();
+    let compression = Compression::new().min_size(16);
+    let mut endpoint = Endpoint::bind("127.0.0.1:0", Options::default().threads(1)).unwrap();
+    endpoint
+        .serve_threaded(
+            move |mut req: pistachio_rest::Request, mut resp: pistachio_rest::ResponseWriter| {
+                if let Err(e) = compression.decode_body(&mut req) {
+                    return resp.send(e.status(), e.reason());
+                }
+                resp.set_encoding(compression.encoding_for(&req));
+                let body = req.body().repeat(4);
+                resp.send(StatusCode::OK, body);
+            },
+        )
+        .unwrap();
+    let port = endpoint.local_addr().port();
+    let mut client = PlainClient::connect(port).unwrap();
+    let request = RequestBuilder::new("POST", "/")
+        .header("Content-Encoding", "gzip")
+        .header("Accept-Encoding", "gzip")
+        .body(&gzip(b"plain handler "));
+    client.write_raw(&request.to_bytes()).unwrap();
+    let response = client.read_response().unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-encoding"), Some("gzip"));
+    assert_eq!(decode("gzip", &response.body), b"plain handler ".repeat(4));
+}
