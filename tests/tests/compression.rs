@@ -78,6 +78,13 @@ fn serve() -> Endpoint {
         .get("/nothing", |_req: RestRequest, resp: RestResponse| {
             resp.send(StatusCode::NO_CONTENT, "")
         })
+        .get("/not-modified", |_req: RestRequest, mut resp: RestResponse| {
+            // A stream: its length is unknown, so only the status says
+            // that there is no body to encode.
+            resp.headers_mut()
+                .insert(ETAG, HeaderValue::from_static("\"v1\""));
+            resp.into_writer().stream(StatusCode::NOT_MODIFIED).end();
+        })
         .get("/stream", |_req: RestRequest, resp: RestResponse| {
             let mut stream = resp.into_writer().stream(StatusCode::OK);
             let seen = FIRST_SEEN.lock().unwrap().take();
@@ -255,6 +262,12 @@ fn answers_that_must_not_be_encoded_are_sent_as_they_are() {
     assert_eq!(nothing.status, 204);
     assert_eq!(nothing.header("content-encoding"), None);
     assert!(nothing.body.is_empty());
+
+    let not_modified = get(port, "/not-modified", Some("gzip"));
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("content-encoding"), None);
+    assert_eq!(not_modified.header("etag"), Some("\"v1\""));
+    assert!(not_modified.body.is_empty());
 }
 
 #[test]
