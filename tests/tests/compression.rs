@@ -78,13 +78,16 @@ fn serve() -> Endpoint {
         .get("/nothing", |_req: RestRequest, resp: RestResponse| {
             resp.send(StatusCode::NO_CONTENT, "")
         })
-        .get("/not-modified", |_req: RestRequest, mut resp: RestResponse| {
-            // A stream: its length is unknown, so only the status says
-            // that there is no body to encode.
-            resp.headers_mut()
-                .insert(ETAG, HeaderValue::from_static("\"v1\""));
-            resp.into_writer().stream(StatusCode::NOT_MODIFIED).end();
-        })
+        .get(
+            "/not-modified",
+            |_req: RestRequest, mut resp: RestResponse| {
+                // A stream: its length is unknown, so only the status says
+                // that there is no body to encode.
+                resp.headers_mut()
+                    .insert(ETAG, HeaderValue::from_static("\"v1\""));
+                resp.into_writer().stream(StatusCode::NOT_MODIFIED).end();
+            },
+        )
         .get("/stream", |_req: RestRequest, resp: RestResponse| {
             let mut stream = resp.into_writer().stream(StatusCode::OK);
             let seen = FIRST_SEEN.lock().unwrap().take();
