@@ -39,6 +39,7 @@
 mod body;
 mod conn;
 mod date;
+mod encode;
 mod endpoint;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
@@ -51,6 +52,7 @@ mod response;
 mod writer;
 
 pub use body::{BodyMode, BodyStream};
+pub use encode::{BodyEncoder, Encoding};
 pub use endpoint::{Endpoint, Options, ShutdownHandle};
 pub use middleware::{
     run_heads, Answer, End, Exchange, HeadAction, Hooks, Middleware, RequestInfo,

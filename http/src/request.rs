@@ -183,6 +183,12 @@ impl Request {
         &self.body
     }
 
+    /// Replaces the buffered body (for middleware that decodes it, say a
+    /// `Content-Encoding`); returns the old one.
+    pub fn set_body(&mut self, body: Vec<u8>) -> Vec<u8> {
+        std::mem::replace(&mut self.body, body)
+    }
+
     /// Consumes the request, returning its body.
     pub fn into_body(mut self) -> Vec<u8> {
         std::mem::take(&mut self.body)

@@ -17,6 +17,7 @@ use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, LAST_MODIFIED, SET_COO
 use http::{HeaderMap, Method, StatusCode, Version};
 use pistachio_transport::PeerHandle;
 
+use crate::encode::{self, Active, BodyEncoder, Encoding};
 use crate::middleware::{Layered, Layers, Middleware, Pending, RequestInfo};
 use crate::response::{
     force_close, status_allows_body, write_head, write_head_chunked, write_head_close_delimited,
@@ -343,6 +344,8 @@ impl Target {
 pub struct ResponseWriter {
     target: Option<Target>,
     headers: HeaderMap,
+    /// What the body goes through, if anything (see [`Encoding`]).
+    encoding: Option<encode::Pending>,
 }
 
 impl fmt::Debug for ResponseWriter {
@@ -359,7 +362,22 @@ impl ResponseWriter {
         ResponseWriter {
             target: Some(target),
             headers: HeaderMap::new(),
+            encoding: None,
         }
+    }
+
+    /// Passes the body of this answer through `encoding` (a content
+    /// coding such as gzip; see [`Encoding`]): asked once, when the head
+    /// is about to be written, whether to encode the body of
+    /// [`send`](ResponseWriter::send) or [`stream`](ResponseWriter::stream)
+    /// (files are sent as they are). A later call replaces it.
+    pub fn set_encoding(&mut self, encoding: impl Encoding) {
+        self.encoding = Some(encode::Pending(Box::new(encoding)));
+    }
+
+    /// Whether an [`Encoding`] is set.
+    pub fn has_encoding(&self) -> bool {
+        self.encoding.is_some()
     }
 
     fn target(&self) -> &Target {
@@ -458,7 +476,10 @@ impl ResponseWriter {
     pub fn send(mut self, status: StatusCode, body: impl AsRef<[u8]>) {
         if let Some(target) = self.target.take() {
             let headers = std::mem::take(&mut self.headers);
-            send_whole(target, status, headers, body.as_ref());
+            match self.encoding.take() {
+                None => send_whole(target, status, headers, body.as_ref()),
+                Some(encoding) => send_encoded(target, status, headers, body.as_ref(), encoding.0),
+            }
         }
     }
 
@@ -600,6 +621,8 @@ impl ResponseWriter {
         if target.respond(status, &mut headers).is_err() {
             send_panicked(target);
             return ResponseStream {
+                encoder: None,
+                unflushed: 0,
                 payload: Payload::HeadOnly,
                 head: StreamHead::Delivered,
                 target: None,
@@ -614,6 +637,14 @@ impl ResponseWriter {
                 timeout,
             };
         }
+        let encoder = match self.encoding.take() {
+            Some(encoding) => encoding
+                .0
+                .start(status, &mut headers, None)
+                .filter(|_| status_allows_body(status))
+                .map(Active),
+            None => None,
+        };
         let mut buf = Vec::with_capacity(256);
         // HTTP/1.0 clients do not know chunked: the close ends the body.
         let (framing, then) = if target.version == Version::HTTP_11 {
@@ -626,6 +657,8 @@ impl ResponseWriter {
         };
         let record = target.record(status, headers, buf.len());
         ResponseStream {
+            encoder,
+            unflushed: 0,
             record,
             payload: target.payload(status),
             head: StreamHead::Buffered,
@@ -693,6 +726,34 @@ fn send_panicked(target: Target) {
         headers,
         b"Internal Server Error",
     );
+}
+
+/// [`send_whole`] through `encoding`: the body is encoded whole and sent
+/// with its encoded length (also for `HEAD`, whose head must be a `GET`'s).
+fn send_encoded(
+    target: Target,
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: &[u8],
+    encoding: Box<dyn Encoding>,
+) {
+    if body.len() > target.max_response_size {
+        return send_whole(target, status, headers, body);
+    }
+    if target.respond(status, &mut headers).is_err() {
+        return send_panicked(target);
+    }
+    let encoder = encoding.start(status, &mut headers, Some(body.len()));
+    match encoder.filter(|_| status_allows_body(status)) {
+        None => write_whole(target, status, headers, body),
+        Some(mut encoder) => match encode::encode_whole(&mut *encoder, body) {
+            Ok(encoded) => write_whole(target, status, headers, &encoded),
+            Err(e) => {
+                log::warn!("{}: encoding the response failed: {e}", target.peer_addr);
+                send_panicked(target);
+            }
+        },
+    }
 }
 
 fn send_whole_unchecked(target: Target, status: StatusCode, mut headers: HeaderMap, body: &[u8]) {
@@ -834,6 +895,10 @@ pub struct ResponseStream {
     limit: usize,
     /// How long a blocking write waits for room.
     timeout: Duration,
+    /// What the body goes through (see [`Encoding`]), if anything.
+    encoder: Option<Active>,
+    /// Bytes given to `encoder` since its last flush.
+    unflushed: usize,
 }
 
 impl fmt::Debug for ResponseStream {
@@ -955,8 +1020,12 @@ impl ResponseStream {
                 io::Error::other("the response was cut off")
             });
         }
-        // The size line and the CRLFs around a chunk.
-        let full = self.buf.len() + data.len() + 12 >= STREAM_BUFFER;
+        // The size line and the CRLFs around a chunk; with an encoder, what
+        // it was given since its last flush.
+        let full = match self.encoder {
+            None => self.buf.len() + data.len() + 12 >= STREAM_BUFFER,
+            Some(_) => self.unflushed + data.len() >= STREAM_BUFFER,
+        };
         if full {
             self.admit(wait)?;
         } else if self.flow.is_gone() {
@@ -981,6 +1050,22 @@ impl ResponseStream {
                 "streamed response exceeds max_response_size: cut off",
             ));
         }
+        if self.encoder.is_some() {
+            self.encode(data, full)?;
+        } else {
+            self.frame(data);
+        }
+        if full {
+            self.hand_buffered();
+        }
+        Ok(())
+    }
+
+    /// Appends `data` to the buffer as body bytes (one chunk on HTTP/1.1).
+    fn frame(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
         if self.framing == Framing::Chunked {
             // Writing to a Vec cannot fail.
             let _ = write!(self.buf, "{:X}\r\n", data.len());
@@ -989,9 +1074,47 @@ impl ResponseStream {
         } else {
             self.buf.extend_from_slice(data);
         }
-        if full {
-            self.hand_buffered();
+    }
+
+    /// Passes `data` through the encoder, and what it outputs into the
+    /// buffer; `flush`: flushes the encoder too. On `Err` the response
+    /// is cut off.
+    fn encode(&mut self, data: &[u8], flush: bool) -> io::Result<()> {
+        self.code(|encoder, out| {
+            encoder.encode(data, out)?;
+            if flush {
+                encoder.flush(out)?;
+            }
+            Ok(())
+        })?;
+        self.unflushed = if flush {
+            0
+        } else {
+            self.unflushed + data.len()
+        };
+        Ok(())
+    }
+
+    /// Runs `step` on the encoder (if any) and frames what it outputs;
+    /// on `Err` the response is cut off.
+    fn code(
+        &mut self,
+        step: impl FnOnce(&mut dyn BodyEncoder, &mut Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let Some(mut active) = self.encoder.take() else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        let stepped = step(&mut *active.0, &mut out);
+        self.encoder = Some(active);
+        if let Err(e) = stepped {
+            if let Some(target) = &self.target {
+                log::warn!("{}: encoding the response failed: {e}", target.peer_addr);
+            }
+            self.cut();
+            return Err(e);
         }
+        self.frame(&out);
         Ok(())
     }
 
@@ -1027,6 +1150,12 @@ impl ResponseStream {
     /// Hands everything written so far to the connection, waiting for
     /// room first (off the worker threads); fails like `write`.
     pub fn flush(&mut self) {
+        if self.unflushed > 0 && self.target.is_some() {
+            if self.code(|encoder, out| encoder.flush(out)).is_err() {
+                return;
+            }
+            self.unflushed = 0;
+        }
         if self.buf.is_empty() {
             return;
         }
@@ -1105,6 +1234,12 @@ impl ResponseStream {
     /// Finishes the response (the terminal chunk on HTTP/1.1; closing the
     /// connection on HTTP/1.0). It does not wait for room.
     pub fn end(mut self) {
+        if self.payload == Payload::Body
+            && self.target.is_some()
+            && self.code(|encoder, out| encoder.finish(out)).is_err()
+        {
+            return;
+        }
         if self.framing == Framing::Chunked && self.payload == Payload::Body {
             self.buf.extend_from_slice(b"0\r\n\r\n");
         }

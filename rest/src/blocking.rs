@@ -299,7 +299,9 @@ fn take_back<F>(slot: &Arc<Mutex<Option<F>>>) -> F {
 /// so that [`finish`] can still answer the handler's error (or `500`).
 pub(crate) fn detach(resp: RestResponse) -> (RestResponse, Home) {
     let home: Home = Arc::new(Mutex::new(None));
-    let resp = RestResponse::new(resp.into_writer(), Arc::clone(&home));
+    let errors = resp.errors;
+    let mut resp = RestResponse::new(resp.into_writer(), Arc::clone(&home));
+    resp.errors = errors;
     (resp, home)
 }
 
@@ -316,7 +318,7 @@ pub(crate) fn finish(home: &Home, result: Result<Result<(), HttpError>, Box<dyn 
         }
     };
     match reclaim(home) {
-        Some(writer) => send_error(writer, &error),
+        Some((writer, format)) => send_error(writer, &error, format),
         None => log::debug!("{error}: not sent, the response was already used"),
     }
 }
@@ -332,7 +334,7 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
 
 /// Answers `503` with `Retry-After` through `home`'s writer.
 fn answer_busy(home: &Home, retry_after: &HeaderValue) {
-    if let Some(mut writer) = reclaim(home) {
+    if let Some((mut writer, _)) = reclaim(home) {
         writer
             .headers_mut()
             .insert(RETRY_AFTER, retry_after.clone());

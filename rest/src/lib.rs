@@ -90,10 +90,18 @@ mod access_log;
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod asynch;
 pub mod blocking;
+#[cfg(feature = "compression")]
+#[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
+pub mod compression;
+#[cfg(feature = "cookies")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cookies")))]
+pub mod cookies;
+pub mod cors;
 mod description;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
+pub mod problem;
 mod reply;
 mod request;
 mod response;
@@ -115,6 +123,7 @@ pub use pistachio_http::{
     Handler, HeadAction, HeaderMap, HeaderName, HeaderValue, Hooks, Method, Middleware, Options,
     Request, RequestInfo, ResponseStream, ResponseWriter, ShutdownHandle, StatusCode, Version,
 };
+pub use pistachio_http::{BodyEncoder, Encoding};
 pub use pistachio_transport::{
     ClientCerts, ListenerOptions, ShutdownReport, TlsConfig, TlsConfigBuilder, TlsInfo,
     TlsReloader, TlsVersion,
@@ -125,6 +134,7 @@ pub use blocking::BlockingPool;
 pub use description::{
     ApiDoc, ApiKeyIn, Description, RouteDesc, Schema, SecurityScheme, OPENAPI_VERSION,
 };
+pub use problem::{IntoProblem, Problem};
 pub use reply::{Json, Reply};
 pub use request::{Extensions, RestRequest};
 pub use response::{HttpError, Outcome, RestResponse};

@@ -87,6 +87,12 @@ impl RestRequest {
         &self.inner
     }
 
+    /// The HTTP request, to change (a middleware that rewrites headers or
+    /// decodes the body).
+    pub fn http_mut(&mut self) -> &mut Request {
+        &mut self.inner
+    }
+
     /// Consumes this request, returning the HTTP request.
     pub fn into_http(self) -> Request {
         self.inner

@@ -9,17 +9,23 @@ use pistachio_http::header::{HeaderName, HeaderValue};
 use pistachio_http::{HeaderMap, ResponseWriter, StatusCode};
 use serde::Serialize;
 
+use crate::problem::{ErrorFormat, Problem, PROBLEM_JSON};
+
 /// An HTTP error answer: a status and a short plain-text reason (Pistache's
 /// `Http::HttpError`).
 ///
 /// Route handlers return `Result<(), HttpError>`; when they return `Err`,
-/// the router sends it (`text/plain`, the reason as the body) with the
-/// handler's own [`RestResponse`], unless that writer was already used.
+/// the router sends it with the handler's own [`RestResponse`], unless that
+/// writer was already used: as `text/plain` (the reason as the body), or
+/// as `application/problem+json` when the client's `Accept` prefers JSON
+/// (see [`Problem`]).
 #[must_use = "an HttpError does nothing until it is returned or sent"]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpError {
     status: StatusCode,
     reason: String,
+    /// The problem it was made from, with all its members.
+    problem: Option<Box<Problem>>,
 }
 
 impl HttpError {
@@ -28,6 +34,7 @@ impl HttpError {
         HttpError {
             status,
             reason: reason.into(),
+            problem: None,
         }
     }
 
@@ -71,10 +78,17 @@ impl HttpError {
         &self.reason
     }
 
-    /// Sends this error through `response` (`text/plain`, the reason as
-    /// the body).
+    /// The [`Problem`] this error was made from, if it was.
+    pub fn problem(&self) -> Option<&Problem> {
+        self.problem.as_deref()
+    }
+
+    /// Sends this error through `response`: `text/plain` with the reason
+    /// as the body, or `application/problem+json` when the request's
+    /// `Accept` prefers JSON.
     pub fn send(self, response: RestResponse) {
-        send_error(response.into_writer(), &self);
+        let format = response.errors;
+        send_error(response.into_writer(), &self, format);
     }
 }
 
@@ -85,6 +99,18 @@ impl fmt::Display for HttpError {
 }
 
 impl std::error::Error for HttpError {}
+
+impl From<Problem> for HttpError {
+    /// Keeps every member of the problem; the reason (for plain-text
+    /// answers) is its detail, or else its title.
+    fn from(problem: Problem) -> HttpError {
+        HttpError {
+            status: problem.status(),
+            reason: problem.detail().unwrap_or(problem.title()).to_owned(),
+            problem: Some(Box::new(problem)),
+        }
+    }
+}
 
 impl From<serde_json::Error> for HttpError {
     /// A JSON error while handling a request is the client's fault unless
@@ -120,7 +146,7 @@ impl<E: Into<HttpError>> Outcome for Result<(), E> {
 /// Where an unused writer goes back when its [`RestResponse`] is dropped,
 /// so that the router can still answer for a handler that returned an
 /// error.
-pub(crate) type Home = Arc<Mutex<Option<ResponseWriter>>>;
+pub(crate) type Home = Arc<Mutex<Option<(ResponseWriter, ErrorFormat)>>>;
 
 /// The response of one routed request: a [`ResponseWriter`] with JSON and
 /// error helpers.
@@ -132,6 +158,8 @@ pub(crate) type Home = Arc<Mutex<Option<ResponseWriter>>>;
 pub struct RestResponse {
     writer: Option<ResponseWriter>,
     home: Option<Home>,
+    /// How error answers are rendered (from the request's `Accept`).
+    pub(crate) errors: ErrorFormat,
 }
 
 impl fmt::Debug for RestResponse {
@@ -147,6 +175,7 @@ impl RestResponse {
         RestResponse {
             writer: Some(writer),
             home: Some(home),
+            errors: ErrorFormat::Text,
         }
     }
 
@@ -228,7 +257,7 @@ impl Drop for RestResponse {
             // Only worth handing back while the router still waits for it;
             // otherwise the writer drops here and answers 500.
             if Arc::strong_count(&home) > 1 {
-                *home.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer);
+                *home.lock().unwrap_or_else(|p| p.into_inner()) = Some((writer, self.errors));
             }
         }
     }
@@ -236,12 +265,20 @@ impl Drop for RestResponse {
 
 /// Takes the writer back from `home`, if a dropped [`RestResponse`] left it
 /// there.
-pub(crate) fn reclaim(home: &Home) -> Option<ResponseWriter> {
+pub(crate) fn reclaim(home: &Home) -> Option<(ResponseWriter, ErrorFormat)> {
     home.lock().unwrap_or_else(|p| p.into_inner()).take()
 }
 
-/// Sends `error` through a bare writer.
-pub(crate) fn send_error(mut writer: ResponseWriter, error: &HttpError) {
-    writer.set_mime("text/plain; charset=utf-8");
-    writer.send(error.status, error.reason.as_bytes());
+/// Sends `error` through a bare writer, rendered as `format`.
+pub(crate) fn send_error(mut writer: ResponseWriter, error: &HttpError, format: ErrorFormat) {
+    match format {
+        ErrorFormat::Text => {
+            writer.set_mime("text/plain; charset=utf-8");
+            writer.send(error.status, error.reason.as_bytes());
+        }
+        ErrorFormat::Problem => {
+            writer.set_mime(PROBLEM_JSON);
+            writer.send(error.status, Problem::from(error).to_json());
+        }
+    }
 }

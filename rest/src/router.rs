@@ -9,6 +9,7 @@ use pistachio_http::{
     StatusCode,
 };
 
+use crate::problem::ErrorFormat;
 use crate::request::RestRequest;
 use crate::response::{reclaim, send_error, Home, HttpError, Outcome, RestResponse};
 use crate::tree::{parse_pattern, split_path, Captures, Node};
@@ -563,8 +564,9 @@ impl Router {
             writer.push_layer(Arc::clone(layer));
         }
         let home: Home = Arc::new(Mutex::new(None));
+        let mut resp = RestResponse::new(writer, Arc::clone(&home));
+        resp.errors = ErrorFormat::of(request.headers());
         let mut req = RestRequest::new(request);
-        let resp = RestResponse::new(writer, Arc::clone(&home));
         let Some(resp) = run_chain(&self.middleware, &mut req, resp, &home) else {
             return;
         };
@@ -687,7 +689,7 @@ fn run_chain(
 /// Sends `error` with the writer a handler or middleware gave back.
 fn answer_error(home: &Home, error: HttpError) {
     match reclaim(home) {
-        Some(writer) => send_error(writer, &error),
+        Some((writer, format)) => send_error(writer, &error, format),
         None => log::debug!("{error}: not sent, the response was already used"),
     }
 }
