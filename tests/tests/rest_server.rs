@@ -1,19 +1,48 @@
 //! Black-box tests of the `rest_server` example, the project's main job.
 //!
-//! Each test runs the real program (built from `rest/examples/rest_server.rs`
-//! as this package's `rest_server` binary) on `127.0.0.1:0`, reads the URL
-//! and the `curl --cacert` line it prints, and talks to it over HTTPS with
-//! libcurl trusting only the certificate the server generated at start.
-//! The server is stopped with SIGTERM and must exit cleanly.
+//! Each test runs the real program (built from `rest/examples/rest_server/`
+//! as this package's `rest_server` binary) on `127.0.0.1:0` with a data
+//! directory of its own, reads the URL and the `curl --cacert` line it
+//! prints, and talks to it over HTTPS with libcurl trusting only the
+//! certificate the server generated at start (raw sockets where the test
+//! needs to control the bytes on the wire). The server is stopped with
+//! SIGTERM and must exit cleanly, or killed with SIGKILL to show that what
+//! it acknowledged was already on disk.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use curl::easy::{Easy, List};
+use curl::easy::{Easy, List, ReadError};
 use pistachio_tests::abrupt::random_bytes;
+use pistachio_tests::client::{read_to_close, reset};
+use pistachio_tests::{peak_rss_kib_of, rss_kib_of, IO_TIMEOUT};
+
+/// A fresh directory under the system's temporary one, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Arc<TempDir> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pistachio-kv-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Arc::new(TempDir(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// A running `rest_server` process.
 struct Server {
@@ -24,17 +53,31 @@ struct Server {
     cacert: Option<PathBuf>,
     /// Lines the server prints after its banner.
     lines: Mutex<mpsc::Receiver<String>>,
+    /// Its `--data-dir`.
+    data: Arc<TempDir>,
 }
 
 impl Server {
+    /// Starts a server on a new, empty data directory.
     fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rest_server"))
+        Server::start_on(TempDir::new(), extra, None)
+    }
+
+    /// Starts a server on `data`, with `PISTACHIO_TOKEN` set to `env_token`.
+    fn start_on(data: Arc<TempDir>, extra: &[&str], env_token: Option<&str>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rest_server"));
+        command
             .args(["--addr", "127.0.0.1:0", "--threads", "3"])
+            .arg("--data-dir")
+            .arg(data.path())
             .args(extra)
+            .env_remove("PISTACHIO_TOKEN")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting rest_server");
+            .stderr(Stdio::inherit());
+        if let Some(token) = env_token {
+            command.env("PISTACHIO_TOKEN", token);
+        }
+        let mut child = command.spawn().expect("starting rest_server");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -71,12 +114,61 @@ impl Server {
             base,
             cacert,
             lines: Mutex::new(lines),
+            data,
         }
+    }
+
+    /// The next line the server prints that starts with `prefix`.
+    fn line_starting(&self, prefix: &str) -> String {
+        let lines = self.lines.lock().unwrap();
+        loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("rest_server printed no {prefix:?} line"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// The port it listens on.
+    fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Performs one request with libcurl; `body` is sent with its content type.
     fn call(&self, method: &str, path: &str, body: Option<(&[u8], &str)>) -> Reply {
-        call(&self.base, self.cacert.as_ref(), method, path, body)
+        call(&self.base, self.cacert.as_ref(), method, path, body, &[])
+    }
+
+    /// [`Server::call`] with extra request header lines (`"Name: value"`).
+    fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&[u8], &str)>,
+        headers: &[&str],
+    ) -> Reply {
+        call(
+            &self.base,
+            self.cacert.as_ref(),
+            method,
+            path,
+            body,
+            headers,
+        )
+    }
+
+    /// SIGKILL, at once: no chance to flush or clean up anything. Returns
+    /// the data directory for the next server.
+    fn kill9(mut self) -> Arc<TempDir> {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("waiting for rest_server");
+        Arc::clone(&self.data)
     }
 
     /// SIGTERM, then waits for a clean exit and the goodbye line.
@@ -114,6 +206,8 @@ impl Drop for Server {
 struct Reply {
     status: u32,
     content_type: Option<String>,
+    /// Every response header field, names in lower case.
+    headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
@@ -126,6 +220,43 @@ impl Reply {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
+
+    /// The value of header field `name` (lower case), if present.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn etag(&self) -> String {
+        self.header("etag")
+            .unwrap_or_else(|| panic!("no ETag in {:?}", self.headers))
+            .to_owned()
+    }
+}
+
+/// A libcurl handle for `base` + `path`, trusting `cacert`.
+fn easy_for(base: &str, cacert: Option<&PathBuf>, path: &str, timeout: Duration) -> Easy {
+    let mut easy = Easy::new();
+    easy.url(&format!("{base}{path}")).unwrap();
+    if let Some(pem) = cacert {
+        easy.cainfo(pem).unwrap();
+    }
+    easy.timeout(timeout).unwrap();
+    easy.signal(false).unwrap();
+    easy
+}
+
+/// Collects a response header line into `headers`.
+fn collect_header(headers: &mut Vec<(String, String)>, line: &[u8]) {
+    let line = String::from_utf8_lossy(line);
+    if line.starts_with("HTTP/") {
+        // A new response (after a `100 Continue`): start over.
+        headers.clear();
+    } else if let Some((name, value)) = line.split_once(':') {
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
 }
 
 fn call(
@@ -134,14 +265,9 @@ fn call(
     method: &str,
     path: &str,
     body: Option<(&[u8], &str)>,
+    extra_headers: &[&str],
 ) -> Reply {
-    let mut easy = Easy::new();
-    easy.url(&format!("{base}{path}")).unwrap();
-    if let Some(pem) = cacert {
-        easy.cainfo(pem).unwrap();
-    }
-    easy.timeout(Duration::from_secs(10)).unwrap();
-    easy.signal(false).unwrap();
+    let mut easy = easy_for(base, cacert, path, Duration::from_secs(10));
     match method {
         "GET" => {}
         "HEAD" => easy.nobody(true).unwrap(),
@@ -154,19 +280,17 @@ fn call(
             .append(&format!("Content-Type: {content_type}"))
             .unwrap();
     }
+    for line in extra_headers {
+        headers.append(line).unwrap();
+    }
     easy.http_headers(headers).unwrap();
     let mut out = Vec::new();
-    let mut content_type = None;
+    let mut fields = Vec::new();
     {
         let mut transfer = easy.transfer();
         transfer
             .header_function(|line| {
-                let line = String::from_utf8_lossy(line);
-                if let Some((name, value)) = line.split_once(':') {
-                    if name.eq_ignore_ascii_case("content-type") {
-                        content_type = Some(value.trim().to_owned());
-                    }
-                }
+                collect_header(&mut fields, line);
                 true
             })
             .unwrap();
@@ -180,9 +304,14 @@ fn call(
             .perform()
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     }
+    let content_type = fields
+        .iter()
+        .find(|(n, _)| n == "content-type")
+        .map(|(_, v)| v.clone());
     Reply {
         status: easy.response_code().unwrap(),
         content_type,
+        headers: fields,
         body: out,
     }
 }
@@ -425,4 +554,292 @@ fn bad_flags_exit_with_usage() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
+}
+
+/// What the kill-9 test stores: `(key, value, content type)`.
+fn durable_values() -> Vec<(String, Vec<u8>, &'static str)> {
+    let mut values: Vec<(String, Vec<u8>, &'static str)> = (0..20)
+        .map(|i| {
+            (
+                format!("small-{i:02}"),
+                format!("value {i}").into_bytes(),
+                "text/plain",
+            )
+        })
+        .collect();
+    // Larger than the index keeps inline: stored as files.
+    values.push((
+        "large-a".into(),
+        random_bytes(1024 * 1024 + 7),
+        "application/x-a",
+    ));
+    values.push((
+        "large-b".into(),
+        random_bytes(300 * 1024),
+        "application/x-b",
+    ));
+    values
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let server = Server::start(&[]);
+    let data_line = server.line_starting("data directory: ");
+    assert!(
+        data_line.contains(&server.data.path().display().to_string()),
+        "{data_line}"
+    );
+    let values = durable_values();
+    for (key, value, content_type) in &values {
+        let r = server.call("PUT", &format!("/v1/kv/{key}"), Some((value, content_type)));
+        assert_eq!(r.status, 201, "{key}: {}", r.text());
+    }
+    // Replaced (a file by a small value, a small value by a file) and
+    // deleted ones too.
+    let replaced_large = b"now small".to_vec();
+    let r = server.call(
+        "PUT",
+        "/v1/kv/large-b",
+        Some((&replaced_large, "text/plain")),
+    );
+    assert_eq!(r.status, 204);
+    let replaced_small = random_bytes(200 * 1024);
+    let r = server.call(
+        "PUT",
+        "/v1/kv/small-00",
+        Some((&replaced_small, "application/octet-stream")),
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(server.call("DELETE", "/v1/kv/small-01", None).status, 204);
+    let tag = server.call("GET", "/v1/kv/large-a", None).etag();
+
+    // Right after the last answer: no graceful anything.
+    let data = server.kill9();
+    let server = Server::start_on(data, &[], None);
+    for (key, value, content_type) in &values {
+        let r = server.call("GET", &format!("/v1/kv/{key}"), None);
+        let (value, content_type) = match key.as_str() {
+            "small-01" => {
+                assert_eq!(r.status, 404, "{key} was deleted");
+                continue;
+            }
+            "small-00" => (&replaced_small, "application/octet-stream"),
+            "large-b" => (&replaced_large, "text/plain"),
+            _ => (value, *content_type),
+        };
+        assert_eq!(r.status, 200, "{key} lost: {}", r.text());
+        assert!(r.body == *value, "{key} came back changed");
+        assert_eq!(r.content_type.as_deref(), Some(content_type), "{key}");
+    }
+    assert_eq!(server.call("GET", "/v1/kv/large-a", None).etag(), tag);
+    let keys = server.call("GET", "/v1/kv", None).json();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), values.len() - 1);
+    // Nothing left over from the replaced and deleted values.
+    let blobs = std::fs::read_dir(server.data.path().join("blobs"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 2, "large-a and small-00 are files, nothing else");
+    server.stop();
+}
+
+/// Writes a `PUT` head declaring `length` body bytes, and `sent` of them,
+/// then resets the connection.
+fn put_and_reset(port: u16, key: &str, length: usize, sent: usize) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let head = format!(
+        "PUT /v1/kv/{key} HTTP/1.1\r\nHost: localhost\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).unwrap();
+    let piece = vec![0xEEu8; 64 * 1024];
+    let mut left = sent;
+    while left > 0 {
+        let n = left.min(piece.len());
+        tcp.write_all(&piece[..n]).unwrap();
+        left -= n;
+    }
+    // Give the server the time to take in what was sent.
+    std::thread::sleep(Duration::from_millis(200));
+    reset(tcp).unwrap();
+}
+
+#[test]
+fn a_put_cut_off_mid_body_leaves_the_old_value() {
+    let server = Server::start(&["--no-tls"]);
+    let large = random_bytes(512 * 1024);
+    let small = b"the old small value".to_vec();
+    assert_eq!(
+        server
+            .call("PUT", "/v1/kv/large", Some((&large, "application/x-old")))
+            .status,
+        201
+    );
+    assert_eq!(
+        server
+            .call("PUT", "/v1/kv/small", Some((&small, "text/plain")))
+            .status,
+        201
+    );
+    let large_tag = server.call("GET", "/v1/kv/large", None).etag();
+    let small_tag = server.call("GET", "/v1/kv/small", None).etag();
+
+    // Far more than is kept in memory, and a few bytes of a small one.
+    put_and_reset(server.port(), "large", 8 << 20, 2 << 20);
+    put_and_reset(server.port(), "small", 100, 10);
+
+    for (key, value, content_type, tag) in [
+        ("large", &large, "application/x-old", &large_tag),
+        ("small", &small, "text/plain", &small_tag),
+    ] {
+        let r = server.call("GET", &format!("/v1/kv/{key}"), None);
+        assert_eq!(r.status, 200, "{key}");
+        assert!(r.body == *value, "{key}: the old value was damaged");
+        assert_eq!(r.content_type.as_deref(), Some(content_type));
+        assert_eq!(&r.etag(), tag);
+    }
+    // The partial upload's file is removed once the server sees the reset.
+    let tmp = server.data.path().join("tmp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&tmp).unwrap().count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a partial upload was left in tmp/"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+}
+
+/// The byte at `offset` of the 1 GiB test value: 1 MiB blocks of random
+/// bytes, each starting with its own number (so a block sent twice or out
+/// of order is caught).
+struct Pattern {
+    block: Vec<u8>,
+}
+
+impl Pattern {
+    const BLOCK: usize = 1 << 20;
+
+    fn new() -> Pattern {
+        Pattern {
+            block: random_bytes(Pattern::BLOCK),
+        }
+    }
+
+    /// Copies the value's bytes from `offset` into `out`.
+    fn fill(&self, offset: u64, out: &mut [u8]) {
+        let mut at = 0;
+        while at < out.len() {
+            let pos = offset + at as u64;
+            let block = pos / Pattern::BLOCK as u64;
+            let within = (pos % Pattern::BLOCK as u64) as usize;
+            let n = (Pattern::BLOCK - within).min(out.len() - at);
+            out[at..at + n].copy_from_slice(&self.block[within..within + n]);
+            // The block's number over its first 8 bytes.
+            let number = block.to_le_bytes();
+            for i in within..8.min(within + n) {
+                out[at + i - within] = number[i];
+            }
+            at += n;
+        }
+    }
+}
+
+#[test]
+fn a_gib_value_streams_in_and_out_in_bounded_memory() {
+    const SIZE: u64 = 1 << 30;
+    const BUDGET_KIB: u64 = 64 * 1024;
+    let server = Server::start(&[]);
+    let pid = server.pid();
+    // Warm up every path (pools, TLS, a file value) before the baseline.
+    let warm = random_bytes(1024 * 1024);
+    assert_eq!(
+        server
+            .call(
+                "PUT",
+                "/v1/kv/warm",
+                Some((&warm, "application/octet-stream"))
+            )
+            .status,
+        201
+    );
+    assert_eq!(
+        server.call("GET", "/v1/kv/warm", None).body.len(),
+        warm.len()
+    );
+    let baseline = rss_kib_of(pid);
+    assert!(baseline > 0, "cannot read the server's VmRSS");
+
+    let pattern = Pattern::new();
+    let mut easy = easy_for(
+        &server.base,
+        server.cacert.as_ref(),
+        "/v1/kv/huge",
+        Duration::from_secs(600),
+    );
+    easy.upload(true).unwrap();
+    easy.in_filesize(SIZE).unwrap();
+    let mut headers = List::new();
+    headers
+        .append("Content-Type: application/octet-stream")
+        .unwrap();
+    easy.http_headers(headers).unwrap();
+    let mut sent = 0u64;
+    {
+        let mut transfer = easy.transfer();
+        transfer
+            .read_function(|buf| {
+                let n = (SIZE - sent).min(buf.len() as u64) as usize;
+                pattern.fill(sent, &mut buf[..n]);
+                sent += n as u64;
+                Ok::<usize, ReadError>(n)
+            })
+            .unwrap();
+        transfer.perform().expect("PUT of 1 GiB");
+    }
+    assert_eq!(easy.response_code().unwrap(), 201);
+    let after_put = peak_rss_kib_of(pid);
+
+    let mut easy = easy_for(
+        &server.base,
+        server.cacert.as_ref(),
+        "/v1/kv/huge",
+        Duration::from_secs(600),
+    );
+    let mut received = 0u64;
+    let mut expected = vec![0u8; 256 * 1024];
+    let mut same = true;
+    {
+        let mut transfer = easy.transfer();
+        transfer
+            .write_function(|data| {
+                let expected = &mut expected[..data.len().min(256 * 1024)];
+                let mut at = 0;
+                while at < data.len() {
+                    let n = expected.len().min(data.len() - at);
+                    pattern.fill(received, &mut expected[..n]);
+                    same &= data[at..at + n] == expected[..n];
+                    received += n as u64;
+                    at += n;
+                }
+                Ok(data.len())
+            })
+            .unwrap();
+        transfer.perform().expect("GET of 1 GiB");
+    }
+    assert_eq!(easy.response_code().unwrap(), 200);
+    assert_eq!(received, SIZE);
+    assert!(same, "the 1 GiB value came back changed");
+    let peak = peak_rss_kib_of(pid);
+    eprintln!(
+        "server RSS: {baseline} KiB before, peak {after_put} KiB after the PUT, \
+         {peak} KiB after the GET"
+    );
+    assert!(
+        peak.saturating_sub(baseline) < BUDGET_KIB,
+        "the server's memory grew by {} KiB moving a 1 GiB value (budget {BUDGET_KIB} KiB)",
+        peak - baseline
+    );
+    server.stop();
 }
