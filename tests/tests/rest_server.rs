@@ -843,3 +843,266 @@ fn a_gib_value_streams_in_and_out_in_bounded_memory() {
     );
     server.stop();
 }
+
+#[test]
+fn conditional_requests_on_values() {
+    let server = Server::start(&[]);
+    let r = server.call("PUT", "/v1/kv/doc", Some((b"v1", "text/plain")));
+    assert_eq!(r.status, 201);
+    let v1 = r.etag();
+    assert!(v1.starts_with('"') && v1.ends_with('"'), "{v1}");
+
+    // GET: the same tag; If-None-Match with it is 304 without the body.
+    let r = server.call("GET", "/v1/kv/doc", None);
+    assert_eq!((r.status, r.etag()), (200, v1.clone()));
+    let if_none_match = format!("If-None-Match: {v1}");
+    let r = server.call_with("GET", "/v1/kv/doc", None, &[&if_none_match]);
+    assert_eq!((r.status, r.body.len()), (304, 0));
+    assert_eq!(r.etag(), v1);
+    let weak = format!("If-None-Match: \"other\", W/{v1}");
+    assert_eq!(
+        server.call_with("GET", "/v1/kv/doc", None, &[&weak]).status,
+        304
+    );
+    let r = server.call_with("GET", "/v1/kv/doc", None, &["If-None-Match: \"other\""]);
+    assert_eq!((r.status, r.text().as_str()), (200, "v1"));
+
+    // PUT If-Match: only over the version named (optimistic concurrency).
+    let if_match_v1 = format!("If-Match: {v1}");
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/doc",
+        Some((b"v2", "text/plain")),
+        &[&if_match_v1],
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let v2 = r.etag();
+    assert_ne!(v1, v2);
+    // A second writer still holding v1 loses, and is told the current tag.
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/doc",
+        Some((b"lost update", "text/plain")),
+        &[&if_match_v1],
+    );
+    assert_eq!((r.status, r.etag()), (412, v2.clone()));
+    assert_eq!(server.call("GET", "/v1/kv/doc", None).text(), "v2");
+    // ... also with a large value, refused before its body is taken in.
+    let big = random_bytes(3 * 1024 * 1024);
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/doc",
+        Some((&big, "application/octet-stream")),
+        &[&if_match_v1],
+    );
+    assert_eq!(r.status, 412);
+    // If-Match on a missing key never matches.
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/absent",
+        Some((b"x", "text/plain")),
+        &["If-Match: *"],
+    );
+    assert_eq!(r.status, 412);
+    assert_eq!(server.call("GET", "/v1/kv/absent", None).status, 404);
+
+    // PUT If-None-Match: * creates, never replaces.
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/doc",
+        Some((b"clobber", "text/plain")),
+        &["If-None-Match: *"],
+    );
+    assert_eq!(r.status, 412);
+    assert_eq!(server.call("GET", "/v1/kv/doc", None).text(), "v2");
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/fresh",
+        Some((b"new", "text/plain")),
+        &["If-None-Match: *"],
+    );
+    assert_eq!(r.status, 201);
+
+    // DELETE If-Match.
+    let r = server.call_with("DELETE", "/v1/kv/doc", None, &[&if_match_v1]);
+    assert_eq!((r.status, r.etag()), (412, v2.clone()));
+    assert_eq!(server.call("GET", "/v1/kv/doc", None).status, 200);
+    let if_match_v2 = format!("If-Match: {v2}");
+    let r = server.call_with("DELETE", "/v1/kv/doc", None, &[&if_match_v2]);
+    assert_eq!(r.status, 204);
+    let r = server.call_with("DELETE", "/v1/kv/doc", None, &[&if_match_v2]);
+    assert_eq!(r.status, 412, "a deleted value matches no tag");
+
+    // A malformed tag list is the client's error.
+    let r = server.call_with("GET", "/v1/kv/fresh", None, &["If-None-Match: nonsense"]);
+    assert_eq!(r.status, 400);
+    server.stop();
+}
+
+#[test]
+fn listing_paginates_with_a_cursor() {
+    let server = Server::start(&["--no-tls"]);
+    let mut expected = Vec::new();
+    for i in 0..25 {
+        let key = format!("p-{i:02}");
+        let r = server.call("PUT", &format!("/v1/kv/{key}"), Some((b"x", "text/plain")));
+        assert_eq!(r.status, 201);
+        expected.push(key);
+    }
+    for key in ["a", "q"] {
+        server.call("PUT", &format!("/v1/kv/{key}"), Some((b"x", "text/plain")));
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &after {
+            None => "/v1/kv?prefix=p-&limit=10".to_owned(),
+            Some(cursor) => format!("/v1/kv?prefix=p-&limit=10&after={cursor}"),
+        };
+        let page = server.call("GET", &path, None);
+        assert_eq!(page.status, 200, "{}", page.text());
+        let page = page.json();
+        let keys: Vec<String> = page["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect();
+        assert!(keys.len() <= 10, "{keys:?}");
+        seen.extend(keys);
+        pages += 1;
+        match page.get("next") {
+            Some(next) => {
+                assert_eq!(next.as_str(), seen.last().map(String::as_str));
+                after = Some(next.as_str().unwrap().to_owned());
+            }
+            None => break,
+        }
+        assert!(pages < 10, "the cursor does not advance");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, expected);
+    // Without a prefix, the default page has them all.
+    let all = server.call("GET", "/v1/kv", None).json();
+    assert_eq!(all["keys"].as_array().unwrap().len(), 27);
+    assert!(all.get("next").is_none());
+    for bad in ["0", "10001", "ten"] {
+        let r = server.call("GET", &format!("/v1/kv?limit={bad}"), None);
+        assert_eq!(r.status, 400, "limit={bad}");
+    }
+    server.stop();
+}
+
+/// Sends `head` on a new connection (and nothing more), and reads what
+/// comes back until the server closes.
+fn head_only(port: u16, head: &str) -> String {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.write_all(head.as_bytes()).unwrap();
+    String::from_utf8_lossy(&read_to_close(&mut tcp)).into_owned()
+}
+
+#[test]
+fn a_token_guards_v1_before_any_body_is_read() {
+    let server = Server::start(&["--no-tls", "--token", "s3cret token"]);
+    assert_eq!(server.line_starting("/v1/"), "/v1/ requires a bearer token");
+    let good = "Authorization: Bearer s3cret token";
+
+    // With libcurl: none, wrong, right.
+    let r = server.call("PUT", "/v1/kv/k", Some((b"v", "text/plain")));
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"pistachio\"")
+    );
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/k",
+        Some((b"v", "text/plain")),
+        &["Authorization: Bearer s3cret"],
+    );
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|c| c.starts_with("Bearer") && c.contains("invalid_token")),
+        "{:?}",
+        r.headers
+    );
+    let r = server.call_with("PUT", "/v1/kv/k", Some((b"v", "text/plain")), &[good]);
+    assert_eq!(r.status, 201);
+    for path in ["/v1/kv/k", "/v1/kv", "//v1//kv", "/%761/kv"] {
+        assert_eq!(server.call("GET", path, None).status, 401, "{path}");
+    }
+    assert_eq!(
+        server.call_with("GET", "/v1/kv/k", None, &[good]).text(),
+        "v"
+    );
+    // The rest stays open.
+    assert_eq!(server.call("GET", "/healthz", None).status, 200);
+    let doc = server.call("GET", "/openapi.json", None);
+    assert_eq!(doc.status, 200);
+    let doc = doc.json();
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        doc["paths"]["/v1/kv/{key}"]["put"]["security"][0]["bearer"],
+        serde_json::json!([])
+    );
+    validate_openapi(&serde_json::to_vec(&doc).unwrap());
+
+    // On the wire: a client that asks for `100 Continue` before sending a
+    // 1 GiB body gets the 401 instead, and the connection closes: the
+    // server never asked for the body and never waited for it.
+    let answer = head_only(
+        server.port(),
+        "PUT /v1/kv/huge HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1073741824\r\n\
+         Expect: 100-continue\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer:?}");
+    assert!(!answer.contains("100 Continue"), "{answer:?}");
+    assert!(
+        answer.contains("\r\nWww-Authenticate: Bearer")
+            || answer.contains("\r\nwww-authenticate: Bearer"),
+        "{answer:?}"
+    );
+    // Without `Expect`, too: answered from the head alone.
+    let answer = head_only(
+        server.port(),
+        "PUT /v1/kv/huge HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1073741824\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer:?}");
+    // With the token, the same head gets `100 Continue`.
+    let mut tcp = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.write_all(
+        format!(
+            "PUT /v1/kv/huge HTTP/1.1\r\nHost: localhost\r\n{good}\r\n\
+             Content-Length: 1073741824\r\nExpect: 100-continue\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tcp.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    reset(tcp).unwrap();
+    assert_eq!(
+        server.call_with("GET", "/v1/kv/huge", None, &[good]).status,
+        404
+    );
+    server.stop();
+
+    // The token can come from the environment instead.
+    let server = Server::start_on(TempDir::new(), &["--no-tls"], Some("from-env"));
+    assert_eq!(server.call("GET", "/v1/kv", None).status, 401);
+    let r = server.call_with("GET", "/v1/kv", None, &["Authorization: Bearer from-env"]);
+    assert_eq!(r.status, 200);
+    server.stop();
+}
