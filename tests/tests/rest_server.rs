@@ -168,6 +168,10 @@ impl Server {
     fn kill9(mut self) -> Arc<TempDir> {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("waiting for rest_server");
+        // It had no chance to remove its certificate file.
+        if let Some(pem) = &self.cacert {
+            let _ = std::fs::remove_file(pem);
+        }
         Arc::clone(&self.data)
     }
 
@@ -522,6 +526,34 @@ fn values_over_the_limit_get_413() {
     );
     assert_eq!(r.status, 413);
     assert_eq!(server.call("GET", "/v1/kv/big", None).status, 404);
+    server.stop();
+}
+
+#[test]
+fn chunked_values_over_the_limit_get_413() {
+    let server = Server::start(&["--no-tls", "--max-value-size", "1024"]);
+    let put = |key: &str, size: usize| {
+        let mut tcp = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        // No Content-Length: the limit can only be found while reading.
+        let mut wire = format!(
+            "PUT /v1/kv/{key} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Transfer-Encoding: chunked\r\n\r\n{size:X}\r\n"
+        )
+        .into_bytes();
+        wire.extend(vec![b'x'; size]);
+        wire.extend_from_slice(b"\r\n0\r\n\r\n");
+        tcp.write_all(&wire).unwrap();
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let answer = put("fits", 1024);
+    assert!(answer.starts_with("HTTP/1.1 201 "), "{answer:?}");
+    let answer = put("big", 1025);
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer:?}");
+    assert_eq!(server.call("GET", "/v1/kv/big", None).status, 404);
+    assert_eq!(server.call("GET", "/v1/kv/fits", None).body.len(), 1024);
     server.stop();
 }
 
@@ -887,7 +919,7 @@ fn conditional_requests_on_values() {
     );
     assert_eq!((r.status, r.etag()), (412, v2.clone()));
     assert_eq!(server.call("GET", "/v1/kv/doc", None).text(), "v2");
-    // ... also with a large value, refused before its body is taken in.
+    // ... also with a value large enough to be a file.
     let big = random_bytes(3 * 1024 * 1024);
     let r = server.call_with(
         "PUT",
