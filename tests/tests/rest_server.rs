@@ -743,6 +743,43 @@ fn a_put_cut_off_mid_body_leaves_the_old_value() {
     server.stop();
 }
 
+#[test]
+fn a_crash_mid_put_leaves_the_old_value() {
+    let server = Server::start(&["--no-tls"]);
+    let old = random_bytes(256 * 1024);
+    let r = server.call("PUT", "/v1/kv/k", Some((&old, "application/x-old")));
+    assert_eq!(r.status, 201);
+    let tag = r.etag();
+    // Half of a new value, then the server dies while receiving it.
+    let mut tcp = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.write_all(b"PUT /v1/kv/k HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4194304\r\n\r\n")
+        .unwrap();
+    tcp.write_all(&[0x55u8; 2 << 20]).unwrap();
+    let tmp = server.data.path().join("tmp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&tmp).unwrap().count() == 0 {
+        assert!(Instant::now() < deadline, "the upload never reached tmp/");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let data = server.kill9();
+    drop(tcp);
+
+    let server = Server::start_on(data, &["--no-tls"], None);
+    let line = server.line_starting("data directory: ");
+    assert!(
+        line.contains("1 values; removed 1 partial uploads"),
+        "{line}"
+    );
+    let r = server.call("GET", "/v1/kv/k", None);
+    assert_eq!(r.status, 200);
+    assert!(r.body == old, "the old value was damaged");
+    assert_eq!(r.content_type.as_deref(), Some("application/x-old"));
+    assert_eq!(r.etag(), tag);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    server.stop();
+}
+
 /// The byte at `offset` of the 1 GiB test value: 1 MiB blocks of random
 /// bytes, each starting with its own number (so a block sent twice or out
 /// of order is caught).

@@ -770,7 +770,9 @@ fn app(
 
     let mut router = api.into_router(config.token.is_some())?;
     // The router's layers, outermost first: they see every request, routed
-    // or not, and their head hooks run before any body is read.
+    // or not, and their head hooks run before any body is read. A layer
+    // that must answer requests without credentials (CORS preflights) goes
+    // before the token check.
     if let Some(token) = &config.token {
         router.layer(BearerAuth::new(token, "v1"));
     }
@@ -839,7 +841,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("     {curl}{auth} -X PUT --data-binary 'hello' {base}/v1/kv/greeting");
     println!("     {curl}{auth} {base}/v1/kv/greeting");
     println!(
-        "data directory: {} ({} keys; removed {} partial uploads, {} orphaned files)",
+        "data directory: {} ({} values; removed {} partial uploads, {} orphaned files)",
         data_dir.display(),
         recovered.keys,
         recovered.partial,
