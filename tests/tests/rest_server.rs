@@ -626,8 +626,10 @@ fn acknowledged_writes_survive_kill_9() {
         let r = server.call("PUT", &format!("/v1/kv/{key}"), Some((value, content_type)));
         assert_eq!(r.status, 201, "{key}: {}", r.text());
     }
+    let tag = server.call("GET", "/v1/kv/large-a", None).etag();
     // Replaced (a file by a small value, a small value by a file) and
-    // deleted ones too.
+    // deleted ones too; the last write is the last request.
+    assert_eq!(server.call("DELETE", "/v1/kv/small-01", None).status, 204);
     let replaced_large = b"now small".to_vec();
     let r = server.call(
         "PUT",
@@ -642,8 +644,6 @@ fn acknowledged_writes_survive_kill_9() {
         Some((&replaced_small, "application/octet-stream")),
     );
     assert_eq!(r.status, 204);
-    assert_eq!(server.call("DELETE", "/v1/kv/small-01", None).status, 204);
-    let tag = server.call("GET", "/v1/kv/large-a", None).etag();
 
     // Right after the last answer: no graceful anything.
     let data = server.kill9();
