@@ -200,8 +200,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // A clean stop has already happened, or a test failed: then the
+        // killed server leaves its certificate file behind.
+        if self.child.try_wait().is_ok_and(|status| status.is_none()) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            if let Some(pem) = &self.cacert {
+                let _ = std::fs::remove_file(pem);
+            }
+        }
     }
 }
 
