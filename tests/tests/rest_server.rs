@@ -537,8 +537,18 @@ fn values_over_the_limit_get_413() {
 }
 
 #[test]
-fn chunked_values_over_the_limit_get_413() {
+fn values_over_the_limit_are_refused_from_their_head_or_while_read() {
     let server = Server::start(&["--no-tls", "--max-value-size", "1024"]);
+    // A declared length over the limit: 413 from the head, before any of
+    // the body is asked for (no `100 Continue`) or read.
+    let (answer, closed) = head_only(
+        server.port(),
+        "PUT /v1/kv/big HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1025\r\n\
+         Expect: 100-continue\r\n\r\n",
+    );
+    assert!(!answer.contains("100 Continue"), "{answer:?}");
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer:?}");
+    assert!(closed, "the server waited for the body after {answer:?}");
     let put = |key: &str, size: usize| {
         let mut tcp = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
         tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
