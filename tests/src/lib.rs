@@ -69,13 +69,32 @@ pub fn open_fds() -> usize {
 /// Resident memory of this process (`VmRSS` of `/proc/self/status`), in
 /// KiB; 0 if it cannot be read.
 pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    status_kib("self", "VmRSS")
+}
+
+/// Resident memory of process `pid` (`VmRSS`), in KiB; 0 if it cannot be
+/// read.
+pub fn rss_kib_of(pid: u32) -> u64 {
+    status_kib(&pid.to_string(), "VmRSS")
+}
+
+/// The most resident memory process `pid` has had so far (`VmHWM`, the
+/// "high water mark"), in KiB; 0 if it cannot be read. Unlike sampling
+/// `VmRSS`, it misses no short peak.
+pub fn peak_rss_kib_of(pid: u32) -> u64 {
+    status_kib(&pid.to_string(), "VmHWM")
+}
+
+/// Field `field` (in kB) of `/proc/PROCESS/status`.
+fn status_kib(process: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
         .ok()
         .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            status.lines().find_map(|l| {
+                l.strip_prefix(field)
+                    .and_then(|v| v.strip_prefix(':'))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
         })
         .unwrap_or(0)
 }

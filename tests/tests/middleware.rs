@@ -468,9 +468,13 @@ fn a_panicking_hook_fails_its_request_only() {
 
 #[test]
 fn rest_server_logs_every_exchange() {
+    let data = std::env::temp_dir().join(format!("pistachio-access-log-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_rest_server"))
         .args(["--addr", "127.0.0.1:0", "--threads", "2", "--no-tls"])
         .args(["--max-value-size", "1024"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("PISTACHIO_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -530,6 +534,7 @@ fn rest_server_logs_every_exchange() {
     // SIGTERM: a clean stop.
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let status = child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
     for ((_, expected), line) in cases.iter().zip(&got) {
         assert!(line.contains(expected), "{line:?} lacks {expected:?}");
         assert!(line.contains(" close "), "{line:?}");

@@ -1,19 +1,48 @@
 //! Black-box tests of the `rest_server` example, the project's main job.
 //!
-//! Each test runs the real program (built from `rest/examples/rest_server.rs`
-//! as this package's `rest_server` binary) on `127.0.0.1:0`, reads the URL
-//! and the `curl --cacert` line it prints, and talks to it over HTTPS with
-//! libcurl trusting only the certificate the server generated at start.
-//! The server is stopped with SIGTERM and must exit cleanly.
+//! Each test runs the real program (built from `rest/examples/rest_server/`
+//! as this package's `rest_server` binary) on `127.0.0.1:0` with a data
+//! directory of its own, reads the URL and the `curl --cacert` line it
+//! prints, and talks to it over HTTPS with libcurl trusting only the
+//! certificate the server generated at start (raw sockets where the test
+//! needs to control the bytes on the wire). The server is stopped with
+//! SIGTERM and must exit cleanly, or killed with SIGKILL to show that what
+//! it acknowledged was already on disk.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex};
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use curl::easy::{Easy, List};
+use curl::easy::{Easy, List, ReadError};
 use pistachio_tests::abrupt::random_bytes;
+use pistachio_tests::client::reset;
+use pistachio_tests::{peak_rss_kib_of, rss_kib_of, IO_TIMEOUT};
+
+/// A fresh directory under the system's temporary one, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Arc<TempDir> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("pistachio-kv-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Arc::new(TempDir(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 /// A running `rest_server` process.
 struct Server {
@@ -24,17 +53,31 @@ struct Server {
     cacert: Option<PathBuf>,
     /// Lines the server prints after its banner.
     lines: Mutex<mpsc::Receiver<String>>,
+    /// Its `--data-dir`.
+    data: Arc<TempDir>,
 }
 
 impl Server {
+    /// Starts a server on a new, empty data directory.
     fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rest_server"))
+        Server::start_on(TempDir::new(), extra, None)
+    }
+
+    /// Starts a server on `data`, with `PISTACHIO_TOKEN` set to `env_token`.
+    fn start_on(data: Arc<TempDir>, extra: &[&str], env_token: Option<&str>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rest_server"));
+        command
             .args(["--addr", "127.0.0.1:0", "--threads", "3"])
+            .arg("--data-dir")
+            .arg(data.path())
             .args(extra)
+            .env_remove("PISTACHIO_TOKEN")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting rest_server");
+            .stderr(Stdio::inherit());
+        if let Some(token) = env_token {
+            command.env("PISTACHIO_TOKEN", token);
+        }
+        let mut child = command.spawn().expect("starting rest_server");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -71,12 +114,65 @@ impl Server {
             base,
             cacert,
             lines: Mutex::new(lines),
+            data,
         }
+    }
+
+    /// The next line the server prints that starts with `prefix`.
+    fn line_starting(&self, prefix: &str) -> String {
+        let lines = self.lines.lock().unwrap();
+        loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("rest_server printed no {prefix:?} line"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// The port it listens on.
+    fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Performs one request with libcurl; `body` is sent with its content type.
     fn call(&self, method: &str, path: &str, body: Option<(&[u8], &str)>) -> Reply {
-        call(&self.base, self.cacert.as_ref(), method, path, body)
+        call(&self.base, self.cacert.as_ref(), method, path, body, &[])
+    }
+
+    /// [`Server::call`] with extra request header lines (`"Name: value"`).
+    fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&[u8], &str)>,
+        headers: &[&str],
+    ) -> Reply {
+        call(
+            &self.base,
+            self.cacert.as_ref(),
+            method,
+            path,
+            body,
+            headers,
+        )
+    }
+
+    /// SIGKILL, at once: no chance to flush or clean up anything. Returns
+    /// the data directory for the next server.
+    fn kill9(mut self) -> Arc<TempDir> {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("waiting for rest_server");
+        // It had no chance to remove its certificate file.
+        if let Some(pem) = &self.cacert {
+            let _ = std::fs::remove_file(pem);
+        }
+        Arc::clone(&self.data)
     }
 
     /// SIGTERM, then waits for a clean exit and the goodbye line.
@@ -104,8 +200,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // A clean stop has already happened, or a test failed: then the
+        // killed server leaves its certificate file behind.
+        if self.child.try_wait().is_ok_and(|status| status.is_none()) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            if let Some(pem) = &self.cacert {
+                let _ = std::fs::remove_file(pem);
+            }
+        }
     }
 }
 
@@ -114,6 +217,8 @@ impl Drop for Server {
 struct Reply {
     status: u32,
     content_type: Option<String>,
+    /// Every response header field, names in lower case.
+    headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
@@ -126,6 +231,43 @@ impl Reply {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
+
+    /// The value of header field `name` (lower case), if present.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn etag(&self) -> String {
+        self.header("etag")
+            .unwrap_or_else(|| panic!("no ETag in {:?}", self.headers))
+            .to_owned()
+    }
+}
+
+/// A libcurl handle for `base` + `path`, trusting `cacert`.
+fn easy_for(base: &str, cacert: Option<&PathBuf>, path: &str, timeout: Duration) -> Easy {
+    let mut easy = Easy::new();
+    easy.url(&format!("{base}{path}")).unwrap();
+    if let Some(pem) = cacert {
+        easy.cainfo(pem).unwrap();
+    }
+    easy.timeout(timeout).unwrap();
+    easy.signal(false).unwrap();
+    easy
+}
+
+/// Collects a response header line into `headers`.
+fn collect_header(headers: &mut Vec<(String, String)>, line: &[u8]) {
+    let line = String::from_utf8_lossy(line);
+    if line.starts_with("HTTP/") {
+        // A new response (after a `100 Continue`): start over.
+        headers.clear();
+    } else if let Some((name, value)) = line.split_once(':') {
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
 }
 
 fn call(
@@ -134,14 +276,9 @@ fn call(
     method: &str,
     path: &str,
     body: Option<(&[u8], &str)>,
+    extra_headers: &[&str],
 ) -> Reply {
-    let mut easy = Easy::new();
-    easy.url(&format!("{base}{path}")).unwrap();
-    if let Some(pem) = cacert {
-        easy.cainfo(pem).unwrap();
-    }
-    easy.timeout(Duration::from_secs(10)).unwrap();
-    easy.signal(false).unwrap();
+    let mut easy = easy_for(base, cacert, path, Duration::from_secs(10));
     match method {
         "GET" => {}
         "HEAD" => easy.nobody(true).unwrap(),
@@ -154,19 +291,17 @@ fn call(
             .append(&format!("Content-Type: {content_type}"))
             .unwrap();
     }
+    for line in extra_headers {
+        headers.append(line).unwrap();
+    }
     easy.http_headers(headers).unwrap();
     let mut out = Vec::new();
-    let mut content_type = None;
+    let mut fields = Vec::new();
     {
         let mut transfer = easy.transfer();
         transfer
             .header_function(|line| {
-                let line = String::from_utf8_lossy(line);
-                if let Some((name, value)) = line.split_once(':') {
-                    if name.eq_ignore_ascii_case("content-type") {
-                        content_type = Some(value.trim().to_owned());
-                    }
-                }
+                collect_header(&mut fields, line);
                 true
             })
             .unwrap();
@@ -180,9 +315,14 @@ fn call(
             .perform()
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     }
+    let content_type = fields
+        .iter()
+        .find(|(n, _)| n == "content-type")
+        .map(|(_, v)| v.clone());
     Reply {
         status: easy.response_code().unwrap(),
         content_type,
+        headers: fields,
         body: out,
     }
 }
@@ -397,6 +537,44 @@ fn values_over_the_limit_get_413() {
 }
 
 #[test]
+fn values_over_the_limit_are_refused_from_their_head_or_while_read() {
+    let server = Server::start(&["--no-tls", "--max-value-size", "1024"]);
+    // A declared length over the limit: 413 from the head, before any of
+    // the body is asked for (no `100 Continue`) or read.
+    let (answer, closed) = head_only(
+        server.port(),
+        "PUT /v1/kv/big HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1025\r\n\
+         Expect: 100-continue\r\n\r\n",
+    );
+    assert!(!answer.contains("100 Continue"), "{answer:?}");
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer:?}");
+    assert!(closed, "the server waited for the body after {answer:?}");
+    let put = |key: &str, size: usize| {
+        let mut tcp = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        // No Content-Length: the limit can only be found while reading.
+        let mut wire = format!(
+            "PUT /v1/kv/{key} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Transfer-Encoding: chunked\r\n\r\n{size:X}\r\n"
+        )
+        .into_bytes();
+        wire.extend(vec![b'x'; size]);
+        wire.extend_from_slice(b"\r\n0\r\n\r\n");
+        tcp.write_all(&wire).unwrap();
+        let mut answer = Vec::new();
+        let _ = tcp.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let answer = put("fits", 1024);
+    assert!(answer.starts_with("HTTP/1.1 201 "), "{answer:?}");
+    let answer = put("big", 1025);
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer:?}");
+    assert_eq!(server.call("GET", "/v1/kv/big", None).status, 404);
+    assert_eq!(server.call("GET", "/v1/kv/fits", None).body.len(), 1024);
+    server.stop();
+}
+
+#[test]
 fn plaintext_with_no_tls() {
     let server = Server::start(&["--no-tls"]);
     assert!(
@@ -425,4 +603,606 @@ fn bad_flags_exit_with_usage() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
+}
+
+/// What the kill-9 test stores: `(key, value, content type)`.
+fn durable_values() -> Vec<(String, Vec<u8>, &'static str)> {
+    let mut values: Vec<(String, Vec<u8>, &'static str)> = (0..20)
+        .map(|i| {
+            (
+                format!("small-{i:02}"),
+                format!("value {i}").into_bytes(),
+                "text/plain",
+            )
+        })
+        .collect();
+    // Larger than the index keeps inline: stored as files.
+    values.push((
+        "large-a".into(),
+        random_bytes(1024 * 1024 + 7),
+        "application/x-a",
+    ));
+    values.push((
+        "large-b".into(),
+        random_bytes(300 * 1024),
+        "application/x-b",
+    ));
+    values
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let server = Server::start(&[]);
+    let data_line = server.line_starting("data directory: ");
+    assert!(
+        data_line.contains(&server.data.path().display().to_string()),
+        "{data_line}"
+    );
+    let values = durable_values();
+    for (key, value, content_type) in &values {
+        let r = server.call("PUT", &format!("/v1/kv/{key}"), Some((value, content_type)));
+        assert_eq!(r.status, 201, "{key}: {}", r.text());
+    }
+    let tag = server.call("GET", "/v1/kv/large-a", None).etag();
+    // Replaced (a file by a small value, a small value by a file) and
+    // deleted ones too; the last write is the last request.
+    assert_eq!(server.call("DELETE", "/v1/kv/small-01", None).status, 204);
+    let replaced_large = b"now small".to_vec();
+    let r = server.call(
+        "PUT",
+        "/v1/kv/large-b",
+        Some((&replaced_large, "text/plain")),
+    );
+    assert_eq!(r.status, 204);
+    let replaced_small = random_bytes(200 * 1024);
+    let r = server.call(
+        "PUT",
+        "/v1/kv/small-00",
+        Some((&replaced_small, "application/octet-stream")),
+    );
+    assert_eq!(r.status, 204);
+
+    // Right after the last answer: no graceful anything.
+    let data = server.kill9();
+    let server = Server::start_on(data, &[], None);
+    for (key, value, content_type) in &values {
+        let r = server.call("GET", &format!("/v1/kv/{key}"), None);
+        let (value, content_type) = match key.as_str() {
+            "small-01" => {
+                assert_eq!(r.status, 404, "{key} was deleted");
+                continue;
+            }
+            "small-00" => (&replaced_small, "application/octet-stream"),
+            "large-b" => (&replaced_large, "text/plain"),
+            _ => (value, *content_type),
+        };
+        assert_eq!(r.status, 200, "{key} lost: {}", r.text());
+        assert!(r.body == *value, "{key} came back changed");
+        assert_eq!(r.content_type.as_deref(), Some(content_type), "{key}");
+    }
+    assert_eq!(server.call("GET", "/v1/kv/large-a", None).etag(), tag);
+    let keys = server.call("GET", "/v1/kv", None).json();
+    assert_eq!(keys["keys"].as_array().unwrap().len(), values.len() - 1);
+    // Nothing left over from the replaced and deleted values.
+    let blobs = std::fs::read_dir(server.data.path().join("blobs"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 2, "large-a and small-00 are files, nothing else");
+    server.stop();
+}
+
+/// Writes a `PUT` head declaring `length` body bytes, and `sent` of them,
+/// then resets the connection.
+fn put_and_reset(port: u16, key: &str, length: usize, sent: usize) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let head = format!(
+        "PUT /v1/kv/{key} HTTP/1.1\r\nHost: localhost\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {length}\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).unwrap();
+    let piece = vec![0xEEu8; 64 * 1024];
+    let mut left = sent;
+    while left > 0 {
+        let n = left.min(piece.len());
+        tcp.write_all(&piece[..n]).unwrap();
+        left -= n;
+    }
+    // Give the server the time to take in what was sent.
+    std::thread::sleep(Duration::from_millis(200));
+    reset(tcp).unwrap();
+}
+
+#[test]
+fn a_put_cut_off_mid_body_leaves_the_old_value() {
+    let server = Server::start(&["--no-tls"]);
+    let large = random_bytes(512 * 1024);
+    let small = b"the old small value".to_vec();
+    assert_eq!(
+        server
+            .call("PUT", "/v1/kv/large", Some((&large, "application/x-old")))
+            .status,
+        201
+    );
+    assert_eq!(
+        server
+            .call("PUT", "/v1/kv/small", Some((&small, "text/plain")))
+            .status,
+        201
+    );
+    let large_tag = server.call("GET", "/v1/kv/large", None).etag();
+    let small_tag = server.call("GET", "/v1/kv/small", None).etag();
+
+    // Far more than is kept in memory, and a few bytes of a small one.
+    put_and_reset(server.port(), "large", 8 << 20, 2 << 20);
+    put_and_reset(server.port(), "small", 100, 10);
+
+    for (key, value, content_type, tag) in [
+        ("large", &large, "application/x-old", &large_tag),
+        ("small", &small, "text/plain", &small_tag),
+    ] {
+        let r = server.call("GET", &format!("/v1/kv/{key}"), None);
+        assert_eq!(r.status, 200, "{key}");
+        assert!(r.body == *value, "{key}: the old value was damaged");
+        assert_eq!(r.content_type.as_deref(), Some(content_type));
+        assert_eq!(&r.etag(), tag);
+    }
+    // The partial upload's file is removed once the server sees the reset.
+    let tmp = server.data.path().join("tmp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&tmp).unwrap().count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a partial upload was left in tmp/"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+}
+
+#[test]
+fn a_crash_mid_put_leaves_the_old_value() {
+    let server = Server::start(&["--no-tls"]);
+    let old = random_bytes(256 * 1024);
+    let r = server.call("PUT", "/v1/kv/k", Some((&old, "application/x-old")));
+    assert_eq!(r.status, 201);
+    let tag = r.etag();
+    // Half of a new value, then the server dies while receiving it.
+    let mut tcp = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    tcp.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.write_all(b"PUT /v1/kv/k HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4194304\r\n\r\n")
+        .unwrap();
+    tcp.write_all(&[0x55u8; 2 << 20]).unwrap();
+    let tmp = server.data.path().join("tmp");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&tmp).unwrap().count() == 0 {
+        assert!(Instant::now() < deadline, "the upload never reached tmp/");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let data = server.kill9();
+    drop(tcp);
+
+    let server = Server::start_on(data, &["--no-tls"], None);
+    let line = server.line_starting("data directory: ");
+    assert!(
+        line.contains("1 values; removed 1 partial uploads"),
+        "{line}"
+    );
+    let r = server.call("GET", "/v1/kv/k", None);
+    assert_eq!(r.status, 200);
+    assert!(r.body == old, "the old value was damaged");
+    assert_eq!(r.content_type.as_deref(), Some("application/x-old"));
+    assert_eq!(r.etag(), tag);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    server.stop();
+}
+
+/// The byte at `offset` of the 1 GiB test value: 1 MiB blocks of random
+/// bytes, each starting with its own number (so a block sent twice or out
+/// of order is caught).
+struct Pattern {
+    block: Vec<u8>,
+}
+
+impl Pattern {
+    const BLOCK: usize = 1 << 20;
+
+    fn new() -> Pattern {
+        Pattern {
+            block: random_bytes(Pattern::BLOCK),
+        }
+    }
+
+    /// Copies the value's bytes from `offset` into `out`.
+    fn fill(&self, offset: u64, out: &mut [u8]) {
+        let mut at = 0;
+        while at < out.len() {
+            let pos = offset + at as u64;
+            let block = pos / Pattern::BLOCK as u64;
+            let within = (pos % Pattern::BLOCK as u64) as usize;
+            let n = (Pattern::BLOCK - within).min(out.len() - at);
+            out[at..at + n].copy_from_slice(&self.block[within..within + n]);
+            // The block's number over its first 8 bytes.
+            let number = block.to_le_bytes();
+            for i in within..8.min(within + n) {
+                out[at + i - within] = number[i];
+            }
+            at += n;
+        }
+    }
+}
+
+#[test]
+fn a_gib_value_streams_in_and_out_in_bounded_memory() {
+    const SIZE: u64 = 1 << 30;
+    const BUDGET_KIB: u64 = 64 * 1024;
+    let server = Server::start(&[]);
+    let pid = server.pid();
+    // Warm up every path (pools, TLS, a file value) before the baseline.
+    let warm = random_bytes(1024 * 1024);
+    assert_eq!(
+        server
+            .call(
+                "PUT",
+                "/v1/kv/warm",
+                Some((&warm, "application/octet-stream"))
+            )
+            .status,
+        201
+    );
+    assert_eq!(
+        server.call("GET", "/v1/kv/warm", None).body.len(),
+        warm.len()
+    );
+    let baseline = rss_kib_of(pid);
+    assert!(baseline > 0, "cannot read the server's VmRSS");
+
+    let pattern = Pattern::new();
+    let mut easy = easy_for(
+        &server.base,
+        server.cacert.as_ref(),
+        "/v1/kv/huge",
+        Duration::from_secs(600),
+    );
+    easy.upload(true).unwrap();
+    easy.in_filesize(SIZE).unwrap();
+    let mut headers = List::new();
+    headers
+        .append("Content-Type: application/octet-stream")
+        .unwrap();
+    easy.http_headers(headers).unwrap();
+    let mut sent = 0u64;
+    {
+        let mut transfer = easy.transfer();
+        transfer
+            .read_function(|buf| {
+                let n = (SIZE - sent).min(buf.len() as u64) as usize;
+                pattern.fill(sent, &mut buf[..n]);
+                sent += n as u64;
+                Ok::<usize, ReadError>(n)
+            })
+            .unwrap();
+        transfer.perform().expect("PUT of 1 GiB");
+    }
+    assert_eq!(easy.response_code().unwrap(), 201);
+    let after_put = peak_rss_kib_of(pid);
+
+    let mut easy = easy_for(
+        &server.base,
+        server.cacert.as_ref(),
+        "/v1/kv/huge",
+        Duration::from_secs(600),
+    );
+    let mut received = 0u64;
+    let mut expected = vec![0u8; 256 * 1024];
+    let mut same = true;
+    {
+        let mut transfer = easy.transfer();
+        transfer
+            .write_function(|data| {
+                let expected = &mut expected[..data.len().min(256 * 1024)];
+                let mut at = 0;
+                while at < data.len() {
+                    let n = expected.len().min(data.len() - at);
+                    pattern.fill(received, &mut expected[..n]);
+                    same &= data[at..at + n] == expected[..n];
+                    received += n as u64;
+                    at += n;
+                }
+                Ok(data.len())
+            })
+            .unwrap();
+        transfer.perform().expect("GET of 1 GiB");
+    }
+    assert_eq!(easy.response_code().unwrap(), 200);
+    assert_eq!(received, SIZE);
+    assert!(same, "the 1 GiB value came back changed");
+    let peak = peak_rss_kib_of(pid);
+    eprintln!(
+        "server RSS: {baseline} KiB before, peak {after_put} KiB after the PUT, \
+         {peak} KiB after the GET"
+    );
+    assert!(
+        peak.saturating_sub(baseline) < BUDGET_KIB,
+        "the server's memory grew by {} KiB moving a 1 GiB value (budget {BUDGET_KIB} KiB)",
+        peak - baseline
+    );
+    server.stop();
+}
+
+#[test]
+fn conditional_requests_on_values() {
+    let server = Server::start(&[]);
+    let r = server.call("PUT", "/v1/kv/doc", Some((b"v1", "text/plain")));
+    assert_eq!(r.status, 201);
+    let v1 = r.etag();
+    assert!(v1.starts_with('"') && v1.ends_with('"'), "{v1}");
+
+    // GET: the same tag; If-None-Match with it is 304 without the body.
+    let r = server.call("GET", "/v1/kv/doc", None);
+    assert_eq!((r.status, r.etag()), (200, v1.clone()));
+    let if_none_match = format!("If-None-Match: {v1}");
+    let r = server.call_with("GET", "/v1/kv/doc", None, &[&if_none_match]);
+    assert_eq!((r.status, r.body.len()), (304, 0));
+    assert_eq!(r.etag(), v1);
+    let weak = format!("If-None-Match: \"other\", W/{v1}");
+    assert_eq!(
+        server.call_with("GET", "/v1/kv/doc", None, &[&weak]).status,
+        304
+    );
+    let r = server.call_with("GET", "/v1/kv/doc", None, &["If-None-Match: \"other\""]);
+    assert_eq!((r.status, r.text().as_str()), (200, "v1"));
+
+    // PUT If-Match: only over the version named (optimistic concurrency).
+    let if_match_v1 = format!("If-Match: {v1}");
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/doc",
+        Some((b"v2", "text/plain")),
+        &[&if_match_v1],
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let v2 = r.etag();
+    assert_ne!(v1, v2);
+    // A second writer still holding v1 loses, and is told the current tag.
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/doc",
+        Some((b"lost update", "text/plain")),
+        &[&if_match_v1],
+    );
+    assert_eq!((r.status, r.etag()), (412, v2.clone()));
+    assert_eq!(server.call("GET", "/v1/kv/doc", None).text(), "v2");
+    // ... also with a value large enough to be a file.
+    let big = random_bytes(3 * 1024 * 1024);
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/doc",
+        Some((&big, "application/octet-stream")),
+        &[&if_match_v1],
+    );
+    assert_eq!(r.status, 412);
+    // If-Match on a missing key never matches.
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/absent",
+        Some((b"x", "text/plain")),
+        &["If-Match: *"],
+    );
+    assert_eq!(r.status, 412);
+    assert_eq!(server.call("GET", "/v1/kv/absent", None).status, 404);
+
+    // PUT If-None-Match: * creates, never replaces.
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/doc",
+        Some((b"clobber", "text/plain")),
+        &["If-None-Match: *"],
+    );
+    assert_eq!(r.status, 412);
+    assert_eq!(server.call("GET", "/v1/kv/doc", None).text(), "v2");
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/fresh",
+        Some((b"new", "text/plain")),
+        &["If-None-Match: *"],
+    );
+    assert_eq!(r.status, 201);
+
+    // DELETE If-Match.
+    let r = server.call_with("DELETE", "/v1/kv/doc", None, &[&if_match_v1]);
+    assert_eq!((r.status, r.etag()), (412, v2.clone()));
+    assert_eq!(server.call("GET", "/v1/kv/doc", None).status, 200);
+    let if_match_v2 = format!("If-Match: {v2}");
+    let r = server.call_with("DELETE", "/v1/kv/doc", None, &[&if_match_v2]);
+    assert_eq!(r.status, 204);
+    let r = server.call_with("DELETE", "/v1/kv/doc", None, &[&if_match_v2]);
+    assert_eq!(r.status, 412, "a deleted value matches no tag");
+
+    // A malformed tag list is the client's error.
+    let r = server.call_with("GET", "/v1/kv/fresh", None, &["If-None-Match: nonsense"]);
+    assert_eq!(r.status, 400);
+    server.stop();
+}
+
+#[test]
+fn listing_paginates_with_a_cursor() {
+    let server = Server::start(&["--no-tls"]);
+    let mut expected = Vec::new();
+    for i in 0..25 {
+        let key = format!("p-{i:02}");
+        let r = server.call("PUT", &format!("/v1/kv/{key}"), Some((b"x", "text/plain")));
+        assert_eq!(r.status, 201);
+        expected.push(key);
+    }
+    for key in ["a", "q"] {
+        server.call("PUT", &format!("/v1/kv/{key}"), Some((b"x", "text/plain")));
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &after {
+            None => "/v1/kv?prefix=p-&limit=10".to_owned(),
+            Some(cursor) => format!("/v1/kv?prefix=p-&limit=10&after={cursor}"),
+        };
+        let page = server.call("GET", &path, None);
+        assert_eq!(page.status, 200, "{}", page.text());
+        let page = page.json();
+        let keys: Vec<String> = page["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect();
+        assert!(keys.len() <= 10, "{keys:?}");
+        seen.extend(keys);
+        pages += 1;
+        match page.get("next") {
+            Some(next) => {
+                assert_eq!(next.as_str(), seen.last().map(String::as_str));
+                after = Some(next.as_str().unwrap().to_owned());
+            }
+            None => break,
+        }
+        assert!(pages < 10, "the cursor does not advance");
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, expected);
+    // Without a prefix, the default page has them all.
+    let all = server.call("GET", "/v1/kv", None).json();
+    assert_eq!(all["keys"].as_array().unwrap().len(), 27);
+    assert!(all.get("next").is_none());
+    for bad in ["0", "10001", "ten"] {
+        let r = server.call("GET", &format!("/v1/kv?limit={bad}"), None);
+        assert_eq!(r.status, 400, "limit={bad}");
+    }
+    server.stop();
+}
+
+/// Sends `head` on a new connection (and nothing more), and reads what
+/// comes back until the server closes; whether it closed (rather than
+/// waiting for the body) is the second value.
+fn head_only(port: u16, head: &str) -> (String, bool) {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+#[test]
+fn a_token_guards_v1_before_any_body_is_read() {
+    let server = Server::start(&["--no-tls", "--token", "s3cret token"]);
+    assert_eq!(server.line_starting("/v1/"), "/v1/ requires a bearer token");
+    let good = "Authorization: Bearer s3cret token";
+
+    // With libcurl: none, wrong, right.
+    let r = server.call("PUT", "/v1/kv/k", Some((b"v", "text/plain")));
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"pistachio\"")
+    );
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/k",
+        Some((b"v", "text/plain")),
+        &["Authorization: Bearer s3cret"],
+    );
+    assert_eq!(r.status, 401);
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|c| c.starts_with("Bearer") && c.contains("invalid_token")),
+        "{:?}",
+        r.headers
+    );
+    let r = server.call_with("PUT", "/v1/kv/k", Some((b"v", "text/plain")), &[good]);
+    assert_eq!(r.status, 201);
+    for path in ["/v1/kv/k", "/v1/kv", "//v1//kv", "/%761/kv"] {
+        assert_eq!(server.call("GET", path, None).status, 401, "{path}");
+    }
+    assert_eq!(
+        server.call_with("GET", "/v1/kv/k", None, &[good]).text(),
+        "v"
+    );
+    // The rest stays open.
+    assert_eq!(server.call("GET", "/healthz", None).status, 200);
+    let doc = server.call("GET", "/openapi.json", None);
+    assert_eq!(doc.status, 200);
+    let doc = doc.json();
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        doc["paths"]["/v1/kv/{key}"]["put"]["security"][0]["bearer"],
+        serde_json::json!([])
+    );
+    validate_openapi(&serde_json::to_vec(&doc).unwrap());
+
+    // On the wire: a client that asks for `100 Continue` before sending a
+    // 1 GiB body gets the 401 instead, and the connection closes: the
+    // server never asked for the body and never waited for it.
+    let (answer, closed) = head_only(
+        server.port(),
+        "PUT /v1/kv/huge HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1073741824\r\n\
+         Expect: 100-continue\r\n\r\n",
+    );
+    assert!(!answer.contains("100 Continue"), "{answer:?}");
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer:?}");
+    assert!(closed, "the server waited for the body after {answer:?}");
+    assert!(
+        answer.contains("\r\nWww-Authenticate: Bearer")
+            || answer.contains("\r\nwww-authenticate: Bearer"),
+        "{answer:?}"
+    );
+    // Without `Expect`, too: answered from the head alone.
+    let (answer, closed) = head_only(
+        server.port(),
+        "PUT /v1/kv/huge HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1073741824\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer:?}");
+    assert!(closed, "the server waited for the body after {answer:?}");
+    // With the token, the same head gets `100 Continue`.
+    let mut tcp = TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.write_all(
+        format!(
+            "PUT /v1/kv/huge HTTP/1.1\r\nHost: localhost\r\n{good}\r\n\
+             Content-Length: 1073741824\r\nExpect: 100-continue\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tcp.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    reset(tcp).unwrap();
+    assert_eq!(
+        server.call_with("GET", "/v1/kv/huge", None, &[good]).status,
+        404
+    );
+    server.stop();
+
+    // The token can come from the environment instead.
+    let server = Server::start_on(TempDir::new(), &["--no-tls"], Some("from-env"));
+    assert_eq!(server.call("GET", "/v1/kv", None).status, 401);
+    let r = server.call_with("GET", "/v1/kv", None, &["Authorization: Bearer from-env"]);
+    assert_eq!(r.status, 200);
+    server.stop();
 }
