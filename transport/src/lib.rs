@@ -61,6 +61,7 @@
 // The HTTP layer takes its response buffers from this per-thread pool, the
 // one the transport gives sent buffers back to; not an API for users.
 mod accept;
+mod activation;
 #[doc(hidden)]
 pub mod buffers;
 mod classify;
@@ -85,6 +86,7 @@ use std::time::Duration;
 
 use pistachio_reactor::Reactor;
 
+pub use activation::{systemd_listeners, InheritedListener, SD_LISTEN_FDS_START};
 pub use close::{CloseReason, TlsFailure};
 pub use conn::{Conn, PeerHandle, Protocol};
 pub use listener::{Listener, ListenerOptions};
