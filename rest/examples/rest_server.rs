@@ -3,7 +3,9 @@
 //! A small but real service: an in-memory key-value store shared by every
 //! worker, over HTTPS on a self-signed certificate by default.
 //!
-//! * `GET /healthz` → `200 ok`;
+//! * `GET /healthz` → `200 ok`; `GET /readyz` → `200 ready`, `503` once a
+//!   shutdown began (a listening socket passed by systemd is served
+//!   instead of `--addr`);
 //! * `PUT /v1/kv/:key` stores the request body (any bytes) and its
 //!   `Content-Type`: `201` when new, `204` when replaced;
 //! * `GET /v1/kv/:key` → `200` with exactly the stored bytes and type, `404`
@@ -316,7 +318,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         cacert = Some(path);
         options = options.tls(tls);
     }
-    let mut endpoint = Endpoint::bind(args.addr.as_str(), options)?;
+    let mut endpoint = Endpoint::bind_or_inherit(args.addr.as_str(), options)?;
     let addr = endpoint.local_addr();
     let scheme = if endpoint.is_tls() { "https" } else { "http" };
     let host = if addr.ip().is_loopback() && addr.is_ipv4() {
@@ -327,7 +329,25 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let base = format!("{scheme}://{host}");
 
     let store = Arc::new(Store::default());
-    let router = Router::from_description(api(&store, &base))?;
+    let mut api = api(&store, &base);
+    let stopping = endpoint.shutdown_handle();
+    api.get("/readyz")
+        .summary("Readiness probe: 503 once the server is shutting down")
+        .tag("health")
+        .response_body(StatusCode::OK, "Ready", "text/plain", Schema::string())
+        .response_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Draining",
+            "text/plain",
+            Schema::string(),
+        )
+        .handler(
+            move |_req: RestRequest, resp: RestResponse| match stopping.is_draining() {
+                true => resp.send(StatusCode::SERVICE_UNAVAILABLE, "draining"),
+                false => resp.send(StatusCode::OK, "ready"),
+            },
+        );
+    let router = Router::from_description(api)?;
 
     println!("rest_server listening on {base}/");
     let curl = match (&cacert, endpoint.is_tls()) {

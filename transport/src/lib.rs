@@ -134,6 +134,14 @@ pub struct ServerConfig {
     pub close_timeout: Duration,
     /// Worker threads are named `{prefix}{i}`. Default `pistachio-w`.
     pub thread_name_prefix: String,
+    /// In a graceful shutdown, how long a connection keeps being served
+    /// before it is told to drain ([`Protocol::on_drain`]): at its next
+    /// input, or when this runs out, whichever comes first. A client that
+    /// sends a request on a keep-alive connection just as the shutdown
+    /// begins then gets an answer (the HTTP layer's says
+    /// `Connection: close`) instead of finding the connection closed.
+    /// Default zero: every connection is told at once.
+    pub drain_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -148,6 +156,7 @@ impl Default for ServerConfig {
             per_worker_listeners: false,
             max_connections: None,
             thread_name_prefix: "pistachio-w".to_owned(),
+            drain_grace: Duration::ZERO,
         }
     }
 }
@@ -178,6 +187,7 @@ pub struct Server<M: Send + 'static> {
     local_addr: SocketAddr,
     tls: Option<Arc<tls::TlsSlot>>,
     live: Arc<AtomicUsize>,
+    drain_grace: Duration,
 }
 
 impl<M: Send + 'static> fmt::Debug for Server<M> {
@@ -252,6 +262,7 @@ impl<M: Send + 'static> Server<M> {
             local_addr,
             tls,
             live,
+            drain_grace: config.drain_grace,
         })
     }
 
@@ -279,9 +290,11 @@ impl<M: Send + 'static> Server<M> {
     }
 
     /// Shuts down gracefully: stops accepting (the listening socket is
-    /// closed), lets every connection finish what it is doing (for HTTP:
-    /// answers the requests in flight, the last with `Connection: close`;
-    /// idle keep-alive connections close at once), sends TLS close_notify,
+    /// closed, after the connections already in its backlog are taken),
+    /// lets every connection finish what it is doing (for HTTP: answers the
+    /// requests in flight, the last with `Connection: close`; idle
+    /// keep-alive connections close at once, or at their next request or
+    /// the end of [`ServerConfig::drain_grace`]), sends TLS close_notify,
     /// and returns once all workers have exited. Connections still open
     /// after `deadline` are cut, and counted in the report.
     pub fn shutdown_graceful(&mut self, deadline: Duration) -> ShutdownReport {
@@ -294,6 +307,7 @@ impl<M: Send + 'static> Server<M> {
         for mailbox in self.reactor.mailboxes() {
             let msg = WorkerMsg::Drain {
                 deadline: started + deadline,
+                grace: self.drain_grace.min(deadline),
                 report: tx.clone(),
             };
             if mailbox.post(msg).is_ok() {
