@@ -95,6 +95,7 @@ fn run_protocol<P: Protocol>(
         now,
         token,
         generation: peer.generation,
+        draining: peer.draining,
     };
     let protocol = &mut peer.protocol;
     if catch_unwind(AssertUnwindSafe(|| f(protocol, &mut conn))).is_err() {
@@ -116,7 +117,9 @@ struct Peer<P> {
     io: PeerIo,
     protocol: P,
     generation: u64,
-    /// `Protocol::on_drain` ran (a graceful shutdown is under way).
+    /// A graceful shutdown is under way (`Conn::is_draining`).
+    draining: bool,
+    /// `Protocol::on_drain` ran.
     drain_told: bool,
 }
 
@@ -299,6 +302,7 @@ impl<P: Protocol> Worker<P> {
             io,
             protocol,
             generation,
+            draining: false,
             drain_told: false,
         });
         if open {
@@ -780,6 +784,9 @@ impl<P: Protocol> Worker<P> {
         );
         self.draining = Some((report, self.peers.len()));
         ctx.set_timer(deadline, PeerTimer::worker(TimerKind::Drain));
+        for (_, peer) in self.peers.iter_mut() {
+            peer.draining = true;
+        }
         let tokens: Vec<usize> = self.peers.iter().map(|(t, _)| t).collect();
         for &token in &tokens {
             if self
