@@ -25,6 +25,7 @@
 //! makes a test fail instead of hang.
 
 pub mod abrupt;
+pub mod activation;
 pub mod certs;
 pub mod client;
 mod ffi;
