@@ -4,7 +4,7 @@
 #   tests/deploy/rolling-restart.sh              # nginx in front of two instances
 #   tests/deploy/rolling-restart.sh --reuseport  # no proxy: SO_REUSEPORT handover
 #
-# Builds the hello_server example in release and drives steady load with
+# Builds the hello_server example in release (PROFILE=debug: debug) and drives steady load with
 # wrk for DURATION seconds (default 24) while the pistachio processes are
 # restarted one after the other:
 #
@@ -42,6 +42,8 @@ DURATION=${DURATION:-24}
 CONNECTIONS=${CONNECTIONS:-32}
 # Keep-alive connections are still served this long in a drain.
 DRAIN_GRACE_MS=${DRAIN_GRACE_MS:-1000}
+# release, or debug to reuse the build `cargo test` made (CI).
+PROFILE=${PROFILE:-release}
 
 cd "$(dirname "$0")/../.."
 
@@ -61,11 +63,16 @@ if ((${#need[@]})); then
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 fi
 
-echo "==> building hello_server (release)"
-cargo build -q --release -p pistachio-rest --example hello_server
+case "$PROFILE" in
+release) build=(--release) ;;
+debug) build=() ;;
+*) echo "PROFILE is release or debug, not $PROFILE" >&2; exit 2 ;;
+esac
+echo "==> building hello_server ($PROFILE)"
+cargo build -q "${build[@]}" -p pistachio-rest --example hello_server
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-SERVER="$TARGET_DIR/release/examples/hello_server"
+SERVER="$TARGET_DIR/$PROFILE/examples/hello_server"
 
 # --- bookkeeping and cleanup -----------------------------------------------
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pistachio-rolling.XXXXXX")

@@ -12,7 +12,6 @@
 //! The parsing is a pure function ([`parse`]); [`systemd_listeners`] reads
 //! the variables, unsets them, and takes the descriptors.
 
-use std::ffi::OsString;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
@@ -81,9 +80,9 @@ pub fn systemd_listeners(options: &ListenerOptions) -> io::Result<Vec<InheritedL
         std::env::remove_var(var);
     }
     let plan = parse(
-        pid.as_ref().map(OsString::as_os_str),
-        fds.as_ref().map(OsString::as_os_str),
-        names.as_ref().map(OsString::as_os_str),
+        pid.as_deref(),
+        fds.as_deref(),
+        names.as_deref(),
         std::process::id(),
     )?;
     let mut listeners = Vec::with_capacity(plan.len());
