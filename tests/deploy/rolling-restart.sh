@@ -78,11 +78,21 @@ SERVER="$TARGET_DIR/$PROFILE/examples/hello_server"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/pistachio-rolling.XXXXXX")
 PIDS=()
 cleanup() {
-    local pid
+    local pid left
     for pid in "${PIDS[@]}"; do
-        kill -KILL "$pid" 2>/dev/null || true
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    # A second for graceful exits, then whatever is left is killed.
+    for _ in $(seq 20); do
+        left=0
+        for pid in "${PIDS[@]}"; do
+            kill -0 "$pid" 2>/dev/null && left=1
+        done
+        [ "$left" -eq 0 ] && break
+        sleep 0.05
     done
     for pid in "${PIDS[@]}"; do
+        kill -KILL "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
     rm -rf "$WORK"
@@ -113,13 +123,14 @@ EOF
 
 # The status code of GET $2 on 127.0.0.1:$1 (000 if nothing answers).
 http_status() {
-    local status=000
-    if exec 7<>"/dev/tcp/127.0.0.1/$1" 2>/dev/null; then
+    local status
+    # In a subshell: its descriptor and redirections end with it.
+    status=$(
+        exec 7<>"/dev/tcp/127.0.0.1/$1" || exit 1
         printf 'GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' "$2" >&7
-        read -r -t 2 _ status _ <&7 || status=000
-        exec 7<&-
-    fi
-    echo "$status"
+        read -r -t 2 _ code _ <&7 && echo "$code"
+    ) 2>/dev/null || true
+    echo "${status:-000}"
 }
 
 # Starts an instance on port $1 (extra flags after it); sets STARTED_PID.
@@ -246,7 +257,8 @@ if [ "$MODE" = nginx ]; then
     mkdir -p "$WORK/nginx"
     cat >"$WORK/nginx/nginx.conf" <<EOF
 $USER_LINE
-worker_processes 1;
+# One process, no master: nothing is left behind if it is killed.
+master_process off;
 daemon off;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx-error.log warn;
