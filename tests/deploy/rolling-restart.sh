@@ -18,7 +18,8 @@
 #   next to the old one (SO_REUSEPORT) and is listening before the old one
 #   gets SIGTERM and drains.
 #
-# Every request must succeed: the script exits non-zero if wrk saw a
+# Half of the requests are POSTs, which a proxy must not send twice. Every
+# request must succeed: the script exits non-zero if wrk saw a
 # non-2xx answer or a socket error (connect, read, write, timeout), if no
 # request was served, or if a drain cut a connection. nginx and wrk are
 # installed from Debian's packages when missing. Everything started is
@@ -185,13 +186,23 @@ stop_instance() {
 
 # --- the load --------------------------------------------------------------
 cat >"$WORK/count.lua" <<'EOF'
--- Counts answers that are not 2xx, over all wrk threads.
+-- Every other request is a POST, which nginx does not send again once it
+-- went out (it may have been executed); counts answers that are not 2xx,
+-- over all wrk threads.
 local threads = {}
 function setup(thread)
     table.insert(threads, thread)
 end
 function init(args)
     not_2xx = 0
+    sent = 0
+end
+function request()
+    sent = sent + 1
+    if sent % 2 == 0 then
+        return wrk.format("POST", nil, { ["Content-Type"] = "text/plain" }, "hello")
+    end
+    return wrk.format("GET")
 end
 function response(status, headers, body)
     if status < 200 or status > 299 then
