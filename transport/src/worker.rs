@@ -811,7 +811,11 @@ impl<P: Protocol> Worker<P> {
         self.drain_grace = false;
         let tokens: Vec<usize> = self.peers.iter().map(|(t, _)| t).collect();
         for token in tokens {
-            if self.tell_drain(ctx, token) {
+            let untold = self
+                .peers
+                .get(token)
+                .is_some_and(|p| !p.drain_told && p.io.phase == Phase::Open);
+            if untold && self.tell_drain(ctx, token) {
                 self.after_callback_io(ctx, token);
             }
         }
