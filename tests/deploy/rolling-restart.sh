@@ -4,7 +4,7 @@
 #   tests/deploy/rolling-restart.sh              # nginx in front of two instances
 #   tests/deploy/rolling-restart.sh --reuseport  # no proxy: SO_REUSEPORT handover
 #
-# Builds the hello_server example in release (PROFILE=debug: debug) and drives steady load with
+# Builds the hello_server example in release and drives steady load with
 # wrk for DURATION seconds (default 24) while the pistachio processes are
 # restarted one after the other:
 #
@@ -23,7 +23,11 @@
 # non-2xx answer or a socket error (connect, read, write, timeout), if no
 # request was served, or if a drain cut a connection. nginx and wrk are
 # installed from Debian's packages when missing. Everything started is
-# killed, and the temporary directory removed, on exit.
+# stopped, and the temporary directory removed, on exit.
+#
+# Environment: DURATION (seconds of load), CONNECTIONS (wrk's, default 32),
+# DRAIN_GRACE_MS (hello_server --drain-grace, default 1000; 0 makes both
+# modes fail), PROFILE (release, or debug to reuse `cargo test`'s build).
 set -euo pipefail
 
 MODE=nginx
@@ -31,7 +35,7 @@ case "${1:-}" in
     "") ;;
     --reuseport) MODE=reuseport ;;
     -h | --help)
-        sed -n '2,25p' "$0"
+        sed -n '2,30p' "$0"
         exit 0
         ;;
     *)
