@@ -341,12 +341,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "text/plain",
             Schema::string(),
         )
-        .handler(
-            move |_req: RestRequest, resp: RestResponse| match stopping.is_draining() {
-                true => resp.send(StatusCode::SERVICE_UNAVAILABLE, "draining"),
-                false => resp.send(StatusCode::OK, "ready"),
-            },
-        );
+        .handler(move |_req: RestRequest, resp: RestResponse| {
+            if stopping.is_draining() {
+                resp.send(StatusCode::SERVICE_UNAVAILABLE, "draining")
+            } else {
+                resp.send(StatusCode::OK, "ready")
+            }
+        });
     let router = Router::from_description(api)?;
 
     println!("rest_server listening on {base}/");
