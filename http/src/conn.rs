@@ -486,6 +486,12 @@ impl HttpConn {
                     if !request.keep_alive() {
                         self.stop_reading();
                     }
+                    if conn.is_draining() {
+                        // A graceful shutdown's grace: this request is the
+                        // connection's last, and its answer says so.
+                        self.stop_reading();
+                        self.close_after(conn, self.next_seq);
+                    }
                     let received = match self.head_received.take() {
                         Some(at) => Some(at),
                         None if self.settings.layered => {

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -47,6 +48,8 @@ pub struct Options {
     max_connections: Option<usize>,
     max_handshakes: usize,
     shutdown_timeout: Duration,
+    drain_delay: Duration,
+    drain_grace: Duration,
     per_worker_listeners: bool,
     limits: Limits,
     listener: ListenerOptions,
@@ -71,6 +74,8 @@ impl Default for Options {
             max_connections: transport.max_connections,
             max_handshakes: transport.max_handshakes,
             shutdown_timeout: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
+            drain_grace: transport.drain_grace,
             per_worker_listeners: false,
             limits: Limits::default(),
             listener: ListenerOptions::default(),
@@ -225,6 +230,32 @@ impl Options {
         self
     }
 
+    /// How long [`Endpoint::serve`] keeps serving as usual after a
+    /// [`ShutdownHandle`] asks it to stop, before its graceful shutdown
+    /// begins (default zero). During the delay
+    /// [`ShutdownHandle::is_draining`] is already true, so a readiness
+    /// route answers `503` and a load balancer that checks it (HAProxy's
+    /// `option httpchk`, a Kubernetes readiness probe) stops sending new
+    /// requests while the server still takes them. Set it a little longer
+    /// than the balancer's check interval × its fall count.
+    pub fn drain_delay(mut self, d: Duration) -> Self {
+        self.drain_delay = d;
+        self
+    }
+
+    /// In a graceful shutdown, how long a keep-alive connection is still
+    /// served once the listener is closed (default zero: idle connections
+    /// close at once). A request that arrives on it in that time is
+    /// answered, with `Connection: close`, and the connection then closes;
+    /// one that stays quiet is closed when the grace ends. A client (or
+    /// proxy) that sends on a pooled connection just as the shutdown
+    /// begins then gets its answer instead of a closed connection. Counts
+    /// against the shutdown's deadline.
+    pub fn drain_grace(mut self, d: Duration) -> Self {
+        self.drain_grace = d;
+        self
+    }
+
     /// Largest request head (request line + headers); larger gets `431`
     /// (default 16 KiB).
     pub fn max_header_size(mut self, bytes: usize) -> Self {
@@ -281,18 +312,50 @@ impl Options {
 struct StopSignal {
     stopped: Mutex<bool>,
     cond: Condvar,
+    draining: AtomicBool,
 }
 
-/// Stops a serving [`Endpoint`] from any thread (e.g. a signal handler's).
+/// Stops a serving [`Endpoint`] from any thread (e.g. a signal handler's),
+/// and tells whether it is stopping.
 #[must_use]
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle(Arc<StopSignal>);
 
 impl ShutdownHandle {
-    /// Makes [`Endpoint::serve`] shut the endpoint down and return.
+    /// Makes [`Endpoint::serve`] shut the endpoint down and return (after
+    /// [`Options::drain_delay`], if set).
     pub fn shutdown(&self) {
+        self.0.draining.store(true, Ordering::SeqCst);
         *self.0.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.0.cond.notify_all();
+    }
+
+    /// Whether the endpoint is on its way out: true from the moment a
+    /// shutdown is asked for ([`ShutdownHandle::shutdown`],
+    /// [`Endpoint::shutdown_graceful`], [`Endpoint::shutdown`]), through
+    /// the drain delay and the graceful drain. A readiness route answers
+    /// `503` when it is, so that load balancers stop sending new requests
+    /// while the requests in flight finish:
+    ///
+    /// ```
+    /// use pistachio_http::{Endpoint, Options, Request, ResponseWriter, StatusCode};
+    ///
+    /// let mut endpoint = Endpoint::bind("127.0.0.1:0", Options::default().threads(1))?;
+    /// let stopping = endpoint.shutdown_handle();
+    /// endpoint.serve_threaded(move |req: Request, resp: ResponseWriter| {
+    ///     match req.path() {
+    ///         "/healthz" => resp.send(StatusCode::OK, "ok"),
+    ///         "/readyz" if stopping.is_draining() => {
+    ///             resp.send(StatusCode::SERVICE_UNAVAILABLE, "draining")
+    ///         }
+    ///         "/readyz" => resp.send(StatusCode::OK, "ready"),
+    ///         _ => resp.send(StatusCode::NOT_FOUND, ""),
+    ///     }
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::SeqCst)
     }
 }
 
@@ -348,6 +411,47 @@ impl Endpoint {
         Ok(Endpoint::listening(listener, options))
     }
 
+    /// Serves on a listener made elsewhere: one inherited from the service
+    /// manager ([`pistachio_transport::systemd_listeners`]), or bound with
+    /// [`Listener::bind`] or built with [`Listener::from_fd`]. The listener
+    /// keeps its own socket options; [`Options::listener`] does not apply.
+    pub fn with_listener(listener: Listener, options: Options) -> Endpoint {
+        Endpoint::listening(listener, options)
+    }
+
+    /// Serves on the listening socket the service manager handed over
+    /// (systemd socket activation, see
+    /// [`pistachio_transport::systemd_listeners`]) if there is one, so that
+    /// the socket, and the connections waiting in its backlog, outlive
+    /// restarts of the process; otherwise binds `addr` as
+    /// [`Endpoint::bind`] does. More than one inherited socket is an
+    /// [`io::ErrorKind::InvalidInput`] error (take them with
+    /// `systemd_listeners` and give each its own [`Endpoint::with_listener`]);
+    /// so is an inherited descriptor that is not a listening stream socket.
+    ///
+    /// It reads and unsets the `LISTEN_*` variables: call it before
+    /// spawning threads.
+    pub fn bind_or_inherit(addr: impl ToSocketAddrs, options: Options) -> io::Result<Endpoint> {
+        let mut inherited = pistachio_transport::systemd_listeners(&options.listener)?;
+        match inherited.len() {
+            0 => Endpoint::bind(addr, options),
+            1 => {
+                let listener = inherited.remove(0).listener;
+                Ok(Endpoint::listening(listener, options))
+            }
+            n => {
+                let names: Vec<&str> = inherited.iter().map(|l| l.name.as_str()).collect();
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "the service manager passed {n} sockets ({}); an endpoint serves one",
+                        names.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+
     fn listening(listener: Listener, options: Options) -> Endpoint {
         Endpoint {
             local_addr: listener.local_addr(),
@@ -399,6 +503,7 @@ impl Endpoint {
         config.per_worker_listeners = self.options.per_worker_listeners;
         config.thread_name_prefix = self.options.thread_name_prefix.clone();
         config.stats = self.stats.clone();
+        config.drain_grace = self.options.drain_grace;
         let server = Server::start(listener, config, move |info| {
             HttpConn::new(Arc::clone(&handler), Arc::clone(&settings), info.peer_addr)
         })?;
@@ -406,7 +511,8 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Serves until a [`ShutdownHandle`] is used, then shuts down
+    /// Serves until a [`ShutdownHandle`] is used, then (after
+    /// [`Options::drain_delay`], serving as usual meanwhile) shuts down
     /// gracefully within [`Options::shutdown_timeout`] (see
     /// [`Endpoint::shutdown_graceful`]) and returns what that shutdown did
     /// (Pistache's `serve`): every connection open when it began was either
@@ -427,6 +533,13 @@ impl Endpoint {
                 .unwrap_or_else(|p| p.into_inner());
         }
         drop(stopped);
+        if !self.options.drain_delay.is_zero() {
+            log::debug!(
+                "draining: serving {:?} more before closing the listener",
+                self.options.drain_delay
+            );
+            std::thread::sleep(self.options.drain_delay);
+        }
         let report = self.shutdown_graceful(self.options.shutdown_timeout);
         if report.connections_cut > 0 {
             log::warn!(
@@ -440,10 +553,13 @@ impl Endpoint {
 
     /// Shuts down gracefully: stops accepting, answers every request in
     /// flight (the last one on each connection with `Connection: close`),
-    /// closes idle keep-alive connections, sends TLS close_notify, and
-    /// returns once every server thread has exited. What is still open
-    /// after `deadline` is cut and counted in the report.
+    /// closes idle keep-alive connections (at once, or at their next
+    /// request or the end of [`Options::drain_grace`]), sends TLS
+    /// close_notify, and returns once every server thread has exited. What
+    /// is still open after `deadline` is cut and counted in the report.
+    /// [`ShutdownHandle::is_draining`] is true from its start.
     pub fn shutdown_graceful(&mut self, deadline: Duration) -> ShutdownReport {
+        self.stop.draining.store(true, Ordering::SeqCst);
         self.listener = None;
         let report = match self.server.take() {
             Some(mut server) => server.shutdown_graceful(deadline),
@@ -483,6 +599,7 @@ impl Endpoint {
     /// Stops accepting, closes every connection, and returns once every
     /// server thread has exited. Idempotent; `Drop` calls it too.
     pub fn shutdown(&mut self) {
+        self.stop.draining.store(true, Ordering::SeqCst);
         self.listener = None;
         if let Some(mut server) = self.server.take() {
             server.shutdown();

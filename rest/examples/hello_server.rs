@@ -2,28 +2,40 @@
 //!
 //! Answers `GET /big` with a 4 MiB file (served with `serve_file`, as
 //! Pistache's `Http::serveFile`; the file is written to the temporary
-//! directory at start and removed at exit) and every other request with
+//! directory at start and removed at exit), `/healthz` with `200 ok`
+//! (liveness), `/readyz` with `200 ready`, or `503 draining` once a
+//! shutdown began (readiness), and every other request with
 //! `200 Hello, World!` (Pistache's hello example).
 //!
 //! Flags:
-//! * `--addr ADDR` — listen address (default `127.0.0.1:9080`);
+//! * `--addr ADDR` — listen address (default `127.0.0.1:9080`); ignored
+//!   when systemd passes a listening socket (socket activation);
 //! * `--threads N` — worker threads (default: number of CPUs);
 //! * `--tls-cert FILE --tls-key FILE` — serve HTTPS with this PEM chain and key;
 //! * `--self-signed` — serve HTTPS on a certificate generated at start; its
 //!   PEM is written to a file and a ready `curl --cacert` line is printed;
 //! * `--per-worker-listeners` — each worker accepts on its own
 //!   `SO_REUSEPORT` socket instead of being handed connections by the accept
-//!   thread.
+//!   thread;
+//! * `--reuse-port` — bind with `SO_REUSEPORT`, so that a new process can
+//!   start on the port while this one still serves (rolling restart);
+//! * `--drain-grace MS` — in the graceful shutdown, keep-alive connections
+//!   are still served this long (default 1000; see `Options::drain_grace`);
+//! * `--drain-delay MS` — after SIGTERM, keep serving this long with
+//!   `/readyz` answering `503` before the shutdown begins (default 0; see
+//!   `Options::drain_delay`).
 //!
 //! Ctrl-C or SIGTERM shuts the server down cleanly.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pistachio_rest::{
-    Endpoint, Exchange, Hooks, Middleware, Options, Request, ResponseWriter, StatusCode, TlsConfig,
+    Endpoint, Exchange, Hooks, ListenerOptions, Middleware, Options, Request, ResponseWriter,
+    StatusCode, TlsConfig,
 };
 
 /// `--trivial-middleware` (for measuring what middleware costs): counts
@@ -49,6 +61,9 @@ struct Args {
     tls_key: Option<PathBuf>,
     self_signed: bool,
     per_worker_listeners: bool,
+    reuse_port: bool,
+    drain_grace: Duration,
+    drain_delay: Duration,
     trivial_middleware: bool,
 }
 
@@ -57,7 +72,8 @@ const BIG_SIZE: usize = 4 * 1024 * 1024;
 
 const USAGE: &str = "usage: hello_server [--addr ADDR] [--threads N] \
                      [--tls-cert FILE --tls-key FILE | --self-signed] \
-                     [--per-worker-listeners]";
+                     [--per-worker-listeners] [--reuse-port] \
+                     [--drain-grace MS] [--drain-delay MS]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -67,6 +83,9 @@ fn parse_args() -> Result<Args, String> {
         tls_key: None,
         self_signed: false,
         per_worker_listeners: false,
+        reuse_port: false,
+        drain_grace: Duration::from_secs(1),
+        drain_delay: Duration::ZERO,
         trivial_middleware: false,
     };
     let mut it = std::env::args().skip(1);
@@ -88,6 +107,18 @@ fn parse_args() -> Result<Args, String> {
             "--tls-key" => args.tls_key = Some(value()?.into()),
             "--self-signed" => args.self_signed = true,
             "--per-worker-listeners" => args.per_worker_listeners = true,
+            "--reuse-port" => args.reuse_port = true,
+            flag @ ("--drain-grace" | "--drain-delay") => {
+                let v = value()?;
+                let ms = v
+                    .parse()
+                    .map_err(|_| format!("{flag}: not a number of milliseconds: {v}"))?;
+                if flag == "--drain-grace" {
+                    args.drain_grace = Duration::from_millis(ms);
+                } else {
+                    args.drain_delay = Duration::from_millis(ms);
+                }
+            }
             // Hidden: for measuring the cost of a middleware.
             "--trivial-middleware" => args.trivial_middleware = true,
             "-h" | "--help" => return Err(USAGE.into()),
@@ -104,7 +135,13 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut options = Options::default().per_worker_listeners(args.per_worker_listeners);
+    let mut listener = ListenerOptions::default();
+    listener.reuse_port = args.reuse_port;
+    let mut options = Options::default()
+        .listener(listener)
+        .per_worker_listeners(args.per_worker_listeners)
+        .drain_grace(args.drain_grace)
+        .drain_delay(args.drain_delay);
     if let Some(n) = args.threads {
         options = options.threads(n);
     }
@@ -121,7 +158,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         cacert = Some(path);
         options = options.tls(tls);
     }
-    let mut endpoint = Endpoint::bind(args.addr.as_str(), options)?;
+    // A socket passed by systemd (socket activation) is served instead.
+    let mut endpoint = Endpoint::bind_or_inherit(args.addr.as_str(), options)?;
     let addr = endpoint.local_addr();
     let scheme = if endpoint.is_tls() { "https" } else { "http" };
     let host = if addr.ip().is_loopback() && addr.is_ipv4() {
@@ -144,12 +182,19 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let stop = endpoint.shutdown_handle();
     ctrlc::set_handler(move || stop.shutdown())?;
     let big_path = big.clone();
+    let stopping = endpoint.shutdown_handle();
     let served = endpoint.serve(move |req: Request, resp: ResponseWriter| {
-        if req.path() == "/big" {
-            // On failure serve_file has answered 404/403/500 already.
-            let _ = resp.serve_file(&big_path);
-        } else {
-            resp.send(StatusCode::OK, "Hello, World!");
+        match req.path() {
+            "/big" => {
+                // On failure serve_file has answered 404/403/500 already.
+                let _ = resp.serve_file(&big_path);
+            }
+            "/healthz" => resp.send(StatusCode::OK, "ok"),
+            "/readyz" if stopping.is_draining() => {
+                resp.send(StatusCode::SERVICE_UNAVAILABLE, "draining")
+            }
+            "/readyz" => resp.send(StatusCode::OK, "ready"),
+            _ => resp.send(StatusCode::OK, "Hello, World!"),
         }
     });
     let _ = std::fs::remove_file(&big);

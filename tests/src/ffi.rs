@@ -1,6 +1,7 @@
 //! The crate's only unsafe code: OpenSSL symbols that `openssl-sys` does
-//! not declare, `setrlimit`, and the one `unsafe` method of the `openssl`
-//! crate the tests need (`SSL_set_session`).
+//! not declare, `setrlimit`, the one `unsafe` method of the `openssl`
+//! crate the tests need (`SSL_set_session`), and handing a descriptor to a
+//! child process as fd 3 (`Command::pre_exec`).
 
 use std::os::raw::{c_int, c_void};
 
@@ -62,4 +63,32 @@ pub(crate) fn offer_session(
     // a connection of the same `SslConnector` (hence the same `SSL_CTX`)
     // negotiated, and checks that at run time.
     unsafe { config.set_session(session) }
+}
+
+/// Makes the child that `cmd` spawns get `fd` as descriptor 3, open across
+/// `exec` (the first socket of systemd's socket activation). The caller
+/// keeps `fd` open until the child is spawned.
+pub(crate) fn inherit_as_fd3(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    let hand_over = move || {
+        // dup2 makes a copy without close-on-exec; if `fd` already is 3,
+        // its own flag is cleared instead (dup2(3, 3) would keep it).
+        // SAFETY: runs in the child between fork and exec, where only
+        // async-signal-safe calls are allowed: dup2 and fcntl are; `fd` is
+        // open (the parent holds it until spawn returns).
+        let done = unsafe {
+            if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            }
+        };
+        if done == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure above only makes async-signal-safe calls and
+    // allocates nothing.
+    unsafe { cmd.pre_exec(hand_over) };
 }

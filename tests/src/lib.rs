@@ -26,6 +26,7 @@
 //! makes a test fail instead of hang.
 
 pub mod abrupt;
+pub mod activation;
 pub mod certs;
 pub mod client;
 mod ffi;

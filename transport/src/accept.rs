@@ -181,11 +181,12 @@ fn accept_loop<M: Send + 'static>(
             error!("accept thread: poll failed, no longer accepting: {e}");
             return;
         }
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
+        let stopping = stop.load(Ordering::SeqCst);
         // Edge-triggered: accept until the backlog is empty (or until
         // backing off, in which case the timeout above brings us back).
+        // When stopping, once more: connections the kernel completed are
+        // in the backlog, and closing the listener would reset them; taken
+        // now, they reach their workers before a graceful drain does.
         let end = accept_ready(&listener, admission, |sock, peer| {
             let worker = &workers[next];
             next = (next + 1) % workers.len();
@@ -193,6 +194,9 @@ fn accept_loop<M: Send + 'static>(
             // Fails only when the workers are stopping; so are we.
             worker.post(WorkerMsg::Accept(sock, peer)).is_ok()
         });
+        if stopping {
+            return;
+        }
         match end {
             AcceptEnd::Drained => backoff = false,
             AcceptEnd::BackOff => backoff = true,

@@ -78,6 +78,8 @@ pub struct Conn<'a, M: Send + 'static> {
     pub(crate) now: Instant,
     pub(crate) token: usize,
     pub(crate) generation: u64,
+    /// A graceful shutdown has begun (see [`Conn::is_draining`]).
+    pub(crate) draining: bool,
 }
 
 impl<M: Send + 'static> fmt::Debug for Conn<'_, M> {
@@ -170,6 +172,17 @@ impl<M: Send + 'static> Conn<'_, M> {
         if self.io.reading == Reading::Paused {
             self.io.reading = Reading::ResumeNow;
         }
+    }
+
+    /// Whether a graceful shutdown has begun: the listener is closed, and
+    /// the connection is served only until [`Protocol::on_drain`] (at its
+    /// next input, or when the drain's grace ends). A protocol that can
+    /// say "this is the last exchange" should say it now (the HTTP layer
+    /// answers the request it is reading with `Connection: close`), so the
+    /// client learns of the close from the answer instead of from a
+    /// connection that closes under its next request.
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// Whether [`Conn::close`] or [`Conn::abort`] was called.

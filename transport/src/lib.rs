@@ -61,6 +61,7 @@
 // The HTTP layer takes its response buffers from this per-thread pool, the
 // one the transport gives sent buffers back to; not an API for users.
 mod accept;
+mod activation;
 #[doc(hidden)]
 pub mod buffers;
 mod classify;
@@ -86,6 +87,7 @@ use std::time::Duration;
 
 use pistachio_reactor::Reactor;
 
+pub use activation::{systemd_listeners, InheritedListener, SD_LISTEN_FDS_START};
 pub use close::{CloseReason, TlsFailure};
 pub use conn::{Conn, PeerHandle, Protocol};
 pub use listener::{Listener, ListenerOptions};
@@ -137,6 +139,14 @@ pub struct ServerConfig {
     /// Where the server counts its connections and handshakes (see
     /// [`Server::stats`]). Default: fresh counters.
     pub stats: TransportStats,
+    /// In a graceful shutdown, how long a connection keeps being served
+    /// before it is told to drain ([`Protocol::on_drain`]): at its next
+    /// input, or when this runs out, whichever comes first. A client that
+    /// sends a request on a keep-alive connection just as the shutdown
+    /// begins then gets an answer (the HTTP layer's says
+    /// `Connection: close`) instead of finding the connection closed.
+    /// Default zero: every connection is told at once.
+    pub drain_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -152,6 +162,7 @@ impl Default for ServerConfig {
             max_connections: None,
             thread_name_prefix: "pistachio-w".to_owned(),
             stats: TransportStats::new(),
+            drain_grace: Duration::ZERO,
         }
     }
 }
@@ -183,6 +194,7 @@ pub struct Server<M: Send + 'static> {
     tls: Option<Arc<tls::TlsSlot>>,
     live: Arc<AtomicUsize>,
     stats: TransportStats,
+    drain_grace: Duration,
 }
 
 impl<M: Send + 'static> fmt::Debug for Server<M> {
@@ -259,6 +271,7 @@ impl<M: Send + 'static> Server<M> {
             tls,
             live,
             stats: config.stats,
+            drain_grace: config.drain_grace,
         })
     }
 
@@ -292,9 +305,11 @@ impl<M: Send + 'static> Server<M> {
     }
 
     /// Shuts down gracefully: stops accepting (the listening socket is
-    /// closed), lets every connection finish what it is doing (for HTTP:
-    /// answers the requests in flight, the last with `Connection: close`;
-    /// idle keep-alive connections close at once), sends TLS close_notify,
+    /// closed, after the connections already in its backlog are taken),
+    /// lets every connection finish what it is doing (for HTTP: answers the
+    /// requests in flight, the last with `Connection: close`; idle
+    /// keep-alive connections close at once, or at their next request or
+    /// the end of [`ServerConfig::drain_grace`]), sends TLS close_notify,
     /// and returns once all workers have exited. Connections still open
     /// after `deadline` are cut, and counted in the report.
     pub fn shutdown_graceful(&mut self, deadline: Duration) -> ShutdownReport {
@@ -307,6 +322,7 @@ impl<M: Send + 'static> Server<M> {
         for mailbox in self.reactor.mailboxes() {
             let msg = WorkerMsg::Drain {
                 deadline: started + deadline,
+                grace: self.drain_grace.min(deadline),
                 report: tx.clone(),
             };
             if mailbox.post(msg).is_ok() {

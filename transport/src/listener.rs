@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
 
@@ -63,13 +64,20 @@ enum Inner {
     Unix(StdUnixListener, SocketFile),
 }
 
-/// A Unix domain socket's file, removed when the listener is closed.
+/// A Unix domain socket's file, removed when the listener is closed if
+/// this process created it (an inherited socket's file belongs to whoever
+/// bound it, e.g. systemd).
 #[derive(Debug)]
-pub(crate) struct SocketFile(PathBuf);
+pub(crate) struct SocketFile {
+    path: PathBuf,
+    owned: bool,
+}
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if self.owned {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -189,16 +197,99 @@ impl Listener {
             .listen(options.backlog)
             .map_err(|e| context(e, "listen on"))?;
         Ok(Listener {
-            inner: Inner::Unix(socket.into(), SocketFile(path.to_owned())),
+            inner: Inner::Unix(
+                socket.into(),
+                SocketFile {
+                    path: path.to_owned(),
+                    owned: true,
+                },
+            ),
             local_addr: UNIX_PEER_ADDR,
             options,
         })
     }
 
+    /// Serves on a listening socket that was opened elsewhere: inherited
+    /// from a service manager (see [`crate::systemd_listeners`], which
+    /// calls this) or handed over by a parent process.
+    ///
+    /// `fd` must be a stream socket (TCP over IPv4 or IPv6, or Unix domain)
+    /// on which `listen(2)` was called; anything else is an
+    /// [`io::ErrorKind::InvalidInput`] error that names the descriptor and
+    /// what it is. The socket is made non-blocking, and close-on-exec as
+    /// `options.close_on_exec` says. The options that shape binding
+    /// (`reuse_addr`, `backlog`, `only_v6`) do not apply: the socket is
+    /// bound already; `reuse_port` is read back from the socket. A Unix
+    /// domain socket's file is left in place when the listener closes (it
+    /// belongs to whoever bound it).
+    pub fn from_fd(fd: OwnedFd, mut options: ListenerOptions) -> io::Result<Listener> {
+        let raw = fd.as_raw_fd();
+        let socket = Socket::from(fd);
+        let refuse = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot serve on fd {raw}: {what}"),
+            )
+        };
+        let context = |e: io::Error, what: &str| {
+            io::Error::new(e.kind(), format!("fd {raw}: cannot {what}: {e}"))
+        };
+        let kind = match socket.r#type() {
+            Ok(kind) => kind,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
+                return Err(refuse("not a socket"));
+            }
+            Err(e) => return Err(context(e, "read its socket type")),
+        };
+        if kind != Type::STREAM {
+            return Err(refuse("not a stream socket"));
+        }
+        if !socket
+            .is_listener()
+            .map_err(|e| context(e, "read SO_ACCEPTCONN"))?
+        {
+            return Err(refuse("a stream socket that is not listening"));
+        }
+        socket
+            .set_cloexec(options.close_on_exec)
+            .map_err(|e| context(e, "set close-on-exec"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| context(e, "make it non-blocking"))?;
+        options.reuse_port = socket.reuse_port().unwrap_or(false);
+        let domain = socket.domain().map_err(|e| context(e, "read its domain"))?;
+        if domain == Domain::IPV4 || domain == Domain::IPV6 {
+            let inner: StdListener = socket.into();
+            let local_addr = inner
+                .local_addr()
+                .map_err(|e| context(e, "read its address"))?;
+            Ok(Listener {
+                inner: Inner::Tcp(inner),
+                local_addr,
+                options,
+            })
+        } else if domain == Domain::UNIX {
+            let inner: StdUnixListener = socket.into();
+            let path = inner
+                .local_addr()
+                .map_err(|e| context(e, "read its address"))?
+                .as_pathname()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            Ok(Listener {
+                inner: Inner::Unix(inner, SocketFile { path, owned: false }),
+                local_addr: UNIX_PEER_ADDR,
+                options,
+            })
+        } else {
+            Err(refuse("neither an IP nor a Unix domain socket"))
+        }
+    }
+
     /// The path of a Unix domain socket listener.
     pub fn unix_path(&self) -> Option<&Path> {
         match &self.inner {
-            Inner::Unix(_, file) => Some(&file.0),
+            Inner::Unix(_, file) => Some(&file.path),
             Inner::Tcp(_) => None,
         }
     }
@@ -261,6 +352,47 @@ mod tests {
             err.to_string().contains(&first.local_addr().to_string()),
             "{err}"
         );
+    }
+
+    #[test]
+    fn from_fd_takes_a_listening_socket_and_refuses_anything_else() {
+        // A listening TCP socket: served, at its own address.
+        let bound = Listener::bind("127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
+        let addr = bound.local_addr();
+        let Inner::Tcp(std) = bound.inner else {
+            unreachable!()
+        };
+        let l = Listener::from_fd(OwnedFd::from(std), Default::default()).unwrap();
+        assert_eq!(l.local_addr(), addr);
+        assert!(!l.options().reuse_port);
+
+        let refused = |fd: OwnedFd, says: &str| {
+            let err = Listener::from_fd(fd, Default::default()).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+        };
+        let file = std::fs::File::open("/dev/null").unwrap();
+        refused(OwnedFd::from(file), "not a socket");
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        refused(OwnedFd::from(udp), "not a stream socket");
+        let unlistened = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        unlistened
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        refused(OwnedFd::from(unlistened), "not listening");
+    }
+
+    #[test]
+    fn an_inherited_unix_socket_keeps_its_file() {
+        let path =
+            std::env::temp_dir().join(format!("pistachio-inherit-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let std = StdUnixListener::bind(&path).unwrap();
+        let l = Listener::from_fd(OwnedFd::from(std), Default::default()).unwrap();
+        assert_eq!(l.unix_path(), Some(path.as_path()));
+        drop(l);
+        assert!(path.exists(), "the file belongs to whoever bound it");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -22,8 +22,11 @@ pub(crate) enum WorkerMsg<M> {
     Listen(MioListener),
     /// Graceful shutdown: let connections finish, cut the rest at
     /// `deadline`, then report how many finished and how many were cut.
+    /// Each connection is told to drain at its next input or after
+    /// `grace`, whichever comes first (at once if `grace` is zero).
     Drain {
         deadline: Instant,
+        grace: std::time::Duration,
         report: std::sync::mpsc::Sender<DrainTally>,
     },
 }

@@ -277,6 +277,29 @@ pub(crate) fn peek(sock: &impl std::os::fd::AsRawFd, buf: &mut [u8]) -> io::Resu
     Ok(n as usize)
 }
 
+/// Takes ownership of descriptor `fd`, inherited from the parent process
+/// (systemd socket activation passes listening sockets as fds 3, 4, …).
+/// Fails with `EBADF` if nothing is open under that number.
+///
+/// The caller must make sure nothing else in the process owns `fd`: the
+/// only caller, [`crate::activation`], takes each inherited descriptor at
+/// most once, under a lock, and unsets the variables that name them.
+pub(crate) fn take_inherited_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: fcntl(F_GETFD) only reads the descriptor flags; on a number
+    // that is not open it fails with EBADF and touches nothing.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (checked just above) and, per the systemd
+    // protocol, was handed to this process for it to own; the caller takes
+    // each such number only once (see above), so this is its only owner.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 /// The names of the ciphers `ctx` enables, in preference order: the TLS
 /// 1.3 suites first, then the TLS 1.2 cipher list (`SSL_CTX_get_ciphers`).
 #[cfg(test)]

@@ -44,6 +44,9 @@ pub(crate) enum TimerKind {
     Linger,
     /// The graceful shutdown's deadline (worker-wide; token unused).
     Drain,
+    /// The end of the graceful shutdown's grace: every connection not yet
+    /// told to drain is told now (worker-wide).
+    DrainGrace,
     /// Accept again after running out of descriptors (worker-wide).
     AcceptRetry,
     /// Free the TLS buffers of connections idle since the last sweep.
@@ -68,7 +71,8 @@ impl PeerTimer {
         }
     }
 
-    /// A timer for the worker as a whole (`Drain`, `AcceptRetry`, `IdleSweep`).
+    /// A timer for the worker as a whole (`Drain`, `DrainGrace`,
+    /// `AcceptRetry`, `IdleSweep`).
     fn worker(kind: TimerKind) -> PeerTimer {
         PeerTimer::peer(usize::MAX, 0, kind)
     }
@@ -92,6 +96,7 @@ fn run_protocol<P: Protocol>(
         now,
         token,
         generation: peer.generation,
+        draining: peer.draining,
     };
     let protocol = &mut peer.protocol;
     if catch_unwind(AssertUnwindSafe(|| f(protocol, &mut conn))).is_err() {
@@ -113,6 +118,10 @@ struct Peer<P> {
     io: PeerIo,
     protocol: P,
     generation: u64,
+    /// A graceful shutdown is under way (`Conn::is_draining`).
+    draining: bool,
+    /// `Protocol::on_drain` ran.
+    drain_told: bool,
 }
 
 /// Settings every worker shares.
@@ -146,6 +155,9 @@ pub(crate) struct Worker<P: Protocol> {
     /// A graceful shutdown in progress: where to report, and how many
     /// connections were open when it began.
     draining: Option<(std::sync::mpsc::Sender<DrainTally>, usize)>,
+    /// In a graceful shutdown's grace: connections are told to drain at
+    /// their next input (or when the grace ends).
+    drain_grace: bool,
     /// This worker's own listener, with per-worker listeners.
     listener: Option<MioListener>,
     /// The idle sweep's timer is armed.
@@ -195,6 +207,7 @@ impl<P: Protocol> Worker<P> {
             tls_ctx: None,
             handshaking: 0,
             draining: None,
+            drain_grace: false,
             listener: None,
             sweeping: false,
         }
@@ -295,6 +308,8 @@ impl<P: Protocol> Worker<P> {
             io,
             protocol,
             generation,
+            draining: false,
+            drain_told: false,
         });
         self.config.stats.accepted();
         if open {
@@ -417,6 +432,11 @@ impl<P: Protocol> Worker<P> {
                         |p, conn| p.on_input(conn, data),
                     );
                     if !self.after_protocol(ctx, token) {
+                        return Ok(());
+                    }
+                    // In a shutdown's grace: what just arrived is served,
+                    // and is the connection's last.
+                    if self.drain_grace && !self.tell_drain(ctx, token) {
                         return Ok(());
                     }
                     let io = &mut self.peers[token].io;
@@ -781,13 +801,19 @@ impl<P: Protocol> Worker<P> {
         }
     }
 
-    /// Starts a graceful shutdown of this worker's connections.
+    /// Starts a graceful shutdown of this worker's connections: each is
+    /// told to drain at once, or (with a `grace`) at its next input or when
+    /// the grace ends.
     fn drain(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         deadline: Instant,
+        grace: Duration,
         report: std::sync::mpsc::Sender<DrainTally>,
     ) {
+        // Connections already in the backlog were accepted by the kernel:
+        // take them before the listener closes, or they would be reset.
+        self.accept_own(ctx);
         if let Some(mut listener) = self.listener.take() {
             let _ = ctx.registry().deregister(listener.source());
         }
@@ -798,20 +824,55 @@ impl<P: Protocol> Worker<P> {
         );
         self.draining = Some((report, self.peers.len()));
         ctx.set_timer(deadline, PeerTimer::worker(TimerKind::Drain));
+        for (_, peer) in self.peers.iter_mut() {
+            peer.draining = true;
+        }
         let tokens: Vec<usize> = self.peers.iter().map(|(t, _)| t).collect();
-        for token in tokens {
-            match self.peers.get(token).map(|p| p.io.phase) {
-                Some(phase) if phase.is_handshake() => {
-                    self.close_now(ctx, token, CloseReason::Shutdown)
-                }
-                Some(Phase::Open) if self.with_protocol(ctx, token, |p, conn| p.on_drain(conn)) => {
-                    self.after_callback_io(ctx, token);
-                }
-                // Already closing.
-                _ => {}
+        for &token in &tokens {
+            if self
+                .peers
+                .get(token)
+                .is_some_and(|p| p.io.phase.is_handshake())
+            {
+                self.close_now(ctx, token, CloseReason::Shutdown);
             }
         }
+        if grace.is_zero() {
+            self.tell_drain_all(ctx);
+        } else {
+            self.drain_grace = true;
+            ctx.set_timeout(grace, PeerTimer::worker(TimerKind::DrainGrace));
+        }
         self.check_drained();
+    }
+
+    /// The drain's grace is over: every connection not yet told is told.
+    fn tell_drain_all(&mut self, ctx: &mut Ctx<'_, P>) {
+        self.drain_grace = false;
+        let tokens: Vec<usize> = self.peers.iter().map(|(t, _)| t).collect();
+        for token in tokens {
+            let untold = self
+                .peers
+                .get(token)
+                .is_some_and(|p| !p.drain_told && p.io.phase == Phase::Open);
+            if untold && self.tell_drain(ctx, token) {
+                self.after_callback_io(ctx, token);
+            }
+        }
+    }
+
+    /// Calls `Protocol::on_drain` on an open connection, once. Returns
+    /// false if the connection is gone.
+    fn tell_drain(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> bool {
+        let Some(peer) = self.peers.get_mut(token) else {
+            return false;
+        };
+        if peer.drain_told || peer.io.phase != Phase::Open {
+            // Told already, or closing.
+            return true;
+        }
+        peer.drain_told = true;
+        self.with_protocol(ctx, token, |p, conn| p.on_drain(conn))
     }
 
     /// Reports a finished drain once the last connection is gone.
@@ -913,7 +974,11 @@ impl<P: Protocol> EventHandler for Worker<P> {
                 self.config.admission.release();
             }
             WorkerMsg::Accept(sock, peer_addr) => self.accept(ctx, sock, peer_addr),
-            WorkerMsg::Drain { deadline, report } => self.drain(ctx, deadline, report),
+            WorkerMsg::Drain {
+                deadline,
+                grace,
+                report,
+            } => self.drain(ctx, deadline, grace, report),
             WorkerMsg::Listen(mut listener) => {
                 let registered =
                     ctx.registry()
@@ -949,6 +1014,13 @@ impl<P: Protocol> EventHandler for Worker<P> {
     fn on_timer(&mut self, ctx: &mut Ctx<'_, P>, timer: PeerTimer) {
         match timer.kind {
             TimerKind::Drain => return self.drain_deadline(ctx),
+            TimerKind::DrainGrace => {
+                if self.drain_grace {
+                    self.tell_drain_all(ctx);
+                }
+                sys::debug_assert_queue_empty("on_timer");
+                return;
+            }
             TimerKind::AcceptRetry => return self.accept_own(ctx),
             TimerKind::IdleSweep => return self.idle_sweep(ctx),
             _ => {}
@@ -970,7 +1042,10 @@ impl<P: Protocol> EventHandler for Worker<P> {
                 peer.io.linger_timer = None;
                 self.close_now(ctx, timer.token, CloseReason::Closed);
             }
-            TimerKind::Drain | TimerKind::AcceptRetry | TimerKind::IdleSweep => {
+            TimerKind::Drain
+            | TimerKind::DrainGrace
+            | TimerKind::AcceptRetry
+            | TimerKind::IdleSweep => {
                 unreachable!("worker-wide timers are handled above")
             }
             TimerKind::Protocol => {

@@ -6,7 +6,9 @@
 //! optimistic concurrency, and guarded by a bearer token; over HTTPS on a
 //! self-signed certificate by default.
 //!
-//! * `GET /healthz` → `200 ok`;
+//! * `GET /healthz` → `200 ok`; `GET /readyz` → `200 ready`, `503` once a
+//!   shutdown began (a listening socket passed by systemd is served
+//!   instead of `--addr`);
 //! * `PUT /v1/kv/:key` stores the request body (any bytes) and its
 //!   `Content-Type`: `201` when new, `204` when replaced, with the value's
 //!   `ETag`. `If-Match: "tag"` replaces only that version, `If-None-Match:
@@ -67,7 +69,7 @@ use pistachio_rest::serde_json::json;
 use pistachio_rest::{
     bind, Description, End, Endpoint, Exchange, HeaderMap, HeaderName, HeaderValue, HttpError,
     Method, Middleware, Options, RestRequest, RestResponse, RouteDesc, RouteGroup, Router, Schema,
-    StatusCode, TlsConfig,
+    ShutdownHandle, StatusCode, TlsConfig,
 };
 
 use auth::BearerAuth;
@@ -615,6 +617,7 @@ fn app(
     config: &Config,
     kv: &Arc<Kv>,
     server_url: &str,
+    stopping: ShutdownHandle,
 ) -> Result<Router, Box<dyn std::error::Error>> {
     // Storage calls block (fsync): they run on pools, never on the
     // reactor threads. Uploads hold a thread while the body arrives, so
@@ -649,6 +652,27 @@ fn app(
     .response_body(
         StatusCode::OK,
         "The server is up",
+        "text/plain",
+        Schema::string(),
+    );
+    api.route(
+        routes,
+        Method::GET,
+        "/readyz",
+        move |_req: RestRequest, resp: RestResponse| {
+            if stopping.is_draining() {
+                resp.send(StatusCode::SERVICE_UNAVAILABLE, "draining")
+            } else {
+                resp.send(StatusCode::OK, "ready")
+            }
+        },
+    )
+    .summary("Readiness probe: 503 once the server is shutting down")
+    .tag("health")
+    .response_body(StatusCode::OK, "Ready", "text/plain", Schema::string())
+    .response_body(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Draining",
         "text/plain",
         Schema::string(),
     );
@@ -815,7 +839,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let (options, cacert) = endpoint_options(&args)?;
-    let mut endpoint = Endpoint::bind(args.addr.as_str(), options)?;
+    let mut endpoint = Endpoint::bind_or_inherit(args.addr.as_str(), options)?;
     let addr = endpoint.local_addr();
     let scheme = if endpoint.is_tls() { "https" } else { "http" };
     let host = if addr.ip().is_loopback() && addr.is_ipv4() {
@@ -824,7 +848,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         addr.to_string()
     };
     let base = format!("{scheme}://{host}");
-    let router = app(&config, &kv, &base)?;
+    let router = app(&config, &kv, &base, endpoint.shutdown_handle())?;
 
     println!("rest_server listening on {base}/");
     let curl = match (&cacert, endpoint.is_tls()) {
