@@ -11,7 +11,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,30 +19,7 @@ use std::time::{Duration, Instant};
 use curl::easy::{Easy, List, ReadError};
 use pistachio_tests::abrupt::random_bytes;
 use pistachio_tests::client::reset;
-use pistachio_tests::{peak_rss_kib_of, rss_kib_of, IO_TIMEOUT};
-
-/// A fresh directory under the system's temporary one, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Arc<TempDir> {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("pistachio-kv-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Arc::new(TempDir(dir))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use pistachio_tests::{peak_rss_kib_of, rss_kib_of, TempDir, IO_TIMEOUT};
 
 /// A running `rest_server` process.
 struct Server {
@@ -60,7 +37,7 @@ struct Server {
 impl Server {
     /// Starts a server on a new, empty data directory.
     fn start(extra: &[&str]) -> Server {
-        Server::start_on(TempDir::new(), extra, None)
+        Server::start_on(Arc::new(TempDir::new("pistachio-kv")), extra, None)
     }
 
     /// Starts a server on `data`, with `PISTACHIO_TOKEN` set to `env_token`.
@@ -1200,7 +1177,11 @@ fn a_token_guards_v1_before_any_body_is_read() {
     server.stop();
 
     // The token can come from the environment instead.
-    let server = Server::start_on(TempDir::new(), &["--no-tls"], Some("from-env"));
+    let server = Server::start_on(
+        Arc::new(TempDir::new("pistachio-kv")),
+        &["--no-tls"],
+        Some("from-env"),
+    );
     assert_eq!(server.call("GET", "/v1/kv", None).status, 401);
     let r = server.call_with("GET", "/v1/kv", None, &["Authorization: Bearer from-env"]);
     assert_eq!(r.status, 200);

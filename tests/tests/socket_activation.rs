@@ -1,5 +1,5 @@
 //! systemd socket activation: the `rest_server` example (built from
-//! `rest/examples/rest_server.rs` as this package's `rest_server` binary)
+//! `rest/examples/rest_server/` as this package's `rest_server` binary)
 //! serves on the listening socket it is handed as fd 3 with `LISTEN_PID`,
 //! `LISTEN_FDS` and `LISTEN_FDNAMES`; the socket outlives the process, so a
 //! client that connects between two processes is served by the second;
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use pistachio_tests::activation::{socket_activated, ListenPid};
 use pistachio_tests::client::{get_once, read_to_close};
+use pistachio_tests::TempDir;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_rest_server");
 
@@ -89,9 +90,16 @@ fn wait_at_most(child: &mut Child, limit: Duration) -> ExitStatus {
 }
 
 /// `rest_server` over plain HTTP with one worker, told to bind `addr`.
-fn activated(fd3: &impl std::os::fd::AsRawFd, pid: ListenPid, addr: &str) -> Command {
+fn activated(
+    fd3: &impl std::os::fd::AsRawFd,
+    pid: ListenPid,
+    addr: &str,
+    data: &TempDir,
+) -> Command {
     let mut cmd = socket_activated(SERVER, fd3, "http", pid);
-    cmd.args(["--no-tls", "--threads", "1", "--addr", addr]);
+    cmd.args(["--no-tls", "--threads", "1", "--addr", addr])
+        .arg("--data-dir")
+        .arg(data.path());
     cmd
 }
 
@@ -102,6 +110,7 @@ fn status_and_body(port: u16, path: &str) -> (u16, String) {
 
 #[test]
 fn the_inherited_socket_is_served_and_outlives_the_process() {
+    let data = TempDir::new("pistachio-activation");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     // `--addr` names a port another socket listens on: binding it would
@@ -109,7 +118,7 @@ fn the_inherited_socket_is_served_and_outlives_the_process() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
 
-    let first = Running::start(activated(&listener, ListenPid::Program, &addr));
+    let first = Running::start(activated(&listener, ListenPid::Program, &addr, &data));
     assert_eq!(first.port, port, "the banner names the inherited socket");
     assert_eq!(status_and_body(port, "/healthz"), (200, "ok".into()));
     assert_eq!(status_and_body(port, "/readyz"), (200, "ready".into()));
@@ -126,7 +135,7 @@ fn the_inherited_socket_is_served_and_outlives_the_process() {
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
 
-    let second = Running::start(activated(&listener, ListenPid::Program, &addr));
+    let second = Running::start(activated(&listener, ListenPid::Program, &addr, &data));
     assert_eq!(second.port, port);
     let answer = String::from_utf8_lossy(&read_to_close(&mut waiting)).into_owned();
     assert!(
@@ -138,10 +147,16 @@ fn the_inherited_socket_is_served_and_outlives_the_process() {
 
 #[test]
 fn a_socket_meant_for_another_process_is_ignored() {
+    let data = TempDir::new("pistachio-activation");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     // Pid 1 is never the server's.
-    let server = Running::start(activated(&listener, ListenPid::Other(1), "127.0.0.1:0"));
+    let server = Running::start(activated(
+        &listener,
+        ListenPid::Other(1),
+        "127.0.0.1:0",
+        &data,
+    ));
     assert_ne!(
         server.port, port,
         "served the socket LISTEN_PID gave another process"
@@ -152,8 +167,9 @@ fn a_socket_meant_for_another_process_is_ignored() {
 
 #[test]
 fn a_descriptor_that_is_not_a_socket_is_refused_with_a_clear_error() {
+    let data = TempDir::new("pistachio-activation");
     let not_a_socket = std::fs::File::open("/dev/null").unwrap();
-    let mut child = activated(&not_a_socket, ListenPid::Program, "127.0.0.1:0")
+    let mut child = activated(&not_a_socket, ListenPid::Program, "127.0.0.1:0", &data)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -186,6 +202,7 @@ fn a_descriptor_that_is_not_a_socket_is_refused_with_a_clear_error() {
 /// starts the server with the socket.
 #[test]
 fn systemd_socket_activate_starts_a_server_that_serves() {
+    let data = TempDir::new("pistachio-activation");
     let launcher = Path::new("/usr/bin/systemd-socket-activate");
     if !launcher.exists() {
         eprintln!("skipped: {} is not installed", launcher.display());
@@ -200,6 +217,8 @@ fn systemd_socket_activate_starts_a_server_that_serves() {
     cmd.args(["-l", &format!("127.0.0.1:{port}"), "--fdname=http"])
         .arg(SERVER)
         .args(["--no-tls", "--threads", "1", "--addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data.path())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     let mut launcher = Running {
