@@ -43,15 +43,18 @@ mod endpoint;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod h2;
 mod middleware;
 mod parser;
 mod pool;
+mod proto;
 mod request;
 mod response;
 mod writer;
 
 pub use body::{BodyMode, BodyStream};
 pub use endpoint::{Endpoint, Options, ShutdownHandle};
+pub use h2::{Http2Limits, Http2Stats};
 pub use middleware::{
     run_heads, Answer, End, Exchange, HeadAction, Hooks, Middleware, RequestInfo,
 };

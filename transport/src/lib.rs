@@ -132,6 +132,10 @@ pub struct ServerConfig {
     pub close_timeout: Duration,
     /// Worker threads are named `{prefix}{i}`. Default `pistachio-w`.
     pub thread_name_prefix: String,
+    /// Offer `h2` by ALPN, before `http/1.1` and `http/1.0`, on TLS
+    /// connections (for a protocol that speaks HTTP/2; default off).
+    /// The negotiated protocol is in [`TlsInfo::alpn`].
+    pub offer_h2: bool,
 }
 
 impl Default for ServerConfig {
@@ -146,6 +150,7 @@ impl Default for ServerConfig {
             per_worker_listeners: false,
             max_connections: None,
             thread_name_prefix: "pistachio-w".to_owned(),
+            offer_h2: false,
         }
     }
 }
@@ -212,6 +217,7 @@ impl<M: Send + 'static> Server<M> {
             handshake_timeout: config.handshake_timeout,
             linger_timeout: config.linger_timeout,
             close_timeout: config.close_timeout,
+            offer_h2: config.offer_h2,
         });
         let reactor = Reactor::builder()
             .threads(config.threads)
