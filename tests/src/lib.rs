@@ -28,6 +28,7 @@ pub mod abrupt;
 pub mod certs;
 pub mod client;
 mod ffi;
+pub mod h2;
 pub mod libcurl;
 pub mod probe;
 pub mod resume;

@@ -48,9 +48,18 @@ static H2_IDS: AtomicU64 = AtomicU64::new(1 << 63);
 /// it the transport owes an `on_drained`, which resumes them.
 const OUTPUT_HIGH: usize = 256 * 1024;
 
-/// Streams recently closed by the server: frames the client sent before it
-/// learnt of the close are ignored rather than treated as errors.
+/// Streams recently reset by the server: frames the client sent before it
+/// learnt of the reset are ignored rather than treated as errors.
 const RECENTLY_CLOSED: usize = 128;
+
+/// Notes a stream the server reset, forgetting the oldest beyond
+/// [`RECENTLY_CLOSED`].
+fn remember(list: &mut VecDeque<u32>, id: u32) {
+    if list.len() == RECENTLY_CLOSED {
+        list.pop_front();
+    }
+    list.push_back(id);
+}
 
 /// Most CONTINUATION frames one header block may take.
 const MAX_CONTINUATIONS: u32 = 64;
@@ -337,6 +346,7 @@ impl H2Conn {
     fn stream_error(&mut self, id: u32, reason: Reason) {
         debug!("{}: stream {id} reset: {reason:?}", self.peer_addr);
         frame::put_rst(&mut self.pending, id, reason);
+        self.note_closed(id);
         self.reset_stream(id);
     }
 
@@ -345,7 +355,6 @@ impl H2Conn {
     /// concurrency limit) until its handler has answered.
     fn reset_stream(&mut self, id: u32) {
         let Some(stream) = self.streams.get_mut(&id) else {
-            self.note_closed(id);
             return;
         };
         if !stream.reset {
@@ -372,10 +381,7 @@ impl H2Conn {
     }
 
     fn note_closed(&mut self, id: u32) {
-        if self.recently_closed.len() == RECENTLY_CLOSED {
-            self.recently_closed.pop_front();
-        }
-        self.recently_closed.push_back(id);
+        remember(&mut self.recently_closed, id);
     }
 
     /// Removes a stream once nothing more is due on either side.
@@ -388,6 +394,7 @@ impl H2Conn {
             // (RFC 9113 §8.1).
             frame::put_rst(&mut self.pending, id, Reason::NoError);
             stream.reset = true;
+            remember(&mut self.recently_closed, id);
             stream.fail_body(
                 std::io::ErrorKind::UnexpectedEof,
                 "the response ended before the request body",
@@ -396,7 +403,6 @@ impl H2Conn {
         let done = stream.out.ended && stream.handler_done && (stream.recv_closed || stream.reset);
         if done {
             self.streams.remove(&id);
-            self.note_closed(id);
         }
     }
 
@@ -791,10 +797,8 @@ impl H2Conn {
             if self.recently_closed.contains(&id) {
                 return Ok(());
             }
-            return Err(ConnError(
-                Reason::StreamClosed,
-                "HEADERS on a closed stream",
-            ));
+            // A stream id lower than one already used (RFC 9113 §5.1.1).
+            return Err(ConnError(Reason::Protocol, "HEADERS on a closed stream"));
         };
         if stream.reset {
             return Ok(());
@@ -1474,6 +1478,7 @@ impl H2Conn {
             if stream.out.cut {
                 frame::put_rst(&mut self.pending, id, Reason::Internal);
                 stream.reset = true;
+                remember(&mut self.recently_closed, id);
                 self.finish(conn, id, End::Cut);
             } else {
                 frame::put_frame(&mut self.pending, Kind::Data, frame::END_STREAM, id, &[]);
@@ -1522,6 +1527,7 @@ impl H2Conn {
         if failed {
             frame::put_rst(&mut self.pending, id, Reason::Internal);
             stream.reset = true;
+            remember(&mut self.recently_closed, id);
             self.finish(conn, id, End::Cut);
             return true;
         }
