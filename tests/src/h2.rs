@@ -259,6 +259,17 @@ impl H2Client {
         let _ = self.sock.set_read_timeout(Some(timeout));
     }
 
+    /// A second handle on the connection, for writing from another
+    /// thread (reads stay with this one).
+    pub fn try_clone(&self) -> io::Result<H2Client> {
+        Ok(H2Client {
+            sock: self.sock.try_clone()?,
+            buf: Vec::new(),
+            decoder: loona_hpack::Decoder::new(),
+            server_settings: Vec::new(),
+        })
+    }
+
     /// The socket, for raw reads.
     pub fn socket(&mut self) -> &mut TcpStream {
         &mut self.sock
