@@ -104,7 +104,9 @@ fn reset_streams_count_until_their_handler_answers() {
     assert!(server.http2_stats().streams_refused >= 1);
 }
 
-/// A header block that never ends (CONTINUATION after CONTINUATION).
+/// A header block that never ends (CONTINUATION after CONTINUATION):
+/// 15 kB fragments pass the block size cap within a few frames, empty ones
+/// the cap on their number.
 #[test]
 fn continuation_flood() {
     let server = serve(Options::default());
@@ -115,9 +117,12 @@ fn continuation_flood() {
         kind::CONTINUATION,
         0,
         1,
-        &literal_block(&[("x-filler", &"a".repeat(1000))]),
+        &literal_block(&[("x-filler", &"a".repeat(15_000))]),
     );
-    flood(&mut c, &piece, 10_000);
+    // Five fragments (75 kB) are more than any header block may take.
+    for _ in 0..5 {
+        let _ = c.write(&piece);
+    }
     c.expect_goaway(code::ENHANCE_YOUR_CALM);
     served(&server);
     // Empty CONTINUATION frames: nothing accumulates, they are counted.
@@ -158,8 +163,13 @@ fn hpack_bomb() {
     // The bomb: 16 000 references to dynamic entry 62 (64 MB decoded).
     let mut bomb = literal_block(&get_fields("/"));
     bomb.extend(std::iter::repeat(0x80 | 62).take(16_000));
-    c.frame(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 3, &bomb)
-        .unwrap();
+    c.frame(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        3,
+        &bomb,
+    )
+    .unwrap();
     let r = c.response(3).expect("a response");
     assert_eq!(r.status, 431);
     assert_eq!(c.get(5, "/").unwrap().status, 200);
@@ -287,4 +297,18 @@ fn preface_without_settings() {
     }
     assert!(started.elapsed() < Duration::from_secs(3));
     served(&server);
+}
+
+/// A request whose body never comes: the stream is reset (CANCEL) after
+/// the body timeout, the connection goes on.
+#[test]
+fn stalled_request_body() {
+    let server = serve(Options::default().body_timeout(Duration::from_millis(300)));
+    let mut c = H2Client::connect(port(&server)).unwrap();
+    let mut fields = get_fields("/");
+    fields[0] = (":method", "POST");
+    c.headers(1, &fields, false).unwrap();
+    c.frame(kind::DATA, 0, 1, b"part").unwrap();
+    c.expect_rst(1, code::CANCEL);
+    assert_eq!(c.get(3, "/").unwrap().status, 200);
 }

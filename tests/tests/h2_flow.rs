@@ -17,14 +17,24 @@ const PIECE: usize = 4096;
 const STREAM_BUFFER: usize = 64 * 1024;
 
 fn serve(progress: Arc<AtomicUsize>) -> Endpoint {
+    serve_with(progress, Options::default())
+}
+
+fn serve_with(progress: Arc<AtomicUsize>, options: Options) -> Endpoint {
     init_logging();
-    let options = Options::default()
-        .threads(1)
-        .max_stream_buffer(STREAM_BUFFER);
+    let options = options.threads(1).max_stream_buffer(STREAM_BUFFER);
     let mut endpoint = Endpoint::bind("127.0.0.1:0", options).unwrap();
     endpoint
         .serve_threaded(move |req: Request, resp: ResponseWriter| match req.path() {
             "/big" => resp.send(StatusCode::OK, vec![b'b'; BIG]),
+            "/late" => {
+                let mut resp = resp;
+                resp.timeout_after(Duration::from_millis(200));
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(600));
+                    resp.send(StatusCode::OK, "too late");
+                });
+            }
             "/hold" => {
                 std::thread::spawn(move || {
                     std::thread::sleep(Duration::from_millis(500));
@@ -177,4 +187,52 @@ fn graceful_shutdown_finishes_streams_in_flight() {
     let report = shutdown.join().unwrap();
     assert_eq!(report.connections_drained, 1, "{report:?}");
     assert_eq!(report.connections_cut, 0, "{report:?}");
+}
+
+/// A client that reads slowly but steadily, always leaving the server
+/// waiting for window, is not taken for a stalled one: the stall timeout
+/// counts from the last progress, not from the first wait.
+#[test]
+fn slow_but_steady_reader_is_served() {
+    let limits = pistachio_http::Http2Limits::default().stall_timeout(Duration::from_millis(400));
+    let server = serve_with(Arc::default(), Options::default().http2_limits(limits));
+    let port = server.local_addr().port();
+    let mut c = H2Client::connect_with(port, &[(setting::INITIAL_WINDOW_SIZE, 10_000)]).unwrap();
+    c.headers(1, &get_fields("/big"), true).unwrap();
+    let mut got = 0;
+    let started = Instant::now();
+    while got < BIG {
+        let f = c
+            .wait_for(Duration::from_secs(5), |f| {
+                (f.stream == 1 && f.kind == kind::DATA) || f.kind == kind::GOAWAY
+            })
+            .expect("DATA");
+        assert_eq!(f.kind, kind::DATA, "cut off after {got} bytes: {f:?}");
+        got += f.payload.len();
+        if got % 10_000 == 0 && got < BIG {
+            // 10 windows of 10 kB, one every 150 ms: 1.5 s in all, far
+            // beyond the stall timeout, never 400 ms without progress.
+            std::thread::sleep(Duration::from_millis(150));
+            c.window_update(1, 10_000).unwrap();
+            c.window_update(0, 10_000).unwrap();
+        }
+    }
+    assert_eq!(got, BIG);
+    assert!(started.elapsed() > Duration::from_millis(800));
+}
+
+/// `ResponseWriter::timeout_after` works per stream: the handler that
+/// does not answer in time is replaced by `Handler::on_timeout` (408),
+/// and its late answer is dropped.
+#[test]
+fn response_deadline_per_stream() {
+    let server = serve(Arc::default());
+    let mut c = H2Client::connect(server.local_addr().port()).unwrap();
+    c.headers(1, &get_fields("/late"), true).unwrap();
+    c.headers(3, &get_fields("/"), true).unwrap();
+    let rs = c.responses(&[1, 3]).unwrap();
+    assert_eq!(rs[0].status, 408);
+    assert_eq!(rs[1].status, 200);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(c.get(5, "/").unwrap().status, 200);
 }

@@ -1432,7 +1432,8 @@ impl H2Conn {
         if self.phase == Phase::Closed {
             return;
         }
-        loop {
+        let mut sent = false;
+        'rounds: loop {
             let ids: Vec<u32> = self
                 .streams
                 .iter()
@@ -1442,22 +1443,23 @@ impl H2Conn {
             let mut progress = false;
             for id in ids {
                 if conn.queued() + self.pending.len() > OUTPUT_HIGH {
+                    // The transport owes an `on_drained`, which resumes.
                     self.flush(conn);
-                    self.note_stall(conn, false);
-                    return;
+                    break 'rounds;
                 }
                 progress |= self.send_data(conn, id);
             }
+            sent |= progress;
             if !progress {
                 break;
             }
         }
-        let blocked = self.streams.values().any(|s| s.out.waiting() && !s.reset);
-        self.note_stall(conn, blocked);
-    }
-
-    fn note_stall(&mut self, conn: &Conn<'_, HttpMsg>, blocked: bool) {
-        if blocked {
+        // Stalled: answers wait (for window, or for the client to read
+        // what is queued) and none made progress since `stalled_since`.
+        if sent {
+            self.stalled_since = None;
+        }
+        if self.streams.values().any(|s| s.out.waiting() && !s.reset) {
             self.stalled_since.get_or_insert(conn.now());
         } else {
             self.stalled_since = None;
