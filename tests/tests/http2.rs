@@ -465,3 +465,36 @@ fn curl_program() {
         assert_eq!(out, "HTTP/2\n2", "tls={tls}");
     }
 }
+
+/// Over TLS with ALPN `h2` the client must send the HTTP/2 preface: an
+/// HTTP/1.1 request instead gets the server's SETTINGS, then GOAWAY
+/// PROTOCOL_ERROR, then the close.
+#[test]
+fn tls_h2_without_the_preface_is_a_connection_error() {
+    use std::io::Write as _;
+    let server = serve(true);
+    let mut builder = pistachio_tests::client::tls_connector_builder().unwrap();
+    builder
+        .set_alpn_protos(&pistachio_tests::client::alpn_wire(&["h2"]))
+        .unwrap();
+    let tcp = pistachio_tests::client::connect_tcp(server.endpoint.local_addr().port()).unwrap();
+    let mut tls = builder.build().connect("localhost", tcp).unwrap();
+    assert_eq!(tls.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    let mut kinds = Vec::new();
+    let mut at = 0;
+    while raw.len() >= at + 9 {
+        let len = u32::from_be_bytes([0, raw[at], raw[at + 1], raw[at + 2]]) as usize;
+        kinds.push(raw[at + 3]);
+        if raw[at + 3] == 7 {
+            let code = u32::from_be_bytes(raw[at + 13..at + 17].try_into().unwrap());
+            assert_eq!(code, 1, "GOAWAY PROTOCOL_ERROR");
+        }
+        at += 9 + len;
+    }
+    assert_eq!(kinds.first(), Some(&4), "SETTINGS first: {kinds:?}");
+    assert_eq!(kinds.last(), Some(&7), "GOAWAY last: {kinds:?}");
+}
