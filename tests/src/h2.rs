@@ -254,7 +254,7 @@ impl H2Client {
         H2Client::connect_with(port, &[])
     }
 
-    /// Sets how long [`H2Client::next`] waits.
+    /// Sets how long [`H2Client::read_event`] waits.
     pub fn set_read_timeout(&self, timeout: Duration) {
         let _ = self.sock.set_read_timeout(Some(timeout));
     }
