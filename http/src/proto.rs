@@ -108,6 +108,18 @@ impl Protocol for Proto {
             Proto::Http1(c) => c.on_input(conn, data),
             Proto::Http2(c) => c.on_input(conn, data),
             Proto::Undecided(u) => {
+                if u.first.is_empty() {
+                    // Usually the first read decides: pass it on as is.
+                    let n = data.len().min(PREFACE.len());
+                    let preface = data[..n] == PREFACE[..n];
+                    if !preface || data.len() >= PREFACE.len() {
+                        self.decide(conn, preface);
+                        if !conn.is_closing() {
+                            self.on_input(conn, data);
+                        }
+                        return;
+                    }
+                }
                 u.first.extend_from_slice(data);
                 let n = u.first.len().min(PREFACE.len());
                 let preface = u.first[..n] == PREFACE[..n];

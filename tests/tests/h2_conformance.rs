@@ -971,3 +971,35 @@ fn responses_use_lower_case_names_and_no_connection_fields() {
     }
     assert_eq!(r.header("content-length"), Some("2"));
 }
+
+// The h2c choice on plaintext, with the first bytes in pieces.
+
+#[test]
+fn preface_split_across_reads_is_http2() {
+    let mut c = H2Client::connect_raw(port()).unwrap();
+    for piece in pistachio_tests::h2::PREFACE.chunks(5) {
+        c.write(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.settings(&[]).unwrap();
+    c.wait_for(Duration::from_secs(5), |f| {
+        f.kind == kind::SETTINGS && !f.has(flag::ACK)
+    })
+    .expect("server SETTINGS");
+    c.frame(kind::SETTINGS, flag::ACK, 0, &[]).unwrap();
+    assert_eq!(c.get(1, "/").unwrap().status, 200);
+}
+
+#[test]
+fn http1_request_starting_like_the_preface_is_http1() {
+    let mut c = H2Client::connect_raw(port()).unwrap();
+    c.write(b"P").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    c.write(b"OST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = std::io::Read::read_to_end(c.socket(), &mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nhi"), "{text}");
+}
