@@ -1003,3 +1003,45 @@ fn http1_request_starting_like_the_preface_is_http1() {
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.ends_with("\r\n\r\nhi"), "{text}");
 }
+
+/// The answers the server makes itself (400 for a malformed request, 501
+/// for CONNECT) pass through the endpoint's middleware, as over HTTP/1.1.
+#[test]
+fn refused_requests_are_seen_by_middleware() {
+    use pistachio_http::{Exchange, Hooks, Middleware};
+    use std::sync::{Arc, Mutex};
+
+    struct Seen(Arc<Mutex<Vec<u16>>>);
+    impl Middleware for Seen {
+        fn hooks(&self) -> Hooks {
+            Hooks::ON_COMPLETE
+        }
+        fn on_complete(&self, exchange: &Exchange<'_>) {
+            self.0.lock().unwrap().push(exchange.status.as_u16());
+        }
+    }
+
+    init_logging();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let options = Options::default()
+        .threads(1)
+        .middleware(Seen(Arc::clone(&seen)));
+    let mut endpoint = Endpoint::bind("127.0.0.1:0", options).unwrap();
+    endpoint.serve_threaded(handler).unwrap();
+    let mut c = H2Client::connect(endpoint.local_addr().port()).unwrap();
+    let mut fields = get_fields("/");
+    fields.push(("X-Upper", "1"));
+    c.headers(1, &fields, true).unwrap();
+    assert_eq!(c.response(1).unwrap().status, 400);
+    c.expect_rst(1, code::PROTOCOL_ERROR);
+    c.headers(3, &[(":method", "CONNECT"), (":authority", "a:1")], true)
+        .unwrap();
+    assert_eq!(c.response(3).unwrap().status, 501);
+    assert_eq!(c.get(5, "/").unwrap().status, 200);
+    let started = std::time::Instant::now();
+    while seen.lock().unwrap().len() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(*seen.lock().unwrap(), [400, 501, 200]);
+}

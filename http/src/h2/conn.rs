@@ -28,7 +28,7 @@ use super::response;
 use super::{Counters, Shared};
 use crate::body::{self, BodySender};
 use crate::conn::Settings;
-use crate::date::{with_http_date, LoopDate};
+use crate::date::LoopDate;
 use crate::middleware::{
     panic_answer, run_heads, Answer, Hooks, Layered, Layers, Pending as Record, RequestInfo,
 };
@@ -167,6 +167,9 @@ struct Stream {
     method: Method,
     deadline: Option<(RequestFacts, Instant)>,
     timed_out: bool,
+    /// Reset with this code once the answer is out (a malformed request:
+    /// `400`, then `PROTOCOL_ERROR`).
+    rst_after: Option<Reason>,
 }
 
 impl Stream {
@@ -751,10 +754,11 @@ impl H2Conn {
             Decoded::Fields(fields) => fields,
             Decoded::TooLarge => {
                 self.refuse(
+                    conn,
                     id,
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "request header fields too large",
-                    (!block.end_stream).then_some(Reason::NoError),
+                    (block.end_stream, None),
                 );
                 return Ok(());
             }
@@ -763,16 +767,17 @@ impl H2Conn {
             Ok(built) => built,
             Err(Refusal::Malformed(why)) => {
                 debug!("{}: stream {id}: malformed request: {why}", self.peer_addr);
-                self.refuse(id, StatusCode::BAD_REQUEST, why, Some(Reason::Protocol));
+                self.refuse(
+                    conn,
+                    id,
+                    StatusCode::BAD_REQUEST,
+                    why,
+                    (block.end_stream, Some(Reason::Protocol)),
+                );
                 return Ok(());
             }
             Err(Refusal::Unsupported(status, why)) => {
-                self.refuse(
-                    id,
-                    status,
-                    why,
-                    (!block.end_stream).then_some(Reason::NoError),
-                );
+                self.refuse(conn, id, status, why, (block.end_stream, None));
                 return Ok(());
             }
         };
@@ -828,28 +833,39 @@ impl H2Conn {
 
     /// Answers a request the connection refuses itself, then resets the
     /// stream with `rst` if given.
-    fn refuse(&mut self, id: u32, status: StatusCode, why: &str, rst: Option<Reason>) {
-        let length = why.len().to_string();
-        let status_text = status.as_str().to_owned();
-        let date = with_http_date(<[u8]>::to_vec);
-        let fields: [(&[u8], &[u8]); 4] = [
-            (b":status", status_text.as_bytes()),
-            (b"content-type", SERVER_TEXT.as_bytes()),
-            (b"content-length", length.as_bytes()),
-            (b"date", &date),
-        ];
-        self.put_headers(id, fields, false);
-        frame::put_frame(
-            &mut self.pending,
-            Kind::Data,
-            frame::END_STREAM,
-            id,
-            why.as_bytes(),
-        );
-        if let Some(reason) = rst {
-            frame::put_rst(&mut self.pending, id, reason);
-        }
-        self.note_closed(id);
+    fn refuse(
+        &mut self,
+        conn: &mut Conn<'_, HttpMsg>,
+        id: u32,
+        status: StatusCode,
+        why: &'static str,
+        (end_stream, rst): (bool, Option<Reason>),
+    ) {
+        // A stream of its own for the answer, whatever the concurrency
+        // limit: it is answered and gone within this call.
+        let mut stream = self.new_stream(conn, end_stream, None, Method::GET);
+        stream.body = BodyIn::Discard;
+        stream.rst_after = rst;
+        self.streams.insert(id, stream);
+        // The endpoint-wide middleware sees the answers the server makes
+        // itself, as over HTTP/1.1.
+        let layered =
+            (self.settings.layered && !self.settings.middleware.0.is_empty()).then(|| {
+                Box::new(Layered::new(
+                    RequestInfo::unparsed(self.peer_addr, conn.now()),
+                    Layers::shared(&self.settings.middleware),
+                ))
+            });
+        let Some(target) = self.target(conn, id, Method::GET, layered, 0) else {
+            return;
+        };
+        let mut writer = ResponseWriter::new(target);
+        writer
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(SERVER_TEXT));
+        enter_inline(self.id);
+        writer.send(status, why);
+        self.take_inline(conn);
     }
 
     /// Encodes and appends a header block as HEADERS (+ CONTINUATION).
@@ -885,6 +901,41 @@ impl H2Conn {
         }
     }
 
+    /// A stream in its first state, with the windows of now.
+    fn new_stream(
+        &self,
+        conn: &Conn<'_, HttpMsg>,
+        end_stream: bool,
+        content_length: Option<u64>,
+        method: Method,
+    ) -> Stream {
+        let limits = &self.shared.limits;
+        // Until the client has our SETTINGS it may assume the default window.
+        let recv_window = if self.settings_due.is_some() {
+            limits.initial_window_size.max(frame::DEFAULT_WINDOW)
+        } else {
+            limits.initial_window_size
+        };
+        Stream {
+            recv_closed: end_stream,
+            reset: false,
+            handler_done: false,
+            recv_window: i64::from(recv_window),
+            recv_owed: 0,
+            send_window: i64::from(self.peer_initial_window),
+            content_length,
+            received: 0,
+            last_input: conn.now(),
+            body: BodyIn::None,
+            out: Out::default(),
+            flow: Arc::new(ConnFlow::default()),
+            method,
+            deadline: None,
+            timed_out: false,
+            rst_after: None,
+        }
+    }
+
     fn open_stream(
         &mut self,
         conn: &mut Conn<'_, HttpMsg>,
@@ -895,33 +946,13 @@ impl H2Conn {
         Counters::bump(&self.shared.counters.streams);
         let mut request = Request::from_parts(built.head, Vec::new(), self.peer_addr, self.tls);
         request.set_client_subject(self.client_subject.clone());
-        let limits = &self.shared.limits;
-        // Until the client has our SETTINGS it may assume the default window.
-        let recv_window = if self.settings_due.is_some() {
-            limits.initial_window_size.max(frame::DEFAULT_WINDOW)
-        } else {
-            limits.initial_window_size
-        };
-        self.streams.insert(
-            id,
-            Stream {
-                recv_closed: end_stream,
-                reset: false,
-                handler_done: false,
-                recv_window: i64::from(recv_window),
-                recv_owed: 0,
-                send_window: i64::from(self.peer_initial_window),
-                content_length: built.content_length,
-                received: 0,
-                last_input: conn.now(),
-                body: BodyIn::None,
-                out: Out::default(),
-                flow: Arc::new(ConnFlow::default()),
-                method: request.method().clone(),
-                deadline: None,
-                timed_out: false,
-            },
+        let stream = self.new_stream(
+            conn,
+            end_stream,
+            built.content_length,
+            request.method().clone(),
         );
+        self.streams.insert(id, stream);
         if end_stream && built.content_length.is_some_and(|n| n != 0) {
             self.stream_error(id, Reason::Protocol);
             return;
@@ -1419,6 +1450,11 @@ impl H2Conn {
             return;
         };
         stream.out.ended = true;
+        if let Some(reason) = stream.rst_after.take() {
+            frame::put_rst(&mut self.pending, id, reason);
+            stream.reset = true;
+            remember(&mut self.recently_closed, id);
+        }
         if let Some(record) = stream.out.record.take() {
             self.spare_record = Some(record.complete(end == End::Completed, end, conn.now()));
         }
