@@ -312,3 +312,53 @@ fn stalled_request_body() {
     c.expect_rst(1, code::CANCEL);
     assert_eq!(c.get(3, "/").unwrap().status, 200);
 }
+
+/// Many streams uploading buffered bodies at once: past the endpoint's
+/// body limit in total, only the oldest stream's window is reopened, so a
+/// connection cannot make the server buffer `max_concurrent_streams` times
+/// `max_request_size`; the others go on as the oldest complete.
+#[test]
+fn buffered_bodies_share_one_budget() {
+    let limits = Http2Limits::default().initial_window_size(64 * 1024);
+    let server = serve(
+        Options::default()
+            .max_request_size(128 * 1024)
+            .http2_limits(limits),
+    );
+    let mut c = H2Client::connect(port(&server)).unwrap();
+    let mut fields = get_fields("/");
+    fields[0] = (":method", "POST");
+    let ids: Vec<u32> = (0..10).map(|i| 2 * i + 1).collect();
+    let chunk = vec![b'u'; 16 * 1024];
+    for &id in &ids {
+        c.headers(id, &fields, false).unwrap();
+        for _ in 0..4 {
+            c.frame(kind::DATA, 0, id, &chunk).unwrap();
+        }
+    }
+    // 640 kB buffered against a 128 kB budget: later streams get nothing.
+    let mut granted = std::collections::BTreeSet::new();
+    c.set_read_timeout(Duration::from_millis(300));
+    while let Ok(Event::Frame(f)) = c.read_event() {
+        if f.kind == kind::WINDOW_UPDATE && f.stream != 0 {
+            granted.insert(f.stream);
+        }
+    }
+    c.set_read_timeout(Duration::from_secs(5));
+    assert!(granted.contains(&1), "the oldest goes on: {granted:?}");
+    assert!(
+        granted.iter().all(|&id| id <= 5),
+        "streams past the budget were reopened: {granted:?}"
+    );
+    // The oldest streams complete; then the next ones are reopened.
+    for id in [1, 3, 5] {
+        c.frame(kind::DATA, flag::END_STREAM, id, &[]).unwrap();
+    }
+    let f = c
+        .wait_for(Duration::from_secs(5), |f| {
+            f.kind == kind::WINDOW_UPDATE && f.stream >= 7
+        })
+        .expect("a later stream reopened once budget frees");
+    assert!(f.stream >= 7);
+    served(&server);
+}

@@ -1593,9 +1593,26 @@ impl H2Conn {
             self.recv_owed = 0;
         }
         let stream_target = self.shared.limits.initial_window_size;
+        // Buffered bodies of all streams together: past the endpoint's
+        // `max_request_size`, only the oldest one's window is reopened, so
+        // that it completes (and is handed to its handler) while the others
+        // wait. A connection holds at most that much plus one window per
+        // stream, not `max_concurrent_streams` times the body limit.
+        let mut buffered = 0usize;
+        let mut oldest = None;
+        for (id, stream) in &self.streams {
+            if let BodyIn::Buffering { data, .. } = &stream.body {
+                buffered += data.len();
+                oldest.get_or_insert(*id);
+            }
+        }
+        let over_budget = buffered > self.settings.limits.max_body_size;
         for (id, stream) in &mut self.streams {
             let paused = matches!(stream.body, BodyIn::Streaming { paused: true, .. });
-            if paused || stream.recv_closed || stream.reset || stream.recv_owed == 0 {
+            let held = over_budget
+                && matches!(stream.body, BodyIn::Buffering { .. })
+                && oldest != Some(*id);
+            if paused || held || stream.recv_closed || stream.reset || stream.recv_owed == 0 {
                 continue;
             }
             if stream.recv_owed >= stream_target / 4 || stream.recv_window <= 0 {
