@@ -11,6 +11,10 @@
 //!   never notice.
 //! * A handler that panics, or drops its [`ResponseWriter`] without
 //!   answering, produces a `500` for that request only.
+//! * HTTP/2 too (ALPN `h2` on TLS, h2c with prior knowledge on plaintext;
+//!   [`Options::http2`], [`Http2Limits`]): the same handlers and writers,
+//!   one stream per request, flow control on both levels, limits against
+//!   the known abuses (see `docs/http2.md`).
 //!
 //! # Example
 //!
