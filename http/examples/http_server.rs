@@ -14,6 +14,9 @@
 //! * an unknown path — `404`; a known path with the wrong method — `405`
 //!   with an `Allow` header.
 //!
+//! Every route answers over HTTP/2 too: `curl --http2-prior-knowledge
+//! http://127.0.0.1:9080/` (h2c), or `curl --http2` over TLS (ALPN `h2`).
+//!
 //! Flags: `--addr ADDR` (default `127.0.0.1:9080`), `--threads N`,
 //! `--tls-cert FILE --tls-key FILE`, `--self-signed`, `--static-dir DIR`.
 

@@ -11,9 +11,11 @@ use pistachio_transport::{
     Listener, ListenerOptions, Server, ServerConfig, ShutdownReport, TlsConfig, TransportStats,
 };
 
-use crate::conn::{HttpConn, Settings};
+use crate::conn::Settings;
+use crate::h2::{Http2Limits, Http2Stats, Shared as H2Shared};
 use crate::middleware::{EndpointLayers, SharedLayers};
 use crate::parser::Limits;
+use crate::proto::Proto;
 use crate::writer::HttpMsg;
 use crate::{Handler, Middleware};
 
@@ -55,6 +57,8 @@ pub struct Options {
     listener: ListenerOptions,
     thread_name_prefix: String,
     middleware: EndpointLayers,
+    http2: bool,
+    http2_limits: Http2Limits,
 }
 
 impl Default for Options {
@@ -81,6 +85,8 @@ impl Default for Options {
             listener: ListenerOptions::default(),
             thread_name_prefix: transport.thread_name_prefix,
             middleware: EndpointLayers::default(),
+            http2: true,
+            http2_limits: Http2Limits::default(),
         }
     }
 }
@@ -301,6 +307,23 @@ impl Options {
         self
     }
 
+    /// Serves HTTP/2 as well (on by default): on TLS the server offers `h2`
+    /// by ALPN before `http/1.1` and `http/1.0` (a client offering no ALPN
+    /// gets HTTP/1.1); on plaintext a connection that opens with the
+    /// HTTP/2 preface (h2c with prior knowledge) speaks HTTP/2. Handlers,
+    /// middleware and writers are the same for both;
+    /// [`Request::version`](crate::Request::version) tells them apart.
+    pub fn http2(mut self, on: bool) -> Self {
+        self.http2 = on;
+        self
+    }
+
+    /// The HTTP/2 limits (see [`Http2Limits`] for each and its default).
+    pub fn http2_limits(mut self, limits: Http2Limits) -> Self {
+        self.http2_limits = limits;
+        self
+    }
+
     /// Worker threads are named `{prefix}{i}` (default `pistachio-w`).
     pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.thread_name_prefix = prefix.into();
@@ -376,6 +399,8 @@ pub struct Endpoint {
     local_addr: SocketAddr,
     options: Options,
     server: Option<Server<HttpMsg>>,
+    /// The HTTP/2 side's limits and counters, while serving with it.
+    http2: Option<Arc<H2Shared>>,
     stop: Arc<StopSignal>,
     stats: TransportStats,
 }
@@ -458,6 +483,7 @@ impl Endpoint {
             listener: Some(listener),
             options,
             server: None,
+            http2: None,
             stop: Arc::default(),
             stats: TransportStats::new(),
         }
@@ -504,8 +530,21 @@ impl Endpoint {
         config.thread_name_prefix = self.options.thread_name_prefix.clone();
         config.stats = self.stats.clone();
         config.drain_grace = self.options.drain_grace;
+        let http2 = self.options.http2.then(|| {
+            Arc::new(H2Shared {
+                limits: self.options.http2_limits.clone(),
+                counters: Default::default(),
+            })
+        });
+        config.offer_h2 = http2.is_some();
+        self.http2 = http2.clone();
         let server = Server::start(listener, config, move |info| {
-            HttpConn::new(Arc::clone(&handler), Arc::clone(&settings), info.peer_addr)
+            Proto::new(
+                Arc::clone(&handler),
+                Arc::clone(&settings),
+                http2.clone(),
+                info.peer_addr,
+            )
         })?;
         self.server = Some(server);
         Ok(())
@@ -584,6 +623,14 @@ impl Endpoint {
     /// serving.
     pub fn transport_stats(&self) -> TransportStats {
         self.stats.clone()
+    }
+
+    /// Counters of the HTTP/2 connections since the endpoint started
+    /// serving (all zero when it does not serve HTTP/2).
+    pub fn http2_stats(&self) -> Http2Stats {
+        self.http2
+            .as_ref()
+            .map_or_else(Http2Stats::default, |h2| h2.counters.snapshot())
     }
 
     /// Connections open right now.

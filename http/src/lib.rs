@@ -11,6 +11,10 @@
 //!   never notice.
 //! * A handler that panics, or drops its [`ResponseWriter`] without
 //!   answering, produces a `500` for that request only.
+//! * HTTP/2 too (ALPN `h2` on TLS, h2c with prior knowledge on plaintext;
+//!   [`Options::http2`], [`Http2Limits`]): the same handlers and writers,
+//!   one stream per request, flow control on both levels, limits against
+//!   the known abuses (see `docs/http2.md`).
 //!
 //! # Example
 //!
@@ -44,9 +48,11 @@ mod endpoint;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod h2;
 mod middleware;
 mod parser;
 mod pool;
+mod proto;
 mod request;
 mod response;
 mod writer;
@@ -54,6 +60,7 @@ mod writer;
 pub use body::{BodyMode, BodyStream};
 pub use encode::{BodyEncoder, Encoding};
 pub use endpoint::{Endpoint, Options, ShutdownHandle};
+pub use h2::{Http2Limits, Http2Stats};
 pub use middleware::{
     run_heads, Answer, End, Exchange, HeadAction, Hooks, Middleware, RequestInfo,
 };

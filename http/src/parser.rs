@@ -119,7 +119,8 @@ pub(crate) struct RequestHead {
     pub(crate) path: ByteString,
     /// The raw query string, without the `?`.
     pub(crate) query: Option<ByteString>,
-    /// `HTTP_10` or `HTTP_11`.
+    /// `HTTP_10` or `HTTP_11` (`HTTP_2` for a head built from an HTTP/2
+    /// header list).
     pub(crate) version: Version,
     /// The header fields, in order, duplicates kept.
     pub(crate) headers: HeaderMap,

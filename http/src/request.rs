@@ -157,7 +157,8 @@ impl Request {
         form_pairs(self.head.query.as_deref().unwrap_or(""))
     }
 
-    /// The protocol version: `HTTP/1.0` or `HTTP/1.1`.
+    /// The protocol version: `HTTP/1.0`, `HTTP/1.1`, or `HTTP/2` (ALPN `h2`
+    /// or h2c).
     pub fn version(&self) -> Version {
         self.head.version
     }

@@ -7,6 +7,9 @@
 //! shutdown began (readiness), and every other request with
 //! `200 Hello, World!` (Pistache's hello example).
 //!
+//! HTTP/2 is served as well (ALPN `h2` over TLS, h2c with prior knowledge
+//! over plain HTTP), e.g. for `h2load` (see `tests/bench/run.sh`).
+//!
 //! Flags:
 //! * `--addr ADDR` — listen address (default `127.0.0.1:9080`); ignored
 //!   when systemd passes a listening socket (socket activation);

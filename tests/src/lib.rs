@@ -30,6 +30,7 @@ pub mod activation;
 pub mod certs;
 pub mod client;
 mod ffi;
+pub mod h2;
 pub mod libcurl;
 pub mod openapi;
 pub mod probe;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use curl::easy::{Easy2, Handler as CurlHandler, List, WriteError};
+use curl::easy::{Easy2, Handler as CurlHandler, HttpVersion, List, WriteError};
 use openssl::ssl::SslStream;
 use pistachio_rest::http::{Endpoint, Options, Request, ResponseWriter, StatusCode};
 use pistachio_tests::client::{
@@ -665,6 +665,8 @@ impl CurlHandler for Collect {
 /// server that never sends it makes the request slow) posts 100 KiB.
 fn curl_post_with_expect(port: u16, tls: bool) -> (u32, String, Vec<String>, Duration) {
     let mut easy = Easy2::new(Collect::default());
+    // `Expect: 100-continue` is HTTP/1.1's (libcurl would pick h2 by ALPN).
+    easy.http_version(HttpVersion::V11).unwrap();
     let url = if tls {
         let mut resolve = List::new();
         resolve

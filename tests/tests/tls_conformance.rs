@@ -38,14 +38,45 @@ fn exchange(server: &TestServer, builder: SslConnectorBuilder) -> io::Result<Opt
 // ALPN
 // ---------------------------------------------------------------------------
 
-/// The server selects `http/1.1` when offered, `http/1.0` for a client
-/// offering only that (what `curl --http1.0` does), nothing for a client
-/// without ALPN, and refuses with `no_application_protocol` only a client
-/// offering nothing it speaks.
+/// An endpoint with HTTP/2 off selects `http/1.1` when offered, `http/1.0`
+/// for a client offering only that (what `curl --http1.0` does), nothing
+/// for a client without ALPN, and refuses with `no_application_protocol`
+/// only a client offering nothing it speaks. With HTTP/2 on (the default)
+/// `h2` comes first.
 #[test]
 fn alpn_selects_what_the_server_speaks() {
     init_logging();
-    let server = TestServer::hello(1, true);
+    let h2_server = TestServer::hello(1, true);
+    let h2_cases: &[(&[&str], &[u8])] = &[
+        (&["h2"], b"h2"),
+        (&["http/1.1", "http/1.0", "h2"], b"h2"),
+        (&["http/1.0", "http/1.1"], b"http/1.1"),
+    ];
+    for (offered, selected) in h2_cases {
+        let mut builder = client();
+        builder.set_alpn_protos(&alpn_wire(offered)).unwrap();
+        let mut tls = TlsClient::connect_with(h2_server.port(), &builder.build(), "localhost")
+            .unwrap_or_else(|e| panic!("offering {offered:?}: {e}"));
+        let got = tls
+            .ssl_stream()
+            .ssl()
+            .selected_alpn_protocol()
+            .map(<[u8]>::to_vec);
+        assert_eq!(got.as_deref(), Some(*selected), "offering {offered:?}");
+    }
+    let options = pistachio_http::Options::default()
+        .threads(1)
+        .handshake_timeout(pistachio_tests::server::HANDSHAKE_TIMEOUT)
+        .tls(pistachio_tests::server::server_tls_config())
+        .http2(false);
+    let server = TestServer::start_with(
+        1,
+        true,
+        options,
+        |_, resp: pistachio_http::ResponseWriter| {
+            resp.send(pistachio_http::StatusCode::OK, HELLO_BODY)
+        },
+    );
     let cases: &[(&[&str], Option<&[u8]>)] = &[
         (&["http/1.0"], Some(b"http/1.0")),
         (&["http/1.1"], Some(b"http/1.1")),

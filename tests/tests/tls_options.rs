@@ -790,14 +790,57 @@ fn alpn_client(protocols: &[&str]) -> SslConnectorBuilder {
     builder
 }
 
-/// By default the server selects `http/1.1`; a client offering only `h2`
-/// gets a fatal `no_application_protocol` alert (no hang); a client
+/// [`serve_tls`] with HTTP/2 off: the endpoint speaks HTTP/1.x only.
+fn serve_tls_http1(tls: TlsConfig) -> Endpoint {
+    serve(
+        1,
+        Options::default()
+            .handshake_timeout(HANDSHAKE_TIMEOUT)
+            .http2(false)
+            .tls(tls),
+    )
+}
+
+/// An endpoint serving HTTP/2 (the default) selects `h2` for a client
+/// offering it, in whatever order; `http/1.1` for a client offering only
+/// that; nothing, and HTTP/1.1, for a client offering no ALPN.
+#[test]
+fn alpn_prefers_h2_when_the_endpoint_serves_http2() {
+    init_logging();
+    let server = serve_tls(build(server_builder()));
+    for offer in [
+        &["h2"][..],
+        &["http/1.1", "h2"],
+        &["h2", "http/1.1", "http/1.0"],
+    ] {
+        let mut stream =
+            TlsClient::connect_with(port(&server), &alpn_client(offer).build(), "localhost")
+                .unwrap_or_else(|e| panic!("{offer:?}: {e}"));
+        assert_eq!(
+            stream.ssl_stream().ssl().selected_alpn_protocol(),
+            Some(&b"h2"[..]),
+            "{offer:?}"
+        );
+    }
+    let (mut http1, _) = get(port(&server), alpn_client(&["http/1.1"]), "localhost").unwrap();
+    assert_eq!(
+        http1.ssl_stream().ssl().selected_alpn_protocol(),
+        Some(&b"http/1.1"[..])
+    );
+    http1.close().unwrap();
+    let (mut none, _) = get(port(&server), alpn_client(&[]), "localhost").unwrap();
+    assert_eq!(none.ssl_stream().ssl().selected_alpn_protocol(), None);
+    none.close().unwrap();
+}
+
+/// With HTTP/2 off the server selects `http/1.1`; a client offering only
+/// `h2` gets a fatal `no_application_protocol` alert (no hang); a client
 /// offering nothing is served without ALPN. With `without_alpn` nothing is
 /// selected and an `h2`-only client is served (HTTP/1.1 regardless).
 #[test]
 fn alpn_selects_http11_and_refuses_h2_only_clients() {
     init_logging();
-    let server = serve_tls(build(server_builder()));
+    let server = serve_tls_http1(build(server_builder()));
     let err = refused(
         port(&server),
         alpn_client(&["h2"]),
@@ -830,6 +873,7 @@ fn alpn_selects_http11_and_refuses_h2_only_clients() {
     );
 
     let no_alpn = serve_tls(build(server_builder().without_alpn()));
+    // (HTTP/2 on or off: without ALPN every client gets HTTP/1.1.)
     let (mut h2, _) = get(port(&no_alpn), alpn_client(&["h2"]), "localhost")
         .expect("without ALPN an h2-only client is not refused");
     assert_eq!(h2.ssl_stream().ssl().selected_alpn_protocol(), None);
@@ -859,7 +903,7 @@ fn connect_without_name_check(port: u16, name: &str) -> io::Result<SslStream<Tcp
 #[test]
 fn sni_selects_the_certificate_by_server_name() {
     init_logging();
-    let server = serve_tls(build(server_builder().sni_cert_files(
+    let server = serve_tls_http1(build(server_builder().sni_cert_files(
         "other.test",
         certs::other_chain_pem(),
         certs::other_key(),

@@ -147,6 +147,10 @@ pub struct ServerConfig {
     /// `Connection: close`) instead of finding the connection closed.
     /// Default zero: every connection is told at once.
     pub drain_grace: Duration,
+    /// Offer `h2` by ALPN, before `http/1.1` and `http/1.0`, on TLS
+    /// connections (for a protocol that speaks HTTP/2; default off).
+    /// The negotiated protocol is in [`TlsInfo::alpn`].
+    pub offer_h2: bool,
 }
 
 impl Default for ServerConfig {
@@ -163,6 +167,7 @@ impl Default for ServerConfig {
             thread_name_prefix: "pistachio-w".to_owned(),
             stats: TransportStats::new(),
             drain_grace: Duration::ZERO,
+            offer_h2: false,
         }
     }
 }
@@ -232,6 +237,7 @@ impl<M: Send + 'static> Server<M> {
             linger_timeout: config.linger_timeout,
             close_timeout: config.close_timeout,
             stats: config.stats.clone(),
+            offer_h2: config.offer_h2,
         });
         let reactor = Reactor::builder()
             .threads(config.threads)

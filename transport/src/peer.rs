@@ -49,6 +49,9 @@ pub struct TlsInfo {
     pub version: &'static str,
     /// Cipher suite, e.g. `TLS_AES_256_GCM_SHA384`.
     pub cipher: &'static str,
+    /// The protocol selected by ALPN (`h2`, `http/1.1`, `http/1.0`), or
+    /// `None` when the client offered none (or ALPN is off).
+    pub alpn: Option<&'static str>,
 }
 
 /// A timer change a protocol asked for during a callback.
@@ -377,6 +380,7 @@ impl PeerIo {
         Some(TlsInfo {
             version: tls.ssl.version(),
             cipher: tls.ssl.cipher().unwrap_or(""),
+            alpn: tls.ssl.alpn(),
         })
     }
 

@@ -384,18 +384,26 @@ impl Drop for Ssl {
 impl Ssl {
     /// `SSL_new` + `SSL_set_fd` + `SSL_set_accept_state`: a server-side
     /// session over `fd`, which must outlive the returned value.
-    pub(crate) fn new_server(ctx: &SslContextRef, fd: RawFd) -> Result<Ssl, ErrorStack> {
-        with_clean_queue("SSL_new", || Ssl::setup_server(ctx, fd))
+    /// `offer_h2`: the ALPN callback may select `h2` for this session.
+    pub(crate) fn new_server(
+        ctx: &SslContextRef,
+        fd: RawFd,
+        offer_h2: bool,
+    ) -> Result<Ssl, ErrorStack> {
+        with_clean_queue("SSL_new", || Ssl::setup_server(ctx, fd, offer_h2))
     }
 
     /// [`Ssl::new_server`]'s calls; on failure, `ErrorStack::get` takes the
     /// entries off the queue.
-    fn setup_server(ctx: &SslContextRef, fd: RawFd) -> Result<Ssl, ErrorStack> {
+    fn setup_server(ctx: &SslContextRef, fd: RawFd, offer_h2: bool) -> Result<Ssl, ErrorStack> {
         // `openssl::ssl::Ssl::new` is `SSL_new` plus the ex-data the
         // openssl crate's callbacks (verify, SNI, session cache) look up;
         // a bare `SSL_new` would make them abort. Its pointer is then owned
         // here, and freed by our `Drop` (which also frees that ex-data).
-        let owned = openssl::ssl::Ssl::new(ctx)?;
+        let mut owned = openssl::ssl::Ssl::new(ctx)?;
+        if offer_h2 {
+            owned.set_ex_data(crate::tls::offer_h2_index()?, ());
+        }
         let raw = owned.as_ptr();
         // Ownership of the SSL* moves to `ssl`, whose Drop frees it.
         std::mem::forget(owned);
@@ -538,6 +546,25 @@ impl Ssl {
         with_clean_queue("SSL_get_version", || unsafe {
             static_str(ffi::SSL_get_version(ptr))
         })
+    }
+
+    /// The protocol ALPN selected (`SSL_get0_alpn_selected`), if it is one
+    /// of those the server offers.
+    pub(crate) fn alpn(&self) -> Option<&'static str> {
+        let ptr = self.ptr.as_ptr();
+        let mut data: *const std::os::raw::c_uchar = std::ptr::null();
+        let mut len: std::os::raw::c_uint = 0;
+        // SAFETY: ptr is valid; the out-pointers point to locals. The
+        // result is NULL or `len` bytes owned by the session, read at once.
+        let selected = with_clean_queue("SSL_get0_alpn_selected", || unsafe {
+            ffi::SSL_get0_alpn_selected(ptr, &mut data, &mut len);
+            if data.is_null() {
+                None
+            } else {
+                Some(std::slice::from_raw_parts(data, len as usize).to_vec())
+            }
+        })?;
+        crate::tls::known_alpn(&selected)
     }
 
     /// The negotiated cipher suite name, if the handshake is done

@@ -4,18 +4,19 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::error::ErrorStack;
+use openssl::ex_data::Index;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    select_next_proto, AlpnError, NameType, SniError, SslAcceptor, SslAcceptorBuilder, SslContext,
-    SslMethod, SslMode, SslOptions, SslVerifyMode, SslVersion,
+    select_next_proto, AlpnError, NameType, SniError, Ssl, SslAcceptor, SslAcceptorBuilder,
+    SslContext, SslMethod, SslMode, SslOptions, SslVerifyMode, SslVersion,
 };
 use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
@@ -123,6 +124,32 @@ impl fmt::Debug for SelfSigned {
 /// alone). `SSL_select_next_proto` picks the first of these the client
 /// offers.
 const ALPN_PROTOCOLS: &[u8] = b"\x08http/1.1\x08http/1.0";
+
+/// [`ALPN_PROTOCOLS`] with `h2` first, for sessions created with
+/// `ServerConfig::offer_h2`.
+const ALPN_PROTOCOLS_H2: &[u8] = b"\x02h2\x08http/1.1\x08http/1.0";
+
+/// The ex-data slot that marks a session whose server offers `h2`: the
+/// ALPN callback belongs to the (shared, reloadable) context, the choice
+/// to the server that made the session.
+pub(crate) fn offer_h2_index() -> Result<Index<Ssl, ()>, ErrorStack> {
+    static INDEX: OnceLock<Index<Ssl, ()>> = OnceLock::new();
+    if let Some(index) = INDEX.get() {
+        return Ok(*index);
+    }
+    let index = Ssl::new_ex_index::<()>()?;
+    Ok(*INDEX.get_or_init(|| index))
+}
+
+/// The static name of an ALPN protocol the server knows.
+pub(crate) fn known_alpn(protocol: &[u8]) -> Option<&'static str> {
+    match protocol {
+        b"h2" => Some("h2"),
+        b"http/1.1" => Some("http/1.1"),
+        b"http/1.0" => Some("http/1.0"),
+        _ => None,
+    }
+}
 
 /// Key-exchange groups of Mozilla's intermediate profile (v5), in its
 /// order: OpenSSL's own default list also offers X448 and P-521.
@@ -352,7 +379,8 @@ impl TlsConfigBuilder {
         self
     }
 
-    /// Turns ALPN off. By default the server selects `http/1.1`, or
+    /// Turns ALPN off. By default the server selects `h2` when its
+    /// endpoint serves HTTP/2 and the client offers it, else `http/1.1`, or
     /// `http/1.0` for a client offering only that, and refuses, with a
     /// `no_application_protocol` alert, a client that offers only other
     /// protocols (`h2`): better than a silent mismatch. A client offering
@@ -479,8 +507,14 @@ impl TlsConfigBuilder {
             builder.set_options(SslOptions::NO_TICKET);
         }
         if !self.no_alpn {
-            builder.set_alpn_select_callback(|_, client| {
-                select_next_proto(ALPN_PROTOCOLS, client).ok_or(AlpnError::ALERT_FATAL)
+            builder.set_alpn_select_callback(|ssl, client| {
+                let offers_h2 = offer_h2_index().is_ok_and(|i| ssl.ex_data(i).is_some());
+                let ours = if offers_h2 {
+                    ALPN_PROTOCOLS_H2
+                } else {
+                    ALPN_PROTOCOLS
+                };
+                select_next_proto(ours, client).ok_or(AlpnError::ALERT_FATAL)
             });
         }
         if self.client_ca_file.is_some() || self.client_ca_dir.is_some() {

@@ -136,6 +136,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) linger_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) stats: TransportStats,
+    /// See `ServerConfig::offer_h2`.
+    pub(crate) offer_h2: bool,
 }
 
 pub(crate) type Factory<P> = dyn Fn(&PeerInfo) -> P + Send + Sync;
@@ -271,7 +273,8 @@ impl<P: Protocol> Worker<P> {
         }
         let tls = match &tls_ctx {
             None => None,
-            Some(tls_ctx) => match Ssl::new_server(tls_ctx, sock.as_raw_fd()) {
+            Some(tls_ctx) => match Ssl::new_server(tls_ctx, sock.as_raw_fd(), self.config.offer_h2)
+            {
                 Ok(ssl) => Some(ssl),
                 Err(e) => {
                     log::warn!("{peer_addr}: cannot create a TLS session: {e}");

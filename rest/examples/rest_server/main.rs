@@ -22,6 +22,9 @@
 //!   `"next": KEY` when more follow (pass it as the next `after`);
 //! * `GET /openapi.json` → the OpenAPI 3 document of all of the above.
 //!
+//! Clients may speak HTTP/2 (`curl --http2`, ALPN `h2`) or HTTP/1.1; with
+//! `--no-tls`, HTTP/2 with prior knowledge (`curl --http2-prior-knowledge`).
+//!
 //! Flags:
 //! * `--addr ADDR` — listen address (default `127.0.0.1:9443`; port 0 picks one);
 //! * `--threads N` — worker threads (default: number of CPUs);

@@ -1,0 +1,354 @@
+//! Header compression (HPACK, RFC 7541) through `loona-hpack`, with the
+//! limits the server needs around it: a header list is measured as it is
+//! decoded (RFC 9113 §6.5.2 sizes, 32 bytes of overhead per field) and not
+//! kept past the limit, so a small block that expands through the dynamic
+//! table (an "HPACK bomb") costs only its decoding time.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use loona_hpack::encoder::encode_integer_into;
+
+/// The dynamic table size the server's decoder allows (the default of
+/// `SETTINGS_HEADER_TABLE_SIZE`, which the server never changes).
+pub(crate) const DECODER_TABLE_SIZE: usize = 4096;
+
+/// The encoder's own dynamic table size, at most what the client allows.
+const ENCODER_TABLE_SIZE: usize = 4096;
+
+/// A decoded header list.
+pub(crate) type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What decoding a header block gave.
+#[derive(Debug)]
+pub(crate) enum Decoded {
+    /// The fields, in order.
+    Fields(Fields),
+    /// The list exceeds the size or count limit: the fields were decoded
+    /// (the dynamic table stays in step) and dropped.
+    TooLarge,
+}
+
+/// The block is not valid HPACK: a connection error (`COMPRESSION_ERROR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompressionError;
+
+/// Decodes the header blocks of one connection, in order.
+pub(crate) struct Decoder {
+    inner: loona_hpack::Decoder<'static>,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder").finish_non_exhaustive()
+    }
+}
+
+impl Decoder {
+    pub(crate) fn new() -> Decoder {
+        let mut inner = loona_hpack::Decoder::new();
+        inner.set_max_allowed_table_size(DECODER_TABLE_SIZE);
+        Decoder { inner }
+    }
+
+    /// Decodes one complete header block; fields beyond `max_list_size`
+    /// bytes (RFC 9113 §6.5.2 measure) or `max_fields` are dropped.
+    pub(crate) fn decode(
+        &mut self,
+        block: &[u8],
+        max_list_size: usize,
+        max_fields: usize,
+    ) -> Result<Decoded, CompressionError> {
+        let mut fields = Vec::new();
+        let mut size = 0usize;
+        let mut count = 0usize;
+        let mut over = false;
+        // The decoder does not panic on bad input as far as its tests go;
+        // should it, the connection ends with COMPRESSION_ERROR rather
+        // than the worker thread.
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.inner.decode_with_cb(block, |name, value| {
+                size = size.saturating_add(name.len() + value.len() + 32);
+                count += 1;
+                if size > max_list_size || count > max_fields {
+                    over = true;
+                }
+                if !over {
+                    fields.push((name.into_owned(), value.into_owned()));
+                }
+            })
+        }));
+        match result {
+            Ok(Ok(())) if over => Ok(Decoded::TooLarge),
+            Ok(Ok(())) => Ok(Decoded::Fields(fields)),
+            Ok(Err(_)) | Err(_) => Err(CompressionError),
+        }
+    }
+}
+
+/// Encodes the header blocks the server sends on one connection, in the
+/// order they are written.
+pub(crate) struct Encoder {
+    inner: loona_hpack::Encoder<'static>,
+    /// A smaller table size the client asked for, to be announced at the
+    /// start of the next block (RFC 7541 §4.2, §6.3).
+    pending_update: Option<usize>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("pending_update", &self.pending_update)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Encoder {
+    pub(crate) fn new() -> Encoder {
+        Encoder {
+            inner: loona_hpack::Encoder::new(),
+            pending_update: None,
+        }
+    }
+
+    /// The client's `SETTINGS_HEADER_TABLE_SIZE`: the encoder's table
+    /// shrinks to it if smaller than its own size.
+    pub(crate) fn set_peer_table_size(&mut self, size: u32) {
+        let size = (size as usize).min(ENCODER_TABLE_SIZE);
+        self.pending_update = Some(match self.pending_update {
+            // The smallest size since the last block must be announced
+            // too (RFC 7541 §4.2), so the smallest is what is kept.
+            Some(pending) => pending.min(size),
+            None => size,
+        });
+    }
+
+    /// Appends the block encoding `fields`.
+    pub(crate) fn encode<'a>(
+        &mut self,
+        fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        out: &mut Vec<u8>,
+    ) {
+        if let Some(size) = self.pending_update.take() {
+            // Writing to a Vec cannot fail.
+            let _ = encode_integer_into(size, 5, 0x20, out);
+            self.inner.set_max_table_size(size);
+        }
+        let _ = self.inner.encode_into(fields, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn decoded(decoder: &mut Decoder, block: &str) -> Vec<(String, String)> {
+        match decoder.decode(&hex(block), usize::MAX, usize::MAX).unwrap() {
+            Decoded::Fields(fields) => fields
+                .into_iter()
+                .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+                .collect(),
+            Decoded::TooLarge => panic!("no limit was set"),
+        }
+    }
+
+    fn list(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// RFC 7541 Appendix C.2: single fields of each representation.
+    #[test]
+    fn appendix_c2_field_representations() {
+        let cases: &[(&str, (&str, &str))] = &[
+            (
+                "400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572",
+                ("custom-key", "custom-header"),
+            ),
+            (
+                "040c 2f73 616d 706c 652f 7061 7468",
+                (":path", "/sample/path"),
+            ),
+            (
+                "1008 7061 7373 776f 7264 0673 6563 7265 74",
+                ("password", "secret"),
+            ),
+            ("82", (":method", "GET")),
+        ];
+        for (block, field) in cases {
+            let mut decoder = Decoder::new();
+            assert_eq!(decoded(&mut decoder, block), list(&[*field]));
+        }
+    }
+
+    fn request_sequence(blocks: [&str; 3]) {
+        let mut decoder = Decoder::new();
+        assert_eq!(
+            decoded(&mut decoder, blocks[0]),
+            list(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "www.example.com"),
+            ])
+        );
+        assert_eq!(
+            decoded(&mut decoder, blocks[1]),
+            list(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "www.example.com"),
+                ("cache-control", "no-cache"),
+            ])
+        );
+        assert_eq!(
+            decoded(&mut decoder, blocks[2]),
+            list(&[
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", "/index.html"),
+                (":authority", "www.example.com"),
+                ("custom-key", "custom-value"),
+            ])
+        );
+    }
+
+    /// RFC 7541 Appendix C.3: requests without Huffman coding, sharing the
+    /// dynamic table.
+    #[test]
+    fn appendix_c3_requests() {
+        request_sequence([
+            "8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d",
+            "8286 84be 5808 6e6f 2d63 6163 6865",
+            "8287 85bf 400a 6375 7374 6f6d 2d6b 6579 0c63 7573 746f 6d2d 7661 6c75 65",
+        ]);
+    }
+
+    /// RFC 7541 Appendix C.4: the same requests with Huffman coding.
+    #[test]
+    fn appendix_c4_requests_huffman() {
+        request_sequence([
+            "8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff",
+            "8286 84be 5886 a8eb 1064 9cbf",
+            "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf",
+        ]);
+    }
+
+    /// RFC 7541 Appendix C.5.1 and C.5.2: responses with a 256-byte table,
+    /// the second evicting the oldest entry.
+    #[test]
+    fn appendix_c5_eviction() {
+        let mut decoder = Decoder::new();
+        decoder.inner.set_max_table_size(256);
+        let date = "Mon, 21 Oct 2013 20:13:21 GMT";
+        let location = "https://www.example.com";
+        assert_eq!(
+            decoded(
+                &mut decoder,
+                "4803 3330 3258 0770 7269 7661 7465 611d 4d6f 6e2c 2032 3120 4f63 7420 3230 \
+                 3133 2032 303a 3133 3a32 3120 474d 546e 1768 7474 7073 3a2f 2f77 7777 2e65 \
+                 7861 6d70 6c65 2e63 6f6d",
+            ),
+            list(&[
+                (":status", "302"),
+                ("cache-control", "private"),
+                ("date", date),
+                ("location", location),
+            ])
+        );
+        assert_eq!(
+            decoded(&mut decoder, "4803 3330 37c1 c0bf"),
+            list(&[
+                (":status", "307"),
+                ("cache-control", "private"),
+                ("date", date),
+                ("location", location),
+            ])
+        );
+    }
+
+    #[test]
+    fn list_size_limit_drops_the_fields_but_keeps_the_table() {
+        let mut decoder = Decoder::new();
+        // C.3.1 adds `:authority: www.example.com` (57 bytes) to the table.
+        let first = hex("8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d");
+        // Four fields of the C.3.1 list: 42 + 39 + 38 + 57 bytes.
+        assert!(matches!(
+            decoder.decode(&first, 175, 100),
+            Ok(Decoded::TooLarge)
+        ));
+        // The entry is in the table all the same: C.3.2 refers to it.
+        let second = decoded(&mut decoder, "8286 84be 5808 6e6f 2d63 6163 6865");
+        assert_eq!(
+            second[3],
+            (":authority".to_string(), "www.example.com".to_string())
+        );
+        // A 4000-byte entry, then a thousand one-byte references to it:
+        // 4 KiB on the wire, 4 MB decoded. Refused, without keeping it.
+        let mut bomb_table = Decoder::new();
+        let mut literal = vec![0x40, 0x01, b'x'];
+        let _ = encode_integer_into(4000, 7, 0, &mut literal);
+        literal.extend(std::iter::repeat(b'a').take(4000));
+        literal.extend(std::iter::repeat(0x80 | 62).take(1000));
+        assert!(matches!(
+            bomb_table.decode(&literal, 64 * 1024, 10_000),
+            Ok(Decoded::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn encoder_round_trip_with_table_size_update() {
+        let mut encoder = Encoder::new();
+        let mut decoder = Decoder::new();
+        let fields: [(&[u8], &[u8]); 3] = [
+            (b":status", b"200"),
+            (b"content-type", b"text/plain"),
+            (b"x-custom", b"value"),
+        ];
+        for round in 0..3 {
+            if round == 1 {
+                encoder.set_peer_table_size(0);
+            }
+            let mut block = Vec::new();
+            encoder.encode(fields.iter().copied(), &mut block);
+            if round == 1 {
+                // A size update (001xxxxx) to 0 comes first.
+                assert_eq!(block[0], 0x20);
+            }
+            let got = match decoder.decode(&block, usize::MAX, usize::MAX).unwrap() {
+                Decoded::Fields(f) => f,
+                Decoded::TooLarge => unreachable!(),
+            };
+            let want: Fields = fields
+                .iter()
+                .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                .collect();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn bad_blocks_are_compression_errors() {
+        let mut decoder = Decoder::new();
+        // Index 0, an index past the tables, a truncated literal, a size
+        // update larger than allowed, a size update at the end.
+        for block in ["80", "ff00", "400a 6375", "3fe2 1f", "3f01"] {
+            assert_eq!(
+                decoder.decode(&hex(block), usize::MAX, usize::MAX).err(),
+                Some(CompressionError),
+                "{block}"
+            );
+            decoder = Decoder::new();
+        }
+    }
+}
