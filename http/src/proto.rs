@@ -158,6 +158,14 @@ impl Protocol for Proto {
         }
     }
 
+    fn on_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        match self {
+            Proto::Http1(c) => c.on_sent(conn),
+            Proto::Http2(c) => c.on_sent(conn),
+            Proto::Undecided(_) => {}
+        }
+    }
+
     fn on_drain(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         match self {
             Proto::Http1(c) => c.on_drain(conn),
