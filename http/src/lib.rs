@@ -51,7 +51,7 @@ mod request;
 mod response;
 mod writer;
 
-pub use body::{BodyMode, BodyStream};
+pub use body::{BodyMode, BodyStream, BodyTooLarge};
 pub use encode::{BodyEncoder, Encoding};
 pub use endpoint::{Endpoint, Options, ShutdownHandle};
 pub use middleware::{
