@@ -411,6 +411,7 @@ impl ApiDoc {
             status,
             description: description.to_owned(),
             content: None,
+            headers: Vec::new(),
         });
         self
     }
@@ -428,6 +429,7 @@ impl ApiDoc {
             status,
             description: description.to_owned(),
             content: Some((media_type.to_owned(), schema)),
+            headers: Vec::new(),
         });
         self
     }
@@ -472,6 +474,8 @@ struct ResponseDoc {
     status: StatusCode,
     description: String,
     content: Option<(String, Schema)>,
+    /// Its header fields: name, schema, description.
+    headers: Vec<(String, Schema, String)>,
 }
 
 /// One described route: method, pattern, handler, and its documentation.
@@ -668,6 +672,7 @@ impl RouteDesc {
             status,
             description: description.to_owned(),
             content: None,
+            headers: Vec::new(),
         });
         self
     }
@@ -684,7 +689,31 @@ impl RouteDesc {
             status,
             description: description.to_owned(),
             content: Some((media_type.to_owned(), schema)),
+            headers: Vec::new(),
         });
+        self
+    }
+
+    /// Documents a header field of the response documented last
+    /// ([`response`](Self::response) or
+    /// [`response_body`](Self::response_body)); does nothing before one.
+    ///
+    /// ```
+    /// use pistachio_rest::{Description, Schema, StatusCode};
+    ///
+    /// let mut api = Description::new("Store", "1.0.0");
+    /// api.get("/items/:id")
+    ///     .response(StatusCode::OK, "The item")
+    ///     .response_header("ETag", Schema::string(), "Its version");
+    /// let doc = api.openapi();
+    /// let ok = &doc["paths"]["/items/{id}"]["get"]["responses"]["200"];
+    /// assert_eq!(ok["headers"]["ETag"]["schema"]["type"], "string");
+    /// ```
+    pub fn response_header(&mut self, name: &str, schema: Schema, description: &str) -> &mut Self {
+        if let Some(last) = self.responses.last_mut() {
+            last.headers
+                .push((name.to_owned(), schema, description.to_owned()));
+        }
         self
     }
 
@@ -1160,6 +1189,18 @@ fn response_json(r: &ResponseDoc, schemas: &mut Map<String, Value>) -> Value {
     if let Some((media, schema)) = &r.content {
         schemas.extend(schema.1.clone());
         resp["content"] = json!({ media.clone(): {"schema": schema.0} });
+    }
+    if !r.headers.is_empty() {
+        let mut headers = Map::new();
+        for (name, schema, description) in &r.headers {
+            schemas.extend(schema.1.clone());
+            let mut header = json!({"schema": schema.0});
+            if !description.is_empty() {
+                header["description"] = json!(description);
+            }
+            headers.insert(name.clone(), header);
+        }
+        resp["headers"] = Value::Object(headers);
     }
     resp
 }
