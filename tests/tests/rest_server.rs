@@ -1470,18 +1470,17 @@ fn batteries_with_reqwest() {
     let r = server.call("PUT", "/v1/kv/doc", Some((&value, "application/json")));
     assert_eq!(r.status, 201);
     let url = format!("{}/v1/kv/doc", server.base);
-    let builders: [(&str, fn() -> reqwest::blocking::ClientBuilder); 3] = [
-        ("gzip", || {
-            reqwest::blocking::Client::builder().no_brotli().no_zstd()
-        }),
-        ("br", || {
-            reqwest::blocking::Client::builder().no_gzip().no_zstd()
-        }),
-        ("zstd", || {
-            reqwest::blocking::Client::builder().no_gzip().no_brotli()
-        }),
-    ];
-    for (coding, builder) in builders {
+    // Each coding alone: the client turns the other two off.
+    let only = |coding: &str| {
+        let builder = reqwest::blocking::Client::builder();
+        match coding {
+            "gzip" => builder.no_brotli().no_zstd(),
+            "br" => builder.no_gzip().no_zstd(),
+            _ => builder.no_gzip().no_brotli(),
+        }
+    };
+    for coding in ["gzip", "br", "zstd"] {
+        let builder = || only(coding);
         let client = builder().timeout(Duration::from_secs(10)).build().unwrap();
         let resp = client.get(&url).send().unwrap();
         assert_eq!(resp.status(), 200, "{coding}");
