@@ -1,4 +1,4 @@
-//! Run with `cargo run --release -p pistachio-rest --example rest_server`
+//! Run with `cargo run --release -p pistachio-rest --features compression,static-files,metrics --example rest_server`
 //!
 //! A key-value service a team can run: values are kept on disk (they
 //! survive restarts and crashes), streamed in and out (a 1 GiB value costs
@@ -18,7 +18,16 @@
 //! * `GET /v1/kv[?prefix=P][&limit=N][&after=KEY]` → `200` `{"keys": [...]}`,
 //!   sorted, at most `limit` (default 1000) keys after `after`; with
 //!   `"next": KEY` when more follow (pass it as the next `after`);
+//! * `GET /metrics` → the exchanges (by method, route template and status),
+//!   their durations and the transport's figures, in the Prometheus text
+//!   format;
+//! * `GET /static/PATH` (with `--static DIR`) → the files of `DIR`, with
+//!   validators, conditional and range requests;
 //! * `GET /openapi.json` → the OpenAPI 3 document of all of the above.
+//!
+//! Answers are compressed (zstd, br or gzip) as `Accept-Encoding` asks;
+//! values over 64 KiB, kept in files, and static files go out as stored
+//! (file answers are never encoded). An encoded answer's `ETag` is weak.
 //!
 //! Flags:
 //! * `--addr ADDR` — listen address (default `127.0.0.1:9443`; port 0 picks one);
@@ -34,21 +43,25 @@
 //!   read;
 //! * `--token TOKEN` (or the environment variable `PISTACHIO_TOKEN`) —
 //!   every `/v1/` request needs `Authorization: Bearer TOKEN`, else `401`
-//!   before its body is read; `/healthz`, `/metrics` and `/openapi.json`
-//!   stay open.
+//!   before its body is read; `/healthz`, `/metrics`, `/static/` and
+//!   `/openapi.json` stay open;
+//! * `--cors-origin ORIGIN` (repeatable) — browsers on these origins may
+//!   call the API (CORS); preflights are answered without a token;
+//! * `--static DIR` — serve `DIR` under `/static/`.
 //!
-//! Every exchange is written to stderr as one access-log line, by a
-//! [`Middleware`](pistachio_rest::Middleware) installed endpoint-wide, so
-//! that the router's `404`/`405` and the HTTP layer's own `400`/`408`/`413`/
-//! `431` answers are logged too:
+//! Every exchange is written to stderr as one access-log line (the
+//! [`AccessLog`] battery, JSON), by a middleware installed endpoint-wide,
+//! so that the router's `404`/`405` and the HTTP layer's own
+//! `400`/`408`/`413`/`431` answers are logged too:
 //!
 //! ```text
-//! access: 127.0.0.1:50312 "PUT /v1/kv/greeting HTTP/1.1" 201 0 0.2ms keep-alive completed
+//! access: {"bytes":0,"duration_ms":0.2,"end":"completed","keep_alive":true,"method":"PUT","remote":"127.0.0.1:50312","route":"/v1/kv/:key","status":201,"target":"/v1/kv/greeting","time":"2026-12-04T15:50:26Z","ttfb_ms":0.2,"version":"HTTP/1.1"}
 //! ```
 //!
-//! (client, request line (`-` for a request that could not be parsed),
-//! status, body bytes sent, time until the last byte was handed to the
-//! transport, whether the connection stays open, how the exchange ended).
+//! (`method`, `target` and `route` are `null` for a request that could not
+//! be parsed). `RUST_LOG` replaces the default filter
+//! (`error,pistachio::access=info`): keep `pistachio::access=info` in it
+//! for the lines, or set `pistachio::access=off` to drop them.
 //! Other logs go through `env_logger` (`RUST_LOG=debug`). Ctrl-C or
 //! SIGTERM shuts the server down cleanly.
 
