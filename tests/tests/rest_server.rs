@@ -460,6 +460,7 @@ fn every_endpoint_over_https() {
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in [
         ("/healthz", "get"),
+        ("/metrics", "get"),
         ("/v1/kv", "get"),
         ("/v1/kv/{key}", "get"),
         ("/v1/kv/{key}", "put"),
@@ -468,6 +469,19 @@ fn every_endpoint_over_https() {
         assert!(
             paths[path][method].is_object(),
             "{method} {path} undocumented"
+        );
+    }
+    // The entity tags, documented by the description itself.
+    for (method, status) in [
+        ("get", "200"),
+        ("get", "304"),
+        ("put", "201"),
+        ("put", "204"),
+    ] {
+        assert_eq!(
+            paths["/v1/kv/{key}"][method]["responses"][status]["headers"]["ETag"]["schema"]["type"],
+            "string",
+            "{method} {status}"
         );
     }
     validate_openapi(&r.body);
