@@ -506,7 +506,8 @@ fn rest_server_logs_every_exchange() {
 
     // (wire, method, target, status); `null` where the request could not
     // be parsed.
-    let cases: &[(&[u8], Option<&str>, Option<&str>, u16)] = &[
+    type Case<'a> = (&'a [u8], Option<&'a str>, Option<&'a str>, u16);
+    let cases: &[Case<'_>] = &[
         (
             b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             Some("GET"),
