@@ -1613,16 +1613,29 @@ fn metrics_count_known_traffic() {
     let (answer, _) = head_only(server.port(), "NOT A REQUEST\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
 
-    let r = server.call("GET", "/metrics", None);
-    assert_eq!(r.status, 200);
-    assert!(
-        r.content_type.as_deref().is_some_and(
-            |t| t.starts_with("application/openmetrics-text") || t.starts_with("text/plain")
-        ),
-        "{:?}",
-        r.content_type
-    );
-    let samples = prometheus_samples(&r.text());
+    // A refused exchange's completion may be counted just after its
+    // client saw the answer: scrape until the 400 is there (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let samples = loop {
+        let r = server.call("GET", "/metrics", None);
+        assert_eq!(r.status, 200);
+        assert!(
+            r.content_type
+                .as_deref()
+                .is_some_and(|t| t.starts_with("application/openmetrics-text")
+                    || t.starts_with("text/plain")),
+            "{:?}",
+            r.content_type
+        );
+        let samples = prometheus_samples(&r.text());
+        let refused = samples.iter().any(|(k, _)| {
+            k.starts_with("pistachio_http_requests_total{") && k.contains("status=\"400\"")
+        });
+        if refused || Instant::now() > deadline {
+            break samples;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let get = |series: &str| {
         *samples
             .get(series)
