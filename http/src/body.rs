@@ -30,10 +30,66 @@ pub enum BodyMode {
     /// lower): a larger declared `Content-Length` is refused with `413
     /// Payload Too Large` before any of the body is read; a chunked body
     /// that grows past it fails the stream with
-    /// [`io::ErrorKind::InvalidData`], and the connection closes after the
+    /// [`io::ErrorKind::InvalidData`] carrying a [`BodyTooLarge`] (match it
+    /// with [`BodyTooLarge::of`]), and the connection closes after the
     /// handler's answer (which says `Connection: close`).
     StreamedUpTo(u64),
 }
+
+/// The error inside the [`io::Error`] (kind
+/// [`InvalidData`](io::ErrorKind::InvalidData)) that a [`BodyStream`]
+/// fails with when the body grows past its route's limit
+/// ([`BodyMode::StreamedUpTo`]): the answer a handler owes is `413 Payload
+/// Too Large`, not the `400` of malformed framing.
+///
+/// ```
+/// use std::io;
+/// use pistachio_http::BodyTooLarge;
+///
+/// fn status_of(e: &io::Error) -> u16 {
+///     if BodyTooLarge::of(e).is_some() {
+///         413
+///     } else {
+///         400
+///     }
+/// }
+/// let over = io::Error::new(io::ErrorKind::InvalidData, BodyTooLarge::new(1024));
+/// assert_eq!(status_of(&over), 413);
+/// assert_eq!(status_of(&io::Error::new(io::ErrorKind::InvalidData, "bad chunk")), 400);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTooLarge {
+    limit: u64,
+}
+
+impl BodyTooLarge {
+    /// The error of a body over `limit` bytes.
+    pub fn new(limit: u64) -> BodyTooLarge {
+        BodyTooLarge { limit }
+    }
+
+    /// The limit the body went past, in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The [`BodyTooLarge`] inside `error`, if that is what it is.
+    pub fn of(error: &io::Error) -> Option<&BodyTooLarge> {
+        error.get_ref()?.downcast_ref::<BodyTooLarge>()
+    }
+}
+
+impl fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request body exceeds its size limit ({} bytes)",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
 
 /// Decoded bytes a stream may hold before the connection stops reading.
 const HIGH_WATER: usize = 1024 * 1024;
@@ -60,6 +116,7 @@ pub(crate) enum Piece {
     Data(Vec<u8>),
     End,
     Failed(io::ErrorKind, &'static str),
+    TooLarge(u64),
 }
 
 /// Byte accounting shared by the connection (producer) and the stream.
@@ -114,6 +171,11 @@ impl BodySender {
     /// away, `InvalidData` for malformed framing.
     pub(crate) fn fail(&self, kind: io::ErrorKind, why: &'static str) {
         let _ = self.tx.send(Piece::Failed(kind, why));
+    }
+
+    /// Ends the stream with a [`BodyTooLarge`] error.
+    pub(crate) fn too_large(&self, limit: u64) {
+        let _ = self.tx.send(Piece::TooLarge(limit));
     }
 }
 
@@ -181,7 +243,8 @@ impl BodyStream {
     /// The next piece of the body as the client sent it, `Ok(None)` at its
     /// end. Errors: the client went away or sent malformed framing
     /// ([`io::ErrorKind::UnexpectedEof`] / [`io::ErrorKind::InvalidData`]),
-    /// nothing arrived within the body timeout ([`io::ErrorKind::TimedOut`]).
+    /// the body grew past its route's limit ([`BodyTooLarge`], of kind
+    /// `InvalidData`), nothing arrived within the body timeout ([`io::ErrorKind::TimedOut`]).
     pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
         if self.pos < self.current.len() {
             // What `read` left of the current piece, without a copy.
@@ -229,6 +292,13 @@ impl BodyStream {
             Piece::Failed(kind, why) => {
                 self.finished = true;
                 Err(io::Error::new(kind, why))
+            }
+            Piece::TooLarge(limit) => {
+                self.finished = true;
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    BodyTooLarge::new(limit),
+                ))
             }
         }
     }

@@ -800,10 +800,7 @@ impl HttpConn {
         );
         self.stop_reading();
         self.inbuf = Vec::new();
-        body.sender.fail(
-            std::io::ErrorKind::InvalidData,
-            "request body exceeds its size limit",
-        );
+        body.sender.too_large(body.limit);
         self.close_after(conn, body.seq);
         self.set_backlog(conn, Backlog::Body, false);
         false

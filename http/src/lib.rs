@@ -57,7 +57,7 @@ mod request;
 mod response;
 mod writer;
 
-pub use body::{BodyMode, BodyStream};
+pub use body::{BodyMode, BodyStream, BodyTooLarge};
 pub use encode::{BodyEncoder, Encoding};
 pub use endpoint::{Endpoint, Options, ShutdownHandle};
 pub use h2::{Http2Limits, Http2Stats};

@@ -188,6 +188,14 @@ impl Hooks {
     pub const RESPONSE_HEADERS: Hooks = Hooks(8);
     /// Every hook, and [`Hooks::RESPONSE_HEADERS`].
     pub const ALL: Hooks = Hooks(15);
+    /// Not a hook, and not in [`Hooks::ALL`]: the [`RequestInfo`] that
+    /// response and completion hooks see holds the request's `Referer`
+    /// and `User-Agent` ([`RequestInfo::referer`],
+    /// [`RequestInfo::user_agent`]), for a Combined Log Format line.
+    /// Honoured when an endpoint-wide middleware
+    /// ([`Options::middleware`](crate::Options::middleware)) names it;
+    /// without one, nothing is kept.
+    pub const REQUEST_HEADERS: Hooks = Hooks(16);
 
     /// Whether every hook of `other` is in `self`.
     pub const fn contains(self, other: Hooks) -> bool {
@@ -323,6 +331,29 @@ pub struct RequestInfo {
     received: Instant,
     /// The route template, once a router matched one.
     pub(crate) route: Option<Arc<str>>,
+    /// `Referer` and `User-Agent`, when a layer asked
+    /// ([`Hooks::REQUEST_HEADERS`]).
+    captured: Option<Box<Captured>>,
+}
+
+/// The request header fields kept for [`Hooks::REQUEST_HEADERS`].
+#[derive(Debug, Clone)]
+struct Captured {
+    referer: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+}
+
+impl Captured {
+    fn of(headers: &HeaderMap) -> Option<Box<Captured>> {
+        let referer = headers.get(http::header::REFERER).cloned();
+        let user_agent = headers.get(http::header::USER_AGENT).cloned();
+        (referer.is_some() || user_agent.is_some()).then(|| {
+            Box::new(Captured {
+                referer,
+                user_agent,
+            })
+        })
+    }
 }
 
 impl RequestInfo {
@@ -330,10 +361,22 @@ impl RequestInfo {
         RequestInfo::of_head(request.head(), request.peer_addr(), received)
     }
 
+    /// The facts of `head`, its `Referer` and `User-Agent` too (for the
+    /// answers made outside the handler; [`Layered::new`] drops them
+    /// unless a layer asked).
     pub(crate) fn of_head(
         head: &RequestHead,
         peer_addr: SocketAddr,
         received: Instant,
+    ) -> RequestInfo {
+        RequestInfo::build(head, peer_addr, received, true)
+    }
+
+    fn build(
+        head: &RequestHead,
+        peer_addr: SocketAddr,
+        received: Instant,
+        capture: bool,
     ) -> RequestInfo {
         RequestInfo {
             method: Some(head.method.clone()),
@@ -343,6 +386,11 @@ impl RequestInfo {
             peer_addr,
             received,
             route: None,
+            captured: if capture {
+                Captured::of(&head.headers)
+            } else {
+                None
+            },
         }
     }
 
@@ -356,6 +404,7 @@ impl RequestInfo {
             peer_addr,
             received: Instant::now(),
             route: None,
+            captured: None,
         }
     }
 
@@ -369,6 +418,7 @@ impl RequestInfo {
             peer_addr,
             received,
             route: None,
+            captured: None,
         }
     }
 
@@ -414,6 +464,17 @@ impl RequestInfo {
     /// [`ResponseWriter::set_route`]: crate::ResponseWriter::set_route
     pub fn route(&self) -> Option<&str> {
         self.route.as_deref()
+    }
+
+    /// The request's `Referer`, if it has one (visible ASCII) and an
+    /// endpoint-wide middleware asked for it ([`Hooks::REQUEST_HEADERS`]).
+    pub fn referer(&self) -> Option<&str> {
+        self.captured.as_ref()?.referer.as_ref()?.to_str().ok()
+    }
+
+    /// The request's `User-Agent`, like [`RequestInfo::referer`].
+    pub fn user_agent(&self) -> Option<&str> {
+        self.captured.as_ref()?.user_agent.as_ref()?.to_str().ok()
     }
 
     /// When the request head was complete (for a refused request: when
@@ -659,7 +720,10 @@ impl fmt::Debug for Layered {
 }
 
 impl Layered {
-    pub(crate) fn new(info: RequestInfo, layers: Layers) -> Layered {
+    pub(crate) fn new(mut info: RequestInfo, layers: Layers) -> Layered {
+        if !layers.want(Hooks::REQUEST_HEADERS) {
+            info.captured = None;
+        }
         Layered {
             info,
             layers,
@@ -738,8 +802,9 @@ impl Layered {
         received: Instant,
         shared: &SharedLayers,
     ) -> Box<Layered> {
+        let capture = shared.1.contains(Hooks::REQUEST_HEADERS);
         let Some(mut record) = spare else {
-            let info = RequestInfo::of(request, received);
+            let info = RequestInfo::build(request.head(), request.peer_addr(), received, capture);
             return Box::new(Layered::new(info, Layers::shared(shared)));
         };
         // Field by field, in place: the old record is done (no hook is
@@ -757,6 +822,9 @@ impl Layered {
         debug_assert_eq!(info.peer_addr, request.peer_addr());
         info.received = received;
         info.route = None;
+        if capture {
+            info.captured = Captured::of(&head.headers);
+        }
         if Arc::ptr_eq(&record.layers.outer, &shared.0) {
             // The layers the handler added to the last exchange go; their
             // room stays for the next one's.
@@ -788,6 +856,7 @@ impl Layered {
     ) -> Box<Self> {
         self.finish(keep_alive, end, now);
         self.info.target = None;
+        self.info.captured = None;
         self.info.path = PathOf::Unknown;
         self.headers = None;
         self
@@ -896,6 +965,7 @@ mod tests {
             peer_addr: "127.0.0.1:1".parse().unwrap(),
             received: Instant::now(),
             route: None,
+            captured: None,
         }
     }
 

@@ -25,6 +25,19 @@ pub enum AccessLogFormat {
     /// `-` stands for what is unknown: the request line of a request the
     /// server could not parse, an empty body, a request no route matched.
     Common,
+    /// The Combined Log Format: the Common one with the request's
+    /// `Referer` and `User-Agent` after the body size, then the route
+    /// template and the duration as in [`Common`](Self::Common):
+    ///
+    /// ```text
+    /// 127.0.0.1 - - [04/Dec/2026:14:55:36 +0000] "GET /users/42 HTTP/1.1" 200 17 "https://example.com/" "curl/8.9.1" "/users/:id" 0.214
+    /// ```
+    ///
+    /// `"-"` for a field the request did not have. The two header values
+    /// are kept for the log only by an access log installed endpoint-wide
+    /// ([`Options::middleware`](pistachio_http::Options::middleware)),
+    /// which asks for them with [`Hooks::REQUEST_HEADERS`].
+    Combined,
     /// One JSON object per line, with the fields `time` (RFC 3339, UTC),
     /// `remote`, `method`, `target`, `route`, `version`, `status`,
     /// `bytes` (body bytes sent), `duration_ms`, `ttfb_ms`,
@@ -42,7 +55,8 @@ pub enum AccessLogFormat {
 /// a malformed request, `408`, `413`, `414`, `431`); installed on a
 /// router ([`Router::layer`](crate::Router::layer)), the router's only.
 /// It implements [`Middleware::on_complete`] alone, so it costs nothing
-/// on the way in.
+/// on the way in (the combined format only keeps the request's `Referer`
+/// and `User-Agent` values for its line, [`Hooks::REQUEST_HEADERS`]).
 ///
 /// [`Options::middleware`]: pistachio_http::Options::middleware
 ///
@@ -72,6 +86,11 @@ impl AccessLog {
         AccessLog::new(AccessLogFormat::Common)
     }
 
+    /// Lines in the Combined Log Format ([`AccessLogFormat::Combined`]).
+    pub fn combined() -> AccessLog {
+        AccessLog::new(AccessLogFormat::Combined)
+    }
+
     /// JSON lines ([`AccessLogFormat::Json`]).
     pub fn json() -> AccessLog {
         AccessLog::new(AccessLogFormat::Json)
@@ -82,7 +101,8 @@ impl AccessLog {
     pub fn line(&self, exchange: &Exchange<'_>, now: SystemTime) -> String {
         let started = now.checked_sub(exchange.total()).unwrap_or(now);
         match self.format {
-            AccessLogFormat::Common => common_line(exchange, started),
+            AccessLogFormat::Common => common_line(exchange, started, false),
+            AccessLogFormat::Combined => common_line(exchange, started, true),
             AccessLogFormat::Json => json_line(exchange, started),
         }
     }
@@ -97,7 +117,10 @@ impl Middleware for AccessLog {
     }
 
     fn hooks(&self) -> Hooks {
-        Hooks::ON_COMPLETE
+        match self.format {
+            AccessLogFormat::Combined => Hooks::ON_COMPLETE | Hooks::REQUEST_HEADERS,
+            _ => Hooks::ON_COMPLETE,
+        }
     }
 }
 
@@ -155,7 +178,7 @@ fn httpdate_fields(t: SystemTime) -> DateFields {
     }
 }
 
-fn common_line(ex: &Exchange<'_>, started: SystemTime) -> String {
+fn common_line(ex: &Exchange<'_>, started: SystemTime, combined: bool) -> String {
     let req = ex.request;
     let mut line = String::with_capacity(128);
     let _ = write!(
@@ -181,6 +204,13 @@ fn common_line(ex: &Exchange<'_>, started: SystemTime) -> String {
         line.push('-');
     } else {
         let _ = write!(line, "{}", ex.body_bytes);
+    }
+    if combined {
+        for value in [req.referer(), req.user_agent()] {
+            line.push_str(" \"");
+            push_escaped(&mut line, value.unwrap_or("-"));
+            line.push('"');
+        }
     }
     match req.route() {
         Some(route) => {

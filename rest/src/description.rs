@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use pistachio_http::{Method, Middleware, StatusCode};
+use pistachio_http::{BodyMode, Method, Middleware, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::request::RestRequest;
@@ -411,6 +411,7 @@ impl ApiDoc {
             status,
             description: description.to_owned(),
             content: None,
+            headers: Vec::new(),
         });
         self
     }
@@ -428,6 +429,7 @@ impl ApiDoc {
             status,
             description: description.to_owned(),
             content: Some((media_type.to_owned(), schema)),
+            headers: Vec::new(),
         });
         self
     }
@@ -472,6 +474,8 @@ struct ResponseDoc {
     status: StatusCode,
     description: String,
     content: Option<(String, Schema)>,
+    /// Its header fields: name, schema, description.
+    headers: Vec<(String, Schema, String)>,
 }
 
 /// One described route: method, pattern, handler, and its documentation.
@@ -482,6 +486,10 @@ pub struct RouteDesc {
     pattern: String,
     handler: Option<BoxHandler>,
     middleware: Vec<BoxMiddleware>,
+    /// Its own layers, inside the description's.
+    layers: Vec<Layer>,
+    /// How its request bodies are read.
+    body_mode: BodyMode,
     summary: Option<String>,
     description: Option<String>,
     tags: Vec<String>,
@@ -499,6 +507,8 @@ impl fmt::Debug for RouteDesc {
             .field("method", &self.method)
             .field("pattern", &self.pattern)
             .field("has_handler", &self.handler.is_some())
+            .field("layers", &self.layers.len())
+            .field("body_mode", &self.body_mode)
             .field("summary", &self.summary)
             .field("params", &self.params)
             .field("responses", &self.responses)
@@ -524,6 +534,58 @@ impl RouteDesc {
         F: Fn(&mut RestRequest, RestResponse) -> Flow + Send + Sync + 'static,
     {
         self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// Wraps the exchanges of this route in `layer`, inside the layers of
+    /// the description ([`Description::layer`]), in the order added, as
+    /// [`RouteGroup::layer`](crate::RouteGroup::layer) does for a group:
+    /// its head hook runs with the route known, before any of the body is
+    /// read.
+    pub fn layer(&mut self, layer: impl Middleware) -> &mut Self {
+        self.layers.push(Arc::new(layer));
+        self
+    }
+
+    /// The handler takes the request body as a stream
+    /// ([`RestRequest::take_body_stream`]) as it arrives, instead of
+    /// buffered, as [`RouteGroup::streamed_body`](crate::RouteGroup::streamed_body)
+    /// does for a group. No size limit applies unless
+    /// [`max_body`](Self::max_body) sets one.
+    ///
+    /// ```
+    /// use pistachio_rest::{Description, RestRequest, RestResponse, Router, Schema, StatusCode};
+    ///
+    /// let mut api = Description::new("Uploads", "1.0.0");
+    /// api.put("/files/:name")
+    ///     .max_body(1 << 30)
+    ///     .request_body(&["*/*"], Schema::binary(), true)
+    ///     .response(StatusCode::NO_CONTENT, "Stored")
+    ///     .handler(|mut req: RestRequest, resp: RestResponse| {
+    ///         let body = req.take_body_stream().expect("a streamed route");
+    ///         // Read it off the worker thread (a pool, a thread), then answer.
+    ///         # drop(body);
+    ///         resp.send(StatusCode::NO_CONTENT, "");
+    ///     });
+    /// let router = Router::from_description(api)?;
+    /// # Ok::<(), pistachio_rest::RouteError>(())
+    /// ```
+    pub fn streamed_body(&mut self) -> &mut Self {
+        if !matches!(self.body_mode, BodyMode::StreamedUpTo(_)) {
+            self.body_mode = BodyMode::Streamed;
+        }
+        self
+    }
+
+    /// At most `bytes` of request body for this route, in place of the
+    /// endpoint's `max_request_size`; makes the body streamed
+    /// ([`streamed_body`](Self::streamed_body)). As with
+    /// [`RouteGroup::max_body`](crate::RouteGroup::max_body), a larger
+    /// declared `Content-Length` is answered `413` before any of the body
+    /// is read, and a chunked body that grows past it fails the stream with
+    /// a [`BodyTooLarge`](pistachio_http::BodyTooLarge) error.
+    pub fn max_body(&mut self, bytes: u64) -> &mut Self {
+        self.body_mode = BodyMode::StreamedUpTo(bytes);
         self
     }
 
@@ -610,6 +672,7 @@ impl RouteDesc {
             status,
             description: description.to_owned(),
             content: None,
+            headers: Vec::new(),
         });
         self
     }
@@ -626,7 +689,31 @@ impl RouteDesc {
             status,
             description: description.to_owned(),
             content: Some((media_type.to_owned(), schema)),
+            headers: Vec::new(),
         });
+        self
+    }
+
+    /// Documents a header field of the response documented last
+    /// ([`response`](Self::response) or
+    /// [`response_body`](Self::response_body)); does nothing before one.
+    ///
+    /// ```
+    /// use pistachio_rest::{Description, Schema, StatusCode};
+    ///
+    /// let mut api = Description::new("Store", "1.0.0");
+    /// api.get("/items/:id")
+    ///     .response(StatusCode::OK, "The item")
+    ///     .response_header("ETag", Schema::string(), "Its version");
+    /// let doc = api.openapi();
+    /// let ok = &doc["paths"]["/items/{id}"]["get"]["responses"]["200"];
+    /// assert_eq!(ok["headers"]["ETag"]["schema"]["type"], "string");
+    /// ```
+    pub fn response_header(&mut self, name: &str, schema: Schema, description: &str) -> &mut Self {
+        if let Some(last) = self.responses.last_mut() {
+            last.headers
+                .push((name.to_owned(), schema, description.to_owned()));
+        }
         self
     }
 
@@ -824,6 +911,8 @@ impl Description {
             pattern: pattern.to_owned(),
             handler: None,
             middleware: Vec::new(),
+            layers: Vec::new(),
+            body_mode: BodyMode::Buffered,
             summary: None,
             description: None,
             tags: Vec::new(),
@@ -1101,6 +1190,18 @@ fn response_json(r: &ResponseDoc, schemas: &mut Map<String, Value>) -> Value {
         schemas.extend(schema.1.clone());
         resp["content"] = json!({ media.clone(): {"schema": schema.0} });
     }
+    if !r.headers.is_empty() {
+        let mut headers = Map::new();
+        for (name, schema, description) in &r.headers {
+            schemas.extend(schema.1.clone());
+            let mut header = json!({"schema": schema.0});
+            if !description.is_empty() {
+                header["description"] = json!(description);
+            }
+            headers.insert(name.clone(), header);
+        }
+        resp["headers"] = Value::Object(headers);
+    }
     resp
 }
 
@@ -1197,6 +1298,7 @@ impl Router {
         // Each described route keeps its own handler and middleware as they
         // are: no wrapping, no extra call per request.
         let mut flat: Vec<FlatRoute> = Vec::new();
+        let mut bodies = Vec::new();
         if let Some(path) = description.openapi_path {
             let serve = move |_req: RestRequest, mut resp: RestResponse| {
                 resp.set_mime("application/json");
@@ -1209,20 +1311,24 @@ impl Router {
                 middleware: Vec::new(),
                 layers: Vec::new(),
             });
+            bodies.push(BodyMode::Buffered);
         }
         for route in description.routes {
             let handler = route.handler.expect("validated: every route has a handler");
             let mut middleware = description.middleware.clone();
             middleware.extend(route.middleware);
+            let mut layers = description.layers.clone();
+            layers.extend(route.layers);
             flat.push(FlatRoute {
                 method: route.method,
                 pattern: route.pattern,
                 handler,
                 middleware,
-                layers: description.layers.clone(),
+                layers,
             });
+            bodies.push(route.body_mode);
         }
-        self.mount_flat(flat)
+        self.mount_with_bodies(flat, bodies)
     }
 }
 

@@ -118,6 +118,7 @@ pub use pistachio_http as http;
 pub use pistachio_reactor as reactor;
 pub use pistachio_transport as transport;
 
+pub use pistachio_http::BodyTooLarge;
 pub use pistachio_http::{
     header, percent_decode, Answer, BodyMode, BodyStream, ConnectionInfo, End, Endpoint, Exchange,
     Handler, HeadAction, HeaderMap, HeaderName, HeaderValue, Hooks, Method, Middleware, Options,

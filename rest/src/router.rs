@@ -410,14 +410,8 @@ impl Router {
     }
 
     /// Adds routes that already carry their full pattern and middleware
-    /// chain. All or nothing.
-    pub(crate) fn mount_flat(&mut self, flat: Vec<FlatRoute>) -> Result<&mut Self, RouteError> {
-        let bodies = vec![BodyMode::Buffered; flat.len()];
-        self.mount_with_bodies(flat, bodies)
-    }
-
-    /// [`mount_flat`](Self::mount_flat), with each route's body mode.
-    fn mount_with_bodies(
+    /// chain, each with its body mode. All or nothing.
+    pub(crate) fn mount_with_bodies(
         &mut self,
         flat: Vec<FlatRoute>,
         bodies: Vec<BodyMode>,

@@ -553,6 +553,61 @@ fn access_log_writes_one_line_per_exchange() {
     assert!(value["duration_ms"].as_f64().unwrap() >= 0.0);
 }
 
+/// The Combined Log Format: `Referer` and `User-Agent` after the size,
+/// kept for the log because the access log asks for them
+/// (`Hooks::REQUEST_HEADERS`), on handler answers and on the HTTP layer's
+/// own refusals alike; `"-"` when absent. The Common format next to it
+/// never sees them.
+#[test]
+fn combined_access_log_has_referer_and_user_agent() {
+    let metrics = Metrics::new();
+    let server = Server::start(false, &metrics, Some(AccessLog::combined()));
+    let ask = RequestBuilder::get("/users/comb-1")
+        .header("Referer", "https://example.com/from?x=\"1\"")
+        .header("User-Agent", "pistachio-test/1.0 (combined)");
+    assert_eq!(server.ask(ask).status, 200);
+    assert_eq!(server.ask(RequestBuilder::get("/users/comb-2")).status, 200);
+    // Refused by the HTTP layer from its head (a body over the size
+    // limit): 413, the head's fields still known.
+    let mut raw = connect_tcp(server.port()).unwrap();
+    raw.write_all(
+        b"POST /users/comb-3 HTTP/1.1\r\nHost: x\r\nUser-Agent: refused-agent/2\r\n\
+          Content-Length: 1000000000000\r\n\r\n",
+    )
+    .unwrap();
+    let mut client = PlainClient::new(raw);
+    assert_eq!(client.read_response().unwrap().status, 413);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = |marker: &str| loop {
+        let lines = lines_with(marker);
+        if !lines.is_empty() || Instant::now() > deadline {
+            assert_eq!(lines.len(), 1, "{marker}: {lines:?}");
+            return lines[0].clone();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let with = line("/users/comb-1 ");
+    assert!(
+        with.contains(
+            "\"GET /users/comb-1 HTTP/1.1\" 200 11 \"https://example.com/from?x=\\\"1\\\"\" \
+             \"pistachio-test/1.0 (combined)\" \"/users/:id\" "
+        ),
+        "{with}"
+    );
+    let without = line("/users/comb-2 ");
+    assert!(
+        without.contains("\"GET /users/comb-2 HTTP/1.1\" 200 11 \"-\" \"-\" \"/users/:id\" "),
+        "{without}"
+    );
+    let refused = line("refused-agent/2");
+    assert!(
+        refused.contains("\"POST /users/comb-3 HTTP/1.1\" 413 ")
+            && refused.contains(" \"-\" \"refused-agent/2\" "),
+        "{refused}"
+    );
+}
+
 #[test]
 fn transport_bytes_are_counted_exactly() {
     use std::io::Read;

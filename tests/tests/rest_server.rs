@@ -32,6 +32,9 @@ struct Server {
     lines: Mutex<mpsc::Receiver<String>>,
     /// Its `--data-dir`.
     data: Arc<TempDir>,
+    /// What it writes to stderr, line by line, when captured
+    /// ([`Server::start_capturing`]).
+    stderr: Option<Mutex<mpsc::Receiver<String>>>,
 }
 
 impl Server {
@@ -42,6 +45,20 @@ impl Server {
 
     /// Starts a server on `data`, with `PISTACHIO_TOKEN` set to `env_token`.
     fn start_on(data: Arc<TempDir>, extra: &[&str], env_token: Option<&str>) -> Server {
+        Server::spawn(data, extra, env_token, false)
+    }
+
+    /// [`Server::start`], with its stderr captured ([`Server::stderr_line`]).
+    fn start_capturing(extra: &[&str]) -> Server {
+        Server::spawn(Arc::new(TempDir::new("pistachio-kv")), extra, None, true)
+    }
+
+    fn spawn(
+        data: Arc<TempDir>,
+        extra: &[&str],
+        env_token: Option<&str>,
+        capture_stderr: bool,
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_rest_server"));
         command
             .args(["--addr", "127.0.0.1:0", "--threads", "3"])
@@ -49,12 +66,29 @@ impl Server {
             .arg(data.path())
             .args(extra)
             .env_remove("PISTACHIO_TOKEN")
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(if capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            });
         if let Some(token) = env_token {
             command.env("PISTACHIO_TOKEN", token);
         }
         let mut child = command.spawn().expect("starting rest_server");
+        let stderr = child.stderr.take().map(|stderr| {
+            let (tx, lines) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            Mutex::new(lines)
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -92,6 +126,25 @@ impl Server {
             cacert,
             lines: Mutex::new(lines),
             data,
+            stderr,
+        }
+    }
+
+    /// The next line on its (captured) stderr for which `wanted` holds.
+    fn stderr_line(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let lines = self
+            .stderr
+            .as_ref()
+            .expect("started with start_capturing")
+            .lock()
+            .unwrap();
+        loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("rest_server wrote no {what} to stderr"));
+            if wanted(&line) {
+                return line;
+            }
         }
     }
 
@@ -384,6 +437,7 @@ fn every_endpoint_over_https() {
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in [
         ("/healthz", "get"),
+        ("/metrics", "get"),
         ("/v1/kv", "get"),
         ("/v1/kv/{key}", "get"),
         ("/v1/kv/{key}", "put"),
@@ -392,6 +446,19 @@ fn every_endpoint_over_https() {
         assert!(
             paths[path][method].is_object(),
             "{method} {path} undocumented"
+        );
+    }
+    // The entity tags, documented by the description itself.
+    for (method, status) in [
+        ("get", "200"),
+        ("get", "304"),
+        ("put", "201"),
+        ("put", "204"),
+    ] {
+        assert_eq!(
+            paths["/v1/kv/{key}"][method]["responses"][status]["headers"]["ETag"]["schema"]["type"],
+            "string",
+            "{method} {status}"
         );
     }
     validate_openapi(&r.body);
@@ -1185,5 +1252,430 @@ fn a_token_guards_v1_before_any_body_is_read() {
     assert_eq!(server.call("GET", "/v1/kv", None).status, 401);
     let r = server.call_with("GET", "/v1/kv", None, &["Authorization: Bearer from-env"]);
     assert_eq!(r.status, 200);
+    server.stop();
+}
+
+/// Runs the `curl` program with `args` on `server` + `path` (trusting its
+/// certificate); returns the response head (of the last response) with
+/// lower-case field names, and the body as written by curl (decoded, with
+/// `--compressed`).
+fn curl_cli(server: &Server, path: &str, args: &[&str]) -> (String, Vec<u8>) {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = std::env::temp_dir().join(format!("pistachio-curl-{}-{n}", std::process::id()));
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "--max-time", "10", "-D", "-", "-o"])
+        .arg(&out);
+    if let Some(pem) = &server.cacert {
+        command.arg("--cacert").arg(pem);
+    }
+    let result = command
+        .args(args)
+        .arg(format!("{}{path}", server.base))
+        .output()
+        .expect("running curl (the program)");
+    assert!(
+        result.status.success(),
+        "curl {args:?} {path}: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let body = std::fs::read(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    let head = String::from_utf8_lossy(&result.stdout).into_owned();
+    // The last response's head (after any `100 Continue`).
+    let head = head
+        .rsplit("HTTP/")
+        .find(|h| !h.trim().is_empty())
+        .map(|h| format!("HTTP/{h}"))
+        .unwrap_or_default();
+    let head = head
+        .lines()
+        .map(|l| match l.split_once(':') {
+            Some((name, value)) if !l.starts_with("HTTP/") => {
+                format!("{}:{value}", name.to_ascii_lowercase())
+            }
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    (head, body)
+}
+
+/// The value of field `name` (lower case) in a head from [`curl_cli`].
+fn field<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// A text value that compresses well, under the store's inline size.
+fn compressible() -> Vec<u8> {
+    (0..400)
+        .map(|i| format!("{{\"line\": {i}, \"text\": \"the same words again\"}}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// The batteries seen by the `curl` program over HTTPS: a compressed
+/// answer (`--compressed`), its weak tag still validating a conditional
+/// GET, CORS preflights answered before the token check, and a range of
+/// a file under `/static/`.
+#[test]
+fn batteries_with_the_curl_program() {
+    let files = Arc::new(TempDir::new("pistachio-kv"));
+    std::fs::create_dir_all(files.path().join("css")).unwrap();
+    let site: Vec<u8> = (0..1000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    std::fs::write(files.path().join("css/site.css"), &site).unwrap();
+    let dir = files.path().to_str().unwrap();
+    let server = Server::start(&[
+        "--token",
+        "tok",
+        "--cors-origin",
+        "https://app.example",
+        "--cors-origin",
+        "https://other.example",
+        "--static",
+        dir,
+    ]);
+    let auth = "Authorization: Bearer tok";
+    let value = compressible();
+    let r = server.call_with(
+        "PUT",
+        "/v1/kv/doc",
+        Some((&value, "application/json")),
+        &[auth],
+    );
+    assert_eq!(r.status, 201);
+
+    // Compressed as curl asks, and decoded back to the very bytes.
+    let (head, body) = curl_cli(&server, "/v1/kv/doc", &["--compressed", "-H", auth]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let coding = field(&head, "content-encoding").unwrap_or_else(|| panic!("{head}"));
+    assert!(["zstd", "br", "gzip"].contains(&coding), "{head}");
+    assert_eq!(body, value);
+    let tag = field(&head, "etag").unwrap().to_owned();
+    assert!(
+        tag.starts_with("W/\""),
+        "an encoded answer's tag is weak: {tag}"
+    );
+    // Its weak tag still makes a conditional GET a 304.
+    let (head, body) = curl_cli(
+        &server,
+        "/v1/kv/doc",
+        &[
+            "--compressed",
+            "-H",
+            auth,
+            "-H",
+            &format!("If-None-Match: {tag}"),
+        ],
+    );
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
+    assert!(body.is_empty());
+
+    // A preflight without a token: answered by CORS, not refused.
+    let preflight = |origin: &str| {
+        curl_cli(
+            &server,
+            "/v1/kv/doc",
+            &[
+                "-X",
+                "OPTIONS",
+                "-H",
+                &format!("Origin: {origin}"),
+                "-H",
+                "Access-Control-Request-Method: PUT",
+                "-H",
+                "Access-Control-Request-Headers: authorization, if-match",
+            ],
+        )
+        .0
+    };
+    let head = preflight("https://app.example");
+    assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+    assert_eq!(
+        field(&head, "access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert!(
+        field(&head, "access-control-allow-methods").is_some_and(|m| m.contains("PUT")),
+        "{head}"
+    );
+    assert!(
+        field(&head, "access-control-allow-headers")
+            .is_some_and(|h| h.contains("authorization") && h.contains("if-match")),
+        "{head}"
+    );
+    // An origin not allowed: no CORS fields, so the browser refuses it.
+    let head = preflight("https://evil.example");
+    assert!(
+        field(&head, "access-control-allow-origin").is_none(),
+        "{head}"
+    );
+    // The actual request still needs its token, and exposes the tag.
+    let (head, _) = curl_cli(
+        &server,
+        "/v1/kv/doc",
+        &["-H", "Origin: https://other.example"],
+    );
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let (head, _) = curl_cli(
+        &server,
+        "/v1/kv/doc",
+        &["-H", "Origin: https://other.example", "-H", auth],
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        field(&head, "access-control-allow-origin"),
+        Some("https://other.example")
+    );
+    assert_eq!(field(&head, "access-control-expose-headers"), Some("etag"));
+
+    // A range of a static file (no token: not under /v1/).
+    let (head, body) = curl_cli(&server, "/static/css/site.css", &["-r", "10-19"]);
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert_eq!(field(&head, "content-range"), Some("bytes 10-19/1000"));
+    assert_eq!(body, &site[10..20]);
+    assert_eq!(field(&head, "content-type"), Some("text/css"));
+    // ... and a conditional GET of it.
+    let (head, _) = curl_cli(&server, "/static/css/site.css", &[]);
+    let tag = field(&head, "etag")
+        .unwrap_or_else(|| panic!("{head}"))
+        .to_owned();
+    let (head, body) = curl_cli(
+        &server,
+        "/static/css/site.css",
+        &["-H", &format!("If-None-Match: {tag}")],
+    );
+    assert!(head.starts_with("HTTP/1.1 304"), "{head}");
+    assert!(body.is_empty());
+    // Nothing outside the directory.
+    let (head, _) = curl_cli(&server, "/static/%2e%2e/%2e%2e/etc/passwd", &[]);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    server.stop();
+}
+
+/// reqwest, which decodes every coding itself, asking for one coding at a
+/// time: the same bytes each time, the tag made weak by the encoding.
+#[test]
+fn batteries_with_reqwest() {
+    let server = Server::start(&["--no-tls"]);
+    let value = compressible();
+    let r = server.call("PUT", "/v1/kv/doc", Some((&value, "application/json")));
+    assert_eq!(r.status, 201);
+    let url = format!("{}/v1/kv/doc", server.base);
+    // Each coding alone: the client turns the other two off.
+    let only = |coding: &str| {
+        let builder = reqwest::blocking::Client::builder();
+        match coding {
+            "gzip" => builder.no_brotli().no_zstd(),
+            "br" => builder.no_gzip().no_zstd(),
+            _ => builder.no_gzip().no_brotli(),
+        }
+    };
+    for coding in ["gzip", "br", "zstd"] {
+        let builder = || only(coding);
+        let client = builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let resp = client.get(&url).send().unwrap();
+        assert_eq!(resp.status(), 200, "{coding}");
+        let tag = resp.headers()["etag"].to_str().unwrap().to_owned();
+        assert!(tag.starts_with("W/\""), "{coding}: {tag}");
+        assert!(
+            resp.headers()["vary"]
+                .to_str()
+                .unwrap()
+                .contains("Accept-Encoding"),
+            "{coding}"
+        );
+        assert_eq!(resp.bytes().unwrap(), value, "{coding}");
+        // The coding itself, seen without decoding.
+        let raw = reqwest::blocking::Client::builder()
+            .no_gzip()
+            .no_brotli()
+            .no_zstd()
+            .build()
+            .unwrap()
+            .get(&url)
+            .header("accept-encoding", coding)
+            .send()
+            .unwrap();
+        assert_eq!(raw.headers()["content-encoding"], coding);
+        assert!(raw.bytes().unwrap().len() < value.len() / 4, "{coding}");
+    }
+    // Without Accept-Encoding: identity, with the strong tag.
+    let raw = reqwest::blocking::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .build()
+        .unwrap()
+        .get(&url)
+        .send()
+        .unwrap();
+    assert!(raw.headers().get("content-encoding").is_none());
+    assert!(!raw.headers()["etag"].to_str().unwrap().starts_with("W/"));
+    assert_eq!(raw.bytes().unwrap(), value);
+    server.stop();
+}
+
+/// The samples of a Prometheus text exposition, `name{labels}` → value,
+/// by the Prometheus Python client's parser when it is installed (else
+/// by splitting the lines).
+fn prometheus_samples(text: &str) -> std::collections::HashMap<String, f64> {
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join('%s="%s"' % (k, v) for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let has_parser = Command::new("python3")
+        .args(["-c", "import prometheus_client.parser"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_parser {
+        assert!(
+            std::env::var_os("PISTACHIO_REQUIRE_PROMETHEUS_PARSER").is_none(),
+            "prometheus_client (PyPI) is required but not installed"
+        );
+        return text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_owned(), value.parse().ok()?))
+            })
+            .collect();
+    }
+    let mut child = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A scrape of `/metrics` (open without the token) after known traffic:
+/// the exchanges by route template and status, the HTTP layer's own `400`,
+/// and the transport's figures.
+#[test]
+fn metrics_count_known_traffic() {
+    let server = Server::start(&["--no-tls", "--token", "tok"]);
+    let auth = "Authorization: Bearer tok";
+    for _ in 0..3 {
+        assert_eq!(server.call("GET", "/healthz", None).status, 200);
+    }
+    assert_eq!(
+        server
+            .call_with("GET", "/v1/kv/missing", None, &[auth])
+            .status,
+        404
+    );
+    assert_eq!(server.call("GET", "/v1/kv/missing", None).status, 401);
+    let (answer, _) = head_only(server.port(), "NOT A REQUEST\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+
+    // A refused exchange's completion may be counted just after its
+    // client saw the answer: scrape until the 400 is there (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let samples = loop {
+        let r = server.call("GET", "/metrics", None);
+        assert_eq!(r.status, 200);
+        assert!(
+            r.content_type
+                .as_deref()
+                .is_some_and(|t| t.starts_with("application/openmetrics-text")
+                    || t.starts_with("text/plain")),
+            "{:?}",
+            r.content_type
+        );
+        let samples = prometheus_samples(&r.text());
+        let refused = samples.iter().any(|(k, _)| {
+            k.starts_with("pistachio_http_requests_total{") && k.contains("status=\"400\"")
+        });
+        if refused || Instant::now() > deadline {
+            break samples;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let get = |series: &str| {
+        *samples
+            .get(series)
+            .unwrap_or_else(|| panic!("no {series} in {:#?}", samples.keys()))
+    };
+    assert_eq!(
+        get(r#"pistachio_http_requests_total{method="GET",route="/healthz",status="200"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"pistachio_http_requests_total{method="GET",route="/v1/kv/:key",status="404"}"#),
+        1.0
+    );
+    let unrouted = |status: &str| {
+        samples
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("pistachio_http_requests_total{")
+                    && k.contains(&format!("status=\"{status}\""))
+                    && !k.contains("route=\"/")
+            })
+            .map(|(_, v)| *v)
+            .sum::<f64>()
+    };
+    assert_eq!(unrouted("401"), 1.0, "{samples:#?}");
+    assert_eq!(unrouted("400"), 1.0, "{samples:#?}");
+    // The transport: every connection above was accepted by it.
+    assert!(get("pistachio_connections_accepted_total") >= 6.0);
+    assert!(get("pistachio_transport_received_bytes_total") > 0.0);
+    assert!(get("pistachio_transport_sent_bytes_total") > 0.0);
+    server.stop();
+}
+
+/// One access-log line per exchange on stderr, the HTTP layer's own `400`
+/// for a request it could not parse included.
+#[test]
+fn the_access_log_has_the_http_layers_400() {
+    let server = Server::start_capturing(&["--no-tls"]);
+    let access = |line: &str| -> Option<serde_json::Value> {
+        serde_json::from_str(line.strip_prefix("access: ")?).ok()
+    };
+    assert_eq!(server.call("GET", "/healthz", None).status, 200);
+    let line = server.stderr_line("access line", |l| access(l).is_some());
+    let entry = access(&line).unwrap();
+    assert_eq!(entry["status"], 200, "{line}");
+    assert_eq!(entry["method"], "GET", "{line}");
+    assert_eq!(entry["target"], "/healthz", "{line}");
+    assert_eq!(entry["route"], "/healthz", "{line}");
+    assert_eq!(entry["keep_alive"], true, "{line}");
+    assert_eq!(entry["end"], "completed", "{line}");
+    assert!(entry["remote"].as_str().unwrap().starts_with("127.0.0.1:"));
+
+    let (answer, closed) = head_only(server.port(), "GET /\u{7f} HTTP/1.1\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert!(closed);
+    let line = server.stderr_line("access line of the 400", |l| access(l).is_some());
+    let entry = access(&line).unwrap();
+    assert_eq!(entry["status"], 400, "{line}");
+    assert_eq!(entry["method"], serde_json::Value::Null, "{line}");
+    assert_eq!(entry["keep_alive"], false, "{line}");
     server.stop();
 }

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use pistachio_rest::{
-    Endpoint, Options, RestRequest, RestResponse, RouteGroup, Router, StatusCode,
+    Answer, BodyTooLarge, Description, Endpoint, HeadAction, Hooks, Middleware, Options, Request,
+    RestRequest, RestResponse, RouteGroup, Router, StatusCode,
 };
 use pistachio_tests::client::Connection;
 use pistachio_tests::init_logging;
@@ -26,7 +27,8 @@ fn rss() -> u64 {
 }
 
 /// Reads the streamed body on its own thread and answers `name=count`, or
-/// `400` with the read error.
+/// `413` for a body over the route's limit ([`BodyTooLarge`]), `400` with
+/// any other read error.
 fn count(mut req: RestRequest, resp: RestResponse) {
     let name = req.param_str("name").unwrap_or("?").to_owned();
     let Some(mut body) = req.take_body_stream() else {
@@ -39,7 +41,15 @@ fn count(mut req: RestRequest, resp: RestResponse) {
             match body.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => total += n as u64,
-                Err(e) => return resp.send(StatusCode::BAD_REQUEST, format!("{e}")),
+                Err(e) => {
+                    return match BodyTooLarge::of(&e) {
+                        Some(over) => resp.send(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("over the limit of {}", over.limit()),
+                        ),
+                        None => resp.send(StatusCode::BAD_REQUEST, format!("{e}")),
+                    }
+                }
             }
         }
         resp.send(StatusCode::OK, format!("{name}={total}"));
@@ -207,9 +217,11 @@ fn route_limit_below_the_endpoint_limit_refuses() {
         client.write_all(&[b'c'; 0x400]).unwrap();
         client.write_all(b"\r\n").unwrap();
     }
+    // The stream's error says what it is: the handler answers 413, not
+    // the 400 of malformed framing.
     let (status, head, body) = response(&mut client);
-    assert_eq!(status, 400, "{head}");
-    assert!(body.contains("exceeds its size limit"), "{body}");
+    assert_eq!(status, 413, "{head}");
+    assert_eq!(body, "over the limit of 1024");
     assert!(head.contains("connection: close"), "{head}");
     assert!(closes(&mut client));
 }
@@ -240,4 +252,89 @@ fn buffered_route_still_buffers() {
     .unwrap();
     let (status, head, _) = response(&mut client);
     assert_eq!(status, 413, "{head}");
+}
+
+/// Refuses, at the head, requests that carry `x-deny`.
+struct Deny;
+
+impl Middleware for Deny {
+    fn on_head(&self, request: &Request) -> HeadAction {
+        if request.headers().contains_key("x-deny") {
+            HeadAction::Answer(Answer::new(StatusCode::FORBIDDEN, "denied"))
+        } else {
+            HeadAction::Continue
+        }
+    }
+
+    fn hooks(&self) -> Hooks {
+        Hooks::ON_HEAD
+    }
+}
+
+/// Described routes stream and carry layers like grouped ones:
+/// `RouteDesc::max_body` (streamed, its own limit), `RouteDesc::streamed_body`
+/// and `RouteDesc::layer` (its head hook, on that route only).
+#[test]
+fn described_routes_stream_and_carry_layers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    init_logging();
+    let mut api = Description::new("Uploads", "1.0.0");
+    api.put("/small/:name").max_body(1024).handler(count);
+    api.put("/big/:name")
+        .streamed_body()
+        .layer(Deny)
+        .handler(count);
+    api.get("/open")
+        .handler(|_req: RestRequest, resp: RestResponse| resp.send(StatusCode::OK, "open"));
+    let router = Router::from_description(api).unwrap();
+    let options = Options::default().threads(1).max_request_size(4096);
+    let mut endpoint = Endpoint::bind("127.0.0.1:0", options).unwrap();
+    endpoint.serve_threaded(router).unwrap();
+    let addr = endpoint.local_addr();
+
+    // Over the route's limit, declared: 413 from the head.
+    let mut client = connect(addr);
+    client
+        .write_all(b"PUT /small/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\n")
+        .unwrap();
+    let (status, head, _) = response(&mut client);
+    assert_eq!(status, 413, "{head}");
+    // Chunked past it: the handler's stream fails with `BodyTooLarge`.
+    let mut client = connect(addr);
+    client
+        .write_all(b"PUT /small/b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    for _ in 0..2 {
+        client.write_all(b"400\r\n").unwrap();
+        client.write_all(&[b'b'; 0x400]).unwrap();
+        client.write_all(b"\r\n").unwrap();
+    }
+    let (status, head, body) = response(&mut client);
+    assert_eq!(
+        (status, body.as_str()),
+        (413, "over the limit of 1024"),
+        "{head}"
+    );
+
+    // Streamed with no limit of its own: past the endpoint's 4096.
+    let mut client = connect(addr);
+    client
+        .write_all(b"PUT /big/c HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\n")
+        .unwrap();
+    client.write_all(&[b'c'; 10000]).unwrap();
+    assert_eq!(response(&mut client).2, "c=10000");
+
+    // The route's layer answers its head; other routes never see it.
+    let mut client = connect(addr);
+    client
+        .write_all(b"PUT /big/d HTTP/1.1\r\nHost: x\r\nX-Deny: 1\r\nContent-Length: 5\r\n\r\nddddd")
+        .unwrap();
+    let (status, head, body) = response(&mut client);
+    assert_eq!((status, body.as_str()), (403, "denied"), "{head}");
+    let mut client = connect(addr);
+    client
+        .write_all(b"GET /open HTTP/1.1\r\nHost: x\r\nX-Deny: 1\r\n\r\n")
+        .unwrap();
+    assert_eq!(response(&mut client).2, "open");
+    endpoint.shutdown();
 }

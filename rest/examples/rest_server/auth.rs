@@ -1,8 +1,10 @@
 //! Bearer-token access control, decided when the request head arrives.
 
 use openssl::sha::sha256;
-use pistachio_rest::header::WWW_AUTHENTICATE;
-use pistachio_rest::{Answer, HeadAction, HeaderValue, Hooks, Middleware, Request, StatusCode};
+use pistachio_rest::header::{ACCESS_CONTROL_REQUEST_METHOD, WWW_AUTHENTICATE};
+use pistachio_rest::{
+    Answer, HeadAction, HeaderValue, Hooks, Method, Middleware, Request, StatusCode,
+};
 
 /// Requires `Authorization: Bearer TOKEN` on every request under a path
 /// prefix (its first segment, e.g. `v1`); other paths stay open.
@@ -15,6 +17,8 @@ use pistachio_rest::{Answer, HeadAction, HeaderValue, Hooks, Middleware, Request
 pub struct BearerAuth {
     digest: [u8; 32],
     segment: &'static str,
+    /// Whether CORS preflights pass without a token.
+    preflights: bool,
 }
 
 impl std::fmt::Debug for BearerAuth {
@@ -22,6 +26,7 @@ impl std::fmt::Debug for BearerAuth {
         // Never the token or its digest.
         f.debug_struct("BearerAuth")
             .field("segment", &self.segment)
+            .field("preflights", &self.preflights)
             .finish_non_exhaustive()
     }
 }
@@ -37,7 +42,17 @@ impl BearerAuth {
         BearerAuth {
             digest: sha256(token.as_bytes()),
             segment,
+            preflights: false,
         }
+    }
+
+    /// Lets CORS preflights (`OPTIONS` with `Access-Control-Request-Method`)
+    /// through without a token, for a CORS middleware behind it to answer:
+    /// browsers never send credentials with a preflight (Fetch standard,
+    /// "CORS-preflight request"), and a preflight answer holds no data.
+    pub fn passing_preflights(mut self) -> BearerAuth {
+        self.preflights = true;
+        self
     }
 
     /// Whether `path` (raw, as on the request line) is guarded. The router
@@ -65,6 +80,14 @@ fn bearer_token(authorization: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// Whether `request` is a CORS preflight.
+fn is_preflight(request: &Request) -> bool {
+    request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+}
+
 fn unauthorized(reason: &str, challenge: &'static str) -> HeadAction {
     HeadAction::Answer(
         Answer::new(StatusCode::UNAUTHORIZED, reason)
@@ -74,7 +97,7 @@ fn unauthorized(reason: &str, challenge: &'static str) -> HeadAction {
 
 impl Middleware for BearerAuth {
     fn on_head(&self, request: &Request) -> HeadAction {
-        if !self.guards(request.path()) {
+        if !self.guards(request.path()) || (self.preflights && is_preflight(request)) {
             return HeadAction::Continue;
         }
         match request.authorization() {

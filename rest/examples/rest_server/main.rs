@@ -1,4 +1,4 @@
-//! Run with `cargo run --release -p pistachio-rest --example rest_server`
+//! Run with `cargo run --release -p pistachio-rest --features compression,static-files,metrics --example rest_server`
 //!
 //! A key-value service a team can run: values are kept on disk (they
 //! survive restarts and crashes), streamed in and out (a 1 GiB value costs
@@ -20,10 +20,19 @@
 //! * `GET /v1/kv[?prefix=P][&limit=N][&after=KEY]` → `200` `{"keys": [...]}`,
 //!   sorted, at most `limit` (default 1000) keys after `after`; with
 //!   `"next": KEY` when more follow (pass it as the next `after`);
+//! * `GET /metrics` → the exchanges (by method, route template and status),
+//!   their durations and the transport's figures, in the Prometheus text
+//!   format;
+//! * `GET /static/PATH` (with `--static DIR`) → the files of `DIR`, with
+//!   validators, conditional and range requests;
 //! * `GET /openapi.json` → the OpenAPI 3 document of all of the above.
 //!
 //! Clients may speak HTTP/2 (`curl --http2`, ALPN `h2`) or HTTP/1.1; with
 //! `--no-tls`, HTTP/2 with prior knowledge (`curl --http2-prior-knowledge`).
+//!
+//! Answers are compressed (zstd, br or gzip) as `Accept-Encoding` asks;
+//! values over 64 KiB, kept in files, and static files go out as stored
+//! (file answers are never encoded). An encoded answer's `ETag` is weak.
 //!
 //! Flags:
 //! * `--addr ADDR` — listen address (default `127.0.0.1:9443`; port 0 picks one);
@@ -39,40 +48,46 @@
 //!   read;
 //! * `--token TOKEN` (or the environment variable `PISTACHIO_TOKEN`) —
 //!   every `/v1/` request needs `Authorization: Bearer TOKEN`, else `401`
-//!   before its body is read; `/healthz`, `/metrics` and `/openapi.json`
-//!   stay open.
+//!   before its body is read; `/healthz`, `/metrics`, `/static/` and
+//!   `/openapi.json` stay open;
+//! * `--cors-origin ORIGIN` (repeatable) — browsers on these origins may
+//!   call the API (CORS); preflights are answered without a token;
+//! * `--static DIR` — serve `DIR` under `/static/`.
 //!
-//! Every exchange is written to stderr as one access-log line, by a
-//! [`Middleware`](pistachio_rest::Middleware) installed endpoint-wide, so
-//! that the router's `404`/`405` and the HTTP layer's own `400`/`408`/`413`/
-//! `431` answers are logged too:
+//! Every exchange is written to stderr as one access-log line (the
+//! [`AccessLog`] battery, JSON), by a middleware installed endpoint-wide,
+//! so that the router's `404`/`405` and the HTTP layer's own
+//! `400`/`408`/`413`/`431` answers are logged too:
 //!
 //! ```text
-//! access: 127.0.0.1:50312 "PUT /v1/kv/greeting HTTP/1.1" 201 0 0.2ms keep-alive completed
+//! access: {"bytes":0,"duration_ms":0.2,"end":"completed","keep_alive":true,"method":"PUT","remote":"127.0.0.1:50312","route":"/v1/kv/:key","status":201,"target":"/v1/kv/greeting","time":"2026-12-04T15:50:26Z","ttfb_ms":0.2,"version":"HTTP/1.1"}
 //! ```
 //!
-//! (client, request line (`-` for a request that could not be parsed),
-//! status, body bytes sent, time until the last byte was handed to the
-//! transport, whether the connection stays open, how the exchange ended).
+//! (`method`, `target` and `route` are `null` for a request that could not
+//! be parsed). `RUST_LOG` replaces the default filter
+//! (`error,pistachio::access=info`): keep `pistachio::access=info` in it
+//! for the lines, or set `pistachio::access=off` to drop them.
 //! Other logs go through `env_logger` (`RUST_LOG=debug`). Ctrl-C or
 //! SIGTERM shuts the server down cleanly.
 
 mod auth;
 mod store;
 
-use std::fs::File;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pistachio_rest::blocking::BlockingPool;
+use pistachio_rest::compression::Compression;
+use pistachio_rest::cors::Cors;
 use pistachio_rest::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
+use pistachio_rest::metrics::Metrics;
 use pistachio_rest::serde_json::json;
 use pistachio_rest::{
-    bind, Description, End, Endpoint, Exchange, HeaderMap, HeaderName, HeaderValue, HttpError,
-    Method, Middleware, Options, RestRequest, RestResponse, RouteDesc, RouteGroup, Router, Schema,
-    ShutdownHandle, StatusCode, TlsConfig,
+    bind, AccessLog, BodyTooLarge, Description, Endpoint, HeaderMap, HeaderName, HeaderValue,
+    HttpError, Method, Options, RestRequest, RestResponse, RouteDesc, Router, Schema,
+    SecurityScheme, ServeDir, ShutdownHandle, StatusCode, TlsConfig, ACCESS_LOG_TARGET,
 };
 
 use auth::BearerAuth;
@@ -80,7 +95,8 @@ use store::{Data, Removed, Store, Written};
 
 const USAGE: &str = "usage: rest_server [--addr ADDR] [--threads N] \
                      [--tls-cert FILE --tls-key FILE | --no-tls] [--data-dir DIR] \
-                     [--max-value-size BYTES] [--token TOKEN]";
+                     [--max-value-size BYTES] [--token TOKEN] [--cors-origin ORIGIN]... \
+                     [--static DIR]";
 
 /// Content type of values stored without one.
 const DEFAULT_TYPE: &str = "application/octet-stream";
@@ -100,6 +116,8 @@ struct Args {
     data_dir: PathBuf,
     max_value_size: u64,
     token: Option<String>,
+    cors_origins: Vec<String>,
+    static_dir: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -112,6 +130,8 @@ fn parse_args() -> Result<Args, String> {
         data_dir: "pistachio-data".into(),
         max_value_size: 1 << 30,
         token: std::env::var(TOKEN_ENV).ok(),
+        cors_origins: Vec::new(),
+        static_dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -139,6 +159,14 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| format!("--max-value-size: not a number: {v}"))?;
             }
             "--token" => args.token = Some(value()?),
+            "--cors-origin" => {
+                let origin = value()?;
+                if HeaderValue::from_str(&origin).is_err() || origin.trim().is_empty() {
+                    return Err(format!("--cors-origin: not an origin: {origin:?}"));
+                }
+                args.cors_origins.push(origin);
+            }
+            "--static" => args.static_dir = Some(value()?.into()),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
@@ -269,8 +297,6 @@ fn precondition_failed(mut resp: RestResponse, current: Option<&str>) {
 struct Kv {
     store: Store,
     max_value_size: u64,
-    /// Whether `/proc/self/fd` reopens an open value file (Linux).
-    proc_fd: bool,
 }
 
 impl Kv {
@@ -372,20 +398,16 @@ impl Kv {
             Data::Inline(bytes) => resp.send(StatusCode::OK, bytes),
             Data::File(file, path) => {
                 log::debug!("{key:?}: {} bytes from {}", entry.size, path.display());
-                // The file answer goes out with `sendfile(2)` (plain) or in
-                // bounded pieces (TLS). It opens the file by name: the
-                // descriptor's own name under `/proc` keeps it on the very
-                // version looked up, even if it is replaced meanwhile.
-                let name = if self.proc_fd {
-                    proc_fd_path(&file)
-                } else {
-                    path
-                };
-                // On failure it has answered (404/403/500) itself.
-                if let Err(e) = resp.into_writer().serve_file(&name) {
-                    log::warn!("serving {key:?} from {}: {e}", name.display());
+                // The very version looked up, even if it is replaced
+                // meanwhile: the file is already open. It goes out with
+                // `sendfile(2)` (plain) or in bounded pieces (TLS), never
+                // compressed. On failure it has answered `500` itself.
+                if let Err(e) = resp
+                    .into_writer()
+                    .send_file(StatusCode::OK, file, 0, entry.size)
+                {
+                    log::warn!("serving {key:?} from {}: {e}", path.display());
                 }
-                drop(file);
             }
         }
         Ok(())
@@ -432,167 +454,22 @@ impl Kv {
     }
 }
 
-#[cfg(target_os = "linux")]
-fn proc_fd_path(file: &File) -> PathBuf {
-    use std::os::fd::AsRawFd;
-    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn proc_fd_path(_file: &File) -> PathBuf {
-    unreachable!("/proc/self/fd is only used on Linux")
-}
-
 /// What went wrong while reading a value's body, as an answer (which the
 /// client may no longer be there to read).
 fn body_failed(e: &std::io::Error) -> HttpError {
     use std::io::ErrorKind;
-    match e.kind() {
-        // The size limit of the route, for a body without Content-Length.
-        ErrorKind::InvalidData if e.to_string().contains("size limit") => HttpError::new(
+    // The size limit of the route, for a body without Content-Length.
+    if BodyTooLarge::of(e).is_some() {
+        return HttpError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "the value is larger than the limit",
-        ),
+        );
+    }
+    match e.kind() {
         ErrorKind::TimedOut => {
             HttpError::new(StatusCode::REQUEST_TIMEOUT, "the value arrived too slowly")
         }
         _ => HttpError::bad_request(format!("reading the value: {e}")),
-    }
-}
-
-/// One line per exchange on stderr.
-struct AccessLog;
-
-impl Middleware for AccessLog {
-    fn on_complete(&self, ex: &Exchange<'_>) {
-        let req = ex.request;
-        let line = format!(
-            "access: {} \"{} {} {:?}\" {} {} {:.1}ms {} {}\n",
-            req.peer_addr(),
-            req.method().map_or("-", |m| m.as_str()),
-            req.target().unwrap_or("-"),
-            req.version(),
-            ex.status.as_u16(),
-            ex.body_bytes,
-            ex.total().as_secs_f64() * 1000.0,
-            if ex.keep_alive { "keep-alive" } else { "close" },
-            match ex.end {
-                End::Completed => "completed",
-                End::ClientGone => "client-gone",
-                End::Cut => "cut",
-                _ => "other",
-            },
-        );
-        // One write per line, so that lines of different workers do not mix.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
-    }
-}
-
-/// Routes and their documentation, added side by side so that the OpenAPI
-/// document describes exactly what is routed.
-struct Api {
-    doc: Description,
-    groups: Vec<RouteGroup>,
-}
-
-impl Api {
-    fn new(server_url: &str) -> Api {
-        let mut doc = Description::new("pistachio key-value store", "2.0.0");
-        doc.description(
-            "A durable key-value store: values are any bytes, kept on disk with their \
-             media type and an entity tag.",
-        )
-        .server(server_url, Some("this server"));
-        Api {
-            doc,
-            groups: Vec::new(),
-        }
-    }
-
-    /// Adds a group of routes (mounted by `into_router`); its index is
-    /// what [`Api::route`] takes.
-    fn group(&mut self, group: RouteGroup) -> usize {
-        self.groups.push(group);
-        self.groups.len() - 1
-    }
-
-    /// Routes `method` `pattern` (under group `group`, whose prefix must
-    /// be empty) to `handler`, and returns its documentation to fill in.
-    fn route<F, O>(
-        &mut self,
-        group: usize,
-        method: Method,
-        pattern: &str,
-        handler: F,
-    ) -> &mut RouteDesc
-    where
-        F: Fn(RestRequest, RestResponse) -> O + Send + Sync + 'static,
-        O: pistachio_rest::Outcome,
-    {
-        self.groups[group].route(method.clone(), pattern, handler);
-        self.doc.route(method, pattern)
-    }
-
-    /// The router of every route, and `GET /openapi.json`.
-    fn into_router(self, token: bool) -> Result<Router, Box<dyn std::error::Error>> {
-        let mut document = self.doc.openapi();
-        document_extras(&mut document, token);
-        let document = Arc::new(pistachio_rest::serde_json::to_vec_pretty(&document)?);
-        let mut router = Router::new();
-        for group in self.groups {
-            router.mount(group)?;
-        }
-        router.get(
-            "/openapi.json",
-            move |_req: RestRequest, mut resp: RestResponse| {
-                resp.set_mime("application/json");
-                resp.send(StatusCode::OK, document.as_slice());
-            },
-        );
-        Ok(router)
-    }
-}
-
-/// What [`Description`] cannot say yet, added to its document: the
-/// `ETag` response headers and, with a token, the bearer security scheme
-/// and the `401` of every `/v1/` operation.
-fn document_extras(doc: &mut pistachio_rest::serde_json::Value, token: bool) {
-    let etag = json!({
-        "description": "The value's entity tag",
-        "schema": {"type": "string"},
-    });
-    for (path, method, status) in [
-        ("/v1/kv/{key}", "get", "200"),
-        ("/v1/kv/{key}", "get", "304"),
-        ("/v1/kv/{key}", "put", "201"),
-        ("/v1/kv/{key}", "put", "204"),
-        ("/v1/kv/{key}", "put", "412"),
-        ("/v1/kv/{key}", "delete", "412"),
-    ] {
-        doc["paths"][path][method]["responses"][status]["headers"] = json!({ "ETag": etag });
-    }
-    if !token {
-        return;
-    }
-    doc["components"] = json!({
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-    });
-    if let Some(paths) = doc["paths"].as_object_mut() {
-        for (path, item) in paths.iter_mut() {
-            if !(path == "/v1" || path.starts_with("/v1/")) {
-                continue;
-            }
-            for op in item
-                .as_object_mut()
-                .into_iter()
-                .flat_map(|m| m.values_mut())
-            {
-                op["security"] = json!([{"bearer": []}]);
-                op["responses"]["401"] = json!({
-                    "description": "Missing or wrong bearer token",
-                });
-            }
-        }
     }
 }
 
@@ -607,15 +484,29 @@ fn conditional<'r>(
         .header_param("If-None-Match", Schema::string(), if_none_match, false)
 }
 
+/// The `ETag` header field of a response, documented.
+fn etag(route: &mut RouteDesc) -> &mut RouteDesc {
+    route.response_header("ETag", Schema::string(), "The value's entity tag")
+}
+
 /// What the service is configured with, beyond the listener.
 struct Config {
     max_value_size: u64,
     token: Option<String>,
+    /// Origins allowed to read answers from browsers (CORS); none: CORS
+    /// off.
+    cors_origins: Vec<String>,
+    /// The directory served under `/static/`.
+    static_dir: Option<PathBuf>,
+    /// The figures `/metrics` exposes (installed endpoint-wide by
+    /// [`endpoint_options`]).
+    metrics: Metrics,
 }
 
 /// Builds the whole service: routes, their documentation, and the router's
-/// layers. The one place to add routes and layers (the endpoint-wide ones,
-/// which also see the HTTP layer's own answers, are in [`endpoint_options`]).
+/// layers and middleware. The one place to add routes and layers (the
+/// endpoint-wide ones, which also see the HTTP layer's own answers, are in
+/// [`endpoint_options`]).
 fn app(
     config: &Config,
     kv: &Arc<Kv>,
@@ -636,92 +527,110 @@ fn app(
         .name("kv-upload")
         .build()?;
 
-    let mut api = Api::new(server_url);
-    let routes = api.group(RouteGroup::new(""));
-    let mut uploads = RouteGroup::new("");
-    // Bodies stream to disk; a declared Content-Length over the limit is
-    // refused before any of it is read.
-    uploads.max_body(config.max_value_size);
-    let uploads = api.group(uploads);
-
-    api.route(
-        routes,
-        Method::GET,
-        "/healthz",
-        |_req: RestRequest, resp: RestResponse| resp.send(StatusCode::OK, "ok"),
+    let mut api = Description::new("pistachio key-value store", "2.1.0");
+    api.description(
+        "A durable key-value store: values are any bytes, kept on disk with their \
+         media type and an entity tag.\n\n\
+         Answers are compressed (zstd, br or gzip) as `Accept-Encoding` asks, \
+         except values large enough to be kept in their own file, which go out \
+         as stored; a compressed answer's `ETag` is weak (`W/\"...\"`), so use \
+         it for `If-None-Match`, not `If-Match`. Started with `--cors-origin`, \
+         the server answers CORS preflights and lets those origins read its \
+         answers; with `--static DIR`, `GET /static/PATH` serves the files of \
+         DIR (conditional and range requests included).",
     )
-    .summary("Liveness probe")
-    .tag("health")
-    .response_body(
-        StatusCode::OK,
-        "The server is up",
-        "text/plain",
-        Schema::string(),
-    );
-    api.route(
-        routes,
-        Method::GET,
-        "/readyz",
-        move |_req: RestRequest, resp: RestResponse| {
+    .server(server_url, Some("this server"));
+    let token = config.token.is_some();
+    if token {
+        api.security_scheme("bearer", SecurityScheme::bearer());
+    }
+    // The `/v1/` routes: guarded by the token (see `BearerAuth` below).
+    let guarded = |route: &mut RouteDesc| {
+        if token {
+            route
+                .security("bearer")
+                .response(StatusCode::UNAUTHORIZED, "Missing or wrong bearer token");
+        }
+    };
+
+    api.get("/healthz")
+        .summary("Liveness probe")
+        .tag("health")
+        .response_body(
+            StatusCode::OK,
+            "The server is up",
+            "text/plain",
+            Schema::string(),
+        )
+        .handler(|_req: RestRequest, resp: RestResponse| resp.send(StatusCode::OK, "ok"));
+    api.get("/readyz")
+        .summary("Readiness probe: 503 once the server is shutting down")
+        .tag("health")
+        .response_body(StatusCode::OK, "Ready", "text/plain", Schema::string())
+        .response_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Draining",
+            "text/plain",
+            Schema::string(),
+        )
+        .handler(move |_req: RestRequest, resp: RestResponse| {
             if stopping.is_draining() {
                 resp.send(StatusCode::SERVICE_UNAVAILABLE, "draining")
             } else {
                 resp.send(StatusCode::OK, "ready")
             }
-        },
-    )
-    .summary("Readiness probe: 503 once the server is shutting down")
-    .tag("health")
-    .response_body(StatusCode::OK, "Ready", "text/plain", Schema::string())
-    .response_body(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Draining",
-        "text/plain",
-        Schema::string(),
+        });
+    api.get("/metrics")
+        .summary("Metrics in the Prometheus text format")
+        .description(
+            "Exchanges by method, route template and status, their durations, \
+             bytes in and out, and the transport's figures (connections, TLS \
+             handshakes and their failures).",
+        )
+        .tag("health")
+        .response_body(
+            StatusCode::OK,
+            "The current figures",
+            "text/plain",
+            Schema::string(),
+        )
+        .handler(config.metrics.handler());
+    guarded(
+        api.get("/v1/kv")
+            .summary("List keys")
+            .tag("kv")
+            .query_param(
+                "prefix",
+                Schema::string(),
+                "Only keys starting with this",
+                false,
+            )
+            .query_param(
+                "limit",
+                Schema::integer(),
+                "At most this many keys (1 to 10000, default 1000)",
+                false,
+            )
+            .query_param(
+                "after",
+                Schema::string(),
+                "Only keys after this one: the `next` of the previous page",
+                false,
+            )
+            .response_body(
+                StatusCode::OK,
+                "The keys, sorted bytewise; `next` is there when more keys follow",
+                "application/json",
+                Schema::object(&[
+                    ("keys", Schema::array(Schema::string())),
+                    ("next", Schema::string()),
+                ]),
+            )
+            .response(StatusCode::BAD_REQUEST, "Invalid `limit`")
+            .handler(kv_pool.handler(bind(kv, Kv::list))),
     );
-    api.route(
-        routes,
-        Method::GET,
-        "/v1/kv",
-        kv_pool.handler(bind(kv, Kv::list)),
-    )
-    .summary("List keys")
-    .tag("kv")
-    .query_param(
-        "prefix",
-        Schema::string(),
-        "Only keys starting with this",
-        false,
-    )
-    .query_param(
-        "limit",
-        Schema::integer(),
-        "At most this many keys (1 to 10000, default 1000)",
-        false,
-    )
-    .query_param(
-        "after",
-        Schema::string(),
-        "Only keys after this one: the `next` of the previous page",
-        false,
-    )
-    .response_body(
-        StatusCode::OK,
-        "The keys, sorted bytewise; `next` is there when more keys follow",
-        "application/json",
-        Schema::object(&[
-            ("keys", Schema::array(Schema::string())),
-            ("next", Schema::string()),
-        ]),
-    )
-    .response(StatusCode::BAD_REQUEST, "Invalid `limit`");
-    conditional(
-        api.route(
-            uploads,
-            Method::PUT,
-            "/v1/kv/:key",
-            upload_pool.handler(bind(kv, Kv::put)),
-        ),
+    let put = conditional(
+        api.put("/v1/kv/:key"),
         "Replace only this version (optimistic concurrency)",
         "`*`: create only, never replace",
     )
@@ -729,88 +638,118 @@ fn app(
     .description(
         "Stores the request body as is, with its `Content-Type`, durably: once \
          answered, the value survives a crash. A write cut short leaves the \
-         previous value.",
+         previous value. The body is streamed to disk as it arrives; a \
+         declared `Content-Length` over the limit is refused before any of it \
+         is read.",
     )
     .tag("kv")
     .path_param("key", Schema::string(), "The key")
-    .request_body(&["*/*"], Schema::binary(), true)
-    .response(StatusCode::CREATED, "Stored under a new key")
-    .response(StatusCode::NO_CONTENT, "Replaced the previous value")
-    .response(
+    .request_body(&["*/*"], Schema::binary(), true);
+    etag(put.response(StatusCode::CREATED, "Stored under a new key"));
+    etag(put.response(StatusCode::NO_CONTENT, "Replaced the previous value"));
+    etag(put.response(
         StatusCode::PRECONDITION_FAILED,
         "`If-Match` or `If-None-Match` refused the current value",
-    )
-    .response(
+    ));
+    put.response(
         StatusCode::PAYLOAD_TOO_LARGE,
         "The value is larger than the limit",
-    );
-    conditional(
-        api.route(
-            routes,
-            Method::GET,
-            "/v1/kv/:key",
-            kv_pool.handler(bind(kv, Kv::get)),
-        ),
+    )
+    .max_body(config.max_value_size)
+    .handler(upload_pool.handler(bind(kv, Kv::put)));
+    guarded(put);
+    let get = conditional(
+        api.get("/v1/kv/:key"),
         "Answer only if the value has this tag",
         "`304 Not Modified` if the value still has one of these tags",
     )
     .summary("Fetch a value")
     .tag("kv")
-    .path_param("key", Schema::string(), "The key")
-    .response_body(
+    .path_param("key", Schema::string(), "The key");
+    etag(get.response_body(
         StatusCode::OK,
         "The stored bytes, with the Content-Type they were stored with",
         "*/*",
         Schema::binary(),
-    )
-    .response(StatusCode::NOT_MODIFIED, "The value still has that tag")
-    .response(StatusCode::PRECONDITION_FAILED, "`If-Match` did not match")
-    .response_body(
-        StatusCode::NOT_FOUND,
-        "No such key",
-        "text/plain",
-        Schema::string(),
-    );
-    api.route(
-        routes,
-        Method::DELETE,
-        "/v1/kv/:key",
-        kv_pool.handler(bind(kv, Kv::delete)),
-    )
-    .summary("Delete a value")
-    .tag("kv")
-    .path_param("key", Schema::string(), "The key")
-    .header_param(
-        "If-Match",
-        Schema::string(),
-        "Delete only this version",
-        false,
-    )
-    .response(StatusCode::NO_CONTENT, "Deleted")
-    .response(StatusCode::PRECONDITION_FAILED, "`If-Match` did not match")
-    .response_body(
-        StatusCode::NOT_FOUND,
-        "No such key",
-        "text/plain",
-        Schema::string(),
-    );
+    ));
+    etag(get.response(StatusCode::NOT_MODIFIED, "The value still has that tag"));
+    get.response(StatusCode::PRECONDITION_FAILED, "`If-Match` did not match")
+        .response_body(
+            StatusCode::NOT_FOUND,
+            "No such key",
+            "text/plain",
+            Schema::string(),
+        )
+        .handler(kv_pool.handler(bind(kv, Kv::get)));
+    guarded(get);
+    let delete = api
+        .delete("/v1/kv/:key")
+        .summary("Delete a value")
+        .tag("kv")
+        .path_param("key", Schema::string(), "The key")
+        .header_param(
+            "If-Match",
+            Schema::string(),
+            "Delete only this version",
+            false,
+        )
+        .response(StatusCode::NO_CONTENT, "Deleted");
+    etag(delete.response(StatusCode::PRECONDITION_FAILED, "`If-Match` did not match"));
+    delete
+        .response_body(
+            StatusCode::NOT_FOUND,
+            "No such key",
+            "text/plain",
+            Schema::string(),
+        )
+        .handler(kv_pool.handler(bind(kv, Kv::delete)));
+    guarded(delete);
 
-    let mut router = api.into_router(config.token.is_some())?;
+    let mut router = Router::from_description(api)?;
     // The router's layers, outermost first: they see every request, routed
-    // or not, and their head hooks run before any body is read. A layer
-    // that must answer requests without credentials (CORS preflights) goes
-    // before the token check.
+    // or not, and their head hooks run before any body is read. A CORS
+    // preflight carries no credentials: the token check lets it through,
+    // to the CORS middleware below, which answers it.
     if let Some(token) = &config.token {
-        router.layer(BearerAuth::new(token, "v1"));
+        let auth = BearerAuth::new(token, "v1");
+        router.layer(if config.cors_origins.is_empty() {
+            auth
+        } else {
+            auth.passing_preflights()
+        });
+    }
+    // Request middleware, in this order, before routing: CORS first (it
+    // answers preflights), then the answer's coding, then the files.
+    if !config.cors_origins.is_empty() {
+        router.middleware(
+            Cors::new()
+                .allow_origins(config.cors_origins.iter().map(String::as_str))
+                .allow_methods([Method::GET, Method::HEAD, Method::PUT, Method::DELETE])
+                .allow_headers(["authorization", "content-type", "if-match", "if-none-match"])
+                .expose_headers(["etag"])
+                .max_age(Duration::from_secs(600))
+                .into_middleware(),
+        );
+    }
+    // Values are stored as sent: request bodies are not decoded.
+    router.middleware(Compression::new().max_decoded_body(None).into_middleware());
+    if let Some(dir) = &config.static_dir {
+        router.serve_dir("/static", ServeDir::new(dir)?);
     }
     Ok(router)
 }
 
 /// The endpoint's options: workers, TLS, and the endpoint-wide middleware
 /// (it sees every answer, the HTTP layer's own `400`/`408`/`413`/`431`
-/// too). Returns the generated certificate's file, if one was made.
-fn endpoint_options(args: &Args) -> Result<(Options, Option<PathBuf>), Box<dyn std::error::Error>> {
-    let mut options = Options::default().middleware(AccessLog);
+/// too): the access log and the metrics. Returns the generated
+/// certificate's file, if one was made.
+fn endpoint_options(
+    args: &Args,
+    metrics: &Metrics,
+) -> Result<(Options, Option<PathBuf>), Box<dyn std::error::Error>> {
+    let mut options = Options::default()
+        .middleware(AccessLog::json())
+        .middleware(metrics.clone());
     if let Some(n) = args.threads {
         options = options.threads(n);
     }
@@ -827,6 +766,30 @@ fn endpoint_options(args: &Args) -> Result<(Options, Option<PathBuf>), Box<dyn s
     Ok((options, cacert))
 }
 
+/// Logs through `env_logger` (`RUST_LOG`, default: errors), with the
+/// access log's lines ([`ACCESS_LOG_TARGET`], on by default) written as
+/// `access: {json}`, one write per line.
+fn init_logging() {
+    use std::io::Write as _;
+    let default = format!("error,{ACCESS_LOG_TARGET}=info");
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format(|buf, record| {
+            if record.target() == ACCESS_LOG_TARGET {
+                writeln!(buf, "access: {}", record.args())
+            } else {
+                writeln!(
+                    buf,
+                    "[{} {} {}] {}",
+                    buf.timestamp(),
+                    record.level(),
+                    record.target(),
+                    record.args()
+                )
+            }
+        })
+        .init();
+}
+
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let data_dir = std::path::absolute(&args.data_dir)?;
     let (store, recovered) =
@@ -834,15 +797,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let kv = Arc::new(Kv {
         store,
         max_value_size: args.max_value_size,
-        proc_fd: cfg!(target_os = "linux") && Path::new("/proc/self/fd").is_dir(),
     });
     let config = Config {
         max_value_size: args.max_value_size,
         token: args.token.clone(),
+        cors_origins: args.cors_origins.clone(),
+        static_dir: args.static_dir.clone(),
+        metrics: Metrics::new(),
     };
 
-    let (options, cacert) = endpoint_options(&args)?;
+    let (options, cacert) = endpoint_options(&args, &config.metrics)?;
     let mut endpoint = Endpoint::bind_or_inherit(args.addr.as_str(), options)?;
+    config.metrics.watch_transport(endpoint.transport_stats());
     let addr = endpoint.local_addr();
     let scheme = if endpoint.is_tls() { "https" } else { "http" };
     let host = if addr.ip().is_loopback() && addr.is_ipv4() {
@@ -895,7 +861,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    env_logger::init();
+    init_logging();
     let args = match parse_args() {
         Ok(args) => args,
         Err(msg) => {
