@@ -1265,7 +1265,8 @@ fn curl_cli(server: &Server, path: &str, args: &[&str]) -> (String, Vec<u8>) {
     let out = std::env::temp_dir().join(format!("pistachio-curl-{}-{n}", std::process::id()));
     let mut command = Command::new("curl");
     command
-        .args(["-sS", "--max-time", "10", "-D", "-", "-o"])
+        // HTTP/1.1 heads (the server would pick h2 by ALPN otherwise).
+        .args(["-sS", "--http1.1", "--max-time", "10", "-D", "-", "-o"])
         .arg(&out);
     if let Some(pem) = &server.cacert {
         command.arg("--cacert").arg(pem);
