@@ -237,6 +237,10 @@ pub(crate) struct H2Conn {
     /// Always `u64::MAX`: a stream never closes its connection.
     last_seq: Arc<AtomicU64>,
     spare_record: Option<Box<Record>>,
+    /// Exchanges whose last frame is queued but not yet taken by the
+    /// socket, oldest first, with the connection's byte count that ends
+    /// each (see `Conn::sent`): they finish when the socket has it.
+    unsent: VecDeque<(Box<Record>, u64, End)>,
     /// Frames written by the current callback, handed to the transport in
     /// one piece.
     pending: Vec<u8>,
@@ -296,6 +300,7 @@ impl H2Conn {
             },
             last_seq: Arc::new(AtomicU64::new(u64::MAX)),
             spare_record: None,
+            unsent: VecDeque::new(),
             pending: Vec::new(),
         }
     }
@@ -316,6 +321,28 @@ impl H2Conn {
     fn flush(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         if !self.pending.is_empty() {
             conn.write_vec(std::mem::take(&mut self.pending));
+        }
+        if !self.unsent.is_empty() {
+            self.settle_sent(conn);
+        }
+    }
+
+    /// Finishes the exchanges whose last frame the socket has taken,
+    /// writing what is queued first; the others finish on `on_sent`, or
+    /// `on_close`.
+    fn settle_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        if self.unsent.front().is_some_and(|(_, mark, _)| conn.sent() < *mark) {
+            conn.flush();
+        }
+        let (sent, now) = (conn.sent(), conn.now());
+        while let Some((_, mark, _)) = self.unsent.front() {
+            if *mark > sent {
+                conn.notify_sent();
+                return;
+            }
+            if let Some((record, _, end)) = self.unsent.pop_front() {
+                self.spare_record = Some(record.complete(end == End::Completed, end, now));
+            }
         }
     }
 
@@ -1450,7 +1477,10 @@ impl H2Conn {
             remember(&mut self.recently_closed, id);
         }
         if let Some(record) = stream.out.record.take() {
-            self.spare_record = Some(record.complete(end == End::Completed, end, conn.now()));
+            // Its last frame is in `pending` or the transport's queue: it
+            // finishes when the socket has taken it (`settle_sent`).
+            let mark = conn.sent() + conn.queued() as u64 + self.pending.len() as u64;
+            self.unsent.push_back((record, mark, end));
         }
         self.maybe_remove(id);
         self.close_if_done(conn);
@@ -1903,8 +1933,16 @@ impl Protocol for H2Conn {
         }
     }
 
+    fn on_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        self.settle_sent(conn);
+    }
+
     fn on_close(&mut self, reason: &CloseReason) {
         debug!("{}: http/2 connection closed: {reason}", self.peer_addr);
+        for (record, _, _) in self.unsent.drain(..) {
+            // Queued in full, never taken in full by the socket.
+            record.complete(false, End::ClientGone, Instant::now());
+        }
         for (_, mut stream) in std::mem::take(&mut self.streams) {
             stream.flow.close();
             stream.fail_body(
