@@ -1,7 +1,7 @@
 //! One HTTP/1.1 connection: the transport [`Protocol`] that parses requests,
 //! calls the [`Handler`](crate::Handler), and sends responses in order.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -302,7 +302,8 @@ enum Timer {
     Off,
     /// Nothing buffered, nothing outstanding: keep-alive idle
     /// (`keepalive_timeout`). Not re-armed per request: when it fires it
-    /// checks the last input.
+    /// checks the last input. Armed first for [`GIVE_BACK_AFTER`], when
+    /// the connection gives its exchange back.
     Idle,
     /// Waiting for a request head: after connecting, or with part of one
     /// buffered (`header_timeout`).
@@ -336,12 +337,11 @@ pub(crate) struct HttpConn {
     tls: Option<TlsInfo>,
     /// Subject of the verified client certificate, shared by its requests.
     client_subject: Option<Arc<str>>,
-    /// Shared with writers: the last response before a graceful close.
-    last_seq: Arc<AtomicU64>,
     /// When input last arrived (the keep-alive timeout counts from it).
     last_input: Instant,
-    /// Shared with response streams: whether the client is gone, and
-    /// where their producers wait for room.
+    /// Shared with writers and response streams: whether the client is
+    /// gone, where producers wait for room, and the last response before
+    /// a graceful close.
     flow: Arc<ConnFlow>,
     /// With middleware: the record of a finished exchange, for the next
     /// (kept with the connection: a record holds its peer's facts).
@@ -354,8 +354,8 @@ pub(crate) struct HttpConn {
 /// What a connection needs only while requests are in progress: the
 /// parser and its input, the answers not yet written, bodies, deadlines
 /// and middleware records. An idle connection (nothing buffered, nothing
-/// outstanding, nothing unsent) gives it back to its worker's pool and
-/// takes one again when input arrives, so idle connections stay small
+/// outstanding, nothing unsent) gives it back to its worker's pool after
+/// [`GIVE_BACK_AFTER`] and takes one again when input arrives, so idle connections stay small
 /// and a keep-alive request still allocates nothing. It holds nothing of a
 /// particular client once given back.
 struct Exchange {
@@ -386,6 +386,10 @@ struct Exchange {
     unsent: VecDeque<Unsent>,
 }
 
+/// How long an idle connection keeps its exchange before it gives it
+/// back: a client that sends its next request sooner finds it in place.
+const GIVE_BACK_AFTER: Duration = Duration::from_millis(250);
+
 /// Most exchanges a worker keeps for reuse.
 const POOLED_EXCHANGES: usize = 64;
 
@@ -393,7 +397,10 @@ const POOLED_EXCHANGES: usize = 64;
 const POOLED_INBUF: usize = 16 * 1024;
 
 thread_local! {
-    /// Exchanges idle connections of this worker gave back.
+    /// The exchange given back last (a keep-alive request's round trip
+    /// needs no more than this)...
+    static LAST: Cell<Option<Box<Exchange>>> = const { Cell::new(None) };
+    /// ...and the others idle connections of this worker gave back.
     static POOL: RefCell<Vec<Box<Exchange>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -453,7 +460,10 @@ impl Slot {
     }
 
     fn from_pool(settings: &Arc<Settings>) -> Box<Exchange> {
-        match POOL.with(|pool| pool.borrow_mut().pop()) {
+        let spare = LAST
+            .with(Cell::take)
+            .or_else(|| POOL.with(|pool| pool.borrow_mut().pop()));
+        match spare {
             Some(mut ex) => {
                 if ex.made_for != Arc::as_ptr(settings) as usize {
                     // Another endpoint's: its limits may differ.
@@ -471,18 +481,22 @@ impl Slot {
     /// nothing of one is in it.
     #[inline]
     fn give_back_if_idle(&mut self, outstanding: u64) {
-        if outstanding == 0 && self.0.as_ref().is_some_and(|ex| ex.is_idle()) {
-            if let Some(mut ex) = self.0.take() {
-                if ex.inbuf.capacity() > POOLED_INBUF {
-                    ex.inbuf = Vec::new();
+        if outstanding != 0 || !self.0.as_ref().is_some_and(|ex| ex.is_idle()) {
+            return;
+        }
+        let Some(mut ex) = self.0.take() else {
+            return;
+        };
+        if ex.inbuf.capacity() > POOLED_INBUF {
+            ex.inbuf = Vec::new();
+        }
+        if let Some(older) = LAST.with(|last| last.replace(Some(ex))) {
+            POOL.with(|pool| {
+                let mut pool = pool.borrow_mut();
+                if pool.len() < POOLED_EXCHANGES {
+                    pool.push(older);
                 }
-                POOL.with(|pool| {
-                    let mut pool = pool.borrow_mut();
-                    if pool.len() < POOLED_EXCHANGES {
-                        pool.push(ex);
-                    }
-                });
-            }
+            });
         }
     }
 }
@@ -539,7 +553,6 @@ impl HttpConn {
             session: Session::Pending,
             tls: None,
             client_subject: None,
-            last_seq: Arc::new(AtomicU64::new(u64::MAX)),
             last_input: Instant::now(),
             flow: Arc::new(ConnFlow::default()),
             spare_record: None,
@@ -976,11 +989,11 @@ impl HttpConn {
 
     /// The connection closes after the response to request `seq`: that
     /// response says `Connection: close` (writers not done yet learn it
-    /// through `last_seq`; a head already filed but not yet sent is
+    /// through the shared `ConnFlow`; a head already filed but not yet sent is
     /// rewritten), and if it already went out, the connection closes now.
     fn close_after(&mut self, conn: &mut Conn<'_, HttpMsg>, seq: u64) {
         self.ex.close_after_seq = Some(seq);
-        self.last_seq.store(seq, Ordering::Relaxed);
+        self.flow.set_last(seq);
         if seq < self.next_out {
             // A body still arriving is taken in first (see `BodyEnd`).
             if self.outstanding() == 0 && self.ex.streaming.is_none() {
@@ -1074,7 +1087,6 @@ impl HttpConn {
             peer_addr: self.peer_addr,
             attempt: 0,
             max_response_size: self.settings.max_response_size,
-            last_seq: Arc::clone(&self.last_seq),
             layered,
             flow: Arc::clone(&self.flow),
             max_stream_buffer: self.settings.max_stream_buffer,
@@ -1146,7 +1158,6 @@ impl HttpConn {
                 peer_addr: self.peer_addr,
                 attempt: 1,
                 max_response_size: self.settings.max_response_size,
-                last_seq: Arc::clone(&self.last_seq),
                 layered: facts.layered,
                 flow: Arc::clone(&self.flow),
                 max_stream_buffer: self.settings.max_stream_buffer,
@@ -1401,7 +1412,7 @@ impl HttpConn {
         self.timer = want;
         match want {
             Timer::Off | Timer::Handlers { .. } => conn.clear_timeout(),
-            Timer::Idle => conn.set_timeout(self.settings.keepalive_timeout),
+            Timer::Idle => conn.set_timeout(self.settings.keepalive_timeout.min(GIVE_BACK_AFTER)),
             Timer::Head { .. } => conn.set_timeout(self.settings.header_timeout),
             Timer::Body { .. } => conn.set_timeout(self.settings.body_timeout),
         }
@@ -1531,7 +1542,9 @@ impl HttpConn {
             Timer::Idle => {
                 let idle = self.last_input.elapsed();
                 if idle < self.settings.keepalive_timeout {
-                    // Requests came and went since the timer was armed.
+                    // Requests came and went since the timer was armed, or
+                    // this is the early round that gives the exchange back.
+                    self.ex.give_back_if_idle(self.outstanding());
                     conn.set_timeout(self.settings.keepalive_timeout - idle);
                     return;
                 }
@@ -1568,8 +1581,10 @@ impl HttpConn {
     }
 }
 
-/// Each callback holds an exchange while it runs, and gives it back if it
-/// leaves nothing of a request behind.
+/// Each callback holds an exchange while it runs. A connection keeps it
+/// between requests and gives it back once it has been idle for
+/// [`GIVE_BACK_AFTER`] (the first round of its keep-alive timer), or when
+/// it closes: a keep-alive request neither takes nor gives one.
 impl Protocol for HttpConn {
     type Message = HttpMsg;
 
@@ -1580,48 +1595,64 @@ impl Protocol for HttpConn {
     fn on_input(&mut self, conn: &mut Conn<'_, HttpMsg>, data: &[u8]) {
         self.ex.take_up(&self.settings);
         self.on_input_held(conn, data);
-        self.ex.give_back_if_idle(self.outstanding());
     }
 
     fn on_drain(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         self.ex.take_up(&self.settings);
         self.on_drain_held(conn);
-        self.ex.give_back_if_idle(self.outstanding());
     }
 
     fn on_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         self.ex.take_up(&self.settings);
         self.on_sent_held(conn);
-        self.ex.give_back_if_idle(self.outstanding());
     }
 
     fn on_drained(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         self.ex.take_up(&self.settings);
         self.on_drained_held(conn);
-        self.ex.give_back_if_idle(self.outstanding());
     }
 
     fn on_eof(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         self.ex.take_up(&self.settings);
         self.on_eof_held(conn);
-        self.ex.give_back_if_idle(self.outstanding());
     }
 
     fn on_message(&mut self, conn: &mut Conn<'_, HttpMsg>, msg: HttpMsg) {
         self.ex.take_up(&self.settings);
         self.on_message_held(conn, msg);
-        self.ex.give_back_if_idle(self.outstanding());
     }
 
     fn on_timeout(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         self.ex.take_up(&self.settings);
         self.on_timeout_held(conn);
-        self.ex.give_back_if_idle(self.outstanding());
     }
 
     fn on_close(&mut self, reason: &CloseReason) {
         self.ex.take_up(&self.settings);
         self.on_close_held(reason);
         self.ex.give_back_if_idle(self.outstanding());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The budget of an idle keep-alive connection: the worker's slab
+    /// entry is the transport's `PeerIo` plus this. What only a request in
+    /// progress needs stays out of it, in the pooled `Exchange`; a field
+    /// added here costs every idle connection its size.
+    #[test]
+    fn an_idle_connection_stays_small() {
+        assert!(
+            std::mem::size_of::<HttpConn>() <= 208,
+            "HttpConn grew to {} bytes",
+            std::mem::size_of::<HttpConn>()
+        );
+        assert_eq!(
+            std::mem::size_of::<Slot>(),
+            std::mem::size_of::<usize>(),
+            "an idle connection holds one pointer of its exchange"
+        );
     }
 }
