@@ -388,7 +388,7 @@ struct Exchange {
 
 /// How long an idle connection keeps its exchange before it gives it
 /// back: a client that sends its next request sooner finds it in place.
-const GIVE_BACK_AFTER: Duration = Duration::from_millis(250);
+const GIVE_BACK_AFTER: Duration = Duration::from_millis(50);
 
 /// Most exchanges a worker keeps for reuse.
 const POOLED_EXCHANGES: usize = 64;
