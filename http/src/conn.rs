@@ -400,7 +400,9 @@ thread_local! {
     /// The exchange given back last (a keep-alive request's round trip
     /// needs no more than this)...
     static LAST: Cell<Option<Box<Exchange>>> = const { Cell::new(None) };
-    /// ...and the others idle connections of this worker gave back.
+    /// ...and the others idle connections of this worker gave back (boxed:
+    /// they move between connections and the pool as one pointer).
+    #[allow(clippy::vec_box)]
     static POOL: RefCell<Vec<Box<Exchange>>> = const { RefCell::new(Vec::new()) };
 }
 
