@@ -354,9 +354,10 @@ pub(crate) struct HttpConn {
 /// What a connection needs only while requests are in progress: the
 /// parser and its input, the answers not yet written, bodies, deadlines
 /// and middleware records. An idle connection (nothing buffered, nothing
-/// outstanding, nothing unsent) gives it back to its worker's pool after
-/// [`GIVE_BACK_AFTER`] and takes one again when input arrives, so idle connections stay small
-/// and a keep-alive request still allocates nothing. It holds nothing of a
+/// outstanding, nothing unsent) gives it back to its worker's pool (see
+/// [`GIVE_BACK_AFTER`]) and takes one again when input arrives, so idle
+/// connections stay small and a keep-alive request still allocates
+/// nothing. It holds nothing of a
 /// particular client once given back.
 struct Exchange {
     /// Which endpoint's settings `parser` was made for (compared only).
@@ -386,8 +387,12 @@ struct Exchange {
     unsent: VecDeque<Unsent>,
 }
 
-/// How long an idle connection keeps its exchange before it gives it
-/// back: a client that sends its next request sooner finds it in place.
+/// How long a connection that has gone idle keeps its exchange before it
+/// gives it back: a client that sends its next request sooner finds it in
+/// place. This is the first round of the keep-alive timer, which is not
+/// re-armed per request: a connection that takes an exchange again while
+/// the timer runs its later round keeps it until that round ends (at most
+/// `keepalive_timeout`), or until it closes.
 const GIVE_BACK_AFTER: Duration = Duration::from_millis(50);
 
 /// Most exchanges a worker keeps for reuse.
@@ -1584,9 +1589,10 @@ impl HttpConn {
 }
 
 /// Each callback holds an exchange while it runs. A connection keeps it
-/// between requests and gives it back once it has been idle for
-/// [`GIVE_BACK_AFTER`] (the first round of its keep-alive timer), or when
-/// it closes: a keep-alive request neither takes nor gives one.
+/// between requests and gives it back on a round of its keep-alive timer
+/// that finds it idle (the first comes [`GIVE_BACK_AFTER`] after it went
+/// idle), or when it closes: a keep-alive request neither takes nor gives
+/// one.
 impl Protocol for HttpConn {
     type Message = HttpMsg;
 
