@@ -487,13 +487,17 @@ impl Slot {
     /// outstanding (`outstanding`: parsed, not answered in full) and
     /// nothing of one is in it.
     #[inline]
-    fn give_back_if_idle(&mut self, outstanding: u64) {
+    fn give_back_if_idle(&mut self, outstanding: u64, settings: &Settings) {
         if outstanding != 0 || !self.0.as_ref().is_some_and(|ex| ex.is_idle()) {
             return;
         }
         let Some(mut ex) = self.0.take() else {
             return;
         };
+        // A body refused while it arrived leaves the parser inside it with
+        // no input buffered (the connection is closing): whoever takes the
+        // exchange next starts afresh.
+        ex.parser = Exchange::parser(settings);
         if ex.inbuf.capacity() > POOLED_INBUF {
             ex.inbuf = Vec::new();
         }
@@ -1551,7 +1555,8 @@ impl HttpConn {
                 if idle < self.settings.keepalive_timeout {
                     // Requests came and went since the timer was armed, or
                     // this is the early round that gives the exchange back.
-                    self.ex.give_back_if_idle(self.outstanding());
+                    self.ex
+                        .give_back_if_idle(self.outstanding(), &self.settings);
                     conn.set_timeout(self.settings.keepalive_timeout - idle);
                     return;
                 }
@@ -1638,7 +1643,8 @@ impl Protocol for HttpConn {
     fn on_close(&mut self, reason: &CloseReason) {
         self.ex.take_up(&self.settings);
         self.on_close_held(reason);
-        self.ex.give_back_if_idle(self.outstanding());
+        self.ex
+            .give_back_if_idle(self.outstanding(), &self.settings);
     }
 }
 
