@@ -1,6 +1,7 @@
 //! One HTTP/1.1 connection: the transport [`Protocol`] that parses requests,
 //! calls the [`Handler`](crate::Handler), and sends responses in order.
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -301,7 +302,8 @@ enum Timer {
     Off,
     /// Nothing buffered, nothing outstanding: keep-alive idle
     /// (`keepalive_timeout`). Not re-armed per request: when it fires it
-    /// checks the last input.
+    /// checks the last input. Armed first for [`GIVE_BACK_AFTER`], when
+    /// the connection gives its exchange back.
     Idle,
     /// Waiting for a request head: after connecting, or with part of one
     /// buffered (`header_timeout`).
@@ -313,57 +315,221 @@ enum Timer {
     Handlers { deadline: Option<Instant> },
 }
 
+/// The per-connection state: what a connection keeps while it is idle.
+/// What only a request in progress needs lives in [`Exchange`], which an
+/// idle connection gives back to its worker's pool.
 pub(crate) struct HttpConn {
     id: u64,
     handler: Arc<dyn Handler>,
     settings: Arc<Settings>,
     peer_addr: SocketAddr,
-    parser: RequestParser,
-    inbuf: Vec<u8>,
     /// Sequence number the next parsed request gets.
     next_seq: u64,
     /// Sequence number of the next response to send.
     next_out: u64,
-    /// Responses (or parts of streamed ones) not yet written, by sequence
-    /// number: only the one numbered `next_out` may be written.
-    ready: Ready,
     reading: Reading,
     timer: Timer,
     /// Requests whose head and body are in (restarts the request timers).
     completed: u64,
     continue_: Continue,
     read_pause: ReadPause,
+    session: Session,
+    tls: Option<TlsInfo>,
+    /// Subject of the verified client certificate, shared by its requests.
+    client_subject: Option<Arc<str>>,
+    /// When input last arrived (the keep-alive timeout counts from it).
+    last_input: Instant,
+    /// Shared with writers and response streams: whether the client is
+    /// gone, where producers wait for room, and the last response before
+    /// a graceful close.
+    flow: Arc<ConnFlow>,
+    /// With middleware: the record of a finished exchange, for the next
+    /// (kept with the connection: a record holds its peer's facts).
+    spare_record: Option<Box<Record>>,
+    /// The request machinery, held from the start of a transport callback
+    /// to its end, and kept past it while anything is in flight.
+    ex: Slot,
+}
+
+/// What a connection needs only while requests are in progress: the
+/// parser and its input, the answers not yet written, bodies, deadlines
+/// and middleware records. An idle connection (nothing buffered, nothing
+/// outstanding, nothing unsent) gives it back to its worker's pool (see
+/// [`GIVE_BACK_AFTER`]) and takes one again when input arrives, so idle
+/// connections stay small and a keep-alive request still allocates
+/// nothing. It holds nothing of a
+/// particular client once given back.
+struct Exchange {
+    /// Which endpoint's settings `parser` was made for (compared only).
+    made_for: usize,
+    parser: RequestParser,
+    inbuf: Vec<u8>,
+    /// Responses (or parts of streamed ones) not yet written, by sequence
+    /// number: only the one numbered `next_out` may be written.
+    ready: Ready,
     /// The request whose body is being streamed to its handler.
     streaming: Option<StreamingBody>,
     /// Close after this request's response (its streamed body broke).
     close_after_seq: Option<u64>,
-    session: Session,
     /// Response deadlines (`ResponseWriter::timeout_after`) by sequence.
     deadlines: BTreeMap<u64, (RequestFacts, Instant)>,
     /// Requests `Handler::on_timeout` answered.
     timed_out: BTreeSet<u64>,
-    tls: Option<TlsInfo>,
-    /// Subject of the verified client certificate, shared by its requests.
-    client_subject: Option<Arc<str>>,
-    /// Shared with writers: the last response before a graceful close.
-    last_seq: Arc<AtomicU64>,
-    /// When input last arrived (the keep-alive timeout counts from it).
-    last_input: Instant,
     /// With middleware: when the head of the request whose body is due
     /// arrived (its head hooks ran then).
     head_received: Option<Instant>,
-    /// Shared with response streams: whether the client is gone, and
-    /// where their producers wait for room.
-    flow: Arc<ConnFlow>,
     /// A stream's bytes in the transport's queue while that is over its
     /// high-water mark: released by `on_drained`.
     held: Option<(Arc<AtomicUsize>, usize)>,
-    /// With middleware: the record of a finished exchange, for the next.
-    spare_record: Option<Box<Record>>,
     /// With middleware: exchanges whose whole answer is queued on the
     /// connection but not yet accepted by the socket, oldest first; they
     /// finish when it is ([`HttpConn::settle_sent`]).
     unsent: VecDeque<Unsent>,
+}
+
+/// How long a connection that has gone idle keeps its exchange before it
+/// gives it back: a client that sends its next request sooner finds it in
+/// place. This is the first round of the keep-alive timer, which is not
+/// re-armed per request: a connection that takes an exchange again while
+/// the timer runs its later round keeps it until that round ends (at most
+/// `keepalive_timeout`), or until it closes.
+const GIVE_BACK_AFTER: Duration = Duration::from_millis(50);
+
+/// Most exchanges a worker keeps for reuse.
+const POOLED_EXCHANGES: usize = 64;
+
+/// Input buffers larger than this are not kept in a pooled exchange.
+const POOLED_INBUF: usize = 16 * 1024;
+
+thread_local! {
+    /// The exchange given back last (a keep-alive request's round trip
+    /// needs no more than this)...
+    static LAST: Cell<Option<Box<Exchange>>> = const { Cell::new(None) };
+    /// ...and the others idle connections of this worker gave back (boxed:
+    /// they move between connections and the pool as one pointer).
+    #[allow(clippy::vec_box)]
+    static POOL: RefCell<Vec<Box<Exchange>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Exchange {
+    fn new(settings: &Arc<Settings>) -> Exchange {
+        Exchange {
+            made_for: Arc::as_ptr(settings) as usize,
+            parser: Exchange::parser(settings),
+            inbuf: Vec::new(),
+            ready: Ready::default(),
+            streaming: None,
+            close_after_seq: None,
+            deadlines: BTreeMap::new(),
+            timed_out: BTreeSet::new(),
+            head_received: None,
+            held: None,
+            unsent: VecDeque::new(),
+        }
+    }
+
+    fn parser(settings: &Settings) -> RequestParser {
+        let mut parser = RequestParser::new(settings.limits);
+        parser.set_announce_bodies(true);
+        parser
+    }
+
+    /// Whether nothing of a request is in it: no input, no answer, no
+    /// body, no deadline, no record waiting for the socket.
+    fn is_idle(&self) -> bool {
+        self.inbuf.is_empty()
+            && self.parser.pending_head().is_none()
+            && self.ready.first.is_none()
+            && self.ready.rest.is_empty()
+            && self.streaming.is_none()
+            && self.close_after_seq.is_none()
+            && self.deadlines.is_empty()
+            && self.timed_out.is_empty()
+            && self.head_received.is_none()
+            && self.held.is_none()
+            && self.unsent.is_empty()
+    }
+}
+
+/// An [`HttpConn`]'s [`Exchange`], when it holds one. Every transport
+/// callback takes one first ([`Slot::take_up`]), so the connection's
+/// methods reach it through `Deref` without asking.
+struct Slot(Option<Box<Exchange>>);
+
+impl Slot {
+    /// Holds an exchange: the one kept, else one from the worker's pool
+    /// (made for `settings`), else a new one.
+    #[inline]
+    fn take_up(&mut self, settings: &Arc<Settings>) {
+        if self.0.is_none() {
+            self.0 = Some(Slot::from_pool(settings));
+        }
+    }
+
+    fn from_pool(settings: &Arc<Settings>) -> Box<Exchange> {
+        let spare = LAST
+            .with(Cell::take)
+            .or_else(|| POOL.with(|pool| pool.borrow_mut().pop()));
+        match spare {
+            Some(mut ex) => {
+                if ex.made_for != Arc::as_ptr(settings) as usize {
+                    // Another endpoint's: its limits may differ.
+                    ex.made_for = Arc::as_ptr(settings) as usize;
+                    ex.parser = Exchange::parser(settings);
+                }
+                ex
+            }
+            None => Box::new(Exchange::new(settings)),
+        }
+    }
+
+    /// Gives the exchange back to the worker's pool if no request is
+    /// outstanding (`outstanding`: parsed, not answered in full) and
+    /// nothing of one is in it.
+    #[inline]
+    fn give_back_if_idle(&mut self, outstanding: u64, settings: &Settings) {
+        if outstanding != 0 || !self.0.as_ref().is_some_and(|ex| ex.is_idle()) {
+            return;
+        }
+        let Some(mut ex) = self.0.take() else {
+            return;
+        };
+        // A body refused while it arrived leaves the parser inside it with
+        // no input buffered (the connection is closing): whoever takes the
+        // exchange next starts afresh.
+        ex.parser = Exchange::parser(settings);
+        if ex.inbuf.capacity() > POOLED_INBUF {
+            ex.inbuf = Vec::new();
+        }
+        if let Some(older) = LAST.with(|last| last.replace(Some(ex))) {
+            POOL.with(|pool| {
+                let mut pool = pool.borrow_mut();
+                if pool.len() < POOLED_EXCHANGES {
+                    pool.push(older);
+                }
+            });
+        }
+    }
+}
+
+impl std::ops::Deref for Slot {
+    type Target = Exchange;
+
+    #[inline]
+    fn deref(&self) -> &Exchange {
+        self.0
+            .as_deref()
+            .expect("an exchange is taken up before the connection runs")
+    }
+}
+
+impl std::ops::DerefMut for Slot {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Exchange {
+        self.0
+            .as_deref_mut()
+            .expect("an exchange is taken up before the connection runs")
+    }
 }
 
 /// An exchange waiting for its last byte to leave: it has finished once
@@ -385,37 +551,23 @@ impl HttpConn {
         body::mark_worker_thread();
         HttpConn {
             id: CONN_IDS.fetch_add(1, Ordering::Relaxed),
-            parser: {
-                let mut parser = RequestParser::new(settings.limits);
-                parser.set_announce_bodies(true);
-                parser
-            },
             handler,
             settings,
             peer_addr,
-            inbuf: Vec::new(),
             next_seq: 0,
             next_out: 0,
-            ready: Ready::default(),
             reading: Reading::Requests,
             timer: Timer::Off,
             completed: 0,
             continue_: Continue::NotSent,
             read_pause: ReadPause::Off,
-            streaming: None,
-            close_after_seq: None,
             session: Session::Pending,
-            deadlines: BTreeMap::new(),
-            timed_out: BTreeSet::new(),
             tls: None,
             client_subject: None,
-            last_seq: Arc::new(AtomicU64::new(u64::MAX)),
             last_input: Instant::now(),
-            head_received: None,
             flow: Arc::new(ConnFlow::default()),
-            held: None,
             spare_record: None,
-            unsent: VecDeque::new(),
+            ex: Slot(None),
         }
     }
 
@@ -441,17 +593,17 @@ impl HttpConn {
     /// `100 Continue` go out.
     fn process(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         loop {
-            let before = (self.next_seq, self.next_out, self.inbuf.len());
+            let before = (self.next_seq, self.next_out, self.ex.inbuf.len());
             self.parse_buffered(conn);
             self.emit(conn);
-            if self.streaming.is_none() && self.reading_requests() {
+            if self.ex.streaming.is_none() && self.reading_requests() {
                 self.maybe_send_continue(conn);
             }
             // Another round can only parse more if input is left.
-            if self.inbuf.is_empty() {
+            if self.ex.inbuf.is_empty() {
                 return;
             }
-            let after = (self.next_seq, self.next_out, self.inbuf.len());
+            let after = (self.next_seq, self.next_out, self.ex.inbuf.len());
             if after == before || conn.is_closing() {
                 return;
             }
@@ -461,12 +613,13 @@ impl HttpConn {
     fn parse_buffered(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         while conn.queued() <= MAX_QUEUED_OUTPUT
             && self.reading_requests()
-            && !self.inbuf.is_empty()
+            && !self.ex.inbuf.is_empty()
             && self.outstanding() < MAX_IN_FLIGHT
         {
-            match self.parser.parse(&self.inbuf) {
+            let ex = &mut *self.ex;
+            match ex.parser.parse(&ex.inbuf) {
                 Ok(Parsed::Partial) => {
-                    if self.streaming.is_some() {
+                    if self.ex.streaming.is_some() {
                         self.forward_streamed(conn);
                     } else {
                         self.maybe_send_continue(conn);
@@ -478,7 +631,7 @@ impl HttpConn {
                     body,
                     consumed,
                 }) => {
-                    self.inbuf.drain(..consumed);
+                    self.ex.inbuf.drain(..consumed);
                     self.continue_ = Continue::NotSent;
                     self.completed += 1;
                     let mut request = Request::from_parts(head, body, self.peer_addr, self.tls);
@@ -492,7 +645,7 @@ impl HttpConn {
                         self.stop_reading();
                         self.close_after(conn, self.next_seq);
                     }
-                    let received = match self.head_received.take() {
+                    let received = match self.ex.head_received.take() {
                         Some(at) => Some(at),
                         None if self.settings.layered => {
                             let at = conn.now();
@@ -511,9 +664,9 @@ impl HttpConn {
                     if !self.within_body_limit(conn, last.len()) {
                         continue;
                     }
-                    self.inbuf.drain(..consumed);
+                    self.ex.inbuf.drain(..consumed);
                     self.completed += 1;
-                    if let Some(body) = self.streaming.take() {
+                    if let Some(body) = self.ex.streaming.take() {
                         body.sender.send(last);
                         body.sender.end();
                         if body.then == Then::Close {
@@ -527,13 +680,13 @@ impl HttpConn {
                     self.set_backlog(conn, Backlog::Body, false);
                 }
                 Err(e) => {
-                    if let Some(body) = self.streaming.take() {
+                    if let Some(body) = self.ex.streaming.take() {
                         // The handler already has the request: it learns of
                         // the broken body from its stream, answers, and the
                         // connection closes after that answer.
                         debug!("{}: bad streamed body: {}", self.peer_addr, e.reason());
                         self.stop_reading();
-                        self.inbuf = Vec::new();
+                        self.ex.inbuf = Vec::new();
                         body.sender
                             .fail(std::io::ErrorKind::InvalidData, e.reason());
                         self.close_after(conn, body.seq);
@@ -547,7 +700,7 @@ impl HttpConn {
 
     /// A head with a body arrived: ask the handler whether to stream it.
     fn choose_body_mode(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        let Some((head, declared_length)) = self.parser.stream_body() else {
+        let Some((head, declared_length)) = self.ex.parser.stream_body() else {
             return;
         };
         let expects_continue = head.expects_continue;
@@ -569,11 +722,11 @@ impl HttpConn {
             .unwrap_or(BodyMode::Buffered);
         if mode == BodyMode::Buffered {
             let info = received.map(|at| RequestInfo::of(&request, at));
-            self.head_received = received;
-            if let Err(e) = self.parser.restore_buffered(request.into_head()) {
+            self.ex.head_received = received;
+            if let Err(e) = self.ex.parser.restore_buffered(request.into_head()) {
                 // Over the size limit: answered like any parse error, next
                 // time round (the parser is reset and sees a bad state).
-                self.head_received = None;
+                self.ex.head_received = None;
                 self.reject(e, info);
             }
             return;
@@ -594,7 +747,7 @@ impl HttpConn {
         let (sender, stream) =
             body::channel(conn.handle(), self.settings.body_timeout, declared_length);
         request.set_body_stream(stream);
-        self.streaming = Some(StreamingBody {
+        self.ex.streaming = Some(StreamingBody {
             sender,
             seq: self.next_seq,
             then: if request.keep_alive() {
@@ -672,10 +825,10 @@ impl HttpConn {
             // Nothing more is read: the body is never looked at, and no
             // `100 Continue` goes out.
             self.stop_reading();
-            self.inbuf = Vec::new();
+            self.ex.inbuf = Vec::new();
             let mut parser = RequestParser::new(self.settings.limits);
             parser.set_announce_bodies(true);
-            self.parser = parser;
+            self.ex.parser = parser;
         }
         let payload = if *request.method() == Method::HEAD || !status_allows_body(answer.status) {
             Payload::HeadOnly
@@ -755,7 +908,7 @@ impl HttpConn {
             return None;
         }
         let now = Instant::now();
-        let info = known.unwrap_or_else(|| match self.parser.pending_head() {
+        let info = known.unwrap_or_else(|| match self.ex.parser.pending_head() {
             Some(head) => RequestInfo::of_head(head, self.peer_addr, now),
             None => RequestInfo::unparsed(self.peer_addr, now),
         });
@@ -768,12 +921,12 @@ impl HttpConn {
     /// Hands what the parser decoded of a streamed body to its reader, and
     /// drops the raw bytes it came from.
     fn forward_streamed(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        let (data, drain) = self.parser.take_streamed();
-        self.inbuf.drain(..drain);
+        let (data, drain) = self.ex.parser.take_streamed();
+        self.ex.inbuf.drain(..drain);
         if !self.within_body_limit(conn, data.len()) {
             return;
         }
-        if let Some(body) = &self.streaming {
+        if let Some(body) = &self.ex.streaming {
             if body.sender.send(data) {
                 self.set_backlog(conn, Backlog::Body, true);
             }
@@ -784,14 +937,14 @@ impl HttpConn {
     /// limit the stream fails, nothing more is read, and the connection
     /// closes after the handler's answer.
     fn within_body_limit(&mut self, conn: &mut Conn<'_, HttpMsg>, n: usize) -> bool {
-        let Some(body) = &mut self.streaming else {
+        let Some(body) = &mut self.ex.streaming else {
             return true;
         };
         body.received = body.received.saturating_add(n as u64);
         if body.received <= body.limit {
             return true;
         }
-        let Some(body) = self.streaming.take() else {
+        let Some(body) = self.ex.streaming.take() else {
             return true;
         };
         debug!(
@@ -799,7 +952,7 @@ impl HttpConn {
             self.peer_addr, body.limit
         );
         self.stop_reading();
-        self.inbuf = Vec::new();
+        self.ex.inbuf = Vec::new();
         body.sender.too_large(body.limit);
         self.close_after(conn, body.seq);
         self.set_backlog(conn, Backlog::Body, false);
@@ -817,7 +970,7 @@ impl HttpConn {
         self.stop_reading();
         let payload = self.refused_payload();
         let layered = self.refused_info(info);
-        self.inbuf = Vec::new();
+        self.ex.inbuf = Vec::new();
         self.file_own(
             layered,
             e.status(),
@@ -836,11 +989,12 @@ impl HttpConn {
     /// §9.3.2): its request line is at the start of the unconsumed input.
     fn refused_payload(&self) -> Payload {
         let start = self
+            .ex
             .inbuf
             .iter()
             .position(|&b| b != b'\r' && b != b'\n')
-            .unwrap_or(self.inbuf.len());
-        if self.inbuf[start..].starts_with(b"HEAD ") {
+            .unwrap_or(self.ex.inbuf.len());
+        if self.ex.inbuf[start..].starts_with(b"HEAD ") {
             Payload::HeadOnly
         } else {
             Payload::Body
@@ -849,14 +1003,14 @@ impl HttpConn {
 
     /// The connection closes after the response to request `seq`: that
     /// response says `Connection: close` (writers not done yet learn it
-    /// through `last_seq`; a head already filed but not yet sent is
+    /// through the shared `ConnFlow`; a head already filed but not yet sent is
     /// rewritten), and if it already went out, the connection closes now.
     fn close_after(&mut self, conn: &mut Conn<'_, HttpMsg>, seq: u64) {
-        self.close_after_seq = Some(seq);
-        self.last_seq.store(seq, Ordering::Relaxed);
+        self.ex.close_after_seq = Some(seq);
+        self.flow.set_last(seq);
         if seq < self.next_out {
             // A body still arriving is taken in first (see `BodyEnd`).
-            if self.outstanding() == 0 && self.streaming.is_none() {
+            if self.outstanding() == 0 && self.ex.streaming.is_none() {
                 conn.close();
             }
             return;
@@ -867,10 +1021,10 @@ impl HttpConn {
     /// Rewrites the filed, unsent head of response `seq` to say
     /// `Connection: close` if it is the one the connection closes after.
     fn mark_closing(&mut self, seq: u64) {
-        if self.close_after_seq != Some(seq) || seq < self.next_out {
+        if self.ex.close_after_seq != Some(seq) || seq < self.next_out {
             return;
         }
-        if let Some(pending) = self.ready.get_mut((seq - self.next_out) as usize) {
+        if let Some(pending) = self.ex.ready.get_mut((seq - self.next_out) as usize) {
             if pending.head == HeadState::Unsent {
                 if let Some(Part::Bytes(head)) = &mut pending.first {
                     let before = head.len();
@@ -905,6 +1059,7 @@ impl HttpConn {
             return;
         }
         if self
+            .ex
             .parser
             .pending_head()
             .is_some_and(|head| head.expects_continue)
@@ -946,7 +1101,6 @@ impl HttpConn {
             peer_addr: self.peer_addr,
             attempt: 0,
             max_response_size: self.settings.max_response_size,
-            last_seq: Arc::clone(&self.last_seq),
             layered,
             flow: Arc::clone(&self.flow),
             max_stream_buffer: self.settings.max_stream_buffer,
@@ -980,8 +1134,8 @@ impl HttpConn {
     }
 
     fn add_deadline(&mut self, facts: RequestFacts, at: Instant) {
-        if facts.seq >= self.next_out && !self.timed_out.contains(&facts.seq) {
-            self.deadlines.insert(facts.seq, (facts, at));
+        if facts.seq >= self.next_out && !self.ex.timed_out.contains(&facts.seq) {
+            self.ex.deadlines.insert(facts.seq, (facts, at));
         }
     }
 
@@ -990,23 +1144,24 @@ impl HttpConn {
     fn expire_deadlines(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         let now = Instant::now();
         let expired: Vec<u64> = self
+            .ex
             .deadlines
             .iter()
             .filter(|(_, (_, at))| *at <= now)
             .map(|(seq, _)| *seq)
             .collect();
         for seq in expired {
-            let Some((facts, _)) = self.deadlines.remove(&seq) else {
+            let Some((facts, _)) = self.ex.deadlines.remove(&seq) else {
                 continue;
             };
             let started =
-                seq < self.next_out || self.ready.get((seq - self.next_out) as usize).is_some();
+                seq < self.next_out || self.ex.ready.get((seq - self.next_out) as usize).is_some();
             if started {
                 // Already answered, or a response has started.
                 continue;
             }
             debug!("{}: response deadline passed; on_timeout", self.peer_addr);
-            self.timed_out.insert(seq);
+            self.ex.timed_out.insert(seq);
             let writer = ResponseWriter::new(Target {
                 peer: conn.handle(),
                 conn_id: self.id,
@@ -1017,7 +1172,6 @@ impl HttpConn {
                 peer_addr: self.peer_addr,
                 attempt: 1,
                 max_response_size: self.settings.max_response_size,
-                last_seq: Arc::clone(&self.last_seq),
                 layered: facts.layered,
                 flow: Arc::clone(&self.flow),
                 max_stream_buffer: self.settings.max_stream_buffer,
@@ -1036,7 +1190,7 @@ impl HttpConn {
 
     /// Files a response or part of one under its sequence number.
     fn accept_part(&mut self, out: Outgoing) {
-        if out.seq < self.next_out || (out.attempt == 0 && self.timed_out.contains(&out.seq)) {
+        if out.seq < self.next_out || (out.attempt == 0 && self.ex.timed_out.contains(&out.seq)) {
             // Discarded below: its producer may go on.
             if let Some(credit) = &out.credit {
                 self.flow.release(credit, out.bytes.len());
@@ -1050,7 +1204,7 @@ impl HttpConn {
             }
             return;
         }
-        if out.attempt == 0 && self.timed_out.contains(&out.seq) {
+        if out.attempt == 0 && self.ex.timed_out.contains(&out.seq) {
             // on_timeout answered instead; the handler's answer is too late
             // (the exchange is reported with on_timeout's answer).
             if let Some(record) = out.record {
@@ -1059,7 +1213,11 @@ impl HttpConn {
             return;
         }
         let index = (out.seq - self.next_out) as usize;
-        let pending = self.ready.slot(index).get_or_insert_with(Pending::default);
+        let pending = self
+            .ex
+            .ready
+            .slot(index)
+            .get_or_insert_with(Pending::default);
         if !out.bytes.is_empty() {
             pending.push(Part::Bytes(out.bytes));
         }
@@ -1085,13 +1243,17 @@ impl HttpConn {
     #[inline]
     fn emit(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         self.emit_ready(conn);
-        if !self.unsent.is_empty() {
+        if !self.ex.unsent.is_empty() {
             self.settle_sent(conn);
         }
     }
 
     fn emit_ready(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        while let Some(pending) = self.ready.front_mut() {
+        loop {
+            let ex = &mut *self.ex;
+            let Some(pending) = ex.ready.front_mut() else {
+                break;
+            };
             pending.head = HeadState::Sent;
             let mut handed = 0u64;
             // The loop's clock (no read of its own), as for `received`.
@@ -1112,19 +1274,19 @@ impl HttpConn {
                 record.handed(handed, now);
             }
             if let Some(credit) = &pending.credit {
-                Self::settle(&self.flow, &mut self.held, credit, handed, conn.queued());
+                Self::settle(&self.flow, &mut ex.held, credit, handed, conn.queued());
             }
             if pending.step == Step::More {
                 // A stream still being written: later responses wait.
                 break;
             }
-            let last = if self.close_after_seq == Some(self.next_out) {
+            let last = if ex.close_after_seq == Some(self.next_out) {
                 Then::Close
             } else {
                 Then::KeepOpen
             };
             let then = pending.then.and(last);
-            if let Some(done) = self.ready.pop_front() {
+            if let Some(done) = ex.ready.pop_front() {
                 if let Some(record) = done.record {
                     // Finished when the socket has taken its last byte.
                     let unsent = Unsent {
@@ -1136,8 +1298,8 @@ impl HttpConn {
                     self.finish_when_sent(conn, unsent);
                 }
             }
-            self.deadlines.remove(&self.next_out);
-            self.timed_out.remove(&self.next_out);
+            self.ex.deadlines.remove(&self.next_out);
+            self.ex.timed_out.remove(&self.next_out);
             self.next_out += 1;
             if then == Then::Close {
                 self.stop_reading();
@@ -1191,8 +1353,8 @@ impl HttpConn {
     /// socket takes it whole (the usual case: no queue of exchanges),
     /// else queues it for [`HttpConn::settle_sent`].
     fn finish_when_sent(&mut self, conn: &mut Conn<'_, HttpMsg>, done: Unsent) {
-        let last_of_round = self.ready.front().is_none();
-        if last_of_round && self.unsent.is_empty() {
+        let last_of_round = self.ex.ready.front().is_none();
+        if last_of_round && self.ex.unsent.is_empty() {
             conn.flush();
             if conn.sent() >= done.mark {
                 let record = done.record.complete(done.keep_alive, done.end, conn.now());
@@ -1200,24 +1362,24 @@ impl HttpConn {
                 return;
             }
         }
-        self.unsent.push_back(done);
+        self.ex.unsent.push_back(done);
     }
 
     #[inline(never)]
     fn settle_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        let Some(first) = self.unsent.front() else {
+        let Some(first) = self.ex.unsent.front() else {
             return;
         };
         if conn.sent() < first.mark {
             conn.flush();
         }
         let (sent, now) = (conn.sent(), conn.now());
-        while let Some(first) = self.unsent.front() {
+        while let Some(first) = self.ex.unsent.front() {
             if first.mark > sent {
                 conn.notify_sent();
                 return;
             }
-            if let Some(done) = self.unsent.pop_front() {
+            if let Some(done) = self.ex.unsent.pop_front() {
                 let record = done.record.complete(done.keep_alive, done.end, now);
                 self.spare_record = Some(record);
             }
@@ -1225,7 +1387,7 @@ impl HttpConn {
     }
 
     fn abandon(&mut self, end: End) {
-        for pending in self.ready.drain() {
+        for pending in self.ex.ready.drain() {
             if let Some(record) = pending.record {
                 record.complete(false, end, Instant::now());
             }
@@ -1235,7 +1397,7 @@ impl HttpConn {
     fn arm_timer(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         if self.outstanding() > 0 {
             // While handlers work, the timer serves response deadlines.
-            let earliest = self.deadlines.values().map(|(_, at)| *at).min();
+            let earliest = self.ex.deadlines.values().map(|(_, at)| *at).min();
             let want = Timer::Handlers { deadline: earliest };
             if self.timer == want {
                 return;
@@ -1248,9 +1410,9 @@ impl HttpConn {
             return;
         }
         let completed = self.completed;
-        let want = if self.inbuf.is_empty() {
+        let want = if self.ex.inbuf.is_empty() {
             Timer::Idle
-        } else if self.parser.pending_head().is_some() {
+        } else if self.ex.parser.pending_head().is_some() {
             Timer::Body { completed }
         } else {
             Timer::Head { completed }
@@ -1264,17 +1426,16 @@ impl HttpConn {
         self.timer = want;
         match want {
             Timer::Off | Timer::Handlers { .. } => conn.clear_timeout(),
-            Timer::Idle => conn.set_timeout(self.settings.keepalive_timeout),
+            Timer::Idle => conn.set_timeout(self.settings.keepalive_timeout.min(GIVE_BACK_AFTER)),
             Timer::Head { .. } => conn.set_timeout(self.settings.header_timeout),
             Timer::Body { .. } => conn.set_timeout(self.settings.body_timeout),
         }
     }
 }
 
-impl Protocol for HttpConn {
-    type Message = HttpMsg;
-
-    fn on_connect(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+impl HttpConn {
+    /// [`Protocol::on_connect`]: needs no exchange.
+    fn on_connect_held(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         let info = ConnectionInfo {
             peer_addr: conn.peer_addr(),
             local_addr: conn.local_addr(),
@@ -1294,28 +1455,28 @@ impl Protocol for HttpConn {
         conn.set_timeout(self.settings.header_timeout);
     }
 
-    fn on_input(&mut self, conn: &mut Conn<'_, HttpMsg>, data: &[u8]) {
+    fn on_input_held(&mut self, conn: &mut Conn<'_, HttpMsg>, data: &[u8]) {
         if !self.reading_requests() {
             return;
         }
         self.last_input = conn.now();
-        self.inbuf.extend_from_slice(data);
+        self.ex.inbuf.extend_from_slice(data);
         self.process(conn);
-        if self.outstanding() >= MAX_IN_FLIGHT && self.inbuf.len() > MAX_BUFFERED_WHILE_PAUSED {
+        if self.outstanding() >= MAX_IN_FLIGHT && self.ex.inbuf.len() > MAX_BUFFERED_WHILE_PAUSED {
             self.set_backlog(conn, Backlog::Pipeline, true);
         }
     }
 
-    fn on_drain(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+    fn on_drain_held(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         debug!("{}: draining", self.peer_addr);
-        if let Some(body) = &mut self.streaming {
+        if let Some(body) = &mut self.ex.streaming {
             // A body still arriving belongs to a request in flight: take it
             // in, then stop.
             body.then = Then::Close;
         } else {
             self.stop_reading();
         }
-        if self.outstanding() == 0 && self.streaming.is_none() {
+        if self.outstanding() == 0 && self.ex.streaming.is_none() {
             conn.close();
             return;
         }
@@ -1323,12 +1484,12 @@ impl Protocol for HttpConn {
         self.close_after(conn, last);
     }
 
-    fn on_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+    fn on_sent_held(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         self.settle_sent(conn);
     }
 
-    fn on_drained(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        if let Some((credit, n)) = self.held.take() {
+    fn on_drained_held(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        if let Some((credit, n)) = self.ex.held.take() {
             self.flow.release(&credit, n);
         }
         if self.reading_requests() {
@@ -1336,8 +1497,8 @@ impl Protocol for HttpConn {
         }
     }
 
-    fn on_eof(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        if let Some(body) = self.streaming.take() {
+    fn on_eof_held(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        if let Some(body) = self.ex.streaming.take() {
             body.sender.fail(
                 std::io::ErrorKind::UnexpectedEof,
                 "connection closed during the body",
@@ -1352,7 +1513,7 @@ impl Protocol for HttpConn {
         }
     }
 
-    fn on_message(&mut self, conn: &mut Conn<'_, HttpMsg>, msg: HttpMsg) {
+    fn on_message_held(&mut self, conn: &mut Conn<'_, HttpMsg>, msg: HttpMsg) {
         match msg {
             HttpMsg::Response(out) => self.accept_part(out),
             HttpMsg::Deadline(facts, at) => self.add_deadline(facts, at),
@@ -1371,7 +1532,7 @@ impl Protocol for HttpConn {
         }
     }
 
-    fn on_timeout(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+    fn on_timeout_held(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         match self.timer {
             Timer::Head { .. } | Timer::Body { .. } => {
                 debug!("{}: request timeout: 408", self.peer_addr);
@@ -1395,7 +1556,10 @@ impl Protocol for HttpConn {
             Timer::Idle => {
                 let idle = self.last_input.elapsed();
                 if idle < self.settings.keepalive_timeout {
-                    // Requests came and went since the timer was armed.
+                    // Requests came and went since the timer was armed, or
+                    // this is the early round that gives the exchange back.
+                    self.ex
+                        .give_back_if_idle(self.outstanding(), &self.settings);
                     conn.set_timeout(self.settings.keepalive_timeout - idle);
                     return;
                 }
@@ -1408,17 +1572,17 @@ impl Protocol for HttpConn {
         self.stop_reading();
     }
 
-    fn on_close(&mut self, reason: &CloseReason) {
+    fn on_close_held(&mut self, reason: &CloseReason) {
         debug!("{}: http connection closed: {reason}", self.peer_addr);
         // Producers of response streams stop at their next write.
         self.flow.close();
-        if let Some(body) = self.streaming.take() {
+        if let Some(body) = self.ex.streaming.take() {
             body.sender.fail(
                 std::io::ErrorKind::UnexpectedEof,
                 "connection closed during the body",
             );
         }
-        for done in self.unsent.drain(..) {
+        for done in self.ex.unsent.drain(..) {
             // Queued in full, never taken in full by the socket.
             done.record.complete(false, End::ClientGone, Instant::now());
         }
@@ -1429,5 +1593,83 @@ impl Protocol for HttpConn {
                 log::warn!("{peer}: on_disconnection panicked");
             }
         }
+    }
+}
+
+/// Each callback holds an exchange while it runs. A connection keeps it
+/// between requests and gives it back on a round of its keep-alive timer
+/// that finds it idle (the first comes [`GIVE_BACK_AFTER`] after it went
+/// idle), or when it closes: a keep-alive request neither takes nor gives
+/// one.
+impl Protocol for HttpConn {
+    type Message = HttpMsg;
+
+    fn on_connect(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        self.on_connect_held(conn);
+    }
+
+    fn on_input(&mut self, conn: &mut Conn<'_, HttpMsg>, data: &[u8]) {
+        self.ex.take_up(&self.settings);
+        self.on_input_held(conn, data);
+    }
+
+    fn on_drain(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        self.ex.take_up(&self.settings);
+        self.on_drain_held(conn);
+    }
+
+    fn on_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        self.ex.take_up(&self.settings);
+        self.on_sent_held(conn);
+    }
+
+    fn on_drained(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        self.ex.take_up(&self.settings);
+        self.on_drained_held(conn);
+    }
+
+    fn on_eof(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        self.ex.take_up(&self.settings);
+        self.on_eof_held(conn);
+    }
+
+    fn on_message(&mut self, conn: &mut Conn<'_, HttpMsg>, msg: HttpMsg) {
+        self.ex.take_up(&self.settings);
+        self.on_message_held(conn, msg);
+    }
+
+    fn on_timeout(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        self.ex.take_up(&self.settings);
+        self.on_timeout_held(conn);
+    }
+
+    fn on_close(&mut self, reason: &CloseReason) {
+        self.ex.take_up(&self.settings);
+        self.on_close_held(reason);
+        self.ex
+            .give_back_if_idle(self.outstanding(), &self.settings);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The budget of an idle keep-alive connection: the worker's slab
+    /// entry is the transport's `PeerIo` plus this. What only a request in
+    /// progress needs stays out of it, in the pooled `Exchange`; a field
+    /// added here costs every idle connection its size.
+    #[test]
+    fn an_idle_connection_stays_small() {
+        assert!(
+            std::mem::size_of::<HttpConn>() <= 208,
+            "HttpConn grew to {} bytes",
+            std::mem::size_of::<HttpConn>()
+        );
+        assert_eq!(
+            std::mem::size_of::<Slot>(),
+            std::mem::size_of::<usize>(),
+            "an idle connection holds one pointer of its exchange"
+        );
     }
 }

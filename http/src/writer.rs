@@ -58,17 +58,43 @@ pub(crate) struct Outgoing {
 
 /// What a connection shares with the streams answering its requests:
 /// whether its client is gone, and a place for their producers to wait
-/// until the connection writes what they handed over.
-#[derive(Debug, Default)]
+/// until the connection writes what they handed over; and which response
+/// is its last.
+#[derive(Debug)]
 pub(crate) struct ConnFlow {
     gone: AtomicBool,
+    /// Sequence number of the connection's last response (the connection
+    /// closes after it), or `u64::MAX`: set when a graceful shutdown begins.
+    last_seq: AtomicU64,
     /// Wakers of non-blocking producers waiting for room.
     wakers: Mutex<Vec<Waker>>,
     /// Blocking producers waiting for room (paired with `wakers`' lock).
     room: Condvar,
 }
 
+impl Default for ConnFlow {
+    fn default() -> ConnFlow {
+        ConnFlow {
+            gone: AtomicBool::new(false),
+            last_seq: AtomicU64::new(u64::MAX),
+            wakers: Mutex::default(),
+            room: Condvar::new(),
+        }
+    }
+}
+
 impl ConnFlow {
+    /// Response `seq` is the connection's last: it says `Connection:
+    /// close`.
+    pub(crate) fn set_last(&self, seq: u64) {
+        self.last_seq.store(seq, Ordering::Relaxed);
+    }
+
+    /// Whether response `seq` is the connection's last.
+    fn is_last(&self, seq: u64) -> bool {
+        self.last_seq.load(Ordering::Relaxed) == seq
+    }
+
     /// `n` bytes of the stream counted by `credit` are written (or
     /// discarded): wake its producer.
     pub(crate) fn release(&self, credit: &AtomicUsize, n: usize) {
@@ -206,12 +232,10 @@ pub(crate) struct Target {
     pub(crate) peer_addr: SocketAddr,
     pub(crate) attempt: u8,
     pub(crate) max_response_size: usize,
-    /// Sequence number of the connection's last response (the connection
-    /// closes after it), or `u64::MAX`: set when a graceful shutdown begins.
-    pub(crate) last_seq: Arc<AtomicU64>,
     /// The middleware wrapping this exchange, if any.
     pub(crate) layered: Option<Box<Layered>>,
-    /// The connection's client state, shared with streams.
+    /// The connection's client state and last response, shared with
+    /// streams.
     pub(crate) flow: Arc<ConnFlow>,
     /// See `Options::max_stream_buffer`.
     pub(crate) max_stream_buffer: usize,
@@ -224,7 +248,7 @@ impl Target {
     /// request said so, or if this is its last response (a graceful
     /// shutdown, a broken body, the client gone).
     fn then_now(&self) -> Then {
-        if self.last_seq.load(Ordering::Relaxed) == self.seq {
+        if self.flow.is_last(self.seq) {
             Then::Close
         } else {
             self.then

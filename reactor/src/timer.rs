@@ -7,12 +7,15 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 /// Identifies an armed timer on one worker; returned by
 /// [`Context::set_timer`](crate::Context::set_timer) and used to cancel it.
+/// Never zero, so that an `Option<TimerId>` (one per connection and
+/// purpose) takes no more room than the id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TimerId(u64);
+pub struct TimerId(NonZeroU64);
 
 #[derive(Debug)]
 pub(crate) struct Timers<T> {
@@ -26,20 +29,20 @@ impl<T> Timers<T> {
         Timers {
             heap: BinaryHeap::new(),
             live: HashMap::new(),
-            next_id: 0,
+            next_id: 1,
         }
     }
 
     pub(crate) fn insert(&mut self, deadline: Instant, payload: T) -> TimerId {
-        let id = self.next_id;
+        let id = NonZeroU64::new(self.next_id).expect("timer ids start at 1 and never wrap");
         self.next_id += 1;
-        self.heap.push(Reverse((deadline, id)));
-        self.live.insert(id, payload);
+        self.heap.push(Reverse((deadline, id.get())));
+        self.live.insert(id.get(), payload);
         TimerId(id)
     }
 
     pub(crate) fn cancel(&mut self, id: TimerId) -> Option<T> {
-        let payload = self.live.remove(&id.0);
+        let payload = self.live.remove(&id.0.get());
         if self.live.is_empty() {
             // Nothing armed: drop the stale entries at once instead of letting
             // them wake the worker for nothing.
@@ -88,6 +91,15 @@ impl<T> Timers<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_optional_timer_id_costs_no_more_than_the_id() {
+        // Each connection keeps three `Option<TimerId>`s.
+        assert_eq!(
+            std::mem::size_of::<Option<TimerId>>(),
+            std::mem::size_of::<u64>()
+        );
+    }
 
     #[test]
     fn expire_in_deadline_order_not_insertion_order() {

@@ -587,3 +587,19 @@ impl TlsState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every open connection holds a `PeerIo` in its worker's slab, idle
+    /// or not: what only a handshake or a close needs must not grow it.
+    #[test]
+    fn peer_io_stays_small() {
+        assert!(
+            std::mem::size_of::<PeerIo>() <= 256,
+            "PeerIo grew to {} bytes",
+            std::mem::size_of::<PeerIo>()
+        );
+    }
+}

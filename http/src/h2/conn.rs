@@ -234,8 +234,6 @@ pub(crate) struct H2Conn {
     peer_leaving: bool,
     stalled_since: Option<Instant>,
     budget: Budget,
-    /// Always `u64::MAX`: a stream never closes its connection.
-    last_seq: Arc<AtomicU64>,
     spare_record: Option<Box<Record>>,
     /// Exchanges whose last frame is queued but not yet taken by the
     /// socket, oldest first, with the connection's byte count that ends
@@ -298,7 +296,6 @@ impl H2Conn {
                 control: 0,
                 resets: 0,
             },
-            last_seq: Arc::new(AtomicU64::new(u64::MAX)),
             spare_record: None,
             unsent: VecDeque::new(),
             pending: Vec::new(),
@@ -331,7 +328,11 @@ impl H2Conn {
     /// writing what is queued first; the others finish on `on_sent`, or
     /// `on_close`.
     fn settle_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        if self.unsent.front().is_some_and(|(_, mark, _)| conn.sent() < *mark) {
+        if self
+            .unsent
+            .front()
+            .is_some_and(|(_, mark, _)| conn.sent() < *mark)
+        {
             conn.flush();
         }
         let (sent, now) = (conn.sent(), conn.now());
@@ -1131,7 +1132,6 @@ impl H2Conn {
             peer_addr: self.peer_addr,
             attempt,
             max_response_size: self.settings.max_response_size,
-            last_seq: Arc::clone(&self.last_seq),
             layered,
             flow: Arc::clone(&stream.flow),
             max_stream_buffer: self.settings.max_stream_buffer,
