@@ -5,11 +5,17 @@
 
 Starts `hello_server --threads 1` twice on loopback: without middleware and
 with `--trivial-middleware` (one middleware whose `on_complete` counts 2xx
-answers, declaring `Hooks::ON_COMPLETE`). Each round drives both at once with
-one `wrk -t1 -c16` each, so whatever else the machine does weighs on both
-alike, and reads each server's CPU time (user + system, every thread, from
+answers, declaring `Hooks::ON_COMPLETE`). Each round loads one server, then
+the other (the order alternates from round to round), with `wrk -t1 -c16`,
+and reads the loaded server's CPU time (user + system, every thread, from
 /proc/PID/task/*/schedstat, in nanoseconds) before and after. Prints every
-round's CPU per request and ratio, then the median ratio.
+round's CPU per request and ratio, then the median ratio. Run it on a quiet
+machine.
+
+`--side-by-side` loads both servers at once instead, so that other load
+weighs on both alike; but then the two compete for the same cores, how many
+requests each wakeup finds differs between them, and that (not their code)
+moves CPU per request by several percent: use it only to compare builds.
 
 `--callgrind` also counts user-space instructions per keep-alive request under
 valgrind (exact and repeatable whatever the machine does): 20 000 requests on
@@ -90,7 +96,7 @@ def requests_of(wrk_output):
     return int(m.group(1))
 
 
-def wall_rounds(rounds, duration):
+def wall_rounds(rounds, duration, side_by_side=False):
     servers = {}
     try:
         for name, flags in (("plain", []), ("middleware", ["--trivial-middleware"])):
@@ -103,16 +109,22 @@ def wall_rounds(rounds, duration):
         ratios = []
         print(f"{'round':>5} {'plain ns/req':>13} {'middleware ns/req':>18} {'ratio':>7}")
         for r in range(1, rounds + 1):
-            before = {n: cpu_ns(p.pid) for n, (p, _) in servers.items()}
-            loads = {
-                n: subprocess.Popen(
-                    ["wrk", "-t1", "-c16", f"-d{duration}s", f"http://127.0.0.1:{port}/"],
-                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                for n, (_, port) in servers.items()
-            }
-            done = {n: requests_of(w.communicate()[0]) for n, w in loads.items()}
-            after = {n: cpu_ns(p.pid) for n, (p, _) in servers.items()}
-            per = {n: (after[n] - before[n]) / done[n] for n in servers}
+            # One after the other, alternating which goes first; or both at once.
+            order = list(servers) if r % 2 else list(servers)[::-1]
+            groups = [order] if side_by_side else [[n] for n in order]
+            per = {}
+            for group in groups:
+                before = {n: cpu_ns(servers[n][0].pid) for n in group}
+                loads = {
+                    n: subprocess.Popen(
+                        ["wrk", "-t1", "-c16", f"-d{duration}s",
+                         f"http://127.0.0.1:{servers[n][1]}/"],
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                    for n in group
+                }
+                done = {n: requests_of(w.communicate()[0]) for n, w in loads.items()}
+                for n in group:
+                    per[n] = (cpu_ns(servers[n][0].pid) - before[n]) / done[n]
             ratio = per["middleware"] / per["plain"]
             ratios.append(ratio)
             print(f"{r:>5} {per['plain']:>13.1f} {per['middleware']:>18.1f} {ratio:>7.4f}")
@@ -174,13 +186,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--duration", type=int, default=5, help="seconds per round")
     ap.add_argument("--callgrind", action="store_true")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="load both servers at once (see the module doc)")
     ap.add_argument("--skip-build", action="store_true")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk not found (Debian: apt-get install wrk)")
     if not args.skip_build:
         build()
-    wall_rounds(args.rounds, args.duration)
+    wall_rounds(args.rounds, args.duration, args.side_by_side)
     if args.callgrind:
         if not shutil.which("valgrind"):
             sys.exit("valgrind not found (Debian: apt-get install valgrind)")
