@@ -334,7 +334,8 @@ pub(crate) struct HttpConn {
     continue_: Continue,
     read_pause: ReadPause,
     session: Session,
-    tls: Option<TlsInfo>,
+    /// Boxed: a plaintext connection, idle or not, pays one pointer.
+    tls: Option<Box<TlsInfo>>,
     /// Subject of the verified client certificate, shared by its requests.
     client_subject: Option<Arc<str>>,
     /// When input last arrived (the keep-alive timeout counts from it).
@@ -634,7 +635,7 @@ impl HttpConn {
                     self.ex.inbuf.drain(..consumed);
                     self.continue_ = Continue::NotSent;
                     self.completed += 1;
-                    let mut request = Request::from_parts(head, body, self.peer_addr, self.tls);
+                    let mut request = Request::from_parts(head, body, self.peer_addr, self.tls.as_deref().copied());
                     request.set_client_subject(self.client_subject.clone());
                     if !request.keep_alive() {
                         self.stop_reading();
@@ -704,7 +705,7 @@ impl HttpConn {
             return;
         };
         let expects_continue = head.expects_continue;
-        let mut request = Request::from_parts(head, Vec::new(), self.peer_addr, self.tls);
+        let mut request = Request::from_parts(head, Vec::new(), self.peer_addr, self.tls.as_deref().copied());
         request.set_client_subject(self.client_subject.clone());
         let received = if self.settings.layered {
             // Before the body, the size limit and `100 Continue`.
@@ -1442,7 +1443,7 @@ impl HttpConn {
             tls: conn.tls(),
             worker: conn.worker(),
         };
-        self.tls = info.tls;
+        self.tls = info.tls.map(Box::new);
         self.client_subject = conn.tls_peer_subject().map(Arc::from);
         self.session = Session::Announced;
         if catch_unwind(AssertUnwindSafe(|| self.handler.on_connection(&info))).is_err() {
