@@ -635,7 +635,12 @@ impl HttpConn {
                     self.ex.inbuf.drain(..consumed);
                     self.continue_ = Continue::NotSent;
                     self.completed += 1;
-                    let mut request = Request::from_parts(head, body, self.peer_addr, self.tls.as_deref().copied());
+                    let mut request = Request::from_parts(
+                        head,
+                        body,
+                        self.peer_addr,
+                        self.tls.as_deref().copied(),
+                    );
                     request.set_client_subject(self.client_subject.clone());
                     if !request.keep_alive() {
                         self.stop_reading();
@@ -705,7 +710,12 @@ impl HttpConn {
             return;
         };
         let expects_continue = head.expects_continue;
-        let mut request = Request::from_parts(head, Vec::new(), self.peer_addr, self.tls.as_deref().copied());
+        let mut request = Request::from_parts(
+            head,
+            Vec::new(),
+            self.peer_addr,
+            self.tls.as_deref().copied(),
+        );
         request.set_client_subject(self.client_subject.clone());
         let received = if self.settings.layered {
             // Before the body, the size limit and `100 Continue`.
