@@ -17,8 +17,7 @@ use pistachio_transport::{CloseReason, Conn, Protocol, TlsInfo};
 use crate::body::{self, BodySender};
 use crate::date::LoopDate;
 use crate::middleware::{
-    panic_answer, run_heads, Answer, Hooks, Layered, Layers, Pending as Record, RequestInfo,
-    SharedLayers,
+    run_head_phase, Answer, Hooks, Layered, Layers, Pending as Record, RequestInfo, SharedLayers,
 };
 use crate::parser::{Limits, ParseError, Parsed, RequestParser};
 use crate::request::Request;
@@ -27,7 +26,7 @@ use crate::writer::{
     enter_inline, leave_inline, return_inline, ConnFlow, FileBody, HttpMsg, Outgoing, RequestFacts,
     ResponseWriter, Step, Target,
 };
-use crate::{BodyMode, ConnectionInfo, End, Handler, HeadAction};
+use crate::{BodyMode, ConnectionInfo, End, Handler};
 
 /// What every connection of an endpoint shares (made by the
 /// [`Endpoint`](crate::Endpoint) from its options).
@@ -789,27 +788,12 @@ impl HttpConn {
     /// [`HttpConn::head_hooks`], when there are some to run.
     #[inline(never)]
     fn run_head_hooks(&mut self, request: &Request) -> Option<(Answer, Layers)> {
-        let endpoint = &self.settings.middleware.0;
-        if self.settings.middleware.want(Hooks::ON_HEAD) {
-            if let Some((answer, seen)) = run_heads(endpoint, request) {
-                return Some((answer, Layers::owned(endpoint[..seen].to_vec())));
-            }
-        }
-        if !self.settings.handler_layered {
-            return None;
-        }
-        let handler = &*self.handler;
-        let mut answer = match catch_unwind(AssertUnwindSafe(|| handler.on_head(request))) {
-            Ok(HeadAction::Continue) => return None,
-            Ok(HeadAction::Answer(answer)) => answer,
-            Err(_) => {
-                log::warn!("{}: on_head panicked; answered 500", self.peer_addr);
-                panic_answer()
-            }
-        };
-        let mut layers = endpoint.to_vec();
-        layers.append(&mut answer.layers);
-        Some((answer, Layers::owned(layers)))
+        run_head_phase(
+            &self.settings.middleware,
+            &*self.handler,
+            self.settings.handler_layered,
+            request,
+        )
     }
 
     /// Answers `request` at the head phase, in its handler's place. With a

@@ -932,6 +932,37 @@ pub fn run_heads(layers: &[Arc<dyn Middleware>], request: &Request) -> Option<(A
     None
 }
 
+/// The whole head phase of a connection (HTTP/1.x or HTTP/2): the
+/// endpoint-wide layers' `on_head`, then, for a layered handler, its own
+/// [`Handler::on_head`](crate::Handler::on_head). An answer comes with the
+/// layers it passes through; a panic is a `500`.
+pub(crate) fn run_head_phase(
+    endpoint: &SharedLayers,
+    handler: &dyn crate::Handler,
+    handler_layered: bool,
+    request: &Request,
+) -> Option<(Answer, Layers)> {
+    if endpoint.want(Hooks::ON_HEAD) {
+        if let Some((answer, seen)) = run_heads(&endpoint.0, request) {
+            return Some((answer, Layers::owned(endpoint.0[..seen].to_vec())));
+        }
+    }
+    if !handler_layered {
+        return None;
+    }
+    let mut answer = match catch_unwind(AssertUnwindSafe(|| handler.on_head(request))) {
+        Ok(HeadAction::Continue) => return None,
+        Ok(HeadAction::Answer(answer)) => answer,
+        Err(_) => {
+            log::warn!("{}: on_head panicked; answered 500", request.peer_addr());
+            panic_answer()
+        }
+    };
+    let mut layers = endpoint.0.to_vec();
+    layers.append(&mut answer.layers);
+    Some((answer, Layers::owned(layers)))
+}
+
 /// The answer for a panic in a head hook.
 pub(crate) fn panic_answer() -> Answer {
     Answer::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")

@@ -29,16 +29,14 @@ use super::{Counters, Shared};
 use crate::body::{self, BodySender};
 use crate::conn::Settings;
 use crate::date::LoopDate;
-use crate::middleware::{
-    panic_answer, run_heads, Answer, Hooks, Layered, Layers, Pending as Record, RequestInfo,
-};
+use crate::middleware::{run_head_phase, Answer, Layered, Layers, Pending as Record, RequestInfo};
 use crate::request::Request;
 use crate::response::SERVER_TEXT;
 use crate::writer::{
     enter_inline, leave_inline, return_inline, ConnFlow, FileBody, HttpMsg, Outgoing, RequestFacts,
     ResponseWriter, Step, Target,
 };
-use crate::{BodyMode, ConnectionInfo, End, Handler, HeadAction};
+use crate::{BodyMode, ConnectionInfo, End, Handler};
 
 /// Connection ids of HTTP/2 connections: the high bit set keeps them apart
 /// from HTTP/1.1 ones (both mark a worker's inline section).
@@ -1046,27 +1044,12 @@ impl H2Conn {
 
     /// Runs the head hooks (endpoint-wide middleware, then the handler's).
     fn head_hooks(&mut self, request: &Request) -> Option<(Answer, Layers)> {
-        let endpoint = &self.settings.middleware.0;
-        if self.settings.middleware.want(Hooks::ON_HEAD) {
-            if let Some((answer, seen)) = run_heads(endpoint, request) {
-                return Some((answer, Layers::owned(endpoint[..seen].to_vec())));
-            }
-        }
-        if !self.settings.handler_layered {
-            return None;
-        }
-        let handler = &*self.handler;
-        let mut answer = match catch_unwind(AssertUnwindSafe(|| handler.on_head(request))) {
-            Ok(HeadAction::Continue) => return None,
-            Ok(HeadAction::Answer(answer)) => answer,
-            Err(_) => {
-                log::warn!("{}: on_head panicked; answered 500", self.peer_addr);
-                panic_answer()
-            }
-        };
-        let mut layers = endpoint.to_vec();
-        layers.append(&mut answer.layers);
-        Some((answer, Layers::owned(layers)))
+        run_head_phase(
+            &self.settings.middleware,
+            &*self.handler,
+            self.settings.handler_layered,
+            request,
+        )
     }
 
     /// Answers at the head phase through a writer wrapped in `layers`.
