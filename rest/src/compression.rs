@@ -259,7 +259,7 @@ pub fn negotiate<'a>(values: impl Iterator<Item = &'a str>, offered: &[Coding]) 
                 break;
             };
             if name.trim().eq_ignore_ascii_case("q") {
-                q = parse_q(value.trim());
+                q = crate::problem::parse_q(value.trim());
             }
         }
         let Some(q) = q else {
@@ -286,25 +286,6 @@ pub fn negotiate<'a>(values: impl Iterator<Item = &'a str>, offered: &[Coding]) 
         }
     }
     best.map(|(coding, _)| coding)
-}
-
-/// A q-value (RFC 9110 §12.4.2: `0`, `0.xxx`, `1`, `1.000`) in
-/// thousandths; `None` if it is not one.
-fn parse_q(text: &str) -> Option<u16> {
-    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let frac_value = frac
-        .bytes()
-        .chain(std::iter::repeat(b'0'))
-        .take(3)
-        .fold(0u16, |n, b| n * 10 + u16::from(b - b'0'));
-    match int {
-        "0" => Some(frac_value),
-        "1" if frac_value == 0 => Some(1000),
-        _ => None,
-    }
 }
 
 /// Content types that do not shrink (already compressed).
@@ -613,8 +594,8 @@ mod tests {
         assert_eq!(pick(",,;;==,\u{7f}"), None);
         assert_eq!(pick("gzip;q=1.001"), None);
         assert_eq!(pick("gzip;q=1.000"), Some(Coding::Gzip));
-        assert_eq!(parse_q("0.5"), Some(500));
-        assert_eq!(parse_q("1."), Some(1000));
+        assert_eq!(crate::problem::parse_q("0.5"), Some(500));
+        assert_eq!(crate::problem::parse_q("1."), Some(1000));
     }
 
     #[test]

@@ -315,8 +315,10 @@ fn prefers_json<'a>(values: impl Iterator<Item = &'a str>) -> bool {
     q(json) > q(text)
 }
 
-/// A q-value in thousandths; `None` if it is not one.
-fn parse_q(text: &str) -> Option<u16> {
+/// A q-value (RFC 9110 §12.4.2: `0`, `0.xxx`, `1`, `1.000`) in
+/// thousandths; `None` if it is not one. Shared with `Accept-Encoding`
+/// negotiation (`compression`).
+pub(crate) fn parse_q(text: &str) -> Option<u16> {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
     if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
