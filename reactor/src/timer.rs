@@ -4,11 +4,19 @@
 //! and the stale heap entry is discarded when it reaches the top. Arming and
 //! cancelling are therefore `O(log n)` and `O(1)`, which matters because the
 //! HTTP layer re-arms a keep-alive or header timer on every request.
+//!
+//! The live set is keyed by the worker's own sequential ids, so it is hashed
+//! with `foldhash` rather than std's SipHash: the worker looks up the
+//! heap's top once per loop iteration, and SipHash made that lookup a few
+//! hundred instructions (its DoS resistance buys nothing for keys the
+//! worker makes itself).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
+
+use foldhash::fast::FixedState;
 
 /// Identifies an armed timer on one worker; returned by
 /// [`Context::set_timer`](crate::Context::set_timer) and used to cancel it.
@@ -20,7 +28,7 @@ pub struct TimerId(NonZeroU64);
 #[derive(Debug)]
 pub(crate) struct Timers<T> {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    live: HashMap<u64, T>,
+    live: HashMap<u64, T, FixedState>,
     next_id: u64,
 }
 
@@ -28,7 +36,7 @@ impl<T> Timers<T> {
     pub(crate) fn new() -> Self {
         Timers {
             heap: BinaryHeap::new(),
-            live: HashMap::new(),
+            live: HashMap::with_hasher(FixedState::default()),
             next_id: 1,
         }
     }
