@@ -53,7 +53,14 @@ use pistachio_transport::TlsConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// With this variable set, the client logs its exchanges (libcurl's verbose
+/// output) to stderr.
+const VERBOSE_ENV: &str = "PISTACHIO_TEST_CURL_VERBOSE";
+
 /// A server on an ephemeral loopback port and a keep-alive client of it.
+///
+/// Set `PISTACHIO_TEST_CURL_VERBOSE=1` to see every exchange (libcurl's
+/// verbose log) on stderr.
 pub struct TestClient {
     // Declared first: the connection closes before the endpoint shuts down.
     easy: Mutex<Easy>,
@@ -190,6 +197,8 @@ impl TestClient {
         // A reset clears the previous request's options but keeps the
         // open connection for the next one.
         easy.reset();
+        easy.verbose(std::env::var_os(VERBOSE_ENV).is_some())
+            .map_err(curl_error)?;
         easy.url(&self.url(&request.path)).map_err(curl_error)?;
         easy.timeout(self.timeout).map_err(curl_error)?;
         easy.http_version(curl::easy::HttpVersion::V11)
