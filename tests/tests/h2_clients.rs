@@ -326,9 +326,9 @@ fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-/// `nghttp` for `server`: over TLS it trusts the test CA (OpenSSL's
+/// `nghttp` with a timeout; over TLS it trusts the test CA (OpenSSL's
 /// default store, pointed at `ca.pem`), so a certificate it rejects
-/// shows as a warning on stderr.
+/// shows as a warning on stderr ([`assert_clean`]).
 fn nghttp() -> Command {
     let mut cmd = Command::new("nghttp");
     cmd.env("SSL_CERT_FILE", certs::ca_pem())
