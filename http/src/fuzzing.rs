@@ -1,5 +1,5 @@
-//! Entry points for fuzzing the request parser (feature `fuzzing`; not part
-//! of the stable API).
+//! Entry points for fuzzing the request parser and the HPACK decoder
+//! (feature `fuzzing`; not part of the stable API).
 
 use crate::parser::{Limits, Parsed, RequestParser};
 
@@ -189,6 +189,22 @@ pub fn parse_and_compare(data: &[u8], splits: &[usize]) {
         streamed,
         "streaming the bodies changed the outcome"
     );
+}
+
+/// Decodes `data` as HPACK header blocks of one connection, in order: the
+/// first byte says into how many pieces (1 to 4) the rest is cut. Panics
+/// if the decoder panics or its dynamic table gets out of step with its
+/// entries or its size limits.
+pub fn hpack_decode(data: &[u8]) {
+    let Some((&pieces, rest)) = data.split_first() else {
+        return;
+    };
+    let pieces = usize::from(pieces % 4) + 1;
+    let mut decoder = crate::h2::hpack::Decoder::new();
+    for block in rest.chunks(rest.len() / pieces + 1) {
+        let _ = decoder.decode(block, 16 * 1024, 128);
+        decoder.assert_consistent();
+    }
 }
 
 #[cfg(test)]

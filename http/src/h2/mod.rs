@@ -2,7 +2,7 @@
 //! writers and middleware as HTTP/1.1, a different framing.
 //!
 //! * [`frame`]: the frame codec (bytes in, values out).
-//! * [`hpack`]: header compression through `loona-hpack`, with the
+//! * [`hpack`]: header compression (its own decoder, `loona-hpack`'s encoder), with the
 //!   header-list limit applied while decoding.
 //! * [`request`] / [`response`]: a header list to a request head, and a
 //!   writer's response head to a header list.
@@ -12,6 +12,7 @@
 pub(crate) mod conn;
 pub(crate) mod frame;
 pub(crate) mod hpack;
+mod huffman;
 pub(crate) mod request;
 pub(crate) mod response;
 
