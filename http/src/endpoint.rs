@@ -12,7 +12,7 @@ use pistachio_transport::{
 };
 
 use crate::conn::Settings;
-use crate::h2::{Http2Limits, Http2Stats, Shared as H2Shared};
+use crate::h2::{Http2Counters, Http2Limits, Http2Stats, Shared as H2Shared};
 use crate::middleware::{EndpointLayers, SharedLayers};
 use crate::parser::Limits;
 use crate::proto::Proto;
@@ -401,6 +401,8 @@ pub struct Endpoint {
     server: Option<Server<HttpMsg>>,
     /// The HTTP/2 side's limits and counters, while serving with it.
     http2: Option<Arc<H2Shared>>,
+    /// The HTTP/2 counters, from bind on (shared with `http2` once serving).
+    h2_counters: Http2Counters,
     stop: Arc<StopSignal>,
     stats: TransportStats,
 }
@@ -484,6 +486,7 @@ impl Endpoint {
             options,
             server: None,
             http2: None,
+            h2_counters: Http2Counters::default(),
             stop: Arc::default(),
             stats: TransportStats::new(),
         }
@@ -533,7 +536,7 @@ impl Endpoint {
         let http2 = self.options.http2.then(|| {
             Arc::new(H2Shared {
                 limits: self.options.http2_limits.clone(),
-                counters: Default::default(),
+                counters: Arc::clone(&self.h2_counters.0),
             })
         });
         config.offer_h2 = http2.is_some();
@@ -628,9 +631,14 @@ impl Endpoint {
     /// Counters of the HTTP/2 connections since the endpoint started
     /// serving (all zero when it does not serve HTTP/2).
     pub fn http2_stats(&self) -> Http2Stats {
-        self.http2
-            .as_ref()
-            .map_or_else(Http2Stats::default, |h2| h2.counters.snapshot())
+        self.h2_counters.snapshot()
+    }
+
+    /// The same counters as [`Endpoint::http2_stats`], live: a handle to
+    /// give a metrics registry before serving (see
+    /// `pistachio_rest::metrics::Metrics::watch_http2`).
+    pub fn http2_counters(&self) -> Http2Counters {
+        self.h2_counters.clone()
     }
 
     /// Connections open right now.

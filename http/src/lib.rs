@@ -60,7 +60,7 @@ mod writer;
 pub use body::{BodyMode, BodyStream, BodyTooLarge};
 pub use encode::{BodyEncoder, Encoding};
 pub use endpoint::{Endpoint, Options, ShutdownHandle};
-pub use h2::{Http2Limits, Http2Stats};
+pub use h2::{Http2Counters, Http2Limits, Http2Stats};
 pub use middleware::{
     run_heads, Answer, End, Exchange, HeadAction, Hooks, Middleware, RequestInfo,
 };

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use pistachio_http::{Exchange, HeadAction, Hooks, Method, Middleware, Request};
+use pistachio_http::{
+    Exchange, HeadAction, Hooks, Http2Counters, Http2Stats, Method, Middleware, Request,
+};
 use pistachio_transport::{TransportSnapshot, TransportStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -101,11 +103,18 @@ fn method_label(method: Option<&Method>) -> &'static str {
 /// | `pistachio_tls_handshakes_total` | counter | |
 /// | `pistachio_tls_handshake_failures_total` | counter | `reason` |
 /// | `pistachio_tls_error_queue_drained_total` | counter | |
+/// | `pistachio_http2_connections_total` | counter | |
+/// | `pistachio_http2_streams_total` | counter | |
+/// | `pistachio_http2_streams_refused_total` | counter | |
+/// | `pistachio_http2_resets_received_total` | counter | |
+/// | `pistachio_http2_closes_total` | counter | `reason` (`protocol_error`, `abuse`, `timeout`) |
 ///
 /// `route` is the template of the route that answered (`/users/:id`, see
 /// [`RequestInfo::route`](pistachio_http::RequestInfo::route)), or
 /// [`UNMATCHED_ROUTE`]; never the raw path. The transport figures come
-/// from the endpoints given to [`Metrics::watch_transport`] (summed).
+/// from the endpoints given to [`Metrics::watch_transport`], the HTTP/2
+/// ones from those given to [`Metrics::watch_http2`] (summed; a family
+/// appears once something is watched).
 ///
 /// Install it endpoint-wide ([`Options::middleware`]) to count the
 /// answers the HTTP layer makes itself (`400`, `408`, `413`, `414`,
@@ -157,6 +166,7 @@ struct Inner {
     request_bytes: Counter,
     response_bytes: Counter,
     transport: Arc<TransportCollector>,
+    http2: Arc<Http2Collector>,
 }
 
 impl fmt::Debug for Metrics {
@@ -264,6 +274,71 @@ impl Collector for TransportCollector {
     }
 }
 
+/// The HTTP/2 counters, read at each scrape.
+#[derive(Debug, Default)]
+struct Http2Collector {
+    watched: Mutex<Vec<Http2Counters>>,
+}
+
+impl Collector for Http2Collector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        if watched.is_empty() {
+            return Ok(());
+        }
+        let mut sum = Http2Stats::default();
+        for s in watched.iter().map(Http2Counters::snapshot) {
+            sum.connections += s.connections;
+            sum.streams += s.streams;
+            sum.streams_refused += s.streams_refused;
+            sum.resets_received += s.resets_received;
+            sum.protocol_errors += s.protocol_errors;
+            sum.abuse_closes += s.abuse_closes;
+            sum.timeouts += s.timeouts;
+        }
+        drop(watched);
+        counter(
+            &mut encoder,
+            "pistachio_http2_connections",
+            "HTTP/2 connections started (ALPN h2 or the h2c preface).",
+            sum.connections,
+        )?;
+        counter(
+            &mut encoder,
+            "pistachio_http2_streams",
+            "HTTP/2 streams that carried a request to a handler.",
+            sum.streams,
+        )?;
+        counter(
+            &mut encoder,
+            "pistachio_http2_streams_refused",
+            "HTTP/2 streams refused beyond SETTINGS_MAX_CONCURRENT_STREAMS.",
+            sum.streams_refused,
+        )?;
+        counter(
+            &mut encoder,
+            "pistachio_http2_resets_received",
+            "HTTP/2 streams the clients reset (RST_STREAM).",
+            sum.resets_received,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "pistachio_http2_closes",
+            "HTTP/2 connections the server ended: the client's protocol error, \
+             abuse (ENHANCE_YOUR_CALM) or a timeout (zero window, unacknowledged SETTINGS).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in [
+            ("protocol_error", sum.protocol_errors),
+            ("abuse", sum.abuse_closes),
+            ("timeout", sum.timeouts),
+        ] {
+            ConstCounter::new(n).encode(family.encode_family(&[("reason", reason)])?)?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
     /// Metrics at zero, watching no transport yet.
     pub fn new() -> Metrics {
@@ -301,6 +376,8 @@ impl Metrics {
         );
         let transport = Arc::new(TransportCollector::default());
         registry.register_collector(Box::new(Arc::clone(&transport)));
+        let http2 = Arc::new(Http2Collector::default());
+        registry.register_collector(Box::new(Arc::clone(&http2)));
         Metrics {
             inner: Arc::new(Inner {
                 registry: Mutex::new(registry),
@@ -310,6 +387,7 @@ impl Metrics {
                 request_bytes,
                 response_bytes,
                 transport,
+                http2,
             }),
         }
     }
@@ -324,6 +402,18 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(stats);
+    }
+
+    /// Reports the HTTP/2 counters of `counters` (from
+    /// [`Endpoint::http2_counters`](pistachio_http::Endpoint::http2_counters))
+    /// too; several endpoints are summed.
+    pub fn watch_http2(&self, counters: Http2Counters) {
+        self.inner
+            .http2
+            .watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(counters);
     }
 
     /// The registry, to register metrics of the service's own (they are
@@ -423,6 +513,9 @@ mod tests {
         let metrics = Metrics::new();
         metrics.watch_transport(TransportStats::new());
         let text = metrics.encode();
+        assert!(!text.contains("pistachio_http2"), "{text}");
+        metrics.watch_http2(Http2Counters::default());
+        let text = metrics.encode();
         // Families without a sample are left out until they have one.
         assert!(!text.contains("pistachio_http_requests_total"), "{text}");
         for name in [
@@ -430,6 +523,8 @@ mod tests {
             "pistachio_tls_error_queue_drained_total ",
             "pistachio_connections_open 0",
             "pistachio_tls_handshake_failures_total{reason=\"timeout\"} 0",
+            "pistachio_http2_streams_total 0",
+            "pistachio_http2_closes_total{reason=\"abuse\"} 0",
         ] {
             assert!(text.contains(name), "{name} in\n{text}");
         }

@@ -88,6 +88,7 @@ impl Server {
         }
         let mut endpoint = Endpoint::bind("127.0.0.1:0", options).unwrap();
         metrics.watch_transport(endpoint.transport_stats());
+        metrics.watch_http2(endpoint.http2_counters());
         endpoint.serve_threaded(router).unwrap();
         Server { endpoint, tls }
     }
@@ -430,6 +431,54 @@ fn scrape_until(server: &Server, what: &str, check: impl Fn(&Exposition) -> bool
         assert!(Instant::now() < deadline, "{what}: {:#?}", m.samples);
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn metrics_report_http2_connections_streams_and_closes() {
+    let metrics = Metrics::new();
+    let server = Server::start(false, &metrics, None);
+    // Two streams on one h2c connection (prior knowledge).
+    let mut easy = curl::easy::Easy::new();
+    easy.http_version(curl::easy::HttpVersion::V2PriorKnowledge)
+        .unwrap();
+    easy.timeout(Duration::from_secs(10)).unwrap();
+    for id in ["1", "2"] {
+        let url = format!("http://127.0.0.1:{}/users/{id}", server.port());
+        easy.url(&url).unwrap();
+        let mut body = Vec::new();
+        {
+            let mut transfer = easy.transfer();
+            transfer
+                .write_function(|d| {
+                    body.extend_from_slice(d);
+                    Ok(d.len())
+                })
+                .unwrap();
+            transfer.perform().unwrap();
+        }
+        assert_eq!(easy.response_code().unwrap(), 200);
+        assert_eq!(body, format!("user {id}").as_bytes());
+    }
+    drop(easy);
+    // A connection that breaks the protocol: DATA on stream 0 after the
+    // preface and an empty SETTINGS frame (RFC 9113 §6.1: PROTOCOL_ERROR).
+    let mut tcp = connect_tcp(server.port()).unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    tcp.write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]).unwrap();
+    tcp.write_all(&[0, 0, 1, 0x0, 0, 0, 0, 0, 0, b'x']).unwrap();
+
+    let m = scrape_until(&server, "HTTP/2 figures", |m| {
+        m.get("pistachio_http2_closes_total{reason=\"protocol_error\"}") == 1.0
+    });
+    assert_eq!(m.get("pistachio_http2_connections_total"), 2.0);
+    assert_eq!(m.get("pistachio_http2_streams_total"), 2.0);
+    assert_eq!(m.get("pistachio_http2_streams_refused_total"), 0.0);
+    assert_eq!(m.get("pistachio_http2_closes_total{reason=\"abuse\"}"), 0.0);
+    // The exchanges themselves are counted with the HTTP/1.1 ones.
+    assert_eq!(
+        m.get("pistachio_http_requests_total{method=\"GET\",route=\"/users/:id\",status=\"200\"}"),
+        2.0
+    );
 }
 
 #[test]

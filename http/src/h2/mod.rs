@@ -17,6 +17,7 @@ pub(crate) mod request;
 pub(crate) mod response;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Limits of the HTTP/2 side of an [`Endpoint`](crate::Endpoint)
@@ -128,7 +129,8 @@ impl Http2Limits {
 }
 
 /// Counters of an endpoint's HTTP/2 connections since it started
-/// ([`Endpoint::http2_stats`](crate::Endpoint::http2_stats)).
+/// ([`Endpoint::http2_stats`](crate::Endpoint::http2_stats), or
+/// [`Http2Counters::snapshot`] at any time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Http2Stats {
@@ -155,7 +157,24 @@ pub struct Http2Stats {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub(crate) limits: Http2Limits,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// A live view of an endpoint's HTTP/2 counters, for a metrics registry
+/// to read at each scrape ([`Endpoint::http2_counters`]; available from
+/// [`Endpoint::bind`] on, like
+/// [`Endpoint::transport_stats`](crate::Endpoint::transport_stats)).
+///
+/// [`Endpoint::http2_counters`]: crate::Endpoint::http2_counters
+/// [`Endpoint::bind`]: crate::Endpoint::bind
+#[derive(Debug, Clone, Default)]
+pub struct Http2Counters(pub(crate) Arc<Counters>);
+
+impl Http2Counters {
+    /// The counters now.
+    pub fn snapshot(&self) -> Http2Stats {
+        self.0.snapshot()
+    }
 }
 
 /// [`Http2Stats`], as atomics.

@@ -809,6 +809,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (options, cacert) = endpoint_options(&args, &config.metrics)?;
     let mut endpoint = Endpoint::bind_or_inherit(args.addr.as_str(), options)?;
     config.metrics.watch_transport(endpoint.transport_stats());
+    config.metrics.watch_http2(endpoint.http2_counters());
     let addr = endpoint.local_addr();
     let scheme = if endpoint.is_tls() { "https" } else { "http" };
     let host = if addr.ip().is_loopback() && addr.is_ipv4() {
