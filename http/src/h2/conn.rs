@@ -214,7 +214,10 @@ pub(crate) struct H2Conn {
     started: Instant,
     last_input: Instant,
     inbuf: Vec<u8>,
-    streams: BTreeMap<u32, Stream>,
+    /// Boxed: a map's node holds eleven values and an emptied map keeps
+    /// its last node, so with the streams inline every connection that
+    /// ever had a stream would hold 3 KiB while idle.
+    streams: BTreeMap<u32, Box<Stream>>,
     last_peer_stream: u32,
     recently_closed: VecDeque<u32>,
     block: Option<HeaderBlock>,
@@ -930,7 +933,7 @@ impl H2Conn {
         end_stream: bool,
         content_length: Option<u64>,
         method: Method,
-    ) -> Stream {
+    ) -> Box<Stream> {
         let limits = &self.shared.limits;
         // Until the client has our SETTINGS it may assume the default window.
         let recv_window = if self.settings_due.is_some() {
@@ -938,7 +941,7 @@ impl H2Conn {
         } else {
             limits.initial_window_size
         };
-        Stream {
+        Box::new(Stream {
             recv_closed: end_stream,
             reset: false,
             handler_done: false,
@@ -955,7 +958,7 @@ impl H2Conn {
             deadline: None,
             timed_out: false,
             rst_after: None,
-        }
+        })
     }
 
     fn open_stream(
