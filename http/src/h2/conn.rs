@@ -893,23 +893,27 @@ impl H2Conn {
         self.take_inline(conn);
     }
 
-    /// Encodes and appends a header block as HEADERS (+ CONTINUATION).
-    fn put_headers<'a>(
-        &mut self,
-        id: u32,
-        fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-        end_stream: bool,
-    ) {
-        let mut block = Vec::with_capacity(128);
-        self.encoder.encode(fields, &mut block);
+    /// Frames the header block written to `pending` after the
+    /// [`frame::HEADER_LEN`] bytes reserved at `start`: one HEADERS frame
+    /// in place, or HEADERS and CONTINUATION frames if it is larger than
+    /// the client's frame size.
+    fn seal_headers(&mut self, start: usize, id: u32, end_stream: bool) {
+        let len = self.pending.len() - start - frame::HEADER_LEN;
         let max = self.peer_max_frame as usize;
-        let mut chunks = block.chunks(max).peekable();
-        let mut first = true;
-        if block.is_empty() {
+        if len <= max {
             let flags = frame::END_HEADERS | if end_stream { frame::END_STREAM } else { 0 };
-            frame::put_frame(&mut self.pending, Kind::Headers, flags, id, &[]);
+            self.pending[start..start + frame::HEADER_LEN].copy_from_slice(&frame::head_bytes(
+                len,
+                Kind::Headers,
+                flags,
+                id,
+            ));
             return;
         }
+        let block = self.pending.split_off(start + frame::HEADER_LEN);
+        self.pending.truncate(start);
+        let mut chunks = block.chunks(max).peekable();
+        let mut first = true;
         while let Some(chunk) = chunks.next() {
             let last = chunks.peek().is_none();
             let mut flags = if last { frame::END_HEADERS } else { 0 };
@@ -1401,8 +1405,15 @@ impl H2Conn {
         if record.is_some() {
             stream.out.record = record;
         }
+        // Where the body starts in `bytes` (after the head, if they hold it).
+        let mut body_at = 0;
         if !stream.out.head_sent {
-            let Some(head) = response::translate(&bytes) else {
+            let start = self.pending.len();
+            self.pending.resize(start + frame::HEADER_LEN, 0);
+            let Some(head_len) =
+                response::translate(&mut bytes, &mut self.encoder, &mut self.pending)
+            else {
+                self.pending.truncate(start);
                 log::warn!(
                     "{}: stream {id}: response without a valid head",
                     self.peer_addr
@@ -1414,19 +1425,15 @@ impl H2Conn {
                 return;
             };
             if let Some(credit) = &stream.out.credit {
-                stream.flow.release(credit, head.len);
+                stream.flow.release(credit, head_len);
             }
-            let body = bytes.split_off(head.len);
-            bytes = body;
-            let end_now = step == Step::Last && bytes.is_empty() && file.is_none() && !cut;
+            body_at = head_len;
+            let end_now = step == Step::Last && bytes.len() == head_len && file.is_none() && !cut;
             stream.out.head_sent = true;
             if let Some(record) = &mut stream.out.record {
-                record.handed(head.len as u64, conn.now());
+                record.handed(head_len as u64, conn.now());
             }
-            let status = head.status.to_string();
-            let fields = std::iter::once((&b":status"[..], status.as_bytes()))
-                .chain(head.fields.iter().map(|(n, v)| (&n[..], &v[..])));
-            self.put_headers(id, fields, end_now);
+            self.seal_headers(start, id, end_now);
             if end_now {
                 self.finish(conn, id, End::Completed);
                 return;
@@ -1435,10 +1442,10 @@ impl H2Conn {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        if !bytes.is_empty() {
+        if bytes.len() > body_at {
             stream.out.queue.push_back(Chunk::Bytes {
                 data: bytes,
-                pos: 0,
+                pos: body_at,
             });
         }
         if let Some(file) = file {
