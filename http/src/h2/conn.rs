@@ -788,7 +788,7 @@ impl H2Conn {
                 return Ok(());
             }
         };
-        let built = match request::build(fields) {
+        let built = match request::build(&fields) {
             Ok(built) => built,
             Err(Refusal::Malformed(why)) => {
                 debug!("{}: stream {id}: malformed request: {why}", self.peer_addr);
@@ -846,7 +846,7 @@ impl H2Conn {
             return Ok(());
         }
         let map = match decoded {
-            Decoded::Fields(fields) => request::trailers(fields),
+            Decoded::Fields(fields) => request::trailers(&fields),
             Decoded::TooLarge => Err(Refusal::Malformed("trailers too large")),
         };
         match map {

@@ -15,8 +15,80 @@ pub(crate) const DECODER_TABLE_SIZE: usize = 4096;
 /// The encoder's own dynamic table size, at most what the client allows.
 const ENCODER_TABLE_SIZE: usize = 4096;
 
-/// A decoded header list.
-pub(crate) type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+/// A decoded header list: the names and values one after another in one
+/// buffer. Its two vectors are kept for the thread's next list when it is
+/// dropped, so decoding a request allocates nothing once a worker has
+/// decoded one.
+#[derive(Debug)]
+pub(crate) struct Fields {
+    bytes: Vec<u8>,
+    /// Per field, where its name ends and where its value ends in `bytes`.
+    ends: Vec<(usize, usize)>,
+}
+
+/// Larger buffers are not kept for the next list.
+const SPARE_LIMIT: usize = 16 * 1024;
+
+std::thread_local! {
+    static SPARE: std::cell::Cell<Option<(Vec<u8>, Vec<(usize, usize)>)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+impl Fields {
+    pub(crate) fn new() -> Fields {
+        let (bytes, ends) = SPARE.with(std::cell::Cell::take).unwrap_or_default();
+        Fields { bytes, ends }
+    }
+
+    pub(crate) fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.bytes.extend_from_slice(name);
+        let name_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.ends.push((name_end, self.bytes.len()));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The fields, in order: (name, value).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let field = (
+                &self.bytes[start..name_end],
+                &self.bytes[name_end..value_end],
+            );
+            start = value_end;
+            field
+        })
+    }
+}
+
+impl Drop for Fields {
+    fn drop(&mut self) {
+        if self.bytes.capacity() <= SPARE_LIMIT && self.ends.capacity() <= SPARE_LIMIT / 16 {
+            let mut bytes = std::mem::take(&mut self.bytes);
+            let mut ends = std::mem::take(&mut self.ends);
+            bytes.clear();
+            ends.clear();
+            // Thread-locals are gone while the thread exits; then the
+            // buffers are simply freed.
+            let _ = SPARE.try_with(|spare| spare.set(Some((bytes, ends))));
+        }
+    }
+}
+
+#[cfg(test)]
+impl<N: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(N, V)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Fields {
+        let mut fields = Fields::new();
+        for (name, value) in iter {
+            fields.push(name.as_ref(), value.as_ref());
+        }
+        fields
+    }
+}
 
 /// What decoding a header block gave.
 #[derive(Debug)]
@@ -58,7 +130,7 @@ impl Decoder {
         max_list_size: usize,
         max_fields: usize,
     ) -> Result<Decoded, CompressionError> {
-        let mut fields = Vec::new();
+        let mut fields = Fields::new();
         let mut size = 0usize;
         let mut count = 0usize;
         let mut over = false;
@@ -73,7 +145,7 @@ impl Decoder {
                     over = true;
                 }
                 if !over {
-                    fields.push((name.into_owned(), value.into_owned()));
+                    fields.push(&name, &value);
                 }
             })
         }));
@@ -262,8 +334,13 @@ mod tests {
     fn decoded(decoder: &mut Decoder, block: &str) -> Vec<(String, String)> {
         match decoder.decode(&hex(block), usize::MAX, usize::MAX).unwrap() {
             Decoded::Fields(fields) => fields
-                .into_iter()
-                .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        String::from_utf8(n.to_vec()).unwrap(),
+                        String::from_utf8(v.to_vec()).unwrap(),
+                    )
+                })
                 .collect(),
             Decoded::TooLarge => panic!("no limit was set"),
         }
@@ -439,11 +516,7 @@ mod tests {
                 Decoded::Fields(f) => f,
                 Decoded::TooLarge => unreachable!(),
             };
-            let want: Fields = fields
-                .iter()
-                .map(|(n, v)| (n.to_vec(), v.to_vec()))
-                .collect();
-            assert_eq!(got, want);
+            assert!(got.iter().eq(fields.iter().copied()));
         }
     }
 
@@ -475,6 +548,27 @@ mod tests {
             compare(b"x-thing", value.as_bytes());
         }
         assert!(static_entry(b"x-thing").is_none());
+    }
+
+    #[test]
+    fn a_list_leaves_its_buffers_for_the_next() {
+        // A thread of its own: the spare buffers are per thread.
+        std::thread::spawn(|| {
+            let mut fields = Fields::new();
+            fields.push(b"name", b"value");
+            drop(fields);
+            let next = Fields::new();
+            assert_eq!(next.len(), 0);
+            assert!(next.bytes.capacity() >= 9 && next.ends.capacity() >= 1);
+            drop(next);
+            // Large buffers are freed, not kept.
+            let mut large = Fields::new();
+            large.push(b"x", &vec![b'a'; SPARE_LIMIT * 2]);
+            drop(large);
+            assert_eq!(Fields::new().bytes.capacity(), 0);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
