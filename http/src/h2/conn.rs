@@ -1408,6 +1408,11 @@ impl H2Conn {
         // Where the body starts in `bytes` (after the head, if they hold it).
         let mut body_at = 0;
         if !stream.out.head_sent {
+            // Room for the HEADERS frame (its block is not longer than the
+            // HTTP/1.1 head, give or take a few bytes) and a DATA frame of
+            // what follows the head: one allocation, not one per frame.
+            self.pending
+                .reserve(2 * frame::HEADER_LEN + bytes.len().min(OUTPUT_HIGH) + 16);
             let start = self.pending.len();
             self.pending.resize(start + frame::HEADER_LEN, 0);
             let Some(head_len) =
