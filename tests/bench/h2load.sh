@@ -2,7 +2,7 @@
 # pistachio HTTP/2 benchmark: h2load against pistachio's hello_server, nginx
 # (Debian's package, HTTP/2 on) and hyper (hyper_hello --http2), in one run.
 #
-#   bash tests/bench/h2load.sh             # full run (~7 minutes on 2 cores, plus builds)
+#   bash tests/bench/h2load.sh             # full run (~5 minutes on 2 cores, plus builds)
 #   QUICK=1 bash tests/bench/h2load.sh     # smoke run (~1 minute, plus builds)
 #
 # For each worker count, each protocol (h2c: HTTP/2 with prior knowledge on
