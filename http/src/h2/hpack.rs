@@ -29,9 +29,11 @@ pub(crate) struct Fields {
 /// Larger buffers are not kept for the next list.
 const SPARE_LIMIT: usize = 16 * 1024;
 
+/// The two vectors of a [`Fields`].
+type Buffers = (Vec<u8>, Vec<(usize, usize)>);
+
 std::thread_local! {
-    static SPARE: std::cell::Cell<Option<(Vec<u8>, Vec<(usize, usize)>)>> =
-        const { std::cell::Cell::new(None) };
+    static SPARE: std::cell::Cell<Option<Buffers>> = const { std::cell::Cell::new(None) };
 }
 
 impl Fields {
@@ -239,13 +241,17 @@ fn whole_entry(last: usize, values: &[(usize, &[u8])], value: &[u8]) -> Option<u
     values.iter().find(|(_, v)| *v == value).map(|&(i, _)| i)
 }
 
+/// What [`static_entry`] gives for a name: an index, and entries with
+/// their values.
+type StaticEntry = (usize, &'static [(usize, &'static [u8])]);
+
 /// The static table (RFC 7541 appendix A) by name: the index
 /// `loona-hpack`'s encoder gives a field of this name whose value the table
 /// does not hold (that of the name's last entry), and the entries with a
 /// value, for a field the table holds whole. A name without values has one
 /// entry, whose value is empty.
-fn static_entry(name: &[u8]) -> Option<(usize, &'static [(usize, &'static [u8])])> {
-    let entry: (usize, &'static [(usize, &'static [u8])]) = match name {
+fn static_entry(name: &[u8]) -> Option<StaticEntry> {
+    let entry: StaticEntry = match name {
         b":authority" => (1, &[]),
         b":method" => (3, &[(2, b"GET"), (3, b"POST")]),
         b":path" => (5, &[(4, b"/"), (5, b"/index.html")]),
