@@ -1551,12 +1551,15 @@ impl H2Conn {
             return false;
         }
         let window = window as usize;
-        let mut payload = Vec::new();
+        // The frame goes straight into the output, its header filled in
+        // once the payload is there.
+        let start = self.pending.len();
+        self.pending.resize(start + frame::HEADER_LEN, 0);
         let mut failed = false;
         match stream.out.queue.front_mut() {
             Some(Chunk::Bytes { data, pos }) => {
                 let n = window.min(data.len() - *pos);
-                payload.extend_from_slice(&data[*pos..*pos + n]);
+                self.pending.extend_from_slice(&data[*pos..*pos + n]);
                 *pos += n;
                 if *pos == data.len() {
                     stream.out.queue.pop_front();
@@ -1567,8 +1570,12 @@ impl H2Conn {
             }
             Some(Chunk::File(file)) => {
                 let n = (window as u64).min(file.len) as usize;
-                payload.resize(n, 0);
-                match file.file.read_exact_at(&mut payload, file.offset) {
+                let at = self.pending.len();
+                self.pending.resize(at + n, 0);
+                match file
+                    .file
+                    .read_exact_at(&mut self.pending[at..], file.offset)
+                {
                     Ok(()) => {
                         file.offset += n as u64;
                         file.len -= n as u64;
@@ -1582,16 +1589,20 @@ impl H2Conn {
                     }
                 }
             }
-            None => return false,
+            None => {
+                self.pending.truncate(start);
+                return false;
+            }
         }
         if failed {
+            self.pending.truncate(start);
             frame::put_rst(&mut self.pending, id, Reason::Internal);
             stream.reset = true;
             remember(&mut self.recently_closed, id);
             self.finish(conn, id, End::Cut);
             return true;
         }
-        let n = payload.len();
+        let n = self.pending.len() - start - frame::HEADER_LEN;
         let end = stream.out.queue.is_empty() && stream.out.last && !stream.out.cut;
         stream.send_window -= n as i64;
         self.send_window -= n as i64;
@@ -1599,7 +1610,12 @@ impl H2Conn {
             record.handed(n as u64, conn.now());
         }
         let flags = if end { frame::END_STREAM } else { 0 };
-        frame::put_frame(&mut self.pending, Kind::Data, flags, id, &payload);
+        self.pending[start..start + frame::HEADER_LEN].copy_from_slice(&frame::head_bytes(
+            n,
+            Kind::Data,
+            flags,
+            id,
+        ));
         if end {
             self.finish(conn, id, End::Completed);
         }
