@@ -8,7 +8,7 @@
 //! `200 Hello, World!` (Pistache's hello example).
 //!
 //! HTTP/2 is served as well (ALPN `h2` over TLS, h2c with prior knowledge
-//! over plain HTTP), e.g. for `h2load` (see `tests/bench/run.sh`).
+//! over plain HTTP), e.g. for `h2load` (see `tests/bench/h2load.sh`).
 //!
 //! Flags:
 //! * `--addr ADDR` — listen address (default `127.0.0.1:9080`); ignored

@@ -1,74 +1,360 @@
 #!/usr/bin/env bash
-# pistachio HTTP/2 load: h2load (Debian's nghttp2-client) against the
-# hello_server example, over h2c (prior knowledge) and TLS (ALPN h2).
+# pistachio HTTP/2 benchmark: h2load against pistachio's hello_server, nginx
+# (Debian's package, HTTP/2 on) and hyper (hyper_hello --http2), in one run.
 #
-#   bash tests/bench/h2load.sh            # short run (about 30 s plus the build)
+#   bash tests/bench/h2load.sh             # full run (~5 minutes on 2 cores, plus builds)
+#   QUICK=1 bash tests/bench/h2load.sh     # smoke run (~1 minute, plus builds)
 #
-# Environment (defaults in brackets):
-#   REQUESTS [200000]   requests per run (h2load -n)
-#   CLIENTS [16]        connections (h2load -c)
-#   STREAMS [32]        concurrent streams per connection (h2load -m)
-#   THREADS [1]         h2load threads (-t)
-#   WORKERS [2]         server worker threads
-#   PATHS ["/ /big"]    paths to load (/big: a 4 MiB file with serve_file;
-#                       it gets REQUESTS/1000 requests)
-#   PORT [18180]        plaintext port; TLS on PORT+1
-#   SKIP_BUILD [0]      1: use the binary already built
+# For each worker count, each protocol (h2c: HTTP/2 with prior knowledge on
+# plain TCP; tls: ALPN h2 over TLS 1.3) and each stream count (h2load -m 1,
+# one request in flight per connection, and -m 100), the three servers are
+# loaded alone in turn, ROUNDS times, the order rotating every round. Per
+# run: the server's CPU time (utime+stime of its processes and threads,
+# from /proc) over the h2load run, divided by the 2xx responses h2load
+# counted. The report gives the medians and, per round, pistachio's CPU per
+# request divided by nginx's and by hyper's (below 1: pistachio is cheaper).
+# Then idle memory: with one worker, the RSS growth per idle HTTP/2
+# connection (idle_conns.py --h2: preface, SETTINGS, one request, then idle).
 #
-# Everything listens on and connects to 127.0.0.1 only; the servers the
-# script starts are stopped on exit.
+# Environment (defaults in brackets; QUICK=1 changes the defaults):
+#   ROUNDS [5, quick 1]        interleaved rounds per configuration
+#   DURATION [4, quick 2]      seconds per h2load run (h2load -D)
+#   WARMUP [1]                 seconds of h2load warm-up per server and configuration
+#   WORKERS ["1"]              worker counts ("1 2" for both)
+#   PROTOS ["h2c tls"]         protocols
+#   STREAMS ["1 100"]          concurrent streams per connection (h2load -m)
+#   CONNS_M1 [16]              connections (h2load -c) for -m 1: 16 requests in flight
+#   CONNS_MN [4]               connections for the other stream counts: 4 x 100 in flight
+#   SERVERS ["pistachio nginx hyper"]
+#   IDLE_CONNS [2000, quick 500]   idle HTTP/2 connections per server and protocol
+#   SKIP_BUILD / SKIP_LOAD / SKIP_IDLE [0]   1: skip that part
+#   RESULTS_DIR [tests/bench/results/h2-DATE]   raw h2load output, logs, report.md
+#   PORT_BASE [18180]          servers listen on 127.0.0.1:PORT_BASE+1..3 (h2c)
+#                              and PORT_BASE+11..13 (TLS)
+#
+# h2load runs with one thread (-t 1), so that it and a one-worker server
+# each have one of two cores. Everything listens on and connects to
+# 127.0.0.1 only. Every process the script starts is stopped on exit.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-REQUESTS=${REQUESTS:-200000}
-CLIENTS=${CLIENTS:-16}
-STREAMS=${STREAMS:-32}
-THREADS=${THREADS:-1}
-WORKERS=${WORKERS:-2}
-PATHS=${PATHS:-"/ /big"}
-PORT=${PORT:-18180}
+
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    : "${ROUNDS:=1}" "${DURATION:=2}" "${IDLE_CONNS:=500}"
+fi
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-4}
+WARMUP=${WARMUP:-1}
+WORKERS=${WORKERS:-1}
+PROTOS=${PROTOS:-"h2c tls"}
+STREAMS=${STREAMS:-"1 100"}
+CONNS_M1=${CONNS_M1:-16}
+CONNS_MN=${CONNS_MN:-4}
+SERVERS=${SERVERS:-"pistachio nginx hyper"}
+IDLE_CONNS=${IDLE_CONNS:-2000}
+IDLE_WARM=${IDLE_WARM:-200}
+PORT_BASE=${PORT_BASE:-18180}
+RESULTS_DIR=${RESULTS_DIR:-$HERE/results/h2-$(date +%Y%m%d-%H%M%S)}
+
 CERT="$ROOT/tests/certs/server-chain.pem"
 KEY="$ROOT/tests/certs/server.key"
 
-log() { printf '[h2load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+log() { printf '[h2bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
 
-if ! command -v h2load >/dev/null; then
-    log "installing nghttp2-client (h2load)"
-    if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nghttp2-client >/dev/null
+# ---------------------------------------------------------------- tools
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" = 0 ]; then
+        as_root apt-get update -qq >/dev/null
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+command -v h2load >/dev/null || { log "installing nghttp2-client (h2load)"; apt_install nghttp2-client; }
+NGINX=${NGINX:-$(command -v nginx || true)}
+[ -n "$NGINX" ] || NGINX=/usr/sbin/nginx
+[ -x "$NGINX" ] || { log "installing nginx"; apt_install nginx-light || apt_install nginx; }
+[ -x "$NGINX" ] || die "nginx not found at $NGINX"
+command -v curl >/dev/null || { log "installing curl"; apt_install curl; }
+command -v python3 >/dev/null || { log "installing python3"; apt_install python3; }
+command -v pgrep >/dev/null || { log "installing procps"; apt_install procps; }
+[ -x /usr/bin/time ] || { log "installing time"; apt_install time; }
+curl -V | grep -q HTTP2 || die "this curl has no HTTP/2 (needed to check the servers' answers)"
+
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ]; then ulimit -n 65536; else ulimit -n "$hard"; fi
+NOFILE=$(ulimit -n)
+[ "$NOFILE" -ge $((IDLE_CONNS + 200)) ] || die "ulimit -n is $NOFILE; IDLE_CONNS=$IDLE_CONNS needs more"
+
+# nginx before 1.25.1 turns HTTP/2 on with a listen parameter; from 1.25.1
+# on with the `http2` directive (the listen parameter is deprecated).
+NGINX_VERSION=$("$NGINX" -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
+if printf '%s\n1.25.1\n' "$NGINX_VERSION" | sort -V -C; then
+    [ "$NGINX_VERSION" = 1.25.1 ] && NGINX_H2_DIRECTIVE=1 || NGINX_H2_DIRECTIVE=0
+else
+    NGINX_H2_DIRECTIVE=1
 fi
 
+# ---------------------------------------------------------------- build
+TARGET=${CARGO_TARGET_DIR:-}
+PIST_BIN=${PISTACHIO_BIN:-${TARGET:-$ROOT/target}/release/examples/hello_server}
+PEER_DIR=${TARGET:-$HERE/target}/release
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    (cd "$ROOT" && cargo build --release -q -p pistachio-rest --example hello_server)
+    log "building pistachio hello_server (release)"
+    (cd "$ROOT" && cargo build --release --quiet -p pistachio-rest --example hello_server)
+    log "building hyper_hello (release)"
+    (cd "$HERE" && cargo build --release --quiet --bin hyper_hello)
 fi
-BIN="$ROOT/target/release/examples/hello_server"
+for b in "$PIST_BIN" "$PEER_DIR/hyper_hello"; do
+    [ -x "$b" ] || die "missing binary $b"
+done
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
+mkdir -p "$RESULTS_DIR"
+RESULTS_DIR=$(cd "$RESULTS_DIR" && pwd)
+CSV="$RESULTS_DIR/results.csv"
+: >"$CSV"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/pistachio-h2bench.XXXXXX")
+
+# ---------------------------------------------------------------- processes
+STARTED=()
+cleanup() {
+    local p
+    for p in "${STARTED[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    sleep 0.3
+    for p in "${STARTED[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-"$BIN" --addr "127.0.0.1:$PORT" --threads "$WORKERS" >/dev/null 2>&1 &
-PIDS+=($!)
-"$BIN" --addr "127.0.0.1:$((PORT + 1))" --threads "$WORKERS" \
-    --tls-cert "$CERT" --tls-key "$KEY" >/dev/null 2>&1 &
-PIDS+=($!)
-for port in "$PORT" "$((PORT + 1))"; do
-    for _ in $(seq 50); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+port_of() { # NAME PROTO
+    local off
+    case $1 in
+        pistachio) off=1 ;; hyper) off=2 ;; nginx) off=3 ;;
+        *) die "unknown server $1" ;;
+    esac
+    [ "$2" = tls ] && off=$((off + 10))
+    echo $((PORT_BASE + off))
+}
+url_of() { # NAME PROTO
+    local scheme=http
+    [ "$2" = tls ] && scheme=https
+    echo "$scheme://127.0.0.1:$(port_of "$1" "$2")/"
+}
+
+nginx_conf() { # workers proto port dir
+    local w=$1 proto=$2 port=$3 dir=$4 params="" tls="" h2=""
+    [ "$proto" = tls ] && params=" ssl"
+    if [ "$NGINX_H2_DIRECTIVE" = 1 ]; then h2="http2 on;"; else params="$params http2"; fi
+    if [ "$proto" = tls ]; then
+        tls="ssl_certificate $CERT; ssl_certificate_key $KEY; ssl_protocols TLSv1.3;"
+    fi
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<CONF
+worker_processes $w;
+daemon off;
+master_process on;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $((NOFILE - 100)); }
+http {
+    access_log off;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    default_type text/plain;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    server {
+        listen 127.0.0.1:$port$params backlog=4096;
+        $h2
+        $tls
+        location / { return 200 "Hello, World!"; }
+    }
+}
+CONF
+}
+
+# start_server NAME WORKERS PROTO: starts it, waits until it answers over
+# HTTP/2, checks the answer, and sets PID_<NAME>.
+start_server() {
+    local name=$1 w=$2 proto=$3 port pid tlsargs=() i
+    port=$(port_of "$name" "$proto")
+    [ "$proto" = tls ] && tlsargs=(--tls-cert "$CERT" --tls-key "$KEY")
+    local out="$RESULTS_DIR/server-$name-w$w-$proto.log"
+    case $name in
+        pistachio) "$PIST_BIN" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" >"$out" 2>&1 & ;;
+        hyper) "$PEER_DIR/hyper_hello" --http2 --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" \
+            >"$out" 2>&1 & ;;
+        nginx)
+            nginx_conf "$w" "$proto" "$port" "$TMP/nginx-$w-$proto"
+            "$NGINX" -p "$TMP/nginx-$w-$proto" -e "$TMP/nginx-$w-$proto/error.log" \
+                -c "$TMP/nginx-$w-$proto/nginx.conf" >"$out" 2>&1 & ;;
+    esac
+    pid=$!
+    STARTED+=("$pid")
+    printf -v "PID_$name" '%s' "$pid"
+    local url curlh2=(--http2-prior-knowledge) resp=""
+    url=$(url_of "$name" "$proto")
+    [ "$proto" = tls ] && curlh2=(--http2)
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || { cat "$out" >&2; die "$name exited at start"; }
+        if resp=$(curl -sk -m 2 "${curlh2[@]}" -D - "$url" 2>/dev/null); then break; fi
         sleep 0.1
     done
-done
+    case $resp in "HTTP/2 200"*"Hello, World!") ;; *) die "$name at $url answered: ${resp:-nothing}" ;; esac
+    if [ "$name" = nginx ]; then # wait for every worker process
+        for i in $(seq 1 50); do
+            [ "$(pgrep -P "$pid" | wc -l)" -ge "$w" ] && break
+            sleep 0.1
+        done
+    fi
+}
 
-for path in $PATHS; do
-    n=$REQUESTS
-    [ "$path" = /big ] && n=$((REQUESTS / 1000))
-    for scheme in http https; do
-        port=$PORT
-        [ "$scheme" = https ] && port=$((PORT + 1))
-        log "$scheme $path: -n $n -c $CLIENTS -m $STREAMS -t $THREADS"
-        h2load -n "$n" -c "$CLIENTS" -m "$STREAMS" -t "$THREADS" \
-            "$scheme://127.0.0.1:$port$path" |
-            grep -E '^(finished in|requests:|status codes:|traffic:|time for request:|req/s)' || true
+stop_server() { # NAME
+    local var="PID_$1" pid i
+    pid=${!var:-}
+    [ -n "$pid" ] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    printf -v "PID_$1" '%s' ""
+}
+
+# The server's processes: the one started plus its children (nginx workers);
+# /proc/PID/stat of a process already sums all of its threads.
+server_pids() { local var="PID_$1"; echo "${!var}"; pgrep -P "${!var}" || true; }
+cpu_ticks() { # PIDS... -> utime+stime (fields 14+15) summed, in clock ticks
+    local p files=()
+    for p in "$@"; do files+=("/proc/$p/stat"); done
+    awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }' "${files[@]}"
+}
+machine_busy_ticks() { # all CPUs' non-idle time (user nice system irq softirq steal)
+    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+# measure OUT URL [h2load flags...]: one h2load run against the server whose
+# pids are in the array `pids`; prints "server_ticks,h2load_output,h2load_cpu_s,busy_ticks".
+measure() {
+    local out=$1 url=$2 t0 t1 b0 b1 hcpu
+    shift 2
+    b0=$(machine_busy_ticks)
+    t0=$(cpu_ticks "${pids[@]}")
+    /usr/bin/time -f '%U %S' -o "$out.time" h2load "$@" "$url" >"$out" 2>&1 || true
+    t1=$(cpu_ticks "${pids[@]}")
+    b1=$(machine_busy_ticks)
+    hcpu=$(awk 'END { print $1 + $2 }' "$out.time")
+    echo "$((t1 - t0)),$out,$hcpu,$((b1 - b0))"
+}
+rss_kib() { # PIDS... -> VmRSS summed, in KiB
+    local p files=()
+    for p in "$@"; do files+=("/proc/$p/status"); done
+    awk '/^VmRSS:/ { t += $2 } END { print t + 0 }' "${files[@]}"
+}
+conns_for() { if [ "$1" = 1 ]; then echo "$CONNS_M1"; else echo "$CONNS_MN"; fi; }
+# the servers in round R's order: SERVERS rotated left by R-1
+rotated() {
+    local r=$1 list
+    read -r -a list <<<"$SERVERS"
+    local n=${#list[@]} i
+    for ((i = 0; i < n; i++)); do printf '%s ' "${list[$(((i + r - 1) % n))]}"; done
+}
+
+# ---------------------------------------------------------------- machine
+{
+    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "nproc=$(nproc)"
+    echo "tree=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+    echo "kernel=$(uname -sr)"
+    echo "openssl=$(openssl version 2>/dev/null || echo unknown)"
+    echo "rustc=$(rustc --version 2>/dev/null || echo unknown)"
+    echo "nginx=$NGINX_VERSION"
+    echo "h2load=$(h2load --version 2>&1 | head -1)"
+    echo "python=$(python3 --version 2>&1)"
+    echo "clk_tck=$(getconf CLK_TCK)"
+    echo "command=$(env | grep -E '^(QUICK|ROUNDS|DURATION|WARMUP|WORKERS|PROTOS|STREAMS|CONNS_M1|CONNS_MN|SERVERS|IDLE_CONNS)=' | tr '\n' ' ')bash tests/bench/h2load.sh"
+    echo "settings=rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s streams=${STREAMS// /,} conns_m1=$CONNS_M1 conns_mn=$CONNS_MN h2load_threads=1 idle_conns=$IDLE_CONNS"
+} >"$RESULTS_DIR/machine.txt"
+
+START_TIME=$(date +%s)
+
+# ---------------------------------------------------------------- load
+# For each (workers, protocol): the servers are started together and stay
+# up; for each stream count, each is warmed up, then all are measured in
+# turn for ROUNDS rounds, round r starting with the r-th server.
+if [ "${SKIP_LOAD:-0}" != 1 ]; then
+    for w in $WORKERS; do
+        for proto in $PROTOS; do
+            for s in $SERVERS; do start_server "$s" "$w" "$proto"; done
+            for m in $STREAMS; do
+                c=$(conns_for "$m")
+                for s in $SERVERS; do
+                    h2load -t1 -c"$c" -m"$m" -D"$WARMUP" "$(url_of "$s" "$proto")" >/dev/null 2>&1 || true
+                done
+                for r in $(seq 1 "$ROUNDS"); do
+                    for s in $(rotated "$r"); do
+                        mapfile -t pids < <(server_pids "$s")
+                        out="$RESULTS_DIR/h2-r$r-w$w-$proto-m$m-$s.h2load"
+                        res=$(measure "$out" "$(url_of "$s" "$proto")" -t1 -c"$c" -m"$m" -D"$DURATION")
+                        echo "h2,$r,$w,$proto,$m,$c,$s,$res" >>"$CSV"
+                        log "round $r workers $w $proto -m $m -c $c $s:" \
+                            "$(awk '/^finished in/ { print $4, "req/s" }' "$out"), ${res%%,*} ticks"
+                    done
+                done
+            done
+            for s in $SERVERS; do stop_server "$s"; done
+        done
     done
-done
+fi
+
+# ---------------------------------------------------------------- idle
+# One worker; IDLE_WARM connections opened and closed first, then RSS, then
+# IDLE_CONNS HTTP/2 connections that each complete one request and stay open.
+if [ "${SKIP_IDLE:-0}" != 1 ]; then
+    for proto in $PROTOS; do
+        flags=(--h2)
+        [ "$proto" = tls ] && flags+=(--tls)
+        for s in $SERVERS; do
+            start_server "$s" 1 "$proto"
+            port=$(port_of "$s" "$proto")
+            python3 "$HERE/idle_conns.py" --port "$port" "${flags[@]}" --n "$IDLE_WARM" --hold 0 2>/dev/null
+            sleep 1
+            mapfile -t pids < <(server_pids "$s")
+            rss0=$(rss_kib "${pids[@]}")
+            ready="$TMP/idle-ready"
+            rm -f "$ready"
+            python3 "$HERE/idle_conns.py" --port "$port" "${flags[@]}" --n "$IDLE_CONNS" \
+                --ready "$ready" --hold 600 2>>"$RESULTS_DIR/idle-client.log" &
+            cpid=$!
+            STARTED+=("$cpid")
+            for i in $(seq 1 1800); do
+                [ -f "$ready" ] && break
+                kill -0 "$cpid" 2>/dev/null || break
+                sleep 0.1
+            done
+            [ -f "$ready" ] || die "idle client against $s ($proto) did not finish"
+            sleep 2
+            mapfile -t pids < <(server_pids "$s")
+            rss1=$(rss_kib "${pids[@]}")
+            read -r opened failed <"$ready"
+            kill -TERM "$cpid" 2>/dev/null || true
+            wait "$cpid" 2>/dev/null || true
+            echo "idle,$proto,$s,$opened,$failed,$rss0,$rss1" >>"$CSV"
+            log "idle $proto $s: $opened open ($failed failed), RSS $rss0 -> $rss1 KiB"
+            stop_server "$s"
+        done
+    done
+fi
+
+echo "elapsed=$(($(date +%s) - START_TIME))s" >>"$RESULTS_DIR/machine.txt"
+python3 "$HERE/h2report.py" "$RESULTS_DIR" "$HERE/Cargo.lock" >"$RESULTS_DIR/report.md"
+cat "$RESULTS_DIR/report.md"
+log "raw results and report: $RESULTS_DIR"

@@ -24,6 +24,12 @@ fn handler(req: Request, resp: ResponseWriter) {
             });
         }
         "/big" => resp.send(StatusCode::OK, vec![b'x'; 100_000]),
+        "/long-head" => {
+            let mut resp = resp;
+            let long = pistachio_http::HeaderValue::from_str(&"v".repeat(LONG_FIELD)).unwrap();
+            resp.headers_mut().insert("x-long", long);
+            resp.send(StatusCode::OK, "ok")
+        }
         "/headers" => {
             let mut names: Vec<String> = req
                 .headers()
@@ -36,6 +42,10 @@ fn handler(req: Request, resp: ResponseWriter) {
         _ => resp.send(StatusCode::OK, "ok"),
     }
 }
+
+/// Length of the field of `/long-head`: its header block does not fit in
+/// one frame of the default maximum size (16 KiB).
+const LONG_FIELD: usize = 20_000;
 
 /// One server for the tests that need no special limits.
 fn port() -> u16 {
@@ -713,6 +723,41 @@ fn headers_split_over_continuation_frames() {
     c.frame(kind::CONTINUATION, flag::END_HEADERS, 1, d)
         .unwrap();
     assert_eq!(c.response(1).unwrap().status, 200);
+}
+
+/// A response head larger than the client's frame size goes out as
+/// HEADERS and CONTINUATION frames, none larger than that size, the last
+/// with END_HEADERS.
+#[test]
+fn response_head_split_over_continuation_frames() {
+    let mut c = connect();
+    c.headers(1, &get_fields("/long-head"), true).unwrap();
+    let mut frames = Vec::new();
+    loop {
+        let f = c
+            .wait_for(Duration::from_secs(10), |f| f.stream == 1)
+            .expect("the response");
+        let end = f.has(flag::END_STREAM);
+        frames.push(f);
+        if end {
+            break;
+        }
+    }
+    let kinds: Vec<u8> = frames.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        [kind::HEADERS, kind::CONTINUATION, kind::DATA],
+        "{kinds:?}"
+    );
+    assert!(frames.iter().all(|f| f.payload.len() <= 16_384));
+    assert!(!frames[0].has(flag::END_HEADERS) && frames[1].has(flag::END_HEADERS));
+    let block = [&frames[0].payload[..], &frames[1].payload[..]].concat();
+    let fields = loona_hpack::Decoder::new().decode(&block).unwrap();
+    assert_eq!(fields[0], (b":status".to_vec(), b"200".to_vec()));
+    let long = fields.iter().find(|(n, _)| n == b"x-long").unwrap();
+    assert_eq!(long.1.len(), LONG_FIELD);
+    assert_eq!(frames[2].payload, b"ok");
+    served();
 }
 
 #[test]

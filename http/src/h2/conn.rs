@@ -214,7 +214,10 @@ pub(crate) struct H2Conn {
     started: Instant,
     last_input: Instant,
     inbuf: Vec<u8>,
-    streams: BTreeMap<u32, Stream>,
+    /// Boxed: a map's node holds eleven values and an emptied map keeps
+    /// its last node, so with the streams inline every connection that
+    /// ever had a stream would hold 3 KiB while idle.
+    streams: BTreeMap<u32, Box<Stream>>,
     last_peer_stream: u32,
     recently_closed: VecDeque<u32>,
     block: Option<HeaderBlock>,
@@ -785,7 +788,7 @@ impl H2Conn {
                 return Ok(());
             }
         };
-        let built = match request::build(fields) {
+        let built = match request::build(&fields) {
             Ok(built) => built,
             Err(Refusal::Malformed(why)) => {
                 debug!("{}: stream {id}: malformed request: {why}", self.peer_addr);
@@ -843,7 +846,7 @@ impl H2Conn {
             return Ok(());
         }
         let map = match decoded {
-            Decoded::Fields(fields) => request::trailers(fields),
+            Decoded::Fields(fields) => request::trailers(&fields),
             Decoded::TooLarge => Err(Refusal::Malformed("trailers too large")),
         };
         match map {
@@ -890,23 +893,27 @@ impl H2Conn {
         self.take_inline(conn);
     }
 
-    /// Encodes and appends a header block as HEADERS (+ CONTINUATION).
-    fn put_headers<'a>(
-        &mut self,
-        id: u32,
-        fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-        end_stream: bool,
-    ) {
-        let mut block = Vec::with_capacity(128);
-        self.encoder.encode(fields, &mut block);
+    /// Frames the header block written to `pending` after the
+    /// [`frame::HEADER_LEN`] bytes reserved at `start`: one HEADERS frame
+    /// in place, or HEADERS and CONTINUATION frames if it is larger than
+    /// the client's frame size.
+    fn seal_headers(&mut self, start: usize, id: u32, end_stream: bool) {
+        let len = self.pending.len() - start - frame::HEADER_LEN;
         let max = self.peer_max_frame as usize;
-        let mut chunks = block.chunks(max).peekable();
-        let mut first = true;
-        if block.is_empty() {
+        if len <= max {
             let flags = frame::END_HEADERS | if end_stream { frame::END_STREAM } else { 0 };
-            frame::put_frame(&mut self.pending, Kind::Headers, flags, id, &[]);
+            self.pending[start..start + frame::HEADER_LEN].copy_from_slice(&frame::head_bytes(
+                len,
+                Kind::Headers,
+                flags,
+                id,
+            ));
             return;
         }
+        let block = self.pending.split_off(start + frame::HEADER_LEN);
+        self.pending.truncate(start);
+        let mut chunks = block.chunks(max).peekable();
+        let mut first = true;
         while let Some(chunk) = chunks.next() {
             let last = chunks.peek().is_none();
             let mut flags = if last { frame::END_HEADERS } else { 0 };
@@ -930,7 +937,7 @@ impl H2Conn {
         end_stream: bool,
         content_length: Option<u64>,
         method: Method,
-    ) -> Stream {
+    ) -> Box<Stream> {
         let limits = &self.shared.limits;
         // Until the client has our SETTINGS it may assume the default window.
         let recv_window = if self.settings_due.is_some() {
@@ -938,7 +945,7 @@ impl H2Conn {
         } else {
             limits.initial_window_size
         };
-        Stream {
+        Box::new(Stream {
             recv_closed: end_stream,
             reset: false,
             handler_done: false,
@@ -955,7 +962,7 @@ impl H2Conn {
             deadline: None,
             timed_out: false,
             rst_after: None,
-        }
+        })
     }
 
     fn open_stream(
@@ -1398,8 +1405,20 @@ impl H2Conn {
         if record.is_some() {
             stream.out.record = record;
         }
+        // Where the body starts in `bytes` (after the head, if they hold it).
+        let mut body_at = 0;
         if !stream.out.head_sent {
-            let Some(head) = response::translate(&bytes) else {
+            // Room for the HEADERS frame (its block is not longer than the
+            // HTTP/1.1 head, give or take a few bytes) and a DATA frame of
+            // what follows the head: one allocation, not one per frame.
+            self.pending
+                .reserve(2 * frame::HEADER_LEN + bytes.len().min(OUTPUT_HIGH) + 16);
+            let start = self.pending.len();
+            self.pending.resize(start + frame::HEADER_LEN, 0);
+            let Some(head_len) =
+                response::translate(&mut bytes, &mut self.encoder, &mut self.pending)
+            else {
+                self.pending.truncate(start);
                 log::warn!(
                     "{}: stream {id}: response without a valid head",
                     self.peer_addr
@@ -1411,19 +1430,15 @@ impl H2Conn {
                 return;
             };
             if let Some(credit) = &stream.out.credit {
-                stream.flow.release(credit, head.len);
+                stream.flow.release(credit, head_len);
             }
-            let body = bytes.split_off(head.len);
-            bytes = body;
-            let end_now = step == Step::Last && bytes.is_empty() && file.is_none() && !cut;
+            body_at = head_len;
+            let end_now = step == Step::Last && bytes.len() == head_len && file.is_none() && !cut;
             stream.out.head_sent = true;
             if let Some(record) = &mut stream.out.record {
-                record.handed(head.len as u64, conn.now());
+                record.handed(head_len as u64, conn.now());
             }
-            let status = head.status.to_string();
-            let fields = std::iter::once((&b":status"[..], status.as_bytes()))
-                .chain(head.fields.iter().map(|(n, v)| (&n[..], &v[..])));
-            self.put_headers(id, fields, end_now);
+            self.seal_headers(start, id, end_now);
             if end_now {
                 self.finish(conn, id, End::Completed);
                 return;
@@ -1432,10 +1447,10 @@ impl H2Conn {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        if !bytes.is_empty() {
+        if bytes.len() > body_at {
             stream.out.queue.push_back(Chunk::Bytes {
                 data: bytes,
-                pos: 0,
+                pos: body_at,
             });
         }
         if let Some(file) = file {
@@ -1536,12 +1551,15 @@ impl H2Conn {
             return false;
         }
         let window = window as usize;
-        let mut payload = Vec::new();
+        // The frame goes straight into the output, its header filled in
+        // once the payload is there.
+        let start = self.pending.len();
+        self.pending.resize(start + frame::HEADER_LEN, 0);
         let mut failed = false;
         match stream.out.queue.front_mut() {
             Some(Chunk::Bytes { data, pos }) => {
                 let n = window.min(data.len() - *pos);
-                payload.extend_from_slice(&data[*pos..*pos + n]);
+                self.pending.extend_from_slice(&data[*pos..*pos + n]);
                 *pos += n;
                 if *pos == data.len() {
                     stream.out.queue.pop_front();
@@ -1552,8 +1570,12 @@ impl H2Conn {
             }
             Some(Chunk::File(file)) => {
                 let n = (window as u64).min(file.len) as usize;
-                payload.resize(n, 0);
-                match file.file.read_exact_at(&mut payload, file.offset) {
+                let at = self.pending.len();
+                self.pending.resize(at + n, 0);
+                match file
+                    .file
+                    .read_exact_at(&mut self.pending[at..], file.offset)
+                {
                     Ok(()) => {
                         file.offset += n as u64;
                         file.len -= n as u64;
@@ -1567,16 +1589,20 @@ impl H2Conn {
                     }
                 }
             }
-            None => return false,
+            None => {
+                self.pending.truncate(start);
+                return false;
+            }
         }
         if failed {
+            self.pending.truncate(start);
             frame::put_rst(&mut self.pending, id, Reason::Internal);
             stream.reset = true;
             remember(&mut self.recently_closed, id);
             self.finish(conn, id, End::Cut);
             return true;
         }
-        let n = payload.len();
+        let n = self.pending.len() - start - frame::HEADER_LEN;
         let end = stream.out.queue.is_empty() && stream.out.last && !stream.out.cut;
         stream.send_window -= n as i64;
         self.send_window -= n as i64;
@@ -1584,7 +1610,12 @@ impl H2Conn {
             record.handed(n as u64, conn.now());
         }
         let flags = if end { frame::END_STREAM } else { 0 };
-        frame::put_frame(&mut self.pending, Kind::Data, flags, id, &payload);
+        self.pending[start..start + frame::HEADER_LEN].copy_from_slice(&frame::head_bytes(
+            n,
+            Kind::Data,
+            flags,
+            id,
+        ));
         if end {
             self.finish(conn, id, End::Completed);
         }

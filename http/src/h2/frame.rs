@@ -144,14 +144,27 @@ impl Head {
     }
 }
 
-/// Appends a frame header.
-pub(crate) fn put_head(out: &mut Vec<u8>, len: usize, kind: Kind, flags: u8, stream: u32) {
+/// A frame header.
+pub(crate) fn head_bytes(len: usize, kind: Kind, flags: u8, stream: u32) -> [u8; HEADER_LEN] {
     debug_assert!(len <= MAX_MAX_FRAME_SIZE as usize);
     let len = (len as u32).to_be_bytes();
-    out.extend_from_slice(&len[1..]);
-    out.push(kind.to_u8());
-    out.push(flags);
-    out.extend_from_slice(&(stream & MAX_WINDOW).to_be_bytes());
+    let stream = (stream & MAX_WINDOW).to_be_bytes();
+    [
+        len[1],
+        len[2],
+        len[3],
+        kind.to_u8(),
+        flags,
+        stream[0],
+        stream[1],
+        stream[2],
+        stream[3],
+    ]
+}
+
+/// Appends a frame header.
+pub(crate) fn put_head(out: &mut Vec<u8>, len: usize, kind: Kind, flags: u8, stream: u32) {
+    out.extend_from_slice(&head_bytes(len, kind, flags, stream));
 }
 
 /// Appends a whole frame.

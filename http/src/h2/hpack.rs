@@ -10,7 +10,8 @@
 //! header decoding the most expensive part of an HTTP/2 request and gave a
 //! client a cheap way to keep a worker busy. The encoder is still
 //! `loona-hpack`'s (it writes literals without Huffman coding, which costs
-//! nothing to decode).
+//! nothing to decode), with the static table's fields looked up here by
+//! name rather than by its linear search.
 
 use std::collections::VecDeque;
 
@@ -93,8 +94,82 @@ const STATIC_TABLE: [(&[u8], &[u8]); 61] = [
     (b"www-authenticate", b""),
 ];
 
-/// A decoded header list.
-pub(crate) type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+/// A decoded header list: the names and values one after another in one
+/// buffer. Its two vectors are kept for the thread's next list when it is
+/// dropped, so decoding a request allocates nothing once a worker has
+/// decoded one.
+#[derive(Debug)]
+pub(crate) struct Fields {
+    bytes: Vec<u8>,
+    /// Per field, where its name ends and where its value ends in `bytes`.
+    ends: Vec<(usize, usize)>,
+}
+
+/// Larger buffers are not kept for the next list.
+const SPARE_LIMIT: usize = 16 * 1024;
+
+/// The two vectors of a [`Fields`].
+type Buffers = (Vec<u8>, Vec<(usize, usize)>);
+
+std::thread_local! {
+    static SPARE: std::cell::Cell<Option<Buffers>> = const { std::cell::Cell::new(None) };
+}
+
+impl Fields {
+    pub(crate) fn new() -> Fields {
+        let (bytes, ends) = SPARE.with(std::cell::Cell::take).unwrap_or_default();
+        Fields { bytes, ends }
+    }
+
+    pub(crate) fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.bytes.extend_from_slice(name);
+        let name_end = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.ends.push((name_end, self.bytes.len()));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The fields, in order: (name, value).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let field = (
+                &self.bytes[start..name_end],
+                &self.bytes[name_end..value_end],
+            );
+            start = value_end;
+            field
+        })
+    }
+}
+
+impl Drop for Fields {
+    fn drop(&mut self) {
+        if self.bytes.capacity() <= SPARE_LIMIT && self.ends.capacity() <= SPARE_LIMIT / 16 {
+            let mut bytes = std::mem::take(&mut self.bytes);
+            let mut ends = std::mem::take(&mut self.ends);
+            bytes.clear();
+            ends.clear();
+            // Thread-locals are gone while the thread exits; then the
+            // buffers are simply freed.
+            let _ = SPARE.try_with(|spare| spare.set(Some((bytes, ends))));
+        }
+    }
+}
+
+#[cfg(test)]
+impl<N: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(N, V)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Fields {
+        let mut fields = Fields::new();
+        for (name, value) in iter {
+            fields.push(name.as_ref(), value.as_ref());
+        }
+        fields
+    }
+}
 
 /// What decoding a header block gave.
 #[derive(Debug)]
@@ -235,6 +310,21 @@ impl Decoder {
         assert!(self.size <= self.max_size && self.max_size <= self.allowed);
     }
 
+    /// Counts a field into the list's size (RFC 9113 §6.5.2: 32 bytes of
+    /// overhead each) and number; false once either is over its limit.
+    fn admit(
+        size: &mut usize,
+        count: &mut usize,
+        name: &[u8],
+        value: &[u8],
+        max_list_size: usize,
+        max_fields: usize,
+    ) -> bool {
+        *size = size.saturating_add(name.len() + value.len() + 32);
+        *count += 1;
+        *size <= max_list_size && *count <= max_fields
+    }
+
     /// Decodes one complete header block; fields beyond `max_list_size`
     /// bytes (RFC 9113 §6.5.2 measure) or `max_fields` are dropped.
     pub(crate) fn decode(
@@ -243,19 +333,35 @@ impl Decoder {
         max_list_size: usize,
         max_fields: usize,
     ) -> Result<Decoded, CompressionError> {
-        let mut fields = Vec::new();
+        let mut fields = Fields::new();
         let mut size = 0usize;
+        let mut count = 0usize;
         let mut over = false;
         let mut at_start = true;
         let mut r = Reader { block, pos: 0 };
         while r.pos < block.len() {
             let first = block[r.pos];
-            let (name, value) = if first & 0x80 != 0 {
-                // Indexed field (§6.1).
+            if first & 0x80 != 0 {
+                // Indexed field (§6.1): no copy but into the list.
                 let index = r.integer(7)?;
-                let (n, v) = self.entry(index)?;
-                (n.to_vec(), v.to_vec())
-            } else if first & 0xe0 == 0x20 {
+                let (name, value) = self.entry(index)?;
+                at_start = false;
+                if !Self::admit(
+                    &mut size,
+                    &mut count,
+                    name,
+                    value,
+                    max_list_size,
+                    max_fields,
+                ) {
+                    over = true;
+                }
+                if !over {
+                    fields.push(name, value);
+                }
+                continue;
+            }
+            let (name, value) = if first & 0xe0 == 0x20 {
                 // Dynamic table size update (§6.3): only at the start of a
                 // block, and no larger than the settings allow.
                 if !at_start {
@@ -285,13 +391,18 @@ impl Decoder {
                 (name, value)
             };
             at_start = false;
-            size = size.saturating_add(name.len() + value.len() + 32);
-            if size > max_list_size || fields.len() >= max_fields {
+            if !Self::admit(
+                &mut size,
+                &mut count,
+                &name,
+                &value,
+                max_list_size,
+                max_fields,
+            ) {
                 over = true;
-                fields = Vec::new();
             }
             if !over {
-                fields.push((name, value));
+                fields.push(&name, &value);
             }
         }
         Ok(if over {
@@ -350,8 +461,122 @@ impl Encoder {
             let _ = encode_integer_into(size, 5, 0x20, out);
             self.inner.set_max_table_size(size);
         }
-        let _ = self.inner.encode_into(fields, out);
+        for (name, value) in fields {
+            match static_entry(name) {
+                // The encoder would find the field in the static table
+                // after a linear search of it (and of its dynamic table,
+                // which never holds a name of the static table): the same
+                // bytes, without the search.
+                Some((last, values)) => match whole_entry(last, values, value) {
+                    Some(index) => {
+                        let _ = encode_integer_into(index, 7, 0x80, out);
+                    }
+                    None => {
+                        // Literal without indexing, indexed name.
+                        let _ = encode_integer_into(last, 4, 0, out);
+                        let _ = encode_integer_into(value.len(), 7, 0, out);
+                        out.extend_from_slice(value);
+                    }
+                },
+                None => {
+                    let _ = self.inner.encode_header_into((name, value), out);
+                }
+            }
+        }
     }
+}
+
+/// The static table's entry holding `value` too, of those [`static_entry`]
+/// gave for its name.
+fn whole_entry(last: usize, values: &[(usize, &[u8])], value: &[u8]) -> Option<usize> {
+    if values.is_empty() {
+        return value.is_empty().then_some(last);
+    }
+    values.iter().find(|(_, v)| *v == value).map(|&(i, _)| i)
+}
+
+/// What [`static_entry`] gives for a name: an index, and entries with
+/// their values.
+type StaticEntry = (usize, &'static [(usize, &'static [u8])]);
+
+/// The static table (RFC 7541 appendix A) by name: the index
+/// `loona-hpack`'s encoder gives a field of this name whose value the table
+/// does not hold (that of the name's last entry), and the entries with a
+/// value, for a field the table holds whole. A name without values has one
+/// entry, whose value is empty.
+fn static_entry(name: &[u8]) -> Option<StaticEntry> {
+    let entry: StaticEntry = match name {
+        b":authority" => (1, &[]),
+        b":method" => (3, &[(2, b"GET"), (3, b"POST")]),
+        b":path" => (5, &[(4, b"/"), (5, b"/index.html")]),
+        b":scheme" => (7, &[(6, b"http"), (7, b"https")]),
+        b":status" => (
+            14,
+            &[
+                (8, b"200"),
+                (9, b"204"),
+                (10, b"206"),
+                (11, b"304"),
+                (12, b"400"),
+                (13, b"404"),
+                (14, b"500"),
+            ],
+        ),
+        b"accept-encoding" => (16, &[(16, b"gzip, deflate")]),
+        _ => {
+            let index = match name {
+                b"accept-charset" => 15,
+                b"accept-language" => 17,
+                b"accept-ranges" => 18,
+                b"accept" => 19,
+                b"access-control-allow-origin" => 20,
+                b"age" => 21,
+                b"allow" => 22,
+                b"authorization" => 23,
+                b"cache-control" => 24,
+                b"content-disposition" => 25,
+                b"content-encoding" => 26,
+                b"content-language" => 27,
+                b"content-length" => 28,
+                b"content-location" => 29,
+                b"content-range" => 30,
+                b"content-type" => 31,
+                b"cookie" => 32,
+                b"date" => 33,
+                b"etag" => 34,
+                b"expect" => 35,
+                b"expires" => 36,
+                b"from" => 37,
+                b"host" => 38,
+                b"if-match" => 39,
+                b"if-modified-since" => 40,
+                b"if-none-match" => 41,
+                b"if-range" => 42,
+                b"if-unmodified-since" => 43,
+                b"last-modified" => 44,
+                b"link" => 45,
+                b"location" => 46,
+                b"max-forwards" => 47,
+                b"proxy-authenticate" => 48,
+                b"proxy-authorization" => 49,
+                b"range" => 50,
+                b"referer" => 51,
+                b"refresh" => 52,
+                b"retry-after" => 53,
+                b"server" => 54,
+                b"set-cookie" => 55,
+                b"strict-transport-security" => 56,
+                b"transfer-encoding" => 57,
+                b"user-agent" => 58,
+                b"vary" => 59,
+                b"via" => 60,
+                b"www-authenticate" => 61,
+                _ => return None,
+            };
+            (index, &[])
+        }
+    };
+    Some(entry)
 }
 
 #[cfg(test)]
@@ -369,8 +594,13 @@ mod tests {
     fn decoded(decoder: &mut Decoder, block: &str) -> Vec<(String, String)> {
         match decoder.decode(&hex(block), usize::MAX, usize::MAX).unwrap() {
             Decoded::Fields(fields) => fields
-                .into_iter()
-                .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        String::from_utf8(n.to_vec()).unwrap(),
+                        String::from_utf8(v.to_vec()).unwrap(),
+                    )
+                })
                 .collect(),
             Decoded::TooLarge => panic!("no limit was set"),
         }
@@ -546,12 +776,59 @@ mod tests {
                 Decoded::Fields(f) => f,
                 Decoded::TooLarge => unreachable!(),
             };
-            let want: Fields = fields
-                .iter()
-                .map(|(n, v)| (n.to_vec(), v.to_vec()))
-                .collect();
-            assert_eq!(got, want);
+            assert!(got.iter().eq(fields.iter().copied()));
         }
+    }
+
+    /// The static-table path gives the bytes the crate's encoder gives, for
+    /// every entry of the table with its own value, an empty one and
+    /// another; names outside the table go through the crate's encoder and
+    /// its dynamic table.
+    #[test]
+    fn static_fields_encode_as_the_crate_does() {
+        let mut table = loona_hpack::Decoder::new();
+        let mut ours = Encoder::new();
+        let mut crate_encoder = loona_hpack::Encoder::new();
+        let mut compare = |name: &[u8], value: &[u8]| {
+            let mut a = Vec::new();
+            ours.encode([(name, value)], &mut a);
+            let mut b = Vec::new();
+            crate_encoder.encode_into([(name, value)], &mut b).unwrap();
+            assert_eq!(a, b, "{:?}: {:?}", String::from_utf8_lossy(name), value);
+        };
+        for index in 1..=61u8 {
+            let entry = table.decode(&[0x80 | index]).unwrap();
+            let (name, value) = &entry[0];
+            assert!(static_entry(name).is_some(), "{index}");
+            for value in [&value[..], b"", b"another value"] {
+                compare(name, value);
+            }
+        }
+        for value in ["a", "b", "a", "c"] {
+            compare(b"x-thing", value.as_bytes());
+        }
+        assert!(static_entry(b"x-thing").is_none());
+    }
+
+    #[test]
+    fn a_list_leaves_its_buffers_for_the_next() {
+        // A thread of its own: the spare buffers are per thread.
+        std::thread::spawn(|| {
+            let mut fields = Fields::new();
+            fields.push(b"name", b"value");
+            drop(fields);
+            let next = Fields::new();
+            assert_eq!(next.len(), 0);
+            assert!(next.bytes.capacity() >= 9 && next.ends.capacity() >= 1);
+            drop(next);
+            // Large buffers are freed, not kept.
+            let mut large = Fields::new();
+            large.push(b"x", &vec![b'a'; SPARE_LIMIT * 2]);
+            drop(large);
+            assert_eq!(Fields::new().bytes.capacity(), 0);
+        })
+        .join()
+        .unwrap();
     }
 
     /// A small deterministic generator (xorshift64*), so that a failure
@@ -579,7 +856,7 @@ mod tests {
         let mut encoder = loona_hpack::Encoder::new();
         let mut decoder = Decoder::new();
         for _ in 0..2000 {
-            let fields: Fields = (0..rng.below(12))
+            let fields: Vec<(Vec<u8>, Vec<u8>)> = (0..rng.below(12))
                 .map(|_| {
                     let name = format!("x-{}", rng.below(40)).into_bytes();
                     let value = "v".repeat(rng.below(300)).into_bytes();
@@ -594,7 +871,11 @@ mod tests {
                 )
                 .unwrap();
             match decoder.decode(&block, usize::MAX, usize::MAX).unwrap() {
-                Decoded::Fields(got) => assert_eq!(got, fields),
+                Decoded::Fields(got) => {
+                    let got: Vec<(Vec<u8>, Vec<u8>)> =
+                        got.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+                    assert_eq!(got, fields);
+                }
                 Decoded::TooLarge => unreachable!(),
             }
             decoder.assert_consistent();

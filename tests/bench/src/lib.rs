@@ -28,6 +28,12 @@ pub struct Args {
 
 /// Parses the flags, or exits with a usage message.
 pub fn parse_args(name: &str) -> Args {
+    parse_args_from(name, std::env::args().skip(1))
+}
+
+/// Parses the given flags (without the program name), or exits with a
+/// usage message; for a peer that takes flags of its own first.
+pub fn parse_args_from(name: &str, flags: impl IntoIterator<Item = String>) -> Args {
     let usage =
         format!("usage: {name} [--addr ADDR] [--threads N] [--tls-cert FILE --tls-key FILE]");
     let fail = |msg: String| -> ! {
@@ -42,7 +48,7 @@ pub fn parse_args(name: &str) -> Args {
         tls_cert: None,
         tls_key: None,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = flags.into_iter();
     while let Some(flag) = it.next() {
         let mut value = || {
             it.next()
