@@ -22,6 +22,7 @@ use crate::middleware::{
 use crate::parser::{Limits, ParseError, Parsed, RequestParser};
 use crate::request::Request;
 use crate::response::{force_close, status_allows_body, write_head, Payload, Then, SERVER_TEXT};
+use crate::sent::{Unsent, UnsentQueue};
 use crate::writer::{
     enter_inline, leave_inline, return_inline, ConnFlow, FileBody, HttpMsg, Outgoing, RequestFacts,
     ResponseWriter, Step, Target,
@@ -384,7 +385,7 @@ struct Exchange {
     /// With middleware: exchanges whose whole answer is queued on the
     /// connection but not yet accepted by the socket, oldest first; they
     /// finish when it is ([`HttpConn::settle_sent`]).
-    unsent: VecDeque<Unsent>,
+    unsent: UnsentQueue,
 }
 
 /// How long a connection that has gone idle keeps its exchange before it
@@ -424,7 +425,7 @@ impl Exchange {
             timed_out: BTreeSet::new(),
             head_received: None,
             held: None,
-            unsent: VecDeque::new(),
+            unsent: UnsentQueue::default(),
         }
     }
 
@@ -530,15 +531,6 @@ impl std::ops::DerefMut for Slot {
             .as_deref_mut()
             .expect("an exchange is taken up before the connection runs")
     }
-}
-
-/// An exchange waiting for its last byte to leave: it has finished once
-/// the connection's [`Conn::sent`] reaches `mark`.
-struct Unsent {
-    record: Box<Record>,
-    mark: u64,
-    keep_alive: bool,
-    end: End,
 }
 
 impl HttpConn {
@@ -1348,36 +1340,18 @@ impl HttpConn {
     /// socket takes it whole (the usual case: no queue of exchanges),
     /// else queues it for [`HttpConn::settle_sent`].
     fn finish_when_sent(&mut self, conn: &mut Conn<'_, HttpMsg>, done: Unsent) {
-        let last_of_round = self.ex.ready.front().is_none();
-        if last_of_round && self.ex.unsent.is_empty() {
-            conn.flush();
-            if conn.sent() >= done.mark {
-                let record = done.record.complete(done.keep_alive, done.end, conn.now());
-                self.spare_record = Some(record);
-                return;
-            }
+        if self.ex.ready.front().is_some() {
+            // Not the last answer of this round: they go out together.
+            self.ex.unsent.push(done);
+        } else if let Some(record) = self.ex.unsent.finish_or_queue(conn, done) {
+            self.spare_record = Some(record);
         }
-        self.ex.unsent.push_back(done);
     }
 
     #[inline(never)]
     fn settle_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        let Some(first) = self.ex.unsent.front() else {
-            return;
-        };
-        if conn.sent() < first.mark {
-            conn.flush();
-        }
-        let (sent, now) = (conn.sent(), conn.now());
-        while let Some(first) = self.ex.unsent.front() {
-            if first.mark > sent {
-                conn.notify_sent();
-                return;
-            }
-            if let Some(done) = self.ex.unsent.pop_front() {
-                let record = done.record.complete(done.keep_alive, done.end, now);
-                self.spare_record = Some(record);
-            }
+        if let Some(record) = self.ex.unsent.settle(conn) {
+            self.spare_record = Some(record);
         }
     }
 
@@ -1577,10 +1551,7 @@ impl HttpConn {
                 "connection closed during the body",
             );
         }
-        for done in self.ex.unsent.drain(..) {
-            // Queued in full, never taken in full by the socket.
-            done.record.complete(false, End::ClientGone, Instant::now());
-        }
+        self.ex.unsent.abandon();
         self.abandon(End::ClientGone);
         if self.session == Session::Announced {
             let peer = self.peer_addr;

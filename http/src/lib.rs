@@ -55,6 +55,7 @@ mod pool;
 mod proto;
 mod request;
 mod response;
+mod sent;
 mod writer;
 
 pub use body::{BodyMode, BodyStream, BodyTooLarge};

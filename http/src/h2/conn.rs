@@ -32,6 +32,7 @@ use crate::date::LoopDate;
 use crate::middleware::{run_head_phase, Answer, Layered, Layers, Pending as Record, RequestInfo};
 use crate::request::Request;
 use crate::response::SERVER_TEXT;
+use crate::sent::{Unsent, UnsentQueue};
 use crate::writer::{
     enter_inline, leave_inline, return_inline, ConnFlow, FileBody, HttpMsg, Outgoing, RequestFacts,
     ResponseWriter, Step, Target,
@@ -239,7 +240,7 @@ pub(crate) struct H2Conn {
     /// Exchanges whose last frame is queued but not yet taken by the
     /// socket, oldest first, with the connection's byte count that ends
     /// each (see `Conn::sent`): they finish when the socket has it.
-    unsent: VecDeque<(Box<Record>, u64, End)>,
+    unsent: UnsentQueue,
     /// Frames written by the current callback, handed to the transport in
     /// one piece.
     pending: Vec<u8>,
@@ -298,7 +299,7 @@ impl H2Conn {
                 resets: 0,
             },
             spare_record: None,
-            unsent: VecDeque::new(),
+            unsent: UnsentQueue::default(),
             pending: Vec::new(),
         }
     }
@@ -329,22 +330,8 @@ impl H2Conn {
     /// writing what is queued first; the others finish on `on_sent`, or
     /// `on_close`.
     fn settle_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        if self
-            .unsent
-            .front()
-            .is_some_and(|(_, mark, _)| conn.sent() < *mark)
-        {
-            conn.flush();
-        }
-        let (sent, now) = (conn.sent(), conn.now());
-        while let Some((_, mark, _)) = self.unsent.front() {
-            if *mark > sent {
-                conn.notify_sent();
-                return;
-            }
-            if let Some((record, _, end)) = self.unsent.pop_front() {
-                self.spare_record = Some(record.complete(end == End::Completed, end, now));
-            }
+        if let Some(record) = self.unsent.settle(conn) {
+            self.spare_record = Some(record);
         }
     }
 
@@ -1478,7 +1465,12 @@ impl H2Conn {
             // Its last frame is in `pending` or the transport's queue: it
             // finishes when the socket has taken it (`settle_sent`).
             let mark = conn.sent() + conn.queued() as u64 + self.pending.len() as u64;
-            self.unsent.push_back((record, mark, end));
+            self.unsent.push(Unsent {
+                record,
+                mark,
+                keep_alive: end == End::Completed,
+                end,
+            });
         }
         self.maybe_remove(id);
         self.close_if_done(conn);
@@ -1953,10 +1945,7 @@ impl Protocol for H2Conn {
 
     fn on_close(&mut self, reason: &CloseReason) {
         debug!("{}: http/2 connection closed: {reason}", self.peer_addr);
-        for (record, _, _) in self.unsent.drain(..) {
-            // Queued in full, never taken in full by the socket.
-            record.complete(false, End::ClientGone, Instant::now());
-        }
+        self.unsent.abandon();
         for (_, mut stream) in std::mem::take(&mut self.streams) {
             stream.flow.close();
             stream.fail_body(
