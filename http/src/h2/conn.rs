@@ -868,16 +868,9 @@ impl H2Conn {
                     Layers::shared(&self.settings.middleware),
                 ))
             });
-        let Some(target) = self.target(conn, id, Method::GET, layered, 0) else {
-            return;
-        };
-        let mut writer = ResponseWriter::new(target);
-        writer
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(SERVER_TEXT));
-        enter_inline(self.id);
-        writer.send(status, why);
-        self.take_inline(conn);
+        if let Some(target) = self.target(conn, id, Method::GET, layered, 0) {
+            self.send_own(conn, target, status, why.as_bytes());
+        }
     }
 
     /// Frames the header block written to `pending` after the
@@ -1078,9 +1071,20 @@ impl H2Conn {
         let Some(method) = self.streams.get(&id).map(|s| s.method.clone()) else {
             return;
         };
-        let Some(target) = self.target(conn, id, method, None, 0) else {
-            return;
-        };
+        if let Some(target) = self.target(conn, id, method, None, 0) {
+            self.send_own(conn, target, status, body);
+        }
+    }
+
+    /// Sends a short `text/plain` answer of the server's own through
+    /// `target`, on this thread.
+    fn send_own(
+        &mut self,
+        conn: &mut Conn<'_, HttpMsg>,
+        target: Target,
+        status: StatusCode,
+        body: &[u8],
+    ) {
         let mut writer = ResponseWriter::new(target);
         writer
             .headers_mut()
