@@ -218,21 +218,21 @@ impl Compression {
 
     fn encoder(&self, coding: Coding) -> io::Result<Box<dyn BodyEncoder>> {
         Ok(match coding {
-            Coding::Gzip => Box::new(Gzip(Some(GzEncoder::new(
+            Coding::Gzip => Box::new(Streaming(Some(GzEncoder::new(
                 Vec::new(),
                 flate2::Compression::new(self.gzip_level),
             )))),
             // A 1 MiB window (lgwin 20): bounded memory per answer.
-            Coding::Brotli => Box::new(Brotli(Some(brotli::CompressorWriter::new(
+            Coding::Brotli => Box::new(Streaming(Some(brotli::CompressorWriter::new(
                 Vec::new(),
                 4096,
                 self.brotli_quality,
                 20,
             )))),
-            Coding::Zstd => Box::new(Zstd(zstd::stream::write::Encoder::new(
+            Coding::Zstd => Box::new(Streaming(Some(zstd::stream::write::Encoder::new(
                 Vec::new(),
                 self.zstd_level,
-            )?)),
+            )?))),
         })
     }
 }
@@ -428,66 +428,61 @@ fn finished() -> io::Error {
     io::Error::other("the encoder is finished")
 }
 
-struct Gzip(Option<GzEncoder<Vec<u8>>>);
+/// A compressor that writes into a `Vec`: what [`Streaming`] needs of
+/// each coding's encoder.
+trait Compressor: Write + Send {
+    /// What it has written so far.
+    fn buffer(&mut self) -> &mut Vec<u8>;
+    /// Ends the stream; the rest of the output.
+    fn end(self) -> io::Result<Vec<u8>>;
+}
 
-impl BodyEncoder for Gzip {
+impl Compressor for GzEncoder<Vec<u8>> {
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn end(self) -> io::Result<Vec<u8>> {
+        self.finish()
+    }
+}
+
+impl Compressor for brotli::CompressorWriter<Vec<u8>> {
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn end(self) -> io::Result<Vec<u8>> {
+        Ok(self.into_inner())
+    }
+}
+
+impl Compressor for zstd::stream::write::Encoder<'static, Vec<u8>> {
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn end(self) -> io::Result<Vec<u8>> {
+        self.finish()
+    }
+}
+
+/// A body encoded piece by piece by a [`Compressor`]; `None` once ended.
+struct Streaming<C>(Option<C>);
+
+impl<C: Compressor> BodyEncoder for Streaming<C> {
     fn encode(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         let encoder = self.0.as_mut().ok_or_else(finished)?;
         encoder.write_all(data)?;
-        drain(encoder.get_mut(), out);
+        drain(encoder.buffer(), out);
         Ok(())
     }
     fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         let encoder = self.0.as_mut().ok_or_else(finished)?;
         encoder.flush()?;
-        drain(encoder.get_mut(), out);
+        drain(encoder.buffer(), out);
         Ok(())
     }
     fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        let encoder = self.0.take().ok_or_else(finished)?;
-        out.append(&mut encoder.finish()?);
-        Ok(())
-    }
-}
-
-struct Brotli(Option<brotli::CompressorWriter<Vec<u8>>>);
-
-impl BodyEncoder for Brotli {
-    fn encode(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        let encoder = self.0.as_mut().ok_or_else(finished)?;
-        encoder.write_all(data)?;
-        drain(encoder.get_mut(), out);
-        Ok(())
-    }
-    fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        let encoder = self.0.as_mut().ok_or_else(finished)?;
-        encoder.flush()?;
-        drain(encoder.get_mut(), out);
-        Ok(())
-    }
-    fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        let encoder = self.0.take().ok_or_else(finished)?;
-        out.append(&mut encoder.into_inner());
-        Ok(())
-    }
-}
-
-struct Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>);
-
-impl BodyEncoder for Zstd {
-    fn encode(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
-        self.0.write_all(data)?;
-        drain(self.0.get_mut(), out);
-        Ok(())
-    }
-    fn flush(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        self.0.flush()?;
-        drain(self.0.get_mut(), out);
-        Ok(())
-    }
-    fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        self.0.do_finish()?;
-        drain(self.0.get_mut(), out);
+        let mut rest = self.0.take().ok_or_else(finished)?.end()?;
+        drain(&mut rest, out);
         Ok(())
     }
 }
