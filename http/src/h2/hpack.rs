@@ -361,7 +361,7 @@ impl Decoder {
                 }
                 continue;
             }
-            let (name, value) = if first & 0xe0 == 0x20 {
+            let (name, value, indexing) = if first & 0xe0 == 0x20 {
                 // Dynamic table size update (§6.3): only at the start of a
                 // block, and no larger than the settings allow.
                 if !at_start {
@@ -385,10 +385,7 @@ impl Decoder {
                     self.entry(index)?.0.to_vec()
                 };
                 let value = r.string()?;
-                if indexing {
-                    self.insert(name.clone(), value.clone());
-                }
-                (name, value)
+                (name, value, indexing)
             };
             at_start = false;
             if !Self::admit(
@@ -403,6 +400,9 @@ impl Decoder {
             }
             if !over {
                 fields.push(&name, &value);
+            }
+            if indexing {
+                self.insert(name, value);
             }
         }
         Ok(if over {
