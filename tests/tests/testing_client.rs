@@ -2,7 +2,7 @@
 
 use pistachio_rest::testing::TestClient;
 use pistachio_rest::{HttpError, Method, RestRequest, RestResponse, Router, StatusCode};
-use pistachio_tests::init_logging;
+use pistachio_tests::{init_logging, set_open_files_limit};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -144,6 +144,28 @@ fn http_client() {
     let client = TestClient::new(router());
     assert!(client.url("/x").starts_with("http://127.0.0.1:"));
     exercise(&client);
+}
+
+/// A process with a thousand sockets open (a load test, say) hands libcurl
+/// descriptors above `FD_SETSIZE` (1024). The static libcurl must wait on
+/// them with `poll()`: built to use `select()` (what curl-sys's own flags
+/// give curl 8.22; `.cargo/config.toml` defines `HAVE_POLL`), it refuses
+/// them and every transfer fails with error 43 before connecting.
+#[test]
+fn the_client_works_with_descriptors_above_fd_setsize() {
+    init_logging();
+    // Up to the hard limit (never lowered: other tests run meanwhile).
+    set_open_files_limit(u64::MAX).expect("raise RLIMIT_NOFILE");
+    // Descriptors up to past 1024, so that the client's socket gets one
+    // above it.
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let held: Vec<std::fs::File> = (0..1100)
+        .map(|_| file.try_clone().expect("RLIMIT_NOFILE of at least 1200"))
+        .collect();
+    let client = TestClient::new(router());
+    let r = client.get("/port").send();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    drop(held);
 }
 
 #[test]
