@@ -16,6 +16,10 @@
 //! * [`resume::ResumingConnector`]: an OpenSSL client that offers an earlier
 //!   connection's session, for TLS session resumption tests;
 //! * [`openapi`]: OpenAPI documents checked with `openapi-spec-validator`;
+//! * [`prometheus`]: Prometheus text expositions checked against the
+//!   format's grammar and by the Prometheus Python client's parser;
+//! * [`python`]: the optional Python checkers and their `PISTACHIO_REQUIRE_*`
+//!   switches;
 //! * [`libcurl`]: one-shot requests through libcurl, optionally with OpenSSL's
 //!   "quiet shutdown" so libcurl never sends `close_notify`;
 //! * [`probe`]: the `tls-probe` program, which plays abrupt TLS clients
@@ -34,6 +38,8 @@ pub mod h2;
 pub mod libcurl;
 pub mod openapi;
 pub mod probe;
+pub mod prometheus;
+pub mod python;
 pub mod resume;
 pub mod server;
 

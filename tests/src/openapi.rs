@@ -1,6 +1,6 @@
 //! Checks OpenAPI documents with `openapi-spec-validator` (PyPI).
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Runs `openapi-spec-validator` on `document` when it is installed, and
 /// panics with its report if it rejects the document; says so and returns
@@ -8,19 +8,11 @@ use std::process::{Command, Stdio};
 /// `PISTACHIO_REQUIRE_OPENAPI_VALIDATOR=1` (set by `.ci/run`, which
 /// installs it) a missing validator panics instead.
 pub fn validate(document: &[u8]) -> bool {
-    let has_validator = Command::new("python3")
-        .args(["-c", "import openapi_spec_validator"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_validator {
-        assert!(
-            std::env::var_os("PISTACHIO_REQUIRE_OPENAPI_VALIDATOR").is_none(),
-            "openapi-spec-validator is required (PISTACHIO_REQUIRE_OPENAPI_VALIDATOR) but not installed"
-        );
-        eprintln!(
-            "openapi-spec-validator not installed (pip install openapi-spec-validator): skipped"
-        );
+    if !crate::python::has_module(
+        "openapi_spec_validator",
+        "openapi-spec-validator",
+        "PISTACHIO_REQUIRE_OPENAPI_VALIDATOR",
+    ) {
         return false;
     }
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -367,6 +367,17 @@ fn h2_case(server: &Server, case: &str) {
     assert!(said.starts_with(&format!("ok {case}")), "{case}: {said}");
 }
 
+/// If `h2` is installed, [`h2_case`] `case` against a fresh server, over
+/// TLS or not as each of `tls` says.
+fn python_h2_case(case: &str, tls: &[bool]) {
+    if !python_h2() {
+        return;
+    }
+    for &tls in tls {
+        h2_case(&serve(tls), case);
+    }
+}
+
 // ----- nghttp -----
 
 /// GET over TLS (ALPN `h2`) and over h2c with prior knowledge (what
@@ -750,12 +761,7 @@ fn h2load_bounded_runs() {
 /// the handler's request; also trailers with no body at all.
 #[test]
 fn python_h2_request_trailers() {
-    if !python_h2() {
-        return;
-    }
-    for tls in [false, true] {
-        h2_case(&serve(tls), "request_trailers");
-    }
+    python_h2_case("request_trailers", &[false, true]);
 }
 
 /// The client opens small windows and grants credit late and little at
@@ -764,10 +770,7 @@ fn python_h2_request_trailers() {
 /// `FlowControlError` if it did; the script counts too).
 #[test]
 fn python_h2_slow_credit() {
-    if !python_h2() {
-        return;
-    }
-    h2_case(&serve(false), "slow_credit");
+    python_h2_case("slow_credit", &[false]);
 }
 
 /// SETTINGS_INITIAL_WINDOW_SIZE changed with a stream open: from 0 (no
@@ -776,10 +779,7 @@ fn python_h2_slow_credit() {
 /// WINDOW_UPDATEs bring it back above zero).
 #[test]
 fn python_h2_window_settings_change() {
-    if !python_h2() {
-        return;
-    }
-    h2_case(&serve(false), "window_settings_change");
+    python_h2_case("window_settings_change", &[false]);
 }
 
 /// The client resets an endless download midway: the server's producer
@@ -816,10 +816,7 @@ fn python_h2_reset_download() {
 /// exclusive re-parenting midway: parsed, ignored, everything answered.
 #[test]
 fn python_h2_priority_ignored() {
-    if !python_h2() {
-        return;
-    }
-    h2_case(&serve(false), "priority_ignored");
+    python_h2_case("priority_ignored", &[false]);
 }
 
 // ----- httpx -----

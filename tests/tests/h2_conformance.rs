@@ -98,6 +98,26 @@ fn stream_error(send: impl FnOnce(&mut H2Client), stream: u32, code: u32) {
     assert_eq!(r.status, 200);
 }
 
+/// Opens stream `id` with a complete request of `/hold`, so the stream is
+/// half-closed (remote) and answered only after 500 ms.
+fn hold(c: &mut H2Client, id: u32) {
+    c.headers(id, &get_fields("/hold"), true).unwrap();
+}
+
+/// [`stream_error`] on stream 1, opened with [`hold`], for what `send`
+/// does next.
+#[track_caller]
+fn held_stream_error(send: impl FnOnce(&mut H2Client), code: u32) {
+    stream_error(
+        |c| {
+            hold(c, 1);
+            send(c);
+        },
+        1,
+        code,
+    );
+}
+
 // §3.4 Connection preface
 
 /// On plaintext the preface is what tells HTTP/2 from HTTP/1.1: bytes that
@@ -213,12 +233,8 @@ fn even_stream_id_from_a_client_is_a_connection_error() {
 
 #[test]
 fn data_on_a_half_closed_remote_stream_is_stream_closed() {
-    stream_error(
-        |c| {
-            c.headers(1, &get_fields("/hold"), true).unwrap();
-            c.frame(kind::DATA, 0, 1, b"late").unwrap();
-        },
-        1,
+    held_stream_error(
+        |c| c.frame(kind::DATA, 0, 1, b"late").unwrap(),
         code::STREAM_CLOSED,
     );
 }
@@ -263,9 +279,9 @@ fn streams_beyond_max_concurrent_streams_are_refused() {
         .server_settings
         .contains(&(setting::MAX_CONCURRENT_STREAMS, 4)));
     for id in [1, 3, 5, 7] {
-        c.headers(id, &get_fields("/hold"), true).unwrap();
+        hold(&mut c, id);
     }
-    c.headers(9, &get_fields("/hold"), true).unwrap();
+    hold(&mut c, 9);
     c.expect_rst(9, code::REFUSED_STREAM);
     // The four held ones are answered; then there is room again.
     for r in c.responses(&[1, 3, 5, 7]).unwrap() {
@@ -428,7 +444,7 @@ fn rst_stream_on_stream_zero_is_a_connection_error() {
 fn rst_stream_of_the_wrong_length_is_a_connection_error() {
     connection_error(
         |c| {
-            c.headers(1, &get_fields("/hold"), true).unwrap();
+            hold(c, 1);
             c.frame(kind::RST_STREAM, 0, 1, &[0, 0, 8]).unwrap();
         },
         code::FRAME_SIZE_ERROR,
@@ -438,7 +454,7 @@ fn rst_stream_of_the_wrong_length_is_a_connection_error() {
 #[test]
 fn a_reset_stream_gets_no_more_frames() {
     let mut c = connect();
-    c.headers(1, &get_fields("/hold"), true).unwrap();
+    hold(&mut c, 1);
     c.frame(kind::RST_STREAM, 0, 1, &[0, 0, 0, 8]).unwrap();
     // The handler still answers (after 500 ms); nothing of it is sent.
     let got = c.wait_for(Duration::from_millis(900), |f| f.stream == 1);
@@ -587,7 +603,7 @@ fn goaway_on_a_stream_is_a_connection_error() {
 #[test]
 fn client_goaway_lets_open_streams_finish() {
     let mut c = connect();
-    c.headers(1, &get_fields("/hold"), true).unwrap();
+    hold(&mut c, 1);
     c.frame(kind::GOAWAY, 0, 0, &[0, 0, 0, 0, 0, 0, 0, 0])
         .unwrap();
     assert_eq!(c.response(1).unwrap().body, b"held");
@@ -603,14 +619,7 @@ fn window_update_of_zero_on_the_connection_is_a_connection_error() {
 
 #[test]
 fn window_update_of_zero_on_a_stream_is_a_stream_error() {
-    stream_error(
-        |c| {
-            c.headers(1, &get_fields("/hold"), true).unwrap();
-            c.window_update(1, 0).unwrap();
-        },
-        1,
-        code::PROTOCOL_ERROR,
-    );
+    held_stream_error(|c| c.window_update(1, 0).unwrap(), code::PROTOCOL_ERROR);
 }
 
 #[test]
@@ -631,12 +640,8 @@ fn connection_window_overflow_is_a_flow_control_error() {
 
 #[test]
 fn stream_window_overflow_is_a_stream_error() {
-    stream_error(
-        |c| {
-            c.headers(1, &get_fields("/hold"), true).unwrap();
-            c.window_update(1, 0x7fff_ffff).unwrap();
-        },
-        1,
+    held_stream_error(
+        |c| c.window_update(1, 0x7fff_ffff).unwrap(),
         code::FLOW_CONTROL_ERROR,
     );
 }
@@ -645,7 +650,7 @@ fn stream_window_overflow_is_a_stream_error() {
 fn initial_window_size_overflowing_an_open_stream_is_a_flow_control_error() {
     connection_error(
         |c| {
-            c.headers(1, &get_fields("/hold"), true).unwrap();
+            hold(c, 1);
             c.window_update(1, 0x7fff_ffff - 65_535).unwrap();
             c.ping_pong().unwrap();
             c.settings(&[(setting::INITIAL_WINDOW_SIZE, 65_536)])

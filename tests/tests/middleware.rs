@@ -610,8 +610,9 @@ fn big_answer(_req: Request, resp: ResponseWriter) {
     resp.send(StatusCode::OK, vec![b'x'; BIG]);
 }
 
-#[test]
-fn completion_waits_for_the_socket_to_take_the_last_byte() {
+/// A server of [`big_answer`] reporting to a [`Recorder`], and a client
+/// that has asked it for the answer and read nothing yet.
+fn ask_big() -> (Arc<Recorder>, Endpoint, TcpStream) {
     let recorder = Arc::new(Recorder::default());
     let endpoint = serve(
         Options::default().middleware(Arc::clone(&recorder)),
@@ -620,6 +621,12 @@ fn completion_waits_for_the_socket_to_take_the_last_byte() {
     let mut tcp = connect(endpoint.local_addr());
     tcp.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
+    (recorder, endpoint, tcp)
+}
+
+#[test]
+fn completion_waits_for_the_socket_to_take_the_last_byte() {
+    let (recorder, _endpoint, mut tcp) = ask_big();
     // The client reads nothing yet: most of the answer sits queued.
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(
@@ -639,14 +646,7 @@ fn completion_waits_for_the_socket_to_take_the_last_byte() {
 
 #[test]
 fn an_answer_cut_by_a_reset_while_queued_is_client_gone() {
-    let recorder = Arc::new(Recorder::default());
-    let endpoint = serve(
-        Options::default().middleware(Arc::clone(&recorder)),
-        big_answer,
-    );
-    let mut tcp = connect(endpoint.local_addr());
-    tcp.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    let (recorder, _endpoint, mut tcp) = ask_big();
     let mut some = [0u8; 64 * 1024];
     tcp.read_exact(&mut some).unwrap();
     pistachio_tests::client::reset(tcp).unwrap();

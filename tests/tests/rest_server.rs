@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use curl::easy::{Easy, List, ReadError};
 use pistachio_tests::abrupt::random_bytes;
 use pistachio_tests::client::reset;
+use pistachio_tests::openapi;
+use pistachio_tests::prometheus::Exposition;
 use pistachio_tests::{peak_rss_kib_of, rss_kib_of, TempDir, IO_TIMEOUT};
 
 /// A running `rest_server` process.
@@ -461,45 +463,9 @@ fn every_endpoint_over_https() {
             "{method} {status}"
         );
     }
-    validate_openapi(&r.body);
+    openapi::validate(&r.body);
 
     server.stop();
-}
-
-/// Runs `openapi-spec-validator` (PyPI) on the document when it is
-/// installed; says so and skips otherwise. With
-/// `PISTACHIO_REQUIRE_OPENAPI_VALIDATOR=1` (set by `.ci/run`, which installs
-/// it) a missing validator fails the test instead.
-fn validate_openapi(document: &[u8]) {
-    let has_validator = Command::new("python3")
-        .args(["-c", "import openapi_spec_validator"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_validator {
-        assert!(
-            std::env::var_os("PISTACHIO_REQUIRE_OPENAPI_VALIDATOR").is_none(),
-            "openapi-spec-validator is required (PISTACHIO_REQUIRE_OPENAPI_VALIDATOR) but not installed"
-        );
-        eprintln!(
-            "openapi-spec-validator not installed (pip install openapi-spec-validator): skipped"
-        );
-        return;
-    }
-    let path = std::env::temp_dir().join(format!("pistachio-openapi-{}.json", std::process::id()));
-    std::fs::write(&path, document).unwrap();
-    let out = Command::new("python3")
-        .args(["-m", "openapi_spec_validator"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        out.status.success(),
-        "openapi-spec-validator rejected the document:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -1193,7 +1159,7 @@ fn a_token_guards_v1_before_any_body_is_read() {
         doc["paths"]["/v1/kv/{key}"]["put"]["security"][0]["bearer"],
         serde_json::json!([])
     );
-    validate_openapi(&serde_json::to_vec(&doc).unwrap());
+    openapi::validate(&serde_json::to_vec(&doc).unwrap());
 
     // On the wire: a client that asks for `100 Continue` before sending a
     // 1 GiB body gets the 401 instead, and the connection closes: the
@@ -1520,61 +1486,6 @@ fn batteries_with_reqwest() {
     server.stop();
 }
 
-/// The samples of a Prometheus text exposition, `name{labels}` → value,
-/// by the Prometheus Python client's parser when it is installed (else
-/// by splitting the lines).
-fn prometheus_samples(text: &str) -> std::collections::HashMap<String, f64> {
-    const SCRIPT: &str = r#"
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = {}
-for family in text_string_to_metric_families(sys.stdin.read()):
-    for s in family.samples:
-        labels = ",".join('%s="%s"' % (k, v) for k, v in sorted(s.labels.items()))
-        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
-print(json.dumps(out))
-"#;
-    let has_parser = Command::new("python3")
-        .args(["-c", "import prometheus_client.parser"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_parser {
-        assert!(
-            std::env::var_os("PISTACHIO_REQUIRE_PROMETHEUS_PARSER").is_none(),
-            "prometheus_client (PyPI) is required but not installed"
-        );
-        return text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .filter_map(|l| {
-                let (series, value) = l.rsplit_once(' ')?;
-                Some((series.to_owned(), value.parse().ok()?))
-            })
-            .collect();
-    }
-    let mut child = Command::new("python3")
-        .args(["-c", SCRIPT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "prometheus_client refused the exposition: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// A scrape of `/metrics` (open without the token) after known traffic:
 /// the exchanges by route template and status, the HTTP layer's own `400`,
 /// and the transport's figures.
@@ -1609,7 +1520,7 @@ fn metrics_count_known_traffic() {
             "{:?}",
             r.content_type
         );
-        let samples = prometheus_samples(&r.text());
+        let samples = Exposition::checked(&r.text()).samples;
         let refused = samples.iter().any(|(k, _)| {
             k.starts_with("pistachio_http_requests_total{") && k.contains("status=\"400\"")
         });
