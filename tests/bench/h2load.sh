@@ -34,11 +34,15 @@
 #
 # h2load runs with one thread (-t 1), so that it and a one-worker server
 # each have one of two cores. Everything listens on and connects to
-# 127.0.0.1 only. Every process the script starts is stopped on exit.
+# 127.0.0.1 only. Every process the script starts is stopped on exit. The
+# functions it shares with run.sh are in common.sh.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
+BENCH_TAG=h2bench
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
@@ -61,34 +65,12 @@ RESULTS_DIR=${RESULTS_DIR:-$HERE/results/h2-$(date +%Y%m%d-%H%M%S)}
 CERT="$ROOT/tests/certs/server-chain.pem"
 KEY="$ROOT/tests/certs/server.key"
 
-log() { printf '[h2bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # ---------------------------------------------------------------- tools
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-APT_UPDATED=0
-apt_install() {
-    if [ "$APT_UPDATED" = 0 ]; then
-        as_root apt-get update -qq >/dev/null
-        APT_UPDATED=1
-    fi
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
-}
 command -v h2load >/dev/null || { log "installing nghttp2-client (h2load)"; apt_install nghttp2-client; }
-NGINX=${NGINX:-$(command -v nginx || true)}
-[ -n "$NGINX" ] || NGINX=/usr/sbin/nginx
-[ -x "$NGINX" ] || { log "installing nginx"; apt_install nginx-light || apt_install nginx; }
-[ -x "$NGINX" ] || die "nginx not found at $NGINX"
-command -v curl >/dev/null || { log "installing curl"; apt_install curl; }
-command -v python3 >/dev/null || { log "installing python3"; apt_install python3; }
-command -v pgrep >/dev/null || { log "installing procps"; apt_install procps; }
-[ -x /usr/bin/time ] || { log "installing time"; apt_install time; }
+install_common_tools
 curl -V | grep -q HTTP2 || die "this curl has no HTTP/2 (needed to check the servers' answers)"
 
-hard=$(ulimit -Hn)
-if [ "$hard" = unlimited ]; then ulimit -n 65536; else ulimit -n "$hard"; fi
-NOFILE=$(ulimit -n)
-[ "$NOFILE" -ge $((IDLE_CONNS + 200)) ] || die "ulimit -n is $NOFILE; IDLE_CONNS=$IDLE_CONNS needs more"
+raise_nofile
 
 # nginx before 1.25.1 turns HTTP/2 on with a listen parameter; from 1.25.1
 # on with the `http2` directive (the listen parameter is deprecated).
@@ -113,24 +95,9 @@ for b in "$PIST_BIN" "$PEER_DIR/hyper_hello"; do
     [ -x "$b" ] || die "missing binary $b"
 done
 
-mkdir -p "$RESULTS_DIR"
-RESULTS_DIR=$(cd "$RESULTS_DIR" && pwd)
-CSV="$RESULTS_DIR/results.csv"
-: >"$CSV"
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pistachio-h2bench.XXXXXX")
+setup_results pistachio-h2bench
 
 # ---------------------------------------------------------------- processes
-STARTED=()
-cleanup() {
-    local p
-    for p in "${STARTED[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${STARTED[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 port_of() { # NAME PROTO
     local off
     case $1 in
@@ -146,46 +113,10 @@ url_of() { # NAME PROTO
     echo "$scheme://127.0.0.1:$(port_of "$1" "$2")/"
 }
 
-nginx_conf() { # workers proto port dir
-    local w=$1 proto=$2 port=$3 dir=$4 params="" tls="" h2=""
-    [ "$proto" = tls ] && params=" ssl"
-    if [ "$NGINX_H2_DIRECTIVE" = 1 ]; then h2="http2 on;"; else params="$params http2"; fi
-    if [ "$proto" = tls ]; then
-        tls="ssl_certificate $CERT; ssl_certificate_key $KEY; ssl_protocols TLSv1.3;"
-    fi
-    mkdir -p "$dir"
-    cat >"$dir/nginx.conf" <<CONF
-worker_processes $w;
-daemon off;
-master_process on;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-worker_rlimit_nofile $NOFILE;
-events { worker_connections $((NOFILE - 100)); }
-http {
-    access_log off;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    default_type text/plain;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    server {
-        listen 127.0.0.1:$port$params backlog=4096;
-        $h2
-        $tls
-        location / { return 200 "Hello, World!"; }
-    }
-}
-CONF
-}
-
 # start_server NAME WORKERS PROTO: starts it, waits until it answers over
 # HTTP/2, checks the answer, and sets PID_<NAME>.
 start_server() {
-    local name=$1 w=$2 proto=$3 port pid tlsargs=() i
+    local name=$1 w=$2 proto=$3 port tlsargs=()
     port=$(port_of "$name" "$proto")
     [ "$proto" = tls ] && tlsargs=(--tls-cert "$CERT" --tls-key "$KEY")
     local out="$RESULTS_DIR/server-$name-w$w-$proto.log"
@@ -194,70 +125,25 @@ start_server() {
         hyper) "$PEER_DIR/hyper_hello" --http2 --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" \
             >"$out" 2>&1 & ;;
         nginx)
-            nginx_conf "$w" "$proto" "$port" "$TMP/nginx-$w-$proto"
-            "$NGINX" -p "$TMP/nginx-$w-$proto" -e "$TMP/nginx-$w-$proto/error.log" \
-                -c "$TMP/nginx-$w-$proto/nginx.conf" >"$out" 2>&1 & ;;
+            local params="" tls="" h2=""
+            [ "$proto" = tls ] && params=" ssl"
+            if [ "$NGINX_H2_DIRECTIVE" = 1 ]; then h2="http2 on;"; else params="$params http2"; fi
+            if [ "$proto" = tls ]; then
+                tls="ssl_certificate $CERT; ssl_certificate_key $KEY; ssl_protocols TLSv1.3;"
+            fi
+            nginx_conf "$w" "$port" "$TMP/nginx-$w-$proto" "$params" "$h2" "$tls"
+            nginx_start "$TMP/nginx-$w-$proto" "$out" ;;
     esac
-    pid=$!
-    STARTED+=("$pid")
-    printf -v "PID_$name" '%s' "$pid"
-    local url curlh2=(--http2-prior-knowledge) resp=""
+    started "$name"
+    local url curlh2=(--http2-prior-knowledge) resp
     url=$(url_of "$name" "$proto")
     [ "$proto" = tls ] && curlh2=(--http2)
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || { cat "$out" >&2; die "$name exited at start"; }
-        if resp=$(curl -sk -m 2 "${curlh2[@]}" -D - "$url" 2>/dev/null); then break; fi
-        sleep 0.1
-    done
+    await_answer "$name" "$out" "$url" "${curlh2[@]}"
+    resp=$ANSWER
     case $resp in "HTTP/2 200"*"Hello, World!") ;; *) die "$name at $url answered: ${resp:-nothing}" ;; esac
-    if [ "$name" = nginx ]; then # wait for every worker process
-        for i in $(seq 1 50); do
-            [ "$(pgrep -P "$pid" | wc -l)" -ge "$w" ] && break
-            sleep 0.1
-        done
-    fi
+    if [ "$name" = nginx ]; then await_workers "$name" "$w"; fi # every worker process
 }
 
-stop_server() { # NAME
-    local var="PID_$1" pid i
-    pid=${!var:-}
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    printf -v "PID_$1" '%s' ""
-}
-
-# The server's processes: the one started plus its children (nginx workers);
-# /proc/PID/stat of a process already sums all of its threads.
-server_pids() { local var="PID_$1"; echo "${!var}"; pgrep -P "${!var}" || true; }
-cpu_ticks() { # PIDS... -> utime+stime (fields 14+15) summed, in clock ticks
-    local p files=()
-    for p in "$@"; do files+=("/proc/$p/stat"); done
-    awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }' "${files[@]}"
-}
-machine_busy_ticks() { # all CPUs' non-idle time (user nice system irq softirq steal)
-    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
-}
-# measure OUT URL [h2load flags...]: one h2load run against the server whose
-# pids are in the array `pids`; prints "server_ticks,h2load_output,h2load_cpu_s,busy_ticks".
-measure() {
-    local out=$1 url=$2 t0 t1 b0 b1 hcpu
-    shift 2
-    b0=$(machine_busy_ticks)
-    t0=$(cpu_ticks "${pids[@]}")
-    /usr/bin/time -f '%U %S' -o "$out.time" h2load "$@" "$url" >"$out" 2>&1 || true
-    t1=$(cpu_ticks "${pids[@]}")
-    b1=$(machine_busy_ticks)
-    hcpu=$(awk 'END { print $1 + $2 }' "$out.time")
-    echo "$((t1 - t0)),$out,$hcpu,$((b1 - b0))"
-}
-rss_kib() { # PIDS... -> VmRSS summed, in KiB
-    local p files=()
-    for p in "$@"; do files+=("/proc/$p/status"); done
-    awk '/^VmRSS:/ { t += $2 } END { print t + 0 }' "${files[@]}"
-}
 conns_for() { if [ "$1" = 1 ]; then echo "$CONNS_M1"; else echo "$CONNS_MN"; fi; }
 # the servers in round R's order: SERVERS rotated left by R-1
 rotated() {
@@ -269,13 +155,7 @@ rotated() {
 
 # ---------------------------------------------------------------- machine
 {
-    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "nproc=$(nproc)"
-    echo "tree=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' (with uncommitted changes)')"
-    echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-    echo "kernel=$(uname -sr)"
-    echo "openssl=$(openssl version 2>/dev/null || echo unknown)"
-    echo "rustc=$(rustc --version 2>/dev/null || echo unknown)"
+    machine_common
     echo "nginx=$NGINX_VERSION"
     echo "h2load=$(h2load --version 2>&1 | head -1)"
     echo "python=$(python3 --version 2>&1)"
@@ -303,7 +183,7 @@ if [ "${SKIP_LOAD:-0}" != 1 ]; then
                     for s in $(rotated "$r"); do
                         mapfile -t pids < <(server_pids "$s")
                         out="$RESULTS_DIR/h2-r$r-w$w-$proto-m$m-$s.h2load"
-                        res=$(measure "$out" "$(url_of "$s" "$proto")" -t1 -c"$c" -m"$m" -D"$DURATION")
+                        res=$(measure h2load "$out" "$(url_of "$s" "$proto")" -t1 -c"$c" -m"$m" -D"$DURATION")
                         echo "h2,$r,$w,$proto,$m,$c,$s,$res" >>"$CSV"
                         log "round $r workers $w $proto -m $m -c $c $s:" \
                             "$(awk '/^finished in/ { print $4, "req/s" }' "$out"), ${res%%,*} ticks"
@@ -324,31 +204,7 @@ if [ "${SKIP_IDLE:-0}" != 1 ]; then
         [ "$proto" = tls ] && flags+=(--tls)
         for s in $SERVERS; do
             start_server "$s" 1 "$proto"
-            port=$(port_of "$s" "$proto")
-            python3 "$HERE/idle_conns.py" --port "$port" "${flags[@]}" --n "$IDLE_WARM" --hold 0 2>/dev/null
-            sleep 1
-            mapfile -t pids < <(server_pids "$s")
-            rss0=$(rss_kib "${pids[@]}")
-            ready="$TMP/idle-ready"
-            rm -f "$ready"
-            python3 "$HERE/idle_conns.py" --port "$port" "${flags[@]}" --n "$IDLE_CONNS" \
-                --ready "$ready" --hold 600 2>>"$RESULTS_DIR/idle-client.log" &
-            cpid=$!
-            STARTED+=("$cpid")
-            for i in $(seq 1 1800); do
-                [ -f "$ready" ] && break
-                kill -0 "$cpid" 2>/dev/null || break
-                sleep 0.1
-            done
-            [ -f "$ready" ] || die "idle client against $s ($proto) did not finish"
-            sleep 2
-            mapfile -t pids < <(server_pids "$s")
-            rss1=$(rss_kib "${pids[@]}")
-            read -r opened failed <"$ready"
-            kill -TERM "$cpid" 2>/dev/null || true
-            wait "$cpid" 2>/dev/null || true
-            echo "idle,$proto,$s,$opened,$failed,$rss0,$rss1" >>"$CSV"
-            log "idle $proto $s: $opened open ($failed failed), RSS $rss0 -> $rss1 KiB"
+            measure_idle "$s" "$proto" "$(port_of "$s" "$proto")" "${flags[@]}"
             stop_server "$s"
         done
     done

@@ -13,7 +13,7 @@ import re
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
-from report import fmt, lock_versions, med  # noqa: E402
+from benchlib import fmt, fmt_lat, med, print_environment, print_targets_and_problems, read_machine  # noqa: E402
 
 ORDER = ["pistachio", "nginx", "hyper"]
 PROTO_NAME = {"h2c": "h2c", "tls": "TLS (h2)"}
@@ -45,19 +45,10 @@ def parse_h2load(path):
     return out
 
 
-def fmt_lat(us):
-    if us is None:
-        return "—"
-    return "%.0f µs" % us if us < 1000 else "%.2f ms" % (us / 1000)
-
-
 def main():
     rdir = sys.argv[1]
     lock = sys.argv[2] if len(sys.argv) > 2 else None
-    machine = {}
-    for line in open(os.path.join(rdir, "machine.txt")):
-        k, _, v = line.rstrip("\n").partition("=")
-        machine[k] = v
+    machine = read_machine(rdir)
     tck = int(machine.get("clk_tck", "100"))
 
     load, idle = [], []
@@ -83,21 +74,8 @@ def main():
                              rss0=int(rss0), rss1=int(rss1)))
 
     p = print
-    p("## Environment\n")
-    p("| | |\n|---|---|")
-    for k, label in [("cpu", "CPU"), ("nproc", "cores (nproc)"), ("kernel", "kernel"),
-                     ("openssl", "OpenSSL"), ("rustc", "rustc"), ("nginx", "nginx"),
-                     ("h2load", "h2load"), ("python", "idle client"), ("date", "date (UTC)"),
-                     ("settings", "settings"), ("elapsed", "run time")]:
-        if k in machine:
-            p("| %s | %s |" % (label, machine[k]))
-    crates = ["hyper", "hyper-util", "h2", "tokio", "tokio-openssl", "openssl"]
-    vers = lock_versions(lock, set(crates))
-    if vers:
-        p("| peer crates | %s |" % ", ".join("%s %s" % (c, "/".join(vers[c])) for c in crates if c in vers))
-    if "tree" in machine:
-        p("| pistachio tree | %s |" % machine["tree"])
-    p("\nCommand: `%s`\n" % machine.get("command", "bash tests/bench/h2load.sh"))
+    print_environment(machine, "h2load", lock, ["hyper", "hyper-util", "h2", "tokio", "tokio-openssl", "openssl"],
+                      "bash tests/bench/h2load.sh")
 
     verdicts, problems = [], []
     for rec in load:
@@ -179,19 +157,7 @@ def main():
                                  "%.2f KiB vs %.2f KiB" % (mine, ng), mine <= ng))
         p("")
 
-    if verdicts:
-        p("## Targets\n")
-        p("| target | measured | met |")
-        p("|---|---|---|")
-        for what, measured, ok in verdicts:
-            p("| %s | %s | %s |" % (what, measured, "yes" if ok else "**no**"))
-        p("")
-    if problems:
-        p("## Errors seen by h2load\n")
-        for line in problems:
-            p("- " + line)
-        p("")
-
+    print_targets_and_problems(verdicts, problems, "h2load")
 
 if __name__ == "__main__":
     main()

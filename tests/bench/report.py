@@ -10,8 +10,10 @@ and RESULTS_DIR/machine.txt; prints markdown on stdout.
 import csv
 import os
 import re
-import statistics
 import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
+from benchlib import fmt, fmt_lat, med, print_environment, print_targets_and_problems, read_machine  # noqa: E402
 
 UNITS_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
 ORDER = ["pistachio", "pistachio_rp", "hyper", "actix", "nginx", "ceiling"]
@@ -40,47 +42,14 @@ def parse_wrk(path):
     return out
 
 
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def fmt(x, spec):
-    return "—" if x is None else format(x, spec)
-
-
-def fmt_lat(us):
-    if us is None:
-        return "—"
-    return "%.0f µs" % us if us < 1000 else "%.2f ms" % (us / 1000)
-
-
 def order_key(name):
     return ORDER.index(name) if name in ORDER else len(ORDER)
-
-
-def lock_versions(lock_path, names):
-    versions = {}
-    if not lock_path or not os.path.exists(lock_path):
-        return versions
-    name = None
-    for line in open(lock_path):
-        m = re.match(r'name = "(.*)"', line)
-        if m:
-            name = m.group(1)
-        m = re.match(r'version = "(.*)"', line)
-        if m and name in names:
-            versions.setdefault(name, []).append(m.group(1))
-    return versions
 
 
 def main():
     rdir = sys.argv[1]
     lock = sys.argv[2] if len(sys.argv) > 2 else None
-    machine = {}
-    for line in open(os.path.join(rdir, "machine.txt")):
-        k, _, v = line.rstrip("\n").partition("=")
-        machine[k] = v
+    machine = read_machine(rdir)
     tck = int(machine.get("clk_tck", "100"))
 
     load, idle, hs, growth, pipe = [], [], [], [], []
@@ -110,21 +79,9 @@ def main():
                              rss0=int(rss0), rss1=int(rss1)))
 
     p = print
-    p("## Environment\n")
-    p("| | |\n|---|---|")
-    for k, label in [("cpu", "CPU"), ("nproc", "cores (nproc)"), ("kernel", "kernel"),
-                     ("openssl", "OpenSSL"), ("rustc", "rustc"), ("nginx", "nginx"),
-                     ("wrk", "wrk"), ("python", "idle client"), ("date", "date (UTC)"),
-                     ("settings", "settings"), ("elapsed", "run time")]:
-        if k in machine:
-            p("| %s | %s |" % (label, machine[k]))
-    crates = ["hyper", "hyper-util", "tokio", "tokio-openssl", "openssl", "actix-web", "actix-http", "actix-server"]
-    vers = lock_versions(lock, set(crates))
-    if vers:
-        p("| peer crates | %s |" % ", ".join("%s %s" % (c, "/".join(vers[c])) for c in crates if c in vers))
-    if "tree" in machine:
-        p("| pistachio tree | %s |" % machine["tree"])
-    p("\nCommand: `%s`\n" % machine.get("command", "bash tests/bench/run.sh"))
+    print_environment(machine, "wrk", lock, ["hyper", "hyper-util", "tokio", "tokio-openssl", "openssl",
+                                             "actix-web", "actix-http", "actix-server"],
+                      "bash tests/bench/run.sh")
     p("*other load* is the CPU the machine spent, during a run, outside the server "
       "under test and wrk (kernel threads, other programs), in cores; near 0 means a quiet run.\n")
 
@@ -269,19 +226,7 @@ def main():
                                      % (w, mode), "%.3f × nginx" % ratio, ratio >= 1.0))
         p("")
 
-    if verdicts:
-        p("## Targets\n")
-        p("| target | measured | met |")
-        p("|---|---|---|")
-        for what, measured, ok in verdicts:
-            p("| %s | %s | %s |" % (what, measured, "yes" if ok else "**no**"))
-        p("")
-    if problems:
-        p("## Errors seen by wrk\n")
-        for line in problems:
-            p("- " + line)
-        p("")
-
+    print_targets_and_problems(verdicts, problems, "wrk")
 
 if __name__ == "__main__":
     main()

@@ -32,11 +32,15 @@
 #   PORT_BASE [18080]            servers listen on 127.0.0.1:PORT_BASE+1..6
 #
 # Everything listens on and connects to 127.0.0.1 only. Every process the
-# script starts is stopped on exit.
+# script starts is stopped on exit. The functions it shares with h2load.sh
+# are in common.sh.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
+BENCH_TAG=bench
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 
 QUICK=${QUICK:-0}
 if [ "$QUICK" = 1 ]; then
@@ -67,34 +71,11 @@ RESULTS_DIR=${RESULTS_DIR:-$HERE/results/$(date +%Y%m%d-%H%M%S)}
 CERT="$ROOT/tests/certs/server-chain.pem"
 KEY="$ROOT/tests/certs/server.key"
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # ---------------------------------------------------------------- tools
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-APT_UPDATED=0
-apt_install() {
-    if [ "$APT_UPDATED" = 0 ]; then
-        as_root apt-get update -qq >/dev/null
-        APT_UPDATED=1
-    fi
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
-}
 command -v wrk >/dev/null || { log "installing wrk"; apt_install wrk; }
-NGINX=${NGINX:-$(command -v nginx || true)}
-[ -n "$NGINX" ] || NGINX=/usr/sbin/nginx
-[ -x "$NGINX" ] || { log "installing nginx"; apt_install nginx-light || apt_install nginx; }
-[ -x "$NGINX" ] || die "nginx not found at $NGINX"
-command -v curl >/dev/null || { log "installing curl"; apt_install curl; }
-command -v python3 >/dev/null || { log "installing python3"; apt_install python3; }
-command -v pgrep >/dev/null || { log "installing procps"; apt_install procps; }
-[ -x /usr/bin/time ] || { log "installing time"; apt_install time; }
+install_common_tools
 
-# Room for IDLE_CONNS sockets in the servers and in the idle client.
-hard=$(ulimit -Hn)
-if [ "$hard" = unlimited ]; then ulimit -n 65536; else ulimit -n "$hard"; fi
-NOFILE=$(ulimit -n)
-[ "$NOFILE" -ge $((IDLE_CONNS + 200)) ] || die "ulimit -n is $NOFILE; IDLE_CONNS=$IDLE_CONNS needs more"
+raise_nofile
 for n in $GROWTH_CONNS; do
     [ "$NOFILE" -ge $((n + 200)) ] || die "ulimit -n is $NOFILE; GROWTH_CONNS=$n needs more"
 done
@@ -113,24 +94,9 @@ for b in "$PIST_BIN" "$PEER_DIR/hyper_hello" "$PEER_DIR/actix_hello" "$PEER_DIR/
     [ -x "$b" ] || die "missing binary $b"
 done
 
-mkdir -p "$RESULTS_DIR"
-RESULTS_DIR=$(cd "$RESULTS_DIR" && pwd)
-CSV="$RESULTS_DIR/results.csv"
-: >"$CSV"
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pistachio-bench.XXXXXX")
+setup_results pistachio-bench
 
 # ---------------------------------------------------------------- processes
-STARTED=()
-cleanup() {
-    local p
-    for p in "${STARTED[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${STARTED[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 port_of() {
     case $1 in
         pistachio) echo $((PORT_BASE + 1)) ;; hyper) echo $((PORT_BASE + 2)) ;;
@@ -140,44 +106,10 @@ port_of() {
     esac
 }
 
-nginx_conf() { # workers proto port dir
-    local w=$1 proto=$2 port=$3 dir=$4 ssl="" tls=""
-    if [ "$proto" = https ]; then
-        ssl=" ssl"
-        tls="ssl_certificate $CERT; ssl_certificate_key $KEY; ssl_protocols TLSv1.3;"
-    fi
-    mkdir -p "$dir"
-    cat >"$dir/nginx.conf" <<CONF
-worker_processes $w;
-daemon off;
-master_process on;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-worker_rlimit_nofile $NOFILE;
-events { worker_connections $((NOFILE - 100)); }
-http {
-    access_log off;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    default_type text/plain;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-    server {
-        listen 127.0.0.1:$port$ssl backlog=4096;
-        $tls
-        location / { return 200 "Hello, World!"; }
-    }
-}
-CONF
-}
-
 # start_server NAME WORKERS PROTO: starts it, waits until it answers, checks
 # the answer, and sets PID_<NAME>.
 start_server() {
-    local name=$1 w=$2 proto=$3 port pid tlsargs=() i
+    local name=$1 w=$2 proto=$3 port tlsargs=()
     port=$(port_of "$name")
     [ "$proto" = https ] && tlsargs=(--tls-cert "$CERT" --tls-key "$KEY")
     local out="$RESULTS_DIR/server-$name-w$w-$proto.log"
@@ -189,81 +121,28 @@ start_server() {
         actix) "$PEER_DIR/actix_hello" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" >"$out" 2>&1 & ;;
         ceiling) "$PEER_DIR/ceiling" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" >"$out" 2>&1 & ;;
         nginx)
-            nginx_conf "$w" "$proto" "$port" "$TMP/nginx-$w-$proto"
-            "$NGINX" -p "$TMP/nginx-$w-$proto" -e "$TMP/nginx-$w-$proto/error.log" \
-                -c "$TMP/nginx-$w-$proto/nginx.conf" >"$out" 2>&1 & ;;
+            local ssl="" tls=""
+            if [ "$proto" = https ]; then
+                ssl=" ssl"
+                tls="ssl_certificate $CERT; ssl_certificate_key $KEY; ssl_protocols TLSv1.3;"
+            fi
+            nginx_conf "$w" "$port" "$TMP/nginx-$w-$proto" "$ssl" "$tls"
+            nginx_start "$TMP/nginx-$w-$proto" "$out" ;;
     esac
-    pid=$!
-    STARTED+=("$pid")
-    printf -v "PID_$name" '%s' "$pid"
-    local url="$proto://127.0.0.1:$port/" resp=""
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || { cat "$out" >&2; die "$name exited at start"; }
-        if resp=$(curl -sk -m 2 -D - "$url" 2>/dev/null); then break; fi
-        sleep 0.1
-    done
+    started "$name"
+    local url="$proto://127.0.0.1:$port/" resp
+    await_answer "$name" "$out" "$url"
+    resp=$ANSWER
     case $resp in *"Hello, World!") ;; *) die "$name at $url answered: ${resp:-nothing}";; esac
     printf '%s' "$resp" | grep -qi '^content-length: *13' || die "$name sent no Content-Length: $resp"
-    if [ "$name" = nginx ]; then  # wait for every worker process
-        for i in $(seq 1 50); do
-            [ "$(pgrep -P "$pid" | wc -l)" -ge "$w" ] && break
-            sleep 0.1
-        done
-    fi
-}
-
-stop_server() { # NAME
-    local var="PID_$1" pid i
-    pid=${!var:-}
-    [ -n "$pid" ] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    printf -v "PID_$1" '%s' ""
-}
-
-# The server's processes: the one started plus its children (nginx workers);
-# /proc/PID/stat of a process already sums all of its threads.
-server_pids() { local var="PID_$1"; echo "${!var}"; pgrep -P "${!var}" || true; }
-cpu_ticks() { # PIDS... -> utime+stime (fields 14+15) summed, in clock ticks
-    local p files=()
-    for p in "$@"; do files+=("/proc/$p/stat"); done
-    awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }' "${files[@]}"
-}
-machine_busy_ticks() { # all CPUs' non-idle time (user nice system irq softirq steal)
-    awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
-}
-# measure OUT URL [wrk flags...]: one wrk run against the server whose pids
-# are in the array `pids`; prints "server_ticks,wrk_output,wrk_cpu_s,busy_ticks".
-measure() {
-    local out=$1 url=$2 t0 t1 b0 b1 wcpu
-    shift 2
-    b0=$(machine_busy_ticks)
-    t0=$(cpu_ticks "${pids[@]}")
-    /usr/bin/time -f '%U %S' -o "$out.time" wrk "$@" "$url" >"$out" 2>&1
-    t1=$(cpu_ticks "${pids[@]}")
-    b1=$(machine_busy_ticks)
-    wcpu=$(awk 'END { print $1 + $2 }' "$out.time")
-    echo "$((t1 - t0)),$out,$wcpu,$((b1 - b0))"
-}
-rss_kib() { # PIDS... -> VmRSS summed, in KiB
-    local p files=()
-    for p in "$@"; do files+=("/proc/$p/status"); done
-    awk '/^VmRSS:/ { t += $2 } END { print t + 0 }' "${files[@]}"
+    if [ "$name" = nginx ]; then await_workers "$name" "$w"; fi  # every worker process
 }
 
 url_of() { echo "$2://127.0.0.1:$(port_of "$1")/"; }
 
 # ---------------------------------------------------------------- machine
 {
-    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "nproc=$(nproc)"
-    echo "tree=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || echo ' (with uncommitted changes)')"
-    echo "cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
-    echo "kernel=$(uname -sr)"
-    echo "openssl=$(openssl version 2>/dev/null || echo unknown)"
-    echo "rustc=$(rustc --version 2>/dev/null || echo unknown)"
+    machine_common
     echo "nginx=$("$NGINX" -v 2>&1 | sed 's/.*: //')"
     echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }')"
     echo "python=$(python3 --version 2>&1)"
@@ -289,7 +168,7 @@ if [ "${SKIP_LOAD:-0}" != 1 ]; then
                 for s in $SERVERS; do
                     mapfile -t pids < <(server_pids "$s")
                     out="$RESULTS_DIR/load-r$r-w$w-$proto-$s.wrk"
-                    m=$(measure "$out" "$(url_of "$s" "$proto")" -t1 -c"$CONNS" -d"${DURATION}s" --latency)
+                    m=$(measure wrk "$out" "$(url_of "$s" "$proto")" -t1 -c"$CONNS" -d"${DURATION}s" --latency)
                     echo "load,$r,$w,$proto,$s,$m" >>"$CSV"
                     log "keep-alive round $r workers $w $proto $s: $(awk '/Requests\/sec/ { print $2 }' "$out") req/s, ${m%%,*} ticks"
                 done
@@ -313,7 +192,7 @@ if [ "${SKIP_GROWTH:-0}" != 1 ]; then
             for s in $GROWTH_SERVERS; do
                 mapfile -t pids < <(server_pids "$s")
                 out="$RESULTS_DIR/growth-r$r-c$n-$s.wrk"
-                m=$(measure "$out" "$(url_of "$s" http)" -t1 -c"$n" -d"${GROWTH_DURATION}s" --latency --timeout 10s)
+                m=$(measure wrk "$out" "$(url_of "$s" http)" -t1 -c"$n" -d"${GROWTH_DURATION}s" --latency --timeout 10s)
                 echo "growth,$r,$n,http,$s,$m" >>"$CSV"
                 log "growth round $r $n connections $s: $(awk '/Requests\/sec/ { print $2 }' "$out") req/s"
             done
@@ -344,7 +223,7 @@ LUA
             for s in $PIPE_SERVERS; do
                 mapfile -t pids < <(server_pids "$s")
                 out="$RESULTS_DIR/pipe-r$r-$proto-$s.wrk"
-                m=$(measure "$out" "$(url_of "$s" "$proto")" -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$pipe_lua")
+                m=$(measure wrk "$out" "$(url_of "$s" "$proto")" -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$pipe_lua")
                 echo "pipe,$r,1,$proto,$s,$m" >>"$CSV"
                 log "pipelined round $r $proto $s: $(awk '/Requests\/sec/ { print $2 }' "$out") req/s"
             done
@@ -362,31 +241,7 @@ if [ "${SKIP_IDLE:-0}" != 1 ]; then
         [ "$proto" = https ] && tlsflag=(--tls)
         for s in $SERVERS; do
             start_server "$s" 1 "$proto"
-            port=$(port_of "$s")
-            python3 "$HERE/idle_conns.py" --port "$port" "${tlsflag[@]}" --n "$IDLE_WARM" --hold 0 2>/dev/null
-            sleep 1
-            mapfile -t pids < <(server_pids "$s")
-            rss0=$(rss_kib "${pids[@]}")
-            ready="$TMP/idle-ready"
-            rm -f "$ready"
-            python3 "$HERE/idle_conns.py" --port "$port" "${tlsflag[@]}" --n "$IDLE_CONNS" \
-                --ready "$ready" --hold 600 2>>"$RESULTS_DIR/idle-client.log" &
-            cpid=$!
-            STARTED+=("$cpid")
-            for i in $(seq 1 1800); do
-                [ -f "$ready" ] && break
-                kill -0 "$cpid" 2>/dev/null || break
-                sleep 0.1
-            done
-            [ -f "$ready" ] || die "idle client against $s ($proto) did not finish"
-            sleep 2
-            mapfile -t pids < <(server_pids "$s")
-            rss1=$(rss_kib "${pids[@]}")
-            read -r opened failed <"$ready"
-            kill -TERM "$cpid" 2>/dev/null || true
-            wait "$cpid" 2>/dev/null || true
-            echo "idle,$proto,$s,$opened,$failed,$rss0,$rss1" >>"$CSV"
-            log "idle $proto $s: $opened open ($failed failed), RSS $rss0 -> $rss1 KiB"
+            measure_idle "$s" "$proto" "$(port_of "$s")" "${tlsflag[@]}"
             stop_server "$s"
         done
     done
@@ -410,7 +265,7 @@ if [ "${SKIP_HS:-0}" != 1 ]; then
             for s in $HS_SERVERS; do
                 mapfile -t pids < <(server_pids "$s")
                 out="$RESULTS_DIR/hs-r$r-w$w-$s.wrk"
-                m=$(measure "$out" "$(url_of "$s" https)" -t1 -c"$CONNS" -d"${HS_DURATION}s" \
+                m=$(measure wrk "$out" "$(url_of "$s" https)" -t1 -c"$CONNS" -d"${HS_DURATION}s" \
                     --latency -H "Connection: close")
                 echo "hs,$r,$w,https,$s,$m" >>"$CSV"
                 log "handshakes round $r workers $w $s: $(awk '/Requests\/sec/ { print $2 }' "$out") conn/s"
