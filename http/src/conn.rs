@@ -51,6 +51,23 @@ pub(crate) struct Settings {
     pub(crate) middleware: SharedLayers,
 }
 
+impl Settings {
+    /// Runs the head hooks (endpoint-wide middleware, then the handler's)
+    /// for either protocol; an answer comes with the layers it passes
+    /// through. Usually no layer has a head hook: then nothing is called.
+    #[inline]
+    pub(crate) fn head_phase(
+        &self,
+        handler: &dyn Handler,
+        request: &Request,
+    ) -> Option<(Answer, Layers)> {
+        if !self.handler_layered && !self.middleware.want(Hooks::ON_HEAD) {
+            return None;
+        }
+        run_head_phase(&self.middleware, handler, self.handler_layered, request)
+    }
+}
+
 /// Most requests of one connection whose responses may be outstanding at
 /// once; beyond it, parsing pauses until responses go out.
 const MAX_IN_FLIGHT: u64 = 64;
@@ -766,26 +783,8 @@ impl HttpConn {
         self.dispatch(conn, request, received);
     }
 
-    /// Runs the head hooks (endpoint-wide middleware, then the handler's);
-    /// an answer comes with the layers it passes through.
-    #[inline]
-    fn head_hooks(&mut self, request: &Request) -> Option<(Answer, Layers)> {
-        // Usually no layer has a head hook: no call.
-        if !self.settings.handler_layered && !self.settings.middleware.want(Hooks::ON_HEAD) {
-            return None;
-        }
-        self.run_head_hooks(request)
-    }
-
-    /// [`HttpConn::head_hooks`], when there are some to run.
-    #[inline(never)]
-    fn run_head_hooks(&mut self, request: &Request) -> Option<(Answer, Layers)> {
-        run_head_phase(
-            &self.settings.middleware,
-            &*self.handler,
-            self.settings.handler_layered,
-            request,
-        )
+    fn head_hooks(&self, request: &Request) -> Option<(Answer, Layers)> {
+        self.settings.head_phase(&*self.handler, request)
     }
 
     /// Answers `request` at the head phase, in its handler's place. With a

@@ -936,6 +936,7 @@ pub fn run_heads(layers: &[Arc<dyn Middleware>], request: &Request) -> Option<(A
 /// endpoint-wide layers' `on_head`, then, for a layered handler, its own
 /// [`Handler::on_head`](crate::Handler::on_head). An answer comes with the
 /// layers it passes through; a panic is a `500`.
+#[inline(never)]
 pub(crate) fn run_head_phase(
     endpoint: &SharedLayers,
     handler: &dyn crate::Handler,

@@ -29,7 +29,7 @@ use super::{Counters, Shared};
 use crate::body::{self, BodySender};
 use crate::conn::Settings;
 use crate::date::LoopDate;
-use crate::middleware::{run_head_phase, Answer, Layered, Layers, Pending as Record, RequestInfo};
+use crate::middleware::{Answer, Layered, Layers, Pending as Record, RequestInfo};
 use crate::request::Request;
 use crate::response::SERVER_TEXT;
 use crate::sent::{Unsent, UnsentQueue};
@@ -1029,14 +1029,8 @@ impl H2Conn {
         }
     }
 
-    /// Runs the head hooks (endpoint-wide middleware, then the handler's).
-    fn head_hooks(&mut self, request: &Request) -> Option<(Answer, Layers)> {
-        run_head_phase(
-            &self.settings.middleware,
-            &*self.handler,
-            self.settings.handler_layered,
-            request,
-        )
+    fn head_hooks(&self, request: &Request) -> Option<(Answer, Layers)> {
+        self.settings.head_phase(&*self.handler, request)
     }
 
     /// Answers at the head phase through a writer wrapped in `layers`.
