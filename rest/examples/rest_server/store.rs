@@ -406,11 +406,7 @@ impl Store {
         let size = i64::try_from(size).map_err(io::Error::other)?;
         let mut writer = lock(&self.writer);
         let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: Option<(String, Option<String>)> = tx
-            .query_row("SELECT etag, file FROM kv WHERE key = ?1", [key], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
+        let current = current_of(&tx, key)?;
         if !allow(current.as_ref().map(|(tag, _)| tag.as_str())) {
             // `blob` drops here: the new file goes.
             return Ok(Written::Refused(current.map(|(tag, _)| tag)));
@@ -446,11 +442,7 @@ impl Store {
     ) -> Result<Removed, StoreError> {
         let mut writer = lock(&self.writer);
         let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: Option<(String, Option<String>)> = tx
-            .query_row("SELECT etag, file FROM kv WHERE key = ?1", [key], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
+        let current = current_of(&tx, key)?;
         let Some((tag, file)) = current else {
             return Ok(Removed::NotFound);
         };
@@ -602,6 +594,17 @@ impl Upload<'_> {
         sync_dir(&self.store.blobs)?;
         Ok((content_type, etag, self.size, None, Some(blob)))
     }
+}
+
+/// The tag and blob file of `key` as `tx` sees it, if it exists.
+fn current_of(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+) -> rusqlite::Result<Option<(String, Option<String>)>> {
+    tx.query_row("SELECT etag, file FROM kv WHERE key = ?1", [key], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .optional()
 }
 
 #[cfg(test)]
