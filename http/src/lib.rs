@@ -45,6 +45,7 @@ mod conn;
 mod date;
 mod encode;
 mod endpoint;
+mod fields;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

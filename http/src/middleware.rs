@@ -11,6 +11,7 @@ use bytestring::ByteString;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Version};
 
+use crate::fields::HeaderFields;
 use crate::parser::RequestHead;
 use crate::request::Request;
 
@@ -344,9 +345,9 @@ struct Captured {
 }
 
 impl Captured {
-    fn of(headers: &HeaderMap) -> Option<Box<Captured>> {
-        let referer = headers.get(http::header::REFERER).cloned();
-        let user_agent = headers.get(http::header::USER_AGENT).cloned();
+    fn of(headers: &HeaderFields) -> Option<Box<Captured>> {
+        let referer = headers.first(&http::header::REFERER);
+        let user_agent = headers.first(&http::header::USER_AGENT);
         (referer.is_some() || user_agent.is_some()).then(|| {
             Box::new(Captured {
                 referer,

@@ -32,11 +32,11 @@
 use std::fmt;
 use std::mem::MaybeUninit;
 
-use bytes::Bytes;
 use bytestring::ByteString;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use crate::fields::HeaderFields;
 use crate::pool;
 
 /// Parsing limits (set through [`Options`](crate::Options)).
@@ -108,7 +108,7 @@ impl std::error::Error for ParseError {}
 /// The parsed request line and header section plus derived framing facts.
 ///
 /// The target, path, query and header values are slices of one shared copy
-/// of the head (see [`pool::share`]), not copies of their own.
+/// of the head (see [`pool::share_head`]), not copies of their own.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RequestHead {
     /// The request method.
@@ -123,7 +123,7 @@ pub(crate) struct RequestHead {
     /// header list).
     pub(crate) version: Version,
     /// The header fields, in order, duplicates kept.
-    pub(crate) headers: HeaderMap,
+    pub(crate) headers: HeaderFields,
     /// Whether the connection persists after this request.
     pub(crate) keep_alive: bool,
     /// `Expect: 100-continue` on HTTP/1.1: the client waits for
@@ -550,24 +550,24 @@ const STACK_FIELDS: usize = 128;
 
 /// Parses a complete head (`bytes` ends with the empty line).
 ///
-/// The head is first copied into one shared buffer, and that copy is parsed,
-/// so that everything the request keeps of it is a slice of the copy.
+/// The head is then copied into one shared buffer, with the table of its
+/// header fields (see [`crate::fields`]), so that everything the request
+/// keeps of it is a slice of the copy.
 fn parse_head(bytes: &[u8], limits: &Limits) -> Result<(RequestHead, Present), ParseError> {
-    let shared = pool::share(bytes);
     // Left uninitialised: httparse writes the fields it finds, and zeroing
     // 128 fields (4 KiB) per request would cost more than parsing them.
     if limits.max_headers <= STACK_FIELDS {
         let mut fields = [const { MaybeUninit::uninit() }; STACK_FIELDS];
-        parse_head_into(&shared, &mut fields[..limits.max_headers])
+        parse_head_into(bytes, &mut fields[..limits.max_headers])
     } else {
         let mut fields = vec![MaybeUninit::uninit(); limits.max_headers];
-        parse_head_into(&shared, &mut fields)
+        parse_head_into(bytes, &mut fields)
     }
 }
 
-/// Which of the fields that the parser interprets the head has, noted while
-/// the header map is filled so that a head without them (most) costs no
-/// map lookups for them.
+/// Which of the fields that the parser interprets the head has, noted from
+/// the field names, so that a head without them (most) costs no search for
+/// them.
 #[derive(Debug, Clone, Copy, Default)]
 struct Present {
     /// How many Host fields (0, 1, or 2 for "more than one").
@@ -579,26 +579,26 @@ struct Present {
 }
 
 impl Present {
-    fn note(&mut self, name: &HeaderName) {
-        if *name == header::HOST {
-            self.hosts = (self.hosts + 1).min(2);
-        } else if *name == header::EXPECT {
-            self.expect = true;
-        } else if *name == header::CONNECTION {
-            self.connection = true;
-        } else if *name == header::TRANSFER_ENCODING {
-            self.transfer_encoding = true;
-        } else if *name == header::CONTENT_LENGTH {
-            self.content_length = true;
+    fn note(&mut self, name: &[u8]) {
+        let is = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
+        match name.len() {
+            4 if is(&header::HOST) => self.hosts = (self.hosts + 1).min(2),
+            6 if is(&header::EXPECT) => self.expect = true,
+            10 if is(&header::CONNECTION) => self.connection = true,
+            14 if is(&header::CONTENT_LENGTH) => self.content_length = true,
+            17 if is(&header::TRANSFER_ENCODING) => self.transfer_encoding = true,
+            _ => {}
         }
     }
 }
 
+/// Longest header name `http::HeaderName` takes.
+const MAX_NAME_LEN: usize = (1 << 16) - 1;
+
 fn parse_head_into<'b>(
-    shared: &'b Bytes,
+    bytes: &'b [u8],
     fields: &mut [MaybeUninit<httparse::Header<'b>>],
 ) -> Result<(RequestHead, Present), ParseError> {
-    let bytes: &'b [u8] = shared;
     let mut req = httparse::Request::new(&mut []);
     // The default configuration is the strict one for requests: no
     // whitespace between a field name and the colon, no obs-fold, no space
@@ -624,22 +624,27 @@ fn parse_head_into<'b>(
     };
     let target = req.path.unwrap_or_default();
 
-    let mut headers = pool::header_map(req.headers.len());
     let mut present = Present::default();
     // The (last) Host field's value, kept here rather than looked up again.
     let mut host: &[u8] = &[];
     for field in req.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| ParseError::bad("invalid header name"))?;
-        if name == header::HOST {
+        // httparse checked that the name is a token and the value has no
+        // control characters but HTAB: what `http`'s types accept, but for
+        // a name's length.
+        if field.name.len() > MAX_NAME_LEN {
+            return Err(ParseError::bad("invalid header name"));
+        }
+        present.note(field.name.as_bytes());
+        if present.hosts > 0 && host.is_empty() && field.name.eq_ignore_ascii_case("host") {
             host = field.value;
         }
-        present.note(&name);
-        // A slice of the shared head: `from_maybe_shared` keeps the `Bytes`.
-        let value = HeaderValue::from_maybe_shared(shared.slice_ref(field.value))
-            .map_err(|_| ParseError::bad("invalid header value"))?;
-        headers.append(name, value);
     }
+    let values = |name: &'b HeaderName| {
+        req.headers
+            .iter()
+            .filter(move |f| f.name.eq_ignore_ascii_case(name.as_str()))
+            .map(|f| f.value)
+    };
 
     if method == Method::CONNECT {
         return Err(ParseError::new(
@@ -656,47 +661,60 @@ fn parse_head_into<'b>(
         1 => validate_host(host)?,
         _ => return Err(ParseError::bad("duplicate Host header")),
     }
-    // An absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
     if let Some(authority) = authority {
         validate_host(authority.as_bytes())?;
-        let value = HeaderValue::from_maybe_shared(shared.slice_ref(authority.as_bytes()))
-            .map_err(|_| ParseError::bad("invalid request target"))?;
-        headers.insert(header::HOST, value);
     }
 
     // Expect (RFC 9110 §10.1.1): only 100-continue is known; any other
     // expectation cannot be met.
-    if present.expect {
-        for expect in headers.get_all(header::EXPECT) {
-            if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
-                return Err(ParseError::new(
-                    StatusCode::EXPECTATION_FAILED,
-                    "unsupported expectation",
-                ));
-            }
-        }
+    if present.expect
+        && values(&header::EXPECT).any(|expect| !expect.eq_ignore_ascii_case(b"100-continue"))
+    {
+        return Err(ParseError::new(
+            StatusCode::EXPECTATION_FAILED,
+            "unsupported expectation",
+        ));
     }
 
     // Every Expect value is 100-continue by now.
     let expects_continue = version == Version::HTTP_11 && present.expect;
 
     let keep_alive = if version == Version::HTTP_11 {
-        !(present.connection && has_token(&headers, &header::CONNECTION, "close"))
+        !(present.connection && has_token(values(&header::CONNECTION), "close"))
     } else {
-        present.connection && has_token(&headers, &header::CONNECTION, "keep-alive")
+        present.connection && has_token(values(&header::CONNECTION), "keep-alive")
     };
 
+    let (shared, table) = pool::share_head(bytes, req.headers);
+    let rebase = |part: &[u8]| {
+        let at = part.as_ptr() as usize - bytes.as_ptr() as usize;
+        shared.slice(at..at + part.len())
+    };
     // Slices of the shared head, like the header values (`split_target`
     // checked that the target is visible ASCII).
-    let shared_target = ByteString::try_from(shared.slice_ref(target.as_bytes()))
+    let shared_target = ByteString::try_from(rebase(target.as_bytes()))
         .map_err(|_| ParseError::bad("invalid request target"))?;
+    let authority = authority
+        .map(|authority| HeaderValue::from_maybe_shared(rebase(authority.as_bytes())))
+        .transpose()
+        .map_err(|_| ParseError::bad("invalid request target"))?;
+    let mut headers = HeaderFields::from_table(shared, table);
+    // An absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
+    if let Some(authority) = authority {
+        headers.map_mut().insert(header::HOST, authority);
+    }
+    // `path` and `query` are parts of `target`: the same parts of its copy.
+    let within = |part: &str| {
+        let at = part.as_ptr() as usize - target.as_ptr() as usize;
+        shared_target.slice_ref(&shared_target[at..at + part.len()])
+    };
     // An absolute-form target without a path has the path `/`.
     let path = if path.is_empty() {
         ByteString::from_static("/")
     } else {
-        shared_target.slice_ref(path)
+        within(path)
     };
-    let query = query.map(|query| shared_target.slice_ref(query));
+    let query = query.map(within);
     let head = RequestHead {
         method,
         target: shared_target,
@@ -891,10 +909,9 @@ fn validate_host(value: &[u8]) -> Result<(), ParseError> {
 
 /// Whether a comma-separated list header contains `token`
 /// (case-insensitive).
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
+fn has_token<'a>(mut values: impl Iterator<Item = &'a [u8]>, token: &str) -> bool {
+    values.any(|value| {
         value
-            .as_bytes()
             .split(|&b| b == b',')
             .any(|item| trim_ows(item).eq_ignore_ascii_case(token.as_bytes()))
     })
@@ -925,9 +942,8 @@ fn body_framing(head: &RequestHead, present: Present) -> Result<Option<Decoder>,
         }
         let mut codings = head
             .headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .values(&header::TRANSFER_ENCODING)
+            .flat_map(|v| v.split(|&b| b == b','))
             .map(trim_ows)
             .filter(|c| !c.is_empty())
             .peekable();
@@ -967,8 +983,8 @@ fn body_framing(head: &RequestHead, present: Present) -> Result<Option<Decoder>,
     }
     if has_cl {
         let mut length: Option<u64> = None;
-        for value in head.headers.get_all(header::CONTENT_LENGTH) {
-            for item in value.as_bytes().split(|&b| b == b',') {
+        for value in head.headers.values(&header::CONTENT_LENGTH) {
+            for item in value.split(|&b| b == b',') {
                 let n = parse_content_length(trim_ows(item))?;
                 match length {
                     Some(prev) if prev != n => {
@@ -1217,6 +1233,7 @@ mod tests {
                 version: head.version,
                 headers: head
                     .headers
+                    .map()
                     .iter()
                     .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
                     .collect(),
@@ -1808,6 +1825,50 @@ mod tests {
     }
 
     #[test]
+    fn the_header_map_is_built_only_when_asked_for() {
+        let input: &[u8] = b"PUT /f?q HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nConnection: Close\r\n\
+                             Expect: 100-continue\r\nContent-Length: 3\r\nx-a: 2\r\n\r\nabc";
+        let mut parser = RequestParser::new(limits());
+        let Ok(Parsed::Complete { head, body, .. }) = parser.parse(input) else {
+            panic!("not complete");
+        };
+        // Framing, persistence and the expectation came from the field table.
+        assert_eq!(body, b"abc");
+        assert!(!head.keep_alive);
+        assert!(head.expects_continue);
+        assert!(!head.headers.is_built());
+        assert_eq!(
+            head.headers
+                .values(&header::CONTENT_LENGTH)
+                .collect::<Vec<_>>(),
+            [b"3"]
+        );
+        assert_eq!(head.headers.first(&header::HOST).unwrap(), "h");
+        assert!(!head.headers.is_built());
+        // Built on demand: every field, in order, duplicates kept, values
+        // sharing the head's copy.
+        let map = head.headers.map();
+        let fields: Vec<_> = map
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        assert_eq!(map.len(), 6);
+        assert_eq!(map.get_all("x-a").iter().collect::<Vec<_>>(), ["1", "2"]);
+        assert!(fields.contains(&("connection", &b"Close"[..])));
+        assert!(head.headers.is_built());
+        // An absolute-form target's authority replaces Host (in the map).
+        let input: &[u8] = b"GET http://a.example/p HTTP/1.1\r\nHost: h\r\n\r\n";
+        let Ok(Parsed::Complete { head, .. }) = parser.parse(input) else {
+            panic!("not complete");
+        };
+        assert_eq!(head.headers.map()["host"], "a.example");
+        assert_eq!(
+            head.headers.values(&header::HOST).collect::<Vec<_>>(),
+            [b"a.example"]
+        );
+    }
+
+    #[test]
     fn pending_head_while_body_arrives() {
         let input: &[u8] =
             b"PUT /f HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc";
@@ -1821,7 +1882,7 @@ mod tests {
         ));
         let head = parser.pending_head().expect("head parsed");
         assert_eq!(head.path, "/f");
-        assert_eq!(head.headers.get("expect").unwrap(), "100-continue");
+        assert_eq!(head.headers.map().get("expect").unwrap(), "100-continue");
         assert!(matches!(
             parser.parse(&input[..head_len + 1]),
             Ok(Parsed::Partial)

@@ -2,21 +2,24 @@
 //! serving keep-alive requests stops allocating once it is warm.
 //!
 //! * The head's bytes: each complete head is copied into a per-thread arena
-//!   block and handed out as one [`Bytes`]; the target, path, query and
-//!   header values of the request are slices of it. Once every request cut
+//!   block, with the table of where its header fields are right after it,
+//!   and handed out as one [`Bytes`]; the target, path, query and header
+//!   values of the request are slices of it. Once every request cut
 //!   from a block has been dropped, the block is reused from its start
 //!   ([`BytesMut::try_reclaim`]); while some are still alive (pipelined
 //!   requests, a handler that kept its request or moved it to another
 //!   thread), a fresh block is allocated and the old one is freed with its
 //!   last request.
-//! * The header map: a [`Request`](crate::Request) gives its map back
-//!   (cleared, capacity kept) when it is dropped, and the parser takes the
-//!   next one from here.
+//! * The header map (boxed, so that a request without one stays small): a
+//!   [`Request`](crate::Request) gives its map back (cleared, capacity
+//!   kept) when it is dropped, and the next one is taken from here.
 
 use std::cell::RefCell;
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
+
+use crate::fields;
 
 /// Size of an arena block; a larger head gets a block of its own size.
 const BLOCK: usize = 16 * 1024;
@@ -34,22 +37,43 @@ const MIN_NEW_CAPACITY: usize = 16;
 
 thread_local! {
     static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-    static HEADER_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+    // Boxed: the maps are handed out boxed, and kept that way.
+    #[allow(clippy::vec_box)]
+    static HEADER_MAPS: RefCell<Vec<Box<HeaderMap>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Copies `head` into this thread's arena and returns the copy.
-pub(crate) fn share(head: &[u8]) -> Bytes {
+/// Copies `head` into this thread's arena, followed by the table of its
+/// header `fields` (slices of `head`; see [`fields::ENTRY`]), and returns
+/// the copy and where the table starts in it.
+pub(crate) fn share_head(head: &[u8], fields: &[httparse::Header<'_>]) -> (Bytes, usize) {
+    let base = head.as_ptr() as usize;
+    let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
+    let len = head.len() + fields.len() * fields::ENTRY;
     ARENA.with_borrow_mut(|arena| {
-        if !arena.try_reclaim(head.len()) {
-            *arena = BytesMut::with_capacity(head.len().max(BLOCK));
+        if !arena.try_reclaim(len) {
+            *arena = BytesMut::with_capacity(len.max(BLOCK));
         }
         arena.extend_from_slice(head);
-        arena.split().freeze()
+        for field in fields {
+            let name = field.name.as_bytes();
+            let words = [
+                offset(name),
+                name.len() as u32,
+                offset(field.value),
+                field.value.len() as u32,
+            ];
+            let mut entry = [0u8; fields::ENTRY];
+            for (bytes, word) in entry.chunks_exact_mut(4).zip(words) {
+                bytes.copy_from_slice(&word.to_ne_bytes());
+            }
+            arena.extend_from_slice(&entry);
+        }
+        (arena.split().freeze(), head.len())
     })
 }
 
 /// An empty header map with room for `fields` fields, recycled if possible.
-pub(crate) fn header_map(fields: usize) -> HeaderMap {
+pub(crate) fn header_map(fields: usize) -> Box<HeaderMap> {
     let recycled = HEADER_MAPS.with_borrow_mut(|pool| {
         if pool.capacity() == 0 {
             // This thread parses requests: from now on it keeps the maps of
@@ -63,13 +87,13 @@ pub(crate) fn header_map(fields: usize) -> HeaderMap {
             map.reserve(fields);
             map
         }
-        None => HeaderMap::with_capacity(fields.max(MIN_NEW_CAPACITY)),
+        None => Box::new(HeaderMap::with_capacity(fields.max(MIN_NEW_CAPACITY))),
     }
 }
 
 /// Gives a header map back for a later request, if this thread parses
 /// requests (a thread a handler moved its request to has no use for it).
-pub(crate) fn recycle_header_map(mut map: HeaderMap) {
+pub(crate) fn recycle_header_map(mut map: Box<HeaderMap>) {
     let capacity = map.capacity();
     if capacity == 0 || capacity > MAX_POOLED_CAPACITY {
         return;
@@ -91,13 +115,13 @@ mod tests {
     #[test]
     fn arena_block_is_reused_once_its_slices_are_dropped() {
         ARENA.with_borrow_mut(|arena| *arena = BytesMut::new());
-        let first = share(b"GET / HTTP/1.1\r\n\r\n");
+        let first = share_head(b"GET / HTTP/1.1\r\n\r\n", &[]).0;
         let start = first.as_ptr();
         drop(first);
         // Walk through the rest of the block and past its end.
         let mut last = start;
         for _ in 0..(2 * BLOCK / 18) {
-            let copy = share(b"GET / HTTP/1.1\r\n\r\n");
+            let copy = share_head(b"GET / HTTP/1.1\r\n\r\n", &[]).0;
             assert_eq!(&copy[..], b"GET / HTTP/1.1\r\n\r\n");
             last = copy.as_ptr();
         }
@@ -109,21 +133,21 @@ mod tests {
     #[test]
     fn arena_allocates_while_slices_are_alive() {
         ARENA.with_borrow_mut(|arena| *arena = BytesMut::new());
-        let kept = share(&[b'a'; 100]);
+        let kept = share_head(&[b'a'; 100], &[]).0;
         let mut copies = Vec::new();
         for _ in 0..(2 * BLOCK / 100) {
-            copies.push(share(&[b'b'; 100]));
+            copies.push(share_head(&[b'b'; 100], &[]).0);
         }
         assert_eq!(&kept[..], &[b'a'; 100][..]);
         assert!(copies.iter().all(|c| c[..] == [b'b'; 100]));
-        let big = share(&vec![b'c'; 3 * BLOCK]);
+        let big = share_head(&vec![b'c'; 3 * BLOCK], &[]).0;
         assert_eq!(big.len(), 3 * BLOCK);
     }
 
     #[test]
     fn only_threads_that_parse_keep_header_maps() {
         std::thread::spawn(|| {
-            let mut map = HeaderMap::with_capacity(4);
+            let mut map = Box::new(HeaderMap::with_capacity(4));
             map.append(http::header::HOST, "h".parse().unwrap());
             recycle_header_map(map);
             assert_eq!(HEADER_MAPS.with_borrow(Vec::len), 0);
@@ -144,8 +168,8 @@ mod tests {
         assert!(map.is_empty());
         assert!(map.capacity() >= MIN_NEW_CAPACITY);
         // A map that grew large, or an empty one, is not kept.
-        recycle_header_map(HeaderMap::with_capacity(4 * MAX_POOLED_CAPACITY));
-        recycle_header_map(HeaderMap::new());
+        recycle_header_map(Box::new(HeaderMap::with_capacity(4 * MAX_POOLED_CAPACITY)));
+        recycle_header_map(Box::default());
         assert_eq!(HEADER_MAPS.with_borrow(Vec::len), pooled);
     }
 }

@@ -164,16 +164,18 @@ impl Request {
     }
 
     /// All header fields, in the order received; repeated fields are kept.
+    ///
+    /// The map is built on the first call (a handler that never asks does
+    /// not pay for it).
     pub fn headers(&self) -> &HeaderMap {
-        &self.head.headers
+        self.head.headers.map()
     }
 
     /// The first value of header `name` (case-insensitive), if it is valid
     /// UTF-8 (visible ASCII and any UTF-8 text); `None` if absent or not
     /// UTF-8. Use [`headers`](Request::headers) for raw bytes or all values.
     pub fn header(&self, name: impl AsHeaderName) -> Option<&str> {
-        self.head
-            .headers
+        self.headers()
             .get(name)
             .and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
     }
@@ -203,7 +205,7 @@ impl Request {
     /// The headers, mutably: middleware may add, change or remove fields
     /// before the handler sees the request.
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
-        &mut self.head.headers
+        self.head.headers.map_mut()
     }
 
     /// `Content-Type`, if present and valid text.
@@ -246,8 +248,7 @@ impl Request {
     /// every `Cookie` header (RFC 6265 §5.4: `name=value` pairs separated by
     /// `; `). Pairs without `=` are skipped; values are not decoded.
     pub fn cookies(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.head
-            .headers
+        self.headers()
             .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -286,7 +287,9 @@ impl Request {
 /// one.
 impl Drop for Request {
     fn drop(&mut self) {
-        pool::recycle_header_map(std::mem::take(&mut self.head.headers));
+        if let Some(map) = self.head.headers.take_map() {
+            pool::recycle_header_map(map);
+        }
     }
 }
 

@@ -6,7 +6,9 @@ use http::header::{HeaderName, HeaderValue, COOKIE, HOST};
 use http::{HeaderMap, Method, StatusCode, Version};
 
 use super::hpack::Fields;
+use crate::fields::HeaderFields;
 use crate::parser::RequestHead;
+use crate::pool;
 
 /// Why a header list is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +52,7 @@ pub(crate) fn build(fields: &Fields) -> Result<Built, Refusal> {
     let mut path = None;
     let mut authority = None;
     let mut regular = false;
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = pool::header_map(fields.len());
     let mut cookies: Vec<&[u8]> = Vec::new();
     let mut content_length: Option<u64> = None;
     for (name, value) in fields.iter() {
@@ -177,7 +179,7 @@ pub(crate) fn build(fields: &Fields) -> Result<Built, Refusal> {
             path,
             query,
             version: Version::HTTP_2,
-            headers,
+            headers: HeaderFields::from_map(headers),
             keep_alive: true,
             expects_continue: false,
         },
@@ -234,8 +236,8 @@ mod tests {
         assert_eq!(&*built.head.path, "/a/b");
         assert_eq!(built.head.query.as_deref(), Some("x=1"));
         assert_eq!(built.head.version, Version::HTTP_2);
-        assert_eq!(built.head.headers["host"], "example.com");
-        assert_eq!(built.head.headers["cookie"], "a=1; b=2");
+        assert_eq!(built.head.headers.map()["host"], "example.com");
+        assert_eq!(built.head.headers.map()["cookie"], "a=1; b=2");
         assert_eq!(built.content_length, Some(3));
     }
 
