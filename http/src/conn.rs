@@ -873,7 +873,8 @@ impl HttpConn {
         if framing.payload == Payload::Body {
             bytes.extend_from_slice(body);
         }
-        let record = layered.map(|layered| Box::new(layered).answered(status, headers, head_len));
+        let record = layered
+            .map(|layered| Box::new(layered).answered(status, Some(Box::new(headers)), head_len));
         self.accept_part(Outgoing {
             seq,
             bytes,

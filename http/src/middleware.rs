@@ -13,6 +13,7 @@ use http::{HeaderMap, Method, StatusCode, Version};
 
 use crate::fields::HeaderFields;
 use crate::parser::RequestHead;
+use crate::pool;
 use crate::request::Request;
 
 /// Hooks around one exchange (request and response).
@@ -676,7 +677,7 @@ pub(crate) struct Layered {
     status: StatusCode,
     /// The answer's header fields, once answered (`None` before, so that
     /// a record costs no header map of its own).
-    headers: Option<HeaderMap>,
+    headers: Option<Box<HeaderMap>>,
     /// Length of the head in the first part.
     pub(crate) head_len: u64,
     /// Bytes handed to the transport so far.
@@ -768,12 +769,14 @@ impl Layered {
     pub(crate) fn answered(
         mut self: Box<Self>,
         status: StatusCode,
-        headers: HeaderMap,
+        headers: Option<Box<HeaderMap>>,
         head_len: usize,
     ) -> Box<Self> {
         self.status = status;
         if self.layers.want(Hooks::RESPONSE_HEADERS) {
-            self.headers = Some(headers);
+            self.headers = headers;
+        } else if let Some(map) = headers {
+            pool::recycle_header_map(map);
         }
         self.head_len = head_len as u64;
         self.stage = Stage::Answered;
@@ -859,7 +862,9 @@ impl Layered {
         self.info.target = None;
         self.info.captured = None;
         self.info.path = PathOf::Unknown;
-        self.headers = None;
+        if let Some(map) = self.headers.take() {
+            pool::recycle_header_map(map);
+        }
         self
     }
 
@@ -874,10 +879,7 @@ impl Layered {
         let exchange = Exchange {
             request: &self.info,
             status: self.status,
-            headers: match &self.headers {
-                Some(headers) => headers,
-                None => empty_headers(),
-            },
+            headers: self.headers.as_deref().unwrap_or_else(|| empty_headers()),
             body_bytes: self.handed.saturating_sub(self.head_len),
             first_byte: self.first_byte,
             finished: now,
@@ -893,9 +895,9 @@ impl Layered {
     }
 }
 
-/// The header map of an [`Exchange`] without one: shared, so that a
-/// completion builds and drops none.
-fn empty_headers() -> &'static HeaderMap {
+/// The header map of an [`Exchange`] or an answer without one: shared,
+/// so that none is built and dropped for it.
+pub(crate) fn empty_headers() -> &'static HeaderMap {
     static EMPTY: OnceLock<HeaderMap> = OnceLock::new();
     EMPTY.get_or_init(HeaderMap::new)
 }
@@ -1033,7 +1035,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-a", HeaderValue::from_static("1"));
         record
-            .answered(StatusCode::OK, headers, 10)
+            .answered(StatusCode::OK, Some(Box::new(headers)), 10)
             .complete(true, End::Completed, Instant::now());
         let seen = layer.1.lock().unwrap().expect("on_complete ran");
         seen

@@ -18,7 +18,8 @@ use http::{HeaderMap, Method, StatusCode, Version};
 use pistachio_transport::PeerHandle;
 
 use crate::encode::{self, Active, BodyEncoder, Encoding};
-use crate::middleware::{Layered, Layers, Middleware, Pending, RequestInfo};
+use crate::middleware::{empty_headers, Layered, Layers, Middleware, Pending, RequestInfo};
+use crate::pool;
 use crate::response::{
     force_close, status_allows_body, write_head, write_head_chunked, write_head_close_delimited,
     Framing, Payload, Then, SERVER_TEXT,
@@ -274,10 +275,11 @@ impl Target {
         }
     }
 
-    /// Runs the response hooks over `headers`; `Err` if one panicked.
-    fn respond(&self, status: StatusCode, headers: &mut HeaderMap) -> Result<(), ()> {
+    /// Runs the response hooks over `headers` (made if there are none,
+    /// for hooks to add to); `Err` if one panicked.
+    fn respond(&self, status: StatusCode, headers: &mut Headers) -> Result<(), ()> {
         match &self.layered {
-            Some(layered) => layered.respond(status, headers),
+            Some(layered) => layered.respond(status, map_mut(headers)),
             None => Ok(()),
         }
     }
@@ -287,11 +289,11 @@ impl Target {
     fn record(
         &mut self,
         status: StatusCode,
-        headers: &mut HeaderMap,
+        headers: &mut Headers,
         head_len: usize,
     ) -> Option<Box<Pending>> {
         let layered = self.layered.take()?;
-        Some(layered.answered(status, std::mem::take(headers), head_len))
+        Some(layered.answered(status, headers.take(), head_len))
     }
 
     fn set_deadline(&self, at: Instant) {
@@ -356,6 +358,20 @@ impl Target {
     }
 }
 
+/// A response's header fields: none until one is set (most answers of a
+/// plain handler have none), then a map from the worker's pool.
+type Headers = Option<Box<HeaderMap>>;
+
+/// The map of `headers`, made if there is none.
+fn map_mut(headers: &mut Headers) -> &mut HeaderMap {
+    headers.get_or_insert_with(|| pool::header_map(0))
+}
+
+/// The map of `headers`, or a shared empty one.
+fn map(headers: &Headers) -> &HeaderMap {
+    headers.as_deref().unwrap_or_else(|| empty_headers())
+}
+
 /// Answers one request (Pistache's `Http::ResponseWriter`).
 ///
 /// `Send`: a handler may move it to another thread and answer later; the
@@ -367,7 +383,8 @@ impl Target {
 #[must_use = "dropping a ResponseWriter without answering sends 500"]
 pub struct ResponseWriter {
     target: Option<Target>,
-    headers: HeaderMap,
+    /// Made (from the worker's pool) when the first field is set.
+    headers: Headers,
     /// What the body goes through, if anything (see [`Encoding`]).
     encoding: Option<encode::Pending>,
 }
@@ -385,7 +402,7 @@ impl ResponseWriter {
     pub(crate) fn new(target: Target) -> Self {
         ResponseWriter {
             target: Some(target),
-            headers: HeaderMap::new(),
+            headers: None,
             encoding: None,
         }
     }
@@ -441,19 +458,19 @@ impl ResponseWriter {
     /// The response headers so far. `Content-Length`, `Date`, `Connection`
     /// and `Transfer-Encoding` are managed by the server and ignored here.
     pub fn headers_mut(&mut self) -> &mut HeaderMap {
-        &mut self.headers
+        map_mut(&mut self.headers)
     }
 
     /// Adds a header (builder style).
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.append(name, value);
+        map_mut(&mut self.headers).append(name, value);
         self
     }
 
     /// Sets `Content-Type` (Pistache's `setMime`). An invalid value is ignored.
     pub fn set_mime(&mut self, mime: &str) {
         if let Ok(v) = HeaderValue::from_str(mime) {
-            self.headers.insert(CONTENT_TYPE, v);
+            map_mut(&mut self.headers).insert(CONTENT_TYPE, v);
         }
     }
 
@@ -461,7 +478,7 @@ impl ResponseWriter {
     /// invalid value (control characters) is ignored.
     pub fn add_cookie(&mut self, cookie: &str) {
         if let Ok(v) = HeaderValue::from_str(cookie) {
-            self.headers.append(SET_COOKIE, v);
+            map_mut(&mut self.headers).append(SET_COOKIE, v);
         }
     }
 
@@ -554,21 +571,24 @@ impl ResponseWriter {
                     io::ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
-                self.headers.remove(CONTENT_TYPE);
+                if let Some(headers) = &mut self.headers {
+                    headers.remove(CONTENT_TYPE);
+                }
                 let reason = status.canonical_reason().unwrap_or("error");
                 self.send(status, reason);
                 return Err(e);
             }
         };
-        if !self.headers.contains_key(CONTENT_TYPE) {
+        let headers = map_mut(&mut self.headers);
+        if !headers.contains_key(CONTENT_TYPE) {
             let mime = mime_guess::from_path(path).first_or_octet_stream();
             if let Ok(v) = HeaderValue::from_str(mime.essence_str()) {
-                self.headers.insert(CONTENT_TYPE, v);
+                headers.insert(CONTENT_TYPE, v);
             }
         }
         if let Ok(modified) = meta.modified() {
             if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
-                self.headers.insert(LAST_MODIFIED, v);
+                headers.insert(LAST_MODIFIED, v);
             }
         }
         let len = meta.len();
@@ -627,14 +647,21 @@ impl ResponseWriter {
             return Err(io::Error::other("file too large for this platform"));
         };
         let mut target = self.target.take().expect("a writer answers once");
-        let mut headers = std::mem::take(&mut self.headers);
+        let mut headers = self.headers.take();
         if target.respond(status, &mut headers).is_err() {
             send_panicked(&mut target);
             return Ok(());
         }
         let then = target.then_now();
         let mut head = Vec::with_capacity(256);
-        write_head(&mut head, target.version, status, &headers, length, then);
+        write_head(
+            &mut head,
+            target.version,
+            status,
+            map(&headers),
+            length,
+            then,
+        );
         let body =
             (target.payload(status) == Payload::Body).then_some(FileBody { file, offset, len });
         let record = target.record(status, &mut headers, head.len());
@@ -648,7 +675,7 @@ impl ResponseWriter {
     /// [`ResponseStream::end`].
     pub fn stream(mut self, status: StatusCode) -> ResponseStream {
         let mut target = self.target.take().expect("a writer answers once");
-        let mut headers = std::mem::take(&mut self.headers);
+        let mut headers = self.headers.take();
         let flow = Arc::clone(&target.flow);
         let (limit, timeout) = (target.max_stream_buffer, target.stream_write_timeout);
         if target.respond(status, &mut headers).is_err() {
@@ -673,7 +700,7 @@ impl ResponseWriter {
         let encoder = match self.encoding.take() {
             Some(encoding) => encoding
                 .0
-                .start(status, &mut headers, None)
+                .start(status, map_mut(&mut headers), None)
                 .filter(|_| status_allows_body(status))
                 .map(Active),
             None => None,
@@ -682,10 +709,10 @@ impl ResponseWriter {
         // HTTP/1.0 clients do not know chunked: the close ends the body.
         let (framing, then) = if target.version == Version::HTTP_11 {
             let then = target.then_now();
-            write_head_chunked(&mut buf, target.version, status, &headers, then);
+            write_head_chunked(&mut buf, target.version, status, map(&headers), then);
             (Framing::Chunked, then)
         } else {
-            write_head_close_delimited(&mut buf, target.version, status, &headers);
+            write_head_close_delimited(&mut buf, target.version, status, map(&headers));
             (Framing::Close, Then::Close)
         };
         let record = target.record(status, &mut headers, buf.len());
@@ -710,6 +737,9 @@ impl ResponseWriter {
 
 impl Drop for ResponseWriter {
     fn drop(&mut self) {
+        if let Some(map) = self.headers.take() {
+            pool::recycle_header_map(map);
+        }
         if let Some(mut target) = self.target.take() {
             log::debug!(
                 "{}: response writer dropped without answering: 500",
@@ -724,7 +754,7 @@ impl Drop for ResponseWriter {
     }
 }
 
-fn send_whole(target: &mut Target, status: StatusCode, headers: &mut HeaderMap, body: &[u8]) {
+fn send_whole(target: &mut Target, status: StatusCode, headers: &mut Headers, body: &[u8]) {
     if body.len() > target.max_response_size {
         log::warn!(
             "{}: response of {} bytes exceeds max_response_size ({}): 500",
@@ -743,20 +773,23 @@ fn send_whole(target: &mut Target, status: StatusCode, headers: &mut HeaderMap, 
 
 /// A short `text/plain` answer the server gives in the handler's place.
 fn send_plain(target: &mut Target, status: StatusCode, body: &[u8]) {
-    let mut headers = HeaderMap::new();
+    send_whole_unchecked(target, status, &mut server_text(), body);
+}
+
+/// The fields of a short answer the server gives: `text/plain`.
+fn server_text() -> Headers {
+    let mut headers = pool::header_map(1);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(SERVER_TEXT));
-    send_whole_unchecked(target, status, &mut headers, body);
+    Some(headers)
 }
 
 /// The `500` that replaces an answer whose response hook panicked (the
 /// hooks do not run again).
 fn send_panicked(target: &mut Target) {
-    let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(SERVER_TEXT));
     write_whole(
         target,
         StatusCode::INTERNAL_SERVER_ERROR,
-        &mut headers,
+        &mut server_text(),
         b"Internal Server Error",
     );
 }
@@ -766,7 +799,7 @@ fn send_panicked(target: &mut Target) {
 fn send_encoded(
     target: &mut Target,
     status: StatusCode,
-    headers: &mut HeaderMap,
+    headers: &mut Headers,
     body: &[u8],
     encoding: Box<dyn Encoding>,
 ) {
@@ -776,7 +809,7 @@ fn send_encoded(
     if target.respond(status, headers).is_err() {
         return send_panicked(target);
     }
-    let encoder = encoding.start(status, headers, Some(body.len()));
+    let encoder = encoding.start(status, map_mut(headers), Some(body.len()));
     match encoder.filter(|_| status_allows_body(status)) {
         None => write_whole(target, status, headers, body),
         Some(mut encoder) => match encode::encode_whole(&mut *encoder, body) {
@@ -792,7 +825,7 @@ fn send_encoded(
 fn send_whole_unchecked(
     target: &mut Target,
     status: StatusCode,
-    headers: &mut HeaderMap,
+    headers: &mut Headers,
     body: &[u8],
 ) {
     if target.respond(status, headers).is_err() {
@@ -801,17 +834,11 @@ fn send_whole_unchecked(
     write_whole(target, status, headers, body);
 }
 
-fn write_whole(target: &mut Target, status: StatusCode, headers: &mut HeaderMap, body: &[u8]) {
+fn write_whole(target: &mut Target, status: StatusCode, headers: &mut Headers, body: &[u8]) {
     let then = target.then_now();
-    let mut bytes = pistachio_transport::buffers::take(128 + headers.len() * 32 + body.len());
-    write_head(
-        &mut bytes,
-        target.version,
-        status,
-        headers,
-        body.len(),
-        then,
-    );
+    let fields = map(headers);
+    let mut bytes = pistachio_transport::buffers::take(128 + fields.len() * 32 + body.len());
+    write_head(&mut bytes, target.version, status, fields, body.len(), then);
     let head_len = bytes.len();
     if target.payload(status) == Payload::Body {
         bytes.extend_from_slice(body);
