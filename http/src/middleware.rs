@@ -383,7 +383,7 @@ impl RequestInfo {
         RequestInfo {
             method: Some(head.method.clone()),
             target: Some(head.target.clone()),
-            path: PathOf::of(&head.target, &head.path),
+            path: PathOf::of(&head.target, head.path()),
             version: head.version,
             peer_addr,
             received,
@@ -498,12 +498,12 @@ enum PathOf {
 }
 
 impl PathOf {
-    fn of(target: &ByteString, path: &ByteString) -> PathOf {
+    fn of(target: &ByteString, path: &str) -> PathOf {
         let (t, p) = (target.as_ptr() as usize, path.as_ptr() as usize);
         if p >= t && p + path.len() <= t + target.len() {
             PathOf::Within(p - t, p - t + path.len())
         } else {
-            PathOf::Own(path.clone())
+            PathOf::Own(ByteString::from(path))
         }
     }
 }
@@ -820,7 +820,7 @@ impl Layered {
             info.method = Some(head.method.clone());
         }
         info.target = Some(head.target.clone());
-        info.path = PathOf::of(&head.target, &head.path);
+        info.path = PathOf::of(&head.target, head.path());
         info.version = head.version;
         // The same connection's: the same peer.
         debug_assert_eq!(info.peer_addr, request.peer_addr());

@@ -115,10 +115,12 @@ pub(crate) struct RequestHead {
     pub(crate) method: Method,
     /// The raw request-target, as sent.
     pub(crate) target: ByteString,
-    /// The raw path (`*` for an asterisk-form target).
-    pub(crate) path: ByteString,
-    /// The raw query string, without the `?`.
-    pub(crate) query: Option<ByteString>,
+    /// Where the raw path is in `target` (`*` for an asterisk-form
+    /// target); empty for an absolute-form target without a path, whose
+    /// path is `/`.
+    pub(crate) path: Span,
+    /// Where the raw query string, without the `?`, is in `target`.
+    pub(crate) query: Option<Span>,
     /// `HTTP_10` or `HTTP_11` (`HTTP_2` for a head built from an HTTP/2
     /// header list).
     pub(crate) version: Version,
@@ -129,6 +131,38 @@ pub(crate) struct RequestHead {
     /// `Expect: 100-continue` on HTTP/1.1: the client waits for
     /// `100 Continue` before sending the body.
     pub(crate) expects_continue: bool,
+}
+
+/// A part of a request's target: its start and end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Span(u32, u32);
+
+impl Span {
+    /// Where `part`, a slice of `whole`, is in it.
+    pub(crate) fn within(whole: &str, part: &str) -> Span {
+        let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+        debug_assert!(start + part.len() <= whole.len());
+        Span(start as u32, (start + part.len()) as u32)
+    }
+
+    fn of(self, whole: &str) -> &str {
+        &whole[self.0 as usize..self.1 as usize]
+    }
+}
+
+impl RequestHead {
+    /// The raw path, still percent-encoded.
+    pub(crate) fn path(&self) -> &str {
+        match self.path.of(&self.target) {
+            "" => "/",
+            path => path,
+        }
+    }
+
+    /// The raw query string, without the `?`.
+    pub(crate) fn query(&self) -> Option<&str> {
+        self.query.map(|query| query.of(&self.target))
+    }
 }
 
 /// The result of [`RequestParser::parse`].
@@ -703,23 +737,13 @@ fn parse_head_into<'b>(
     if let Some(authority) = authority {
         headers.map_mut().insert(header::HOST, authority);
     }
-    // `path` and `query` are parts of `target`: the same parts of its copy.
-    let within = |part: &str| {
-        let at = part.as_ptr() as usize - target.as_ptr() as usize;
-        shared_target.slice_ref(&shared_target[at..at + part.len()])
-    };
-    // An absolute-form target without a path has the path `/`.
-    let path = if path.is_empty() {
-        ByteString::from_static("/")
-    } else {
-        within(path)
-    };
-    let query = query.map(within);
     let head = RequestHead {
         method,
         target: shared_target,
-        path,
-        query,
+        // An absolute-form target without a path gets an empty span: its
+        // path is `/`.
+        path: Span::within(target, path),
+        query: query.map(|query| Span::within(target, query)),
         version,
         headers,
         keep_alive,
@@ -1226,10 +1250,10 @@ mod tests {
                 body,
                 consumed,
             } => Some(Summary {
+                path: head.path().into(),
+                query: head.query().map(String::from),
                 method: head.method,
                 target: head.target.into(),
-                path: head.path.into(),
-                query: head.query.map(String::from),
                 version: head.version,
                 headers: head
                     .headers
@@ -1677,7 +1701,7 @@ mod tests {
                 consumed,
             } = parser.parse(&buf).unwrap()
             {
-                seen.push((String::from(head.path), body));
+                seen.push((String::from(head.path()), body));
                 buf.drain(..consumed);
             }
         }
@@ -1750,7 +1774,7 @@ mod tests {
                             }
                             Parsed::BodyFollows => {
                                 let (head, _) = parser.stream_body().unwrap();
-                                events.push(format!("stream {}", head.path));
+                                events.push(format!("stream {}", head.path()));
                             }
                             Parsed::BodyEnd { last, consumed } => {
                                 got.extend_from_slice(&last);
@@ -1759,7 +1783,7 @@ mod tests {
                             }
                             Parsed::Complete { head, consumed, .. } => {
                                 buf.drain(..consumed);
-                                events.push(format!("request {}", head.path));
+                                events.push(format!("request {}", head.path()));
                             }
                         }
                         if buf.is_empty() {
@@ -1881,7 +1905,7 @@ mod tests {
             Ok(Parsed::Partial)
         ));
         let head = parser.pending_head().expect("head parsed");
-        assert_eq!(head.path, "/f");
+        assert_eq!(head.path(), "/f");
         assert_eq!(head.headers.map().get("expect").unwrap(), "100-continue");
         assert!(matches!(
             parser.parse(&input[..head_len + 1]),

@@ -119,20 +119,20 @@ impl Request {
     /// `?` for an origin-form target, the path of an absolute-form target
     /// (`/` if it has none), or `*` for `OPTIONS *`.
     pub fn path(&self) -> &str {
-        &self.head.path
+        self.head.path()
     }
 
     /// The path with percent-escapes decoded. Invalid escapes are kept as
     /// they are; bytes that do not form UTF-8 are replaced with U+FFFD.
     /// `+` is not special in a path. Borrows when nothing needs decoding.
     pub fn decoded_path(&self) -> Cow<'_, str> {
-        percent_decode(&self.head.path, false)
+        percent_decode(self.head.path(), false)
     }
 
     /// The raw query string, without the `?`; `None` if the target has no
     /// `?` (an empty query `/p?` gives `Some("")`).
     pub fn query_string(&self) -> Option<&str> {
-        self.head.query.as_deref()
+        self.head.query()
     }
 
     /// The first value of the query parameter `name`, decoded as
@@ -154,7 +154,7 @@ impl Request {
     /// `application/x-www-form-urlencoded`. Empty `&`-separated segments are
     /// skipped; repeated names are all yielded.
     pub fn query_pairs(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> + '_ {
-        form_pairs(self.head.query.as_deref().unwrap_or(""))
+        form_pairs(self.head.query().unwrap_or(""))
     }
 
     /// The protocol version: `HTTP/1.0`, `HTTP/1.1`, or `HTTP/2` (ALPN `h2`

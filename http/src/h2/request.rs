@@ -7,7 +7,7 @@ use http::{HeaderMap, Method, StatusCode, Version};
 
 use super::hpack::Fields;
 use crate::fields::HeaderFields;
-use crate::parser::RequestHead;
+use crate::parser::{RequestHead, Span};
 use crate::pool;
 
 /// Why a header list is refused.
@@ -169,8 +169,8 @@ pub(crate) fn build(fields: &Fields) -> Result<Built, Refusal> {
         return Err(Refusal::Malformed("invalid :path"));
     }
     let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (ByteString::from(p), Some(ByteString::from(q))),
-        None => (ByteString::from(target.as_str()), None),
+        Some((p, q)) => (Span::within(&target, p), Some(Span::within(&target, q))),
+        None => (Span::within(&target, &target), None),
     };
     Ok(Built {
         head: RequestHead {
@@ -233,8 +233,8 @@ mod tests {
         list.push(("content-length", "3"));
         let built = build(&fields(&list)).unwrap();
         assert_eq!(built.head.method, Method::GET);
-        assert_eq!(&*built.head.path, "/a/b");
-        assert_eq!(built.head.query.as_deref(), Some("x=1"));
+        assert_eq!(built.head.path(), "/a/b");
+        assert_eq!(built.head.query(), Some("x=1"));
         assert_eq!(built.head.version, Version::HTTP_2);
         assert_eq!(built.head.headers.map()["host"], "example.com");
         assert_eq!(built.head.headers.map()["cookie"], "a=1; b=2");
