@@ -168,6 +168,11 @@ impl Ready {
         std::mem::replace(&mut self.first, next)
     }
 
+    /// Whether no answer is filed.
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.is_empty()
+    }
+
     /// Takes every answer there is.
     fn drain(&mut self) -> impl Iterator<Item = Pending> + '_ {
         self.first
@@ -1104,14 +1109,16 @@ impl HttpConn {
         if result.is_err() {
             log::warn!("{}: handler panicked; answered 500", self.peer_addr);
         }
-        self.take_inline();
+        self.take_inline(conn);
     }
 
     /// Files what a handler produced synchronously on this thread.
-    fn take_inline(&mut self) {
+    fn take_inline(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         let (mut parts, mut deadlines) = leave_inline();
         for out in parts.drain(..) {
-            self.accept_part(out);
+            if let Some(out) = self.write_now(conn, out) {
+                self.accept_part(out);
+            }
         }
         for (facts, at) in deadlines.drain(..) {
             self.add_deadline(facts, at);
@@ -1169,10 +1176,34 @@ impl HttpConn {
             if catch_unwind(AssertUnwindSafe(|| handler.on_timeout(writer))).is_err() {
                 log::warn!("{}: on_timeout panicked; answered 500", self.peer_addr);
             }
-            self.take_inline();
+            self.take_inline(conn);
         }
         self.timer = Timer::Off;
         self.emit(conn);
+    }
+
+    /// Hands `out` to the transport at once if it is a whole answer of
+    /// bytes, the next one due, with nothing filed and no middleware
+    /// waiting for it (whose completion would flush each answer to
+    /// pipelined requests on its own): a plain handler's usual answer,
+    /// which then skips the queue of answers waiting their turn. Else
+    /// gives it back, to be filed.
+    fn write_now(&mut self, conn: &mut Conn<'_, HttpMsg>, out: Outgoing) -> Option<Outgoing> {
+        let usual = out.seq == self.next_out
+            && out.step == Step::Last
+            && out.attempt == 0
+            && out.file.is_none()
+            && out.credit.is_none()
+            && out.record.is_none()
+            && self.ex.ready.is_empty()
+            && self.ex.timed_out.is_empty()
+            && self.ex.close_after_seq.is_none();
+        if !usual {
+            return Some(out);
+        }
+        conn.write_vec(out.bytes);
+        self.finish_next(conn, out.then, None, out.cut);
+        None
     }
 
     /// Files a response or part of one under its sequence number.
@@ -1267,39 +1298,64 @@ impl HttpConn {
                 // A stream still being written: later responses wait.
                 break;
             }
-            let last = if ex.close_after_seq == Some(self.next_out) {
-                Then::Close
-            } else {
-                Then::KeepOpen
+            let Some(done) = ex.ready.pop_front() else {
+                break;
             };
-            let then = pending.then.and(last);
-            if let Some(done) = ex.ready.pop_front() {
-                if let Some(record) = done.record {
-                    // Finished when the socket has taken its last byte.
-                    let unsent = Unsent {
-                        record,
-                        mark: conn.sent() + conn.queued() as u64,
-                        keep_alive: then == Then::KeepOpen,
-                        end: if done.cut { End::Cut } else { End::Completed },
-                    };
-                    self.finish_when_sent(conn, unsent);
-                }
-            }
-            self.ex.deadlines.remove(&self.next_out);
-            self.ex.timed_out.remove(&self.next_out);
-            self.next_out += 1;
-            if then == Then::Close {
-                self.stop_reading();
-                self.abandon(End::Cut);
-                conn.close();
+            if self.finish_next(conn, done.then, done.record, done.cut) == Then::Close {
                 return;
             }
+        }
+        if conn.is_closing() {
+            // Closed after an answer written at once (`write_now`).
+            return;
         }
         if self.reading == Reading::PeerDone && self.outstanding() == 0 {
             conn.close();
             return;
         }
         self.arm_timer(conn);
+    }
+
+    /// The next answer is wholly in the transport's queue: finishes it
+    /// (when the socket takes its last byte, for its record) and moves on
+    /// to the next; closes the connection if it was its last. Returns
+    /// what the connection does after it.
+    fn finish_next(
+        &mut self,
+        conn: &mut Conn<'_, HttpMsg>,
+        then: Then,
+        record: Option<Box<Record>>,
+        cut: bool,
+    ) -> Then {
+        let last = if self.ex.close_after_seq == Some(self.next_out) {
+            Then::Close
+        } else {
+            Then::KeepOpen
+        };
+        let then = then.and(last);
+        if let Some(record) = record {
+            // Finished when the socket has taken its last byte.
+            let unsent = Unsent {
+                record,
+                mark: conn.sent() + conn.queued() as u64,
+                keep_alive: then == Then::KeepOpen,
+                end: if cut { End::Cut } else { End::Completed },
+            };
+            self.finish_when_sent(conn, unsent);
+        }
+        if !self.ex.deadlines.is_empty() {
+            self.ex.deadlines.remove(&self.next_out);
+        }
+        if !self.ex.timed_out.is_empty() {
+            self.ex.timed_out.remove(&self.next_out);
+        }
+        self.next_out += 1;
+        if then == Then::Close {
+            self.stop_reading();
+            self.abandon(End::Cut);
+            conn.close();
+        }
+        then
     }
 
     /// A stream's `handed` bytes are in the transport's queue: they count
