@@ -24,7 +24,7 @@ use crate::request::Request;
 use crate::response::{force_close, status_allows_body, write_head, Payload, Then, SERVER_TEXT};
 use crate::sent::{Unsent, UnsentQueue};
 use crate::writer::{
-    enter_inline, leave_inline, return_inline, ConnFlow, FileBody, HttpMsg, Outgoing, RequestFacts,
+    enter_inline, leave_inline, ConnFlow, FileBody, HttpMsg, Outgoing, Produced, RequestFacts,
     ResponseWriter, Step, Target,
 };
 use crate::{BodyMode, ConnectionInfo, End, Handler};
@@ -1114,17 +1114,14 @@ impl HttpConn {
 
     /// Files what a handler produced synchronously on this thread.
     fn take_inline(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        let (mut parts, mut deadlines) = leave_inline();
-        for out in parts.drain(..) {
-            if let Some(out) = self.write_now(conn, out) {
-                self.accept_part(out);
+        leave_inline(|produced| match produced {
+            Produced::Part(out) => {
+                if let Some(out) = self.write_now(conn, out) {
+                    self.accept_part(out);
+                }
             }
-        }
-        for (facts, at) in deadlines.drain(..) {
-            self.add_deadline(facts, at);
-        }
-        // The thread's vectors, emptied: their room serves the next request.
-        return_inline((parts, deadlines));
+            Produced::Deadline(facts, at) => self.add_deadline(facts, at),
+        });
     }
 
     fn add_deadline(&mut self, facts: RequestFacts, at: Instant) {

@@ -2,6 +2,7 @@
 //! worker or from any thread.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -170,17 +171,17 @@ thread_local! {
     static INLINE: RefCell<Inline> = const {
         RefCell::new(Inline {
             conn_id: None,
-            done: Vec::new(),
+            done: VecDeque::new(),
             deadlines: Vec::new(),
         })
     };
 }
 
-/// The inline section of this thread; the vectors keep their capacity
-/// from one request to the next.
+/// The inline section of this thread; the queue keeps its capacity from
+/// one request to the next.
 struct Inline {
     conn_id: Option<u64>,
-    done: Vec<Outgoing>,
+    done: VecDeque<Outgoing>,
     deadlines: Vec<(RequestFacts, Instant)>,
 }
 
@@ -189,36 +190,31 @@ pub(crate) fn enter_inline(conn_id: u64) {
     INLINE.with(|slot| slot.borrow_mut().conn_id = Some(conn_id));
 }
 
-/// Ends the inline section, handing over the responses sent and the
-/// response deadlines set during it: the thread's own vectors, to be given
-/// back emptied with [`return_inline`] (so that their room serves the next
-/// request on this thread, whatever its connection).
-pub(crate) fn leave_inline() -> InlineOutput {
-    INLINE.with(|slot| {
-        let mut inline = slot.borrow_mut();
-        inline.conn_id = None;
-        (
-            std::mem::take(&mut inline.done),
-            std::mem::take(&mut inline.deadlines),
-        )
-    })
+/// What an inline section produced.
+pub(crate) enum Produced {
+    /// A response, or a part of one.
+    Part(Outgoing),
+    /// A response deadline (`ResponseWriter::timeout_after`).
+    Deadline(RequestFacts, Instant),
 }
 
-/// What an inline section produced: see [`leave_inline`].
-pub(crate) type InlineOutput = (Vec<Outgoing>, Vec<(RequestFacts, Instant)>);
-
-/// Gives back the vectors [`leave_inline`] handed over, emptied.
-pub(crate) fn return_inline((parts, deadlines): InlineOutput) {
-    debug_assert!(parts.is_empty() && deadlines.is_empty());
-    INLINE.with(|slot| {
+/// Ends the inline section, handing what it produced to `take`: the parts
+/// in order, then the deadlines in order. The thread's queue is not
+/// borrowed while `take` runs.
+pub(crate) fn leave_inline(mut take: impl FnMut(Produced)) {
+    let mut next = INLINE.with(|slot| {
         let mut inline = slot.borrow_mut();
-        if inline.done.capacity() < parts.capacity() {
-            inline.done = parts;
-        }
-        if inline.deadlines.capacity() < deadlines.capacity() {
-            inline.deadlines = deadlines;
-        }
-    })
+        inline.conn_id = None;
+        inline.done.pop_front()
+    });
+    while let Some(out) = next {
+        take(Produced::Part(out));
+        next = INLINE.with(|slot| slot.borrow_mut().done.pop_front());
+    }
+    let deadlines = INLINE.with(|slot| std::mem::take(&mut slot.borrow_mut().deadlines));
+    for (facts, at) in deadlines {
+        take(Produced::Deadline(facts, at));
+    }
 }
 
 /// Where a writer delivers its response.
@@ -340,7 +336,7 @@ impl Target {
         let out = INLINE.with(|slot| {
             let mut inline = slot.borrow_mut();
             if inline.conn_id == Some(self.conn_id) {
-                inline.done.push(out);
+                inline.done.push_back(out);
                 None
             } else {
                 Some(out)

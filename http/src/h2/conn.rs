@@ -34,7 +34,7 @@ use crate::request::Request;
 use crate::response::SERVER_TEXT;
 use crate::sent::{Unsent, UnsentQueue};
 use crate::writer::{
-    enter_inline, leave_inline, return_inline, ConnFlow, FileBody, HttpMsg, Outgoing, RequestFacts,
+    enter_inline, leave_inline, ConnFlow, FileBody, HttpMsg, Outgoing, Produced, RequestFacts,
     ResponseWriter, Step, Target,
 };
 use crate::{BodyMode, ConnectionInfo, End, Handler};
@@ -1147,15 +1147,10 @@ impl H2Conn {
 
     /// Files what a handler produced synchronously on this thread.
     fn take_inline(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        let (mut parts, mut deadlines) = leave_inline();
-        for out in parts.drain(..) {
-            self.accept_part(conn, out);
-        }
-        for (facts, at) in deadlines.drain(..) {
-            self.add_deadline(facts, at);
-        }
-        // The thread's vectors, emptied: their room serves the next request.
-        return_inline((parts, deadlines));
+        leave_inline(|produced| match produced {
+            Produced::Part(out) => self.accept_part(conn, out),
+            Produced::Deadline(facts, at) => self.add_deadline(facts, at),
+        });
     }
 
     fn add_deadline(&mut self, facts: RequestFacts, at: Instant) {
