@@ -29,8 +29,6 @@ struct Cached {
     /// Monotonic instant at which `secs` stops being the current second
     /// (`None`: not known, read the clock).
     current_until: Option<Instant>,
-    /// Inside a [`LoopDate`] section: `date` is current, no clock read.
-    pinned: bool,
 }
 
 thread_local! {
@@ -39,23 +37,25 @@ thread_local! {
             secs: u64::MAX,
             date: [0; HTTP_DATE_LEN],
             current_until: None,
-            pinned: false,
         })
     };
+    /// Inside a [`LoopDate`] section: the cached date is current, no clock
+    /// read (a cell of its own, so that entering and leaving a section
+    /// writes one flag, not the whole cache).
+    static PINNED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Calls `f` with the IMF-fixdate of the current second (ASCII, 29 bytes),
 /// e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub(crate) fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
     let mut cached = CACHE.with(Cell::get);
-    if !cached.pinned {
+    if !PINNED.with(Cell::get) {
         let secs = unix_secs(SystemTime::now());
         if cached.secs != secs {
             cached = Cached {
                 secs,
                 date: format_http_date(secs),
                 current_until: None,
-                pinned: false,
             };
             CACHE.with(|cache| cache.set(cached));
         }
@@ -75,8 +75,9 @@ impl LoopDate {
     /// as nginx's cached time does). The clock is read only when `now` has
     /// passed the end of the cached second.
     pub(crate) fn pin(now: Instant) -> LoopDate {
-        let mut cached = CACHE.with(Cell::get);
-        if !matches!(cached.current_until, Some(until) if now < until) {
+        let until = CACHE.with(|cache| cache.get().current_until);
+        if !matches!(until, Some(until) if now < until) {
+            let mut cached = CACHE.with(Cell::get);
             let wall = SystemTime::now();
             let secs = unix_secs(wall);
             let into_second = wall.duration_since(UNIX_EPOCH).map_or(Duration::ZERO, |d| {
@@ -88,20 +89,16 @@ impl LoopDate {
             }
             // A wall-clock step shows at the next second boundary at the latest.
             cached.current_until = Some(now + (Duration::from_secs(1) - into_second));
+            CACHE.with(|cache| cache.set(cached));
         }
-        cached.pinned = true;
-        CACHE.with(|cache| cache.set(cached));
+        PINNED.with(|pinned| pinned.set(true));
         LoopDate(())
     }
 }
 
 impl Drop for LoopDate {
     fn drop(&mut self) {
-        CACHE.with(|cache| {
-            let mut cached = cache.get();
-            cached.pinned = false;
-            cache.set(cached);
-        });
+        PINNED.with(|pinned| pinned.set(false));
     }
 }
 
@@ -147,7 +144,6 @@ mod tests {
                 secs: 0,
                 date: format_http_date(0),
                 current_until: until,
-                pinned: false,
             })
         });
     }

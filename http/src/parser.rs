@@ -828,8 +828,10 @@ fn split_target<'a>(
         }
         (&after_scheme[end..], Some(authority))
     };
-    let (path, query) = match rest.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
+    // A byte search: for the short targets of most requests, cheaper than
+    // `str::split_once`'s searcher.
+    let (path, query) = match rest.bytes().position(|b| b == b'?') {
+        Some(at) => (&rest[..at], Some(&rest[at + 1..])),
         None => (rest, None),
     };
     Ok((path, query, authority))
