@@ -35,7 +35,9 @@ pub struct Request {
     body: Vec<u8>,
     peer_addr: SocketAddr,
     tls: Option<TlsInfo>,
-    body_stream: Option<BodyStream>,
+    /// Boxed: most requests have none, and a request is moved whole
+    /// several times on its way to the handler.
+    body_stream: Option<Box<BodyStream>>,
     client_subject: Option<Arc<str>>,
 }
 
@@ -95,13 +97,13 @@ impl Request {
     }
 
     pub(crate) fn set_body_stream(&mut self, stream: BodyStream) {
-        self.body_stream = Some(stream);
+        self.body_stream = Some(Box::new(stream));
     }
 
     /// For a request whose [`BodyMode`](crate::BodyMode) is `Streamed`, the
     /// body as it arrives; `None` otherwise (or once taken).
     pub fn take_body_stream(&mut self) -> Option<BodyStream> {
-        self.body_stream.take()
+        self.body_stream.take().map(|stream| *stream)
     }
 
     /// The request method.
