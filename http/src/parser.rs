@@ -490,7 +490,7 @@ fn scan_head(
     // Never look further than one byte past the limit.
     let end = input.len().min(max.saturating_add(1));
     while scan.scanned < end {
-        let Some(pos) = input[scan.scanned..end].iter().position(|&b| b == b'\n') else {
+        let Some(pos) = memchr::memchr(b'\n', &input[scan.scanned..end]) else {
             scan.scanned = end;
             break;
         };
@@ -535,26 +535,49 @@ fn scan_head(
 /// on how the input was split.
 fn check_method(scan: &mut HeadScan, input: &[u8], end: usize) -> Result<(), ParseError> {
     let from = scan.method_checked.max(scan.line_start);
-    for (i, &b) in input[from..end].iter().enumerate() {
-        if scan.method_done {
-            break;
-        }
-        match b {
-            b' ' if from + i > scan.line_start => scan.method_done = true,
-            // Line endings are httparse's to judge, whatever the split.
-            b'\r' | b'\n' => scan.method_done = true,
-            b if is_tchar(b) => {}
-            _ => return Err(ParseError::bad("invalid request method")),
+    if !scan.method_done {
+        let bytes = &input[from.min(end)..end];
+        if let Some(i) = bytes.iter().position(|&b| !TCHAR[usize::from(b)]) {
+            match bytes[i] {
+                b' ' if from + i > scan.line_start => scan.method_done = true,
+                // Line endings are httparse's to judge, whatever the split.
+                b'\r' | b'\n' => scan.method_done = true,
+                _ => return Err(ParseError::bad("invalid request method")),
+            }
         }
     }
     scan.method_checked = end;
     Ok(())
 }
 
-/// `tchar` of RFC 9110 §5.6.2.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
+/// `tchar` of RFC 9110 §5.6.2, as a table: one load per method byte.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 fn check_first_line(start: usize, end: usize, max: usize) -> Result<(), ParseError> {
     if end - start > max {
