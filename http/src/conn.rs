@@ -341,10 +341,8 @@ enum Timer {
 /// What only a request in progress needs lives in [`Exchange`], which an
 /// idle connection gives back to its worker's pool.
 pub(crate) struct HttpConn {
-    id: u64,
     handler: Arc<dyn Handler>,
     settings: Arc<Settings>,
-    peer_addr: SocketAddr,
     /// Sequence number the next parsed request gets.
     next_seq: u64,
     /// Sequence number of the next response to send.
@@ -362,9 +360,10 @@ pub(crate) struct HttpConn {
     client_subject: Option<Arc<str>>,
     /// When input last arrived (the keep-alive timeout counts from it).
     last_input: Instant,
-    /// Shared with writers and response streams: whether the client is
-    /// gone, where producers wait for room, and the last response before
-    /// a graceful close.
+    /// Shared with writers and response streams: the connection's id and
+    /// client address, its mailbox, whether the client is gone, where
+    /// producers wait for room, and the last response before a graceful
+    /// close.
     flow: Arc<ConnFlow>,
     /// With middleware: the record of a finished exchange, for the next
     /// (kept with the connection: a record holds its peer's facts).
@@ -563,11 +562,10 @@ impl HttpConn {
     ) -> Self {
         // Built by the transport's factory, on the connection's worker.
         body::mark_worker_thread();
+        let id = CONN_IDS.fetch_add(1, Ordering::Relaxed);
         HttpConn {
-            id: CONN_IDS.fetch_add(1, Ordering::Relaxed),
             handler,
             settings,
-            peer_addr,
             next_seq: 0,
             next_out: 0,
             reading: Reading::Requests,
@@ -579,7 +577,7 @@ impl HttpConn {
             tls: None,
             client_subject: None,
             last_input: Instant::now(),
-            flow: Arc::new(ConnFlow::default()),
+            flow: Arc::new(ConnFlow::new(id, peer_addr)),
             spare_record: None,
             ex: Slot(None),
         }
@@ -651,7 +649,7 @@ impl HttpConn {
                     let mut request = Request::from_parts(
                         head,
                         body,
-                        self.peer_addr,
+                        self.flow.peer_addr,
                         self.tls.as_deref().copied(),
                     );
                     request.set_client_subject(self.client_subject.clone());
@@ -703,7 +701,7 @@ impl HttpConn {
                         // The handler already has the request: it learns of
                         // the broken body from its stream, answers, and the
                         // connection closes after that answer.
-                        debug!("{}: bad streamed body: {}", self.peer_addr, e.reason());
+                        debug!("{}: bad streamed body: {}", self.flow.peer_addr, e.reason());
                         self.stop_reading();
                         self.ex.inbuf = Vec::new();
                         body.sender
@@ -726,7 +724,7 @@ impl HttpConn {
         let mut request = Request::from_parts(
             head,
             Vec::new(),
-            self.peer_addr,
+            self.flow.peer_addr,
             self.tls.as_deref().copied(),
         );
         request.set_client_subject(self.client_subject.clone());
@@ -805,7 +803,7 @@ impl HttpConn {
     ) {
         debug!(
             "{}: answered {} at the head phase",
-            self.peer_addr, answer.status
+            self.flow.peer_addr, answer.status
         );
         let then = if body == Body::Follows || !request.keep_alive() {
             Then::Close
@@ -901,8 +899,8 @@ impl HttpConn {
         }
         let now = Instant::now();
         let info = known.unwrap_or_else(|| match self.ex.parser.pending_head() {
-            Some(head) => RequestInfo::of_head(head, self.peer_addr, now),
-            None => RequestInfo::unparsed(self.peer_addr, now),
+            Some(head) => RequestInfo::of_head(head, self.flow.peer_addr, now),
+            None => RequestInfo::unparsed(self.flow.peer_addr, now),
         });
         Some(Layered::new(
             info,
@@ -941,7 +939,7 @@ impl HttpConn {
         };
         debug!(
             "{}: streamed body over its limit ({} bytes)",
-            self.peer_addr, body.limit
+            self.flow.peer_addr, body.limit
         );
         self.stop_reading();
         self.ex.inbuf = Vec::new();
@@ -955,7 +953,7 @@ impl HttpConn {
     fn reject(&mut self, e: ParseError, info: Option<RequestInfo>) {
         debug!(
             "{}: request refused: {} ({})",
-            self.peer_addr,
+            self.flow.peer_addr,
             e.status(),
             e.reason()
         );
@@ -1079,9 +1077,8 @@ impl HttpConn {
                 &self.settings.middleware,
             )
         });
+        self.flow.connect(|| conn.handle());
         let target = Target {
-            peer: conn.handle(),
-            conn_id: self.id,
             seq,
             method: request.method().clone(),
             version: request.version(),
@@ -1090,7 +1087,6 @@ impl HttpConn {
             } else {
                 Then::Close
             },
-            peer_addr: self.peer_addr,
             attempt: 0,
             max_response_size: self.settings.max_response_size,
             layered,
@@ -1099,7 +1095,7 @@ impl HttpConn {
             stream_write_timeout: self.settings.stream_write_timeout,
         };
         let writer = ResponseWriter::new(target);
-        enter_inline(self.id);
+        enter_inline(self.flow.conn_id);
         let handler = &*self.handler;
         let date = LoopDate::pin(conn.now());
         let result = catch_unwind(AssertUnwindSafe(|| handler.on_request(request, writer)));
@@ -1107,7 +1103,7 @@ impl HttpConn {
         // The writer, if the handler panicked with it, was dropped during
         // unwinding and has already produced a 500 for this request only.
         if result.is_err() {
-            log::warn!("{}: handler panicked; answered 500", self.peer_addr);
+            log::warn!("{}: handler panicked; answered 500", self.flow.peer_addr);
         }
         self.take_inline(conn);
     }
@@ -1151,16 +1147,17 @@ impl HttpConn {
                 // Already answered, or a response has started.
                 continue;
             }
-            debug!("{}: response deadline passed; on_timeout", self.peer_addr);
+            debug!(
+                "{}: response deadline passed; on_timeout",
+                self.flow.peer_addr
+            );
             self.ex.timed_out.insert(seq);
+            self.flow.connect(|| conn.handle());
             let writer = ResponseWriter::new(Target {
-                peer: conn.handle(),
-                conn_id: self.id,
                 seq,
                 method: facts.method,
                 version: facts.version,
                 then: facts.then,
-                peer_addr: self.peer_addr,
                 attempt: 1,
                 max_response_size: self.settings.max_response_size,
                 layered: facts.layered,
@@ -1168,10 +1165,10 @@ impl HttpConn {
                 max_stream_buffer: self.settings.max_stream_buffer,
                 stream_write_timeout: self.settings.stream_write_timeout,
             });
-            enter_inline(self.id);
+            enter_inline(self.flow.conn_id);
             let handler = &*self.handler;
             if catch_unwind(AssertUnwindSafe(|| handler.on_timeout(writer))).is_err() {
-                log::warn!("{}: on_timeout panicked; answered 500", self.peer_addr);
+                log::warn!("{}: on_timeout panicked; answered 500", self.flow.peer_addr);
             }
             self.take_inline(conn);
         }
@@ -1468,7 +1465,7 @@ impl HttpConn {
         self.client_subject = conn.tls_peer_subject().map(Arc::from);
         self.session = Session::Announced;
         if catch_unwind(AssertUnwindSafe(|| self.handler.on_connection(&info))).is_err() {
-            log::warn!("{}: on_connection panicked", self.peer_addr);
+            log::warn!("{}: on_connection panicked", self.flow.peer_addr);
         }
         // A client that connects and says nothing gets the request timeout.
         self.timer = Timer::Head {
@@ -1490,7 +1487,7 @@ impl HttpConn {
     }
 
     fn on_drain_held(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        debug!("{}: draining", self.peer_addr);
+        debug!("{}: draining", self.flow.peer_addr);
         if let Some(body) = &mut self.ex.streaming {
             // A body still arriving belongs to a request in flight: take it
             // in, then stop.
@@ -1557,7 +1554,7 @@ impl HttpConn {
     fn on_timeout_held(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         match self.timer {
             Timer::Head { .. } | Timer::Body { .. } => {
-                debug!("{}: request timeout: 408", self.peer_addr);
+                debug!("{}: request timeout: 408", self.flow.peer_addr);
                 let payload = self.refused_payload();
                 let layered = self.refused_info(None);
                 self.stop_reading();
@@ -1585,7 +1582,7 @@ impl HttpConn {
                     conn.set_timeout(self.settings.keepalive_timeout - idle);
                     return;
                 }
-                debug!("{}: keep-alive timeout", self.peer_addr);
+                debug!("{}: keep-alive timeout", self.flow.peer_addr);
                 conn.close();
             }
             Timer::Handlers { .. } => return self.expire_deadlines(conn),
@@ -1595,7 +1592,7 @@ impl HttpConn {
     }
 
     fn on_close_held(&mut self, reason: &CloseReason) {
-        debug!("{}: http connection closed: {reason}", self.peer_addr);
+        debug!("{}: http connection closed: {reason}", self.flow.peer_addr);
         // Producers of response streams stop at their next write.
         self.flow.close();
         if let Some(body) = self.ex.streaming.take() {
@@ -1607,7 +1604,7 @@ impl HttpConn {
         self.ex.unsent.abandon();
         self.abandon(End::ClientGone);
         if self.session == Session::Announced {
-            let peer = self.peer_addr;
+            let peer = self.flow.peer_addr;
             if catch_unwind(AssertUnwindSafe(|| self.handler.on_disconnection(peer))).is_err() {
                 log::warn!("{peer}: on_disconnection panicked");
             }
@@ -1681,7 +1678,7 @@ mod tests {
     #[test]
     fn an_idle_connection_stays_small() {
         assert!(
-            std::mem::size_of::<HttpConn>() <= 208,
+            std::mem::size_of::<HttpConn>() <= 136,
             "HttpConn grew to {} bytes",
             std::mem::size_of::<HttpConn>()
         );

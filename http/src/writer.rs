@@ -10,7 +10,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -58,12 +58,21 @@ pub(crate) struct Outgoing {
     pub(crate) credit: Option<Arc<AtomicUsize>>,
 }
 
-/// What a connection shares with the streams answering its requests:
-/// whether its client is gone, and a place for their producers to wait
-/// until the connection writes what they handed over; and which response
-/// is its last.
+/// What a connection shares with the writers and streams answering its
+/// requests: where to post what they produce off its worker, whether its
+/// client is gone, a place for their producers to wait until the
+/// connection writes what they handed over, and which response is its
+/// last. Held by reference count, so that a writer costs one count, not
+/// one per field.
 #[derive(Debug)]
 pub(crate) struct ConnFlow {
+    /// The connection's mailbox, set when its first writer is made (the
+    /// connection is built before it has one).
+    peer: OnceLock<PeerHandle<HttpMsg>>,
+    /// The connection's id (see `enter_inline`).
+    pub(crate) conn_id: u64,
+    /// The client's address.
+    pub(crate) peer_addr: SocketAddr,
     gone: AtomicBool,
     /// Sequence number of the connection's last response (the connection
     /// closes after it), or `u64::MAX`: set when a graceful shutdown begins.
@@ -74,9 +83,14 @@ pub(crate) struct ConnFlow {
     room: Condvar,
 }
 
-impl Default for ConnFlow {
-    fn default() -> ConnFlow {
+impl ConnFlow {
+    /// The flow of connection `conn_id` (its mailbox comes with
+    /// [`ConnFlow::connect`]).
+    pub(crate) fn new(conn_id: u64, peer_addr: SocketAddr) -> ConnFlow {
         ConnFlow {
+            peer: OnceLock::new(),
+            conn_id,
+            peer_addr,
             gone: AtomicBool::new(false),
             last_seq: AtomicU64::new(u64::MAX),
             wakers: Mutex::default(),
@@ -86,6 +100,21 @@ impl Default for ConnFlow {
 }
 
 impl ConnFlow {
+    /// Sets the connection's mailbox if it is not set yet (`peer` is only
+    /// called then).
+    pub(crate) fn connect(&self, peer: impl FnOnce() -> PeerHandle<HttpMsg>) {
+        self.peer.get_or_init(peer);
+    }
+
+    /// Posts `msg` to the connection's worker; gives it back if the
+    /// connection or its worker is gone.
+    fn post(&self, msg: HttpMsg) -> Result<(), HttpMsg> {
+        match self.peer.get() {
+            Some(peer) => peer.post(msg),
+            None => Err(msg),
+        }
+    }
+
     /// Response `seq` is the connection's last: it says `Connection:
     /// close`.
     pub(crate) fn set_last(&self, seq: u64) {
@@ -219,14 +248,11 @@ pub(crate) fn leave_inline(mut take: impl FnMut(Produced)) {
 
 /// Where a writer delivers its response.
 pub(crate) struct Target {
-    pub(crate) peer: PeerHandle<HttpMsg>,
-    pub(crate) conn_id: u64,
     pub(crate) seq: u64,
     pub(crate) method: Method,
     pub(crate) version: Version,
     /// What the request asked for (`Connection`, its version).
     pub(crate) then: Then,
-    pub(crate) peer_addr: SocketAddr,
     pub(crate) attempt: u8,
     pub(crate) max_response_size: usize,
     /// The middleware wrapping this exchange, if any.
@@ -296,7 +322,7 @@ impl Target {
         let facts = self.facts();
         let posted = INLINE.with(|slot| {
             let mut inline = slot.borrow_mut();
-            if inline.conn_id == Some(self.conn_id) {
+            if inline.conn_id == Some(self.flow.conn_id) {
                 inline.deadlines.push((facts.clone(), at));
                 true
             } else {
@@ -304,7 +330,7 @@ impl Target {
             }
         });
         if !posted {
-            let _ = self.peer.post(HttpMsg::Deadline(facts, at));
+            let _ = self.flow.post(HttpMsg::Deadline(facts, at));
         }
     }
 
@@ -335,7 +361,7 @@ impl Target {
     fn hand(&self, out: Outgoing) {
         let out = INLINE.with(|slot| {
             let mut inline = slot.borrow_mut();
-            if inline.conn_id == Some(self.conn_id) {
+            if inline.conn_id == Some(self.flow.conn_id) {
                 inline.done.push_back(out);
                 None
             } else {
@@ -343,8 +369,11 @@ impl Target {
             }
         });
         if let Some(out) = out {
-            if let Err(HttpMsg::Response(out)) = self.peer.post(HttpMsg::Response(out)) {
-                log::debug!("{}: server stopped before the response", self.peer_addr);
+            if let Err(HttpMsg::Response(out)) = self.flow.post(HttpMsg::Response(out)) {
+                log::debug!(
+                    "{}: server stopped before the response",
+                    self.flow.peer_addr
+                );
                 self.flow.close();
                 if let Some(record) = out.record {
                     record.complete(false, crate::End::ClientGone, Instant::now());
@@ -435,7 +464,7 @@ impl ResponseWriter {
         };
         let layered = target.layered.get_or_insert_with(|| {
             let info =
-                RequestInfo::partial(target.method.clone(), target.version, target.peer_addr);
+                RequestInfo::partial(target.method.clone(), target.version, target.flow.peer_addr);
             Box::new(Layered::new(info, Layers::owned(Vec::new())))
         });
         layered.layers.push(layer);
@@ -480,7 +509,7 @@ impl ResponseWriter {
 
     /// The client's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.target().peer_addr
+        self.target().flow.peer_addr
     }
 
     /// Answer within `after`, counted from this call (Pistache's
@@ -739,7 +768,7 @@ impl Drop for ResponseWriter {
         if let Some(mut target) = self.target.take() {
             log::debug!(
                 "{}: response writer dropped without answering: 500",
-                target.peer_addr
+                target.flow.peer_addr
             );
             send_plain(
                 &mut target,
@@ -754,7 +783,7 @@ fn send_whole(target: &mut Target, status: StatusCode, headers: &mut Headers, bo
     if body.len() > target.max_response_size {
         log::warn!(
             "{}: response of {} bytes exceeds max_response_size ({}): 500",
-            target.peer_addr,
+            target.flow.peer_addr,
             body.len(),
             target.max_response_size
         );
@@ -811,7 +840,10 @@ fn send_encoded(
         Some(mut encoder) => match encode::encode_whole(&mut *encoder, body) {
             Ok(encoded) => write_whole(target, status, headers, &encoded),
             Err(e) => {
-                log::warn!("{}: encoding the response failed: {e}", target.peer_addr);
+                log::warn!(
+                    "{}: encoding the response failed: {e}",
+                    target.flow.peer_addr
+                );
                 send_panicked(target);
             }
         },
@@ -1101,7 +1133,7 @@ impl ResponseStream {
             if let Some(target) = &self.target {
                 log::warn!(
                     "{}: streamed response exceeds max_response_size ({limit}): cut off",
-                    target.peer_addr
+                    target.flow.peer_addr
                 );
             }
             // The client sees an incomplete response, not a truncated one
@@ -1170,7 +1202,10 @@ impl ResponseStream {
         self.encoder = Some(active);
         if let Err(e) = stepped {
             if let Some(target) = &self.target {
-                log::warn!("{}: encoding the response failed: {e}", target.peer_addr);
+                log::warn!(
+                    "{}: encoding the response failed: {e}",
+                    target.flow.peer_addr
+                );
             }
             self.cut();
             return Err(e);
@@ -1229,7 +1264,7 @@ impl ResponseStream {
     /// An infallible write failed: cut the response off.
     fn give_up(&mut self, e: &io::Error) {
         if let Some(target) = &self.target {
-            log::debug!("{}: response stream stopped: {e}", target.peer_addr);
+            log::debug!("{}: response stream stopped: {e}", target.flow.peer_addr);
         }
         self.cut();
     }
@@ -1317,7 +1352,7 @@ impl Drop for ResponseStream {
         if let Some(target) = &self.target {
             log::debug!(
                 "{}: response stream dropped before end: closing the connection",
-                target.peer_addr
+                target.flow.peer_addr
             );
             self.cut();
         }

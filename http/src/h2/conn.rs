@@ -868,7 +868,7 @@ impl H2Conn {
                     Layers::shared(&self.settings.middleware),
                 ))
             });
-        if let Some(target) = self.target(conn, id, Method::GET, layered, 0) {
+        if let Some(target) = self.target(id, Method::GET, layered, 0) {
             self.send_own(conn, target, status, why.as_bytes());
         }
     }
@@ -937,7 +937,11 @@ impl H2Conn {
             last_input: conn.now(),
             body: BodyIn::None,
             out: Out::default(),
-            flow: Arc::new(ConnFlow::default()),
+            flow: Arc::new({
+                let flow = ConnFlow::new(self.id, self.peer_addr);
+                flow.connect(|| conn.handle());
+                flow
+            }),
             method,
             deadline: None,
             timed_out: false,
@@ -1044,7 +1048,7 @@ impl H2Conn {
         at: Instant,
     ) {
         let layered = Box::new(Layered::new(RequestInfo::of(request, at), layers));
-        let Some(target) = self.target(conn, id, request.method().clone(), Some(layered), 0) else {
+        let Some(target) = self.target(id, request.method().clone(), Some(layered), 0) else {
             return;
         };
         let mut writer = ResponseWriter::new(target);
@@ -1065,7 +1069,7 @@ impl H2Conn {
         let Some(method) = self.streams.get(&id).map(|s| s.method.clone()) else {
             return;
         };
-        if let Some(target) = self.target(conn, id, method, None, 0) {
+        if let Some(target) = self.target(id, method, None, 0) {
             self.send_own(conn, target, status, body);
         }
     }
@@ -1090,7 +1094,6 @@ impl H2Conn {
 
     fn target(
         &self,
-        conn: &mut Conn<'_, HttpMsg>,
         id: u32,
         method: Method,
         layered: Option<Box<Layered>>,
@@ -1098,13 +1101,10 @@ impl H2Conn {
     ) -> Option<Target> {
         let stream = self.streams.get(&id)?;
         Some(Target {
-            peer: conn.handle(),
-            conn_id: self.id,
             seq: u64::from(id),
             method,
             version: Version::HTTP_2,
             then: crate::response::Then::KeepOpen,
-            peer_addr: self.peer_addr,
             attempt,
             max_response_size: self.settings.max_response_size,
             layered,
@@ -1130,7 +1130,7 @@ impl H2Conn {
                 &self.settings.middleware,
             )
         });
-        let Some(target) = self.target(conn, id, request.method().clone(), layered, 0) else {
+        let Some(target) = self.target(id, request.method().clone(), layered, 0) else {
             return;
         };
         let writer = ResponseWriter::new(target);
@@ -1344,7 +1344,7 @@ impl H2Conn {
         let Some(stream) = self.streams.get_mut(&id) else {
             // A late part (its stream finished, or on_timeout answered).
             if let Some(credit) = &out.credit {
-                ConnFlow::default().release(credit, out.bytes.len());
+                ConnFlow::new(self.id, self.peer_addr).release(credit, out.bytes.len());
             }
             if let Some(record) = out.record {
                 record.discard();
@@ -1769,7 +1769,7 @@ impl H2Conn {
             );
             stream.timed_out = true;
             stream.handler_done = false;
-            let Some(target) = self.target(conn, id, facts.method, facts.layered, 1) else {
+            let Some(target) = self.target(id, facts.method, facts.layered, 1) else {
                 continue;
             };
             let writer = ResponseWriter::new(target);
