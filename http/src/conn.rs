@@ -182,6 +182,17 @@ impl Ready {
     }
 }
 
+/// When a finished answer's middleware record is settled (see
+/// [`HttpConn::finish_next`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Now: flushed, and completed if the socket took it all.
+    Now,
+    /// With the round's other answers, by `emit` (a connection that stays
+    /// open only).
+    AtEmit,
+}
+
 /// Whether a request answered at the head phase has a body due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Body {
@@ -1177,26 +1188,35 @@ impl HttpConn {
     }
 
     /// Hands `out` to the transport at once if it is a whole answer of
-    /// bytes, the next one due, with nothing filed and no middleware
-    /// waiting for it (whose completion would flush each answer to
-    /// pipelined requests on its own): a plain handler's usual answer,
-    /// which then skips the queue of answers waiting their turn. Else
-    /// gives it back, to be filed.
+    /// bytes, the next one due, with nothing filed: a handler's usual
+    /// answer, which then skips the queue of answers waiting their turn.
+    /// Its middleware record, if any, is settled by `emit` at the end of
+    /// the round, so that answers to pipelined requests still go out with
+    /// one flush. Else gives it back, to be filed.
     fn write_now(&mut self, conn: &mut Conn<'_, HttpMsg>, out: Outgoing) -> Option<Outgoing> {
         let usual = out.seq == self.next_out
             && out.step == Step::Last
             && out.attempt == 0
             && out.file.is_none()
             && out.credit.is_none()
-            && out.record.is_none()
             && self.ex.ready.is_empty()
             && self.ex.timed_out.is_empty()
             && self.ex.close_after_seq.is_none();
         if !usual {
             return Some(out);
         }
-        conn.write_vec(out.bytes);
-        self.finish_next(conn, out.then, None, out.cut);
+        let Outgoing {
+            bytes,
+            then,
+            mut record,
+            cut,
+            ..
+        } = out;
+        if let Some(record) = &mut record {
+            record.handed(bytes.len() as u64, conn.now());
+        }
+        conn.write_vec(bytes);
+        self.finish_next(conn, then, record, cut, Settle::AtEmit);
         None
     }
 
@@ -1295,7 +1315,8 @@ impl HttpConn {
             let Some(done) = ex.ready.pop_front() else {
                 break;
             };
-            if self.finish_next(conn, done.then, done.record, done.cut) == Then::Close {
+            let (then, record, cut) = (done.then, done.record, done.cut);
+            if self.finish_next(conn, then, record, cut, Settle::Now) == Then::Close {
                 return;
             }
         }
@@ -1320,6 +1341,7 @@ impl HttpConn {
         then: Then,
         record: Option<Box<Record>>,
         cut: bool,
+        settle: Settle,
     ) -> Then {
         let last = if self.ex.close_after_seq == Some(self.next_out) {
             Then::Close
@@ -1335,7 +1357,12 @@ impl HttpConn {
                 keep_alive: then == Then::KeepOpen,
                 end: if cut { End::Cut } else { End::Completed },
             };
-            self.finish_when_sent(conn, unsent);
+            if settle == Settle::AtEmit && then == Then::KeepOpen {
+                // Settled with the round's other answers, by `emit`.
+                self.ex.unsent.push(unsent);
+            } else {
+                self.finish_when_sent(conn, unsent);
+            }
         }
         if !self.ex.deadlines.is_empty() {
             self.ex.deadlines.remove(&self.next_out);
