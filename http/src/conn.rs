@@ -1190,9 +1190,10 @@ impl HttpConn {
     /// Hands `out` to the transport at once if it is a whole answer of
     /// bytes, the next one due, with nothing filed: a handler's usual
     /// answer, which then skips the queue of answers waiting their turn.
-    /// Its middleware record, if any, is settled by `emit` at the end of
-    /// the round, so that answers to pipelined requests still go out with
-    /// one flush. Else gives it back, to be filed.
+    /// Its middleware record, if any, is settled at once if no more input
+    /// is buffered, else by `emit` at the end of the round, so that
+    /// answers to pipelined requests still go out with one flush. Else
+    /// gives it back, to be filed.
     fn write_now(&mut self, conn: &mut Conn<'_, HttpMsg>, out: Outgoing) -> Option<Outgoing> {
         let usual = out.seq == self.next_out
             && out.step == Step::Last
@@ -1216,7 +1217,13 @@ impl HttpConn {
             record.handed(bytes.len() as u64, conn.now());
         }
         conn.write_vec(bytes);
-        self.finish_next(conn, then, record, cut, Settle::AtEmit);
+        // With more input buffered, more answers may follow in this round.
+        let settle = if self.ex.inbuf.is_empty() {
+            Settle::Now
+        } else {
+            Settle::AtEmit
+        };
+        self.finish_next(conn, then, record, cut, settle);
         None
     }
 

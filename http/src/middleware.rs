@@ -742,10 +742,17 @@ impl Layered {
     /// the caller answers `500` instead (without running them again).
     #[inline]
     pub(crate) fn respond(&self, status: StatusCode, headers: &mut HeaderMap) -> Result<(), ()> {
-        if !self.layers.want(Hooks::ON_RESPONSE) {
+        if !self.wants_response() {
             return Ok(());
         }
         self.run_responses(status, headers)
+    }
+
+    /// Whether a layer has an `on_response` (the answer's fields need a
+    /// map for it to change).
+    #[inline]
+    pub(crate) fn wants_response(&self) -> bool {
+        self.layers.want(Hooks::ON_RESPONSE)
     }
 
     fn run_responses(&self, status: StatusCode, headers: &mut HeaderMap) -> Result<(), ()> {

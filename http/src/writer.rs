@@ -301,8 +301,8 @@ impl Target {
     /// for hooks to add to); `Err` if one panicked.
     fn respond(&self, status: StatusCode, headers: &mut Headers) -> Result<(), ()> {
         match &self.layered {
-            Some(layered) => layered.respond(status, map_mut(headers)),
-            None => Ok(()),
+            Some(layered) if layered.wants_response() => layered.respond(status, map_mut(headers)),
+            _ => Ok(()),
         }
     }
 
