@@ -5,11 +5,14 @@
 //! buffer. The parser remembers how far it has looked, so feeding a request
 //! one byte at a time costs O(n) in total:
 //!
-//! * while the head (request line and header section) is incomplete, it only
-//!   scans the new bytes for the empty line that ends the head, checking on
-//!   the way the request line's length (414) and its method bytes (so that
-//!   bytes that cannot be HTTP get a 400 at once); `httparse` is called once,
-//!   when the whole head is present;
+//! * the first time it sees a new request, it gives what arrived to
+//!   `httparse` whole: a head that arrived complete (most do) is parsed at
+//!   once, without a scan of its own;
+//! * otherwise, while the head (request line and header section) is
+//!   incomplete, it only scans the new bytes for the empty line that ends
+//!   the head, checking on the way the request line's length (414) and its
+//!   method bytes (so that bytes that cannot be HTTP get a 400 at once);
+//!   `httparse` is called once more, when the whole head is present;
 //! * once the head is parsed, it keeps it and decodes the body incrementally
 //!   (`Content-Length` or `chunked`), remembering the input offset already
 //!   processed.
@@ -241,6 +244,9 @@ struct HeadScan {
     /// instead of waiting for a head that will never end.
     method_checked: usize,
     method_done: bool,
+    /// Whether the input was already given to httparse whole (the first
+    /// look at a request; later looks scan).
+    tried_whole: bool,
 }
 
 #[derive(Debug)]
@@ -418,11 +424,26 @@ impl RequestParser {
     fn parse_inner(&mut self, input: &[u8]) -> Result<Parsed, ParseError> {
         if let State::Head(scan) = &mut self.state {
             debug_assert!(input.len() >= scan.scanned, "input shrank between calls");
-            let head_end = match scan_head(scan, input, &self.limits)? {
-                Some(end) => end,
-                None => return Ok(Parsed::Partial),
+            // First look at a new request: most heads arrive whole, and
+            // httparse alone then finds their end (see `Find::Whole`).
+            let whole = if scan.tried_whole {
+                None
+            } else {
+                scan.tried_whole = true;
+                parse_head(input, Find::Whole, &self.limits)?
             };
-            let (head, present) = parse_head(&input[..head_end], &self.limits)?;
+            let (head, present, head_end) = match whole {
+                Some(parsed) => parsed,
+                None => {
+                    let head_end = match scan_head(scan, input, &self.limits)? {
+                        Some(end) => end,
+                        None => return Ok(Parsed::Partial),
+                    };
+                    let head = &input[..head_end];
+                    parse_head(head, Find::Exact, &self.limits)?
+                        .expect("an exact head is parsed or refused")
+                }
+            };
             let decoder = match body_framing(&head, present)? {
                 None => {
                     return Ok(Parsed::Complete {
@@ -605,20 +626,42 @@ fn too_large_body() -> ParseError {
 /// (a larger `max_headers`) into a heap one.
 const STACK_FIELDS: usize = 128;
 
-/// Parses a complete head (`bytes` ends with the empty line).
+/// How [`parse_head`] knows where the head ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Find {
+    /// The input is the head: the scan found its end, and httparse must
+    /// agree (never guess at framing).
+    Exact,
+    /// The input is whatever arrived of a new request: if httparse finds
+    /// a complete head within `max_head_size`, that is the head (with no
+    /// empty line inside a valid header section, it ends where the scan
+    /// would have ended it, and its request line is within the limit too);
+    /// anything else (incomplete, malformed, too large) is left to the
+    /// scan, which judges it as before. Skips the scan for the heads that
+    /// arrive whole, and parses the others once more at most.
+    Whole,
+}
+
+/// Parses a head (see [`Find`]): `None` if `find` is `Whole` and the
+/// input is left to the scan; else the head, the fields the parser
+/// interprets, and the head's length.
 ///
 /// The head is then copied into one shared buffer, with the table of its
 /// header fields (see [`crate::fields`]), so that everything the request
 /// keeps of it is a slice of the copy.
-fn parse_head(bytes: &[u8], limits: &Limits) -> Result<(RequestHead, Present), ParseError> {
+fn parse_head(
+    input: &[u8],
+    find: Find,
+    limits: &Limits,
+) -> Result<Option<(RequestHead, Present, usize)>, ParseError> {
     // Left uninitialised: httparse writes the fields it finds, and zeroing
     // 128 fields (4 KiB) per request would cost more than parsing them.
     if limits.max_headers <= STACK_FIELDS {
         let mut fields = [const { MaybeUninit::uninit() }; STACK_FIELDS];
-        parse_head_into(bytes, &mut fields[..limits.max_headers])
+        parse_head_into(input, find, limits, &mut fields[..limits.max_headers])
     } else {
         let mut fields = vec![MaybeUninit::uninit(); limits.max_headers];
-        parse_head_into(bytes, &mut fields)
+        parse_head_into(input, find, limits, &mut fields)
     }
 }
 
@@ -653,21 +696,28 @@ impl Present {
 const MAX_NAME_LEN: usize = (1 << 16) - 1;
 
 fn parse_head_into<'b>(
-    bytes: &'b [u8],
+    input: &'b [u8],
+    find: Find,
+    limits: &Limits,
     fields: &mut [MaybeUninit<httparse::Header<'b>>],
-) -> Result<(RequestHead, Present), ParseError> {
+) -> Result<Option<(RequestHead, Present, usize)>, ParseError> {
     let mut req = httparse::Request::new(&mut []);
     // The default configuration is the strict one for requests: no
     // whitespace between a field name and the colon, no obs-fold, no space
     // before the first field, single spaces in the request line.
     let config = httparse::ParserConfig::default();
-    match config.parse_request_with_uninit_headers(&mut req, bytes, fields) {
-        Ok(httparse::Status::Complete(n)) if n == bytes.len() => {}
+    let parsed = config.parse_request_with_uninit_headers(&mut req, input, fields);
+    let bytes = match (find, parsed) {
+        (Find::Exact, Ok(httparse::Status::Complete(n))) if n == input.len() => input,
         // httparse and the scan disagree on where the head ends: never
         // guess at framing.
-        Ok(_) => return Err(ParseError::bad("malformed request head")),
-        Err(e) => return Err(map_httparse_error(e, bytes)),
-    }
+        (Find::Exact, Ok(_)) => return Err(ParseError::bad("malformed request head")),
+        (Find::Exact, Err(e)) => return Err(map_httparse_error(e, input)),
+        (Find::Whole, Ok(httparse::Status::Complete(n))) if n <= limits.max_head_size => {
+            &input[..n]
+        }
+        (Find::Whole, _) => return Ok(None),
+    };
 
     let method_str = req.method.unwrap_or_default();
     let method =
@@ -772,7 +822,7 @@ fn parse_head_into<'b>(
         keep_alive,
         expects_continue,
     };
-    Ok((head, present))
+    Ok(Some((head, present, bytes.len())))
 }
 
 fn map_httparse_error(e: httparse::Error, head: &[u8]) -> ParseError {
