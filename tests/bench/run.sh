@@ -147,7 +147,7 @@ url_of() { echo "$2://127.0.0.1:$(port_of "$1")/"; }
     echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }')"
     echo "python=$(python3 --version 2>&1)"
     echo "clk_tck=$(getconf CLK_TCK)"
-    echo "command=$(env | grep -E '^(QUICK|ROUNDS|DURATION|HS_DURATION|WARMUP|WORKERS|PROTOS|SERVERS|HS_SERVERS|CONNS|IDLE_CONNS)=' | tr '\n' ' ')bash tests/bench/run.sh"
+    echo "command=$(env | grep -E '^(QUICK|ROUNDS|DURATION|HS_DURATION|WARMUP|WORKERS|PROTOS|SERVERS|HS_SERVERS|CONNS|IDLE_CONNS|GROWTH_CONNS|GROWTH_SERVERS|GROWTH_ROUNDS|GROWTH_DURATION|PIPE_DEPTH|PIPE_SERVERS|PIPE_ROUNDS|SKIP_[A-Z]+)=' | tr '\n' ' ')bash tests/bench/run.sh"
     echo "settings=rounds=$ROUNDS duration=${DURATION}s hs_duration=${HS_DURATION}s warmup=${WARMUP}s conns=$CONNS idle_conns=$IDLE_CONNS growth_conns=${GROWTH_CONNS// /,} growth_rounds=$GROWTH_ROUNDS growth_duration=${GROWTH_DURATION}s pipe_depth=$PIPE_DEPTH pipe_rounds=$PIPE_ROUNDS"
 } >"$RESULTS_DIR/machine.txt"
 
