@@ -572,33 +572,23 @@ fn check_method(scan: &mut HeadScan, input: &[u8], end: usize) -> Result<(), Par
 }
 
 /// `tchar` of RFC 9110 §5.6.2, as a table: one load per method byte.
-const TCHAR: [bool; 256] = {
+const TCHAR: [bool; 256] = byte_table(b"!#$%&'*+-.^_`|~");
+
+/// A table of the bytes that are ASCII alphanumerics or in `extra`.
+const fn byte_table(extra: &[u8]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
+        table[b] = (b as u8).is_ascii_alphanumeric();
         b += 1;
     }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
     table
-};
+}
 
 fn check_first_line(start: usize, end: usize, max: usize) -> Result<(), ParseError> {
     if end - start > max {
@@ -918,48 +908,11 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// The bytes of a `reg-name` (RFC 3986 §3.2.2: unreserved, sub-delims and
 /// `%` of pct-encoded), as a table: one load per byte of every Host value.
-const REG_NAME: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-            );
-        b += 1;
-    }
-    table
-};
+const REG_NAME: [bool; 256] = byte_table(b"-._~%!$&'()*+,;=");
 
 /// The bytes allowed inside `[...]` of an IP-literal (IPv6 with an
 /// optional zone, or IPvFuture), as a table.
-const IP_LITERAL: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] =
-            c.is_ascii_alphanumeric() || matches!(c, b':' | b'.' | b'%' | b'-' | b'_' | b'~');
-        b += 1;
-    }
-    table
-};
+const IP_LITERAL: [bool; 256] = byte_table(b":.%-_~");
 
 /// Validates a `Host` value or an authority: `host [ ":" port ]`, no
 /// userinfo, a decimal port that fits in 16 bits. An empty value is allowed
