@@ -72,16 +72,22 @@ pub(crate) fn share_head(head: &[u8], fields: &[httparse::Header<'_>]) -> (Bytes
     })
 }
 
-/// An empty header map with room for `fields` fields, recycled if possible.
-pub(crate) fn header_map(fields: usize) -> Box<HeaderMap> {
-    let recycled = HEADER_MAPS.with_borrow_mut(|pool| {
+/// Marks this thread as one that serves connections (a worker, when it
+/// makes a connection's protocol): from now on it keeps the header maps
+/// dropped on it for later requests. Other threads (a handler's, an
+/// application runtime's) make and drop maps without keeping any.
+pub(crate) fn keep_header_maps() {
+    HEADER_MAPS.with_borrow_mut(|pool| {
         if pool.capacity() == 0 {
-            // This thread parses requests: from now on it keeps the maps of
-            // the requests dropped on it.
             pool.reserve_exact(MAX_POOLED_MAPS);
         }
-        pool.pop()
     });
+}
+
+/// An empty header map with room for `fields` fields, recycled if this
+/// thread keeps any.
+pub(crate) fn header_map(fields: usize) -> Box<HeaderMap> {
+    let recycled = HEADER_MAPS.with_borrow_mut(Vec::pop);
     match recycled {
         Some(mut map) => {
             map.reserve(fields);
@@ -145,12 +151,15 @@ mod tests {
     }
 
     #[test]
-    fn only_threads_that_parse_keep_header_maps() {
+    fn only_threads_that_serve_connections_keep_header_maps() {
         std::thread::spawn(|| {
-            let mut map = Box::new(HeaderMap::with_capacity(4));
+            // A handler's thread: making a map (a response's fields, a
+            // request's map built lazily) does not make it keep any.
+            let mut map = header_map(4);
             map.append(http::header::HOST, "h".parse().unwrap());
             recycle_header_map(map);
             assert_eq!(HEADER_MAPS.with_borrow(Vec::len), 0);
+            assert_eq!(HEADER_MAPS.with_borrow(Vec::capacity), 0);
         })
         .join()
         .unwrap();
@@ -158,6 +167,7 @@ mod tests {
 
     #[test]
     fn header_maps_come_back_empty() {
+        keep_header_maps();
         let mut map = header_map(2);
         map.append(http::header::HOST, "h".parse().unwrap());
         let pooled = HEADER_MAPS.with_borrow(Vec::len);

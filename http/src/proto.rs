@@ -48,6 +48,8 @@ impl Proto {
         h2: Option<Arc<H2Shared>>,
         peer_addr: SocketAddr,
     ) -> Proto {
+        // Made on the connection's worker, which parses its requests.
+        crate::pool::keep_header_maps();
         match h2 {
             None => Proto::Http1(HttpConn::new(handler, settings, peer_addr)),
             Some(h2) => Proto::Undecided(Box::new(Undecided {
