@@ -138,12 +138,19 @@ impl HeaderFields {
         for (name, value) in self.raw_fields() {
             // httparse checked both (a token of at most 64 KiB - 1 bytes,
             // checked by the parser; no control characters but HTAB): neither
-            // conversion can fail.
-            if let (Ok(name), Ok(value)) = (
+            // conversion can fail. Should the two ever disagree, release
+            // builds leave the field out; debug builds (tests, fuzzing) stop.
+            match (
                 HeaderName::from_bytes(name),
                 HeaderValue::from_maybe_shared(self.raw.slice_ref(value)),
             ) {
-                map.append(name, value);
+                (Ok(name), Ok(value)) => {
+                    map.append(name, value);
+                }
+                _ if cfg!(debug_assertions) => {
+                    panic!("a header field the parser accepted is invalid: {name:?}")
+                }
+                _ => {}
             }
         }
         map

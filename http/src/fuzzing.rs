@@ -1,17 +1,25 @@
 //! Entry points for fuzzing the request parser and the HPACK decoder
 //! (feature `fuzzing`; not part of the stable API).
 
-use crate::parser::{Limits, Parsed, RequestParser};
+use crate::parser::{Limits, Parsed, RequestHead, RequestParser};
 
 /// One parse outcome, comparable across feeding strategies.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
-    /// A complete request: (method, target, body, consumed).
+    /// A complete request: (method, target with its header fields, body,
+    /// consumed).
     Request(String, String, Vec<u8>, usize),
     /// Rejected with this status.
     Error(u16),
     /// Still waiting for bytes.
     Partial,
+}
+
+/// A head's target and its header fields, in order: building the map
+/// checks that every field the parser accepted is a valid `HeaderName` and
+/// `HeaderValue`, and comparing it checks that the feeds agree on them.
+fn described(head: &RequestHead) -> String {
+    format!("{} {:?}", head.target, head.headers.map())
 }
 
 /// Where to cut `len` bytes into feeds: each split taken modulo `len + 1`,
@@ -50,7 +58,7 @@ fn feed(data: &[u8], splits: &[usize], limits: Limits) -> Vec<Outcome> {
                     assert!(body.len() <= limits.max_body_size, "body over the limit");
                     outcomes.push(Outcome::Request(
                         head.method.to_string(),
-                        head.target.to_string(),
+                        described(&head),
                         body,
                         consumed,
                     ));
@@ -109,8 +117,7 @@ fn feed_streaming(data: &[u8], splits: &[usize], limits: Limits) -> Vec<Outcome>
                 }
                 Ok(Parsed::BodyFollows) => {
                     let (head, _) = parser.stream_body().expect("a head to stream");
-                    streaming =
-                        Some((head.method.to_string(), head.target.to_string(), Vec::new()));
+                    streaming = Some((head.method.to_string(), described(&head), Vec::new()));
                 }
                 Ok(Parsed::BodyEnd { last, consumed }) => {
                     assert!(
@@ -132,7 +139,7 @@ fn feed_streaming(data: &[u8], splits: &[usize], limits: Limits) -> Vec<Outcome>
                     buf.drain(..consumed);
                     outcomes.push(Outcome::Request(
                         head.method.to_string(),
-                        head.target.to_string(),
+                        described(&head),
                         body,
                         0,
                     ));
