@@ -18,8 +18,8 @@
 //! * [`openapi`]: OpenAPI documents checked with `openapi-spec-validator`;
 //! * [`prometheus`]: Prometheus text expositions checked against the
 //!   format's grammar and by the Prometheus Python client's parser;
-//! * [`python`]: the optional Python checkers and their `PISTACHIO_REQUIRE_*`
-//!   switches;
+//! * [`tools`]: optional outside programs (the h2 clients, the Python
+//!   checkers) and their `PISTACHIO_REQUIRE_*` switches;
 //! * [`libcurl`]: one-shot requests through libcurl, optionally with OpenSSL's
 //!   "quiet shutdown" so libcurl never sends `close_notify`;
 //! * [`probe`]: the `tls-probe` program, which plays abrupt TLS clients
@@ -39,9 +39,9 @@ pub mod libcurl;
 pub mod openapi;
 pub mod probe;
 pub mod prometheus;
-pub mod python;
 pub mod resume;
 pub mod server;
+pub mod tools;
 
 pub use abrupt::AbruptClose;
 pub use certs::certs_dir;

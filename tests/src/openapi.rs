@@ -8,7 +8,7 @@ use std::process::Command;
 /// `PISTACHIO_REQUIRE_OPENAPI_VALIDATOR=1` (set by `.ci/run`, which
 /// installs it) a missing validator panics instead.
 pub fn validate(document: &[u8]) -> bool {
-    if !crate::python::has_module(
+    if !crate::tools::has_python_module(
         "openapi_spec_validator",
         "openapi-spec-validator",
         "PISTACHIO_REQUIRE_OPENAPI_VALIDATOR",

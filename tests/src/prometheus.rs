@@ -171,7 +171,7 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         out[s.name + ("{" + labels + "}" if labels else "")] = s.value
 print(json.dumps(out))
 "#;
-        if !crate::python::has_module(
+        if !crate::tools::has_python_module(
             "prometheus_client.parser",
             "prometheus-client",
             "PISTACHIO_REQUIRE_PROMETHEUS_PARSER",

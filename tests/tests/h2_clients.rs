@@ -22,7 +22,7 @@ use pistachio_http::{
     Version,
 };
 use pistachio_tests::client::{Connection, RequestBuilder, Stream};
-use pistachio_tests::{certs, init_logging, server::server_tls_config, TempDir};
+use pistachio_tests::{certs, init_logging, server::server_tls_config, tools, TempDir};
 
 /// Longest any one client run may take.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -230,28 +230,10 @@ impl Server {
 
 // ----- running clients -----
 
-/// Whether `program` runs (`probe` are its arguments for the check). If
-/// it does not, the test is skipped with a message, unless
-/// [`REQUIRE`] is set: then that is a failure.
+/// Whether `program` runs (`probe` are its arguments for the check); a
+/// missing client fails the test when [`REQUIRE`] is set.
 fn available(program: &str, probe: &[&str], install: &str) -> bool {
-    let runs = Command::new(program)
-        .args(probe)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !runs {
-        assert!(
-            std::env::var_os(REQUIRE).is_none(),
-            "`{program} {}` failed, and {REQUIRE} is set: {install}",
-            probe.join(" ")
-        );
-        eprintln!(
-            "`{program} {}` failed ({install}): skipped",
-            probe.join(" ")
-        );
-    }
-    runs
+    tools::runs(program, probe, install, REQUIRE)
 }
 
 fn nghttp2_client() -> bool {
@@ -260,15 +242,11 @@ fn nghttp2_client() -> bool {
 }
 
 fn python_h2() -> bool {
-    available("python3", &["-c", "import h2"], "pip install h2")
+    tools::has_python_module("h2", "h2", REQUIRE)
 }
 
 fn python_httpx() -> bool {
-    available(
-        "python3",
-        &["-c", "import httpx, h2"],
-        "pip install 'httpx[http2]'",
-    )
+    tools::has_python_module("httpx, h2", "'httpx[http2]'", REQUIRE)
 }
 
 /// Runs `cmd` to its end, or kills it after [`DEADLINE`] and fails.
