@@ -669,16 +669,21 @@ struct Present {
 }
 
 impl Present {
-    fn note(&mut self, name: &[u8]) {
+    /// Notes the field `name`; whether it is a Host field.
+    fn note(&mut self, name: &[u8]) -> bool {
         let is = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
         match name.len() {
-            4 if is(&header::HOST) => self.hosts = (self.hosts + 1).min(2),
+            4 if is(&header::HOST) => {
+                self.hosts = (self.hosts + 1).min(2);
+                return true;
+            }
             6 if is(&header::EXPECT) => self.expect = true,
             10 if is(&header::CONNECTION) => self.connection = true,
             14 if is(&header::CONTENT_LENGTH) => self.content_length = true,
             17 if is(&header::TRANSFER_ENCODING) => self.transfer_encoding = true,
             _ => {}
         }
+        false
     }
 }
 
@@ -722,7 +727,7 @@ fn parse_head_into<'b>(
     let target = req.path.unwrap_or_default();
 
     let mut present = Present::default();
-    // The (last) Host field's value, kept here rather than looked up again.
+    // The (first) Host field's value, kept here rather than looked up again.
     let mut host: &[u8] = &[];
     for field in req.headers.iter() {
         // httparse checked that the name is a token and the value has no
@@ -731,17 +736,10 @@ fn parse_head_into<'b>(
         if field.name.len() > MAX_NAME_LEN {
             return Err(ParseError::bad("invalid header name"));
         }
-        present.note(field.name.as_bytes());
-        if present.hosts > 0 && host.is_empty() && field.name.eq_ignore_ascii_case("host") {
+        if present.note(field.name.as_bytes()) && present.hosts == 1 {
             host = field.value;
         }
     }
-    let values = |name: &'b HeaderName| {
-        req.headers
-            .iter()
-            .filter(move |f| f.name.eq_ignore_ascii_case(name.as_str()))
-            .map(|f| f.value)
-    };
 
     if method == Method::CONNECT {
         return Err(ParseError::new(
@@ -762,26 +760,6 @@ fn parse_head_into<'b>(
         validate_host(authority.as_bytes())?;
     }
 
-    // Expect (RFC 9110 §10.1.1): only 100-continue is known; any other
-    // expectation cannot be met.
-    if present.expect
-        && values(&header::EXPECT).any(|expect| !expect.eq_ignore_ascii_case(b"100-continue"))
-    {
-        return Err(ParseError::new(
-            StatusCode::EXPECTATION_FAILED,
-            "unsupported expectation",
-        ));
-    }
-
-    // Every Expect value is 100-continue by now.
-    let expects_continue = version == Version::HTTP_11 && present.expect;
-
-    let keep_alive = if version == Version::HTTP_11 {
-        !(present.connection && has_token(values(&header::CONNECTION), "close"))
-    } else {
-        present.connection && has_token(values(&header::CONNECTION), "keep-alive")
-    };
-
     let (shared, table) = pool::share_head(bytes, req.headers);
     let rebase = |part: &[u8]| {
         let at = part.as_ptr() as usize - bytes.as_ptr() as usize;
@@ -796,6 +774,29 @@ fn parse_head_into<'b>(
         .transpose()
         .map_err(|_| ParseError::bad("invalid request target"))?;
     let mut headers = HeaderFields::from_table(shared, table);
+
+    // Expect (RFC 9110 §10.1.1): only 100-continue is known; any other
+    // expectation cannot be met.
+    if present.expect
+        && headers
+            .values(&header::EXPECT)
+            .any(|expect| !expect.eq_ignore_ascii_case(b"100-continue"))
+    {
+        return Err(ParseError::new(
+            StatusCode::EXPECTATION_FAILED,
+            "unsupported expectation",
+        ));
+    }
+
+    // Every Expect value is 100-continue by now.
+    let expects_continue = version == Version::HTTP_11 && present.expect;
+
+    let keep_alive = if version == Version::HTTP_11 {
+        !(present.connection && has_token(headers.values(&header::CONNECTION), "close"))
+    } else {
+        present.connection && has_token(headers.values(&header::CONNECTION), "keep-alive")
+    };
+
     // An absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
     if let Some(authority) = authority {
         headers.map_mut().insert(header::HOST, authority);
