@@ -677,7 +677,9 @@ impl HttpConn {
                         Some(at) => Some(at),
                         None if self.settings.layered => {
                             let at = conn.now();
-                            if let Some((answer, layers)) = self.head_hooks(&request) {
+                            if let Some((answer, layers)) =
+                                self.settings.head_phase(&*self.handler, &request)
+                            {
                                 self.answer_early(&request, answer, layers, Body::None, at);
                                 continue;
                             }
@@ -742,7 +744,7 @@ impl HttpConn {
         let received = if self.settings.layered {
             // Before the body, the size limit and `100 Continue`.
             let at = conn.now();
-            if let Some((answer, layers)) = self.head_hooks(&request) {
+            if let Some((answer, layers)) = self.settings.head_phase(&*self.handler, &request) {
                 self.answer_early(&request, answer, layers, Body::Follows, at);
                 return;
             }
@@ -795,10 +797,6 @@ impl HttpConn {
             conn.write(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         self.dispatch(conn, request, received);
-    }
-
-    fn head_hooks(&self, request: &Request) -> Option<(Answer, Layers)> {
-        self.settings.head_phase(&*self.handler, request)
     }
 
     /// Answers `request` at the head phase, in its handler's place. With a

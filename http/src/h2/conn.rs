@@ -972,7 +972,7 @@ impl H2Conn {
         }
         let received = if self.settings.layered {
             let at = conn.now();
-            if let Some((answer, layers)) = self.head_hooks(&request) {
+            if let Some((answer, layers)) = self.settings.head_phase(&*self.handler, &request) {
                 self.discard_body(id);
                 self.answer_early(conn, id, &request, answer, layers, at);
                 return;
@@ -1031,10 +1031,6 @@ impl H2Conn {
         if let Some(stream) = self.streams.get_mut(&id) {
             stream.body = BodyIn::Discard;
         }
-    }
-
-    fn head_hooks(&self, request: &Request) -> Option<(Answer, Layers)> {
-        self.settings.head_phase(&*self.handler, request)
     }
 
     /// Answers at the head phase through a writer wrapped in `layers`.
