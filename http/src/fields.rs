@@ -24,6 +24,17 @@ use crate::pool;
 /// the value, each a native-endian `u32`.
 pub(crate) const ENTRY: usize = 16;
 
+/// One field's table entry: `[name offset, name length, value offset,
+/// value length]` (read back by [`HeaderFields::raw_fields`]).
+#[inline]
+pub(crate) fn entry(words: [u32; 4]) -> [u8; ENTRY] {
+    let mut entry = [0u8; ENTRY];
+    for (bytes, word) in entry.chunks_exact_mut(4).zip(words) {
+        bytes.copy_from_slice(&word.to_ne_bytes());
+    }
+    entry
+}
+
 /// The header fields of one request.
 #[derive(Clone, Default)]
 pub(crate) struct HeaderFields {

@@ -56,17 +56,12 @@ pub(crate) fn share_head(head: &[u8], fields: &[httparse::Header<'_>]) -> (Bytes
         arena.extend_from_slice(head);
         for field in fields {
             let name = field.name.as_bytes();
-            let words = [
+            arena.extend_from_slice(&fields::entry([
                 offset(name),
                 name.len() as u32,
                 offset(field.value),
                 field.value.len() as u32,
-            ];
-            let mut entry = [0u8; fields::ENTRY];
-            for (bytes, word) in entry.chunks_exact_mut(4).zip(words) {
-                bytes.copy_from_slice(&word.to_ne_bytes());
-            }
-            arena.extend_from_slice(&entry);
+            ]));
         }
         (arena.split().freeze(), head.len())
     })
@@ -97,8 +92,9 @@ pub(crate) fn header_map(fields: usize) -> Box<HeaderMap> {
     }
 }
 
-/// Gives a header map back for a later request, if this thread parses
-/// requests (a thread a handler moved its request to has no use for it).
+/// Gives a header map back for a later request, if this thread serves
+/// connections (see [`keep_header_maps`]; a thread a handler moved its
+/// request to has no use for it).
 pub(crate) fn recycle_header_map(mut map: Box<HeaderMap>) {
     let capacity = map.capacity();
     if capacity == 0 || capacity > MAX_POOLED_CAPACITY {
