@@ -4,9 +4,9 @@
 //! Parsing an HTTP/1.x head keeps where each field's name and value are in
 //! the head's shared copy (see [`pool::share_head`]): a table of offsets
 //! written right after the head in the same arena block, so it costs no
-//! allocation. The fields the parser itself interprets (`Host`,
-//! `Content-Length`, `Transfer-Encoding`, `Connection`, `Expect`) are read
-//! from that table. A handler that never looks at the headers (most of a
+//! allocation. The fields the parser itself interprets are read from that
+//! table (`Content-Length`, `Transfer-Encoding`, `Connection`, `Expect`;
+//! `Host` is kept while the fields are first counted). A handler that never looks at the headers (most of a
 //! plain REST service's) never pays for the map; the first call to
 //! [`Request::headers`](crate::Request::headers) builds it, with values
 //! that are slices of the same copy.
