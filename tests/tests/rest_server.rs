@@ -1506,8 +1506,10 @@ fn metrics_count_known_traffic() {
     let (answer, _) = head_only(server.port(), "NOT A REQUEST\r\n\r\n");
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
 
-    // A refused exchange's completion may be counted just after its
-    // client saw the answer: scrape until the 400 is there (bounded).
+    // An exchange is counted when it completes on its worker, which may be
+    // just after its client saw the answer (and sent the next request,
+    // perhaps to the other worker): scrape until nothing but the scrape
+    // itself is in flight (bounded).
     let deadline = Instant::now() + Duration::from_secs(10);
     let samples = loop {
         let r = server.call("GET", "/metrics", None);
@@ -1521,10 +1523,8 @@ fn metrics_count_known_traffic() {
             r.content_type
         );
         let samples = Exposition::checked(&r.text()).samples;
-        let refused = samples.iter().any(|(k, _)| {
-            k.starts_with("pistachio_http_requests_total{") && k.contains("status=\"400\"")
-        });
-        if refused || Instant::now() > deadline {
+        let settled = samples.get("pistachio_http_requests_in_flight") == Some(&1.0);
+        if settled || Instant::now() > deadline {
             break samples;
         }
         std::thread::sleep(Duration::from_millis(20));
