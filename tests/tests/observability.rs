@@ -174,6 +174,7 @@ fn metrics_count_exchanges_by_route_template_and_status() {
     let big = RequestBuilder::get("/users/1").header("X-Big", &"b".repeat(4096));
     assert_eq!(server.raw(&big.to_bytes()).status, 431);
 
+    settle(&metrics);
     let (resp, m) = server.scrape();
     assert_eq!(resp.header("content-type"), Some(PROMETHEUS_TEXT));
     let requests = |method: &str, route: &str, status: u16| {
@@ -207,11 +208,32 @@ fn metrics_count_exchanges_by_route_template_and_status() {
     assert_eq!(m.get("pistachio_tls_handshakes_total"), 0.0);
 
     // A second scrape counts the first.
+    settle(&metrics);
     let (_, m) = server.scrape();
     assert_eq!(
         m.get("pistachio_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"200\"}"),
         1.0
     );
+}
+
+/// Waits (bounded) until no exchange is in flight, reading `metrics` in
+/// the process: an exchange is counted when it completes on its worker,
+/// which may be just after its client saw the answer and made the next
+/// request, to the other worker.
+fn settle(metrics: &Metrics) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = Exposition::checked(&metrics.encode());
+        if m.get("pistachio_http_requests_in_flight") == 0.0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still in flight: {:#?}",
+            m.samples
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Scrapes until `check` passes (the server counts a failed handshake
