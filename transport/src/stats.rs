@@ -3,13 +3,15 @@
 //!
 //! Each figure is one relaxed atomic add at the event it counts (an
 //! accepted or closed connection, a finished or failed handshake, an
-//! OpenSSL error-queue entry drained, a read or a write). The byte
-//! counters are sharded by worker, each shard on a cache line of its own,
-//! so that workers never contend for one.
+//! OpenSSL error-queue entry drained). The byte counters, bumped at every
+//! read and write, are cheaper still: each worker has a shard of its own,
+//! on a cache line of its own, that only its thread writes, so a count is
+//! a plain load and store (no locked instruction, no contention), and any
+//! thread may read it.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::close::CloseReason;
 
@@ -100,13 +102,12 @@ struct Counters {
     closed: AtomicU64,
     handshakes: AtomicU64,
     handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
-    io: [IoShard; IO_SHARDS],
+    /// One shard per worker that ever counted here (a worker's shard
+    /// outlives it: the figures are totals).
+    io: Mutex<Vec<Arc<IoShard>>>,
 }
 
-/// Byte counter shards: worker `w` adds to shard `w % IO_SHARDS`.
-const IO_SHARDS: usize = 16;
-
-/// The byte counters of some workers, alone on their cache line(s).
+/// The byte counters of one worker, alone on their cache line(s).
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct IoShard {
@@ -114,26 +115,31 @@ struct IoShard {
     sent: AtomicU64,
 }
 
-/// Where one connection counts the bytes it reads and writes: its
-/// worker's shard of a [`TransportStats`].
+/// Where a worker's connections count the bytes they read and write: the
+/// worker's own shard of a [`TransportStats`]. Made once per worker by
+/// [`TransportStats::worker_io`]; the clones its connections hold stay on
+/// its thread, the shard's only writer.
 #[derive(Debug, Clone)]
-pub(crate) struct IoCounter {
-    stats: TransportStats,
-    shard: usize,
-}
+pub(crate) struct IoCounter(Arc<IoShard>);
 
 impl IoCounter {
     pub(crate) fn received(&self, n: usize) {
-        self.stats.0.io[self.shard]
-            .received
-            .fetch_add(n as u64, Ordering::Relaxed);
+        bump(&self.0.received, n);
     }
 
     pub(crate) fn sent(&self, n: usize) {
-        self.stats.0.io[self.shard]
-            .sent
-            .fetch_add(n as u64, Ordering::Relaxed);
+        bump(&self.0.sent, n);
     }
+}
+
+/// Adds `n` to a counter that only this thread writes: a load and a store,
+/// not a locked read-modify-write (two fewer per request served). Readers
+/// on other threads see the old or the new total, never a torn one.
+fn bump(counter: &AtomicU64, n: usize) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n as u64),
+        Ordering::Relaxed,
+    );
 }
 
 /// The live counters of one server's transport; cheap to clone (all
@@ -185,7 +191,8 @@ impl TransportStats {
         TransportStats::default()
     }
 
-    /// The figures now. Each is read on its own (no lock): a snapshot
+    /// The figures now. Each is read on its own (only the list of byte
+    /// counter shards is locked, against a worker starting): a snapshot
     /// taken while connections come and go may be off by the events of
     /// that instant.
     pub fn snapshot(&self) -> TransportSnapshot {
@@ -199,7 +206,8 @@ impl TransportStats {
                 c.handshake_failures[reason.index()].load(Ordering::Relaxed),
             );
         }
-        let (received, sent) = c.io.iter().fold((0, 0), |(r, s), shard| {
+        let shards = c.io.lock().unwrap_or_else(PoisonError::into_inner);
+        let (received, sent) = shards.iter().fold((0, 0), |(r, s), shard| {
             (
                 r + shard.received.load(Ordering::Relaxed),
                 s + shard.sent.load(Ordering::Relaxed),
@@ -216,12 +224,16 @@ impl TransportStats {
         }
     }
 
-    /// The byte counters of a connection on `worker`.
-    pub(crate) fn io(&self, worker: usize) -> IoCounter {
-        IoCounter {
-            stats: self.clone(),
-            shard: worker % IO_SHARDS,
-        }
+    /// A new shard of byte counters, for one worker (called once, as it
+    /// starts): only the thread it is made for may count into it.
+    pub(crate) fn worker_io(&self) -> IoCounter {
+        let shard = Arc::new(IoShard::default());
+        self.0
+            .io
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&shard));
+        IoCounter(shard)
     }
 
     pub(crate) fn accepted(&self) {
@@ -289,9 +301,10 @@ mod tests {
         stats.handshake_done();
         stats.handshake_failed(HandshakeFailure::Timeout);
         stats.handshake_failed(HandshakeFailure::of(&CloseReason::PeerClosedWithoutNotify));
-        stats.io(3).received(10);
-        stats.io(19).received(5);
-        other.io(0).sent(7);
+        let worker = stats.worker_io();
+        worker.received(10);
+        worker.clone().received(5);
+        other.worker_io().sent(7);
         let s = other.snapshot();
         assert_eq!((s.bytes_received, s.bytes_sent), (15, 7));
         assert_eq!((s.connections_accepted, s.connections_open), (2, 1));

@@ -31,7 +31,7 @@ use crate::peer::{
     Reading, Session, TimerRequest, WriteRetry, HIGH_WATER, LINGER_MAX_BYTES, LOW_WATER,
 };
 use crate::sniff::{sniff, FirstBytes, PLAIN_HTTP_ANSWER, SNIFF_LEN};
-use crate::stats::{HandshakeFailure, TransportStats};
+use crate::stats::{HandshakeFailure, IoCounter, TransportStats};
 use crate::sys::{self, Ssl};
 use crate::tls::TlsSlot;
 use openssl::ssl::SslContext;
@@ -164,6 +164,9 @@ pub(crate) struct Worker<P: Protocol> {
     listener: Option<MioListener>,
     /// The idle sweep's timer is armed.
     sweeping: bool,
+    /// This worker's byte counters, which its connections count into
+    /// (made on this thread, which alone writes them).
+    io_counter: IoCounter,
 }
 
 /// How far `handle_incoming` reads.
@@ -198,8 +201,11 @@ const LISTENER: Token = Token(usize::MAX - 1);
 type Ctx<'a, P> = Context<'a, Worker<P>>;
 
 impl<P: Protocol> Worker<P> {
+    /// Made on the worker's own thread (the reactor calls its factory
+    /// there).
     pub(crate) fn new(factory: Arc<Factory<P>>, config: Arc<WorkerConfig>) -> Self {
         Worker {
+            io_counter: config.stats.worker_io(),
             peers: Slab::new(),
             factory,
             config,
@@ -304,7 +310,7 @@ impl<P: Protocol> Worker<P> {
         );
         sys::debug_assert_queue_empty("protocol factory");
         let protocol = (self.factory)(&info);
-        let counter = self.config.stats.io(ctx.worker());
+        let counter = self.io_counter.clone();
         let io = PeerIo::new(sock, tls, peer_addr, local_addr, handshake_timer, counter);
         let open = io.phase == Phase::Open;
         entry.insert(Peer {
