@@ -946,18 +946,18 @@ fn validate_host(value: &[u8]) -> Result<(), ParseError> {
         }
     };
     // `port = *DIGIT` (RFC 3986), so an empty port is allowed; a non-empty
-    // one must fit in 16 bits (leading zeros are fine).
-    let mut number: u32 = 0;
-    for &b in port {
-        if !b.is_ascii_digit() {
-            return Err(BAD);
-        }
-        number = number * 10 + u32::from(b - b'0');
-        if number > u32::from(u16::MAX) {
-            return Err(BAD);
-        }
+    // one must fit in 16 bits. Leading zeros are fine: past them, at most
+    // five digits, and five no greater than 65535 (digit strings of one
+    // length compare as their numbers do).
+    if !port.iter().all(u8::is_ascii_digit) {
+        return Err(BAD);
     }
-    Ok(())
+    let significant = &port[port.iter().take_while(|&&b| b == b'0').count()..];
+    match significant.len() {
+        0..=4 => Ok(()),
+        5 if significant <= &b"65535"[..] => Ok(()),
+        _ => Err(BAD),
+    }
 }
 
 /// Whether a comma-separated list header contains `token`
@@ -1966,6 +1966,8 @@ mod tests {
             b"xn--bcher-kva.example",
             b"a%20b",
             b"h:00080",
+            b"h:0000065535",
+            b"h:00000",
             b"[::1]:",
             b"[fe80::1%25eth0]:8080",
         ] {
@@ -1988,6 +1990,8 @@ mod tests {
             b"h/",
             b"h?",
             b"h:99999",
+            b"h:065536",
+            b"h:100000",
             b"h:-1",
             b"h:+1",
             b"[::1]:x",
