@@ -230,16 +230,37 @@ pub(crate) enum Produced {
 /// Ends the inline section, handing what it produced to `take`: the parts
 /// in order, then the deadlines in order. The thread's queue is not
 /// borrowed while `take` runs.
+///
+/// Nothing is added to the section once it ended (writers post through
+/// the mailbox then), so one look says whether more than the first part,
+/// or any deadline, is waiting: the usual single answer costs one access
+/// to the thread's section.
 pub(crate) fn leave_inline(mut take: impl FnMut(Produced)) {
-    let mut next = INLINE.with(|slot| {
+    let (first, more, deadlines) = INLINE.with(|slot| {
         let mut inline = slot.borrow_mut();
         inline.conn_id = None;
-        inline.done.pop_front()
+        let first = inline.done.pop_front();
+        (first, !inline.done.is_empty(), !inline.deadlines.is_empty())
     });
-    while let Some(out) = next {
-        take(Produced::Part(out));
-        next = INLINE.with(|slot| slot.borrow_mut().done.pop_front());
+    let Some(first) = first else {
+        debug_assert!(!more);
+        if deadlines {
+            take_deadlines(take);
+        }
+        return;
+    };
+    take(Produced::Part(first));
+    if more {
+        while let Some(out) = INLINE.with(|slot| slot.borrow_mut().done.pop_front()) {
+            take(Produced::Part(out));
+        }
     }
+    if deadlines {
+        take_deadlines(take);
+    }
+}
+
+fn take_deadlines(mut take: impl FnMut(Produced)) {
     let deadlines = INLINE.with(|slot| std::mem::take(&mut slot.borrow_mut().deadlines));
     for (facts, at) in deadlines {
         take(Produced::Deadline(facts, at));
