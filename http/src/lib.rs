@@ -40,6 +40,7 @@
 
 #![deny(unsafe_code)]
 
+mod ascii;
 mod body;
 mod conn;
 mod date;

@@ -39,6 +39,7 @@ use bytestring::ByteString;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use crate::ascii;
 use crate::fields::HeaderFields;
 use crate::pool;
 
@@ -771,8 +772,8 @@ fn parse_head_into<'b>(
     };
     // Slices of the shared head, like the header values (`split_target`
     // checked that the target is visible ASCII).
-    let shared_target = ByteString::try_from(rebase(target.as_bytes()))
-        .map_err(|_| ParseError::bad("invalid request target"))?;
+    let shared_target = ascii::ascii_string(rebase(target.as_bytes()))
+        .ok_or(ParseError::bad("invalid request target"))?;
     let authority = authority
         .map(|authority| HeaderValue::from_maybe_shared(rebase(authority.as_bytes())))
         .transpose()
