@@ -258,6 +258,10 @@ pub(crate) fn leave_inline(mut take: impl FnMut(Produced)) {
     if deadlines {
         take_deadlines(take);
     }
+    debug_assert!(
+        INLINE.with(|slot| slot.borrow().done.is_empty()),
+        "a part was added to an ended inline section"
+    );
 }
 
 fn take_deadlines(mut take: impl FnMut(Produced)) {
