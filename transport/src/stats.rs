@@ -10,7 +10,7 @@
 //! thread may read it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::close::CloseReason;
@@ -102,9 +102,47 @@ struct Counters {
     closed: AtomicU64,
     handshakes: AtomicU64,
     handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
-    /// One shard per worker that ever counted here (a worker's shard
-    /// outlives it: the figures are totals).
-    io: Mutex<Vec<Arc<IoShard>>>,
+    /// The byte counters: a shard per live worker, and the totals of
+    /// workers that ended.
+    io: Mutex<IoShards>,
+}
+
+#[derive(Debug, Default)]
+struct IoShards {
+    live: Vec<Arc<IoShard>>,
+    /// Bytes received and sent by workers whose shards were retired.
+    retired: (u64, u64),
+}
+
+impl IoShards {
+    /// Folds the shards nobody counts into any more (their worker and its
+    /// connections are gone) into the retired totals, so that servers
+    /// started and stopped on one handle do not grow the list.
+    fn retire_unused(&mut self) {
+        let retired = &mut self.retired;
+        self.live.retain(|shard| {
+            if Arc::strong_count(shard) > 1 {
+                return true;
+            }
+            // The last writer's clone was dropped with a release decrement
+            // that the count above read: this fence orders its last counts
+            // before the reads below.
+            fence(Ordering::Acquire);
+            retired.0 += shard.received.load(Ordering::Relaxed);
+            retired.1 += shard.sent.load(Ordering::Relaxed);
+            false
+        });
+    }
+
+    /// Bytes received and sent, over live and retired shards.
+    fn totals(&self) -> (u64, u64) {
+        self.live.iter().fold(self.retired, |(r, s), shard| {
+            (
+                r + shard.received.load(Ordering::Relaxed),
+                s + shard.sent.load(Ordering::Relaxed),
+            )
+        })
+    }
 }
 
 /// The byte counters of one worker, alone on their cache line(s).
@@ -206,13 +244,7 @@ impl TransportStats {
                 c.handshake_failures[reason.index()].load(Ordering::Relaxed),
             );
         }
-        let shards = c.io.lock().unwrap_or_else(PoisonError::into_inner);
-        let (received, sent) = shards.iter().fold((0, 0), |(r, s), shard| {
-            (
-                r + shard.received.load(Ordering::Relaxed),
-                s + shard.sent.load(Ordering::Relaxed),
-            )
-        });
+        let (received, sent) = c.io.lock().unwrap_or_else(PoisonError::into_inner).totals();
         TransportSnapshot {
             bytes_received: received,
             bytes_sent: sent,
@@ -228,11 +260,9 @@ impl TransportStats {
     /// starts): only the thread it is made for may count into it.
     pub(crate) fn worker_io(&self) -> IoCounter {
         let shard = Arc::new(IoShard::default());
-        self.0
-            .io
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::clone(&shard));
+        let mut shards = self.0.io.lock().unwrap_or_else(PoisonError::into_inner);
+        shards.retire_unused();
+        shards.live.push(Arc::clone(&shard));
         IoCounter(shard)
     }
 
@@ -304,7 +334,7 @@ mod tests {
         let worker = stats.worker_io();
         worker.received(10);
         worker.clone().received(5);
-        other.worker_io().sent(7);
+        other.worker_io().sent(7); // a worker that ends at once
         let s = other.snapshot();
         assert_eq!((s.bytes_received, s.bytes_sent), (15, 7));
         assert_eq!((s.connections_accepted, s.connections_open), (2, 1));
@@ -312,6 +342,18 @@ mod tests {
         assert_eq!(s.handshake_failures(HandshakeFailure::Timeout), 1);
         assert_eq!(s.handshake_failures(HandshakeFailure::PeerClosed), 1);
         assert_eq!(s.handshake_failures(HandshakeFailure::Protocol), 0);
+        // The ended worker's shard is folded into the totals when the next
+        // worker starts; nothing is lost, and only live shards are kept.
+        let next = stats.worker_io();
+        next.sent(1);
+        let s = stats.snapshot();
+        assert_eq!((s.bytes_received, s.bytes_sent), (15, 8));
+        assert_eq!(stats.0.io.lock().unwrap().live.len(), 2);
+        drop((worker, next));
+        let _third = stats.worker_io();
+        assert_eq!(stats.0.io.lock().unwrap().live.len(), 1);
+        let s = other.snapshot();
+        assert_eq!((s.bytes_received, s.bytes_sent), (15, 8));
         for (i, reason) in HandshakeFailure::ALL.iter().enumerate() {
             assert_eq!(reason.index(), i);
             assert_eq!(s.handshake_failures[i].0, *reason);
