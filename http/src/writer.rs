@@ -242,33 +242,24 @@ pub(crate) fn leave_inline(mut take: impl FnMut(Produced)) {
         let first = inline.done.pop_front();
         (first, !inline.done.is_empty(), !inline.deadlines.is_empty())
     });
-    let Some(first) = first else {
-        debug_assert!(!more);
-        if deadlines {
-            take_deadlines(take);
-        }
-        return;
-    };
-    take(Produced::Part(first));
+    if let Some(first) = first {
+        take(Produced::Part(first));
+    }
     if more {
         while let Some(out) = INLINE.with(|slot| slot.borrow_mut().done.pop_front()) {
             take(Produced::Part(out));
         }
     }
     if deadlines {
-        take_deadlines(take);
+        let deadlines = INLINE.with(|slot| std::mem::take(&mut slot.borrow_mut().deadlines));
+        for (facts, at) in deadlines {
+            take(Produced::Deadline(facts, at));
+        }
     }
     debug_assert!(
         INLINE.with(|slot| slot.borrow().done.is_empty()),
         "a part was added to an ended inline section"
     );
-}
-
-fn take_deadlines(mut take: impl FnMut(Produced)) {
-    let deadlines = INLINE.with(|slot| std::mem::take(&mut slot.borrow_mut().deadlines));
-    for (facts, at) in deadlines {
-        take(Produced::Deadline(facts, at));
-    }
 }
 
 /// Where a writer delivers its response.
