@@ -6,8 +6,9 @@
 //! written right after the head in the same arena block, so it costs no
 //! allocation. The fields the parser itself interprets are read from that
 //! table (`Content-Length`, `Transfer-Encoding`, `Connection`, `Expect`;
-//! `Host` is kept while the fields are first counted). A handler that never looks at the headers (most of a
-//! plain REST service's) never pays for the map; the first call to
+//! `Host` is kept while the fields are first counted). A handler that
+//! never looks at the headers (most of a plain REST service's) never pays
+//! for the map; the first call to
 //! [`Request::headers`](crate::Request::headers) builds it, with values
 //! that are slices of the same copy.
 
