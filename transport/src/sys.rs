@@ -21,6 +21,10 @@
 //! layer's buffers that never touches the queue, made after every TLS read.
 //!
 //! Nothing leaves this module with the queue non-empty.
+//!
+//! The plain-socket reads and writes are here as well ([`recv`], [`send`],
+//! [`writev`]): raw system calls, without glibc's cancellation-point
+//! wrappers.
 
 use std::cell::Cell;
 use std::ffi::CStr;
@@ -256,6 +260,70 @@ pub(crate) fn sendfile(
         return Err(io::Error::last_os_error());
     }
     *offset = off as u64;
+    Ok(n as usize)
+}
+
+/// `recvfrom(2)` on a non-blocking socket, made with `syscall(2)`.
+///
+/// glibc's `recv`, `send` and `writev` are thread-cancellation points:
+/// each call flips the thread's cancellation type around the system call
+/// with two atomic compare-and-swaps. Rust never cancels threads, so the
+/// socket path skips the wrapper and its four locked instructions per
+/// request and answer; errors still come back through `errno`.
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `fd` is an open descriptor its caller owns for the duration
+    // of the call, and `buf` is valid for `buf.len()` writable bytes; the
+    // address arguments are null, as recv(2) passes them.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            0,
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// `sendto(2)` with `MSG_NOSIGNAL` (a closed peer is `EPIPE`, not
+/// `SIGPIPE`), made with `syscall(2)`; see [`recv`].
+pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `fd` is an open descriptor its caller owns for the duration
+    // of the call, and `buf` is valid for `buf.len()` readable bytes; the
+    // address arguments are null, as send(2) passes them.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            fd,
+            buf.as_ptr(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+            std::ptr::null::<libc::sockaddr>(),
+            0 as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// `writev(2)`, made with `syscall(2)`; see [`recv`]. Up to `IOV_MAX`
+/// slices are the caller's to respect.
+pub(crate) fn writev(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: `fd` is an open descriptor its caller owns for the duration
+    // of the call; `IoSlice` is ABI-compatible with `struct iovec`, and
+    // each slice is valid for its length.
+    let n = unsafe { libc::syscall(libc::SYS_writev, fd, bufs.as_ptr(), bufs.len() as c_int) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(n as usize)
 }
 
@@ -592,6 +660,9 @@ impl Ssl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
 
     /// Pushes an UNEXPECTED_EOF entry on this thread's queue, as OpenSSL
     /// does when a peer closes without close_notify.
@@ -615,5 +686,65 @@ mod tests {
         assert_eq!(drained.len(), 1);
         assert!(drained[0].is_unexpected_eof(), "{:?}", drained[0]);
         assert!(error_queue_is_empty());
+    }
+
+    /// Whether SIGPIPE is pending for this thread.
+    fn sigpipe_pending() -> bool {
+        // SAFETY: `set` is a valid sigset_t that sigpending fills in.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            assert_eq!(libc::sigpending(&mut set), 0);
+            libc::sigismember(&set, libc::SIGPIPE) == 1
+        }
+    }
+
+    /// The raw calls answer as recv(2), send(2) and writev(2) do: data,
+    /// `WouldBlock` on an empty socket, 0 at EOF, and `EPIPE` to a closed
+    /// peer, without raising SIGPIPE (blocked here, so that one raised
+    /// would stay pending instead of being ignored).
+    #[test]
+    fn raw_socket_calls() {
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        let empty = recv(b.as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(send(a.as_raw_fd(), b"hello").unwrap(), 5);
+        let parts = [IoSlice::new(b" wo"), IoSlice::new(b"rld")];
+        assert_eq!(writev(a.as_raw_fd(), &parts).unwrap(), 6);
+        assert_eq!(recv(b.as_raw_fd(), &mut buf).unwrap(), 11);
+        assert_eq!(&buf[..11], b"hello world");
+        drop(a);
+        assert_eq!(recv(b.as_raw_fd(), &mut buf).unwrap(), 0);
+
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        // SAFETY: plain signal-mask calls on valid sigset_t values, for
+        // this thread only; the mask is restored before returning.
+        let old = unsafe {
+            let mut block: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut block);
+            libc::sigaddset(&mut block, libc::SIGPIPE);
+            assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old), 0);
+            old
+        };
+        let closed = send(a.as_raw_fd(), b"x").unwrap_err();
+        let raised = sigpipe_pending();
+        // SAFETY: as above; a SIGPIPE left pending is taken off the queue
+        // (with a zero timeout) before the mask is restored.
+        unsafe {
+            let mut pipe: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut pipe);
+            libc::sigaddset(&mut pipe, libc::SIGPIPE);
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            while libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero) == libc::SIGPIPE {}
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        }
+        assert_eq!(closed.kind(), io::ErrorKind::BrokenPipe);
+        assert!(!raised, "send to a closed peer raised SIGPIPE");
     }
 }
