@@ -16,7 +16,7 @@ sys.dont_write_bytecode = True  # no __pycache__ next to the scripts
 from benchlib import fmt, fmt_lat, med, print_environment, print_targets_and_problems, read_machine  # noqa: E402
 
 UNITS_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
-ORDER = ["pistachio", "pistachio_rp", "hyper", "actix", "nginx", "ceiling"]
+ORDER = ["pistachio", "pistachio_rp", "hyper", "actix", "nginx", "ceiling", "floor"]
 
 
 def parse_wrk(path):
@@ -100,7 +100,10 @@ def main():
           "CPU/req in the same round and configuration (median of the per-round ratios; "
           "below 1 is better than hyper). The ceiling is a canned-response epoll loop "
           "that parses nothing (tests/bench/src/bin/ceiling.rs): the machine's limit for "
-          "this request shape; ÷ ceiling is the median of per-round ratios to it.\n")
+          "this request shape; ÷ ceiling is the median of per-round ratios to it. The floor "
+          "is the same loop parsing each head with httparse and writing a Date and "
+          "Content-Length head (ceiling --parse): what parsing and a correct head cost "
+          "alone, with no request value, handler or router.\n")
         p("| workers | proto | server | req/s | p50 | p99 | CPU µs/req | CPU/req ÷ hyper | per-round ratios | CPU/req ÷ ceiling | per-round ratios | other load |")
         p("|---|---|---|---|---|---|---|---|---|---|---|---|")
         configs = sorted({(r["workers"], r["proto"]) for r in load}, key=lambda c: (c[0], c[1] != "http"))

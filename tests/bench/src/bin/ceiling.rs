@@ -12,17 +12,31 @@
 //! the hyper and actix peers, so the ciphers match), with non-blocking
 //! handshakes.
 //!
+//! With `--parse` it is the benchmark's **floor** instead: the least an
+//! HTTP/1.1 server has to do per request on top of the ceiling. Each head
+//! is parsed with `httparse` (what pistachio parses with), the fields
+//! pistachio's parser interprets are found by name (`Host`, exactly one in
+//! HTTP/1.1; `Connection`; `Content-Length` and `Transfer-Encoding`, whose
+//! requests it refuses, having no body handling), and the answer's head is
+//! written per request with a `Date` (formatted once a second) and a
+//! `Content-Length` (formatted by `itoa`), the fields pistachio's hello
+//! answer has. A malformed head gets a `400` and the connection closes.
+//! There is no request value, handler, router or middleware: the floor's
+//! cost over the ceiling is what parsing and a correct head cost alone.
+//!
 //! Run with `cargo run --release --bin ceiling -- --addr 127.0.0.1:9080`
-//! from `tests/bench`.
+//! from `tests/bench` (add `--parse` for the floor).
 
 use std::io::{self, Read, Write};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use openssl::ssl::{HandshakeError, MidHandshakeSslStream, Ssl, SslAcceptor, SslStream};
-use pistachio_bench::{parse_args, ssl_acceptor, BACKLOG};
+use pistachio_bench::{parse_args_from, ssl_acceptor, BACKLOG, BODY};
 use slab::Slab;
 use socket2::{Domain, Socket, Type};
 
@@ -31,6 +45,43 @@ const ANSWER: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
 const END_OF_HEAD: &[u8] = b"\r\n\r\n";
 const LISTENER: Token = Token(usize::MAX);
+/// The floor's answer to a head it refuses.
+const BAD_REQUEST: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// The longest head the floor waits for.
+const MAX_HEAD: usize = 8 * 1024;
+/// Header fields parsed per head (as many as pistachio's default limit).
+const MAX_FIELDS: usize = 64;
+
+/// The `Date` value, formatted again when the second changes.
+struct Date {
+    second: u64,
+    text: [u8; 29],
+}
+
+impl Date {
+    fn new() -> Self {
+        let mut date = Date {
+            second: u64::MAX,
+            text: [0; 29],
+        };
+        date.update();
+        date
+    }
+
+    /// Reads the clock (once per event-loop iteration, as pistachio does).
+    fn update(&mut self) {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if second != self.second {
+            self.second = second;
+            self.text
+                .copy_from_slice(httpdate::fmt_http_date(now).as_bytes());
+        }
+    }
+}
 
 /// A connection's byte stream: plaintext, a TLS handshake in progress, or
 /// an established TLS session.
@@ -61,11 +112,24 @@ struct Conn {
     matched: usize,
     /// Answers queued but not yet written (the peer's socket was full).
     out: Vec<u8>,
+    /// The floor's unparsed input (the start of a head that arrived in
+    /// pieces).
+    inbuf: Vec<u8>,
+    /// The floor answered its last request: close once it is written.
+    last: bool,
 }
 
+#[derive(PartialEq)]
 enum Next {
     Keep,
     Close,
+}
+
+/// Whether the comma-separated `value` lists `token` (ASCII case-insensitive).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 impl Conn {
@@ -104,14 +168,85 @@ impl Conn {
         heads
     }
 
+    /// The floor: parses the complete heads in `data` (after what was
+    /// left of earlier reads) and queues an answer to each.
+    fn parse_heads(&mut self, data: &[u8], date: &Date) {
+        let mut held = std::mem::take(&mut self.inbuf);
+        let from_held = !held.is_empty();
+        let mut input = if from_held {
+            held.extend_from_slice(data);
+            &held[..]
+        } else {
+            data
+        };
+        while !input.is_empty() && !self.last {
+            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+            let mut req = httparse::Request::new(&mut []);
+            let n = match req.parse_with_uninit_headers(input, &mut fields) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) if input.len() <= MAX_HEAD => break,
+                Ok(httparse::Status::Partial) | Err(_) => {
+                    self.refuse();
+                    break;
+                }
+            };
+            let (mut hosts, mut close, mut body) = (0, false, false);
+            for field in req.headers.iter() {
+                let name = field.name.as_bytes();
+                match name.len() {
+                    4 if name.eq_ignore_ascii_case(b"host") => hosts += 1,
+                    10 if name.eq_ignore_ascii_case(b"connection") => {
+                        close |= has_token(field.value, b"close")
+                    }
+                    14 if name.eq_ignore_ascii_case(b"content-length") => body = true,
+                    17 if name.eq_ignore_ascii_case(b"transfer-encoding") => body = true,
+                    _ => {}
+                }
+            }
+            if body || hosts > 1 || (hosts == 0 && req.version == Some(1)) {
+                self.refuse();
+                break;
+            }
+            self.out.extend_from_slice(b"HTTP/1.1 200 OK\r\nDate: ");
+            self.out.extend_from_slice(&date.text);
+            self.out.extend_from_slice(b"\r\nContent-Length: ");
+            self.out
+                .extend_from_slice(itoa::Buffer::new().format(BODY.len()).as_bytes());
+            if close || req.version == Some(0) {
+                self.out.extend_from_slice(b"\r\nConnection: close");
+                self.last = true;
+            }
+            self.out.extend_from_slice(b"\r\n\r\n");
+            self.out.extend_from_slice(BODY.as_bytes());
+            input = &input[n..];
+        }
+        let rest = input.len();
+        if !self.last && rest > 0 {
+            if from_held {
+                let start = held.len() - rest;
+                held.drain(..start);
+            } else {
+                held.extend_from_slice(&data[data.len() - rest..]);
+            }
+            self.inbuf = held;
+        }
+    }
+
+    /// Answers `400` and stops reading (the floor's answer to a head it
+    /// cannot or will not serve).
+    fn refuse(&mut self) {
+        self.out.extend_from_slice(BAD_REQUEST);
+        self.last = true;
+    }
+
     /// Reads everything there is, queues one answer per request head, and
     /// writes what it can.
-    fn on_ready(&mut self, buf: &mut [u8]) -> Next {
+    fn on_ready(&mut self, buf: &mut [u8], date: Option<&Date>) -> Next {
         if let Next::Close = self.handshake() {
             return Next::Close;
         }
         let mut heads = 0;
-        loop {
+        while !self.last {
             let Some(io) = self.stream.io() else {
                 return Next::Keep; // handshake still in progress
             };
@@ -119,7 +254,10 @@ impl Conn {
                 Ok(0) => return Next::Close,
                 Ok(n) => {
                     let short = n < buf.len();
-                    heads += self.count_heads(&buf[..n]);
+                    match date {
+                        Some(date) => self.parse_heads(&buf[..n], date),
+                        None => heads += self.count_heads(&buf[..n]),
+                    }
                     // A plaintext short read emptied the socket; TLS keeps
                     // reading until WANT_READ (OpenSSL may hold records).
                     if short && matches!(self.stream, Stream::Plain(_)) {
@@ -134,7 +272,10 @@ impl Conn {
         for _ in 0..heads {
             self.out.extend_from_slice(ANSWER);
         }
-        self.flush()
+        match self.flush() {
+            Next::Keep if self.last && self.out.is_empty() => Next::Close,
+            next => next,
+        }
     }
 
     fn flush(&mut self) -> Next {
@@ -166,7 +307,7 @@ fn listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
-fn event_loop(addr: SocketAddr, acceptor: Option<Arc<SslAcceptor>>) -> io::Result<()> {
+fn event_loop(addr: SocketAddr, acceptor: Option<Arc<SslAcceptor>>, parse: bool) -> io::Result<()> {
     let mut poll = Poll::new()?;
     let mut listener = listener(addr)?;
     poll.registry()
@@ -174,8 +315,12 @@ fn event_loop(addr: SocketAddr, acceptor: Option<Arc<SslAcceptor>>) -> io::Resul
     let mut events = Events::with_capacity(1024);
     let mut conns: Slab<Conn> = Slab::new();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut date = parse.then(Date::new);
     loop {
         poll.poll(&mut events, None)?;
+        if let Some(date) = &mut date {
+            date.update();
+        }
         for event in &events {
             if event.token() == LISTENER {
                 loop {
@@ -206,6 +351,8 @@ fn event_loop(addr: SocketAddr, acceptor: Option<Arc<SslAcceptor>>) -> io::Resul
                         stream,
                         matched: 0,
                         out: Vec::new(),
+                        inbuf: Vec::new(),
+                        last: false,
                     });
                 }
                 continue;
@@ -214,7 +361,7 @@ fn event_loop(addr: SocketAddr, acceptor: Option<Arc<SslAcceptor>>) -> io::Resul
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
-            if let Next::Close = conn.on_ready(&mut buf) {
+            if let Next::Close = conn.on_ready(&mut buf, date.as_ref()) {
                 conns.remove(key); // dropping the stream closes the socket
             }
         }
@@ -222,7 +369,10 @@ fn event_loop(addr: SocketAddr, acceptor: Option<Arc<SslAcceptor>>) -> io::Resul
 }
 
 fn main() {
-    let args = parse_args("ceiling");
+    let mut flags: Vec<String> = std::env::args().skip(1).collect();
+    let parse = flags.iter().any(|f| f == "--parse");
+    flags.retain(|f| f != "--parse");
+    let args = parse_args_from("ceiling [--parse]", flags);
     let addr: SocketAddr = args.addr.parse().unwrap_or_else(|e| {
         eprintln!("ceiling: --addr {}: {e}", args.addr);
         std::process::exit(2)
@@ -243,7 +393,7 @@ fn main() {
             std::thread::Builder::new()
                 .name(format!("ceiling-{i}"))
                 .spawn(move || {
-                    if let Err(e) = event_loop(addr, acceptor) {
+                    if let Err(e) = event_loop(addr, acceptor, parse) {
                         eprintln!("ceiling: worker {i}: {e}");
                         std::process::exit(1);
                     }
