@@ -33,7 +33,7 @@ use std::os::fd::RawFd;
 use std::ptr::NonNull;
 
 use foreign_types::ForeignTypeRef;
-use libc::{c_char, c_int, c_ulong};
+use libc::{c_char, c_int, c_long, c_ulong};
 use log::debug;
 use openssl::error::ErrorStack;
 use openssl::ssl::SslContextRef;
@@ -270,6 +270,10 @@ pub(crate) fn sendfile(
 /// with two atomic compare-and-swaps. Rust never cancels threads, so the
 /// socket path skips the wrapper and its four locked instructions per
 /// request and answer; errors still come back through `errno`.
+///
+/// `syscall` reads every argument as a `long`, so each goes in as one
+/// (a pointer or `usize`, or widened from `int`): an `int` passed through
+/// its `...` would leave the register's upper half unspecified.
 pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `fd` is an open descriptor its caller owns for the duration
     // of the call, and `buf` is valid for `buf.len()` writable bytes; the
@@ -277,10 +281,10 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     let n = unsafe {
         libc::syscall(
             libc::SYS_recvfrom,
-            fd,
+            c_long::from(fd),
             buf.as_mut_ptr(),
             buf.len(),
-            0,
+            0 as c_long,
             std::ptr::null_mut::<libc::sockaddr>(),
             std::ptr::null_mut::<libc::socklen_t>(),
         )
@@ -300,12 +304,12 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     let n = unsafe {
         libc::syscall(
             libc::SYS_sendto,
-            fd,
+            c_long::from(fd),
             buf.as_ptr(),
             buf.len(),
-            libc::MSG_NOSIGNAL,
+            c_long::from(libc::MSG_NOSIGNAL),
             std::ptr::null::<libc::sockaddr>(),
-            0 as libc::socklen_t,
+            0 as c_long,
         )
     };
     if n < 0 {
@@ -320,7 +324,14 @@ pub(crate) fn writev(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: `fd` is an open descriptor its caller owns for the duration
     // of the call; `IoSlice` is ABI-compatible with `struct iovec`, and
     // each slice is valid for its length.
-    let n = unsafe { libc::syscall(libc::SYS_writev, fd, bufs.as_ptr(), bufs.len() as c_int) };
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_writev,
+            c_long::from(fd),
+            bufs.as_ptr(),
+            bufs.len(),
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
