@@ -270,60 +270,66 @@ pub(crate) fn sendfile(
 /// with two atomic compare-and-swaps. Rust never cancels threads, so the
 /// socket path skips the wrapper and its four locked instructions per
 /// request and answer; errors still come back through `errno`.
-///
-/// `syscall` reads every argument as a `long`, so each goes in as one
-/// (a pointer or `usize`, or widened from `int`): an `int` passed through
-/// its `...` would leave the register's upper half unspecified.
 pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `fd` is an open descriptor its caller owns for the duration
-    // of the call, and `buf` is valid for `buf.len()` writable bytes; the
-    // address arguments are null, as recv(2) passes them.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_recvfrom,
-            c_long::from(fd),
-            buf.as_mut_ptr(),
-            buf.len(),
-            0 as c_long,
-            std::ptr::null_mut::<libc::sockaddr>(),
-            std::ptr::null_mut::<libc::socklen_t>(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    // SAFETY: `buf` is valid for `buf.len()` writable bytes.
+    unsafe { transfer(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), 0) }
 }
 
 /// `sendto(2)` with `MSG_NOSIGNAL` (a closed peer is `EPIPE`, not
 /// `SIGPIPE`), made with `syscall(2)`; see [`recv`].
 pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `fd` is an open descriptor its caller owns for the duration
-    // of the call, and `buf` is valid for `buf.len()` readable bytes; the
-    // address arguments are null, as send(2) passes them.
+    // SAFETY: `buf` is valid for `buf.len()` readable bytes, which sendto
+    // only reads.
+    unsafe {
+        transfer(
+            libc::SYS_sendto,
+            fd,
+            buf.as_ptr().cast_mut(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    }
+}
+
+/// `recvfrom(2)` or `sendto(2)` (`nr`) of `len` bytes at `buf`, with no
+/// address, through `syscall(2)`.
+///
+/// `syscall` reads every argument as a `long`, so each goes in as one
+/// (a pointer or `usize`, or widened from `int`): an `int` passed through
+/// its `...` would leave the register's upper half unspecified.
+///
+/// # Safety
+///
+/// `buf` must be valid for `len` bytes: writable for `recvfrom`, readable
+/// for `sendto`. `fd` is no memory-safety matter: the kernel checks it.
+unsafe fn transfer(
+    nr: c_long,
+    fd: RawFd,
+    buf: *mut u8,
+    len: usize,
+    flags: c_int,
+) -> io::Result<usize> {
+    // SAFETY: the caller vouches for `buf`; the address arguments are
+    // null, as recv(2) and send(2) pass them.
     let n = unsafe {
         libc::syscall(
-            libc::SYS_sendto,
+            nr,
             c_long::from(fd),
-            buf.as_ptr(),
-            buf.len(),
-            c_long::from(libc::MSG_NOSIGNAL),
-            std::ptr::null::<libc::sockaddr>(),
+            buf,
+            len,
+            c_long::from(flags),
+            std::ptr::null_mut::<libc::sockaddr>(),
             0 as c_long,
         )
     };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    byte_count(n)
 }
 
-/// `writev(2)`, made with `syscall(2)`; see [`recv`]. Up to `IOV_MAX`
-/// slices are the caller's to respect.
+/// `writev(2)`, made with `syscall(2)`; see [`recv`] and [`transfer`]. Up
+/// to `IOV_MAX` slices are the caller's to respect.
 pub(crate) fn writev(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-    // SAFETY: `fd` is an open descriptor its caller owns for the duration
-    // of the call; `IoSlice` is ABI-compatible with `struct iovec`, and
-    // each slice is valid for its length.
+    // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`, and each
+    // slice is valid for its length; the kernel checks `fd`.
     let n = unsafe {
         libc::syscall(
             libc::SYS_writev,
@@ -332,10 +338,12 @@ pub(crate) fn writev(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
             bufs.len(),
         )
     };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    byte_count(n)
+}
+
+/// A system call's result as a byte count, or the `errno` it set.
+fn byte_count(n: c_long) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// `recv(2)` with `MSG_PEEK`: copies what the socket holds into `buf`
