@@ -6,10 +6,10 @@ use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 
 use mio::event::Source;
-
-use crate::sys;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
+
+use crate::sys;
 
 /// The address reported for peers of a Unix domain socket, which have no
 /// IP address: `0.0.0.0:0`.

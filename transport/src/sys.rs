@@ -256,11 +256,9 @@ pub(crate) fn sendfile(
     // SAFETY: both descriptors are open for the duration of the call (the
     // borrows keep their owners alive) and `off` is a valid, writable off_t.
     let n = unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let n = byte_count(n)?;
     *offset = off as u64;
-    Ok(n as usize)
+    Ok(n)
 }
 
 /// `recvfrom(2)` on a non-blocking socket, made with `syscall(2)`.
@@ -292,7 +290,7 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 }
 
 /// `recvfrom(2)` or `sendto(2)` (`nr`) of `len` bytes at `buf`, with no
-/// address, through `syscall(2)`.
+/// address, through `syscall(2)` (for [`recv`], [`send`] and [`peek`]).
 ///
 /// `syscall` reads every argument as a `long`, so each goes in as one
 /// (a pointer or `usize`, or widened from `int`): an `int` passed through
@@ -341,29 +339,25 @@ pub(crate) fn writev(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     byte_count(n)
 }
 
-/// A system call's result as a byte count, or the `errno` it set.
-fn byte_count(n: c_long) -> io::Result<usize> {
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+/// A system call's result as a byte count, or the `errno` it set (a
+/// negative result).
+fn byte_count(n: impl TryInto<usize>) -> io::Result<usize> {
+    n.try_into().map_err(|_| io::Error::last_os_error())
 }
 
-/// `recv(2)` with `MSG_PEEK`: copies what the socket holds into `buf`
-/// without consuming it (0 at EOF).
+/// `recvfrom(2)` with `MSG_PEEK`, as [`recv`] makes it: copies what the
+/// socket holds into `buf` without consuming it (0 at EOF).
 pub(crate) fn peek(sock: &impl std::os::fd::AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: the descriptor is open for the duration of the call (the
-    // borrow keeps its owner alive) and `buf` is valid for `buf.len()`
-    // writable bytes.
-    let n = unsafe {
-        libc::recv(
+    // SAFETY: `buf` is valid for `buf.len()` writable bytes.
+    unsafe {
+        transfer(
+            libc::SYS_recvfrom,
             sock.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
+            buf.as_mut_ptr(),
             buf.len(),
             libc::MSG_PEEK,
         )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
     }
-    Ok(n as usize)
 }
 
 /// Takes ownership of descriptor `fd`, inherited from the parent process
@@ -717,8 +711,9 @@ mod tests {
         }
     }
 
-    /// The raw calls answer as recv(2), send(2) and writev(2) do: data,
-    /// `WouldBlock` on an empty socket, 0 at EOF, and `EPIPE` to a closed
+    /// The raw calls answer as recv(2), send(2) and writev(2) do: data
+    /// (a peek leaves it in the socket), `WouldBlock` on an empty socket,
+    /// 0 at EOF, and `EPIPE` to a closed
     /// peer, without raising SIGPIPE (blocked here, so that one raised
     /// would stay pending instead of being ignored).
     #[test]
@@ -731,6 +726,9 @@ mod tests {
         assert_eq!(send(a.as_raw_fd(), b"hello").unwrap(), 5);
         let parts = [IoSlice::new(b" wo"), IoSlice::new(b"rld")];
         assert_eq!(writev(a.as_raw_fd(), &parts).unwrap(), 6);
+        let mut first = [0u8; 5];
+        assert_eq!(peek(&b, &mut first).unwrap(), 5);
+        assert_eq!(&first, b"hello");
         assert_eq!(recv(b.as_raw_fd(), &mut buf).unwrap(), 11);
         assert_eq!(&buf[..11], b"hello world");
         drop(a);

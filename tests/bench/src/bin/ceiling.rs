@@ -119,7 +119,6 @@ struct Conn {
     last: bool,
 }
 
-#[derive(PartialEq)]
 enum Next {
     Keep,
     Close,
