@@ -70,6 +70,12 @@ impl HeaderFields {
         }
     }
 
+    /// The head's shared copy followed by its field table (empty for a map
+    /// given whole).
+    pub(crate) fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
     /// The fields as a map, built on the first call.
     pub(crate) fn map(&self) -> &HeaderMap {
         self.map.get_or_init(|| self.build())

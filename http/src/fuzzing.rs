@@ -19,7 +19,7 @@ enum Outcome {
 /// checks that every field the parser accepted is a valid `HeaderName` and
 /// `HeaderValue`, and comparing it checks that the feeds agree on them.
 fn described(head: &RequestHead) -> String {
-    format!("{} {:?}", head.target, head.headers.map())
+    format!("{} {:?}", head.target(), head.headers.map())
 }
 
 /// Where to cut `len` bytes into feeds: each split taken modulo `len + 1`,

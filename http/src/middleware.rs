@@ -380,10 +380,11 @@ impl RequestInfo {
         received: Instant,
         capture: bool,
     ) -> RequestInfo {
+        let target = head.target_string();
         RequestInfo {
             method: Some(head.method.clone()),
-            target: Some(head.target.clone()),
-            path: PathOf::of(&head.target, head.path()),
+            path: PathOf::of(&target, head.path()),
+            target: Some(target),
             version: head.version,
             peer_addr,
             received,
@@ -826,8 +827,9 @@ impl Layered {
         if info.method.as_ref() != Some(&head.method) {
             info.method = Some(head.method.clone());
         }
-        info.target = Some(head.target.clone());
-        info.path = PathOf::of(&head.target, head.path());
+        let target = head.target_string();
+        info.path = PathOf::of(&target, head.path());
+        info.target = Some(target);
         info.version = head.version;
         // The same connection's: the same peer.
         debug_assert_eq!(info.peer_addr, request.peer_addr());

@@ -118,7 +118,7 @@ pub(crate) struct RequestHead {
     /// The request method.
     pub(crate) method: Method,
     /// The raw request-target, as sent.
-    pub(crate) target: ByteString,
+    pub(crate) target: TargetText,
     /// Where the raw path is in `target` (`*` for an asterisk-form
     /// target); empty for an absolute-form target without a path, whose
     /// path is `/`.
@@ -137,6 +137,23 @@ pub(crate) struct RequestHead {
     pub(crate) expects_continue: bool,
 }
 
+/// Where a request's target is kept.
+#[derive(Debug, Clone)]
+pub(crate) enum TargetText {
+    /// In the head's shared copy (`headers.raw()`), checked to be ASCII:
+    /// a parsed HTTP/1 head's, which then costs no slice of its own (and
+    /// no reference count) per request.
+    InHead(Span),
+    /// Its own text (an HTTP/2 head's `:path`).
+    Own(ByteString),
+}
+
+impl Default for TargetText {
+    fn default() -> Self {
+        TargetText::Own(ByteString::new())
+    }
+}
+
 /// A part of a request's target: its start and end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Span(u32, u32);
@@ -152,12 +169,42 @@ impl Span {
     fn of(self, whole: &str) -> &str {
         &whole[self.0 as usize..self.1 as usize]
     }
+
+    fn range(self) -> std::ops::Range<usize> {
+        self.0 as usize..self.1 as usize
+    }
 }
 
 impl RequestHead {
+    /// The raw request-target, as sent.
+    pub(crate) fn target(&self) -> &str {
+        match &self.target {
+            TargetText::Own(target) => target,
+            // Checked ASCII when parsed, in a copy nothing changes: the
+            // fallback is never taken.
+            TargetText::InHead(span) => self
+                .headers
+                .raw()
+                .get(span.range())
+                .and_then(ascii::ascii_str)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The raw request-target as a string of its own (sharing the head's
+    /// copy when it is in it).
+    pub(crate) fn target_string(&self) -> ByteString {
+        match &self.target {
+            TargetText::Own(target) => target.clone(),
+            TargetText::InHead(span) => {
+                ascii::ascii_string(self.headers.raw().slice(span.range())).unwrap_or_default()
+            }
+        }
+    }
+
     /// The raw path, still percent-encoded.
     pub(crate) fn path(&self) -> &str {
-        match self.path.of(&self.target) {
+        match self.path.of(self.target()) {
             "" => "/",
             path => path,
         }
@@ -165,7 +212,7 @@ impl RequestHead {
 
     /// The raw query string, without the `?`.
     pub(crate) fn query(&self) -> Option<&str> {
-        self.query.map(|query| query.of(&self.target))
+        self.query.map(|query| query.of(self.target()))
     }
 }
 
@@ -770,10 +817,11 @@ fn parse_head_into<'b>(
         let at = part.as_ptr() as usize - bytes.as_ptr() as usize;
         shared.slice(at..at + part.len())
     };
-    // Slices of the shared head, like the header values (`split_target`
+    // Where it is in the shared head, like the header values (`split_target`
     // checked that the target is visible ASCII).
-    let shared_target = ascii::ascii_string(rebase(target.as_bytes()))
-        .ok_or(ParseError::bad("invalid request target"))?;
+    let target_at = target.as_ptr() as usize - bytes.as_ptr() as usize;
+    let shared_target =
+        TargetText::InHead(Span(target_at as u32, (target_at + target.len()) as u32));
     let authority = authority
         .map(|authority| HeaderValue::from_maybe_shared(rebase(authority.as_bytes())))
         .transpose()
@@ -1286,8 +1334,8 @@ mod tests {
             } => Some(Summary {
                 path: head.path().into(),
                 query: head.query().map(String::from),
+                target: head.target().into(),
                 method: head.method,
-                target: head.target.into(),
                 version: head.version,
                 headers: head
                     .headers

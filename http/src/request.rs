@@ -114,7 +114,7 @@ impl Request {
     /// The request-target exactly as sent on the request line, e.g.
     /// `/a%20b?x=1` or `http://host/p` or `*`.
     pub fn target(&self) -> &str {
-        &self.head.target
+        self.head.target()
     }
 
     /// The path part of the target, still percent-encoded: everything before
@@ -301,7 +301,7 @@ impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
             .field("method", &self.head.method)
-            .field("target", &self.head.target)
+            .field("target", &self.head.target())
             .field("version", &self.head.version)
             .field("headers", &self.head.headers)
             .field("body_len", &self.body.len())

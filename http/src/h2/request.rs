@@ -7,7 +7,7 @@ use http::{HeaderMap, Method, StatusCode, Version};
 
 use super::hpack::Fields;
 use crate::fields::HeaderFields;
-use crate::parser::{RequestHead, Span};
+use crate::parser::{RequestHead, Span, TargetText};
 use crate::pool;
 
 /// Why a header list is refused.
@@ -175,7 +175,7 @@ pub(crate) fn build(fields: &Fields) -> Result<Built, Refusal> {
     Ok(Built {
         head: RequestHead {
             method,
-            target: ByteString::from(target),
+            target: TargetText::Own(ByteString::from(target)),
             path,
             query,
             version: Version::HTTP_2,
