@@ -191,6 +191,22 @@ impl RequestHead {
         }
     }
 
+    /// The part of the target at `span`.
+    fn part(&self, span: Span) -> &str {
+        match &self.target {
+            TargetText::Own(target) => span.of(target),
+            // As in `target`; the part of an ASCII text is ASCII.
+            TargetText::InHead(at) => {
+                let start = at.0 as usize;
+                self.headers
+                    .raw()
+                    .get(start + span.0 as usize..start + span.1 as usize)
+                    .and_then(ascii::ascii_str)
+                    .unwrap_or_default()
+            }
+        }
+    }
+
     /// The raw request-target as a string of its own (sharing the head's
     /// copy when it is in it).
     pub(crate) fn target_string(&self) -> ByteString {
@@ -204,7 +220,7 @@ impl RequestHead {
 
     /// The raw path, still percent-encoded.
     pub(crate) fn path(&self) -> &str {
-        match self.path.of(self.target()) {
+        match self.part(self.path) {
             "" => "/",
             path => path,
         }
@@ -212,7 +228,7 @@ impl RequestHead {
 
     /// The raw query string, without the `?`.
     pub(crate) fn query(&self) -> Option<&str> {
-        self.query.map(|query| query.of(self.target()))
+        self.query.map(|query| self.part(query))
     }
 }
 
