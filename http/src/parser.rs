@@ -111,7 +111,7 @@ impl std::error::Error for ParseError {}
 
 /// The parsed request line and header section plus derived framing facts.
 ///
-/// The target, path, query and header values are slices of one shared copy
+/// The target, path, query and header values are read from one shared copy
 /// of the head (see [`pool::share_head`]), not copies of their own.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RequestHead {
@@ -154,16 +154,27 @@ impl Default for TargetText {
     }
 }
 
-/// A part of a request's target: its start and end.
+/// A part of a request's target (or of its head): its start and end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Span(u32, u32);
 
 impl Span {
     /// Where `part`, a slice of `whole`, is in it.
     pub(crate) fn within(whole: &str, part: &str) -> Span {
+        Span::within_bytes(whole.as_bytes(), part.as_bytes())
+    }
+
+    /// [`Span::within`] for bytes.
+    fn within_bytes(whole: &[u8], part: &[u8]) -> Span {
         let start = part.as_ptr() as usize - whole.as_ptr() as usize;
         debug_assert!(start + part.len() <= whole.len());
         Span(start as u32, (start + part.len()) as u32)
+    }
+
+    /// This span of a text that starts at `at` in a larger one, as a span
+    /// of the larger one.
+    fn offset(self, at: Span) -> Span {
+        Span(at.0 + self.0, at.0 + self.1)
     }
 
     fn of(self, whole: &str) -> &str {
@@ -180,14 +191,7 @@ impl RequestHead {
     pub(crate) fn target(&self) -> &str {
         match &self.target {
             TargetText::Own(target) => target,
-            // Checked ASCII when parsed, in a copy nothing changes: the
-            // fallback is never taken.
-            TargetText::InHead(span) => self
-                .headers
-                .raw()
-                .get(span.range())
-                .and_then(ascii::ascii_str)
-                .unwrap_or_default(),
+            TargetText::InHead(at) => self.in_head(*at),
         }
     }
 
@@ -195,16 +199,19 @@ impl RequestHead {
     fn part(&self, span: Span) -> &str {
         match &self.target {
             TargetText::Own(target) => span.of(target),
-            // As in `target`; the part of an ASCII text is ASCII.
-            TargetText::InHead(at) => {
-                let start = at.0 as usize;
-                self.headers
-                    .raw()
-                    .get(start + span.0 as usize..start + span.1 as usize)
-                    .and_then(ascii::ascii_str)
-                    .unwrap_or_default()
-            }
+            TargetText::InHead(at) => self.in_head(span.offset(*at)),
         }
+    }
+
+    /// The text at `span` of the head's shared copy: the target or a part
+    /// of it, checked to be ASCII when parsed, in a copy nothing changes,
+    /// so the fallback is never taken.
+    fn in_head(&self, span: Span) -> &str {
+        self.headers
+            .raw()
+            .get(span.range())
+            .and_then(ascii::ascii_str)
+            .unwrap_or_default()
     }
 
     /// The raw request-target as a string of its own (sharing the head's
@@ -829,17 +836,14 @@ fn parse_head_into<'b>(
     }
 
     let (shared, table) = pool::share_head(bytes, req.headers);
-    let rebase = |part: &[u8]| {
-        let at = part.as_ptr() as usize - bytes.as_ptr() as usize;
-        shared.slice(at..at + part.len())
-    };
-    // Where it is in the shared head, like the header values (`split_target`
-    // checked that the target is visible ASCII).
-    let target_at = target.as_ptr() as usize - bytes.as_ptr() as usize;
-    let shared_target =
-        TargetText::InHead(Span(target_at as u32, (target_at + target.len()) as u32));
+    // The head's copy starts with the head: a part of the head is at the
+    // same place in it.
+    let at = |part: &str| Span::within_bytes(bytes, part.as_bytes());
+    // Where the target is in the shared head, like the header values
+    // (`split_target` checked that it is visible ASCII).
+    let shared_target = TargetText::InHead(at(target));
     let authority = authority
-        .map(|authority| HeaderValue::from_maybe_shared(rebase(authority.as_bytes())))
+        .map(|authority| HeaderValue::from_maybe_shared(shared.slice(at(authority).range())))
         .transpose()
         .map_err(|_| ParseError::bad("invalid request target"))?;
     let mut headers = HeaderFields::from_table(shared, table);
