@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, StatusCode, Version};
 use log::debug;
-use pistachio_transport::{CloseReason, Conn, Protocol, TlsInfo};
+use pistachio_transport::{CloseReason, Conn, Protocol};
 
 use crate::body::{self, BodySender};
 use crate::date::LoopDate;
@@ -20,7 +20,7 @@ use crate::middleware::{
     run_head_phase, Answer, Hooks, Layered, Layers, Pending as Record, RequestInfo, SharedLayers,
 };
 use crate::parser::{Limits, ParseError, Parsed, RequestParser};
-use crate::request::Request;
+use crate::request::{Request, TlsFacts};
 use crate::response::{force_close, status_allows_body, write_head, Payload, Then, SERVER_TEXT};
 use crate::sent::{Unsent, UnsentQueue};
 use crate::writer::{
@@ -365,10 +365,10 @@ pub(crate) struct HttpConn {
     continue_: Continue,
     read_pause: ReadPause,
     session: Session,
-    /// Boxed: a plaintext connection, idle or not, pays one pointer.
-    tls: Option<Box<TlsInfo>>,
-    /// Subject of the verified client certificate, shared by its requests.
-    client_subject: Option<Arc<str>>,
+    /// The TLS session and the verified client's subject, shared by the
+    /// connection's requests: a plaintext connection, idle or not, pays
+    /// one pointer.
+    tls: Option<Arc<TlsFacts>>,
     /// When input last arrived (the keep-alive timeout counts from it).
     last_input: Instant,
     /// Shared with writers and response streams: the connection's id and
@@ -586,7 +586,6 @@ impl HttpConn {
             read_pause: ReadPause::Off,
             session: Session::Pending,
             tls: None,
-            client_subject: None,
             last_input: Instant::now(),
             flow: Arc::new(ConnFlow::new(id, peer_addr)),
             spare_record: None,
@@ -657,13 +656,8 @@ impl HttpConn {
                     self.ex.inbuf.drain(..consumed);
                     self.continue_ = Continue::NotSent;
                     self.completed += 1;
-                    let mut request = Request::from_parts(
-                        head,
-                        body,
-                        self.flow.peer_addr,
-                        self.tls.as_deref().copied(),
-                    );
-                    request.set_client_subject(self.client_subject.clone());
+                    let request =
+                        Request::from_parts(head, body, self.flow.peer_addr, self.tls.clone());
                     if !request.keep_alive() {
                         self.stop_reading();
                     }
@@ -734,13 +728,8 @@ impl HttpConn {
             return;
         };
         let expects_continue = head.expects_continue;
-        let mut request = Request::from_parts(
-            head,
-            Vec::new(),
-            self.flow.peer_addr,
-            self.tls.as_deref().copied(),
-        );
-        request.set_client_subject(self.client_subject.clone());
+        let mut request =
+            Request::from_parts(head, Vec::new(), self.flow.peer_addr, self.tls.clone());
         let received = if self.settings.layered {
             // Before the body, the size limit and `100 Continue`.
             let at = conn.now();
@@ -1493,8 +1482,12 @@ impl HttpConn {
             tls: conn.tls(),
             worker: conn.worker(),
         };
-        self.tls = info.tls.map(Box::new);
-        self.client_subject = conn.tls_peer_subject().map(Arc::from);
+        self.tls = info.tls.map(|info| {
+            Arc::new(TlsFacts {
+                info,
+                client_subject: conn.tls_peer_subject().map(Arc::from),
+            })
+        });
         self.session = Session::Announced;
         if catch_unwind(AssertUnwindSafe(|| self.handler.on_connection(&info))).is_err() {
             log::warn!("{}: on_connection panicked", self.flow.peer_addr);

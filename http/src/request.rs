@@ -34,11 +34,21 @@ pub struct Request {
     head: RequestHead,
     body: Vec<u8>,
     peer_addr: SocketAddr,
-    tls: Option<TlsInfo>,
+    /// Shared by the connection's requests; `None` over plaintext.
+    tls: Option<Arc<TlsFacts>>,
     /// Boxed: most requests have none, and a request is moved whole
     /// several times on its way to the handler.
     body_stream: Option<Box<BodyStream>>,
-    client_subject: Option<Arc<str>>,
+}
+
+/// What the requests of one TLS connection share: the session's
+/// parameters and the verified client's subject. One pointer in each
+/// request (a request is moved whole several times on its way to the
+/// handler, so it is kept small).
+#[derive(Debug)]
+pub(crate) struct TlsFacts {
+    pub(crate) info: TlsInfo,
+    pub(crate) client_subject: Option<Arc<str>>,
 }
 
 /// A clone carries everything but the body stream (which has one reader).
@@ -48,21 +58,21 @@ impl Clone for Request {
             head: self.head.clone(),
             body: self.body.clone(),
             peer_addr: self.peer_addr,
-            tls: self.tls,
+            tls: self.tls.clone(),
             body_stream: None,
-            client_subject: self.client_subject.clone(),
         }
     }
 }
 
 impl Request {
-    /// Assembles a request from a parsed head, its decoded body and the
-    /// address of the peer that sent it.
+    /// Assembles a request from a parsed head, its decoded body, the
+    /// address of the peer that sent it and, over TLS, its connection's
+    /// session.
     pub(crate) fn from_parts(
         head: RequestHead,
         body: Vec<u8>,
         peer_addr: SocketAddr,
-        tls: Option<TlsInfo>,
+        tls: Option<Arc<TlsFacts>>,
     ) -> Request {
         Request {
             head,
@@ -70,7 +80,6 @@ impl Request {
             peer_addr,
             tls,
             body_stream: None,
-            client_subject: None,
         }
     }
 
@@ -78,15 +87,11 @@ impl Request {
         &self.head
     }
 
-    pub(crate) fn set_client_subject(&mut self, subject: Option<Arc<str>>) {
-        self.client_subject = subject;
-    }
-
     /// The subject of the client's certificate (`CN=…, O=…`), for TLS
     /// connections whose configuration requests client certificates and
     /// whose client presented one (verified by then).
     pub fn client_subject(&self) -> Option<&str> {
-        self.client_subject.as_deref()
+        self.tls.as_ref()?.client_subject.as_deref()
     }
 
     /// Gives the head back to the parser (the body was not streamed after all).
@@ -274,7 +279,7 @@ impl Request {
 
     /// The negotiated TLS version and cipher, or `None` over plaintext.
     pub fn tls(&self) -> Option<TlsInfo> {
-        self.tls
+        self.tls.as_ref().map(|tls| tls.info)
     }
 
     /// Whether the connection stays open after this request, per its version

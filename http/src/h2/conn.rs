@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, StatusCode, Version};
 use log::debug;
-use pistachio_transport::{CloseReason, Conn, Protocol, TlsInfo};
+use pistachio_transport::{CloseReason, Conn, Protocol};
 
 use super::frame::{self, setting, Head, Kind, Reason};
 use super::hpack::{Decoded, Decoder, Encoder};
@@ -30,7 +30,7 @@ use crate::body::{self, BodySender};
 use crate::conn::Settings;
 use crate::date::LoopDate;
 use crate::middleware::{Answer, Layered, Layers, Pending as Record, RequestInfo};
-use crate::request::Request;
+use crate::request::{Request, TlsFacts};
 use crate::response::SERVER_TEXT;
 use crate::sent::{Unsent, UnsentQueue};
 use crate::writer::{
@@ -208,8 +208,9 @@ pub(crate) struct H2Conn {
     settings: Arc<Settings>,
     shared: Arc<Shared>,
     peer_addr: SocketAddr,
-    tls: Option<TlsInfo>,
-    client_subject: Option<Arc<str>>,
+    /// The TLS session and the verified client's subject, shared by the
+    /// connection's requests.
+    tls: Option<Arc<TlsFacts>>,
     session: Session,
     phase: Phase,
     started: Instant,
@@ -272,7 +273,6 @@ impl H2Conn {
             shared,
             peer_addr,
             tls: None,
-            client_subject: None,
             session: Session::Pending,
             phase: Phase::Preface,
             started: now,
@@ -663,9 +663,12 @@ impl H2Conn {
                 if let Some(trailers) = trailers {
                     request.headers_mut().extend(trailers);
                 }
-                let mut full =
-                    Request::from_parts(request.into_head(), data, self.peer_addr, self.tls);
-                full.set_client_subject(self.client_subject.clone());
+                let full = Request::from_parts(
+                    request.into_head(),
+                    data,
+                    self.peer_addr,
+                    self.tls.clone(),
+                );
                 self.dispatch(conn, id, full, received_at);
             }
             BodyIn::Streaming { sender, .. } => sender.end(),
@@ -957,8 +960,8 @@ impl H2Conn {
         end_stream: bool,
     ) {
         Counters::bump(&self.shared.counters.streams);
-        let mut request = Request::from_parts(built.head, Vec::new(), self.peer_addr, self.tls);
-        request.set_client_subject(self.client_subject.clone());
+        let mut request =
+            Request::from_parts(built.head, Vec::new(), self.peer_addr, self.tls.clone());
         let stream = self.new_stream(
             conn,
             end_stream,
@@ -1818,8 +1821,12 @@ impl Protocol for H2Conn {
             tls: conn.tls(),
             worker: conn.worker(),
         };
-        self.tls = info.tls;
-        self.client_subject = conn.tls_peer_subject().map(Arc::from);
+        self.tls = info.tls.map(|info| {
+            Arc::new(TlsFacts {
+                info,
+                client_subject: conn.tls_peer_subject().map(Arc::from),
+            })
+        });
         self.session = Session::Announced;
         self.started = conn.now();
         self.last_input = conn.now();
