@@ -26,9 +26,6 @@ struct Cached {
     /// Unix second of `date`; `u64::MAX` means "not yet formatted".
     secs: u64,
     date: [u8; HTTP_DATE_LEN],
-    /// Monotonic instant at which `secs` stops being the current second
-    /// (`None`: not known, read the clock).
-    current_until: Option<Instant>,
 }
 
 thread_local! {
@@ -36,9 +33,12 @@ thread_local! {
         Cell::new(Cached {
             secs: u64::MAX,
             date: [0; HTTP_DATE_LEN],
-            current_until: None,
         })
     };
+    /// Monotonic instant at which the cached second stops being the
+    /// current one (`None`: not known, read the clock). A cell of its own:
+    /// pinning a section, once per request, reads this and nothing else.
+    static CURRENT_UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
     /// Inside a [`LoopDate`] section: the cached date is current, no clock
     /// read (a cell of its own, so that entering and leaving a section
     /// writes one flag, not the whole cache).
@@ -55,9 +55,9 @@ pub(crate) fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
             cached = Cached {
                 secs,
                 date: format_http_date(secs),
-                current_until: None,
             };
             CACHE.with(|cache| cache.set(cached));
+            CURRENT_UNTIL.with(|until| until.set(None));
         }
     }
     // `f` gets a copy, so it may call back into this module freely.
@@ -75,7 +75,7 @@ impl LoopDate {
     /// as nginx's cached time does). The clock is read only when `now` has
     /// passed the end of the cached second.
     pub(crate) fn pin(now: Instant) -> LoopDate {
-        let until = CACHE.with(|cache| cache.get().current_until);
+        let until = CURRENT_UNTIL.with(Cell::get);
         if !matches!(until, Some(until) if now < until) {
             let mut cached = CACHE.with(Cell::get);
             let wall = SystemTime::now();
@@ -87,9 +87,10 @@ impl LoopDate {
                 cached.secs = secs;
                 cached.date = format_http_date(secs);
             }
-            // A wall-clock step shows at the next second boundary at the latest.
-            cached.current_until = Some(now + (Duration::from_secs(1) - into_second));
             CACHE.with(|cache| cache.set(cached));
+            // A wall-clock step shows at the next second boundary at the latest.
+            let until = now + (Duration::from_secs(1) - into_second);
+            CURRENT_UNTIL.with(|current| current.set(Some(until)));
         }
         PINNED.with(|pinned| pinned.set(true));
         LoopDate(())
@@ -143,9 +144,9 @@ mod tests {
             cache.set(Cached {
                 secs: 0,
                 date: format_http_date(0),
-                current_until: until,
             })
         });
+        CURRENT_UNTIL.with(|current| current.set(until));
     }
 
     #[test]
@@ -177,7 +178,7 @@ mod tests {
         let now = Instant::now();
         plant_epoch(None);
         drop(LoopDate::pin(now));
-        let until = CACHE.with(Cell::get).current_until.unwrap();
+        let until = CURRENT_UNTIL.with(Cell::get).unwrap();
         assert!(until > now && until <= now + Duration::from_secs(1));
     }
 

@@ -200,18 +200,31 @@ thread_local! {
     static INLINE: RefCell<Inline> = const {
         RefCell::new(Inline {
             conn_id: None,
-            done: VecDeque::new(),
+            first: None,
+            more: VecDeque::new(),
             deadlines: Vec::new(),
         })
     };
 }
 
-/// The inline section of this thread; the queue keeps its capacity from
-/// one request to the next.
+/// The inline section of this thread: the first part produced (a handler
+/// answering at once produces one), then any others in order; the queue
+/// keeps its capacity from one request to the next.
 struct Inline {
     conn_id: Option<u64>,
-    done: VecDeque<Outgoing>,
+    first: Option<Outgoing>,
+    more: VecDeque<Outgoing>,
     deadlines: Vec<(RequestFacts, Instant)>,
+}
+
+impl Inline {
+    fn push(&mut self, out: Outgoing) {
+        if self.first.is_none() {
+            self.first = Some(out);
+        } else {
+            self.more.push_back(out);
+        }
+    }
 }
 
 /// Marks `conn_id` as the connection running a handler on this thread.
@@ -239,14 +252,14 @@ pub(crate) fn leave_inline(mut take: impl FnMut(Produced)) {
     let (first, more, deadlines) = INLINE.with(|slot| {
         let mut inline = slot.borrow_mut();
         inline.conn_id = None;
-        let first = inline.done.pop_front();
-        (first, !inline.done.is_empty(), !inline.deadlines.is_empty())
+        let first = inline.first.take();
+        (first, !inline.more.is_empty(), !inline.deadlines.is_empty())
     });
     if let Some(first) = first {
         take(Produced::Part(first));
     }
     if more {
-        while let Some(out) = INLINE.with(|slot| slot.borrow_mut().done.pop_front()) {
+        while let Some(out) = INLINE.with(|slot| slot.borrow_mut().more.pop_front()) {
             take(Produced::Part(out));
         }
     }
@@ -257,7 +270,10 @@ pub(crate) fn leave_inline(mut take: impl FnMut(Produced)) {
         }
     }
     debug_assert!(
-        INLINE.with(|slot| slot.borrow().done.is_empty()),
+        INLINE.with(|slot| {
+            let inline = slot.borrow();
+            inline.first.is_none() && inline.more.is_empty()
+        }),
         "a part was added to an ended inline section"
     );
 }
@@ -378,7 +394,7 @@ impl Target {
         let out = INLINE.with(|slot| {
             let mut inline = slot.borrow_mut();
             if inline.conn_id == Some(self.flow.conn_id) {
-                inline.done.push_back(out);
+                inline.push(out);
                 None
             } else {
                 Some(out)
