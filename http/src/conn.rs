@@ -461,6 +461,16 @@ impl Exchange {
         }
     }
 
+    /// Drops the first `n` buffered bytes (usually all of them: a whole
+    /// request arrived and was parsed).
+    fn consume(&mut self, n: usize) {
+        if n == self.inbuf.len() {
+            self.inbuf.clear();
+        } else {
+            self.inbuf.drain(..n);
+        }
+    }
+
     fn parser(settings: &Settings) -> RequestParser {
         let mut parser = RequestParser::new(settings.limits);
         parser.set_announce_bodies(true);
@@ -653,7 +663,7 @@ impl HttpConn {
                     body,
                     consumed,
                 }) => {
-                    self.ex.inbuf.drain(..consumed);
+                    self.ex.consume(consumed);
                     self.continue_ = Continue::NotSent;
                     self.completed += 1;
                     let request =
@@ -688,7 +698,7 @@ impl HttpConn {
                     if !self.within_body_limit(conn, last.len()) {
                         continue;
                     }
-                    self.ex.inbuf.drain(..consumed);
+                    self.ex.consume(consumed);
                     self.completed += 1;
                     if let Some(body) = self.ex.streaming.take() {
                         body.sender.send(last);
@@ -910,7 +920,7 @@ impl HttpConn {
     /// drops the raw bytes it came from.
     fn forward_streamed(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         let (data, drain) = self.ex.parser.take_streamed();
-        self.ex.inbuf.drain(..drain);
+        self.ex.consume(drain);
         if !self.within_body_limit(conn, data.len()) {
             return;
         }
@@ -1401,12 +1411,6 @@ impl HttpConn {
         }
     }
 
-    /// Drops every answer not yet sent, telling the middleware of those
-    /// that have a record how they ended.
-    /// Finishes the exchanges whose answers the socket has taken, writing
-    /// what is queued first (at the end of a callback, so that answers to
-    /// pipelined requests still go out together); the others finish on
-    /// `on_sent`, or `on_close`.
     /// Finishes `done` now if it is the last answer of this round and the
     /// socket takes it whole (the usual case: no queue of exchanges),
     /// else queues it for [`HttpConn::settle_sent`].
@@ -1419,6 +1423,10 @@ impl HttpConn {
         }
     }
 
+    /// Finishes the exchanges whose answers the socket has taken, writing
+    /// what is queued first (at the end of a callback, so that answers to
+    /// pipelined requests still go out together); the others finish on
+    /// `on_sent`, or `on_close`.
     #[inline(never)]
     fn settle_sent(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         if let Some(record) = self.ex.unsent.settle(conn) {
@@ -1426,6 +1434,8 @@ impl HttpConn {
         }
     }
 
+    /// Drops every answer not yet sent, telling the middleware of those
+    /// that have a record how they ended.
     fn abandon(&mut self, end: End) {
         for pending in self.ex.ready.drain() {
             if let Some(record) = pending.record {
