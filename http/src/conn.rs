@@ -17,15 +17,18 @@ use pistachio_transport::{CloseReason, Conn, Protocol};
 use crate::body::{self, BodySender};
 use crate::date::LoopDate;
 use crate::middleware::{
-    run_head_phase, Answer, Hooks, Layered, Layers, Pending as Record, RequestInfo, SharedLayers,
+    empty_headers, run_head_phase, Answer, Hooks, Layered, Layers, Pending as Record, RequestInfo,
+    SharedLayers,
 };
 use crate::parser::{Limits, ParseError, Parsed, RequestParser};
+use crate::pool;
 use crate::request::{Request, TlsFacts};
+use crate::respond::Response;
 use crate::response::{force_close, status_allows_body, write_head, Payload, Then, SERVER_TEXT};
 use crate::sent::{Unsent, UnsentQueue};
 use crate::writer::{
-    enter_inline, leave_inline, ConnFlow, FileBody, HttpMsg, Outgoing, Produced, RequestFacts,
-    ResponseWriter, Step, Target,
+    enter_inline, leave_inline, oversized, payload_of, whole_answer, ConnFlow, FileBody, HttpMsg,
+    Outgoing, Produced, RequestFacts, ResponseWriter, Step, Target,
 };
 use crate::{BodyMode, ConnectionInfo, End, Handler};
 
@@ -47,6 +50,8 @@ pub(crate) struct Settings {
     pub(crate) layered: bool,
     /// Whether the handler has middleware of its own (`Handler::layered`).
     pub(crate) handler_layered: bool,
+    /// Whether the handler may answer through `Handler::respond`.
+    pub(crate) responds: bool,
     /// Endpoint-wide middleware, outermost first.
     pub(crate) middleware: SharedLayers,
 }
@@ -420,6 +425,11 @@ struct Exchange {
     unsent: UnsentQueue,
 }
 
+/// A short `text/plain` answer the server gives in the handler's place.
+fn server_answer(status: StatusCode, body: &'static str) -> Response {
+    Response::new(status, body).header(CONTENT_TYPE, HeaderValue::from_static(SERVER_TEXT))
+}
+
 /// How long a connection that has gone idle keeps its exchange before it
 /// gives it back: a client that sends its next request sooner finds it in
 /// place. This is the first round of the keep-alive timer, which is not
@@ -690,6 +700,14 @@ impl HttpConn {
                             Some(at)
                         }
                         None => None,
+                    };
+                    let request = if received.is_none() && self.settings.responds {
+                        match self.respond(conn, request) {
+                            Some(declined) => declined,
+                            None => continue,
+                        }
+                    } else {
+                        request
                     };
                     self.dispatch(conn, request, received);
                 }
@@ -1114,6 +1132,64 @@ impl HttpConn {
             log::warn!("{}: handler panicked; answered 500", self.flow.peer_addr);
         }
         self.take_inline(conn);
+    }
+
+    /// Offers `request` to [`Handler::respond`] and writes the answer it
+    /// returns (a `500` if it panicked) as the next in order, without a
+    /// writer; gives the request back if the handler declined.
+    fn respond(&mut self, conn: &mut Conn<'_, HttpMsg>, request: Request) -> Option<Request> {
+        let handler = &*self.handler;
+        // Answers written here take the loop's date, as a writer's do.
+        let date = LoopDate::pin(conn.now());
+        let response = match catch_unwind(AssertUnwindSafe(|| handler.respond(&request))) {
+            Ok(Some(response)) => response,
+            Ok(None) => return Some(request),
+            Err(_) => {
+                log::warn!("{}: handler panicked; answered 500", self.flow.peer_addr);
+                server_answer(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+            }
+        };
+        let max = self.settings.max_response_size;
+        let response = if oversized(self.flow.peer_addr, response.body().len(), max) {
+            server_answer(StatusCode::INTERNAL_SERVER_ERROR, "Response Too Large")
+        } else {
+            response
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let then = if request.keep_alive() && !self.flow.is_last(seq) {
+            Then::KeepOpen
+        } else {
+            Then::Close
+        };
+        let (status, fields, body) = response.into_parts();
+        let (bytes, _) = whole_answer(
+            request.version(),
+            status,
+            fields.as_deref().unwrap_or_else(|| empty_headers()),
+            &body,
+            payload_of(request.method(), status),
+            then,
+        );
+        drop(date);
+        if let Some(fields) = fields {
+            pool::recycle_header_map(fields);
+        }
+        let out = Outgoing {
+            seq,
+            bytes,
+            file: None,
+            step: Step::Last,
+            then,
+            attempt: 0,
+            record: None,
+            cut: false,
+            credit: None,
+        };
+        if let Some(out) = self.write_now(conn, out) {
+            self.accept_part(out);
+        }
+        None
     }
 
     /// Files what a handler produced synchronously on this thread.

@@ -520,6 +520,7 @@ impl Endpoint {
             keepalive_timeout: self.options.keepalive_timeout,
             layered: !self.options.middleware.0.is_empty() || handler.layered(),
             handler_layered: handler.layered(),
+            responds: handler.responds(),
             middleware: SharedLayers::new(self.options.middleware.0.clone()),
         });
         let mut config = ServerConfig::default();

@@ -56,6 +56,7 @@ mod parser;
 mod pool;
 mod proto;
 mod request;
+mod respond;
 mod response;
 mod sent;
 mod writer;
@@ -68,6 +69,7 @@ pub use middleware::{
     run_heads, Answer, End, Exchange, HeadAction, Hooks, Middleware, RequestInfo,
 };
 pub use request::{percent_decode, Request};
+pub use respond::{Respond, Response};
 pub use writer::{ResponseStream, ResponseWriter};
 
 pub use http::header::{HeaderName, HeaderValue};
@@ -99,6 +101,28 @@ pub trait Handler: Send + Sync + 'static {
     /// Handles one request. Answer through `response`, now or later and from
     /// any thread.
     fn on_request(&self, request: Request, response: ResponseWriter);
+
+    /// Answers `request` at once with its whole answer, or returns `None`
+    /// to have [`Handler::on_request`] called for it. Returning the answer
+    /// is the cheapest way to give it: no writer is made, and the
+    /// connection writes the answer straight into its output.
+    ///
+    /// Called only if [`Handler::responds`] says so, for HTTP/1 requests
+    /// that no middleware wraps and whose body, if any, is buffered; every
+    /// other request goes to [`Handler::on_request`], which must then
+    /// answer as this would ([`ResponseWriter::send_response`] sends a
+    /// [`Response`]; [`Respond`] does both from one function). A panic
+    /// here answers `500` for this request only.
+    fn respond(&self, request: &Request) -> Option<Response> {
+        let _ = request;
+        None
+    }
+
+    /// Whether [`Handler::respond`] may answer. Asked once, when the
+    /// endpoint starts serving.
+    fn responds(&self) -> bool {
+        false
+    }
 
     /// Called when the head of a request with a body has arrived, before
     /// the body: return [`BodyMode::Streamed`] to have
@@ -153,6 +177,12 @@ pub trait Handler: Send + Sync + 'static {
 impl<H: Handler + ?Sized> Handler for std::sync::Arc<H> {
     fn on_request(&self, request: Request, response: ResponseWriter) {
         (**self).on_request(request, response)
+    }
+    fn respond(&self, request: &Request) -> Option<Response> {
+        (**self).respond(request)
+    }
+    fn responds(&self) -> bool {
+        (**self).responds()
     }
     fn body_mode(&self, request: &Request) -> BodyMode {
         (**self).body_mode(request)

@@ -21,6 +21,7 @@ use pistachio_transport::PeerHandle;
 use crate::encode::{self, Active, BodyEncoder, Encoding};
 use crate::middleware::{empty_headers, Layered, Layers, Middleware, Pending, RequestInfo};
 use crate::pool;
+use crate::respond::Response;
 use crate::response::{
     force_close, status_allows_body, write_head, write_head_chunked, write_head_close_delimited,
     Framing, Payload, Then, SERVER_TEXT,
@@ -122,7 +123,7 @@ impl ConnFlow {
     }
 
     /// Whether response `seq` is the connection's last.
-    fn is_last(&self, seq: u64) -> bool {
+    pub(crate) fn is_last(&self, seq: u64) -> bool {
         self.last_seq.load(Ordering::Relaxed) == seq
     }
 
@@ -312,11 +313,7 @@ impl Target {
 
     /// A `HEAD` request's answer has no body bytes.
     fn payload(&self, status: StatusCode) -> Payload {
-        if self.method == Method::HEAD || !status_allows_body(status) {
-            Payload::HeadOnly
-        } else {
-            Payload::Body
-        }
+        payload_of(&self.method, status)
     }
 
     fn facts(&self) -> RequestFacts {
@@ -590,6 +587,24 @@ impl ResponseWriter {
         self.target = None;
     }
 
+    /// Sends `response`: its status, its fields after any set on this
+    /// writer, and its body, as [`send`](ResponseWriter::send) does.
+    pub fn send_response(mut self, response: Response) {
+        let (status, fields, body) = response.into_parts();
+        if let Some(fields) = fields {
+            match &mut self.headers {
+                None => self.headers = Some(fields),
+                Some(mine) => {
+                    for (name, value) in fields.iter() {
+                        mine.append(name.clone(), value.clone());
+                    }
+                    pool::recycle_header_map(fields);
+                }
+            }
+        }
+        self.send(status, body);
+    }
+
     /// Sends the file at `path` with `200 OK` (Pistache's `serveFile`):
     /// `Content-Type` from its extension unless already set, `Content-Length`
     /// and `Last-Modified` from its metadata. The body goes out with
@@ -811,14 +826,18 @@ impl Drop for ResponseWriter {
     }
 }
 
+/// Whether a body of `len` bytes exceeds `max` (`Options::max_response_size`):
+/// such an answer is replaced with a `500`, and the trouble logged.
+pub(crate) fn oversized(peer_addr: SocketAddr, len: usize, max: usize) -> bool {
+    if len <= max {
+        return false;
+    }
+    log::warn!("{peer_addr}: response of {len} bytes exceeds max_response_size ({max}): 500");
+    true
+}
+
 fn send_whole(target: &mut Target, status: StatusCode, headers: &mut Headers, body: &[u8]) {
-    if body.len() > target.max_response_size {
-        log::warn!(
-            "{}: response of {} bytes exceeds max_response_size ({}): 500",
-            target.flow.peer_addr,
-            body.len(),
-            target.max_response_size
-        );
+    if oversized(target.flow.peer_addr, body.len(), target.max_response_size) {
         return send_plain(
             target,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -896,15 +915,40 @@ fn send_whole_unchecked(
 
 fn write_whole(target: &mut Target, status: StatusCode, headers: &mut Headers, body: &[u8]) {
     let then = target.then_now();
-    let fields = map(headers);
-    let mut bytes = pistachio_transport::buffers::take(128 + fields.len() * 32 + body.len());
-    write_head(&mut bytes, target.version, status, fields, body.len(), then);
-    let head_len = bytes.len();
-    if target.payload(status) == Payload::Body {
-        bytes.extend_from_slice(body);
-    }
+    let payload = target.payload(status);
+    let (bytes, head_len) = whole_answer(target.version, status, map(headers), body, payload, then);
     let record = target.record(status, headers, head_len);
     target.deliver_last(bytes, None, then, record);
+}
+
+/// Whether the answer to a `method` request with `status` carries its
+/// body: not for `HEAD`, nor for a status that allows none.
+pub(crate) fn payload_of(method: &Method, status: StatusCode) -> Payload {
+    if *method == Method::HEAD || !status_allows_body(status) {
+        Payload::HeadOnly
+    } else {
+        Payload::Body
+    }
+}
+
+/// A whole answer's bytes, in a buffer from the transport's pool, and the
+/// length of its head: the body goes after the head unless `payload` says
+/// it has none (the head still gives its length).
+pub(crate) fn whole_answer(
+    version: Version,
+    status: StatusCode,
+    fields: &HeaderMap,
+    body: &[u8],
+    payload: Payload,
+    then: Then,
+) -> (Vec<u8>, usize) {
+    let mut bytes = pistachio_transport::buffers::take(128 + fields.len() * 32 + body.len());
+    write_head(&mut bytes, version, status, fields, body.len(), then);
+    let head_len = bytes.len();
+    if payload == Payload::Body {
+        bytes.extend_from_slice(body);
+    }
+    (bytes, head_len)
 }
 
 /// Whether a [`ResponseStream`]'s head was handed to the connection.

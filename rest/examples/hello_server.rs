@@ -26,7 +26,10 @@
 //!   are still served this long (default 1000; see `Options::drain_grace`);
 //! * `--drain-delay MS` — after SIGTERM, keep serving this long with
 //!   `/readyz` answering `503` before the shutdown begins (default 0; see
-//!   `Options::drain_delay`).
+//!   `Options::drain_delay`);
+//! * `--writer` — answer every request through its `ResponseWriter`
+//!   (Pistache's way) instead of returning the answers that need no writer
+//!   from `Handler::respond` (for comparing the two).
 //!
 //! Ctrl-C or SIGTERM shuts the server down cleanly.
 
@@ -37,8 +40,8 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pistachio_rest::{
-    Endpoint, Exchange, Hooks, ListenerOptions, Middleware, Options, Request, ResponseWriter,
-    StatusCode, TlsConfig,
+    Endpoint, Exchange, Handler, Hooks, ListenerOptions, Middleware, Options, Request, Response,
+    ResponseWriter, ShutdownHandle, StatusCode, TlsConfig,
 };
 
 /// `--trivial-middleware` (for measuring what middleware costs): counts
@@ -57,6 +60,50 @@ impl Middleware for CountOk {
     }
 }
 
+/// The example's handler: `/big` is a file, sent through the writer;
+/// every other answer is returned whole from `respond` (or, with
+/// `--writer` or behind middleware, sent through the writer too).
+struct Hello {
+    big: PathBuf,
+    stopping: ShutdownHandle,
+    writer_only: bool,
+}
+
+impl Hello {
+    /// The answer to `req`, unless it needs the writer (`/big`).
+    fn answer(&self, req: &Request) -> Option<Response> {
+        Some(match req.path() {
+            "/big" => return None,
+            "/healthz" => Response::ok("ok"),
+            "/readyz" if self.stopping.is_draining() => {
+                Response::new(StatusCode::SERVICE_UNAVAILABLE, "draining")
+            }
+            "/readyz" => Response::ok("ready"),
+            _ => Response::ok("Hello, World!"),
+        })
+    }
+}
+
+impl Handler for Hello {
+    fn on_request(&self, req: Request, resp: ResponseWriter) {
+        match self.answer(&req) {
+            Some(answer) => resp.send_response(answer),
+            None => {
+                // On failure serve_file has answered 404/403/500 already.
+                let _ = resp.serve_file(&self.big);
+            }
+        }
+    }
+
+    fn respond(&self, req: &Request) -> Option<Response> {
+        self.answer(req)
+    }
+
+    fn responds(&self) -> bool {
+        !self.writer_only
+    }
+}
+
 struct Args {
     addr: String,
     threads: Option<usize>,
@@ -68,6 +115,7 @@ struct Args {
     drain_grace: Duration,
     drain_delay: Duration,
     trivial_middleware: bool,
+    writer: bool,
 }
 
 /// Size of the `/big` body.
@@ -76,7 +124,7 @@ const BIG_SIZE: usize = 4 * 1024 * 1024;
 const USAGE: &str = "usage: hello_server [--addr ADDR] [--threads N] \
                      [--tls-cert FILE --tls-key FILE | --self-signed] \
                      [--per-worker-listeners] [--reuse-port] \
-                     [--drain-grace MS] [--drain-delay MS]";
+                     [--drain-grace MS] [--drain-delay MS] [--writer]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -90,6 +138,7 @@ fn parse_args() -> Result<Args, String> {
         drain_grace: Duration::from_secs(1),
         drain_delay: Duration::ZERO,
         trivial_middleware: false,
+        writer: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -111,6 +160,7 @@ fn parse_args() -> Result<Args, String> {
             "--self-signed" => args.self_signed = true,
             "--per-worker-listeners" => args.per_worker_listeners = true,
             "--reuse-port" => args.reuse_port = true,
+            "--writer" => args.writer = true,
             flag @ ("--drain-grace" | "--drain-delay") => {
                 let v = value()?;
                 let ms = v
@@ -184,21 +234,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let stop = endpoint.shutdown_handle();
     ctrlc::set_handler(move || stop.shutdown())?;
-    let big_path = big.clone();
-    let stopping = endpoint.shutdown_handle();
-    let served = endpoint.serve(move |req: Request, resp: ResponseWriter| {
-        match req.path() {
-            "/big" => {
-                // On failure serve_file has answered 404/403/500 already.
-                let _ = resp.serve_file(&big_path);
-            }
-            "/healthz" => resp.send(StatusCode::OK, "ok"),
-            "/readyz" if stopping.is_draining() => {
-                resp.send(StatusCode::SERVICE_UNAVAILABLE, "draining")
-            }
-            "/readyz" => resp.send(StatusCode::OK, "ready"),
-            _ => resp.send(StatusCode::OK, "Hello, World!"),
-        }
+    let served = endpoint.serve(Hello {
+        big: big.clone(),
+        stopping: endpoint.shutdown_handle(),
+        writer_only: args.writer,
     });
     let _ = std::fs::remove_file(&big);
     if let Some(pem) = cacert {

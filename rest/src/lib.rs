@@ -122,7 +122,8 @@ pub use pistachio_http::BodyTooLarge;
 pub use pistachio_http::{
     header, percent_decode, Answer, BodyMode, BodyStream, ConnectionInfo, End, Endpoint, Exchange,
     Handler, HeadAction, HeaderMap, HeaderName, HeaderValue, Hooks, Method, Middleware, Options,
-    Request, RequestInfo, ResponseStream, ResponseWriter, ShutdownHandle, StatusCode, Version,
+    Request, RequestInfo, Respond, Response, ResponseStream, ResponseWriter, ShutdownHandle,
+    StatusCode, Version,
 };
 pub use pistachio_http::{BodyEncoder, Encoding};
 pub use pistachio_transport::{
