@@ -11,7 +11,11 @@
 #   WARMUP [2, quick 1]          seconds of wrk warm-up after a server starts
 #   WORKERS ["1 2", quick "1"]   worker counts
 #   PROTOS ["http https"]        protocols
-#   SERVERS ["pistachio hyper actix nginx ceiling floor"]   (ceiling: a canned-response
+#   SERVERS ["pistachio pistachio_writer hyper actix nginx ceiling floor"]
+#                                (pistachio: hello_server, whose answers are returned
+#                                from Handler::respond; pistachio_writer: hello_server
+#                                --writer, every answer sent through its ResponseWriter,
+#                                Pistache's way; ceiling: a canned-response
 #                                epoll loop that parses nothing, the machine's limit;
 #                                floor: the same loop parsing each head with httparse and
 #                                writing a Date and Content-Length head, `ceiling --parse`)
@@ -31,7 +35,7 @@
 #   SKIP_BUILD [0]               1: use the binaries already built
 #   SKIP_LOAD / SKIP_IDLE / SKIP_HS [0]   1: skip that part
 #   RESULTS_DIR [tests/bench/results/DATE]   raw wrk output, logs, report.md
-#   PORT_BASE [18080]            servers listen on 127.0.0.1:PORT_BASE+1..7
+#   PORT_BASE [18080]            servers listen on 127.0.0.1:PORT_BASE+1..8
 #
 # Everything listens on and connects to 127.0.0.1 only. Every process the
 # script starts is stopped on exit. The functions it shares with h2load.sh
@@ -62,7 +66,7 @@ HS_DURATION=${HS_DURATION:-$DURATION}
 WARMUP=${WARMUP:-2}
 WORKERS=${WORKERS:-"1 2"}
 PROTOS=${PROTOS:-"http https"}
-SERVERS=${SERVERS:-"pistachio hyper actix nginx ceiling floor"}
+SERVERS=${SERVERS:-"pistachio pistachio_writer hyper actix nginx ceiling floor"}
 HS_SERVERS=${HS_SERVERS:-"pistachio pistachio_rp nginx"}
 CONNS=${CONNS:-64}
 IDLE_CONNS=${IDLE_CONNS:-5000}
@@ -104,7 +108,7 @@ port_of() {
         pistachio) echo $((PORT_BASE + 1)) ;; hyper) echo $((PORT_BASE + 2)) ;;
         actix) echo $((PORT_BASE + 3)) ;; nginx) echo $((PORT_BASE + 4)) ;;
         pistachio_rp) echo $((PORT_BASE + 5)) ;; ceiling) echo $((PORT_BASE + 6)) ;;
-        floor) echo $((PORT_BASE + 7)) ;;
+        floor) echo $((PORT_BASE + 7)) ;; pistachio_writer) echo $((PORT_BASE + 8)) ;;
         *) die "unknown server $1" ;;
     esac
 }
@@ -120,6 +124,8 @@ start_server() {
         pistachio) "$PIST_BIN" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" >"$out" 2>&1 & ;;
         pistachio_rp) "$PIST_BIN" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" \
             --per-worker-listeners >"$out" 2>&1 & ;;
+        pistachio_writer) "$PIST_BIN" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" \
+            --writer >"$out" 2>&1 & ;;
         hyper) "$PEER_DIR/hyper_hello" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" >"$out" 2>&1 & ;;
         actix) "$PEER_DIR/actix_hello" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" >"$out" 2>&1 & ;;
         ceiling) "$PEER_DIR/ceiling" --addr "127.0.0.1:$port" --threads "$w" "${tlsargs[@]}" >"$out" 2>&1 & ;;
