@@ -701,14 +701,10 @@ impl HttpConn {
                         }
                         None => None,
                     };
-                    let request = if received.is_none() && self.settings.responds {
-                        match self.respond(conn, request) {
-                            Some(declined) => declined,
-                            None => continue,
-                        }
-                    } else {
-                        request
-                    };
+                    if received.is_none() && self.settings.responds && self.respond(conn, &request)
+                    {
+                        continue;
+                    }
                     self.dispatch(conn, request, received);
                 }
                 Ok(Parsed::BodyFollows) => self.choose_body_mode(conn),
@@ -1136,14 +1132,14 @@ impl HttpConn {
 
     /// Offers `request` to [`Handler::respond`] and writes the answer it
     /// returns (a `500` if it panicked) as the next in order, without a
-    /// writer; gives the request back if the handler declined.
-    fn respond(&mut self, conn: &mut Conn<'_, HttpMsg>, request: Request) -> Option<Request> {
+    /// writer; `false` if the handler declined.
+    fn respond(&mut self, conn: &mut Conn<'_, HttpMsg>, request: &Request) -> bool {
         let handler = &*self.handler;
         // Answers written here take the loop's date, as a writer's do.
         let date = LoopDate::pin(conn.now());
-        let response = match catch_unwind(AssertUnwindSafe(|| handler.respond(&request))) {
+        let response = match catch_unwind(AssertUnwindSafe(|| handler.respond(request))) {
             Ok(Some(response)) => response,
-            Ok(None) => return Some(request),
+            Ok(None) => return false,
             Err(_) => {
                 log::warn!("{}: handler panicked; answered 500", self.flow.peer_addr);
                 server_answer(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
@@ -1189,7 +1185,7 @@ impl HttpConn {
         if let Some(out) = self.write_now(conn, out) {
             self.accept_part(out);
         }
-        None
+        true
     }
 
     /// Files what a handler produced synchronously on this thread.
