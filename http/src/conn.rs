@@ -1171,19 +1171,20 @@ impl HttpConn {
         if let Some(fields) = fields {
             pool::recycle_header_map(fields);
         }
-        let out = Outgoing {
-            seq,
-            bytes,
-            file: None,
-            step: Step::Last,
-            then,
-            attempt: 0,
-            record: None,
-            cut: false,
-            credit: None,
-        };
-        if let Some(out) = self.write_now(conn, out) {
-            self.accept_part(out);
+        if self.next_in_order(seq) {
+            self.write_whole_now(conn, bytes, then, None, false);
+        } else {
+            self.accept_part(Outgoing {
+                seq,
+                bytes,
+                file: None,
+                step: Step::Last,
+                then,
+                attempt: 0,
+                record: None,
+                cut: false,
+                credit: None,
+            });
         }
         true
     }
@@ -1264,24 +1265,46 @@ impl HttpConn {
     /// answers to pipelined requests still go out with one flush. Else
     /// gives it back, to be filed.
     fn write_now(&mut self, conn: &mut Conn<'_, HttpMsg>, out: Outgoing) -> Option<Outgoing> {
-        let usual = out.seq == self.next_out
-            && out.step == Step::Last
+        let usual = out.step == Step::Last
             && out.attempt == 0
             && out.file.is_none()
             && out.credit.is_none()
-            && self.ex.ready.is_empty()
-            && self.ex.timed_out.is_empty()
-            && self.ex.close_after_seq.is_none();
+            && self.next_in_order(out.seq);
         if !usual {
             return Some(out);
         }
         let Outgoing {
             bytes,
             then,
-            mut record,
+            record,
             cut,
             ..
         } = out;
+        self.write_whole_now(conn, bytes, then, record, cut);
+        None
+    }
+
+    /// Whether answer `seq` is the next to go out, with nothing filed,
+    /// timed out or closing ahead of it: a whole answer then goes to the
+    /// transport at once.
+    fn next_in_order(&self, seq: u64) -> bool {
+        seq == self.next_out
+            && self.ex.ready.is_empty()
+            && self.ex.timed_out.is_empty()
+            && self.ex.close_after_seq.is_none()
+    }
+
+    /// Writes the next answer, whole, and finishes it (see
+    /// [`HttpConn::next_in_order`]).
+    #[inline]
+    fn write_whole_now(
+        &mut self,
+        conn: &mut Conn<'_, HttpMsg>,
+        bytes: Vec<u8>,
+        then: Then,
+        mut record: Option<Box<Record>>,
+        cut: bool,
+    ) {
         if let Some(record) = &mut record {
             record.handed(bytes.len() as u64, conn.now());
         }
@@ -1293,7 +1316,6 @@ impl HttpConn {
             Settle::AtEmit
         };
         self.finish_next(conn, then, record, cut, settle);
-        None
     }
 
     /// Files a response or part of one under its sequence number.
