@@ -360,7 +360,23 @@ impl<P: Protocol> Worker<P> {
         self.after_protocol(ctx, token)
     }
 
+    /// Applies what a protocol callback asked for (a timer change, a close,
+    /// a failed flush). Returns false if the peer is gone.
+    #[inline]
     fn after_protocol(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> bool {
+        let io = &self.peers[token].io;
+        if io.timer_request == TimerRequest::Keep
+            && io.failed.is_none()
+            && io.ending == Ending::NotAsked
+        {
+            // Nothing asked: the common case.
+            return true;
+        }
+        self.apply_requests(ctx, token)
+    }
+
+    /// [`Worker::after_protocol`] when the callback asked for something.
+    fn apply_requests(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> bool {
         let peer = &mut self.peers[token];
         match std::mem::replace(&mut peer.io.timer_request, TimerRequest::Keep) {
             TimerRequest::Keep => {}
@@ -466,9 +482,18 @@ impl<P: Protocol> Worker<P> {
         }
     }
 
-    /// Drives a peer after readiness (or after it queued output).
+    /// Drives a peer after readiness.
     fn drive(&mut self, ctx: &mut Ctx<'_, P>, token: usize, ready: Readiness) {
-        if let Err(reason) = self.try_drive(ctx, token, ready) {
+        let Some(peer) = self.peers.get_mut(token) else {
+            return;
+        };
+        peer.io.activity = Activity::Busy;
+        let result = if peer.io.phase == Phase::Open {
+            self.open_io(ctx, token, ready)
+        } else {
+            self.try_drive(ctx, token, ready)
+        };
+        if let Err(reason) = result {
             self.close_now(ctx, token, reason);
         }
     }
@@ -583,7 +608,9 @@ impl<P: Protocol> Worker<P> {
                 until = ReadUntil::WouldBlock;
             }
         }
-        self.notify_drained(ctx, token)?;
+        if peer.io.drain_notice == DrainNotice::Owed {
+            self.notify_drained(ctx, token)?;
+        }
         let Some(peer) = self.peers.get_mut(token) else {
             return Ok(());
         };
@@ -958,9 +985,6 @@ impl<P: Protocol> EventHandler for Worker<P> {
             return self.accept_own(ctx);
         }
         let token = event.token().0;
-        if let Some(peer) = self.peers.get_mut(token) {
-            peer.io.activity = Activity::Busy;
-        }
         let read = if event.is_read_closed() || event.is_error() {
             // An EOF (or error) must be read now: no later edge reports it.
             Some(ReadUntil::WouldBlock)
