@@ -362,7 +362,7 @@ impl<P: Protocol> Worker<P> {
 
     /// Applies what a protocol callback asked for (a timer change, a close,
     /// a failed flush). Returns false if the peer is gone.
-    #[inline]
+    #[inline(always)]
     fn after_protocol(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> bool {
         let io = &self.peers[token].io;
         if io.timer_request == TimerRequest::Keep
@@ -376,6 +376,7 @@ impl<P: Protocol> Worker<P> {
     }
 
     /// [`Worker::after_protocol`] when the callback asked for something.
+    #[inline(never)]
     fn apply_requests(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> bool {
         let peer = &mut self.peers[token];
         match std::mem::replace(&mut peer.io.timer_request, TimerRequest::Keep) {
