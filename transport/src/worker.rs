@@ -653,18 +653,25 @@ impl<P: Protocol> Worker<P> {
             return Ok(());
         }
         peer.io.flush()?;
-        if peer.io.sent_notice && peer.io.queued == 0 {
-            self.notify_sent(ctx, token)?;
-        }
-        if self
-            .peers
-            .get(token)
-            .is_some_and(|p| p.io.drain_notice == DrainNotice::Owed)
-        {
-            self.notify_drained(ctx, token)?;
-        }
-        let Some(peer) = self.peers.get_mut(token) else {
-            return Ok(());
+        let sent_owed = peer.io.sent_notice && peer.io.queued == 0;
+        let peer = if sent_owed || peer.io.drain_notice == DrainNotice::Owed {
+            // The protocol runs again, and may close the connection.
+            if sent_owed {
+                self.notify_sent(ctx, token)?;
+            }
+            if self
+                .peers
+                .get(token)
+                .is_some_and(|p| p.io.drain_notice == DrainNotice::Owed)
+            {
+                self.notify_drained(ctx, token)?;
+            }
+            let Some(peer) = self.peers.get_mut(token) else {
+                return Ok(());
+            };
+            peer
+        } else {
+            peer
         };
         if peer.io.queued == 0 && peer.io.ending == Ending::Graceful {
             self.start_shutdown(ctx, token)?;
