@@ -322,6 +322,14 @@ impl PeerIo {
         self.ending != Ending::NotAsked
     }
 
+    /// Whether the protocol's last callback asked for nothing the worker
+    /// must apply: no timer change, no failed flush, no end.
+    pub(crate) fn asked_nothing(&self) -> bool {
+        self.timer_request == TimerRequest::Keep
+            && self.failed.is_none()
+            && self.ending == Ending::NotAsked
+    }
+
     pub(crate) fn queue_copy(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;

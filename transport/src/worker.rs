@@ -364,12 +364,8 @@ impl<P: Protocol> Worker<P> {
     /// a failed flush). Returns false if the peer is gone.
     #[inline(always)]
     fn after_protocol(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> bool {
-        let io = &self.peers[token].io;
-        if io.timer_request == TimerRequest::Keep
-            && io.failed.is_none()
-            && io.ending == Ending::NotAsked
-        {
-            // Nothing asked: the common case.
+        if self.peers[token].io.asked_nothing() {
+            // The common case.
             return true;
         }
         self.apply_requests(ctx, token)
@@ -445,29 +441,26 @@ impl<P: Protocol> Worker<P> {
             }
             match peer.io.read(&mut self.read_buf)? {
                 ReadResult::Data { len: n, drained } => {
-                    let Worker {
-                        peers, read_buf, ..
-                    } = self;
-                    let data = &read_buf[..n];
-                    run_protocol(
-                        &mut peers[token],
-                        ctx.mailbox(),
-                        ctx.now(),
-                        token,
-                        "on_input",
-                        |p, conn| p.on_input(conn, data),
-                    );
-                    if !self.after_protocol(ctx, token) {
-                        return Ok(());
-                    }
-                    // In a shutdown's grace: what just arrived is served,
-                    // and is the connection's last.
-                    if self.drain_grace && !self.tell_drain(ctx, token) {
-                        return Ok(());
-                    }
-                    let io = &mut self.peers[token].io;
-                    if io.reading == Reading::ResumeNow {
-                        io.reading = Reading::Active;
+                    let data = &self.read_buf[..n];
+                    let now = ctx.now();
+                    run_protocol(peer, ctx.mailbox(), now, token, "on_input", |p, conn| {
+                        p.on_input(conn, data)
+                    });
+                    let peer = if peer.io.asked_nothing() && !self.drain_grace {
+                        peer
+                    } else {
+                        if !self.apply_requests(ctx, token) {
+                            return Ok(());
+                        }
+                        // In a shutdown's grace: what just arrived is served,
+                        // and is the connection's last.
+                        if self.drain_grace && !self.tell_drain(ctx, token) {
+                            return Ok(());
+                        }
+                        &mut self.peers[token]
+                    };
+                    if peer.io.reading == Reading::ResumeNow {
+                        peer.io.reading = Reading::Active;
                     }
                     if until == ReadUntil::ShortRead && drained {
                         return Ok(());
