@@ -453,53 +453,16 @@ impl PeerIo {
             }
         }
         loop {
-            if let Some(Segment::File {
-                file,
-                offset,
-                remaining,
-            }) = self.out.front_mut()
-            {
-                if self.tls.is_none() {
-                    match sys::sendfile(&self.sock, file, offset, *remaining) {
-                        Ok(0) => return Err(file_truncated()),
-                        Ok(n) => {
-                            self.counter.sent(n);
-                            *remaining -= n as u64;
-                            self.queued -= n;
-                            self.sent += n as u64;
-                            if *remaining == 0 {
-                                self.out.pop_front();
-                            }
-                            continue;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(CloseReason::Socket(e)),
+            let chunk = match self.out.front() {
+                Some(Segment::Bytes(front)) => &front[self.out_pos..],
+                Some(Segment::File { .. }) => {
+                    if self.flush_file()? {
+                        continue;
                     }
+                    return Ok(());
                 }
-                // TLS: stage one record's worth as bytes, so a retried
-                // SSL_write finds exactly the same bytes.
-                let mut staged = vec![0; (*remaining).min(FILE_STAGE) as usize];
-                let n = match std::os::unix::fs::FileExt::read_at(&*file, &mut staged, *offset) {
-                    Ok(0) => return Err(file_truncated()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(CloseReason::Socket(e)),
-                };
-                staged.truncate(n);
-                *offset += n as u64;
-                *remaining -= n as u64;
-                if *remaining == 0 {
-                    self.out.pop_front();
-                }
-                self.out.push_front(Segment::Bytes(staged));
-                self.out_pos = 0;
-                continue;
-            }
-            let Some(Segment::Bytes(front)) = self.out.front() else {
-                return Ok(());
+                None => return Ok(()),
             };
-            let chunk = &front[self.out_pos..];
             let written = match self.tls.as_mut() {
                 None => {
                     let result = if matches!(self.out.get(1), Some(Segment::Bytes(_))) {
@@ -544,13 +507,75 @@ impl PeerIo {
             };
             self.counter.sent(written);
             self.advance(written);
+            if self.queued == 0 {
+                return Ok(());
+            }
         }
+    }
+
+    /// Sends (plaintext) or stages as bytes (TLS) some of the front
+    /// segment, a file. `Ok(false)`: the socket is full.
+    fn flush_file(&mut self) -> Result<bool, CloseReason> {
+        let Some(Segment::File {
+            file,
+            offset,
+            remaining,
+        }) = self.out.front_mut()
+        else {
+            unreachable!("the front segment is a file");
+        };
+        if self.tls.is_none() {
+            match sys::sendfile(&self.sock, file, offset, *remaining) {
+                Ok(0) => return Err(file_truncated()),
+                Ok(n) => {
+                    self.counter.sent(n);
+                    *remaining -= n as u64;
+                    self.queued -= n;
+                    self.sent += n as u64;
+                    if *remaining == 0 {
+                        self.out.pop_front();
+                    }
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+                Err(e) => return Err(CloseReason::Socket(e)),
+            }
+        }
+        // TLS: stage one record's worth as bytes, so a retried
+        // SSL_write finds exactly the same bytes.
+        let mut staged = vec![0; (*remaining).min(FILE_STAGE) as usize];
+        let n = match std::os::unix::fs::FileExt::read_at(&*file, &mut staged, *offset) {
+            Ok(0) => return Err(file_truncated()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(e) => return Err(CloseReason::Socket(e)),
+        };
+        staged.truncate(n);
+        *offset += n as u64;
+        *remaining -= n as u64;
+        if *remaining == 0 {
+            self.out.pop_front();
+        }
+        self.out.push_front(Segment::Bytes(staged));
+        self.out_pos = 0;
+        Ok(true)
     }
 
     /// Drops `n` sent bytes from the front of the queue.
     fn advance(&mut self, mut n: usize) {
         self.queued -= n;
         self.sent += n as u64;
+        if self.queued == 0 {
+            // All of it went out (the usual case: one answer, one buffer).
+            while let Some(segment) = self.out.pop_front() {
+                if let Segment::Bytes(sent) = segment {
+                    crate::buffers::give(sent);
+                }
+            }
+            self.out_pos = 0;
+            return;
+        }
         while n > 0 {
             let Some(Segment::Bytes(front)) = self.out.front() else {
                 unreachable!("advanced past the queued bytes");
