@@ -364,6 +364,7 @@ impl PeerIo {
         });
     }
 
+    #[inline]
     pub(crate) fn queue_owned(&mut self, data: Vec<u8>) {
         if data.is_empty() {
             return;
