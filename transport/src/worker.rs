@@ -602,11 +602,14 @@ impl<P: Protocol> Worker<P> {
                 until = ReadUntil::WouldBlock;
             }
         }
-        if peer.io.drain_notice == DrainNotice::Owed {
+        let peer = if peer.io.drain_notice == DrainNotice::Owed {
             self.notify_drained(ctx, token)?;
-        }
-        let Some(peer) = self.peers.get_mut(token) else {
-            return Ok(());
+            let Some(peer) = self.peers.get_mut(token) else {
+                return Ok(());
+            };
+            peer
+        } else {
+            peer
         };
         if read && peer.io.input_gate == InputGate::Open {
             self.handle_incoming(ctx, token, until)?;
