@@ -208,7 +208,7 @@ pub(crate) struct PeerIo {
     pub(crate) peer_addr: SocketAddr,
     pub(crate) local_addr: SocketAddr,
     pub(crate) phase: Phase,
-    out: VecDeque<Segment>,
+    out: OutQueue,
     /// Bytes of the front `Segment::Bytes` already sent.
     out_pos: usize,
     pub(crate) queued: usize,
@@ -246,6 +246,80 @@ enum Segment {
         offset: u64,
         remaining: u64,
     },
+}
+
+/// A peer's output queue, in order. The usual answer is one buffer, so the
+/// front segment is kept apart: queueing and sending that one does no
+/// ring-buffer index arithmetic. The rest is allocated the first time a
+/// connection queues more than one segment (keeping an idle connection's
+/// share small).
+#[derive(Default)]
+struct OutQueue {
+    /// `None` only when the queue is empty.
+    front: Option<Segment>,
+    /// The segments after `front`; boxed, so that it is one word in every
+    /// connection's `PeerIo` rather than a whole `VecDeque`.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<Segment>>>,
+}
+
+impl OutQueue {
+    fn len(&self) -> usize {
+        usize::from(self.front.is_some()) + self.rest.as_ref().map_or(0, |rest| rest.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.front.is_none()
+    }
+
+    fn front(&self) -> Option<&Segment> {
+        self.front.as_ref()
+    }
+
+    fn front_mut(&mut self) -> Option<&mut Segment> {
+        self.front.as_mut()
+    }
+
+    /// The segment after the front one.
+    fn second(&self) -> Option<&Segment> {
+        self.rest.as_ref()?.front()
+    }
+
+    /// Every segment after the front one, in order.
+    fn behind_front(&self) -> impl Iterator<Item = &Segment> {
+        self.rest.iter().flat_map(|rest| rest.iter())
+    }
+
+    fn back_mut(&mut self) -> Option<&mut Segment> {
+        match self.rest.as_mut().and_then(|rest| rest.back_mut()) {
+            Some(back) => Some(back),
+            None => self.front.as_mut(),
+        }
+    }
+
+    fn push_back(&mut self, segment: Segment) {
+        if self.front.is_none() {
+            self.front = Some(segment);
+        } else {
+            self.rest
+                .get_or_insert_with(Box::default)
+                .push_back(segment);
+        }
+    }
+
+    fn push_front(&mut self, segment: Segment) {
+        if let Some(old) = self.front.replace(segment) {
+            self.rest.get_or_insert_with(Box::default).push_front(old);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Segment> {
+        let front = self.front.take();
+        if let Some(rest) = self.rest.as_mut() {
+            self.front = rest.pop_front();
+        }
+        front
+    }
 }
 
 /// What a TLS flush reads from a file segment at a time: one record.
@@ -286,8 +360,7 @@ impl PeerIo {
             peer_addr,
             local_addr,
             phase,
-            // Room for one segment, the usual answer; more grows it.
-            out: VecDeque::with_capacity(1),
+            out: OutQueue::default(),
             out_pos: 0,
             queued: 0,
             sent: 0,
@@ -466,12 +539,12 @@ impl PeerIo {
             };
             let written = match self.tls.as_mut() {
                 None => {
-                    let result = if matches!(self.out.get(1), Some(Segment::Bytes(_))) {
+                    let result = if matches!(self.out.second(), Some(Segment::Bytes(_))) {
                         // Up to 64 buffers per writev(2) call, up to a file.
                         let mut slices = [io::IoSlice::new(&[]); 64];
                         slices[0] = io::IoSlice::new(chunk);
                         let mut n = 1;
-                        for segment in self.out.iter().skip(1).take(63) {
+                        for segment in self.out.behind_front().take(63) {
                             let Segment::Bytes(buf) = segment else { break };
                             slices[n] = io::IoSlice::new(buf);
                             n += 1;
@@ -625,6 +698,39 @@ impl TlsState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bytes(segment: Option<Segment>) -> Option<Vec<u8>> {
+        match segment? {
+            Segment::Bytes(b) => Some(b),
+            Segment::File { .. } => panic!("a file segment"),
+        }
+    }
+
+    #[test]
+    fn out_queue_keeps_order_across_front_and_rest() {
+        let mut out = OutQueue::default();
+        assert!(out.is_empty());
+        out.push_back(Segment::Bytes(vec![1]));
+        out.push_back(Segment::Bytes(vec![2]));
+        out.push_back(Segment::Bytes(vec![3]));
+        assert_eq!(out.len(), 3);
+        assert!(matches!(out.second(), Some(Segment::Bytes(b)) if b == &[2]));
+        assert_eq!(out.behind_front().count(), 2);
+        if let Some(Segment::Bytes(back)) = out.back_mut() {
+            back.push(4);
+        }
+        assert_eq!(bytes(out.pop_front()), Some(vec![1]));
+        out.push_front(Segment::Bytes(vec![0]));
+        assert_eq!(bytes(out.pop_front()), Some(vec![0]));
+        assert_eq!(bytes(out.pop_front()), Some(vec![2]));
+        assert_eq!(bytes(out.pop_front()), Some(vec![3, 4]));
+        assert!(out.is_empty());
+        assert_eq!(out.len(), 0);
+        assert!(out.pop_front().is_none());
+        out.push_front(Segment::Bytes(vec![5]));
+        assert_eq!(out.len(), 1);
+        assert_eq!(bytes(out.pop_front()), Some(vec![5]));
+    }
 
     /// Every open connection holds a `PeerIo` in its worker's slab, idle
     /// or not: what only a handshake or a close needs must not grow it.
