@@ -297,6 +297,7 @@ impl OutQueue {
         }
     }
 
+    #[inline]
     fn push_back(&mut self, segment: Segment) {
         if self.front.is_none() {
             self.front = Some(segment);

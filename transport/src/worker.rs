@@ -637,6 +637,7 @@ impl<P: Protocol> Worker<P> {
 
     /// Flushes the queue; once it is empty and a close was requested,
     /// starts the graceful shutdown.
+    #[inline(always)]
     fn flush_and_maybe_close(
         &mut self,
         ctx: &mut Ctx<'_, P>,
