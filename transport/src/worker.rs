@@ -1049,6 +1049,9 @@ impl<P: Protocol> EventHandler for Worker<P> {
         sys::debug_assert_queue_empty("on_message");
     }
 
+    // Not inlined into the reactor's loop, which would then compute its
+    // constant-delay deadlines (`now + IDLE_SWEEP`, ...) every iteration.
+    #[inline(never)]
     fn on_timer(&mut self, ctx: &mut Ctx<'_, P>, timer: PeerTimer) {
         match timer.kind {
             TimerKind::Drain => return self.drain_deadline(ctx),
