@@ -30,6 +30,10 @@ pub(crate) struct Timers<T> {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     live: HashMap<u64, T, FixedState>,
     next_id: u64,
+    /// The heap's top entry is known to be live: the loop asks for the
+    /// next timeout every iteration, mostly with the same top, so the
+    /// lookup in `live` is done once per top rather than per iteration.
+    top_live: bool,
 }
 
 impl<T> Timers<T> {
@@ -38,12 +42,15 @@ impl<T> Timers<T> {
             heap: BinaryHeap::new(),
             live: HashMap::with_hasher(FixedState::default()),
             next_id: 1,
+            top_live: false,
         }
     }
 
     pub(crate) fn insert(&mut self, deadline: Instant, payload: T) -> TimerId {
         let id = NonZeroU64::new(self.next_id).expect("timer ids start at 1 and never wrap");
         self.next_id += 1;
+        // The top stays live: it is either the old, checked top or this
+        // new entry.
         self.heap.push(Reverse((deadline, id.get())));
         self.live.insert(id.get(), payload);
         TimerId(id)
@@ -51,6 +58,10 @@ impl<T> Timers<T> {
 
     pub(crate) fn cancel(&mut self, id: TimerId) -> Option<T> {
         let payload = self.live.remove(&id.0.get());
+        if payload.is_some() {
+            // It may have been the top.
+            self.top_live = false;
+        }
         if self.live.is_empty() {
             // Nothing armed: drop the stale entries at once instead of letting
             // them wake the worker for nothing.
@@ -61,8 +72,12 @@ impl<T> Timers<T> {
 
     /// Drops cancelled entries from the top of the heap.
     fn prune(&mut self) {
+        if self.top_live {
+            return;
+        }
         while let Some(Reverse((_, id))) = self.heap.peek() {
             if self.live.contains_key(id) {
+                self.top_live = true;
                 break;
             }
             self.heap.pop();
@@ -85,6 +100,7 @@ impl<T> Timers<T> {
                 return None;
             }
             self.heap.pop();
+            self.top_live = false;
             if let Some(payload) = self.live.remove(&id) {
                 return Some(payload);
             }
@@ -139,5 +155,20 @@ mod tests {
         assert_eq!(timers.next_timeout(t0), Some(Duration::from_millis(50)));
         assert_eq!(timers.pop_expired(t0 + Duration::from_millis(60)), Some(2));
         assert_eq!(timers.len(), 0);
+    }
+
+    #[test]
+    fn cancelling_the_checked_top_moves_the_timeout_on() {
+        let mut timers = Timers::new();
+        let t0 = Instant::now();
+        let first = timers.insert(t0 + Duration::from_millis(10), 1);
+        assert_eq!(timers.next_timeout(t0), Some(Duration::from_millis(10)));
+        timers.insert(t0 + Duration::from_millis(30), 3);
+        timers.insert(t0 + Duration::from_millis(20), 2);
+        assert_eq!(timers.next_timeout(t0), Some(Duration::from_millis(10)));
+        assert_eq!(timers.cancel(first), Some(1));
+        assert_eq!(timers.next_timeout(t0), Some(Duration::from_millis(20)));
+        assert_eq!(timers.pop_expired(t0 + Duration::from_millis(20)), Some(2));
+        assert_eq!(timers.next_timeout(t0), Some(Duration::from_millis(30)));
     }
 }

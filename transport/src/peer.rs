@@ -208,7 +208,7 @@ pub(crate) struct PeerIo {
     pub(crate) peer_addr: SocketAddr,
     pub(crate) local_addr: SocketAddr,
     pub(crate) phase: Phase,
-    out: VecDeque<Segment>,
+    out: OutQueue,
     /// Bytes of the front `Segment::Bytes` already sent.
     out_pos: usize,
     pub(crate) queued: usize,
@@ -246,6 +246,81 @@ enum Segment {
         offset: u64,
         remaining: u64,
     },
+}
+
+/// A peer's output queue, in order. The usual answer is one buffer, so the
+/// front segment is kept apart: queueing and sending that one does no
+/// ring-buffer index arithmetic. The rest is allocated the first time a
+/// connection queues more than one segment (keeping an idle connection's
+/// share small).
+#[derive(Default)]
+struct OutQueue {
+    /// `None` only when the queue is empty.
+    front: Option<Segment>,
+    /// The segments after `front`; boxed, so that it is one word in every
+    /// connection's `PeerIo` rather than a whole `VecDeque`.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<VecDeque<Segment>>>,
+}
+
+impl OutQueue {
+    fn len(&self) -> usize {
+        usize::from(self.front.is_some()) + self.rest.as_ref().map_or(0, |rest| rest.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.front.is_none()
+    }
+
+    fn front(&self) -> Option<&Segment> {
+        self.front.as_ref()
+    }
+
+    fn front_mut(&mut self) -> Option<&mut Segment> {
+        self.front.as_mut()
+    }
+
+    /// The segment after the front one.
+    fn second(&self) -> Option<&Segment> {
+        self.rest.as_ref()?.front()
+    }
+
+    /// Every segment after the front one, in order.
+    fn behind_front(&self) -> impl Iterator<Item = &Segment> {
+        self.rest.iter().flat_map(|rest| rest.iter())
+    }
+
+    fn back_mut(&mut self) -> Option<&mut Segment> {
+        match self.rest.as_mut().and_then(|rest| rest.back_mut()) {
+            Some(back) => Some(back),
+            None => self.front.as_mut(),
+        }
+    }
+
+    #[inline]
+    fn push_back(&mut self, segment: Segment) {
+        if self.front.is_none() {
+            self.front = Some(segment);
+        } else {
+            self.rest
+                .get_or_insert_with(Box::default)
+                .push_back(segment);
+        }
+    }
+
+    fn push_front(&mut self, segment: Segment) {
+        if let Some(old) = self.front.replace(segment) {
+            self.rest.get_or_insert_with(Box::default).push_front(old);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Segment> {
+        let front = self.front.take();
+        if let Some(rest) = self.rest.as_mut() {
+            self.front = rest.pop_front();
+        }
+        front
+    }
 }
 
 /// What a TLS flush reads from a file segment at a time: one record.
@@ -286,8 +361,7 @@ impl PeerIo {
             peer_addr,
             local_addr,
             phase,
-            // Room for one segment, the usual answer; more grows it.
-            out: VecDeque::with_capacity(1),
+            out: OutQueue::default(),
             out_pos: 0,
             queued: 0,
             sent: 0,
@@ -320,6 +394,14 @@ impl PeerIo {
     /// [`crate::Conn::abort`]).
     pub(crate) fn end_asked(&self) -> bool {
         self.ending != Ending::NotAsked
+    }
+
+    /// Whether the protocol's last callback asked for nothing the worker
+    /// must apply: no timer change, no failed flush, no end.
+    pub(crate) fn asked_nothing(&self) -> bool {
+        self.timer_request == TimerRequest::Keep
+            && self.failed.is_none()
+            && self.ending == Ending::NotAsked
     }
 
     pub(crate) fn queue_copy(&mut self, data: &[u8]) {
@@ -356,6 +438,7 @@ impl PeerIo {
         });
     }
 
+    #[inline]
     pub(crate) fn queue_owned(&mut self, data: Vec<u8>) {
         if data.is_empty() {
             return;
@@ -445,61 +528,24 @@ impl PeerIo {
             }
         }
         loop {
-            if let Some(Segment::File {
-                file,
-                offset,
-                remaining,
-            }) = self.out.front_mut()
-            {
-                if self.tls.is_none() {
-                    match sys::sendfile(&self.sock, file, offset, *remaining) {
-                        Ok(0) => return Err(file_truncated()),
-                        Ok(n) => {
-                            self.counter.sent(n);
-                            *remaining -= n as u64;
-                            self.queued -= n;
-                            self.sent += n as u64;
-                            if *remaining == 0 {
-                                self.out.pop_front();
-                            }
-                            continue;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(CloseReason::Socket(e)),
+            let chunk = match self.out.front() {
+                Some(Segment::Bytes(front)) => &front[self.out_pos..],
+                Some(Segment::File { .. }) => {
+                    if self.flush_file()? {
+                        continue;
                     }
+                    return Ok(());
                 }
-                // TLS: stage one record's worth as bytes, so a retried
-                // SSL_write finds exactly the same bytes.
-                let mut staged = vec![0; (*remaining).min(FILE_STAGE) as usize];
-                let n = match std::os::unix::fs::FileExt::read_at(&*file, &mut staged, *offset) {
-                    Ok(0) => return Err(file_truncated()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(CloseReason::Socket(e)),
-                };
-                staged.truncate(n);
-                *offset += n as u64;
-                *remaining -= n as u64;
-                if *remaining == 0 {
-                    self.out.pop_front();
-                }
-                self.out.push_front(Segment::Bytes(staged));
-                self.out_pos = 0;
-                continue;
-            }
-            let Some(Segment::Bytes(front)) = self.out.front() else {
-                return Ok(());
+                None => return Ok(()),
             };
-            let chunk = &front[self.out_pos..];
             let written = match self.tls.as_mut() {
                 None => {
-                    let result = if matches!(self.out.get(1), Some(Segment::Bytes(_))) {
+                    let result = if matches!(self.out.second(), Some(Segment::Bytes(_))) {
                         // Up to 64 buffers per writev(2) call, up to a file.
                         let mut slices = [io::IoSlice::new(&[]); 64];
                         slices[0] = io::IoSlice::new(chunk);
                         let mut n = 1;
-                        for segment in self.out.iter().skip(1).take(63) {
+                        for segment in self.out.behind_front().take(63) {
                             let Segment::Bytes(buf) = segment else { break };
                             slices[n] = io::IoSlice::new(buf);
                             n += 1;
@@ -536,13 +582,75 @@ impl PeerIo {
             };
             self.counter.sent(written);
             self.advance(written);
+            if self.queued == 0 {
+                return Ok(());
+            }
         }
+    }
+
+    /// Sends (plaintext) or stages as bytes (TLS) some of the front
+    /// segment, a file. `Ok(false)`: the socket is full.
+    fn flush_file(&mut self) -> Result<bool, CloseReason> {
+        let Some(Segment::File {
+            file,
+            offset,
+            remaining,
+        }) = self.out.front_mut()
+        else {
+            unreachable!("the front segment is a file");
+        };
+        if self.tls.is_none() {
+            match sys::sendfile(&self.sock, file, offset, *remaining) {
+                Ok(0) => return Err(file_truncated()),
+                Ok(n) => {
+                    self.counter.sent(n);
+                    *remaining -= n as u64;
+                    self.queued -= n;
+                    self.sent += n as u64;
+                    if *remaining == 0 {
+                        self.out.pop_front();
+                    }
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+                Err(e) => return Err(CloseReason::Socket(e)),
+            }
+        }
+        // TLS: stage one record's worth as bytes, so a retried
+        // SSL_write finds exactly the same bytes.
+        let mut staged = vec![0; (*remaining).min(FILE_STAGE) as usize];
+        let n = match std::os::unix::fs::FileExt::read_at(&*file, &mut staged, *offset) {
+            Ok(0) => return Err(file_truncated()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(e) => return Err(CloseReason::Socket(e)),
+        };
+        staged.truncate(n);
+        *offset += n as u64;
+        *remaining -= n as u64;
+        if *remaining == 0 {
+            self.out.pop_front();
+        }
+        self.out.push_front(Segment::Bytes(staged));
+        self.out_pos = 0;
+        Ok(true)
     }
 
     /// Drops `n` sent bytes from the front of the queue.
     fn advance(&mut self, mut n: usize) {
         self.queued -= n;
         self.sent += n as u64;
+        if self.queued == 0 {
+            // All of it went out (the usual case: one answer, one buffer).
+            while let Some(segment) = self.out.pop_front() {
+                if let Segment::Bytes(sent) = segment {
+                    crate::buffers::give(sent);
+                }
+            }
+            self.out_pos = 0;
+            return;
+        }
         while n > 0 {
             let Some(Segment::Bytes(front)) = self.out.front() else {
                 unreachable!("advanced past the queued bytes");
@@ -591,6 +699,39 @@ impl TlsState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bytes(segment: Option<Segment>) -> Option<Vec<u8>> {
+        match segment? {
+            Segment::Bytes(b) => Some(b),
+            Segment::File { .. } => panic!("a file segment"),
+        }
+    }
+
+    #[test]
+    fn out_queue_keeps_order_across_front_and_rest() {
+        let mut out = OutQueue::default();
+        assert!(out.is_empty());
+        out.push_back(Segment::Bytes(vec![1]));
+        out.push_back(Segment::Bytes(vec![2]));
+        out.push_back(Segment::Bytes(vec![3]));
+        assert_eq!(out.len(), 3);
+        assert!(matches!(out.second(), Some(Segment::Bytes(b)) if b == &[2]));
+        assert_eq!(out.behind_front().count(), 2);
+        if let Some(Segment::Bytes(back)) = out.back_mut() {
+            back.push(4);
+        }
+        assert_eq!(bytes(out.pop_front()), Some(vec![1]));
+        out.push_front(Segment::Bytes(vec![0]));
+        assert_eq!(bytes(out.pop_front()), Some(vec![0]));
+        assert_eq!(bytes(out.pop_front()), Some(vec![2]));
+        assert_eq!(bytes(out.pop_front()), Some(vec![3, 4]));
+        assert!(out.is_empty());
+        assert_eq!(out.len(), 0);
+        assert!(out.pop_front().is_none());
+        out.push_front(Segment::Bytes(vec![5]));
+        assert_eq!(out.len(), 1);
+        assert_eq!(bytes(out.pop_front()), Some(vec![5]));
+    }
 
     /// Every open connection holds a `PeerIo` in its worker's slab, idle
     /// or not: what only a handshake or a close needs must not grow it.

@@ -360,7 +360,20 @@ impl<P: Protocol> Worker<P> {
         self.after_protocol(ctx, token)
     }
 
+    /// Applies what a protocol callback asked for (a timer change, a close,
+    /// a failed flush). Returns false if the peer is gone.
+    #[inline(always)]
     fn after_protocol(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> bool {
+        if self.peers[token].io.asked_nothing() {
+            // The common case.
+            return true;
+        }
+        self.apply_requests(ctx, token)
+    }
+
+    /// [`Worker::after_protocol`] when the callback asked for something.
+    #[inline(never)]
+    fn apply_requests(&mut self, ctx: &mut Ctx<'_, P>, token: usize) -> bool {
         let peer = &mut self.peers[token];
         match std::mem::replace(&mut peer.io.timer_request, TimerRequest::Keep) {
             TimerRequest::Keep => {}
@@ -428,29 +441,26 @@ impl<P: Protocol> Worker<P> {
             }
             match peer.io.read(&mut self.read_buf)? {
                 ReadResult::Data { len: n, drained } => {
-                    let Worker {
-                        peers, read_buf, ..
-                    } = self;
-                    let data = &read_buf[..n];
-                    run_protocol(
-                        &mut peers[token],
-                        ctx.mailbox(),
-                        ctx.now(),
-                        token,
-                        "on_input",
-                        |p, conn| p.on_input(conn, data),
-                    );
-                    if !self.after_protocol(ctx, token) {
-                        return Ok(());
-                    }
-                    // In a shutdown's grace: what just arrived is served,
-                    // and is the connection's last.
-                    if self.drain_grace && !self.tell_drain(ctx, token) {
-                        return Ok(());
-                    }
-                    let io = &mut self.peers[token].io;
-                    if io.reading == Reading::ResumeNow {
-                        io.reading = Reading::Active;
+                    let data = &self.read_buf[..n];
+                    let now = ctx.now();
+                    run_protocol(peer, ctx.mailbox(), now, token, "on_input", |p, conn| {
+                        p.on_input(conn, data)
+                    });
+                    let peer = if peer.io.asked_nothing() && !self.drain_grace {
+                        peer
+                    } else {
+                        if !self.apply_requests(ctx, token) {
+                            return Ok(());
+                        }
+                        // In a shutdown's grace: what just arrived is served,
+                        // and is the connection's last.
+                        if self.drain_grace && !self.tell_drain(ctx, token) {
+                            return Ok(());
+                        }
+                        &mut self.peers[token]
+                    };
+                    if peer.io.reading == Reading::ResumeNow {
+                        peer.io.reading = Reading::Active;
                     }
                     if until == ReadUntil::ShortRead && drained {
                         return Ok(());
@@ -466,9 +476,18 @@ impl<P: Protocol> Worker<P> {
         }
     }
 
-    /// Drives a peer after readiness (or after it queued output).
+    /// Drives a peer after readiness.
     fn drive(&mut self, ctx: &mut Ctx<'_, P>, token: usize, ready: Readiness) {
-        if let Err(reason) = self.try_drive(ctx, token, ready) {
+        let Some(peer) = self.peers.get_mut(token) else {
+            return;
+        };
+        peer.io.activity = Activity::Busy;
+        let result = if peer.io.phase == Phase::Open {
+            self.open_io(ctx, token, ready)
+        } else {
+            self.try_drive(ctx, token, ready)
+        };
+        if let Err(reason) = result {
             self.close_now(ctx, token, reason);
         }
     }
@@ -583,9 +602,14 @@ impl<P: Protocol> Worker<P> {
                 until = ReadUntil::WouldBlock;
             }
         }
-        self.notify_drained(ctx, token)?;
-        let Some(peer) = self.peers.get_mut(token) else {
-            return Ok(());
+        let peer = if peer.io.drain_notice == DrainNotice::Owed {
+            self.notify_drained(ctx, token)?;
+            let Some(peer) = self.peers.get_mut(token) else {
+                return Ok(());
+            };
+            peer
+        } else {
+            peer
         };
         if read && peer.io.input_gate == InputGate::Open {
             self.handle_incoming(ctx, token, until)?;
@@ -613,6 +637,7 @@ impl<P: Protocol> Worker<P> {
 
     /// Flushes the queue; once it is empty and a close was requested,
     /// starts the graceful shutdown.
+    #[inline(always)]
     fn flush_and_maybe_close(
         &mut self,
         ctx: &mut Ctx<'_, P>,
@@ -625,18 +650,25 @@ impl<P: Protocol> Worker<P> {
             return Ok(());
         }
         peer.io.flush()?;
-        if peer.io.sent_notice && peer.io.queued == 0 {
-            self.notify_sent(ctx, token)?;
-        }
-        if self
-            .peers
-            .get(token)
-            .is_some_and(|p| p.io.drain_notice == DrainNotice::Owed)
-        {
-            self.notify_drained(ctx, token)?;
-        }
-        let Some(peer) = self.peers.get_mut(token) else {
-            return Ok(());
+        let sent_owed = peer.io.sent_notice && peer.io.queued == 0;
+        let peer = if sent_owed || peer.io.drain_notice == DrainNotice::Owed {
+            // The protocol runs again, and may close the connection.
+            if sent_owed {
+                self.notify_sent(ctx, token)?;
+            }
+            if self
+                .peers
+                .get(token)
+                .is_some_and(|p| p.io.drain_notice == DrainNotice::Owed)
+            {
+                self.notify_drained(ctx, token)?;
+            }
+            let Some(peer) = self.peers.get_mut(token) else {
+                return Ok(());
+            };
+            peer
+        } else {
+            peer
         };
         if peer.io.queued == 0 && peer.io.ending == Ending::Graceful {
             self.start_shutdown(ctx, token)?;
@@ -958,9 +990,6 @@ impl<P: Protocol> EventHandler for Worker<P> {
             return self.accept_own(ctx);
         }
         let token = event.token().0;
-        if let Some(peer) = self.peers.get_mut(token) {
-            peer.io.activity = Activity::Busy;
-        }
         let read = if event.is_read_closed() || event.is_error() {
             // An EOF (or error) must be read now: no later edge reports it.
             Some(ReadUntil::WouldBlock)
@@ -1020,6 +1049,9 @@ impl<P: Protocol> EventHandler for Worker<P> {
         sys::debug_assert_queue_empty("on_message");
     }
 
+    // Not inlined into the reactor's loop, which would then compute its
+    // constant-delay deadlines (`now + IDLE_SWEEP`, ...) every iteration.
+    #[inline(never)]
     fn on_timer(&mut self, ctx: &mut Ctx<'_, P>, timer: PeerTimer) {
         match timer.kind {
             TimerKind::Drain => return self.drain_deadline(ctx),
