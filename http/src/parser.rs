@@ -495,38 +495,39 @@ impl RequestParser {
     fn parse_inner(&mut self, input: &[u8]) -> Result<Parsed, ParseError> {
         if let State::Head(scan) = &mut self.state {
             debug_assert!(input.len() >= scan.scanned, "input shrank between calls");
+            // Where the head is built and kept until it is handed out: a
+            // head is moved as little as possible.
+            let mut head = None;
             // First look at a new request: most heads arrive whole, and
             // httparse alone then finds their end (see `Find::Whole`).
             let whole = if scan.tried_whole {
                 None
             } else {
                 scan.tried_whole = true;
-                parse_head(input, Find::Whole, &self.limits)?
+                parse_head(input, Find::Whole, &self.limits, &mut head)?
             };
-            let (head, present, head_end) = match whole {
+            let (present, head_end) = match whole {
                 Some(parsed) => parsed,
                 None => {
                     let head_end = match scan_head(scan, input, &self.limits)? {
                         Some(end) => end,
                         None => return Ok(Parsed::Partial),
                     };
-                    let head = &input[..head_end];
-                    parse_head(head, Find::Exact, &self.limits)?
+                    let input = &input[..head_end];
+                    parse_head(input, Find::Exact, &self.limits, &mut head)?
                         .expect("an exact head is parsed or refused")
                 }
             };
-            let decoder = match body_framing(&head, present)? {
-                None => {
-                    return Ok(Parsed::Complete {
-                        head,
-                        body: Vec::new(),
-                        consumed: head_end,
-                    })
-                }
-                Some(decoder) => decoder,
+            let parsed = head.as_ref().expect("a parsed head is written");
+            let Some(decoder) = body_framing(parsed, present)? else {
+                return Ok(Parsed::Complete {
+                    head: head.expect("checked just above"),
+                    body: Vec::new(),
+                    consumed: head_end,
+                });
             };
             self.state = State::Body(Box::new(BodyState {
-                head: Some(head),
+                head,
                 mode: BodyHandling::Undecided,
                 body_limit: u64::MAX,
                 body: Vec::new(),
@@ -703,9 +704,9 @@ enum Find {
     Whole,
 }
 
-/// Parses a head (see [`Find`]): `None` if `find` is `Whole` and the
-/// input is left to the scan; else the head, the fields the parser
-/// interprets, and the head's length.
+/// Parses a head (see [`Find`]) into `head`: `None` if `find` is `Whole`
+/// and the input is left to the scan; else the fields the parser
+/// interprets and the head's length.
 ///
 /// The head is then copied into one shared buffer, with the table of its
 /// header fields (see [`crate::fields`]), so that everything the request
@@ -714,15 +715,16 @@ fn parse_head(
     input: &[u8],
     find: Find,
     limits: &Limits,
-) -> Result<Option<(RequestHead, Present, usize)>, ParseError> {
+    head: &mut Option<RequestHead>,
+) -> Result<Option<(Present, usize)>, ParseError> {
     // Left uninitialised: httparse writes the fields it finds, and zeroing
     // 128 fields (4 KiB) per request would cost more than parsing them.
     if limits.max_headers <= STACK_FIELDS {
         let mut fields = [const { MaybeUninit::uninit() }; STACK_FIELDS];
-        parse_head_into(input, find, limits, &mut fields[..limits.max_headers])
+        parse_head_into(input, find, limits, &mut fields[..limits.max_headers], head)
     } else {
         let mut fields = vec![MaybeUninit::uninit(); limits.max_headers];
-        parse_head_into(input, find, limits, &mut fields)
+        parse_head_into(input, find, limits, &mut fields, head)
     }
 }
 
@@ -766,7 +768,8 @@ fn parse_head_into<'b>(
     find: Find,
     limits: &Limits,
     fields: &mut [MaybeUninit<httparse::Header<'b>>],
-) -> Result<Option<(RequestHead, Present, usize)>, ParseError> {
+    head: &mut Option<RequestHead>,
+) -> Result<Option<(Present, usize)>, ParseError> {
     let mut req = httparse::Request::new(&mut []);
     // The default configuration is the strict one for requests: no
     // whitespace between a field name and the colon, no obs-fold, no space
@@ -874,7 +877,7 @@ fn parse_head_into<'b>(
     if let Some(authority) = authority {
         headers.map_mut().insert(header::HOST, authority);
     }
-    let head = RequestHead {
+    *head = Some(RequestHead {
         method,
         target: shared_target,
         // An absolute-form target without a path gets an empty span: its
@@ -885,8 +888,8 @@ fn parse_head_into<'b>(
         headers,
         keep_alive,
         expects_continue,
-    };
-    Ok(Some((head, present, bytes.len())))
+    });
+    Ok(Some((present, bytes.len())))
 }
 
 fn map_httparse_error(e: httparse::Error, head: &[u8]) -> ParseError {
