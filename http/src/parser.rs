@@ -746,7 +746,7 @@ impl Present {
     fn note(&mut self, name: &[u8]) -> bool {
         let is = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
         match name.len() {
-            4 if is(&header::HOST) => {
+            4 if is_host(name) => {
                 self.hosts = (self.hosts + 1).min(2);
                 return true;
             }
@@ -758,6 +758,16 @@ impl Present {
         }
         false
     }
+}
+
+/// Whether `name` is `Host` in any case, compared as one word (Host is in
+/// nearly every request): setting bit 5 of a byte lowercases a letter and
+/// makes a letter of no other byte.
+fn is_host(name: &[u8]) -> bool {
+    let Ok(word) = <[u8; 4]>::try_from(name) else {
+        return false;
+    };
+    u32::from_ne_bytes(word) | 0x2020_2020 == u32::from_ne_bytes(*b"host")
 }
 
 /// Longest header name `http::HeaderName` takes.
@@ -2034,6 +2044,23 @@ mod tests {
         assert!(parser.parse(b"GET / HTTP/9.9\r\n\r\n").is_err());
         let s = summarize(parser.parse(b"GET /ok HTTP/1.0\r\n\r\n").unwrap()).unwrap();
         assert_eq!(s.path, "/ok");
+    }
+
+    #[test]
+    fn host_names_in_any_case() {
+        for at in 0..4 {
+            for b in 0..=255 {
+                let mut name = *b"host";
+                name[at] = b;
+                assert_eq!(
+                    is_host(&name),
+                    name.eq_ignore_ascii_case(b"host"),
+                    "{name:?}"
+                );
+            }
+        }
+        assert!(is_host(b"HoSt"));
+        assert!(!is_host(b"hos") && !is_host(b"hosts"));
     }
 
     #[test]
