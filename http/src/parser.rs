@@ -730,33 +730,43 @@ fn parse_head(
 
 /// Which of the fields that the parser interprets the head has, noted from
 /// the field names, so that a head without them (most) costs no search for
-/// them.
+/// them: one bit per field, so that they are returned as one byte.
 #[derive(Debug, Clone, Copy, Default)]
-struct Present {
-    /// How many Host fields (0, 1, or 2 for "more than one").
-    hosts: u8,
-    expect: bool,
-    connection: bool,
-    transfer_encoding: bool,
-    content_length: bool,
-}
+struct Present(u8);
 
 impl Present {
-    /// Notes the field `name`; whether it is a Host field.
+    const HOST: u8 = 1;
+    /// More than one Host field.
+    const MORE_HOSTS: u8 = 1 << 1;
+    const EXPECT: u8 = 1 << 2;
+    const CONNECTION: u8 = 1 << 3;
+    const TRANSFER_ENCODING: u8 = 1 << 4;
+    const CONTENT_LENGTH: u8 = 1 << 5;
+
+    /// Notes the field `name`; whether it is the first Host field.
     fn note(&mut self, name: &[u8]) -> bool {
         let is = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
-        match name.len() {
+        let field = match name.len() {
             4 if is_host(name) => {
-                self.hosts = (self.hosts + 1).min(2);
-                return true;
+                if !self.has(Present::HOST) {
+                    self.0 |= Present::HOST;
+                    return true;
+                }
+                Present::MORE_HOSTS
             }
-            6 if is(&header::EXPECT) => self.expect = true,
-            10 if is(&header::CONNECTION) => self.connection = true,
-            14 if is(&header::CONTENT_LENGTH) => self.content_length = true,
-            17 if is(&header::TRANSFER_ENCODING) => self.transfer_encoding = true,
-            _ => {}
-        }
+            6 if is(&header::EXPECT) => Present::EXPECT,
+            10 if is(&header::CONNECTION) => Present::CONNECTION,
+            14 if is(&header::CONTENT_LENGTH) => Present::CONTENT_LENGTH,
+            17 if is(&header::TRANSFER_ENCODING) => Present::TRANSFER_ENCODING,
+            _ => return false,
+        };
+        self.0 |= field;
         false
+    }
+
+    /// Whether the head has `field` (one of the constants above).
+    fn has(self, field: u8) -> bool {
+        self.0 & field != 0
     }
 }
 
@@ -824,7 +834,7 @@ fn parse_head_into<'b>(
         if field.name.len() > MAX_NAME_LEN {
             return Err(ParseError::bad("invalid header name"));
         }
-        if present.note(field.name.as_bytes()) && present.hosts == 1 {
+        if present.note(field.name.as_bytes()) {
             host = field.value;
         }
     }
@@ -838,11 +848,13 @@ fn parse_head_into<'b>(
     let (path, query, authority) = split_target(target, &method)?;
 
     // Host (RFC 9112 §3.2): exactly one in HTTP/1.1, optional in HTTP/1.0.
-    match present.hosts {
-        0 if version == Version::HTTP_11 => return Err(ParseError::bad("missing Host header")),
-        0 => {}
-        1 => validate_host(host)?,
-        _ => return Err(ParseError::bad("duplicate Host header")),
+    match (present.has(Present::HOST), present.has(Present::MORE_HOSTS)) {
+        (false, _) if version == Version::HTTP_11 => {
+            return Err(ParseError::bad("missing Host header"))
+        }
+        (false, _) => {}
+        (true, false) => validate_host(host)?,
+        (true, true) => return Err(ParseError::bad("duplicate Host header")),
     }
     if let Some(authority) = authority {
         validate_host(authority.as_bytes())?;
@@ -863,7 +875,7 @@ fn parse_head_into<'b>(
 
     // Expect (RFC 9110 §10.1.1): only 100-continue is known; any other
     // expectation cannot be met.
-    if present.expect
+    if present.has(Present::EXPECT)
         && headers
             .values(&header::EXPECT)
             .any(|expect| !expect.eq_ignore_ascii_case(b"100-continue"))
@@ -875,12 +887,14 @@ fn parse_head_into<'b>(
     }
 
     // Every Expect value is 100-continue by now.
-    let expects_continue = version == Version::HTTP_11 && present.expect;
+    let expects_continue = version == Version::HTTP_11 && present.has(Present::EXPECT);
 
     let keep_alive = if version == Version::HTTP_11 {
-        !(present.connection && has_token(headers.values(&header::CONNECTION), "close"))
+        !(present.has(Present::CONNECTION)
+            && has_token(headers.values(&header::CONNECTION), "close"))
     } else {
-        present.connection && has_token(headers.values(&header::CONNECTION), "keep-alive")
+        present.has(Present::CONNECTION)
+            && has_token(headers.values(&header::CONNECTION), "keep-alive")
     };
 
     // An absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
@@ -1070,8 +1084,8 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 /// Content-Length; `None`: no body. The declared length is checked by
 /// [`RequestParser::buffer_body`], not here (a streamed body has no limit).
 fn body_framing(head: &RequestHead, present: Present) -> Result<Option<Decoder>, ParseError> {
-    let has_te = present.transfer_encoding;
-    let has_cl = present.content_length;
+    let has_te = present.has(Present::TRANSFER_ENCODING);
+    let has_cl = present.has(Present::CONTENT_LENGTH);
     if has_te {
         if has_cl {
             return Err(ParseError::bad("both Transfer-Encoding and Content-Length"));
