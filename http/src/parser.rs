@@ -901,7 +901,7 @@ fn parse_head_into<'b>(
     if let Some(authority) = authority {
         headers.map_mut().insert(header::HOST, authority);
     }
-    *head = Some(RequestHead {
+    let parsed = RequestHead {
         method,
         target: shared_target,
         // An absolute-form target without a path gets an empty span: its
@@ -912,7 +912,12 @@ fn parse_head_into<'b>(
         headers,
         keep_alive,
         expects_continue,
-    });
+    };
+    // `head` is empty (see `parse_inner`): forgetting the `None` it held
+    // skips the drop code that assigning to it would run.
+    let previous = head.replace(parsed);
+    debug_assert!(previous.is_none());
+    std::mem::forget(previous);
     Ok(Some((present, bytes.len())))
 }
 
