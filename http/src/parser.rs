@@ -704,9 +704,9 @@ enum Find {
     Whole,
 }
 
-/// Parses a head (see [`Find`]) into `head`: `None` if `find` is `Whole`
-/// and the input is left to the scan; else the fields the parser
-/// interprets and the head's length.
+/// Parses a head (see [`Find`]) into `head`, which is empty: `None` if
+/// `find` is `Whole` and the input is left to the scan; else the fields
+/// the parser interprets and the head's length.
 ///
 /// The head is then copied into one shared buffer, with the table of its
 /// header fields (see [`crate::fields`]), so that everything the request
