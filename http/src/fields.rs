@@ -3,9 +3,11 @@
 //!
 //! Parsing an HTTP/1.x head keeps where each field's name and value are in
 //! the head's shared copy (see [`pool::share_head`]): a table of offsets
-//! written right after the head in the same arena block, so it costs no
-//! allocation. The fields the parser itself interprets are read from that
-//! table (`Content-Length`, `Transfer-Encoding`, `Connection`, `Expect`;
+//! written right after the head in the same arena block, then where the
+//! table starts, so it costs no allocation and no field of its own (a
+//! request's head stays within 128 bytes). The fields the parser itself
+//! interprets are read from that table (`Content-Length`,
+//! `Transfer-Encoding`, `Connection`, `Expect`;
 //! `Host` is kept while the fields are first counted). A handler that
 //! never looks at the headers (most of a plain REST service's) never pays
 //! for the map; the first call to
@@ -25,8 +27,14 @@ use crate::pool;
 /// the value, each a native-endian `u32`.
 pub(crate) const ENTRY: usize = 16;
 
+/// Bytes of the table's start, after the table.
+pub(crate) const TABLE_START: usize = 4;
+
 /// One field's table entry: `[name offset, name length, value offset,
 /// value length]` (read back by [`HeaderFields::raw_fields`]).
+///
+/// After the last entry comes where the table starts (the head's length),
+/// a native-endian `u32` too: [`TABLE_START`] bytes.
 #[inline]
 pub(crate) fn entry(words: [u32; 4]) -> [u8; ENTRY] {
     let mut entry = [0u8; ENTRY];
@@ -42,11 +50,9 @@ pub(crate) struct HeaderFields {
     /// The map, once built (or given: HTTP/2 heads, tests). When present it
     /// is the truth (middleware may have changed it).
     map: OnceLock<Box<HeaderMap>>,
-    /// The head's shared copy followed by its field table (empty for a map
-    /// given whole).
+    /// The head's shared copy followed by its field table and where that
+    /// starts (empty for a map given whole).
     raw: Bytes,
-    /// Where the table starts in `raw`.
-    table: usize,
 }
 
 impl HeaderFields {
@@ -55,23 +61,22 @@ impl HeaderFields {
         HeaderFields {
             map: OnceLock::from(map),
             raw: Bytes::new(),
-            table: 0,
         }
     }
 
-    /// Fields described by the table at `table` in `raw` (see
+    /// Fields described by the table at the end of `raw` (see
     /// [`pool::share_head`]).
-    pub(crate) fn from_table(raw: Bytes, table: usize) -> HeaderFields {
-        debug_assert_eq!((raw.len() - table) % ENTRY, 0);
-        HeaderFields {
+    pub(crate) fn from_table(raw: Bytes) -> HeaderFields {
+        let fields = HeaderFields {
             map: OnceLock::new(),
             raw,
-            table,
-        }
+        };
+        debug_assert_eq!(fields.table().len() % ENTRY, 0);
+        fields
     }
 
-    /// The head's shared copy followed by its field table (empty for a map
-    /// given whole).
+    /// The head's shared copy followed by its field table and where that
+    /// starts (empty for a map given whole).
     pub(crate) fn raw(&self) -> &Bytes {
         &self.raw
     }
@@ -136,10 +141,18 @@ impl HeaderFields {
         }
     }
 
+    /// The table's entries (none without a table).
+    fn table(&self) -> &[u8] {
+        match self.raw.split_last_chunk::<TABLE_START>() {
+            Some((rest, start)) => &rest[u32::from_ne_bytes(*start) as usize..],
+            None => &[],
+        }
+    }
+
     /// (name, value) of every field in the table, in order.
     fn raw_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let raw = &self.raw[..];
-        raw[self.table..].chunks_exact(ENTRY).map(move |entry| {
+        self.table().chunks_exact(ENTRY).map(move |entry| {
             let at = |i: usize| {
                 let mut word = [0u8; 4];
                 word.copy_from_slice(&entry[i * 4..i * 4 + 4]);
@@ -151,7 +164,7 @@ impl HeaderFields {
     }
 
     fn build(&self) -> Box<HeaderMap> {
-        let count = (self.raw.len() - self.table) / ENTRY;
+        let count = self.table().len() / ENTRY;
         let mut map = pool::header_map(count);
         for (name, value) in self.raw_fields() {
             // httparse checked both (a token of at most 64 KiB - 1 bytes,

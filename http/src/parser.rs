@@ -495,38 +495,39 @@ impl RequestParser {
     fn parse_inner(&mut self, input: &[u8]) -> Result<Parsed, ParseError> {
         if let State::Head(scan) = &mut self.state {
             debug_assert!(input.len() >= scan.scanned, "input shrank between calls");
+            // Where the head is built and kept until it is handed out: a
+            // head is moved as little as possible.
+            let mut head = None;
             // First look at a new request: most heads arrive whole, and
             // httparse alone then finds their end (see `Find::Whole`).
             let whole = if scan.tried_whole {
                 None
             } else {
                 scan.tried_whole = true;
-                parse_head(input, Find::Whole, &self.limits)?
+                parse_head(input, Find::Whole, &self.limits, &mut head)?
             };
-            let (head, present, head_end) = match whole {
+            let (present, head_end) = match whole {
                 Some(parsed) => parsed,
                 None => {
                     let head_end = match scan_head(scan, input, &self.limits)? {
                         Some(end) => end,
                         None => return Ok(Parsed::Partial),
                     };
-                    let head = &input[..head_end];
-                    parse_head(head, Find::Exact, &self.limits)?
+                    let input = &input[..head_end];
+                    parse_head(input, Find::Exact, &self.limits, &mut head)?
                         .expect("an exact head is parsed or refused")
                 }
             };
-            let decoder = match body_framing(&head, present)? {
-                None => {
-                    return Ok(Parsed::Complete {
-                        head,
-                        body: Vec::new(),
-                        consumed: head_end,
-                    })
-                }
-                Some(decoder) => decoder,
+            let parsed = head.as_ref().expect("a parsed head is written");
+            let Some(decoder) = body_framing(parsed, present)? else {
+                return Ok(Parsed::Complete {
+                    head: head.expect("checked just above"),
+                    body: Vec::new(),
+                    consumed: head_end,
+                });
             };
             self.state = State::Body(Box::new(BodyState {
-                head: Some(head),
+                head,
                 mode: BodyHandling::Undecided,
                 body_limit: u64::MAX,
                 body: Vec::new(),
@@ -703,9 +704,9 @@ enum Find {
     Whole,
 }
 
-/// Parses a head (see [`Find`]): `None` if `find` is `Whole` and the
-/// input is left to the scan; else the head, the fields the parser
-/// interprets, and the head's length.
+/// Parses a head (see [`Find`]) into `head`, which is empty: `None` if
+/// `find` is `Whole` and the input is left to the scan; else the fields
+/// the parser interprets and the head's length.
 ///
 /// The head is then copied into one shared buffer, with the table of its
 /// header fields (see [`crate::fields`]), so that everything the request
@@ -714,48 +715,69 @@ fn parse_head(
     input: &[u8],
     find: Find,
     limits: &Limits,
-) -> Result<Option<(RequestHead, Present, usize)>, ParseError> {
+    head: &mut Option<RequestHead>,
+) -> Result<Option<(Present, usize)>, ParseError> {
     // Left uninitialised: httparse writes the fields it finds, and zeroing
     // 128 fields (4 KiB) per request would cost more than parsing them.
     if limits.max_headers <= STACK_FIELDS {
         let mut fields = [const { MaybeUninit::uninit() }; STACK_FIELDS];
-        parse_head_into(input, find, limits, &mut fields[..limits.max_headers])
+        parse_head_into(input, find, limits, &mut fields[..limits.max_headers], head)
     } else {
         let mut fields = vec![MaybeUninit::uninit(); limits.max_headers];
-        parse_head_into(input, find, limits, &mut fields)
+        parse_head_into(input, find, limits, &mut fields, head)
     }
 }
 
 /// Which of the fields that the parser interprets the head has, noted from
 /// the field names, so that a head without them (most) costs no search for
-/// them.
+/// them: one bit per field, so that they are returned as one byte.
 #[derive(Debug, Clone, Copy, Default)]
-struct Present {
-    /// How many Host fields (0, 1, or 2 for "more than one").
-    hosts: u8,
-    expect: bool,
-    connection: bool,
-    transfer_encoding: bool,
-    content_length: bool,
-}
+struct Present(u8);
 
 impl Present {
-    /// Notes the field `name`; whether it is a Host field.
+    const HOST: u8 = 1;
+    /// More than one Host field.
+    const MORE_HOSTS: u8 = 1 << 1;
+    const EXPECT: u8 = 1 << 2;
+    const CONNECTION: u8 = 1 << 3;
+    const TRANSFER_ENCODING: u8 = 1 << 4;
+    const CONTENT_LENGTH: u8 = 1 << 5;
+
+    /// Notes the field `name`; whether it is the first Host field.
     fn note(&mut self, name: &[u8]) -> bool {
         let is = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
-        match name.len() {
-            4 if is(&header::HOST) => {
-                self.hosts = (self.hosts + 1).min(2);
-                return true;
+        let field = match name.len() {
+            4 if is_host(name) => {
+                if !self.has(Present::HOST) {
+                    self.0 |= Present::HOST;
+                    return true;
+                }
+                Present::MORE_HOSTS
             }
-            6 if is(&header::EXPECT) => self.expect = true,
-            10 if is(&header::CONNECTION) => self.connection = true,
-            14 if is(&header::CONTENT_LENGTH) => self.content_length = true,
-            17 if is(&header::TRANSFER_ENCODING) => self.transfer_encoding = true,
-            _ => {}
-        }
+            6 if is(&header::EXPECT) => Present::EXPECT,
+            10 if is(&header::CONNECTION) => Present::CONNECTION,
+            14 if is(&header::CONTENT_LENGTH) => Present::CONTENT_LENGTH,
+            17 if is(&header::TRANSFER_ENCODING) => Present::TRANSFER_ENCODING,
+            _ => return false,
+        };
+        self.0 |= field;
         false
     }
+
+    /// Whether the head has `field` (one of the constants above).
+    fn has(self, field: u8) -> bool {
+        self.0 & field != 0
+    }
+}
+
+/// Whether `name` is `Host` in any case, compared as one word (Host is in
+/// nearly every request): setting bit 5 of a byte lowercases a letter and
+/// makes a letter of no other byte.
+fn is_host(name: &[u8]) -> bool {
+    let Ok(word) = <[u8; 4]>::try_from(name) else {
+        return false;
+    };
+    u32::from_ne_bytes(word) | 0x2020_2020 == u32::from_ne_bytes(*b"host")
 }
 
 /// Longest header name `http::HeaderName` takes.
@@ -766,7 +788,8 @@ fn parse_head_into<'b>(
     find: Find,
     limits: &Limits,
     fields: &mut [MaybeUninit<httparse::Header<'b>>],
-) -> Result<Option<(RequestHead, Present, usize)>, ParseError> {
+    head: &mut Option<RequestHead>,
+) -> Result<Option<(Present, usize)>, ParseError> {
     let mut req = httparse::Request::new(&mut []);
     // The default configuration is the strict one for requests: no
     // whitespace between a field name and the colon, no obs-fold, no space
@@ -811,7 +834,7 @@ fn parse_head_into<'b>(
         if field.name.len() > MAX_NAME_LEN {
             return Err(ParseError::bad("invalid header name"));
         }
-        if present.note(field.name.as_bytes()) && present.hosts == 1 {
+        if present.note(field.name.as_bytes()) {
             host = field.value;
         }
     }
@@ -825,17 +848,19 @@ fn parse_head_into<'b>(
     let (path, query, authority) = split_target(target, &method)?;
 
     // Host (RFC 9112 §3.2): exactly one in HTTP/1.1, optional in HTTP/1.0.
-    match present.hosts {
-        0 if version == Version::HTTP_11 => return Err(ParseError::bad("missing Host header")),
-        0 => {}
-        1 => validate_host(host)?,
-        _ => return Err(ParseError::bad("duplicate Host header")),
+    match (present.has(Present::HOST), present.has(Present::MORE_HOSTS)) {
+        (false, _) if version == Version::HTTP_11 => {
+            return Err(ParseError::bad("missing Host header"))
+        }
+        (false, _) => {}
+        (true, false) => validate_host(host)?,
+        (true, true) => return Err(ParseError::bad("duplicate Host header")),
     }
     if let Some(authority) = authority {
         validate_host(authority.as_bytes())?;
     }
 
-    let (shared, table) = pool::share_head(bytes, req.headers);
+    let shared = pool::share_head(bytes, req.headers);
     // The head's copy starts with the head: a part of the head is at the
     // same place in it.
     let at = |part: &str| Span::within_bytes(bytes, part.as_bytes());
@@ -846,11 +871,11 @@ fn parse_head_into<'b>(
         .map(|authority| HeaderValue::from_maybe_shared(shared.slice(at(authority).range())))
         .transpose()
         .map_err(|_| ParseError::bad("invalid request target"))?;
-    let mut headers = HeaderFields::from_table(shared, table);
+    let mut headers = HeaderFields::from_table(shared);
 
     // Expect (RFC 9110 §10.1.1): only 100-continue is known; any other
     // expectation cannot be met.
-    if present.expect
+    if present.has(Present::EXPECT)
         && headers
             .values(&header::EXPECT)
             .any(|expect| !expect.eq_ignore_ascii_case(b"100-continue"))
@@ -862,19 +887,21 @@ fn parse_head_into<'b>(
     }
 
     // Every Expect value is 100-continue by now.
-    let expects_continue = version == Version::HTTP_11 && present.expect;
+    let expects_continue = version == Version::HTTP_11 && present.has(Present::EXPECT);
 
     let keep_alive = if version == Version::HTTP_11 {
-        !(present.connection && has_token(headers.values(&header::CONNECTION), "close"))
+        !(present.has(Present::CONNECTION)
+            && has_token(headers.values(&header::CONNECTION), "close"))
     } else {
-        present.connection && has_token(headers.values(&header::CONNECTION), "keep-alive")
+        present.has(Present::CONNECTION)
+            && has_token(headers.values(&header::CONNECTION), "keep-alive")
     };
 
     // An absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
     if let Some(authority) = authority {
         headers.map_mut().insert(header::HOST, authority);
     }
-    let head = RequestHead {
+    let parsed = RequestHead {
         method,
         target: shared_target,
         // An absolute-form target without a path gets an empty span: its
@@ -886,7 +913,12 @@ fn parse_head_into<'b>(
         keep_alive,
         expects_continue,
     };
-    Ok(Some((head, present, bytes.len())))
+    // `head` is empty (see `parse_inner`): forgetting the `None` it held
+    // skips the drop code that assigning to it would run.
+    let previous = head.replace(parsed);
+    debug_assert!(previous.is_none());
+    std::mem::forget(previous);
+    Ok(Some((present, bytes.len())))
 }
 
 fn map_httparse_error(e: httparse::Error, head: &[u8]) -> ParseError {
@@ -1057,8 +1089,8 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 /// Content-Length; `None`: no body. The declared length is checked by
 /// [`RequestParser::buffer_body`], not here (a streamed body has no limit).
 fn body_framing(head: &RequestHead, present: Present) -> Result<Option<Decoder>, ParseError> {
-    let has_te = present.transfer_encoding;
-    let has_cl = present.content_length;
+    let has_te = present.has(Present::TRANSFER_ENCODING);
+    let has_cl = present.has(Present::CONTENT_LENGTH);
     if has_te {
         if has_cl {
             return Err(ParseError::bad("both Transfer-Encoding and Content-Length"));
@@ -1322,6 +1354,14 @@ mod tests {
 
     fn limits() -> Limits {
         Limits::default()
+    }
+
+    /// A head is moved several times on its way to the handler: up to 128
+    /// bytes, a move is a few register copies rather than a call to
+    /// `memcpy`.
+    #[test]
+    fn a_head_fits_in_128_bytes() {
+        assert!(std::mem::size_of::<RequestHead>() <= 128);
     }
 
     /// Parses `input` in one call.
@@ -2023,6 +2063,23 @@ mod tests {
         assert!(parser.parse(b"GET / HTTP/9.9\r\n\r\n").is_err());
         let s = summarize(parser.parse(b"GET /ok HTTP/1.0\r\n\r\n").unwrap()).unwrap();
         assert_eq!(s.path, "/ok");
+    }
+
+    #[test]
+    fn host_names_in_any_case() {
+        for at in 0..4 {
+            for b in 0..=255 {
+                let mut name = *b"host";
+                name[at] = b;
+                assert_eq!(
+                    is_host(&name),
+                    name.eq_ignore_ascii_case(b"host"),
+                    "{name:?}"
+                );
+            }
+        }
+        assert!(is_host(b"HoSt"));
+        assert!(!is_host(b"hos") && !is_host(b"hosts"));
     }
 
     #[test]

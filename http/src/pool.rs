@@ -43,12 +43,12 @@ thread_local! {
 }
 
 /// Copies `head` into this thread's arena, followed by the table of its
-/// header `fields` (slices of `head`; see [`fields::ENTRY`]), and returns
-/// the copy and where the table starts in it.
-pub(crate) fn share_head(head: &[u8], fields: &[httparse::Header<'_>]) -> (Bytes, usize) {
+/// header `fields` (slices of `head`; see [`fields::entry`]) and where the
+/// table starts, and returns the copy.
+pub(crate) fn share_head(head: &[u8], fields: &[httparse::Header<'_>]) -> Bytes {
     let base = head.as_ptr() as usize;
     let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
-    let len = head.len() + fields.len() * fields::ENTRY;
+    let len = head.len() + fields.len() * fields::ENTRY + fields::TABLE_START;
     ARENA.with_borrow_mut(|arena| {
         if !arena.try_reclaim(len) {
             *arena = BytesMut::with_capacity(len.max(BLOCK));
@@ -63,7 +63,8 @@ pub(crate) fn share_head(head: &[u8], fields: &[httparse::Header<'_>]) -> (Bytes
                 field.value.len() as u32,
             ]));
         }
-        (arena.split().freeze(), head.len())
+        arena.extend_from_slice(&(head.len() as u32).to_ne_bytes());
+        arena.split().freeze()
     })
 }
 
@@ -117,14 +118,14 @@ mod tests {
     #[test]
     fn arena_block_is_reused_once_its_slices_are_dropped() {
         ARENA.with_borrow_mut(|arena| *arena = BytesMut::new());
-        let first = share_head(b"GET / HTTP/1.1\r\n\r\n", &[]).0;
+        let first = share_head(b"GET / HTTP/1.1\r\n\r\n", &[]);
         let start = first.as_ptr();
         drop(first);
         // Walk through the rest of the block and past its end.
         let mut last = start;
-        for _ in 0..(2 * BLOCK / 18) {
-            let copy = share_head(b"GET / HTTP/1.1\r\n\r\n", &[]).0;
-            assert_eq!(&copy[..], b"GET / HTTP/1.1\r\n\r\n");
+        for _ in 0..(2 * BLOCK / 22) {
+            let copy = share_head(b"GET / HTTP/1.1\r\n\r\n", &[]);
+            assert_eq!(&copy[..18], b"GET / HTTP/1.1\r\n\r\n");
             last = copy.as_ptr();
         }
         // The last head went back to the block's start, not to a new block.
@@ -135,15 +136,15 @@ mod tests {
     #[test]
     fn arena_allocates_while_slices_are_alive() {
         ARENA.with_borrow_mut(|arena| *arena = BytesMut::new());
-        let kept = share_head(&[b'a'; 100], &[]).0;
+        let kept = share_head(&[b'a'; 100], &[]);
         let mut copies = Vec::new();
         for _ in 0..(2 * BLOCK / 100) {
-            copies.push(share_head(&[b'b'; 100], &[]).0);
+            copies.push(share_head(&[b'b'; 100], &[]));
         }
-        assert_eq!(&kept[..], &[b'a'; 100][..]);
-        assert!(copies.iter().all(|c| c[..] == [b'b'; 100]));
-        let big = share_head(&vec![b'c'; 3 * BLOCK], &[]).0;
-        assert_eq!(big.len(), 3 * BLOCK);
+        assert_eq!(&kept[..100], &[b'a'; 100][..]);
+        assert!(copies.iter().all(|c| c[..100] == [b'b'; 100]));
+        let big = share_head(&vec![b'c'; 3 * BLOCK], &[]);
+        assert_eq!(big.len(), 3 * BLOCK + fields::TABLE_START);
     }
 
     #[test]
