@@ -279,6 +279,48 @@ pub(crate) struct RequestParser {
     state: State,
     /// Report heads with bodies before the body (`Parsed::BodyFollows`).
     announce_bodies: bool,
+    /// The Host value found valid last.
+    valid_host: ValidHost,
+}
+
+/// The last Host value found valid, if it was short: a client sends the
+/// same Host on every request of a connection, and an equal value needs
+/// no second check (validity depends on the bytes alone).
+#[derive(Debug, Clone, Copy)]
+struct ValidHost {
+    len: u8,
+    bytes: [u8; ValidHost::CAPACITY],
+}
+
+impl Default for ValidHost {
+    fn default() -> Self {
+        // The empty value is a valid Host (an empty reg-name).
+        ValidHost {
+            len: 0,
+            bytes: [0; ValidHost::CAPACITY],
+        }
+    }
+}
+
+impl ValidHost {
+    /// Longest value remembered.
+    const CAPACITY: usize = 62;
+
+    /// Checks `value` (see [`validate_host`]) unless it is the one found
+    /// valid last; remembers it if it is valid and short enough.
+    fn check(&mut self, value: &[u8]) -> Result<(), ParseError> {
+        if value == &self.bytes[..usize::from(self.len)] {
+            return Ok(());
+        }
+        validate_host(value)?;
+        if let Ok(len) = u8::try_from(value.len()) {
+            if let Some(slot) = self.bytes.get_mut(..value.len()) {
+                slot.copy_from_slice(value);
+                self.len = len;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What happens to the body being decoded.
@@ -383,6 +425,7 @@ impl RequestParser {
             limits,
             state: State::Head(HeadScan::default()),
             announce_bodies: false,
+            valid_host: ValidHost::default(),
         }
     }
 
@@ -504,7 +547,13 @@ impl RequestParser {
                 None
             } else {
                 scan.tried_whole = true;
-                parse_head(input, Find::Whole, &self.limits, &mut head)?
+                parse_head(
+                    input,
+                    Find::Whole,
+                    &self.limits,
+                    &mut self.valid_host,
+                    &mut head,
+                )?
             };
             let (present, head_end) = match whole {
                 Some(parsed) => parsed,
@@ -514,8 +563,14 @@ impl RequestParser {
                         None => return Ok(Parsed::Partial),
                     };
                     let input = &input[..head_end];
-                    parse_head(input, Find::Exact, &self.limits, &mut head)?
-                        .expect("an exact head is parsed or refused")
+                    parse_head(
+                        input,
+                        Find::Exact,
+                        &self.limits,
+                        &mut self.valid_host,
+                        &mut head,
+                    )?
+                    .expect("an exact head is parsed or refused")
                 }
             };
             let parsed = head.as_ref().expect("a parsed head is written");
@@ -715,16 +770,18 @@ fn parse_head(
     input: &[u8],
     find: Find,
     limits: &Limits,
+    valid_host: &mut ValidHost,
     head: &mut Option<RequestHead>,
 ) -> Result<Option<(Present, usize)>, ParseError> {
     // Left uninitialised: httparse writes the fields it finds, and zeroing
     // 128 fields (4 KiB) per request would cost more than parsing them.
     if limits.max_headers <= STACK_FIELDS {
         let mut fields = [const { MaybeUninit::uninit() }; STACK_FIELDS];
-        parse_head_into(input, find, limits, &mut fields[..limits.max_headers], head)
+        let fields = &mut fields[..limits.max_headers];
+        parse_head_into(input, find, limits, fields, valid_host, head)
     } else {
         let mut fields = vec![MaybeUninit::uninit(); limits.max_headers];
-        parse_head_into(input, find, limits, &mut fields, head)
+        parse_head_into(input, find, limits, &mut fields, valid_host, head)
     }
 }
 
@@ -788,6 +845,7 @@ fn parse_head_into<'b>(
     find: Find,
     limits: &Limits,
     fields: &mut [MaybeUninit<httparse::Header<'b>>],
+    valid_host: &mut ValidHost,
     head: &mut Option<RequestHead>,
 ) -> Result<Option<(Present, usize)>, ParseError> {
     let mut req = httparse::Request::new(&mut []);
@@ -853,7 +911,7 @@ fn parse_head_into<'b>(
             return Err(ParseError::bad("missing Host header"))
         }
         (false, _) => {}
-        (true, false) => validate_host(host)?,
+        (true, false) => valid_host.check(host)?,
         (true, true) => return Err(ParseError::bad("duplicate Host header")),
     }
     if let Some(authority) = authority {
@@ -2063,6 +2121,39 @@ mod tests {
         assert!(parser.parse(b"GET / HTTP/9.9\r\n\r\n").is_err());
         let s = summarize(parser.parse(b"GET /ok HTTP/1.0\r\n\r\n").unwrap()).unwrap();
         assert_eq!(s.path, "/ok");
+    }
+
+    #[test]
+    fn a_valid_host_is_remembered_and_every_other_value_checked() {
+        let mut parser = RequestParser::new(limits());
+        let request = |host: &str| format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        for host in ["a.example:8080", "a.example:8080", "a.example", ""] {
+            let parsed = parser.parse(request(host).as_bytes());
+            assert!(matches!(parsed, Ok(Parsed::Complete { .. })), "{host:?}");
+        }
+        // After a valid value, a longer or shorter invalid one is refused.
+        let long = "h".repeat(ValidHost::CAPACITY + 8);
+        for bad in ["a.example:808x", "a.example:8080x", "a.exampl@", "", "a b"] {
+            let good = if bad.is_empty() {
+                "x"
+            } else {
+                &bad[..bad.len() - 1]
+            };
+            if !good.is_empty() {
+                assert!(parser.parse(request(good).as_bytes()).is_ok(), "{good:?}");
+            }
+            if !bad.is_empty() {
+                let refused = parser.parse(request(bad).as_bytes()).unwrap_err();
+                assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+            }
+        }
+        // A value too long to remember is checked every time.
+        let mut memo = ValidHost::default();
+        assert!(memo.check(long.as_bytes()).is_ok());
+        assert!(memo.check(format!("{long}@").as_bytes()).is_err());
+        assert!(memo.check(b"a.example").is_ok());
+        assert!(memo.check(b"a.exampl").is_ok());
+        assert!(memo.check(b"a.exampl]").is_err());
     }
 
     #[test]
