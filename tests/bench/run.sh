@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pistachio benchmark: hello world against hyper, actix-web and nginx.
 #
-#   bash tests/bench/run.sh             # full run (~12 minutes on 2 cores, plus builds)
+#   bash tests/bench/run.sh             # full run (~40 minutes on 2 cores, plus builds)
 #   QUICK=1 bash tests/bench/run.sh     # smoke run (~1 minute, plus builds)
 #
 # Environment (defaults in brackets; QUICK=1 changes the defaults):
