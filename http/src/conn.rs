@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Method, StatusCode, Version};
+use http::{HeaderMap, StatusCode, Version};
 use log::debug;
 use pistachio_transport::{CloseReason, Conn, Protocol};
 
@@ -24,11 +24,11 @@ use crate::parser::{Limits, ParseError, Parsed, RequestParser};
 use crate::pool;
 use crate::request::{Request, TlsFacts};
 use crate::respond::Response;
-use crate::response::{force_close, status_allows_body, write_head, Payload, Then, SERVER_TEXT};
+use crate::response::{force_close, write_head, Payload, Then, SERVER_TEXT};
 use crate::sent::{Unsent, UnsentQueue};
 use crate::writer::{
-    enter_inline, leave_inline, oversized, payload_of, whole_answer, ConnFlow, FileBody, HttpMsg,
-    Outgoing, Produced, RequestFacts, ResponseWriter, Step, Target,
+    enter_inline, leave_inline, oversized, whole_answer, ConnFlow, FileBody, HttpMsg, Outgoing,
+    Produced, RequestFacts, ResponseWriter, Step, Target,
 };
 use crate::{BodyMode, ConnectionInfo, End, Handler};
 
@@ -837,15 +837,9 @@ impl HttpConn {
             // `100 Continue` goes out.
             self.stop_reading();
             self.ex.inbuf = Vec::new();
-            let mut parser = RequestParser::new(self.settings.limits);
-            parser.set_announce_bodies(true);
-            self.ex.parser = parser;
+            self.ex.parser = Exchange::parser(&self.settings);
         }
-        let payload = if *request.method() == Method::HEAD || !status_allows_body(answer.status) {
-            Payload::HeadOnly
-        } else {
-            Payload::Body
-        };
+        let payload = Payload::of(request.method(), answer.status);
         let layered = Layered::new(RequestInfo::of(request, received), layers);
         self.file_own(
             Some(layered),
@@ -1164,7 +1158,7 @@ impl HttpConn {
             status,
             fields.as_deref().unwrap_or_else(|| empty_headers()),
             &body,
-            payload_of(request.method(), status),
+            Payload::of(request.method(), status),
             then,
         );
         drop(date);

@@ -6,7 +6,7 @@
 //! response whose framing disagrees with the bytes that follow.
 
 use http::header::{self, HeaderMap, HeaderName};
-use http::{StatusCode, Version};
+use http::{Method, StatusCode, Version};
 
 use crate::date::with_http_date;
 
@@ -206,6 +206,18 @@ pub(crate) enum Payload {
     Body,
     /// The head only (`Content-Length` still states the body's length).
     HeadOnly,
+}
+
+impl Payload {
+    /// The payload of the answer to a `method` request with `status`: the
+    /// head only for `HEAD`, or for a status that allows no body.
+    pub(crate) fn of(method: &Method, status: StatusCode) -> Payload {
+        if *method == Method::HEAD || !status_allows_body(status) {
+            Payload::HeadOnly
+        } else {
+            Payload::Body
+        }
+    }
 }
 
 /// Makes the response head at the start of `bytes` (as written by this

@@ -313,7 +313,7 @@ impl Target {
 
     /// A `HEAD` request's answer has no body bytes.
     fn payload(&self, status: StatusCode) -> Payload {
-        payload_of(&self.method, status)
+        Payload::of(&self.method, status)
     }
 
     fn facts(&self) -> RequestFacts {
@@ -919,16 +919,6 @@ fn write_whole(target: &mut Target, status: StatusCode, headers: &mut Headers, b
     let (bytes, head_len) = whole_answer(target.version, status, map(headers), body, payload, then);
     let record = target.record(status, headers, head_len);
     target.deliver_last(bytes, None, then, record);
-}
-
-/// Whether the answer to a `method` request with `status` carries its
-/// body: not for `HEAD`, nor for a status that allows none.
-pub(crate) fn payload_of(method: &Method, status: StatusCode) -> Payload {
-    if *method == Method::HEAD || !status_allows_body(status) {
-        Payload::HeadOnly
-    } else {
-        Payload::Body
-    }
 }
 
 /// A whole answer's bytes, in a buffer from the transport's pool, and the
