@@ -45,9 +45,9 @@ thread_local! {
     static PINNED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Calls `f` with the IMF-fixdate of the current second (ASCII, 29 bytes),
+/// The IMF-fixdate of the current second (ASCII, 29 bytes),
 /// e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
-pub(crate) fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+pub(crate) fn http_date() -> [u8; HTTP_DATE_LEN] {
     let mut cached = CACHE.with(Cell::get);
     if !PINNED.with(Cell::get) {
         let secs = unix_secs(SystemTime::now());
@@ -60,8 +60,7 @@ pub(crate) fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
             CURRENT_UNTIL.with(|until| until.set(None));
         }
     }
-    // `f` gets a copy, so it may call back into this module freely.
-    f(&cached.date)
+    cached.date
 }
 
 /// A section of a worker's event-loop iteration during which responses take
@@ -156,10 +155,11 @@ mod tests {
         {
             let _pinned = LoopDate::pin(now);
             // The planted second is "current": the cached date is used as is.
-            with_http_date(|date| assert_eq!(date, EPOCH_DATE));
+            assert_eq!(&http_date(), EPOCH_DATE);
         }
         // Outside the section every response reads the clock.
-        with_http_date(|date| assert!(current(date), "{date:?}"));
+        let date = http_date();
+        assert!(current(&date), "{date:?}");
     }
 
     #[test]
@@ -167,10 +167,12 @@ mod tests {
         let now = Instant::now();
         plant_epoch(Some(now));
         let _pinned = LoopDate::pin(now);
-        with_http_date(|date| assert!(current(date), "{date:?}"));
+        let date = http_date();
+        assert!(current(&date), "{date:?}");
         plant_epoch(None);
         let _again = LoopDate::pin(now);
-        with_http_date(|date| assert!(current(date), "{date:?}"));
+        let date = http_date();
+        assert!(current(&date), "{date:?}");
     }
 
     #[test]
@@ -202,7 +204,7 @@ mod tests {
     #[test]
     fn current_date_matches_clock() {
         let before = SystemTime::now();
-        let date = with_http_date(|d| String::from_utf8(d.to_vec()).unwrap());
+        let date = String::from_utf8(http_date().to_vec()).unwrap();
         let after = SystemTime::now();
         assert_eq!(date.len(), HTTP_DATE_LEN);
         let parsed = httpdate::parse_http_date(&date).unwrap();
@@ -217,17 +219,11 @@ mod tests {
         // Two reads in the same second agree; retry if a second boundary
         // falls between them.
         for _ in 0..3 {
-            let a = with_http_date(<[u8]>::to_vec);
-            let b = with_http_date(<[u8]>::to_vec);
+            let a = http_date();
+            let b = http_date();
             if a == b {
-                let other = std::thread::spawn(|| with_http_date(<[u8]>::to_vec))
-                    .join()
-                    .unwrap();
-                assert_eq!(other.len(), HTTP_DATE_LEN);
-                // Nested use is fine: the callback gets a copy.
-                with_http_date(|outer| {
-                    with_http_date(|inner| assert_eq!(outer.len(), inner.len()))
-                });
+                let other = std::thread::spawn(http_date).join().unwrap();
+                assert!(current(&other), "{other:?}");
                 return;
             }
         }

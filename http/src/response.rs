@@ -8,7 +8,7 @@
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode, Version};
 
-use crate::date::with_http_date;
+use crate::date::{http_date, HTTP_DATE_LEN};
 
 /// Writes `HTTP/1.1 {code} {reason}\r\n`, the caller's headers, `Date`,
 /// `Content-Length: {content_length}`, `Connection` as needed, and the empty
@@ -118,11 +118,12 @@ fn write_head_framed(
     then: Then,
 ) {
     let no_body = !status_allows_body(status);
-
-    // Constant pieces are merged where they meet (a field's CRLF with the
-    // next field's name), so a typical head is six copies.
+    // The fixed pieces are put together on the stack and appended in one
+    // copy (two when there are fields): no capacity check per piece, and
+    // each piece is a copy of known length.
+    let mut head = HeadBuf::new();
     match status_line(status) {
-        Some(line) => out.extend_from_slice(line),
+        Some(line) => head.put_status(line),
         None => {
             out.extend_from_slice(b"HTTP/1.1 ");
             out.extend_from_slice(status.as_str().as_bytes());
@@ -132,47 +133,165 @@ fn write_head_framed(
         }
     }
 
-    for (name, value) in headers {
-        if is_framing_field(name)
-            && !(status == StatusCode::NOT_MODIFIED && name == header::CONTENT_LENGTH)
-        {
-            continue;
+    if !headers.is_empty() {
+        head.append_to(out);
+        for (name, value) in headers {
+            if is_framing_field(name)
+                && !(status == StatusCode::NOT_MODIFIED && name == header::CONTENT_LENGTH)
+            {
+                continue;
+            }
+            write_name(out, name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        write_name(out, name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
     }
 
-    out.extend_from_slice(b"Date: ");
-    with_http_date(|date| out.extend_from_slice(date));
+    head.put(b"Date: ");
+    head.put(&http_date());
 
     if !no_body {
         match framing {
             Framing::Length(len) => {
-                out.extend_from_slice(b"\r\nContent-Length: ");
-                out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+                head.put(b"\r\nContent-Length: ");
+                head.put_decimal(len);
             }
-            Framing::Chunked => out.extend_from_slice(b"\r\nTransfer-Encoding: chunked"),
+            Framing::Chunked => head.put(b"\r\nTransfer-Encoding: chunked"),
             Framing::Close => {}
         }
     }
 
     if then == Then::Close {
-        out.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        head.put(b"\r\nConnection: close\r\n\r\n");
     } else if version == Version::HTTP_10 {
-        out.extend_from_slice(b"\r\nConnection: keep-alive\r\n\r\n");
+        head.put(b"\r\nConnection: keep-alive\r\n\r\n");
     } else {
-        out.extend_from_slice(b"\r\n\r\n");
+        head.put(b"\r\n\r\n");
+    }
+    head.append_to(out);
+}
+
+/// Bytes a [`StatusLine`] is padded to.
+const STATUS_PAD: usize = 48;
+
+/// Room in a [`HeadBuf`]: a padded status line, then `Date`, a
+/// `Content-Length` of up to 20 digits and the longest ending, which is
+/// more than the status line's bytes and the other pieces can take.
+const HEAD_ROOM: usize = STATUS_PAD + 8 + HTTP_DATE_LEN + 18 + 20 + 32;
+
+/// The fixed pieces of a head, assembled before they are appended to the
+/// output in one copy.
+struct HeadBuf {
+    bytes: [u8; HEAD_ROOM],
+    len: usize,
+}
+
+impl HeadBuf {
+    fn new() -> HeadBuf {
+        HeadBuf {
+            bytes: [0; HEAD_ROOM],
+            len: 0,
+        }
+    }
+
+    fn put<const N: usize>(&mut self, piece: &[u8; N]) {
+        self.bytes[self.len..self.len + N].copy_from_slice(piece);
+        self.len += N;
+    }
+
+    /// Puts the line with all its padding, then keeps only the line: one
+    /// copy of a constant length.
+    fn put_status(&mut self, line: &StatusLine) {
+        self.bytes[self.len..self.len + STATUS_PAD].copy_from_slice(&line.bytes);
+        self.len += usize::from(line.len);
+    }
+
+    fn put_decimal(&mut self, n: usize) {
+        if n >= 10_000 {
+            self.put_long_decimal(n);
+            return;
+        }
+        // Up to four digits, the usual length: two pairs from the table,
+        // shifted so that the number starts at the first byte.
+        let n = n as u16;
+        let (high, low) = (usize::from(n / 100), usize::from(n % 100));
+        let quad = u32::from_le_bytes([
+            DIGIT_PAIRS[2 * high],
+            DIGIT_PAIRS[2 * high + 1],
+            DIGIT_PAIRS[2 * low],
+            DIGIT_PAIRS[2 * low + 1],
+        ]);
+        let digits = 1 + usize::from(n >= 10) + usize::from(n >= 100) + usize::from(n >= 1000);
+        let shifted = quad >> (8 * (4 - digits));
+        self.bytes[self.len..self.len + 4].copy_from_slice(&shifted.to_le_bytes());
+        self.len += digits;
+    }
+
+    #[cold]
+    fn put_long_decimal(&mut self, n: usize) {
+        let mut buffer = itoa::Buffer::new();
+        let digits = buffer.format(n).as_bytes();
+        self.bytes[self.len..self.len + digits.len()].copy_from_slice(digits);
+        self.len += digits.len();
+    }
+
+    /// Appends what is assembled to `out` and starts again.
+    fn append_to(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.bytes[..self.len]);
+        self.len = 0;
     }
 }
 
-/// The whole status line, CRLF included, of the statuses servers send most.
-fn status_line(status: StatusCode) -> Option<&'static [u8]> {
+/// `00`, `01`, … `99`.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
+
+/// A whole status line, CRLF included, zero-padded to [`STATUS_PAD`]
+/// bytes.
+struct StatusLine {
+    bytes: [u8; STATUS_PAD],
+    len: u8,
+}
+
+impl StatusLine {
+    const fn new(line: &str) -> StatusLine {
+        let line = line.as_bytes();
+        assert!(line.len() <= STATUS_PAD);
+        let mut bytes = [0; STATUS_PAD];
+        let mut i = 0;
+        while i < line.len() {
+            bytes[i] = line[i];
+            i += 1;
+        }
+        StatusLine {
+            bytes,
+            len: line.len() as u8,
+        }
+    }
+
+    #[cfg(test)]
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// The whole status line of the statuses servers send most.
+fn status_line(status: StatusCode) -> Option<&'static StatusLine> {
     macro_rules! lines {
         ($($code:literal $reason:literal),* $(,)?) => {
             match status.as_u16() {
-                $($code => Some(concat!("HTTP/1.1 ", $code, " ", $reason, "\r\n").as_bytes()),)*
+                $($code => Some(&const {
+                    StatusLine::new(concat!("HTTP/1.1 ", $code, " ", $reason, "\r\n"))
+                }),)*
                 _ => None,
             }
         };
@@ -311,7 +430,7 @@ mod tests {
                     status.as_str(),
                     status.canonical_reason().unwrap()
                 );
-                assert_eq!(std::str::from_utf8(line).unwrap(), expected);
+                assert_eq!(std::str::from_utf8(line.as_bytes()).unwrap(), expected);
                 tabled += 1;
             }
         }
@@ -367,6 +486,39 @@ mod tests {
             h,
             "HTTP/1.1 200 OK\r\nDate: <date>\r\nConnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn content_lengths_of_every_digit_count() {
+        let mut lengths = vec![0, 1, 9, 10, 13, 99, 100, 101, 999, 1000, 4096, 9999, 10_000];
+        lengths.extend([65_535, 1 << 20, 999_999_999, u32::MAX as usize, usize::MAX]);
+        for len in lengths {
+            let mut head = HeadBuf::new();
+            head.put(b"[");
+            head.put_decimal(len);
+            head.put(b"]");
+            let mut out = Vec::new();
+            head.append_to(&mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("[{len}]"));
+        }
+    }
+
+    #[test]
+    fn the_longest_fixed_pieces_fit() {
+        // The longest tabled status line, the longest length and the
+        // longest ending, as `write_head_framed` puts them.
+        let mut head = HeadBuf::new();
+        head.put_status(status_line(StatusCode::INTERNAL_SERVER_ERROR).unwrap());
+        head.put(b"Date: ");
+        head.put(&http_date());
+        head.put(b"\r\nContent-Length: ");
+        head.put_decimal(usize::MAX);
+        head.put(b"\r\nConnection: keep-alive\r\n\r\n");
+        let mut out = Vec::new();
+        head.append_to(&mut out);
+        assert!(out.starts_with(b"HTTP/1.1 500 Internal Server Error\r\nDate: "));
+        assert!(out
+            .ends_with(b"Content-Length: 18446744073709551615\r\nConnection: keep-alive\r\n\r\n"));
     }
 
     #[test]
