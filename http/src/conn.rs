@@ -1366,13 +1366,19 @@ impl HttpConn {
     /// exchanges the socket has taken.
     #[inline]
     fn emit(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        self.emit_ready(conn);
+        // Answers written at once (the usual case) leave nothing filed.
+        if self.ex.ready.is_empty() || self.emit_ready(conn) {
+            self.after_emit(conn);
+        }
         if !self.ex.unsent.is_empty() {
             self.settle_sent(conn);
         }
     }
 
-    fn emit_ready(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+    /// Sends the filed responses that are next in order; `false` if one of
+    /// them closed the connection.
+    #[inline(never)]
+    fn emit_ready(&mut self, conn: &mut Conn<'_, HttpMsg>) -> bool {
         loop {
             let ex = &mut *self.ex;
             let Some(pending) = ex.ready.front_mut() else {
@@ -1409,9 +1415,16 @@ impl HttpConn {
             };
             let (then, record, cut) = (done.then, done.record, done.cut);
             if self.finish_next(conn, then, record, cut, Settle::Now) == Then::Close {
-                return;
+                return false;
             }
         }
+        true
+    }
+
+    /// What follows [`HttpConn::emit_ready`]: closes a connection with
+    /// nothing left to answer, or arms its timer.
+    #[inline]
+    fn after_emit(&mut self, conn: &mut Conn<'_, HttpMsg>) {
         if conn.is_closing() {
             // Closed after an answer written at once (`write_now`).
             return;
@@ -1427,7 +1440,32 @@ impl HttpConn {
     /// (when the socket takes its last byte, for its record) and moves on
     /// to the next; closes the connection if it was its last. Returns
     /// what the connection does after it.
+    #[inline]
     fn finish_next(
+        &mut self,
+        conn: &mut Conn<'_, HttpMsg>,
+        then: Then,
+        record: Option<Box<Record>>,
+        cut: bool,
+        settle: Settle,
+    ) -> Then {
+        // The usual answer: nothing to record, time or close.
+        if record.is_none()
+            && then == Then::KeepOpen
+            && self.ex.close_after_seq.is_none()
+            && self.ex.deadlines.is_empty()
+            && self.ex.timed_out.is_empty()
+        {
+            self.next_out += 1;
+            return Then::KeepOpen;
+        }
+        self.finish_next_noted(conn, then, record, cut, settle)
+    }
+
+    /// [`HttpConn::finish_next`] for an answer with a record, a deadline
+    /// or a close to see to.
+    #[inline(never)]
+    fn finish_next_noted(
         &mut self,
         conn: &mut Conn<'_, HttpMsg>,
         then: Then,
