@@ -73,27 +73,36 @@ impl LoopDate {
     /// second that ended while the iteration's batch was being handled,
     /// as nginx's cached time does). The clock is read only when `now` has
     /// passed the end of the cached second.
+    #[inline]
     pub(crate) fn pin(now: Instant) -> LoopDate {
         let until = CURRENT_UNTIL.with(Cell::get);
         if !matches!(until, Some(until) if now < until) {
-            let mut cached = CACHE.with(Cell::get);
-            let wall = SystemTime::now();
-            let secs = unix_secs(wall);
-            let into_second = wall.duration_since(UNIX_EPOCH).map_or(Duration::ZERO, |d| {
-                Duration::from_nanos(d.subsec_nanos().into())
-            });
-            if cached.secs != secs {
-                cached.secs = secs;
-                cached.date = format_http_date(secs);
-            }
-            CACHE.with(|cache| cache.set(cached));
-            // A wall-clock step shows at the next second boundary at the latest.
-            let until = now + (Duration::from_secs(1) - into_second);
-            CURRENT_UNTIL.with(|current| current.set(Some(until)));
+            refresh(now);
         }
         PINNED.with(|pinned| pinned.set(true));
         LoopDate(())
     }
+}
+
+/// Reads the clock and notes until when the second it read lasts, `now`
+/// being the current instant.
+#[cold]
+#[inline(never)]
+fn refresh(now: Instant) {
+    let mut cached = CACHE.with(Cell::get);
+    let wall = SystemTime::now();
+    let secs = unix_secs(wall);
+    let into_second = wall.duration_since(UNIX_EPOCH).map_or(Duration::ZERO, |d| {
+        Duration::from_nanos(d.subsec_nanos().into())
+    });
+    if cached.secs != secs {
+        cached.secs = secs;
+        cached.date = format_http_date(secs);
+    }
+    CACHE.with(|cache| cache.set(cached));
+    // A wall-clock step shows at the next second boundary at the latest.
+    let until = now + (Duration::from_secs(1) - into_second);
+    CURRENT_UNTIL.with(|current| current.set(Some(until)));
 }
 
 impl Drop for LoopDate {
