@@ -924,6 +924,7 @@ fn write_whole(target: &mut Target, status: StatusCode, headers: &mut Headers, b
 /// A whole answer's bytes, in a buffer from the transport's pool, and the
 /// length of its head: the body goes after the head unless `payload` says
 /// it has none (the head still gives its length).
+#[inline]
 pub(crate) fn whole_answer(
     version: Version,
     status: StatusCode,
