@@ -83,29 +83,11 @@ impl Proto {
         }
         first
     }
-}
 
-impl Protocol for Proto {
-    type Message = HttpMsg;
-
-    fn on_connect(&mut self, conn: &mut Conn<'_, HttpMsg>) {
-        match self {
-            Proto::Http1(c) => c.on_connect(conn),
-            Proto::Http2(c) => c.on_connect(conn),
-            Proto::Undecided(u) => match conn.tls() {
-                Some(tls) => {
-                    let _ = self.decide(conn, tls.alpn == Some("h2"));
-                }
-                None => {
-                    // A client that says nothing gets the HTTP/1.1 request
-                    // timeout once it is known to be one (see on_timeout).
-                    conn.set_timeout(u.settings.header_timeout);
-                }
-            },
-        }
-    }
-
-    fn on_input(&mut self, conn: &mut Conn<'_, HttpMsg>, data: &[u8]) {
+    /// [`Protocol::on_input`] for HTTP/2 and a connection whose protocol
+    /// is not decided yet.
+    #[inline(never)]
+    fn on_other_input(&mut self, conn: &mut Conn<'_, HttpMsg>, data: &[u8]) {
         match self {
             Proto::Http1(c) => c.on_input(conn, data),
             Proto::Http2(c) => c.on_input(conn, data),
@@ -133,6 +115,35 @@ impl Protocol for Proto {
                     self.on_input(conn, &first);
                 }
             }
+        }
+    }
+}
+
+impl Protocol for Proto {
+    type Message = HttpMsg;
+
+    fn on_connect(&mut self, conn: &mut Conn<'_, HttpMsg>) {
+        match self {
+            Proto::Http1(c) => c.on_connect(conn),
+            Proto::Http2(c) => c.on_connect(conn),
+            Proto::Undecided(u) => match conn.tls() {
+                Some(tls) => {
+                    let _ = self.decide(conn, tls.alpn == Some("h2"));
+                }
+                None => {
+                    // A client that says nothing gets the HTTP/1.1 request
+                    // timeout once it is known to be one (see on_timeout).
+                    conn.set_timeout(u.settings.header_timeout);
+                }
+            },
+        }
+    }
+
+    #[inline]
+    fn on_input(&mut self, conn: &mut Conn<'_, HttpMsg>, data: &[u8]) {
+        match self {
+            Proto::Http1(c) => c.on_input(conn, data),
+            _ => self.on_other_input(conn, data),
         }
     }
 
