@@ -519,6 +519,7 @@ impl Slot {
         }
     }
 
+    #[inline(never)]
     fn from_pool(settings: &Arc<Settings>) -> Box<Exchange> {
         let spare = LAST
             .with(Cell::take)
@@ -1785,6 +1786,7 @@ impl Protocol for HttpConn {
         self.on_connect_held(conn);
     }
 
+    #[inline]
     fn on_input(&mut self, conn: &mut Conn<'_, HttpMsg>, data: &[u8]) {
         self.ex.take_up(&self.settings);
         self.on_input_held(conn, data);
