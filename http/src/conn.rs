@@ -1586,6 +1586,10 @@ impl HttpConn {
             }
             return;
         }
+        if self.timer == Timer::Idle && self.ex.inbuf.is_empty() {
+            // Still idle-timed, as after every keep-alive answer.
+            return;
+        }
         let completed = self.completed;
         let want = if self.ex.inbuf.is_empty() {
             Timer::Idle
