@@ -518,11 +518,10 @@ impl RequestParser {
     /// an error the parser is reset, but the connection should be closed: its
     /// framing is lost.
     pub(crate) fn parse(&mut self, input: &[u8]) -> Result<Parsed, ParseError> {
-        let result = self.parse_inner(input);
-        if !matches!(result, Ok(Parsed::Partial) | Ok(Parsed::BodyFollows)) {
-            self.state = State::Head(HeadScan::default());
-        }
-        result
+        // Every path that ends a request (complete, or refused) resets the
+        // state itself: the result is handed on as it was built, not held
+        // here to be inspected.
+        self.parse_inner(input)
     }
 
     /// The head of the request whose body is still arriving, if any: lets
@@ -541,38 +540,19 @@ impl RequestParser {
             // Where the head is built and kept until it is handed out: a
             // head is moved as little as possible.
             let mut head = None;
-            // First look at a new request: most heads arrive whole, and
-            // httparse alone then finds their end (see `Find::Whole`).
-            let whole = if scan.tried_whole {
-                None
-            } else {
-                scan.tried_whole = true;
-                parse_head(
-                    input,
-                    Find::Whole,
-                    &self.limits,
-                    &mut self.valid_host,
-                    &mut head,
-                )?
-            };
-            let (present, head_end) = match whole {
-                Some(parsed) => parsed,
-                None => {
-                    let head_end = match scan_head(scan, input, &self.limits)? {
-                        Some(end) => end,
-                        None => return Ok(Parsed::Partial),
-                    };
-                    let input = &input[..head_end];
-                    parse_head(
-                        input,
-                        Find::Exact,
-                        &self.limits,
-                        &mut self.valid_host,
-                        &mut head,
-                    )?
-                    .expect("an exact head is parsed or refused")
+            let found = find_head(scan, input, &self.limits, &mut self.valid_host, &mut head);
+            // Once the head is complete or refused, the next look at the
+            // input is at a new request (when a body follows, the state
+            // becomes the body's below).
+            let (present, head_end) = match found {
+                Ok(Some(found)) => found,
+                Ok(None) => return Ok(Parsed::Partial),
+                Err(e) => {
+                    *scan = HeadScan::default();
+                    return Err(e);
                 }
             };
+            *scan = HeadScan::default();
             let parsed = head.as_ref().expect("a parsed head is written");
             let Some(decoder) = body_framing(parsed, present)? else {
                 return Ok(Parsed::Complete {
@@ -600,16 +580,22 @@ impl RequestParser {
         if state.mode == BodyHandling::Undecided {
             return Ok(Parsed::BodyFollows);
         }
-        if input.len() < state.offset || !decode_body(state, input, &self.limits)? {
+        if input.len() < state.offset {
             return Ok(Parsed::Partial);
         }
+        match decode_body(state, input, &self.limits) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Parsed::Partial),
+            Err(e) => {
+                self.state = State::Head(HeadScan::default());
+                return Err(e);
+            }
+        }
         if state.mode == BodyHandling::Streaming {
-            // `parse` resets the state for the next request.
             let last = std::mem::take(&mut state.body);
-            return Ok(Parsed::BodyEnd {
-                last,
-                consumed: state.offset,
-            });
+            let consumed = state.offset;
+            self.state = State::Head(HeadScan::default());
+            return Ok(Parsed::BodyEnd { last, consumed });
         }
         let State::Body(state) =
             std::mem::replace(&mut self.state, State::Head(HeadScan::default()))
@@ -625,6 +611,32 @@ impl RequestParser {
             consumed: offset,
         })
     }
+}
+
+/// Looks for a complete head in `input` and parses it into `head` (see
+/// [`parse_head`]): at the first look at a request, `httparse` on the
+/// input whole; after that (or if that was inconclusive), the scan for
+/// the head's end. `None` while the head is incomplete.
+fn find_head(
+    scan: &mut HeadScan,
+    input: &[u8],
+    limits: &Limits,
+    valid_host: &mut ValidHost,
+    head: &mut Option<RequestHead>,
+) -> Result<Option<(Present, usize)>, ParseError> {
+    if !scan.tried_whole {
+        scan.tried_whole = true;
+        // Most heads arrive whole, and httparse alone then finds their end
+        // (see `Find::Whole`).
+        if let Some(parsed) = parse_head(input, Find::Whole, limits, valid_host, head)? {
+            return Ok(Some(parsed));
+        }
+    }
+    let Some(head_end) = scan_head(scan, input, limits)? else {
+        return Ok(None);
+    };
+    let parsed = parse_head(&input[..head_end], Find::Exact, limits, valid_host, head)?;
+    Ok(Some(parsed.expect("an exact head is parsed or refused")))
 }
 
 /// Scans new bytes for the end of the head. Returns the length of the head
