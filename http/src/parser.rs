@@ -308,10 +308,17 @@ impl ValidHost {
 
     /// Checks `value` (see [`validate_host`]) unless it is the one found
     /// valid last; remembers it if it is valid and short enough.
+    #[inline]
     fn check(&mut self, value: &[u8]) -> Result<(), ParseError> {
-        if value == &self.bytes[..usize::from(self.len)] {
+        if same_bytes(value, &self.bytes[..usize::from(self.len)]) {
             return Ok(());
         }
+        self.check_new(value)
+    }
+
+    /// [`ValidHost::check`] for a value other than the one remembered.
+    #[inline(never)]
+    fn check_new(&mut self, value: &[u8]) -> Result<(), ParseError> {
         validate_host(value)?;
         if let Ok(len) = u8::try_from(value.len()) {
             if let Some(slot) = self.bytes.get_mut(..value.len()) {
@@ -320,6 +327,33 @@ impl ValidHost {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether `a` and `b` are equal, compared a word at a time: for values as
+/// short as a Host's, cheaper than the call to `memcmp` of slice equality.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n >= 8 {
+        let word = |s: &[u8], at: usize| s[at..].first_chunk().map(|w| u64::from_ne_bytes(*w));
+        // Whole words, then the last eight bytes (which may overlap the
+        // last word compared).
+        let mut at = 0;
+        while at + 8 < n {
+            if word(a, at) != word(b, at) {
+                return false;
+            }
+            at += 8;
+        }
+        word(a, n - 8) == word(b, n - 8)
+    } else if n >= 4 {
+        let word = |s: &[u8], at: usize| s[at..].first_chunk().map(|w| u32::from_ne_bytes(*w));
+        word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4)
+    } else {
+        a.iter().zip(b).all(|(x, y)| x == y)
     }
 }
 
@@ -2166,6 +2200,30 @@ mod tests {
         assert!(memo.check(b"a.example").is_ok());
         assert!(memo.check(b"a.exampl").is_ok());
         assert!(memo.check(b"a.exampl]").is_err());
+    }
+
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        let base: Vec<u8> = (0..70u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..=base.len() {
+            let a = &base[..n];
+            assert!(same_bytes(a, a), "{n}");
+            let copy = a.to_vec();
+            assert!(same_bytes(a, &copy), "{n}");
+            // One byte different, wherever it is.
+            for at in 0..n {
+                let mut b = a.to_vec();
+                b[at] ^= 0x20;
+                assert!(!same_bytes(a, &b), "{n} {at}");
+            }
+            // A shorter or a longer value.
+            if n > 0 {
+                assert!(!same_bytes(a, &a[..n - 1]), "{n}");
+            }
+            if n < base.len() {
+                assert!(!same_bytes(a, &base[..n + 1]), "{n}");
+            }
+        }
     }
 
     #[test]
