@@ -812,6 +812,9 @@ enum Find {
 /// The head is then copied into one shared buffer, with the table of its
 /// header fields (see [`crate::fields`]), so that everything the request
 /// keeps of it is a slice of the copy.
+// Inlined: a frame of its own (for the field array) would cost a call and
+// the saving and restoring of registers on every request.
+#[inline(always)]
 fn parse_head(
     input: &[u8],
     find: Find,
