@@ -1081,9 +1081,23 @@ fn split_target<'a>(
     target: &'a str,
     method: &Method,
 ) -> Result<(&'a str, Option<&'a str>, Option<&'a str>), ParseError> {
-    // RFC 3986 characters only: visible ASCII, no fragment.
-    if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
-        return Err(ParseError::bad("invalid request target"));
+    const BAD: ParseError = ParseError::bad("invalid request target");
+    // RFC 3986 characters only (visible ASCII, no fragment), checked in the
+    // same pass as the search for the query's `?` (the first one: neither
+    // a scheme nor an authority has one).
+    let bytes = target.as_bytes();
+    let query_at = bytes
+        .iter()
+        .position(|&b| b == b'?' || !TARGET[usize::from(b)]);
+    if let Some(at) = query_at {
+        if bytes[at] != b'?' || !bytes[at + 1..].iter().all(|&b| TARGET[usize::from(b)]) {
+            return Err(BAD);
+        }
+    }
+    let path_end = query_at.unwrap_or(target.len());
+    let query = query_at.map(|at| &target[at + 1..]);
+    if target.starts_with('/') {
+        return Ok((&target[..path_end], query, None));
     }
     if target == "*" {
         if *method == Method::OPTIONS {
@@ -1091,27 +1105,32 @@ fn split_target<'a>(
         }
         return Err(ParseError::bad("asterisk-form target requires OPTIONS"));
     }
-    let (rest, authority) = if target.starts_with('/') {
-        (target, None)
-    } else {
-        let after_scheme = strip_prefix_ignore_case(target, "http://")
-            .or_else(|| strip_prefix_ignore_case(target, "https://"))
-            .ok_or(ParseError::bad("invalid request target"))?;
-        let end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
-        let authority = &after_scheme[..end];
-        if authority.is_empty() {
-            return Err(ParseError::bad("invalid request target"));
-        }
-        (&after_scheme[end..], Some(authority))
-    };
-    // A byte search: for the short targets of most requests, cheaper than
-    // `str::split_once`'s searcher.
-    let (path, query) = match rest.bytes().position(|b| b == b'?') {
-        Some(at) => (&rest[..at], Some(&rest[at + 1..])),
-        None => (rest, None),
-    };
-    Ok((path, query, authority))
+    // Absolute form (empty targets end here too, with no scheme).
+    let after_scheme = strip_prefix_ignore_case(target, "http://")
+        .or_else(|| strip_prefix_ignore_case(target, "https://"))
+        .ok_or(BAD)?;
+    let end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+    let authority = &after_scheme[..end];
+    if authority.is_empty() {
+        return Err(BAD);
+    }
+    // The path runs from the authority's end to the query (which cannot
+    // start before it).
+    let path_start = target.len() - after_scheme.len() + end;
+    Ok((&target[path_start..path_end], query, Some(authority)))
 }
+
+/// The bytes a request-target may have: visible ASCII but `#` (RFC 3986
+/// characters, no fragment), as a table.
+const TARGET: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        table[b] = b != b'#' as usize;
+        b += 1;
+    }
+    table
+};
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
@@ -1673,6 +1692,102 @@ mod tests {
 
         let s = complete(b"PURGE /x HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(s.method.as_str(), "PURGE");
+    }
+
+    /// The splitting of a target in two passes (validation, then the
+    /// search for the query), for comparison.
+    fn split_target_in_two_passes<'a>(
+        target: &'a str,
+        method: &Method,
+    ) -> Result<(&'a str, Option<&'a str>, Option<&'a str>), ParseError> {
+        if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
+            return Err(ParseError::bad("invalid request target"));
+        }
+        if target == "*" {
+            if *method == Method::OPTIONS {
+                return Ok((target, None, None));
+            }
+            return Err(ParseError::bad("asterisk-form target requires OPTIONS"));
+        }
+        let (rest, authority) = if target.starts_with('/') {
+            (target, None)
+        } else {
+            let after_scheme = strip_prefix_ignore_case(target, "http://")
+                .or_else(|| strip_prefix_ignore_case(target, "https://"))
+                .ok_or(ParseError::bad("invalid request target"))?;
+            let end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+            let authority = &after_scheme[..end];
+            if authority.is_empty() {
+                return Err(ParseError::bad("invalid request target"));
+            }
+            (&after_scheme[end..], Some(authority))
+        };
+        let (path, query) = match rest.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (rest, None),
+        };
+        Ok((path, query, authority))
+    }
+
+    #[test]
+    fn targets_split_in_one_pass_as_in_two() {
+        let mut targets: Vec<String> = [
+            "/",
+            "/a/b",
+            "/a?b",
+            "/?",
+            "/a?b?c",
+            "/a?b/c",
+            "?x",
+            "",
+            "*",
+            "**",
+            "/*",
+            "/a#b",
+            "/a?b#c",
+            "#",
+            "http://h",
+            "http://h?q",
+            "http://h/p?q",
+            "HTTPS://h:1/x?y/z",
+            "http://",
+            "http:///x",
+            "http://?q",
+            "https://h?",
+            "ftp://h/",
+            "http:/h",
+            "h:80",
+            "/\x7f",
+            "/é",
+            "/a b",
+            "x",
+            "/a?\x01",
+            "/a?é",
+            "/a?b c",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        // Every short string over the bytes that matter.
+        let alphabet = ["/", "?", "#", "h", "*", ":", " ", "é", "\x7f"];
+        let mut short = vec![String::new()];
+        for _ in 0..4 {
+            short = short
+                .iter()
+                .flat_map(|t| alphabet.iter().map(move |c| format!("{t}{c}")))
+                .collect();
+            targets.extend(short.iter().cloned());
+            targets.extend(short.iter().map(|t| format!("http://{t}")));
+        }
+        for target in &targets {
+            for method in [Method::GET, Method::OPTIONS] {
+                assert_eq!(
+                    split_target(target, &method),
+                    split_target_in_two_passes(target, &method),
+                    "{target:?} {method}"
+                );
+            }
+        }
     }
 
     #[test]
