@@ -308,10 +308,17 @@ impl ValidHost {
 
     /// Checks `value` (see [`validate_host`]) unless it is the one found
     /// valid last; remembers it if it is valid and short enough.
+    #[inline]
     fn check(&mut self, value: &[u8]) -> Result<(), ParseError> {
-        if value == &self.bytes[..usize::from(self.len)] {
+        if same_bytes(value, &self.bytes[..usize::from(self.len)]) {
             return Ok(());
         }
+        self.check_new(value)
+    }
+
+    /// [`ValidHost::check`] for a value other than the one remembered.
+    #[inline(never)]
+    fn check_new(&mut self, value: &[u8]) -> Result<(), ParseError> {
         validate_host(value)?;
         if let Ok(len) = u8::try_from(value.len()) {
             if let Some(slot) = self.bytes.get_mut(..value.len()) {
@@ -320,6 +327,33 @@ impl ValidHost {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether `a` and `b` are equal, compared a word at a time: for values as
+/// short as a Host's, cheaper than the call to `memcmp` of slice equality.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n >= 8 {
+        let word = |s: &[u8], at: usize| s[at..].first_chunk().map(|w| u64::from_ne_bytes(*w));
+        // Whole words, then the last eight bytes (which may overlap the
+        // last word compared).
+        let mut at = 0;
+        while at + 8 < n {
+            if word(a, at) != word(b, at) {
+                return false;
+            }
+            at += 8;
+        }
+        word(a, n - 8) == word(b, n - 8)
+    } else if n >= 4 {
+        let word = |s: &[u8], at: usize| s[at..].first_chunk().map(|w| u32::from_ne_bytes(*w));
+        word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4)
+    } else {
+        a.iter().zip(b).all(|(x, y)| x == y)
     }
 }
 
@@ -518,11 +552,10 @@ impl RequestParser {
     /// an error the parser is reset, but the connection should be closed: its
     /// framing is lost.
     pub(crate) fn parse(&mut self, input: &[u8]) -> Result<Parsed, ParseError> {
-        let result = self.parse_inner(input);
-        if !matches!(result, Ok(Parsed::Partial) | Ok(Parsed::BodyFollows)) {
-            self.state = State::Head(HeadScan::default());
-        }
-        result
+        // Every path that ends a request (complete, or refused) resets the
+        // state itself: the result is handed on as it was built, not held
+        // here to be inspected.
+        self.parse_inner(input)
     }
 
     /// The head of the request whose body is still arriving, if any: lets
@@ -541,38 +574,19 @@ impl RequestParser {
             // Where the head is built and kept until it is handed out: a
             // head is moved as little as possible.
             let mut head = None;
-            // First look at a new request: most heads arrive whole, and
-            // httparse alone then finds their end (see `Find::Whole`).
-            let whole = if scan.tried_whole {
-                None
-            } else {
-                scan.tried_whole = true;
-                parse_head(
-                    input,
-                    Find::Whole,
-                    &self.limits,
-                    &mut self.valid_host,
-                    &mut head,
-                )?
-            };
-            let (present, head_end) = match whole {
-                Some(parsed) => parsed,
-                None => {
-                    let head_end = match scan_head(scan, input, &self.limits)? {
-                        Some(end) => end,
-                        None => return Ok(Parsed::Partial),
-                    };
-                    let input = &input[..head_end];
-                    parse_head(
-                        input,
-                        Find::Exact,
-                        &self.limits,
-                        &mut self.valid_host,
-                        &mut head,
-                    )?
-                    .expect("an exact head is parsed or refused")
+            let found = find_head(scan, input, &self.limits, &mut self.valid_host, &mut head);
+            // Once the head is complete or refused, the next look at the
+            // input is at a new request (when a body follows, the state
+            // becomes the body's below).
+            let (present, head_end) = match found {
+                Ok(Some(found)) => found,
+                Ok(None) => return Ok(Parsed::Partial),
+                Err(e) => {
+                    *scan = HeadScan::default();
+                    return Err(e);
                 }
             };
+            *scan = HeadScan::default();
             let parsed = head.as_ref().expect("a parsed head is written");
             let Some(decoder) = body_framing(parsed, present)? else {
                 return Ok(Parsed::Complete {
@@ -600,16 +614,22 @@ impl RequestParser {
         if state.mode == BodyHandling::Undecided {
             return Ok(Parsed::BodyFollows);
         }
-        if input.len() < state.offset || !decode_body(state, input, &self.limits)? {
+        if input.len() < state.offset {
             return Ok(Parsed::Partial);
         }
+        match decode_body(state, input, &self.limits) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Parsed::Partial),
+            Err(e) => {
+                self.state = State::Head(HeadScan::default());
+                return Err(e);
+            }
+        }
         if state.mode == BodyHandling::Streaming {
-            // `parse` resets the state for the next request.
             let last = std::mem::take(&mut state.body);
-            return Ok(Parsed::BodyEnd {
-                last,
-                consumed: state.offset,
-            });
+            let consumed = state.offset;
+            self.state = State::Head(HeadScan::default());
+            return Ok(Parsed::BodyEnd { last, consumed });
         }
         let State::Body(state) =
             std::mem::replace(&mut self.state, State::Head(HeadScan::default()))
@@ -625,6 +645,32 @@ impl RequestParser {
             consumed: offset,
         })
     }
+}
+
+/// Looks for a complete head in `input` and parses it into `head` (see
+/// [`parse_head`]): at the first look at a request, `httparse` on the
+/// input whole; after that (or if that was inconclusive), the scan for
+/// the head's end. `None` while the head is incomplete.
+fn find_head(
+    scan: &mut HeadScan,
+    input: &[u8],
+    limits: &Limits,
+    valid_host: &mut ValidHost,
+    head: &mut Option<RequestHead>,
+) -> Result<Option<(Present, usize)>, ParseError> {
+    if !scan.tried_whole {
+        scan.tried_whole = true;
+        // Most heads arrive whole, and httparse alone then finds their end
+        // (see `Find::Whole`).
+        if let Some(parsed) = parse_head(input, Find::Whole, limits, valid_host, head)? {
+            return Ok(Some(parsed));
+        }
+    }
+    let Some(head_end) = scan_head(scan, input, limits)? else {
+        return Ok(None);
+    };
+    let parsed = parse_head(&input[..head_end], Find::Exact, limits, valid_host, head)?;
+    Ok(Some(parsed.expect("an exact head is parsed or refused")))
 }
 
 /// Scans new bytes for the end of the head. Returns the length of the head
@@ -766,6 +812,9 @@ enum Find {
 /// The head is then copied into one shared buffer, with the table of its
 /// header fields (see [`crate::fields`]), so that everything the request
 /// keeps of it is a slice of the copy.
+// Inlined: a frame of its own (for the field array) would cost a call and
+// the saving and restoring of registers on every request.
+#[inline(always)]
 fn parse_head(
     input: &[u8],
     find: Find,
@@ -1032,9 +1081,23 @@ fn split_target<'a>(
     target: &'a str,
     method: &Method,
 ) -> Result<(&'a str, Option<&'a str>, Option<&'a str>), ParseError> {
-    // RFC 3986 characters only: visible ASCII, no fragment.
-    if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
-        return Err(ParseError::bad("invalid request target"));
+    const BAD: ParseError = ParseError::bad("invalid request target");
+    // RFC 3986 characters only (visible ASCII, no fragment), checked in the
+    // same pass as the search for the query's `?` (the first one: neither
+    // a scheme nor an authority has one).
+    let bytes = target.as_bytes();
+    let query_at = bytes
+        .iter()
+        .position(|&b| b == b'?' || !TARGET[usize::from(b)]);
+    if let Some(at) = query_at {
+        if bytes[at] != b'?' || !bytes[at + 1..].iter().all(|&b| TARGET[usize::from(b)]) {
+            return Err(BAD);
+        }
+    }
+    let path_end = query_at.unwrap_or(target.len());
+    let query = query_at.map(|at| &target[at + 1..]);
+    if target.starts_with('/') {
+        return Ok((&target[..path_end], query, None));
     }
     if target == "*" {
         if *method == Method::OPTIONS {
@@ -1042,27 +1105,32 @@ fn split_target<'a>(
         }
         return Err(ParseError::bad("asterisk-form target requires OPTIONS"));
     }
-    let (rest, authority) = if target.starts_with('/') {
-        (target, None)
-    } else {
-        let after_scheme = strip_prefix_ignore_case(target, "http://")
-            .or_else(|| strip_prefix_ignore_case(target, "https://"))
-            .ok_or(ParseError::bad("invalid request target"))?;
-        let end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
-        let authority = &after_scheme[..end];
-        if authority.is_empty() {
-            return Err(ParseError::bad("invalid request target"));
-        }
-        (&after_scheme[end..], Some(authority))
-    };
-    // A byte search: for the short targets of most requests, cheaper than
-    // `str::split_once`'s searcher.
-    let (path, query) = match rest.bytes().position(|b| b == b'?') {
-        Some(at) => (&rest[..at], Some(&rest[at + 1..])),
-        None => (rest, None),
-    };
-    Ok((path, query, authority))
+    // Absolute form (empty targets end here too, with no scheme).
+    let after_scheme = strip_prefix_ignore_case(target, "http://")
+        .or_else(|| strip_prefix_ignore_case(target, "https://"))
+        .ok_or(BAD)?;
+    let end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+    let authority = &after_scheme[..end];
+    if authority.is_empty() {
+        return Err(BAD);
+    }
+    // The path runs from the authority's end to the query (which cannot
+    // start before it).
+    let path_start = target.len() - after_scheme.len() + end;
+    Ok((&target[path_start..path_end], query, Some(authority)))
 }
+
+/// The bytes a request-target may have: visible ASCII but `#` (RFC 3986
+/// characters, no fragment), as a table.
+const TARGET: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7f {
+        table[b] = b != b'#' as usize;
+        b += 1;
+    }
+    table
+};
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
@@ -1626,6 +1694,102 @@ mod tests {
         assert_eq!(s.method.as_str(), "PURGE");
     }
 
+    /// The splitting of a target in two passes (validation, then the
+    /// search for the query), for comparison.
+    fn split_target_in_two_passes<'a>(
+        target: &'a str,
+        method: &Method,
+    ) -> Result<(&'a str, Option<&'a str>, Option<&'a str>), ParseError> {
+        if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic() && b != b'#') {
+            return Err(ParseError::bad("invalid request target"));
+        }
+        if target == "*" {
+            if *method == Method::OPTIONS {
+                return Ok((target, None, None));
+            }
+            return Err(ParseError::bad("asterisk-form target requires OPTIONS"));
+        }
+        let (rest, authority) = if target.starts_with('/') {
+            (target, None)
+        } else {
+            let after_scheme = strip_prefix_ignore_case(target, "http://")
+                .or_else(|| strip_prefix_ignore_case(target, "https://"))
+                .ok_or(ParseError::bad("invalid request target"))?;
+            let end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+            let authority = &after_scheme[..end];
+            if authority.is_empty() {
+                return Err(ParseError::bad("invalid request target"));
+            }
+            (&after_scheme[end..], Some(authority))
+        };
+        let (path, query) = match rest.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (rest, None),
+        };
+        Ok((path, query, authority))
+    }
+
+    #[test]
+    fn targets_split_in_one_pass_as_in_two() {
+        let mut targets: Vec<String> = [
+            "/",
+            "/a/b",
+            "/a?b",
+            "/?",
+            "/a?b?c",
+            "/a?b/c",
+            "?x",
+            "",
+            "*",
+            "**",
+            "/*",
+            "/a#b",
+            "/a?b#c",
+            "#",
+            "http://h",
+            "http://h?q",
+            "http://h/p?q",
+            "HTTPS://h:1/x?y/z",
+            "http://",
+            "http:///x",
+            "http://?q",
+            "https://h?",
+            "ftp://h/",
+            "http:/h",
+            "h:80",
+            "/\x7f",
+            "/é",
+            "/a b",
+            "x",
+            "/a?\x01",
+            "/a?é",
+            "/a?b c",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        // Every short string over the bytes that matter.
+        let alphabet = ["/", "?", "#", "h", "*", ":", " ", "é", "\x7f"];
+        let mut short = vec![String::new()];
+        for _ in 0..4 {
+            short = short
+                .iter()
+                .flat_map(|t| alphabet.iter().map(move |c| format!("{t}{c}")))
+                .collect();
+            targets.extend(short.iter().cloned());
+            targets.extend(short.iter().map(|t| format!("http://{t}")));
+        }
+        for target in &targets {
+            for method in [Method::GET, Method::OPTIONS] {
+                assert_eq!(
+                    split_target(target, &method),
+                    split_target_in_two_passes(target, &method),
+                    "{target:?} {method}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn headers_keep_order_and_duplicates() {
         let s = complete(b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\nX-B:  v  \r\n\r\n");
@@ -2154,6 +2318,30 @@ mod tests {
         assert!(memo.check(b"a.example").is_ok());
         assert!(memo.check(b"a.exampl").is_ok());
         assert!(memo.check(b"a.exampl]").is_err());
+    }
+
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        let base: Vec<u8> = (0..70u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..=base.len() {
+            let a = &base[..n];
+            assert!(same_bytes(a, a), "{n}");
+            let copy = a.to_vec();
+            assert!(same_bytes(a, &copy), "{n}");
+            // One byte different, wherever it is.
+            for at in 0..n {
+                let mut b = a.to_vec();
+                b[at] ^= 0x20;
+                assert!(!same_bytes(a, &b), "{n} {at}");
+            }
+            // A shorter or a longer value.
+            if n > 0 {
+                assert!(!same_bytes(a, &a[..n - 1]), "{n}");
+            }
+            if n < base.len() {
+                assert!(!same_bytes(a, &base[..n + 1]), "{n}");
+            }
+        }
     }
 
     #[test]
