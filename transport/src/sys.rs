@@ -359,9 +359,17 @@ unsafe fn syscall6(nr: c_long, args: [c_long; 6]) -> io::Result<usize> {
     }
     match usize::try_from(ret) {
         Ok(n) => Ok(n),
-        // -4095..=-1: the error number, negated.
-        Err(_) => Err(io::Error::from_raw_os_error(-ret as c_int)),
+        Err(_) => Err(negated_errno(ret)),
     }
+}
+
+/// The error of a raw system call's result in `-4095..=-1`: made apart
+/// from the success path, which then does not compute it too.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[cold]
+#[inline(never)]
+fn negated_errno(ret: c_long) -> io::Error {
+    io::Error::from_raw_os_error(-ret as c_int)
 }
 
 /// [`syscall6`] elsewhere: through glibc's `syscall(2)`.
