@@ -521,6 +521,40 @@ impl PeerIo {
             // TLS write is pending either.
             return Ok(());
         }
+        if self.tls.is_none() && self.out.second().is_none() {
+            if let Some(Segment::Bytes(front)) = &self.out.front {
+                // The usual answer: one buffer over plaintext, which one
+                // send(2) takes whole.
+                match self.sock.write(&front[self.out_pos..]) {
+                    Ok(n) if n == self.queued => {
+                        self.counter.sent(n);
+                        self.queued = 0;
+                        self.sent += n as u64;
+                        self.out_pos = 0;
+                        if let Some(Segment::Bytes(sent)) = self.out.front.take() {
+                            crate::buffers::give(sent);
+                        }
+                        return Ok(());
+                    }
+                    Ok(n) => {
+                        self.counter.sent(n);
+                        self.advance(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(CloseReason::Socket(e)),
+                }
+            }
+        }
+        self.flush_queue()
+    }
+
+    /// [`PeerIo::flush`] for any queue: TLS, several segments, files.
+    #[inline(never)]
+    fn flush_queue(&mut self) -> Result<(), CloseReason> {
+        if self.queued == 0 {
+            return Ok(());
+        }
         if let Some(tls) = self.tls.as_mut() {
             if tls.write_retry == WriteRetry::PinnedUntilReadable {
                 // Retried now; the outcome below says what it waits for.
