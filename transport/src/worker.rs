@@ -566,6 +566,9 @@ impl<P: Protocol> Worker<P> {
         self.open_io(ctx, token, ready)
     }
 
+    /// The I/O of an open peer after readiness; inlined into the event
+    /// loop, where nearly every event ends up.
+    #[inline(always)]
     fn open_io(
         &mut self,
         ctx: &mut Ctx<'_, P>,
