@@ -41,6 +41,10 @@ pub(crate) struct Timers<T> {
     /// arithmetic of most iterations; an iteration that used it may wake
     /// up to the slack early, and then computes the exact timeout.
     reuse: Option<(Instant, Duration)>,
+    /// [`Timers::pop_expired`] found its `now` before the end of `reuse`,
+    /// so the [`Timers::next_timeout`] that follows with the same `now`
+    /// reuses it without comparing again.
+    reuse_confirmed: bool,
 }
 
 /// The longest slack of a reusable timeout (see [`Timers::next_timeout`]).
@@ -54,6 +58,7 @@ impl<T> Timers<T> {
             next_id: 1,
             top_live: false,
             reuse: None,
+            reuse_confirmed: false,
         }
     }
 
@@ -100,23 +105,37 @@ impl<T> Timers<T> {
     /// How long the poll may sleep before the earliest live deadline: the
     /// time left until it, or less (never more) while a timeout computed
     /// for the same top at most a slack ago is reused.
+    ///
+    /// `now` is the one last given to [`Timers::pop_expired`], if that was
+    /// called since the previous call of this.
     pub(crate) fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
+        let confirmed = std::mem::replace(&mut self.reuse_confirmed, false);
         if let Some((until, timeout)) = self.reuse {
-            if now < until {
+            if confirmed || now < until {
                 return Some(timeout);
             }
         }
         self.prune();
         let Reverse((deadline, _)) = *self.heap.peek()?;
         let left = deadline.saturating_duration_since(now);
-        // Until `now + slack`, at least `left - slack` is still left.
-        let slack = (left / 2).min(MAX_SLACK);
-        self.reuse = Some((now + slack, left - slack));
+        // Until `now + slack`, at least `left - slack` is still left; and
+        // `now + slack` comes before the deadline, unless that has passed.
+        self.reuse = (!left.is_zero()).then(|| {
+            let slack = (left / 2).min(MAX_SLACK);
+            (now + slack, left - slack)
+        });
         Some(left)
     }
 
     /// Removes and returns the earliest timer whose deadline is `<= now`.
     pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<T> {
+        if let Some((until, _)) = self.reuse {
+            // The top is live and its deadline comes after `until`.
+            if now < until {
+                self.reuse_confirmed = true;
+                return None;
+            }
+        }
         loop {
             let Reverse((deadline, id)) = *self.heap.peek()?;
             if deadline > now {
@@ -241,5 +260,31 @@ mod tests {
             timers.next_timeout(later),
             Some(Duration::from_millis(19_994))
         );
+    }
+
+    #[test]
+    fn a_confirmed_reuse_serves_one_iteration_only() {
+        let ms = Duration::from_millis;
+        let mut timers = Timers::new();
+        let t0 = Instant::now();
+        timers.insert(t0 + ms(10_000), 1);
+        assert_eq!(timers.next_timeout(t0), Some(ms(10_000)));
+        // Reusable until t0 + 1 s: 9 s.
+        let now = t0 + ms(100);
+        assert_eq!(timers.pop_expired(now), None);
+        assert_eq!(timers.next_timeout(now), Some(ms(9_000)));
+        // Confirmed, then a sooner timer: computed anew.
+        assert_eq!(timers.pop_expired(now), None);
+        timers.insert(t0 + ms(200), 2);
+        assert_eq!(timers.next_timeout(now), Some(ms(100)));
+        // Reusable until t0 + 150 ms; past that, exact again.
+        let later = t0 + ms(160);
+        assert_eq!(timers.pop_expired(later), None);
+        assert_eq!(timers.next_timeout(later), Some(ms(40)));
+        let past = t0 + ms(300);
+        assert_eq!(timers.next_timeout(past), Some(Duration::ZERO));
+        assert_eq!(timers.pop_expired(past), Some(2));
+        assert_eq!(timers.pop_expired(past), None);
+        assert_eq!(timers.next_timeout(past), Some(ms(9_700)));
     }
 }
