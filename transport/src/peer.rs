@@ -328,12 +328,11 @@ const FILE_STAGE: u64 = 16 * 1024;
 
 /// What one read gave.
 pub(crate) enum ReadResult {
-    /// `len` bytes; `drained`: the read provably emptied the socket (and
+    /// This many bytes; the socket (or OpenSSL) may hold more.
+    Data(usize),
+    /// This many bytes, and the read provably emptied the socket (and
     /// OpenSSL), so another would only find `EAGAIN`.
-    Data {
-        len: usize,
-        drained: bool,
-    },
+    DataDrained(usize),
     WouldBlock,
     WantWrite,
     Eof,
@@ -475,9 +474,10 @@ impl PeerIo {
                     Ok(0) => break Ok(ReadResult::Eof),
                     Ok(n) => {
                         self.counter.received(n);
-                        break Ok(ReadResult::Data {
-                            len: n,
-                            drained: n < buf.len(),
+                        break Ok(if n < buf.len() {
+                            ReadResult::DataDrained(n)
+                        } else {
+                            ReadResult::Data(n)
                         });
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -491,9 +491,10 @@ impl PeerIo {
         match tls.ssl.read(buf) {
             SslOutcome::Done(n) => {
                 self.counter.received(n);
-                Ok(ReadResult::Data {
-                    len: n,
-                    drained: tls.ssl.socket_drained(),
+                Ok(if tls.ssl.socket_drained() {
+                    ReadResult::DataDrained(n)
+                } else {
+                    ReadResult::Data(n)
                 })
             }
             SslOutcome::WantRead => Ok(ReadResult::WouldBlock),

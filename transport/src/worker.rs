@@ -439,39 +439,39 @@ impl<P: Protocol> Worker<P> {
                     return Ok(());
                 }
             }
-            match peer.io.read(&mut self.read_buf)? {
-                ReadResult::Data { len: n, drained } => {
-                    let data = &self.read_buf[..n];
-                    let now = ctx.now();
-                    run_protocol(peer, ctx.mailbox(), now, token, "on_input", |p, conn| {
-                        p.on_input(conn, data)
-                    });
-                    let peer = if peer.io.asked_nothing() && !self.drain_grace {
-                        peer
-                    } else {
-                        if !self.apply_requests(ctx, token) {
-                            return Ok(());
-                        }
-                        // In a shutdown's grace: what just arrived is served,
-                        // and is the connection's last.
-                        if self.drain_grace && !self.tell_drain(ctx, token) {
-                            return Ok(());
-                        }
-                        &mut self.peers[token]
-                    };
-                    if peer.io.reading == Reading::ResumeNow {
-                        peer.io.reading = Reading::Active;
-                    }
-                    if until == ReadUntil::ShortRead && drained {
-                        return Ok(());
-                    }
-                }
+            let (n, drained) = match peer.io.read(&mut self.read_buf)? {
+                ReadResult::Data(n) => (n, false),
+                ReadResult::DataDrained(n) => (n, true),
                 ReadResult::WouldBlock | ReadResult::WantWrite => return Ok(()),
                 ReadResult::Eof => {
                     debug!("{}: peer finished sending", peer.io.peer_addr);
                     self.with_protocol(ctx, token, |p, conn| p.on_eof(conn));
                     return Ok(());
                 }
+            };
+            let data = &self.read_buf[..n];
+            let now = ctx.now();
+            run_protocol(peer, ctx.mailbox(), now, token, "on_input", |p, conn| {
+                p.on_input(conn, data)
+            });
+            let peer = if peer.io.asked_nothing() && !self.drain_grace {
+                peer
+            } else {
+                if !self.apply_requests(ctx, token) {
+                    return Ok(());
+                }
+                // In a shutdown's grace: what just arrived is served,
+                // and is the connection's last.
+                if self.drain_grace && !self.tell_drain(ctx, token) {
+                    return Ok(());
+                }
+                &mut self.peers[token]
+            };
+            if peer.io.reading == Reading::ResumeNow {
+                peer.io.reading = Reading::Active;
+            }
+            if until == ReadUntil::ShortRead && drained {
+                return Ok(());
             }
         }
     }
