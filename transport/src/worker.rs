@@ -575,27 +575,26 @@ impl<P: Protocol> Worker<P> {
         token: usize,
         ready: Readiness,
     ) -> Result<(), CloseReason> {
-        let (readable, writable) = (ready.read.is_some(), ready.writable);
+        let writable = ready.writable;
+        let (mut read, mut until) = match ready.read {
+            Some(until) => (true, until),
+            None => (false, ReadUntil::WouldBlock),
+        };
         let peer = &mut self.peers[token];
-        let (resume_read, resume_write) = match peer.io.tls.as_mut() {
-            Some(tls) => (
-                writable
-                    && std::mem::replace(&mut tls.read_retry, ReadRetry::None)
-                        == ReadRetry::OnWritable,
-                readable && tls.write_retry == WriteRetry::PinnedUntilReadable,
-            ),
-            None => (false, false),
-        };
-        if resume_write {
-            peer.io.flush()?;
+        if let Some(tls) = peer.io.tls.as_mut() {
+            let resume_read = writable
+                && std::mem::replace(&mut tls.read_retry, ReadRetry::None) == ReadRetry::OnWritable;
+            let resume_write = read && tls.write_retry == WriteRetry::PinnedUntilReadable;
+            if resume_write {
+                peer.io.flush()?;
+            }
+            if resume_read {
+                // A readable edge without EOF may stop at a short read; a
+                // resumed SSL_read reads on.
+                read = true;
+                until = ReadUntil::WouldBlock;
+            }
         }
-        let mut read = readable || resume_read;
-        // A readable edge without EOF may stop at a short read; a resumed
-        // SSL_read reads on.
-        let mut until = match ready.read {
-            Some(ReadUntil::ShortRead) if !resume_read => ReadUntil::ShortRead,
-            _ => ReadUntil::WouldBlock,
-        };
         if peer.io.input_gate == InputGate::HeldForOutput && writable {
             peer.io.flush()?;
             if peer.io.queued <= LOW_WATER {
