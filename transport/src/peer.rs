@@ -442,9 +442,14 @@ impl PeerIo {
         if data.is_empty() {
             return;
         }
-        // Small buffers join a queued one (fewer writes); with nothing
-        // queued, the buffer itself is queued, without a copy.
-        if data.len() < 1024 && !self.out.is_empty() {
+        if self.out.is_empty() {
+            // The usual answer: the buffer itself is queued, without a copy.
+            self.count_queued(data.len());
+            self.out.front = Some(Segment::Bytes(data));
+            return;
+        }
+        // Small buffers join a queued one (fewer writes).
+        if data.len() < 1024 {
             self.queue_copy(&data);
             crate::buffers::give(data);
             return;
