@@ -419,7 +419,9 @@ fn run_worker<H: EventHandler>(
     loop {
         // `now` was read when the previous iteration started: a deadline
         // may fire up to one batch of work late, in exchange for one clock
-        // read per iteration instead of two.
+        // read per iteration instead of two. It is also the `now` the
+        // previous iteration popped expired timers with, which
+        // `next_timeout` relies on.
         let timeout = timers.next_timeout(now);
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {

@@ -18,6 +18,11 @@ thread_local! {
 pub fn take(capacity: usize) -> Vec<u8> {
     let reused = POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
+        // The buffer given back last usually fits: the next answer is
+        // much like the one just sent.
+        if pool.last()?.capacity() >= capacity {
+            return pool.pop();
+        }
         let i = pool.iter().rposition(|b| b.capacity() >= capacity)?;
         Some(pool.swap_remove(i))
     });

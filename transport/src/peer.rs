@@ -328,12 +328,11 @@ const FILE_STAGE: u64 = 16 * 1024;
 
 /// What one read gave.
 pub(crate) enum ReadResult {
-    /// `len` bytes; `drained`: the read provably emptied the socket (and
+    /// This many bytes; the socket (or OpenSSL) may hold more.
+    Data(usize),
+    /// This many bytes, and the read provably emptied the socket (and
     /// OpenSSL), so another would only find `EAGAIN`.
-    Data {
-        len: usize,
-        drained: bool,
-    },
+    DataDrained(usize),
     WouldBlock,
     WantWrite,
     Eof,
@@ -443,9 +442,14 @@ impl PeerIo {
         if data.is_empty() {
             return;
         }
-        // Small buffers join a queued one (fewer writes); with nothing
-        // queued, the buffer itself is queued, without a copy.
-        if data.len() < 1024 && !self.out.is_empty() {
+        if self.out.is_empty() {
+            // The usual answer: the buffer itself is queued, without a copy.
+            self.count_queued(data.len());
+            self.out.front = Some(Segment::Bytes(data));
+            return;
+        }
+        // Small buffers join a queued one (fewer writes).
+        if data.len() < 1024 {
             self.queue_copy(&data);
             crate::buffers::give(data);
             return;
@@ -475,9 +479,10 @@ impl PeerIo {
                     Ok(0) => break Ok(ReadResult::Eof),
                     Ok(n) => {
                         self.counter.received(n);
-                        break Ok(ReadResult::Data {
-                            len: n,
-                            drained: n < buf.len(),
+                        break Ok(if n < buf.len() {
+                            ReadResult::DataDrained(n)
+                        } else {
+                            ReadResult::Data(n)
                         });
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -491,9 +496,10 @@ impl PeerIo {
         match tls.ssl.read(buf) {
             SslOutcome::Done(n) => {
                 self.counter.received(n);
-                Ok(ReadResult::Data {
-                    len: n,
-                    drained: tls.ssl.socket_drained(),
+                Ok(if tls.ssl.socket_drained() {
+                    ReadResult::DataDrained(n)
+                } else {
+                    ReadResult::Data(n)
                 })
             }
             SslOutcome::WantRead => Ok(ReadResult::WouldBlock),
@@ -519,6 +525,40 @@ impl PeerIo {
         if self.queued == 0 {
             // Nothing queued (a zero-length file is never queued), so no
             // TLS write is pending either.
+            return Ok(());
+        }
+        if self.tls.is_none() && self.out.second().is_none() {
+            if let Some(Segment::Bytes(front)) = &self.out.front {
+                // The usual answer: one buffer over plaintext, which one
+                // send(2) takes whole.
+                match self.sock.write(&front[self.out_pos..]) {
+                    Ok(n) if n == self.queued => {
+                        self.counter.sent(n);
+                        self.queued = 0;
+                        self.sent += n as u64;
+                        self.out_pos = 0;
+                        if let Some(Segment::Bytes(sent)) = self.out.front.take() {
+                            crate::buffers::give(sent);
+                        }
+                        return Ok(());
+                    }
+                    Ok(n) => {
+                        self.counter.sent(n);
+                        self.advance(n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(CloseReason::Socket(e)),
+                }
+            }
+        }
+        self.flush_queue()
+    }
+
+    /// [`PeerIo::flush`] for any queue: TLS, several segments, files.
+    #[inline(never)]
+    fn flush_queue(&mut self) -> Result<(), CloseReason> {
+        if self.queued == 0 {
             return Ok(());
         }
         if let Some(tls) = self.tls.as_mut() {

@@ -23,8 +23,8 @@
 //! Nothing leaves this module with the queue non-empty.
 //!
 //! The plain-socket reads and writes are here as well ([`recv`], [`send`],
-//! [`writev`]): raw system calls, without glibc's cancellation-point
-//! wrappers.
+//! [`writev`]): raw system calls ([`syscall6`]), without glibc's
+//! cancellation-point wrappers.
 
 use std::cell::Cell;
 use std::ffi::CStr;
@@ -261,20 +261,21 @@ pub(crate) fn sendfile(
     Ok(n)
 }
 
-/// `recvfrom(2)` on a non-blocking socket, made with `syscall(2)`.
+/// `recvfrom(2)` on a non-blocking socket, made as a raw system call
+/// ([`syscall6`]).
 ///
 /// glibc's `recv`, `send` and `writev` are thread-cancellation points:
 /// each call flips the thread's cancellation type around the system call
 /// with two atomic compare-and-swaps. Rust never cancels threads, so the
 /// socket path skips the wrapper and its four locked instructions per
-/// request and answer; errors still come back through `errno`.
+/// request and answer.
 pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for `buf.len()` writable bytes.
     unsafe { transfer(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), 0) }
 }
 
 /// `sendto(2)` with `MSG_NOSIGNAL` (a closed peer is `EPIPE`, not
-/// `SIGPIPE`), made with `syscall(2)`; see [`recv`].
+/// `SIGPIPE`), made as a raw system call; see [`recv`].
 pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for `buf.len()` readable bytes, which sendto
     // only reads.
@@ -290,11 +291,11 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 }
 
 /// `recvfrom(2)` or `sendto(2)` (`nr`) of `len` bytes at `buf`, with no
-/// address, through `syscall(2)` (for [`recv`], [`send`] and [`peek`]).
+/// address, as a raw system call (for [`recv`], [`send`] and [`peek`]).
 ///
-/// `syscall` reads every argument as a `long`, so each goes in as one
-/// (a pointer or `usize`, or widened from `int`): an `int` passed through
-/// its `...` would leave the register's upper half unspecified.
+/// Every argument goes in as a whole `long` (a pointer or `usize`, or
+/// widened from `int`): the kernel reads whole registers, and glibc's
+/// `syscall(2)`, where it is used, reads each of its `...` as a `long`.
 ///
 /// # Safety
 ///
@@ -309,34 +310,94 @@ unsafe fn transfer(
 ) -> io::Result<usize> {
     // SAFETY: the caller vouches for `buf`; the address arguments are
     // null, as recv(2) and send(2) pass them.
-    let n = unsafe {
-        libc::syscall(
+    unsafe {
+        syscall6(
             nr,
-            c_long::from(fd),
-            buf,
-            len,
-            c_long::from(flags),
-            std::ptr::null_mut::<libc::sockaddr>(),
-            0 as c_long,
+            [
+                c_long::from(fd),
+                buf as c_long,
+                len as c_long,
+                c_long::from(flags),
+                0,
+                0,
+            ],
         )
-    };
-    byte_count(n)
+    }
 }
 
-/// `writev(2)`, made with `syscall(2)`; see [`recv`] and [`transfer`]. Up
+/// A six-argument system call made with the `syscall` instruction itself:
+/// the kernel returns a byte count, or `-errno` (then left out of `errno`).
+/// This skips glibc's `syscall(2)` function, which moves every argument
+/// one register over and turns the result into `-1` and `errno`.
+///
+/// # Safety
+///
+/// As for the system call `nr` with these arguments: any memory they
+/// point to must be valid for what the call does with it.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+unsafe fn syscall6(nr: c_long, args: [c_long; 6]) -> io::Result<usize> {
+    let ret: c_long;
+    // SAFETY: the Linux x86-64 system call convention: number and result
+    // in rax, arguments in rdi, rsi, rdx, r10, r8 and r9; the kernel
+    // overwrites rcx and r11 and preserves every other register. The
+    // stack is untouched. Memory is not declared untouched: the kernel may
+    // write where the arguments point, which the caller vouches for.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => ret,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
+            in("r8") args[4],
+            in("r9") args[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    match usize::try_from(ret) {
+        Ok(n) => Ok(n),
+        Err(_) => Err(negated_errno(ret)),
+    }
+}
+
+/// The error of a raw system call's result in `-4095..=-1`: made apart
+/// from the success path, which then does not compute it too.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[cold]
+#[inline(never)]
+fn negated_errno(ret: c_long) -> io::Error {
+    io::Error::from_raw_os_error(-ret as c_int)
+}
+
+/// [`syscall6`] elsewhere: through glibc's `syscall(2)`.
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+unsafe fn syscall6(nr: c_long, args: [c_long; 6]) -> io::Result<usize> {
+    // SAFETY: the caller vouches for the arguments.
+    byte_count(unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) })
+}
+
+/// `writev(2)`, made as a raw system call; see [`recv`] and [`transfer`]. Up
 /// to `IOV_MAX` slices are the caller's to respect.
 pub(crate) fn writev(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`, and each
-    // slice is valid for its length; the kernel checks `fd`.
-    let n = unsafe {
-        libc::syscall(
+    // slice is valid for its length; the kernel checks `fd`; writev(2)
+    // ignores the unused arguments.
+    unsafe {
+        syscall6(
             libc::SYS_writev,
-            c_long::from(fd),
-            bufs.as_ptr(),
-            bufs.len(),
+            [
+                c_long::from(fd),
+                bufs.as_ptr() as c_long,
+                bufs.len() as c_long,
+                0,
+                0,
+                0,
+            ],
         )
-    };
-    byte_count(n)
+    }
 }
 
 /// A system call's result as a byte count, or the `errno` it set (a
@@ -713,7 +774,7 @@ mod tests {
 
     /// The raw calls answer as recv(2), send(2) and writev(2) do: data
     /// (a peek leaves it in the socket), `WouldBlock` on an empty socket,
-    /// 0 at EOF, and `EPIPE` to a closed
+    /// `EBADF` on no socket, 0 at EOF, and `EPIPE` to a closed
     /// peer, without raising SIGPIPE (blocked here, so that one raised
     /// would stay pending instead of being ignored).
     #[test]
@@ -723,6 +784,8 @@ mod tests {
         let mut buf = [0u8; 16];
         let empty = recv(b.as_raw_fd(), &mut buf).unwrap_err();
         assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+        let closed_fd = recv(-1, &mut buf).unwrap_err();
+        assert_eq!(closed_fd.raw_os_error(), Some(libc::EBADF));
         assert_eq!(send(a.as_raw_fd(), b"hello").unwrap(), 5);
         let parts = [IoSlice::new(b" wo"), IoSlice::new(b"rld")];
         assert_eq!(writev(a.as_raw_fd(), &parts).unwrap(), 6);

@@ -439,39 +439,39 @@ impl<P: Protocol> Worker<P> {
                     return Ok(());
                 }
             }
-            match peer.io.read(&mut self.read_buf)? {
-                ReadResult::Data { len: n, drained } => {
-                    let data = &self.read_buf[..n];
-                    let now = ctx.now();
-                    run_protocol(peer, ctx.mailbox(), now, token, "on_input", |p, conn| {
-                        p.on_input(conn, data)
-                    });
-                    let peer = if peer.io.asked_nothing() && !self.drain_grace {
-                        peer
-                    } else {
-                        if !self.apply_requests(ctx, token) {
-                            return Ok(());
-                        }
-                        // In a shutdown's grace: what just arrived is served,
-                        // and is the connection's last.
-                        if self.drain_grace && !self.tell_drain(ctx, token) {
-                            return Ok(());
-                        }
-                        &mut self.peers[token]
-                    };
-                    if peer.io.reading == Reading::ResumeNow {
-                        peer.io.reading = Reading::Active;
-                    }
-                    if until == ReadUntil::ShortRead && drained {
-                        return Ok(());
-                    }
-                }
+            let (n, drained) = match peer.io.read(&mut self.read_buf)? {
+                ReadResult::Data(n) => (n, false),
+                ReadResult::DataDrained(n) => (n, true),
                 ReadResult::WouldBlock | ReadResult::WantWrite => return Ok(()),
                 ReadResult::Eof => {
                     debug!("{}: peer finished sending", peer.io.peer_addr);
                     self.with_protocol(ctx, token, |p, conn| p.on_eof(conn));
                     return Ok(());
                 }
+            };
+            let data = &self.read_buf[..n];
+            let now = ctx.now();
+            run_protocol(peer, ctx.mailbox(), now, token, "on_input", |p, conn| {
+                p.on_input(conn, data)
+            });
+            let peer = if peer.io.asked_nothing() && !self.drain_grace {
+                peer
+            } else {
+                if !self.apply_requests(ctx, token) {
+                    return Ok(());
+                }
+                // In a shutdown's grace: what just arrived is served,
+                // and is the connection's last.
+                if self.drain_grace && !self.tell_drain(ctx, token) {
+                    return Ok(());
+                }
+                &mut self.peers[token]
+            };
+            if peer.io.reading == Reading::ResumeNow {
+                peer.io.reading = Reading::Active;
+            }
+            if until == ReadUntil::ShortRead && drained {
+                return Ok(());
             }
         }
     }
@@ -566,33 +566,35 @@ impl<P: Protocol> Worker<P> {
         self.open_io(ctx, token, ready)
     }
 
+    /// The I/O of an open peer after readiness; inlined into the event
+    /// loop, where nearly every event ends up.
+    #[inline(always)]
     fn open_io(
         &mut self,
         ctx: &mut Ctx<'_, P>,
         token: usize,
         ready: Readiness,
     ) -> Result<(), CloseReason> {
-        let (readable, writable) = (ready.read.is_some(), ready.writable);
+        let writable = ready.writable;
+        let (mut read, mut until) = match ready.read {
+            Some(until) => (true, until),
+            None => (false, ReadUntil::WouldBlock),
+        };
         let peer = &mut self.peers[token];
-        let (resume_read, resume_write) = match peer.io.tls.as_mut() {
-            Some(tls) => (
-                writable
-                    && std::mem::replace(&mut tls.read_retry, ReadRetry::None)
-                        == ReadRetry::OnWritable,
-                readable && tls.write_retry == WriteRetry::PinnedUntilReadable,
-            ),
-            None => (false, false),
-        };
-        if resume_write {
-            peer.io.flush()?;
+        if let Some(tls) = peer.io.tls.as_mut() {
+            let resume_read = writable
+                && std::mem::replace(&mut tls.read_retry, ReadRetry::None) == ReadRetry::OnWritable;
+            let resume_write = read && tls.write_retry == WriteRetry::PinnedUntilReadable;
+            if resume_write {
+                peer.io.flush()?;
+            }
+            if resume_read {
+                // A readable edge without EOF may stop at a short read; a
+                // resumed SSL_read reads on.
+                read = true;
+                until = ReadUntil::WouldBlock;
+            }
         }
-        let mut read = readable || resume_read;
-        // A readable edge without EOF may stop at a short read; a resumed
-        // SSL_read reads on.
-        let mut until = match ready.read {
-            Some(ReadUntil::ShortRead) if !resume_read => ReadUntil::ShortRead,
-            _ => ReadUntil::WouldBlock,
-        };
         if peer.io.input_gate == InputGate::HeldForOutput && writable {
             peer.io.flush()?;
             if peer.io.queued <= LOW_WATER {
