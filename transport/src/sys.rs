@@ -23,21 +23,22 @@
 //! Nothing leaves this module with the queue non-empty.
 //!
 //! The plain-socket reads and writes are here as well ([`recv`], [`send`],
-//! [`writev`]): raw system calls ([`syscall6`]), without glibc's
+//! [`writev`]): raw system calls made by `rustix`, without glibc's
 //! cancellation-point wrappers.
 
 use std::cell::Cell;
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::ptr::NonNull;
 
 use foreign_types::ForeignTypeRef;
-use libc::{c_char, c_int, c_long, c_ulong};
+use libc::{c_char, c_int, c_ulong};
 use log::debug;
 use openssl::error::ErrorStack;
 use openssl::ssl::SslContextRef;
 use openssl_sys as ffi;
+use rustix::net::{RecvFlags, SendFlags};
 
 use crate::classify::{classify, QueuedError, SslOutcome};
 
@@ -261,143 +262,39 @@ pub(crate) fn sendfile(
     Ok(n)
 }
 
-/// `recvfrom(2)` on a non-blocking socket, made as a raw system call
-/// ([`syscall6`]).
+/// `recvfrom(2)` on a non-blocking socket, made by `rustix` as a raw
+/// system call.
 ///
 /// glibc's `recv`, `send` and `writev` are thread-cancellation points:
 /// each call flips the thread's cancellation type around the system call
-/// with two atomic compare-and-swaps. Rust never cancels threads, so the
-/// socket path skips the wrapper and its four locked instructions per
-/// request and answer.
+/// with two atomic compare-and-swaps, and sets `errno`. Rust never cancels
+/// threads, so the socket path makes the system calls itself (`rustix`'s
+/// Linux backend issues the `syscall` instruction, and errors come back
+/// in its result), skipping four locked instructions per request and
+/// answer.
 pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for `buf.len()` writable bytes.
-    unsafe { transfer(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), 0) }
+    Ok(rustix::net::recv(borrow(fd), buf, RecvFlags::empty())?.0)
 }
 
 /// `sendto(2)` with `MSG_NOSIGNAL` (a closed peer is `EPIPE`, not
-/// `SIGPIPE`), made as a raw system call; see [`recv`].
+/// `SIGPIPE`), made as [`recv`] is.
 pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for `buf.len()` readable bytes, which sendto
-    // only reads.
-    unsafe {
-        transfer(
-            libc::SYS_sendto,
-            fd,
-            buf.as_ptr().cast_mut(),
-            buf.len(),
-            libc::MSG_NOSIGNAL,
-        )
-    }
+    Ok(rustix::net::send(borrow(fd), buf, SendFlags::NOSIGNAL)?)
 }
 
-/// `recvfrom(2)` or `sendto(2)` (`nr`) of `len` bytes at `buf`, with no
-/// address, as a raw system call (for [`recv`], [`send`] and [`peek`]).
-///
-/// Every argument goes in as a whole `long` (a pointer or `usize`, or
-/// widened from `int`): the kernel reads whole registers, and glibc's
-/// `syscall(2)`, where it is used, reads each of its `...` as a `long`.
-///
-/// # Safety
-///
-/// `buf` must be valid for `len` bytes: writable for `recvfrom`, readable
-/// for `sendto`. `fd` is no memory-safety matter: the kernel checks it.
-unsafe fn transfer(
-    nr: c_long,
-    fd: RawFd,
-    buf: *mut u8,
-    len: usize,
-    flags: c_int,
-) -> io::Result<usize> {
-    // SAFETY: the caller vouches for `buf`; the address arguments are
-    // null, as recv(2) and send(2) pass them.
-    unsafe {
-        syscall6(
-            nr,
-            [
-                c_long::from(fd),
-                buf as c_long,
-                len as c_long,
-                c_long::from(flags),
-                0,
-                0,
-            ],
-        )
-    }
-}
-
-/// A six-argument system call made with the `syscall` instruction itself:
-/// the kernel returns a byte count, or `-errno` (then left out of `errno`).
-/// This skips glibc's `syscall(2)` function, which moves every argument
-/// one register over and turns the result into `-1` and `errno`.
-///
-/// # Safety
-///
-/// As for the system call `nr` with these arguments: any memory they
-/// point to must be valid for what the call does with it.
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-unsafe fn syscall6(nr: c_long, args: [c_long; 6]) -> io::Result<usize> {
-    let ret: c_long;
-    // SAFETY: the Linux x86-64 system call convention: number and result
-    // in rax, arguments in rdi, rsi, rdx, r10, r8 and r9; the kernel
-    // overwrites rcx and r11 and preserves every other register. The
-    // stack is untouched. Memory is not declared untouched: the kernel may
-    // write where the arguments point, which the caller vouches for.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") nr => ret,
-            in("rdi") args[0],
-            in("rsi") args[1],
-            in("rdx") args[2],
-            in("r10") args[3],
-            in("r8") args[4],
-            in("r9") args[5],
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    match usize::try_from(ret) {
-        Ok(n) => Ok(n),
-        Err(_) => Err(negated_errno(ret)),
-    }
-}
-
-/// The error of a raw system call's result in `-4095..=-1`: made apart
-/// from the success path, which then does not compute it too.
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-#[cold]
-#[inline(never)]
-fn negated_errno(ret: c_long) -> io::Error {
-    io::Error::from_raw_os_error(-ret as c_int)
-}
-
-/// [`syscall6`] elsewhere: through glibc's `syscall(2)`.
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-unsafe fn syscall6(nr: c_long, args: [c_long; 6]) -> io::Result<usize> {
-    // SAFETY: the caller vouches for the arguments.
-    byte_count(unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) })
-}
-
-/// `writev(2)`, made as a raw system call; see [`recv`] and [`transfer`]. Up
-/// to `IOV_MAX` slices are the caller's to respect.
+/// `writev(2)`, made as [`recv`] is. Up to `IOV_MAX` slices are the
+/// caller's to respect.
 pub(crate) fn writev(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-    // SAFETY: `IoSlice` is ABI-compatible with `struct iovec`, and each
-    // slice is valid for its length; the kernel checks `fd`; writev(2)
-    // ignores the unused arguments.
-    unsafe {
-        syscall6(
-            libc::SYS_writev,
-            [
-                c_long::from(fd),
-                bufs.as_ptr() as c_long,
-                bufs.len() as c_long,
-                0,
-                0,
-                0,
-            ],
-        )
-    }
+    Ok(rustix::io::writev(borrow(fd), bufs)?)
+}
+
+/// `fd`, borrowed for one system call on it.
+fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: every caller passes the descriptor of a socket its peer
+    // owns, open for the whole call (the peer is borrowed meanwhile); a
+    // closed or reused number could at worst make the call fail or act on
+    // the wrong descriptor, which the kernel checks, not memory safety.
+    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 /// A system call's result as a byte count, or the `errno` it set (a
@@ -409,16 +306,7 @@ fn byte_count(n: impl TryInto<usize>) -> io::Result<usize> {
 /// `recvfrom(2)` with `MSG_PEEK`, as [`recv`] makes it: copies what the
 /// socket holds into `buf` without consuming it (0 at EOF).
 pub(crate) fn peek(sock: &impl std::os::fd::AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for `buf.len()` writable bytes.
-    unsafe {
-        transfer(
-            libc::SYS_recvfrom,
-            sock.as_raw_fd(),
-            buf.as_mut_ptr(),
-            buf.len(),
-            libc::MSG_PEEK,
-        )
-    }
+    Ok(rustix::net::recv(borrow(sock.as_raw_fd()), buf, RecvFlags::PEEK)?.0)
 }
 
 /// Takes ownership of descriptor `fd`, inherited from the parent process
@@ -784,8 +672,10 @@ mod tests {
         let mut buf = [0u8; 16];
         let empty = recv(b.as_raw_fd(), &mut buf).unwrap_err();
         assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
-        let closed_fd = recv(-1, &mut buf).unwrap_err();
-        assert_eq!(closed_fd.raw_os_error(), Some(libc::EBADF));
+        // An error comes back as the kernel's error number.
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let not_socket = recv(file.as_raw_fd(), &mut buf).unwrap_err();
+        assert_eq!(not_socket.raw_os_error(), Some(libc::ENOTSOCK));
         assert_eq!(send(a.as_raw_fd(), b"hello").unwrap(), 5);
         let parts = [IoSlice::new(b" wo"), IoSlice::new(b"rld")];
         assert_eq!(writev(a.as_raw_fd(), &parts).unwrap(), 6);
