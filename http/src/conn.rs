@@ -1590,12 +1590,13 @@ impl HttpConn {
             }
             return;
         }
-        if self.timer == Timer::Idle && self.ex.inbuf.is_empty() {
-            // Still idle-timed, as after every keep-alive answer.
-            return;
-        }
         let completed = self.completed;
         let want = if self.ex.inbuf.is_empty() {
+            if self.timer == Timer::Idle {
+                // Still idle-timed, as after every keep-alive answer (one
+                // comparison of the variant, not of a whole `Timer`).
+                return;
+            }
             Timer::Idle
         } else if self.ex.parser.pending_head().is_some() {
             Timer::Body { completed }

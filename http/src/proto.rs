@@ -84,8 +84,9 @@ impl Proto {
         first
     }
 
-    /// [`Protocol::on_input`] for HTTP/2 and a connection whose protocol
-    /// is not decided yet.
+    /// [`Protocol::on_input`] for any connection, out of line: the trait
+    /// method hands an HTTP/1.x connection's input over inline and comes
+    /// here for HTTP/2 and a connection whose protocol is not decided yet.
     #[inline(never)]
     fn on_other_input(&mut self, conn: &mut Conn<'_, HttpMsg>, data: &[u8]) {
         match self {
